@@ -1,0 +1,93 @@
+//! `exposed`: the server lets clients call only the methods it exposes.
+//!
+//! The seed registers a shared `Pair(5, 6)` with `exposed=['get_x']`; a consumer process that
+//! calls `set_x` is refused by the server. Run with `cargo run --example exposed`.
+
+use manager::{Address, BaseManager, Process, Register, Registry, Typeid};
+
+/// The seed's `Pair`.
+pub struct Pair {
+    x: i64,
+    y: i64,
+}
+
+#[manager::shared]
+impl Pair {
+    /// A pair of `x` and `y`.
+    pub fn new(x: i64, y: i64) -> Self {
+        Pair { x, y }
+    }
+
+    /// Returns `x`.
+    pub fn get_x(&self) -> i64 {
+        self.x
+    }
+
+    /// Returns `y`.
+    pub fn get_y(&self) -> i64 {
+        self.y
+    }
+
+    /// Sets `x`.
+    pub fn set_x(&mut self, new_x: i64) {
+        self.x = new_x;
+    }
+
+    /// Sets `y`.
+    pub fn set_y(&mut self, new_y: i64) {
+        self.y = new_y;
+    }
+}
+
+/// The server's registry: one `Pair(5, 6)` shared by every client, with only `get_x` exposed
+/// (Python: `manager.register('get_pair', callable=lambda: pair, exposed=['get_x'])`).
+#[manager::entry]
+pub fn registry() -> manager::Result<Registry> {
+    let mut registry = Registry::new();
+    registry.register(Register::shared("get_pair", Pair::new(5, 6)).exposed(["get_x"]))?;
+    Ok(registry)
+}
+
+/// The consumer's view of the typeid (Python: `manager.register('get_pair')`).
+const GET_PAIR: Typeid<PairBlockingProxy> = Typeid::new("get_pair");
+
+/// The consumer process: tries every method, as the seed's `process_task` does.
+#[manager::entry]
+pub fn process_task(address: Address) -> manager::Result<()> {
+    let manager = BaseManager::new(address).connect()?;
+    let p = manager.create(&GET_PAIR, ())?;
+    match p.set_x(7) {
+        Ok(()) => println!("set_x(7) was allowed"),
+        Err(e) => println!("set_x(7) refused: {e}"),
+    }
+    match p.set_y(7) {
+        Ok(()) => println!("set_y(7) was allowed"),
+        Err(e) => println!("set_y(7) refused: {e}"),
+    }
+    println!("{}", p.get_x()?);
+    match p.get_y() {
+        Ok(y) => println!("{y}"),
+        Err(e) => println!("get_y() refused: {e}"),
+    }
+    Ok(())
+}
+
+/// Starts the server, runs the consumer in its own process, and shuts the server down.
+pub fn run() -> manager::Result<()> {
+    let manager = BaseManager::new(Address::local_tcp()).start(registry)?;
+    let mut consumer = Process::spawn(process_task, (manager.address().clone(),))?;
+    let status = consumer.join()?;
+    manager.shutdown()?;
+    if !status.success() {
+        return Err(manager::Error::Process(format!(
+            "the consumer failed: {status}"
+        )));
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn main() -> manager::Result<()> {
+    manager::init();
+    run()
+}

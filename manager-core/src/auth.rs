@@ -1,0 +1,212 @@
+//! The authkey and the handshake that proves, in both directions, that each side holds it.
+//!
+//! Before any request is read, the server sends a magic string and a fresh 32-byte nonce; the
+//! client answers with `HMAC-SHA256(key, "manager-client" | server nonce | client nonce)` and its
+//! own nonce; the server checks it in constant time and answers with a status byte and
+//! `HMAC-SHA256(key, "manager-server" | client nonce | server nonce)`, which the client checks.
+//! Every message has a fixed size, so nothing from an unauthenticated peer decides an allocation.
+
+use std::fmt;
+use std::sync::Arc;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::error::Error;
+
+/// The first bytes a manager server sends; a client that reads anything else is not talking to
+/// a manager server of this protocol.
+pub const MAGIC: &[u8; 8] = b"MGRAUTH1";
+const NONCE: usize = 32;
+const MAC: usize = 32;
+const STATUS_OK: u8 = 0;
+const STATUS_REFUSED: u8 = 1;
+
+/// A shared secret that clients must prove they hold before a server reads their requests.
+///
+/// Its `Debug` form never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey(Arc<[u8]>);
+
+impl AuthKey {
+    /// An authkey made of these bytes.
+    pub fn new(bytes: impl AsRef<[u8]>) -> Self {
+        AuthKey(Arc::from(bytes.as_ref()))
+    }
+
+    /// A fresh random 32-byte authkey.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut bytes);
+        AuthKey::new(bytes)
+    }
+
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn mac(&self, label: &[u8], first: &[u8], second: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length");
+        mac.update(label);
+        mac.update(first);
+        mac.update(second);
+        mac
+    }
+}
+
+impl fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuthKey(<redacted>)")
+    }
+}
+
+impl From<&str> for AuthKey {
+    fn from(text: &str) -> Self {
+        AuthKey::new(text.as_bytes())
+    }
+}
+
+impl From<&[u8]> for AuthKey {
+    fn from(bytes: &[u8]) -> Self {
+        AuthKey::new(bytes)
+    }
+}
+
+impl From<Vec<u8>> for AuthKey {
+    fn from(bytes: Vec<u8>) -> Self {
+        AuthKey(Arc::from(bytes))
+    }
+}
+
+fn nonce() -> [u8; NONCE] {
+    let mut bytes = [0u8; NONCE];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Runs the server side of the handshake. On a wrong key the client is told so, and
+/// [`Error::Auth`] is returned.
+pub async fn server_handshake<S>(stream: &mut S, key: &AuthKey) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let server_nonce = nonce();
+    let mut hello = [0u8; 8 + NONCE];
+    hello[..8].copy_from_slice(MAGIC);
+    hello[8..].copy_from_slice(&server_nonce);
+    stream.write_all(&hello).await?;
+
+    let mut answer = [0u8; MAC + NONCE];
+    stream.read_exact(&mut answer).await?;
+    let (client_mac, client_nonce) = answer.split_at(MAC);
+    let verified = key
+        .mac(b"manager-client", &server_nonce, client_nonce)
+        .verify_slice(client_mac)
+        .is_ok();
+
+    let mut reply = [0u8; 1 + MAC];
+    if !verified {
+        reply[0] = STATUS_REFUSED;
+        stream.write_all(&reply).await?;
+        return Err(Error::Auth(
+            "the client's digest does not match this server's authkey".into(),
+        ));
+    }
+    reply[0] = STATUS_OK;
+    let proof = key
+        .mac(b"manager-server", client_nonce, &server_nonce)
+        .finalize()
+        .into_bytes();
+    reply[1..].copy_from_slice(&proof);
+    stream.write_all(&reply).await?;
+    Ok(())
+}
+
+/// Runs the client side of the handshake: proves the key to the server and checks the server's
+/// proof in turn.
+pub async fn client_handshake<S>(stream: &mut S, key: &AuthKey) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut hello = [0u8; 8 + NONCE];
+    stream.read_exact(&mut hello).await.map_err(|e| {
+        Error::Auth(format!(
+            "the server closed the connection during the handshake: {e}"
+        ))
+    })?;
+    if &hello[..8] != MAGIC {
+        return Err(Error::Protocol(
+            "the peer is not a manager server (unexpected greeting)".into(),
+        ));
+    }
+    let server_nonce = &hello[8..];
+    let client_nonce = nonce();
+    let digest = key
+        .mac(b"manager-client", server_nonce, &client_nonce)
+        .finalize()
+        .into_bytes();
+    let mut answer = [0u8; MAC + NONCE];
+    answer[..MAC].copy_from_slice(&digest);
+    answer[MAC..].copy_from_slice(&client_nonce);
+    stream.write_all(&answer).await?;
+
+    let mut reply = [0u8; 1 + MAC];
+    stream.read_exact(&mut reply).await.map_err(|e| {
+        Error::Auth(format!(
+            "the server closed the connection during the handshake: {e}"
+        ))
+    })?;
+    if reply[0] == STATUS_REFUSED {
+        return Err(Error::Auth(
+            "the server refused our authkey (digest mismatch)".into(),
+        ));
+    }
+    if reply[0] != STATUS_OK {
+        return Err(Error::Protocol(format!(
+            "unexpected handshake status byte {}",
+            reply[0]
+        )));
+    }
+    key.mac(b"manager-server", &client_nonce, server_nonce)
+        .verify_slice(&reply[1..])
+        .map_err(|_| Error::Auth("the server could not prove it holds the authkey".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn same_key_passes_both_ways() {
+        let (mut a, mut b) = tokio::io::duplex(256);
+        let key = AuthKey::from("secret");
+        let server = tokio::spawn({
+            let key = key.clone();
+            async move { server_handshake(&mut a, &key).await }
+        });
+        client_handshake(&mut b, &key).await.unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn wrong_key_fails_on_both_sides() {
+        let (mut a, mut b) = tokio::io::duplex(256);
+        let server =
+            tokio::spawn(async move { server_handshake(&mut a, &AuthKey::from("right")).await });
+        let client = client_handshake(&mut b, &AuthKey::from("wrong")).await;
+        assert!(matches!(client, Err(Error::Auth(_))), "{client:?}");
+        assert!(matches!(server.await.unwrap(), Err(Error::Auth(_))));
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        assert_eq!(
+            format!("{:?}", AuthKey::from("hunter2")),
+            "AuthKey(<redacted>)"
+        );
+    }
+}

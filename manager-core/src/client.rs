@@ -1,0 +1,325 @@
+//! The client side of one connection: requests matched to responses by id.
+//!
+//! A [`Connection`] is cheap to clone and is shared by every proxy made through it. Calls from
+//! any number of tasks and threads are written to the one socket and complete out of order; a
+//! reader task hands each response to the call waiting for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+
+use crate::address::Address;
+use crate::auth::AuthKey;
+use crate::error::Error;
+use crate::transport::{self, with_split, write_frames, ReadHalf};
+use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
+
+/// A response as it came off the wire: its head, and the frame that holds its payload.
+#[derive(Debug)]
+pub struct Response {
+    /// What the server answered.
+    pub reply: Reply,
+    frame: Bytes,
+    payload_at: usize,
+}
+
+impl Response {
+    /// The payload bytes after the head (a value or a raised error), in the native codec.
+    pub fn payload(&self) -> &[u8] {
+        &self.frame[self.payload_at..]
+    }
+}
+
+type Pending = oneshot::Sender<Result<Response, Error>>;
+
+struct Inner {
+    address: Address,
+    tx: mpsc::UnboundedSender<Bytes>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+    close_reason: Mutex<Option<String>>,
+    max_frame: usize,
+}
+
+/// One authenticated connection to a manager server, shared by every proxy made through it.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("address", &self.inner.address)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The runtime that carries the sockets of connections made outside any runtime (the blocking
+/// API). It has one worker thread, started on first use.
+pub(crate) fn background_runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("manager-client-io")
+            .enable_all()
+            .build()
+            .expect("cannot start the manager client's I/O runtime")
+    })
+}
+
+/// Fails with [`Error::BlockingInAsync`] when called on a thread that runs an async runtime.
+pub(crate) fn ensure_blocking_allowed() -> Result<(), Error> {
+    if Handle::try_current().is_ok() {
+        Err(Error::BlockingInAsync)
+    } else {
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// Dials `address`, runs the authkey handshake and starts the connection's I/O tasks on the
+    /// current tokio runtime.
+    pub async fn connect(address: &Address, authkey: &AuthKey) -> Result<Connection, Error> {
+        let mut stream = transport::connect(address).await?;
+        stream.handshake_client(authkey).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            address: address.clone(),
+            tx,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            close_reason: Mutex::new(None),
+            max_frame: wire::DEFAULT_MAX_FRAME,
+        });
+        with_split!(stream, |reader, writer| {
+            tokio::spawn(write_frames(writer, rx));
+            tokio::spawn(read_responses(Arc::downgrade(&inner), reader));
+        });
+        Ok(Connection { inner })
+    }
+
+    /// Like [`Connection::connect`], for code without a runtime: the connection's I/O runs on a
+    /// shared background thread.
+    pub fn connect_blocking(address: &Address, authkey: &AuthKey) -> Result<Connection, Error> {
+        ensure_blocking_allowed()?;
+        background_runtime().block_on(Connection::connect(address, authkey))
+    }
+
+    /// The address of the server.
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    fn closed_error(&self) -> Error {
+        let reason = self.inner.close_reason.lock().clone();
+        Error::ConnectionClosed(reason.unwrap_or_else(|| "closed".to_string()))
+    }
+
+    /// Sends a request built by `build` (given the request id) and returns a receiver for its
+    /// response. The receiver can be awaited or waited on from a blocking thread.
+    pub(crate) fn start<F>(
+        &self,
+        build: F,
+    ) -> Result<oneshot::Receiver<Result<Response, Error>>, Error>
+    where
+        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+    {
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut buf = wire::start_frame(64);
+        build(id, &mut buf)?;
+        let frame = wire::finish(buf, self.inner.max_frame)?;
+        let (done, wait) = oneshot::channel();
+        self.inner.pending.lock().insert(id, done);
+        // Checked again under the lock order the reader uses when it fails everything pending.
+        if self.inner.tx.send(frame).is_err() || self.is_closed() {
+            self.inner.pending.lock().remove(&id);
+            return Err(self.closed_error());
+        }
+        Ok(wait)
+    }
+
+    /// Sends a one-way message (no response).
+    pub(crate) fn notify(&self, request: &Request<'_>) {
+        if self.is_closed() {
+            return;
+        }
+        let mut buf = wire::start_frame(16);
+        if wire::put(&mut buf, request, "request").is_ok() {
+            if let Ok(frame) = wire::finish(buf, self.inner.max_frame) {
+                let _ = self.inner.tx.send(frame);
+            }
+        }
+    }
+
+    /// Sends a request and waits for its response.
+    pub(crate) async fn request<F>(&self, build: F) -> Result<Response, Error>
+    where
+        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+    {
+        let wait = self.start(build)?;
+        match wait.await {
+            Ok(result) => result,
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    /// Sends a request and blocks the thread until its response arrives.
+    pub(crate) fn request_blocking<F>(&self, build: F) -> Result<Response, Error>
+    where
+        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+    {
+        ensure_blocking_allowed()?;
+        let wait = self.start(build)?;
+        match wait.blocking_recv() {
+            Ok(result) => result,
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    /// Builds the frame of a call of `method` on `object` with `args`.
+    pub(crate) fn call_frame<'a, A: Serialize>(
+        object: u64,
+        method: &'a str,
+        args: &'a A,
+    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + 'a {
+        move |id, buf| {
+            wire::put(buf, &Request::Call { id, object, method }, "request")?;
+            wire::put(buf, args, "the arguments")
+        }
+    }
+
+    /// Builds the frame of a create of `typeid` with `args`.
+    pub(crate) fn create_frame<'a, A: Serialize>(
+        typeid: &'a str,
+        args: &'a A,
+    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + 'a {
+        move |id, buf| {
+            wire::put(buf, &Request::Create { id, typeid }, "request")?;
+            wire::put(buf, args, "the arguments")
+        }
+    }
+
+    /// Builds the frame of a control request.
+    pub(crate) fn control_frame(
+        op: Control,
+    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> {
+        move |id, buf| wire::put(buf, &Request::Control { id, op }, "request")
+    }
+
+    /// Builds the frame of an attach request.
+    pub(crate) fn attach_frame(
+        object: u64,
+    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> {
+        move |id, buf| wire::put(buf, &Request::Attach { id, object }, "request")
+    }
+
+    /// Sends a control request and waits for its answer.
+    pub async fn control(&self, op: Control) -> Result<ControlReply, Error> {
+        expect_control(self.request(Self::control_frame(op)).await?)
+    }
+
+    /// Sends a control request and blocks until its answer arrives.
+    pub fn control_blocking(&self, op: Control) -> Result<ControlReply, Error> {
+        expect_control(self.request_blocking(Self::control_frame(op))?)
+    }
+
+    /// Fails every pending call: the connection is gone.
+    fn fail_all(inner: &Inner, reason: String) {
+        inner.closed.store(true, Ordering::Release);
+        *inner.close_reason.lock() = Some(reason.clone());
+        let pending = std::mem::take(&mut *inner.pending.lock());
+        for (_, waiter) in pending {
+            let _ = waiter.send(Err(Error::ConnectionClosed(reason.clone())));
+        }
+    }
+
+    /// Releases a proxy token that arrived for a call nobody waits for any more.
+    fn release_orphan(inner: &Inner, response: &Response) {
+        if let Reply::Proxy(token) = &response.reply {
+            let mut buf = wire::start_frame(16);
+            if wire::put(&mut buf, &Request::DecRef { object: token.id }, "request").is_ok() {
+                if let Ok(frame) = wire::finish(buf, inner.max_frame) {
+                    let _ = inner.tx.send(frame);
+                }
+            }
+        }
+    }
+}
+
+fn expect_control(response: Response) -> Result<ControlReply, Error> {
+    match response.reply {
+        Reply::Control(reply) => Ok(reply),
+        Reply::Error(e) => Err(Error::Remote(e)),
+        other => Err(Error::Protocol(format!(
+            "expected a control reply, got {other:?}"
+        ))),
+    }
+}
+
+async fn read_responses<R: ReadHalf>(inner: std::sync::Weak<Inner>, reader: R) {
+    let mut frames = FramedRead::new(reader, wire::frame_codec(wire::DEFAULT_MAX_FRAME));
+    let reason = loop {
+        let Some(frame) = frames.next().await else {
+            break "the server closed the connection".to_string();
+        };
+        let Some(inner) = inner.upgrade() else { return };
+        let frame = match frame {
+            Ok(frame) => frame.freeze(),
+            Err(e) => break format!("bad frame from the server: {e}"),
+        };
+        let (head, payload) = match wire::take::<ResponseHead>(&frame, "response") {
+            Ok(decoded) => decoded,
+            Err(e) => break e.to_string(),
+        };
+        let payload_at = frame.len() - payload.len();
+        let response = Response {
+            reply: head.reply,
+            frame: frame.clone(),
+            payload_at,
+        };
+        let waiter = inner.pending.lock().remove(&head.id);
+        match waiter {
+            Some(waiter) => {
+                if let Err(Ok(response)) = waiter.send(Ok(response)) {
+                    Connection::release_orphan(&inner, &response);
+                }
+            }
+            None => Connection::release_orphan(&inner, &response),
+        }
+    };
+    if let Some(inner) = inner.upgrade() {
+        Connection::fail_all(&inner, reason);
+    }
+}
+
+/// Turns a response into a proxy token, or the error it carries.
+pub(crate) fn expect_token(response: Response, what: &str) -> Result<Token, Error> {
+    match response.reply {
+        Reply::Proxy(token) => Ok(token),
+        Reply::Error(e) => Err(Error::Remote(e)),
+        other => Err(Error::Protocol(format!(
+            "{what}: expected a proxy, got {other:?}"
+        ))),
+    }
+}

@@ -1,0 +1,37 @@
+//! The runtime of [`manager`](https://docs.rs/manager): share objects between processes through
+//! a manager server, the model of Python's `multiprocessing.managers`.
+//!
+//! Most programs use the `manager` facade crate, which re-exports everything here together
+//! with the `#[shared]` and `#[entry]` macros. The modules:
+//!
+//! - [`wire`]: frames and messages; [`auth`]: the authkey handshake;
+//! - [`registry`]: typeid registrations; [`object`]: what `#[shared]` implements;
+//! - [`server`]: the object table and connections; [`client`] and [`proxy`]: the client side;
+//! - [`manager`]: `BaseManager`, `Manager`, `Typeid`; [`process`]: spawning processes.
+
+#![warn(missing_docs)]
+
+pub mod address;
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod manager;
+pub mod object;
+pub mod process;
+pub mod proxy;
+pub mod registry;
+pub mod server;
+mod transport;
+pub mod wire;
+
+pub use address::Address;
+pub use auth::AuthKey;
+pub use client::Connection;
+pub use error::{Error, RemoteError, RemoteErrorKind, Result};
+pub use manager::{BaseManager, BlockingManager, Create, Manager, NoCreate, Typeid};
+pub use object::{Outcome, Shared};
+pub use process::{current_process_name, init, Process, ServerProcess};
+pub use proxy::{BaseProxy, CallResult, Proxy, Value};
+pub use registry::{Register, Registry};
+pub use server::{Server, ServerConfig, ShutdownHandle};
+pub use wire::{DebugInfo, ObjectInfo, Token};

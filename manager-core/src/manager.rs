@@ -1,0 +1,426 @@
+//! Managers: Python's `BaseManager`, split the Rust way into a configuration
+//! ([`BaseManager`]), a connected client ([`Manager`], or [`BlockingManager`] for code without
+//! a runtime) and typed typeid descriptors ([`Typeid`]).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::address::Address;
+use crate::auth::AuthKey;
+use crate::client::{background_runtime, ensure_blocking_allowed, Connection};
+use crate::error::Error;
+use crate::process::{self, EntryFn, ServerProcess};
+use crate::proxy::{proxy_from, BaseProxy, Proxy};
+use crate::registry::Registry;
+use crate::server::{Server, ServerConfig};
+use crate::wire::{Control, ControlReply, DebugInfo, Token};
+
+/// Marks a [`Typeid`] that clients may create (Python's `create_method=True`).
+#[derive(Debug, Clone, Copy)]
+pub enum Create {}
+/// Marks a [`Typeid`] that clients cannot create (Python's `create_method=False`): its objects
+/// only arrive as results of `method_to_typeid` methods.
+#[derive(Debug, Clone, Copy)]
+pub enum NoCreate {}
+
+/// The client-side registration of a typeid: its name, the proxy type `P` that stands for its
+/// objects (Python's `proxytype`), the constructor's argument tuple `A`, and whether clients may
+/// create it (`C`, [`Create`] or [`NoCreate`]).
+///
+/// It is Python's `manager.register('get_pair', proxytype=...)` on the client, as a constant:
+///
+/// ```ignore
+/// const GET_PAIR: Typeid<PairBlockingProxy, (i64, i64)> = Typeid::new("get_pair");
+/// let pair = manager.create(&GET_PAIR, (1, 3))?;
+/// ```
+///
+/// A typeid declared with [`Typeid::without_create`] has no create method: passing it to
+/// `create` does not compile.
+pub struct Typeid<P, A = (), C = Create> {
+    name: &'static str,
+    _marker: PhantomData<fn(A) -> (P, C)>,
+}
+
+impl<P, A, C> Clone for Typeid<P, A, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P, A, C> Copy for Typeid<P, A, C> {}
+
+impl<P, A, C> fmt::Debug for Typeid<P, A, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Typeid").field("name", &self.name).finish()
+    }
+}
+
+impl<P, A, C> Typeid<P, A, C> {
+    /// The typeid's name.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl<P: Proxy, A: Serialize> Typeid<P, A, Create> {
+    /// A typeid clients may create, with constructor arguments `A`.
+    pub const fn new(name: &'static str) -> Self {
+        Typeid {
+            name,
+            _marker: PhantomData,
+        }
+    }
+}
+
+impl<P: Proxy> Typeid<P, (), NoCreate> {
+    /// A typeid clients cannot create.
+    pub const fn without_create(name: &'static str) -> Self {
+        Typeid {
+            name,
+            _marker: PhantomData,
+        }
+    }
+}
+
+/// How to reach (or start) a manager server: its address, the authkey and the server's limits.
+///
+/// ```no_run
+/// # use manager_core::{BaseManager, Address};
+/// let manager = BaseManager::new(Address::tcp("127.0.0.1:50000"));
+/// let client = manager.connect()?;
+/// # Ok::<(), manager_core::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BaseManager {
+    address: Address,
+    authkey: AuthKey,
+    config: ServerConfig,
+}
+
+impl BaseManager {
+    /// A manager for `address`, with this process's authkey ([`process::authkey`]).
+    pub fn new(address: impl Into<Address>) -> Self {
+        BaseManager {
+            address: address.into(),
+            authkey: process::authkey(),
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// Uses `authkey` instead of the process's.
+    pub fn authkey(mut self, authkey: impl Into<AuthKey>) -> Self {
+        self.authkey = authkey.into();
+        self
+    }
+
+    /// Uses these server limits when this manager starts or serves a server.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The address.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Starts a server in a child process (by re-running this executable, never by fork), with
+    /// the registry that the `#[manager::entry]` function `registry` builds, and connects to it.
+    /// The server stops when [`BlockingManager::shutdown`] is called or the returned manager
+    /// (every clone of it) is dropped.
+    pub fn start<F>(&self, registry: F) -> Result<BlockingManager, Error>
+    where
+        F: EntryFn<()>,
+    {
+        ensure_blocking_allowed()?;
+        let server = ServerProcess::start(registry, &self.address, &self.authkey, &self.config)?;
+        let conn = Connection::connect_blocking(server.address(), &self.authkey)?;
+        Ok(BlockingManager(Manager {
+            conn,
+            server: Some(Arc::new(server)),
+        }))
+    }
+
+    /// The async form of [`BaseManager::start`].
+    pub async fn start_async<F>(&self, registry: F) -> Result<Manager, Error>
+    where
+        F: EntryFn<()> + Send,
+    {
+        let (address, authkey, config) = (
+            self.address.clone(),
+            self.authkey.clone(),
+            self.config.clone(),
+        );
+        let server = tokio::task::spawn_blocking(move || {
+            ServerProcess::start(registry, &address, &authkey, &config)
+        })
+        .await
+        .map_err(|e| Error::Process(format!("starting the server failed: {e}")))??;
+        let conn = Connection::connect(server.address(), &self.authkey).await?;
+        Ok(Manager {
+            conn,
+            server: Some(Arc::new(server)),
+        })
+    }
+
+    /// Connects to a running server.
+    pub fn connect(&self) -> Result<BlockingManager, Error> {
+        Ok(BlockingManager(Manager {
+            conn: Connection::connect_blocking(&self.address, &self.authkey)?,
+            server: None,
+        }))
+    }
+
+    /// The async form of [`BaseManager::connect`].
+    pub async fn connect_async(&self) -> Result<Manager, Error> {
+        Ok(Manager {
+            conn: Connection::connect(&self.address, &self.authkey).await?,
+            server: None,
+        })
+    }
+
+    /// A server for `registry` bound to this manager's address, to run in this process
+    /// (Python's `manager.get_server()`; then `serve_forever()`).
+    pub async fn get_server(&self, registry: Registry) -> Result<Server, Error> {
+        Server::bind(
+            registry,
+            &self.address,
+            self.authkey.clone(),
+            self.config.clone(),
+        )
+        .await
+    }
+
+    /// Serves `registry` in this process until a client asks the server to shut down
+    /// (Python's `manager.get_server().serve_forever()`), on a runtime of its own.
+    pub fn serve_forever(&self, registry: Registry) -> Result<(), Error> {
+        ensure_blocking_allowed()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async { self.get_server(registry).await?.serve_forever().await })
+    }
+}
+
+/// A connection to a manager server, for async code: creates objects and asks about the server.
+///
+/// Clones share one connection. If this manager started the server, the server stops when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct Manager {
+    conn: Connection,
+    server: Option<Arc<ServerProcess>>,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", self.conn.address())
+            .field("started_server", &self.server.is_some())
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Connects to the server at `address` with `authkey`.
+    pub async fn connect(address: &Address, authkey: &AuthKey) -> Result<Manager, Error> {
+        Ok(Manager {
+            conn: Connection::connect(address, authkey).await?,
+            server: None,
+        })
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> &Address {
+        self.conn.address()
+    }
+
+    /// The connection every proxy of this manager shares.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Creates an object of `typeid` with `args` (the factory's argument tuple; for a shared
+    /// instance, a new proxy to it) and returns its typed proxy. Python's `manager.get_pair(1, 3)`.
+    pub async fn create<P: Proxy, A: Serialize>(
+        &self,
+        typeid: &Typeid<P, A, Create>,
+        args: A,
+    ) -> Result<P, Error> {
+        self.create_dynamic(typeid.name(), args)
+            .await
+            .map(P::from_base)
+    }
+
+    /// Creates an object of the typeid named `typeid`: the dynamic form of [`Manager::create`].
+    /// The server refuses unknown typeids and typeids registered without a create method.
+    pub async fn create_dynamic<A: Serialize>(
+        &self,
+        typeid: &str,
+        args: A,
+    ) -> Result<BaseProxy, Error> {
+        let response = self
+            .conn
+            .request(Connection::create_frame(typeid, &args))
+            .await?;
+        proxy_from(&self.conn, response, "create")
+    }
+
+    /// A proxy for an object named by a token (for instance one that came from another
+    /// process), taking a new reference to it. The token must name an object on this server.
+    pub async fn attach<P: Proxy>(&self, token: &Token) -> Result<P, Error> {
+        let response = self
+            .conn
+            .request(Connection::attach_frame(token.id))
+            .await?;
+        proxy_from(&self.conn, response, "attach").map(P::from_base)
+    }
+
+    /// How many objects the server holds (Python's `_number_of_objects()`).
+    pub async fn number_of_objects(&self) -> Result<u64, Error> {
+        number_reply(self.conn.control(Control::NumberOfObjects).await?)
+    }
+
+    /// Every object with its typeid and reference count (Python's `_debug_info()`).
+    pub async fn debug_info(&self) -> Result<DebugInfo, Error> {
+        debug_reply(self.conn.control(Control::DebugInfo).await?)
+    }
+
+    /// Stops the server. Proxies made through it fail from then on.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        shutdown_reply(self.conn.control(Control::Shutdown).await)?;
+        if let Some(server) = &self.server {
+            let server = server.clone();
+            tokio::task::spawn_blocking(move || server.stop(Duration::from_secs(5)))
+                .await
+                .map_err(|e| Error::Process(e.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// The same manager with the blocking API.
+    pub fn into_blocking(self) -> BlockingManager {
+        BlockingManager(self)
+    }
+}
+
+/// A connection to a manager server, for code without an async runtime (the seed's scripts).
+/// Every method blocks the calling thread; calling one from inside an async runtime is an
+/// [`Error::BlockingInAsync`].
+#[derive(Clone, Debug)]
+pub struct BlockingManager(Manager);
+
+impl BlockingManager {
+    /// Connects to the server at `address` with `authkey`.
+    pub fn connect(address: &Address, authkey: &AuthKey) -> Result<BlockingManager, Error> {
+        Ok(BlockingManager(Manager {
+            conn: Connection::connect_blocking(address, authkey)?,
+            server: None,
+        }))
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> &Address {
+        self.0.address()
+    }
+
+    /// The connection every proxy of this manager shares.
+    pub fn connection(&self) -> &Connection {
+        self.0.connection()
+    }
+
+    /// Blocking form of [`Manager::create`].
+    pub fn create<P: Proxy, A: Serialize>(
+        &self,
+        typeid: &Typeid<P, A, Create>,
+        args: A,
+    ) -> Result<P, Error> {
+        self.create_dynamic(typeid.name(), args).map(P::from_base)
+    }
+
+    /// Blocking form of [`Manager::create_dynamic`].
+    pub fn create_dynamic<A: Serialize>(&self, typeid: &str, args: A) -> Result<BaseProxy, Error> {
+        let conn = &self.0.conn;
+        let response = conn.request_blocking(Connection::create_frame(typeid, &args))?;
+        proxy_from(conn, response, "create")
+    }
+
+    /// Blocking form of [`Manager::attach`].
+    pub fn attach<P: Proxy>(&self, token: &Token) -> Result<P, Error> {
+        let conn = &self.0.conn;
+        let response = conn.request_blocking(Connection::attach_frame(token.id))?;
+        proxy_from(conn, response, "attach").map(P::from_base)
+    }
+
+    /// Blocking form of [`Manager::number_of_objects`].
+    pub fn number_of_objects(&self) -> Result<u64, Error> {
+        number_reply(self.0.conn.control_blocking(Control::NumberOfObjects)?)
+    }
+
+    /// Blocking form of [`Manager::debug_info`].
+    pub fn debug_info(&self) -> Result<DebugInfo, Error> {
+        debug_reply(self.0.conn.control_blocking(Control::DebugInfo)?)
+    }
+
+    /// Blocking form of [`Manager::shutdown`].
+    pub fn shutdown(&self) -> Result<(), Error> {
+        shutdown_reply(self.0.conn.control_blocking(Control::Shutdown))?;
+        if let Some(server) = &self.0.server {
+            server.stop(Duration::from_secs(5))?;
+        }
+        Ok(())
+    }
+
+    /// The same manager with the async API.
+    pub fn into_async(self) -> Manager {
+        self.0
+    }
+
+    /// The server process this manager started, if it started one.
+    pub fn server_process(&self) -> Option<&ServerProcess> {
+        self.0.server.as_deref()
+    }
+}
+
+fn number_reply(reply: ControlReply) -> Result<u64, Error> {
+    match reply {
+        ControlReply::NumberOfObjects(n) => Ok(n),
+        other => Err(Error::Protocol(format!(
+            "expected a number of objects, got {other:?}"
+        ))),
+    }
+}
+
+fn debug_reply(reply: ControlReply) -> Result<DebugInfo, Error> {
+    match reply {
+        ControlReply::DebugInfo(info) => Ok(info),
+        other => Err(Error::Protocol(format!(
+            "expected debug info, got {other:?}"
+        ))),
+    }
+}
+
+fn shutdown_reply(reply: Result<ControlReply, Error>) -> Result<(), Error> {
+    match reply {
+        Ok(ControlReply::ShuttingDown) => Ok(()),
+        // The server may close the connection before its answer is read.
+        Err(Error::ConnectionClosed(_)) => Ok(()),
+        Ok(other) => Err(Error::Protocol(format!(
+            "expected a shutdown answer, got {other:?}"
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn check<T: Send + Sync + Clone>() {}
+    check::<Manager>();
+    check::<BlockingManager>();
+    check::<BaseProxy>();
+    let _ = background_runtime;
+}

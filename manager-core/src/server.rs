@@ -1,0 +1,746 @@
+//! The manager server: the object table, client connections, and request dispatch.
+//!
+//! Each connection owns the references its proxies hold. A call is looked up in the
+//! connection's own table (no global lock on the call path), checked against the typeid's
+//! exposed methods, decoded, and run in its own task, so calls on one connection complete out
+//! of order. When a connection closes, for any reason, every reference it held is released.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::address::Address;
+use crate::auth::AuthKey;
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::object::{DispatchError, Outcome, Referent};
+use crate::registry::{Entry, Registry, Source};
+use crate::transport::{with_split, write_frames, Listener, ReadHalf, Stream};
+use crate::wire::{
+    self, Control, ControlReply, DebugInfo, ObjectInfo, Reply, Request, ResponseHead, Token,
+};
+
+/// Limits and timeouts of a server.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The largest frame accepted from a client; a larger one closes that connection.
+    pub max_frame: usize,
+    /// How long a new connection may take to complete the authkey handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame: wire::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A live object: its id, its typeid's registration and the referent.
+pub(crate) struct Object {
+    id: u64,
+    entry: Arc<Entry>,
+    referent: Arc<dyn Referent>,
+}
+
+struct Slot {
+    object: Arc<Object>,
+    refs: u64,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: u64,
+    slots: HashMap<u64, Slot>,
+}
+
+struct State {
+    registry: Registry,
+    address: Address,
+    authkey: AuthKey,
+    config: ServerConfig,
+    table: Mutex<Table>,
+    shared: HashMap<Arc<str>, u64>,
+    connections: AtomicU64,
+    stop: CancellationToken,
+}
+
+/// A manager server bound to its address, ready to serve.
+pub struct Server {
+    state: Arc<State>,
+    listener: Listener,
+}
+
+/// Stops a running server from anywhere (another task, another thread, a signal handler).
+#[derive(Clone)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Asks the server to stop accepting connections and close the open ones.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+
+    /// Waits until the server has been asked to stop.
+    pub async fn stopped(&self) {
+        self.0.cancelled().await;
+    }
+}
+
+impl Server {
+    /// Binds `address` and prepares to serve the typeids of `registry` to clients holding
+    /// `authkey`. Fails if the registry is inconsistent or the address cannot be bound.
+    pub async fn bind(
+        registry: Registry,
+        address: &Address,
+        authkey: AuthKey,
+        config: ServerConfig,
+    ) -> Result<Server, Error> {
+        registry.validate()?;
+        let (listener, address) = Listener::bind(address).await?;
+        let mut table = Table {
+            next_id: 1,
+            ..Table::default()
+        };
+        let mut shared = HashMap::new();
+        for entry in registry.entries() {
+            if let Source::Shared(referent) = &entry.source {
+                let id = table.next_id;
+                table.next_id += 1;
+                let object = Arc::new(Object {
+                    id,
+                    entry: entry.clone(),
+                    referent: referent.clone(),
+                });
+                // The server's own reference keeps a shared instance alive until shutdown.
+                table.slots.insert(id, Slot { object, refs: 1 });
+                shared.insert(entry.typeid.clone(), id);
+            }
+        }
+        Ok(Server {
+            state: Arc::new(State {
+                registry,
+                address,
+                authkey,
+                config,
+                table: Mutex::new(table),
+                shared,
+                connections: AtomicU64::new(0),
+                stop: CancellationToken::new(),
+            }),
+            listener,
+        })
+    }
+
+    /// The address clients reach this server at (with the real port when bound to port 0).
+    pub fn address(&self) -> &Address {
+        &self.state.address
+    }
+
+    /// A handle that stops this server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.state.stop.clone())
+    }
+
+    /// Accepts and serves clients until a client sends `shutdown` or the [`ShutdownHandle`] is
+    /// used. A Unix socket file is removed when it returns.
+    pub async fn serve_forever(self) -> Result<(), Error> {
+        let Server { state, listener } = self;
+        tracing::info!(address = %state.address, "manager server listening");
+        loop {
+            tokio::select! {
+                _ = state.stop.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(stream) => {
+                        let state = state.clone();
+                        tokio::spawn(async move { handle_connection(state, stream).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a moment, keep serving.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!(address = %state.address, "manager server stopped");
+        drop(listener);
+        Ok(())
+    }
+}
+
+async fn handle_connection(state: Arc<State>, mut stream: Stream) {
+    let handshake = tokio::time::timeout(
+        state.config.handshake_timeout,
+        stream.handshake_server(&state.authkey),
+    )
+    .await;
+    match handshake {
+        Ok(Ok(())) => {}
+        Ok(Err(Error::Auth(message))) => {
+            tracing::warn!("refused a client with a wrong authkey: {message}");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("a client did not complete the handshake in time");
+            return;
+        }
+    }
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    with_split!(stream, |reader, writer| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let write_task = tokio::spawn(write_frames(writer, rx));
+        let conn = Arc::new(Connection {
+            state: state.clone(),
+            held: Mutex::new(HashMap::new()),
+            tx,
+        });
+        if let Err(e) = conn.read_requests(reader).await {
+            tracing::debug!("closing a connection: {e}");
+        }
+        conn.release_all();
+        drop(conn);
+        let _ = write_task.await;
+    });
+    state.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+struct Held {
+    object: Arc<Object>,
+    refs: u64,
+}
+
+struct Connection {
+    state: Arc<State>,
+    held: Mutex<HashMap<u64, Held>>,
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Connection {
+    async fn read_requests<R: ReadHalf>(self: &Arc<Self>, reader: R) -> Result<(), Error> {
+        let mut frames = FramedRead::new(reader, wire::frame_codec(self.state.config.max_frame));
+        loop {
+            let frame = tokio::select! {
+                _ = self.state.stop.cancelled() => return Ok(()),
+                frame = frames.next() => frame,
+            };
+            match frame {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(Error::Protocol(format!("bad frame: {e}"))),
+                Some(Ok(frame)) => self.handle(frame.freeze())?,
+            }
+        }
+    }
+
+    /// Handles one request. An error closes the connection (the client broke the protocol).
+    fn handle(self: &Arc<Self>, frame: Bytes) -> Result<(), Error> {
+        let (request, args) = wire::take::<Request<'_>>(&frame, "request")?;
+        let args_at = frame.len() - args.len();
+        match request {
+            Request::Call { id, object, method } => {
+                self.call(id, object, method, frame.clone(), args_at);
+            }
+            Request::Create { id, typeid } => {
+                let reply = self.create(typeid, &frame[args_at..]);
+                self.send(id, reply);
+            }
+            Request::IncRef { object } => self.incref(object),
+            Request::DecRef { object } => self.decref(object),
+            Request::Attach { id, object } => {
+                let reply = self.attach(object);
+                self.send(id, reply);
+            }
+            Request::Control { id, op } => {
+                let reply = self.control(op);
+                let stopping = matches!(reply, Reply::Control(ControlReply::ShuttingDown));
+                self.send(id, reply);
+                if stopping {
+                    self.state.stop.cancel();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn call(self: &Arc<Self>, id: u64, object_id: u64, method: &str, frame: Bytes, args_at: usize) {
+        let object = self.held.lock().get(&object_id).map(|h| h.object.clone());
+        let Some(object) = object else {
+            return self.send_error(RemoteError::new(
+                RemoteErrorKind::UnknownObject,
+                "",
+                method,
+                format!("object {object_id} does not exist or this connection holds no reference to it"),
+            ), id);
+        };
+        let entry = &object.entry;
+        let index = match entry.method(method) {
+            Some((index, true)) => index,
+            Some((_, false)) => {
+                return self.send_error(
+                    RemoteError::new(
+                        RemoteErrorKind::NotExposed,
+                        &*entry.typeid,
+                        method,
+                        format!(
+                            "method {method:?} is not exposed by typeid {:?} (exposed: {})",
+                            &*entry.typeid,
+                            entry.exposed_names().join(", ")
+                        ),
+                    ),
+                    id,
+                )
+            }
+            None => {
+                return self.send_error(
+                    RemoteError::new(
+                        RemoteErrorKind::NoSuchMethod,
+                        &*entry.typeid,
+                        method,
+                        format!(
+                            "{} has no method {method:?} (exposed: {})",
+                            entry.type_name,
+                            entry.exposed_names().join(", ")
+                        ),
+                    ),
+                    id,
+                )
+            }
+        };
+        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut de = postcard::Deserializer::from_bytes(&frame[args_at..]);
+            let call = object
+                .referent
+                .clone()
+                .dispatch(index, &mut <dyn erased_serde::Deserializer>::erase(&mut de));
+            let left = de.finalize().map(|rest| rest.len()).unwrap_or(0);
+            match call {
+                Ok(_) if left > 0 => Err(DispatchError::BadArguments(format!(
+                    "{left} bytes left over after the arguments (too many arguments?)"
+                ))),
+                other => other,
+            }
+        }));
+        let future = match dispatched {
+            Ok(Ok(future)) => future,
+            Ok(Err(e)) => return self.send_error(dispatch_error(entry, method, e), id),
+            Err(panic) => {
+                return self.send_error(
+                    RemoteError::new(
+                        RemoteErrorKind::Panic,
+                        &*entry.typeid,
+                        method,
+                        format!("decoding the arguments panicked: {}", panic_message(&panic)),
+                    ),
+                    id,
+                )
+            }
+        };
+        let conn = self.clone();
+        tokio::spawn(async move {
+            let outcome = match AssertUnwindSafe(future).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => Outcome::Failed(RemoteError::new(
+                    RemoteErrorKind::Panic,
+                    &*object.entry.typeid,
+                    object.entry.methods[index].name,
+                    panic_message(&panic),
+                )),
+            };
+            let reply = conn.finish_call(&object, index, outcome);
+            conn.send_reply(id, reply);
+        });
+    }
+
+    fn finish_call(&self, object: &Object, index: usize, outcome: Outcome) -> Finished {
+        let entry = &object.entry;
+        let method = entry.methods[index].name;
+        match outcome {
+            Outcome::Failed(error) => Finished::Reply(Reply::Error(error)),
+            Outcome::Raised(error) => Finished::Payload(
+                Reply::Raised {
+                    type_name: error.type_name().to_string(),
+                },
+                error,
+            ),
+            Outcome::Value(value) => match &entry.method_to_typeid[index] {
+                None => Finished::Payload(Reply::Value, value),
+                Some(target) => {
+                    Finished::Reply(self.convert(entry, method, target, value.into_any()))
+                }
+            },
+            Outcome::Object(value) => match &entry.method_to_typeid[index] {
+                Some(target) => Finished::Reply(self.convert(entry, method, target, value)),
+                None => Finished::Reply(Reply::Error(RemoteError::new(
+                    RemoteErrorKind::Conversion,
+                    &*entry.typeid,
+                    method,
+                    "the method's result is meant for a typeid, but none is mapped",
+                ))),
+            },
+        }
+    }
+
+    /// Turns a `method_to_typeid` result into a new object of `target` held by this connection.
+    fn convert(
+        &self,
+        entry: &Entry,
+        method: &str,
+        target: &str,
+        value: Box<dyn std::any::Any + Send>,
+    ) -> Reply {
+        let error = |message: String| {
+            Reply::Error(RemoteError::new(
+                RemoteErrorKind::Conversion,
+                &*entry.typeid,
+                method,
+                message,
+            ))
+        };
+        let Some(target_entry) = self.state.registry.get(target) else {
+            return error(format!("typeid {target:?} is not registered"));
+        };
+        let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            (target_entry.from_result.convert)(value)
+        }));
+        match made {
+            Ok(Ok(referent)) => Reply::Proxy(self.insert(target_entry.clone(), referent)),
+            Ok(Err(message)) => error(format!(
+                "cannot make a {target:?} from the result: {message}"
+            )),
+            Err(panic) => error(format!(
+                "making a {target:?} from the result panicked: {}",
+                panic_message(&panic)
+            )),
+        }
+    }
+
+    fn create(&self, typeid: &str, args: &[u8]) -> Reply {
+        let error =
+            |kind, message: String| Reply::Error(RemoteError::new(kind, typeid, "create", message));
+        let Some(entry) = self.state.registry.get(typeid) else {
+            return error(
+                RemoteErrorKind::UnknownTypeid,
+                format!(
+                    "typeid {typeid:?} is not registered on this server (registered: {})",
+                    self.state.registry.typeids().join(", ")
+                ),
+            );
+        };
+        if !entry.create_method {
+            return error(
+                RemoteErrorKind::NoCreateMethod,
+                format!("typeid {typeid:?} has no create method: clients cannot create it, only receive it from a method_to_typeid result"),
+            );
+        }
+        match &entry.source {
+            Source::Shared(_) => {
+                let id = self.state.shared[&entry.typeid];
+                match self.acquire(id) {
+                    Some(token) => Reply::Proxy(token),
+                    None => error(
+                        RemoteErrorKind::Shutdown,
+                        "the shared instance is gone".into(),
+                    ),
+                }
+            }
+            Source::Factory(factory) => {
+                let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut de = postcard::Deserializer::from_bytes(args);
+                    let made = factory(&mut <dyn erased_serde::Deserializer>::erase(&mut de));
+                    let left = de.finalize().map(|rest| rest.len()).unwrap_or(0);
+                    match made {
+                        Ok(_) if left > 0 => Err(format!(
+                            "{left} bytes left over after the arguments (too many arguments?)"
+                        )),
+                        other => other,
+                    }
+                }));
+                match made {
+                    Ok(Ok(referent)) => Reply::Proxy(self.insert(entry.clone(), referent)),
+                    Ok(Err(message)) => error(
+                        RemoteErrorKind::BadArguments,
+                        format!("the arguments do not fit the factory of {typeid:?}: {message}"),
+                    ),
+                    Err(panic) => error(
+                        RemoteErrorKind::Panic,
+                        format!(
+                            "the factory of {typeid:?} panicked: {}",
+                            panic_message(&panic)
+                        ),
+                    ),
+                }
+            }
+            Source::None => error(
+                RemoteErrorKind::NoCreateMethod,
+                format!("typeid {typeid:?} has no factory"),
+            ),
+        }
+    }
+
+    /// Adds a new object to the table, with one reference held by this connection.
+    fn insert(&self, entry: Arc<Entry>, referent: Arc<dyn Referent>) -> Token {
+        let object = {
+            let mut table = self.state.table.lock();
+            let id = table.next_id;
+            table.next_id += 1;
+            let object = Arc::new(Object {
+                id,
+                entry,
+                referent,
+            });
+            table.slots.insert(
+                id,
+                Slot {
+                    object: object.clone(),
+                    refs: 1,
+                },
+            );
+            object
+        };
+        let token = self.token(&object);
+        self.held.lock().insert(object.id, Held { object, refs: 1 });
+        token
+    }
+
+    fn token(&self, object: &Object) -> Token {
+        Token {
+            typeid: object.entry.typeid.to_string(),
+            address: self.state.address.clone(),
+            id: object.id,
+        }
+    }
+
+    /// Takes one more reference to an existing object for this connection.
+    fn acquire(&self, id: u64) -> Option<Token> {
+        let object = {
+            let mut table = self.state.table.lock();
+            let slot = table.slots.get_mut(&id)?;
+            slot.refs += 1;
+            slot.object.clone()
+        };
+        let token = self.token(&object);
+        self.held
+            .lock()
+            .entry(id)
+            .or_insert(Held { object, refs: 0 })
+            .refs += 1;
+        Some(token)
+    }
+
+    fn attach(&self, id: u64) -> Reply {
+        match self.acquire(id) {
+            Some(token) => Reply::Proxy(token),
+            None => Reply::Error(RemoteError::new(
+                RemoteErrorKind::UnknownObject,
+                "",
+                "attach",
+                format!("object {id} does not exist (it may have been released)"),
+            )),
+        }
+    }
+
+    fn incref(&self, id: u64) {
+        let held = self.held.lock().get_mut(&id).map(|h| h.refs += 1).is_some();
+        if held {
+            if let Some(slot) = self.state.table.lock().slots.get_mut(&id) {
+                slot.refs += 1;
+            }
+        } else {
+            tracing::warn!("incref of object {id}, which this connection does not hold; ignored");
+        }
+    }
+
+    fn decref(&self, id: u64) {
+        let released = {
+            let mut held = self.held.lock();
+            match held.get_mut(&id) {
+                Some(h) => {
+                    h.refs -= 1;
+                    if h.refs == 0 {
+                        held.remove(&id);
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if released {
+            self.state.release(id, 1);
+        } else {
+            tracing::warn!("decref of object {id}, which this connection does not hold; ignored");
+        }
+    }
+
+    /// Releases every reference this connection holds (it is closing).
+    fn release_all(&self) {
+        let held = std::mem::take(&mut *self.held.lock());
+        for (id, h) in held {
+            self.state.release(id, h.refs);
+        }
+    }
+
+    fn control(&self, op: Control) -> Reply {
+        let reply = match op {
+            Control::Ping => ControlReply::Pong,
+            Control::NumberOfObjects => {
+                ControlReply::NumberOfObjects(self.state.table.lock().slots.len() as u64)
+            }
+            Control::DebugInfo => ControlReply::DebugInfo(self.state.debug_info()),
+            Control::Shutdown => ControlReply::ShuttingDown,
+            Control::Methods { object } => {
+                let held = self.held.lock();
+                match held.get(&object) {
+                    Some(h) => ControlReply::Methods(h.object.entry.exposed_names()),
+                    None => {
+                        return Reply::Error(RemoteError::new(
+                            RemoteErrorKind::UnknownObject,
+                            "",
+                            "get_methods",
+                            format!("object {object} does not exist or this connection holds no reference to it"),
+                        ))
+                    }
+                }
+            }
+        };
+        Reply::Control(reply)
+    }
+
+    fn send_error(&self, error: RemoteError, id: u64) {
+        self.send(id, Reply::Error(error));
+    }
+
+    fn send(&self, id: u64, reply: Reply) {
+        self.send_reply(id, Finished::Reply(reply));
+    }
+
+    fn send_reply(&self, id: u64, finished: Finished) {
+        let frame = match encode_response(id, finished, self.state.config.max_frame) {
+            Ok(frame) => frame,
+            Err((reply, e)) => {
+                // The payload could not be encoded (or is too large): tell the caller why.
+                let error = RemoteError::new(RemoteErrorKind::Encode, "", "", e.to_string());
+                if let Reply::Proxy(token) = reply {
+                    self.decref(token.id);
+                }
+                match encode_response(
+                    id,
+                    Finished::Reply(Reply::Error(error)),
+                    self.state.config.max_frame,
+                ) {
+                    Ok(frame) => frame,
+                    Err(_) => return,
+                }
+            }
+        };
+        // A closed channel means the connection is going away; its references are released.
+        let _ = self.tx.send(frame);
+    }
+}
+
+enum Finished {
+    Reply(Reply),
+    Payload(Reply, Box<dyn crate::object::ReturnValue>),
+}
+
+fn encode_response(id: u64, finished: Finished, max_frame: usize) -> Result<Bytes, (Reply, Error)> {
+    let (reply, payload) = match finished {
+        Finished::Reply(reply) => (reply, None),
+        Finished::Payload(reply, payload) => (reply, Some(payload)),
+    };
+    let mut buf = wire::start_frame(64);
+    let head = ResponseHead { id, reply };
+    if let Err(e) = wire::put(&mut buf, &head, "response") {
+        return Err((head.reply, e));
+    }
+    if let Some(payload) = payload {
+        let value: &dyn erased_serde::Serialize = &*payload;
+        if let Err(e) = wire::put(&mut buf, value, "the method's result") {
+            return Err((head.reply, e));
+        }
+    }
+    wire::finish(buf, max_frame).map_err(|e| (head.reply, e))
+}
+
+impl State {
+    /// Drops `count` references to object `id`; the object goes when none are left.
+    fn release(&self, id: u64, count: u64) {
+        let dropped = {
+            let mut table = self.table.lock();
+            match table.slots.get_mut(&id) {
+                Some(slot) => {
+                    slot.refs = slot.refs.saturating_sub(count);
+                    if slot.refs == 0 {
+                        table.slots.remove(&id)
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            }
+        };
+        // The referent is dropped here, outside the table lock.
+        drop(dropped);
+    }
+
+    fn debug_info(&self) -> DebugInfo {
+        let table = self.table.lock();
+        let mut objects: Vec<ObjectInfo> = table
+            .slots
+            .values()
+            .map(|slot| ObjectInfo {
+                id: slot.object.id,
+                typeid: slot.object.entry.typeid.to_string(),
+                type_name: slot.object.entry.type_name.to_string(),
+                refcount: slot.refs,
+            })
+            .collect();
+        objects.sort_by_key(|o| o.id);
+        DebugInfo {
+            objects,
+            connections: self.connections.load(Ordering::Relaxed),
+            address: self.address.clone(),
+        }
+    }
+}
+
+fn dispatch_error(entry: &Entry, method: &str, error: DispatchError) -> RemoteError {
+    match error {
+        DispatchError::NoSuchMethod => RemoteError::new(
+            RemoteErrorKind::NoSuchMethod,
+            &*entry.typeid,
+            method,
+            format!("{} has no method {method:?}", entry.type_name),
+        ),
+        DispatchError::BadArguments(message) => RemoteError::new(
+            RemoteErrorKind::BadArguments,
+            &*entry.typeid,
+            method,
+            format!("the arguments do not fit the parameters of {method}: {message}"),
+        ),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}

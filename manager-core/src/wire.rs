@@ -1,0 +1,276 @@
+//! The native wire format: length-prefixed frames carrying postcard-encoded messages.
+//!
+//! Every frame is a 4-byte big-endian length followed by that many bytes. A request frame holds a
+//! postcard-encoded [`Request`] head, then (for calls and creates) the postcard-encoded arguments,
+//! which run to the end of the frame. A response frame holds a [`ResponseHead`], then (for values
+//! and raised errors) the postcard-encoded payload. Keeping the payload outside the head lets the
+//! client encode arguments straight into the frame and the server decode them in place.
+
+use std::io::Write as _;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::LengthDelimitedCodec;
+
+use crate::address::Address;
+use crate::error::{Error, RemoteError};
+
+/// The largest frame accepted by default: 64 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// The length of the frame prefix, in bytes.
+pub const FRAME_PREFIX: usize = 4;
+
+/// A codec that splits a byte stream into frames, refusing any frame larger than `max_frame`
+/// before allocating room for it.
+pub fn frame_codec(max_frame: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(FRAME_PREFIX)
+        .big_endian()
+        .max_frame_length(max_frame)
+        .new_codec()
+}
+
+/// The head of a request frame sent by a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<'a> {
+    /// Call `method` on `object`; the arguments follow the head.
+    Call {
+        /// Request id, echoed in the response.
+        id: u64,
+        /// The object's id.
+        object: u64,
+        /// The method's name.
+        method: &'a str,
+    },
+    /// Create an object of `typeid`; the constructor's arguments follow the head.
+    Create {
+        /// Request id, echoed in the response.
+        id: u64,
+        /// The registered typeid.
+        typeid: &'a str,
+    },
+    /// Add one reference to `object` held by this connection (a proxy was cloned). No response.
+    IncRef {
+        /// The object's id.
+        object: u64,
+    },
+    /// Release one reference to `object` held by this connection (a proxy was dropped). No
+    /// response.
+    DecRef {
+        /// The object's id.
+        object: u64,
+    },
+    /// Take a new reference to an object this connection may not hold yet (a proxy that came
+    /// from another process). Answered with a proxy token.
+    Attach {
+        /// Request id, echoed in the response.
+        id: u64,
+        /// The object's id.
+        object: u64,
+    },
+    /// A request about the server itself.
+    Control {
+        /// Request id, echoed in the response.
+        id: u64,
+        /// What is asked.
+        op: Control,
+    },
+}
+
+/// Requests about the server rather than about one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// Answered with [`ControlReply::Pong`].
+    Ping,
+    /// How many objects the server holds.
+    NumberOfObjects,
+    /// Every object with its typeid and reference count, and the open connections.
+    DebugInfo,
+    /// Stop the server.
+    Shutdown,
+    /// The names of the methods exposed by `object`.
+    Methods {
+        /// The object's id.
+        object: u64,
+    },
+}
+
+/// The head of a response frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseHead {
+    /// The id of the request this answers.
+    pub id: u64,
+    /// The answer.
+    pub reply: Reply,
+}
+
+/// What a request produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The method returned a value; it follows the head.
+    Value,
+    /// The method returned `Err(e)`; `e` follows the head. `type_name` is the Rust type of `e`.
+    Raised {
+        /// The Rust type name of the error value.
+        type_name: String,
+    },
+    /// The request produced a server-side object; the caller now holds one reference to it.
+    Proxy(Token),
+    /// The request failed.
+    Error(RemoteError),
+    /// The answer to a [`Control`] request.
+    Control(ControlReply),
+}
+
+/// The answer to a [`Control`] request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlReply {
+    /// The answer to [`Control::Ping`].
+    Pong,
+    /// The answer to [`Control::NumberOfObjects`].
+    NumberOfObjects(u64),
+    /// The answer to [`Control::DebugInfo`].
+    DebugInfo(DebugInfo),
+    /// The answer to [`Control::Shutdown`]: the server is stopping.
+    ShuttingDown,
+    /// The answer to [`Control::Methods`].
+    Methods(Vec<String>),
+}
+
+/// A snapshot of a server's objects and connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugInfo {
+    /// Every live object, in id order.
+    pub objects: Vec<ObjectInfo>,
+    /// How many client connections are open.
+    pub connections: u64,
+    /// The server's address.
+    pub address: Address,
+}
+
+/// One live object on a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// The object's id.
+    pub id: u64,
+    /// The typeid it was registered under.
+    pub typeid: String,
+    /// The Rust type of the referent.
+    pub type_name: String,
+    /// How many references clients hold (a shared instance also counts the server's own).
+    pub refcount: u64,
+}
+
+/// Names one object on one server: its typeid, the server's address and the object's id.
+///
+/// A proxy is a token plus a connection. Tokens travel inside `Reply::Proxy` and are what a
+/// proxy turns into when it is passed to another process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Token {
+    /// The typeid the object was registered under.
+    pub typeid: String,
+    /// The address of the server that owns it.
+    pub address: Address,
+    /// The object's id on that server.
+    pub id: u64,
+}
+
+/// A frame under construction: the length prefix is reserved, then filled in by [`finish`].
+pub(crate) fn start_frame(capacity: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(FRAME_PREFIX + capacity);
+    buf.put_u32(0);
+    buf
+}
+
+/// Appends `value` to `buf` in postcard form.
+pub(crate) fn put<T: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    value: &T,
+    what: &str,
+) -> Result<(), Error> {
+    let mut writer = buf.writer();
+    postcard::to_io(value, &mut writer).map_err(|e| Error::encode(what, e))?;
+    writer.flush()?;
+    Ok(())
+}
+
+/// Fills in the length prefix of a frame made by [`start_frame`] and returns it ready to send.
+pub(crate) fn finish(mut buf: BytesMut, max_frame: usize) -> Result<Bytes, Error> {
+    let len = buf.len() - FRAME_PREFIX;
+    if len > max_frame {
+        return Err(Error::Protocol(format!(
+            "frame of {len} bytes exceeds the limit of {max_frame} bytes"
+        )));
+    }
+    buf[..FRAME_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Decodes a message head from the front of `body`, returning it and the bytes after it.
+pub(crate) fn take<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    what: &str,
+) -> Result<(T, &'a [u8]), Error> {
+    postcard::take_from_bytes(body).map_err(|e| Error::decode(what, e))
+}
+
+/// Decodes a whole payload, refusing trailing bytes.
+pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8], what: &str) -> Result<T, Error> {
+    let (value, rest) = take(payload, what)?;
+    if !rest.is_empty() {
+        return Err(Error::decode(
+            what,
+            format!("{} bytes left over after the value", rest.len()),
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_with_trailing_args() {
+        let mut buf = start_frame(32);
+        put(
+            &mut buf,
+            &Request::Call {
+                id: 7,
+                object: 3,
+                method: "get_x",
+            },
+            "head",
+        )
+        .unwrap();
+        put(&mut buf, &(1u32, "two"), "args").unwrap();
+        let frame = finish(buf, DEFAULT_MAX_FRAME).unwrap();
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        let (head, rest): (Request<'_>, _) = take(&frame[4..], "head").unwrap();
+        assert_eq!(
+            head,
+            Request::Call {
+                id: 7,
+                object: 3,
+                method: "get_x"
+            }
+        );
+        let args: (u32, String) = decode_payload(rest, "args").unwrap();
+        assert_eq!(args, (1, "two".to_string()));
+    }
+
+    #[test]
+    fn oversized_frame_is_refused() {
+        let mut buf = start_frame(16);
+        buf.put_slice(&[0u8; 16]);
+        assert!(finish(buf, 8).is_err());
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(take::<Request<'_>>(&[0xff, 0xff, 0xff], "head").is_err());
+        assert!(decode_payload::<u8>(&[1, 2], "payload").is_err());
+    }
+}

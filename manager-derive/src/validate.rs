@@ -1,0 +1,241 @@
+//! Validation: every reason the impl block cannot be shared, each spanned on the user's token.
+
+use std::collections::HashSet;
+
+use syn::spanned::Spanned;
+use syn::{LitStr, Type};
+
+use crate::parse::{Args, Method, Model, Receiver};
+
+/// A method that clients may call, with its position in the dispatch table.
+pub struct Exposed<'a> {
+    pub method: &'a Method,
+    pub mapped: Option<LitStr>,
+}
+
+/// Collects errors so that the user sees all of them at once.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+}
+
+pub fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<'a>>, syn::Error> {
+    let mut errors = Errors::default();
+    let item = &model.item;
+    if let Some((_, path, _)) = &item.trait_ {
+        errors.push(syn::Error::new(
+            path.span(),
+            "#[shared] goes on an inherent impl block (`impl MyType { ... }`), not on a trait impl",
+        ));
+    }
+    if !item.generics.params.is_empty() {
+        errors.push(syn::Error::new(
+            item.generics.span(),
+            "#[shared] does not support generic impl blocks: a server must know the concrete type it holds",
+        ));
+    }
+
+    let by_name = |name: &str| model.methods.iter().find(|m| m.name() == name);
+    let mut chosen: Vec<&Method> = Vec::new();
+    match &args.exposed {
+        Some((_, names)) => {
+            let mut seen = HashSet::new();
+            for name in names {
+                if !seen.insert(name.value.clone()) {
+                    errors.push(syn::Error::new(
+                        name.span,
+                        format!("`{}` is exposed twice", name.value),
+                    ));
+                    continue;
+                }
+                match by_name(&name.value) {
+                    Some(method) => chosen.push(method),
+                    None => errors.push(syn::Error::new(
+                        name.span,
+                        format!(
+                            "`exposed` names `{}`, which is not a method of this impl block{}",
+                            name.value,
+                            available(model)
+                        ),
+                    )),
+                }
+            }
+        }
+        None => chosen.extend(
+            model
+                .methods
+                .iter()
+                .filter(|m| m.is_pub && matches!(m.receiver, Receiver::Ref | Receiver::Mut)),
+        ),
+    }
+
+    let explicit = args.exposed.is_some();
+    for method in &chosen {
+        check_callable(method, explicit, &mut errors);
+    }
+
+    let mut mapped = std::collections::HashMap::new();
+    for mapping in &args.method_to_typeid {
+        let name = &mapping.method;
+        if mapping.typeid.value().is_empty() {
+            errors.push(syn::Error::new(
+                mapping.typeid.span(),
+                "the typeid must not be empty",
+            ));
+        }
+        if mapped.contains_key(&name.value) {
+            errors.push(syn::Error::new(
+                name.span,
+                format!("`{}` is mapped twice", name.value),
+            ));
+            continue;
+        }
+        match by_name(&name.value) {
+            None => errors.push(syn::Error::new(
+                name.span,
+                format!(
+                    "`method_to_typeid` names `{}`, which is not a method of this impl block{}",
+                    name.value,
+                    available(model)
+                ),
+            )),
+            Some(method) if !chosen.iter().any(|c| std::ptr::eq(*c, method)) => {
+                errors.push(syn::Error::new(
+                    name.span,
+                    format!(
+                        "`method_to_typeid` names `{}`, which is not exposed; add it to `exposed`{}",
+                        name.value,
+                        if method.is_pub { "" } else { " (or make it `pub`)" }
+                    ),
+                ))
+            }
+            Some(_) => {
+                mapped.insert(name.value.clone(), mapping.typeid.clone());
+            }
+        }
+    }
+
+    if let Some(error) = errors.0 {
+        return Err(error);
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|method| Exposed {
+            mapped: mapped.get(&method.name()).cloned(),
+            method,
+        })
+        .collect())
+}
+
+fn available(model: &Model) -> String {
+    let names: Vec<String> = model
+        .methods
+        .iter()
+        .filter(|m| matches!(m.receiver, Receiver::Ref | Receiver::Mut))
+        .map(|m| format!("`{}`", m.name()))
+        .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (its methods: {})", names.join(", "))
+    }
+}
+
+fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
+    let name = method.name();
+    let sig = &method.sig;
+    let hint = if explicit {
+        ""
+    } else {
+        "; list the methods to share with `exposed = [...]`"
+    };
+    let cannot = |span: proc_macro2::Span, why: String| {
+        syn::Error::new(
+            span,
+            format!("method `{name}` cannot be called remotely: {why}{hint}"),
+        )
+    };
+    match method.receiver {
+        Receiver::Ref | Receiver::Mut => {}
+        Receiver::None => errors.push(cannot(
+            sig.ident.span(),
+            "it takes no `self`, so there is no object to call it on".into(),
+        )),
+        Receiver::Other => errors.push(cannot(
+            sig.inputs.span(),
+            "it must take `&self` or `&mut self` (the server keeps the object)".into(),
+        )),
+    }
+    if sig
+        .generics
+        .params
+        .iter()
+        .any(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
+    {
+        errors.push(cannot(
+            sig.generics.span(),
+            "it is generic, and the server cannot choose a type parameter from the bytes on the wire".into(),
+        ));
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.push(cannot(unsafety.span(), "it is `unsafe`".into()));
+    }
+    for param in &method.params {
+        match &param.ty {
+            Type::Reference(r) if r.mutability.is_some() => errors.push(cannot(
+                r.span(),
+                format!(
+                    "its argument `{}` is a `&mut` reference, and a change to it could not reach the caller's process",
+                    param.name
+                ),
+            )),
+            Type::ImplTrait(t) => errors.push(cannot(
+                t.span(),
+                format!("its argument `{}` is an `impl Trait`, which has no concrete type to decode", param.name),
+            )),
+            _ => {}
+        }
+    }
+    let ret = &method.returns.ty;
+    if let Type::ImplTrait(t) = ret {
+        errors.push(cannot(
+            t.span(),
+            "it returns an `impl Trait`, which has no concrete type to send".into(),
+        ));
+    } else if let Some(span) = borrowed(ret) {
+        errors.push(cannot(
+            span,
+            "it returns a borrowed value, and results travel to the caller by value; return an owned type".into(),
+        ));
+    }
+}
+
+/// The span of the first reference or lifetime inside `ty`.
+fn borrowed(ty: &Type) -> Option<proc_macro2::Span> {
+    fn walk(tokens: proc_macro2::TokenStream) -> Option<proc_macro2::Span> {
+        for token in tokens {
+            match token {
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '&' => return Some(p.span()),
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => return Some(p.span()),
+                proc_macro2::TokenTree::Group(g) => {
+                    if let Some(span) = walk(g.stream()) {
+                        return Some(span);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+    if let Type::Reference(r) = ty {
+        return Some(r.and_token.span);
+    }
+    walk(quote::ToTokens::to_token_stream(ty))
+}
