@@ -5,39 +5,9 @@
 
 use manager::{Address, BaseManager, Process, Register, Registry, Typeid};
 
-/// The seed's `Pair`.
-pub struct Pair {
-    x: i64,
-    y: i64,
-}
+mod common;
 
-#[manager::shared]
-impl Pair {
-    /// A pair of `x` and `y`.
-    pub fn new(x: i64, y: i64) -> Self {
-        Pair { x, y }
-    }
-
-    /// Returns `x`.
-    pub fn get_x(&self) -> i64 {
-        self.x
-    }
-
-    /// Returns `y`.
-    pub fn get_y(&self) -> i64 {
-        self.y
-    }
-
-    /// Sets `x`.
-    pub fn set_x(&mut self, new_x: i64) {
-        self.x = new_x;
-    }
-
-    /// Sets `y`.
-    pub fn set_y(&mut self, new_y: i64) {
-        self.y = new_y;
-    }
-}
+use common::{Pair, PairBlockingProxy};
 
 /// The server's registry: one `Pair(5, 6)` shared by every client, with only `get_x` exposed
 /// (Python: `manager.register('get_pair', callable=lambda: pair, exposed=['get_x'])`).
