@@ -223,6 +223,15 @@ fn read_message<T: DeserializeOwned>(mut channel: &UnixStream) -> Result<T, Erro
 /// Starts this executable again as a child that obeys `orders`, and returns it with the
 /// parent's end of its channel.
 fn spawn_child(orders: &Orders) -> Result<(Child, UnixStream), Error> {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        // This process was spawned, but its main did not hand over to `init`: spawning again
+        // would run main again in the grandchild, and so on without end.
+        return Err(Error::Process(
+            "this process was spawned by manager, but its main did not call manager::init() first; \
+             call it at the top of main"
+                .into(),
+        ));
+    }
     let (parent_end, child_end) = UnixStream::pair()?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::Process(format!("cannot find the current executable: {e}")))?;

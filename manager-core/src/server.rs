@@ -631,12 +631,14 @@ impl Connection {
     fn send_reply(&self, id: u64, finished: Finished) {
         let frame = match encode_response(id, finished, self.state.config.max_frame) {
             Ok(frame) => frame,
-            Err((reply, e)) => {
-                // The payload could not be encoded (or is too large): tell the caller why.
-                let error = RemoteError::new(RemoteErrorKind::Encode, "", "", e.to_string());
-                if let Reply::Proxy(token) = reply {
-                    self.decref(token.id);
+            Err(failed) => {
+                // The reply could not be encoded (or is too large): tell the caller why, and
+                // release the object a proxy reply would have handed over.
+                if let Some(object) = failed.proxy {
+                    self.decref(object);
                 }
+                let error =
+                    RemoteError::new(RemoteErrorKind::Encode, "", "", failed.error.to_string());
                 match encode_response(
                     id,
                     Finished::Reply(Reply::Error(error)),
@@ -652,28 +654,40 @@ impl Connection {
     }
 }
 
+/// A reply, with the payload that follows its head when there is one.
 enum Finished {
     Reply(Reply),
     Payload(Reply, Box<dyn crate::object::ReturnValue>),
 }
 
-fn encode_response(id: u64, finished: Finished, max_frame: usize) -> Result<Bytes, (Reply, Error)> {
+/// A reply that could not be encoded.
+struct EncodeFailed {
+    /// The object a proxy reply was handing over, to be released.
+    proxy: Option<u64>,
+    error: Error,
+}
+
+fn encode_response(
+    id: u64,
+    finished: Finished,
+    max_frame: usize,
+) -> Result<Bytes, Box<EncodeFailed>> {
     let (reply, payload) = match finished {
         Finished::Reply(reply) => (reply, None),
         Finished::Payload(reply, payload) => (reply, Some(payload)),
     };
+    let proxy = match &reply {
+        Reply::Proxy(token) => Some(token.id),
+        _ => None,
+    };
+    let failed = |error| Box::new(EncodeFailed { proxy, error });
     let mut buf = wire::start_frame(64);
-    let head = ResponseHead { id, reply };
-    if let Err(e) = wire::put(&mut buf, &head, "response") {
-        return Err((head.reply, e));
-    }
+    wire::put(&mut buf, &ResponseHead { id, reply }, "response").map_err(failed)?;
     if let Some(payload) = payload {
         let value: &dyn erased_serde::Serialize = &*payload;
-        if let Err(e) = wire::put(&mut buf, value, "the method's result") {
-            return Err((head.reply, e));
-        }
+        wire::put(&mut buf, value, "the method's result").map_err(failed)?;
     }
-    wire::finish(buf, max_frame).map_err(|e| (head.reply, e))
+    wire::finish(buf, max_frame).map_err(failed)
 }
 
 impl State {
