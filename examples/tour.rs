@@ -1,6 +1,9 @@
 //! The tour: every scenario of the seed, each a real multi-process run, with a line saying
 //! what it shows. Run with `cargo run --example tour`.
 
+// The tour includes each example whole, and each brings its own copy of `common`.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "by_value.rs"]
 mod by_value;
 #[path = "create_method.rs"]

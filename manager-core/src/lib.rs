@@ -11,6 +11,9 @@
 
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 pub mod address;
 pub mod auth;
 pub mod client;
@@ -22,6 +25,7 @@ pub mod proxy;
 pub mod registry;
 pub mod server;
 mod transport;
+pub mod value;
 pub mod wire;
 
 pub use address::Address;

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::address::Address;
 use crate::auth::AuthKey;
@@ -158,13 +159,13 @@ impl Server {
     pub async fn serve_forever(self) -> Result<(), Error> {
         let Server { state, listener } = self;
         tracing::info!(address = %state.address, "manager server listening");
+        let connections = TaskTracker::new();
         loop {
             tokio::select! {
                 _ = state.stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
                     Ok(stream) => {
-                        let state = state.clone();
-                        tokio::spawn(async move { handle_connection(state, stream).await });
+                        connections.spawn(handle_connection(state.clone(), stream));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: wait a moment, keep serving.
@@ -174,18 +175,29 @@ impl Server {
                 },
             }
         }
-        tracing::info!(address = %state.address, "manager server stopped");
+        // New clients are refused from here on; open connections cancel their calls, flush
+        // what they have to say (the answer to `shutdown` among it) and close.
         drop(listener);
+        connections.close();
+        if tokio::time::timeout(Duration::from_secs(5), connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within 5 s of shutdown");
+        }
+        tracing::info!(address = %state.address, "manager server stopped");
         Ok(())
     }
 }
 
 async fn handle_connection(state: Arc<State>, mut stream: Stream) {
-    let handshake = tokio::time::timeout(
-        state.config.handshake_timeout,
-        stream.handshake_server(&state.authkey),
-    )
-    .await;
+    let handshake = tokio::select! {
+        result = tokio::time::timeout(
+            state.config.handshake_timeout,
+            stream.handshake_server(&state.authkey),
+        ) => result,
+        _ = state.stop.cancelled() => return,
+    };
     match handshake {
         Ok(Ok(())) => {}
         Ok(Err(Error::Auth(message))) => {
@@ -209,10 +221,14 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
             state: state.clone(),
             held: Mutex::new(HashMap::new()),
             tx,
+            closed: state.stop.child_token(),
         });
         if let Err(e) = conn.read_requests(reader).await {
             tracing::debug!("closing a connection: {e}");
         }
+        // Calls still running for this client are cancelled: nobody will read their answers,
+        // and a call waiting (on a queue, a lock) must stop waiting.
+        conn.closed.cancel();
         conn.release_all();
         drop(conn);
         let _ = write_task.await;
@@ -229,6 +245,8 @@ struct Connection {
     state: Arc<State>,
     held: Mutex<HashMap<u64, Held>>,
     tx: mpsc::UnboundedSender<Bytes>,
+    /// Cancelled when the connection closes or the server stops.
+    closed: CancellationToken,
 }
 
 impl Connection {
@@ -236,7 +254,7 @@ impl Connection {
         let mut frames = FramedRead::new(reader, wire::frame_codec(self.state.config.max_frame));
         loop {
             let frame = tokio::select! {
-                _ = self.state.stop.cancelled() => return Ok(()),
+                _ = self.closed.cancelled() => return Ok(()),
                 frame = frames.next() => frame,
             };
             match frame {
@@ -352,7 +370,13 @@ impl Connection {
         };
         let conn = self.clone();
         tokio::spawn(async move {
-            let outcome = match AssertUnwindSafe(future).catch_unwind().await {
+            let run = AssertUnwindSafe(future).catch_unwind();
+            let outcome = tokio::select! {
+                outcome = run => outcome,
+                // The client is gone or the server is stopping: drop the call where it waits.
+                _ = conn.closed.cancelled() => return,
+            };
+            let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(panic) => Outcome::Failed(RemoteError::new(
                     RemoteErrorKind::Panic,
@@ -362,7 +386,11 @@ impl Connection {
                 )),
             };
             let reply = conn.finish_call(&object, index, outcome);
-            conn.send_reply(id, reply);
+            conn.send_reply(
+                id,
+                reply,
+                (&object.entry.typeid, object.entry.methods[index].name),
+            );
         });
     }
 
@@ -625,11 +653,13 @@ impl Connection {
     }
 
     fn send(&self, id: u64, reply: Reply) {
-        self.send_reply(id, Finished::Reply(reply));
+        self.send_reply(id, Finished::Reply(reply), ("", ""));
     }
 
-    fn send_reply(&self, id: u64, finished: Finished) {
-        let frame = match encode_response(id, finished, self.state.config.max_frame) {
+    /// Encodes and queues a reply. `(typeid, method)` names the call, for errors.
+    fn send_reply(&self, id: u64, finished: Finished, (typeid, method): (&str, &str)) {
+        let max_frame = self.state.config.max_frame;
+        let frame = match encode_response(id, finished, max_frame) {
             Ok(frame) => frame,
             Err(failed) => {
                 // The reply could not be encoded (or is too large): tell the caller why, and
@@ -637,15 +667,34 @@ impl Connection {
                 if let Some(object) = failed.proxy {
                     self.decref(object);
                 }
-                let error =
-                    RemoteError::new(RemoteErrorKind::Encode, "", "", failed.error.to_string());
-                match encode_response(
-                    id,
-                    Finished::Reply(Reply::Error(error)),
-                    self.state.config.max_frame,
-                ) {
-                    Ok(frame) => frame,
-                    Err(_) => return,
+                let mut message = failed.error.to_string();
+                let mut error =
+                    RemoteError::new(RemoteErrorKind::Encode, typeid, method, message.clone());
+                loop {
+                    match encode_response(
+                        id,
+                        Finished::Reply(Reply::Error(error.clone())),
+                        max_frame,
+                    ) {
+                        Ok(frame) => break frame,
+                        Err(_) if !message.is_empty() => {
+                            // Even the error does not fit the frame limit: shorten it.
+                            message.truncate(message.len() / 2);
+                            while !message.is_char_boundary(message.len()) {
+                                message.pop();
+                            }
+                            error.message = message.clone();
+                            error.typeid.clear();
+                            error.method.clear();
+                        }
+                        Err(_) => {
+                            // Nothing fits: close the connection so the caller does not wait
+                            // for an answer that cannot come.
+                            tracing::warn!("a reply does not fit the frame limit of {max_frame} bytes; closing the connection");
+                            self.closed.cancel();
+                            return;
+                        }
+                    }
                 }
             }
         };

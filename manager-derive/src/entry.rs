@@ -43,8 +43,8 @@ pub fn entry(args: TokenStream, item: TokenStream) -> TokenStream {
     }
     let sig = &function.sig;
     if !sig.generics.params.is_empty() {
-        errors.push(syn::Error::new(
-            sig.generics.span(),
+        errors.push(syn::Error::new_spanned(
+            &sig.generics.params,
             "an entry function cannot be generic: the spawned process must find one concrete function",
         ));
     }

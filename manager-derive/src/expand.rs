@@ -46,8 +46,8 @@ pub fn shared(args: TokenStream, item: TokenStream) -> TokenStream {
     let blocking_proxy = gen.proxy(true);
     quote! {
         #impl_block
-        #dispatcher
         #checks
+        #dispatcher
         #async_proxy
         #blocking_proxy
     }
@@ -335,8 +335,11 @@ impl Gen<'_> {
         let self_ty = &self.names.self_ty;
         quote! {
             const _: () = {
-                #[allow(dead_code, clippy::extra_unused_type_parameters)]
-                fn __manager_assert_remote_types() {
+                // `async` so that rustc checks this body with the items, before the bodies of
+                // the proxies and of the dispatcher: the first error the user sees is then the
+                // clear one, on their own type, not a serde bound deep in the generated code.
+                #[allow(dead_code, clippy::extra_unused_type_parameters, clippy::unused_async)]
+                async fn __manager_assert_remote_types() {
                     let _ = ::core::marker::PhantomData::<#self_ty>;
                     #(#checks)*
                 }

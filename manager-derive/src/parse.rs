@@ -43,7 +43,7 @@ impl Parse for Mapping {
         let method: Name = input.parse()?;
         if input.peek(Token![:]) {
             input.parse::<Token![:]>()?;
-        } else if input.peek(Token![=]) {
+        } else if input.peek(Token![=]) && !input.peek(Token![=>]) {
             input.parse::<Token![=]>()?;
         } else {
             return Err(input.error(
@@ -88,6 +88,11 @@ impl Parse for Args {
                     if args.exposed.is_some() {
                         return Err(syn::Error::new(key.span(), "`exposed` is given twice"));
                     }
+                    if !input.peek(syn::token::Bracket) {
+                        return Err(input.error(
+                            "expected the method names in brackets, as in `exposed = [get_x, set_x]`",
+                        ));
+                    }
                     let content;
                     bracketed!(content in input);
                     let names = Punctuated::<Name, Token![,]>::parse_terminated(&content)?;
@@ -99,6 +104,11 @@ impl Parse for Args {
                         return Err(syn::Error::new(key.span(), "`method_to_typeid` is given twice"));
                     }
                     seen_mapping = true;
+                    if !input.peek(syn::token::Brace) {
+                        return Err(input.error(
+                            "expected the mapping in braces, as in `method_to_typeid = { get_item: \"ItemWrapper\" }`",
+                        ));
+                    }
                     let content;
                     braced!(content in input);
                     let pairs = Punctuated::<Mapping, Token![,]>::parse_terminated(&content)?;

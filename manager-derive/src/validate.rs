@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use syn::spanned::Spanned;
+use quote::ToTokens;
 use syn::{LitStr, Type};
 
 use crate::parse::{Args, Method, Model, Receiver};
@@ -30,14 +30,14 @@ pub fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<'a>>, s
     let mut errors = Errors::default();
     let item = &model.item;
     if let Some((_, path, _)) = &item.trait_ {
-        errors.push(syn::Error::new(
-            path.span(),
+        errors.push(syn::Error::new_spanned(
+            path,
             "#[shared] goes on an inherent impl block (`impl MyType { ... }`), not on a trait impl",
         ));
     }
     if !item.generics.params.is_empty() {
-        errors.push(syn::Error::new(
-            item.generics.span(),
+        errors.push(syn::Error::new_spanned(
+            &item.generics.params,
             "#[shared] does not support generic impl blocks: a server must know the concrete type it holds",
         ));
     }
@@ -154,50 +154,58 @@ fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
     let hint = if explicit {
         ""
     } else {
-        "; list the methods to share with `exposed = [...]`"
+        " (it is shared because it is `pub`; to keep it out, list the methods to share with `exposed = [...]`)"
     };
-    let cannot = |span: proc_macro2::Span, why: String| {
-        syn::Error::new(
-            span,
+    // `new_spanned` underlines the whole offending tokens, also on stable where spans do not join.
+    let cannot = |tokens: &dyn ToTokens, why: String| {
+        syn::Error::new_spanned(
+            tokens,
             format!("method `{name}` cannot be called remotely: {why}{hint}"),
         )
     };
+    if name == "into_async" || name == "into_blocking" {
+        errors.push(syn::Error::new_spanned(
+            &sig.ident,
+            format!("method `{name}` cannot be shared under this name: the generated proxies have a method `{name}` of their own, which switches between the async and the blocking proxy; rename it{hint}"),
+        ));
+    }
     match method.receiver {
         Receiver::Ref | Receiver::Mut => {}
         Receiver::None => errors.push(cannot(
-            sig.ident.span(),
+            &sig.ident,
             "it takes no `self`, so there is no object to call it on".into(),
         )),
         Receiver::Other => errors.push(cannot(
-            sig.inputs.span(),
+            // `Receiver::Other` comes from a first input that is a receiver.
+            &sig.inputs[0],
             "it must take `&self` or `&mut self` (the server keeps the object)".into(),
         )),
     }
-    if sig
+    if let Some(generic) = sig
         .generics
         .params
         .iter()
-        .any(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
+        .find(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
     {
         errors.push(cannot(
-            sig.generics.span(),
+            generic,
             "it is generic, and the server cannot choose a type parameter from the bytes on the wire".into(),
         ));
     }
     if let Some(unsafety) = &sig.unsafety {
-        errors.push(cannot(unsafety.span(), "it is `unsafe`".into()));
+        errors.push(cannot(unsafety, "it is `unsafe`".into()));
     }
     for param in &method.params {
         match &param.ty {
             Type::Reference(r) if r.mutability.is_some() => errors.push(cannot(
-                r.span(),
+                r,
                 format!(
                     "its argument `{}` is a `&mut` reference, and a change to it could not reach the caller's process",
                     param.name
                 ),
             )),
             Type::ImplTrait(t) => errors.push(cannot(
-                t.span(),
+                t,
                 format!("its argument `{}` is an `impl Trait`, which has no concrete type to decode", param.name),
             )),
             _ => {}
@@ -206,27 +214,37 @@ fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
     let ret = &method.returns.ty;
     if let Type::ImplTrait(t) = ret {
         errors.push(cannot(
-            t.span(),
+            t,
             "it returns an `impl Trait`, which has no concrete type to send".into(),
         ));
-    } else if let Some(span) = borrowed(ret) {
+    } else if let Some(borrow) = borrowed(ret) {
         errors.push(cannot(
-            span,
+            &borrow,
             "it returns a borrowed value, and results travel to the caller by value; return an owned type".into(),
         ));
     }
 }
 
-/// The span of the first reference or lifetime inside `ty`.
-fn borrowed(ty: &Type) -> Option<proc_macro2::Span> {
-    fn walk(tokens: proc_macro2::TokenStream) -> Option<proc_macro2::Span> {
-        for token in tokens {
+/// The tokens of the borrow in `ty`: the whole type when it is a reference, else the first
+/// reference or lifetime inside it.
+fn borrowed(ty: &Type) -> Option<proc_macro2::TokenStream> {
+    fn walk(tokens: proc_macro2::TokenStream) -> Option<proc_macro2::TokenStream> {
+        let mut tokens = tokens.into_iter();
+        while let Some(token) = tokens.next() {
             match token {
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '&' => return Some(p.span()),
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => return Some(p.span()),
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '&' => {
+                    return Some(proc_macro2::TokenTree::Punct(p).into())
+                }
+                // A lifetime: the quote and the name.
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
+                    let mut lifetime: proc_macro2::TokenStream =
+                        proc_macro2::TokenTree::Punct(p).into();
+                    lifetime.extend(tokens.next());
+                    return Some(lifetime);
+                }
                 proc_macro2::TokenTree::Group(g) => {
-                    if let Some(span) = walk(g.stream()) {
-                        return Some(span);
+                    if let Some(tokens) = walk(g.stream()) {
+                        return Some(tokens);
                     }
                 }
                 _ => {}
@@ -234,8 +252,8 @@ fn borrowed(ty: &Type) -> Option<proc_macro2::Span> {
         }
         None
     }
-    if let Type::Reference(r) = ty {
-        return Some(r.and_token.span);
+    if let Type::Reference(_) = ty {
+        return Some(ty.to_token_stream());
     }
-    walk(quote::ToTokens::to_token_stream(ty))
+    walk(ty.to_token_stream())
 }

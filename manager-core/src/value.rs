@@ -1,0 +1,942 @@
+//! A self-describing, codec-neutral value: what the built-in shared types store.
+//!
+//! A server that hosts a list or a queue does not know the Rust type its clients put in it, and a
+//! Python client and a Rust client must be able to share one queue. So built-in types store
+//! [`Value`]s: a small tree of none, booleans, integers, floats, strings, bytes, lists, tuples,
+//! maps (in insertion order) and proxy tokens. A Rust `i64` and a Python `int` are the same
+//! stored value. Typed clients convert on their side: [`to_value`] turns any `Serialize` type into
+//! a value and [`from_value`] turns a value back into any `Deserialize` type, with a clear error
+//! when the shapes do not match.
+//!
+//! The mapping follows serde's externally tagged data model (as JSON does): structs become maps
+//! with string keys, unit variants become strings, other variants a one-entry map from the
+//! variant's name to its content; `Option::None` and `()` become `None`.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
+use serde::ser;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::wire::Token;
+
+/// A self-describing value, stored by the built-in shared types.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub enum Value {
+    /// No value: `None`, `()`.
+    #[default]
+    None,
+    /// A boolean.
+    Bool(bool),
+    /// An integer (any Rust integer up to 64 bits, and `i128` within its range).
+    Int(i128),
+    /// A floating-point number.
+    Float(f64),
+    /// A string (also a `char`).
+    Str(String),
+    /// A byte string.
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A sequence (`Vec`, slices, sets).
+    List(Vec<Value>),
+    /// A fixed-size sequence (tuples, tuple structs).
+    Tuple(Vec<Value>),
+    /// A map in insertion order (maps, structs, enum variants with content).
+    Map(Vec<(Value, Value)>),
+    /// A reference to a server-side object: a proxy stored inside a container.
+    Proxy(Token),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::None, Value::None) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            // Bitwise, so that a value is always equal to itself (NaN included) and can be a key.
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a == b,
+            (Value::Tuple(a), Value::Tuple(b)) => a == b,
+            (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Proxy(a), Value::Proxy(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Value::None => {}
+            Value::Bool(b) => b.hash(state),
+            Value::Int(i) => i.hash(state),
+            Value::Float(f) => f.to_bits().hash(state),
+            Value::Str(s) => s.hash(state),
+            Value::Bytes(b) => b.hash(state),
+            Value::List(items) | Value::Tuple(items) => items.hash(state),
+            Value::Map(entries) => entries.hash(state),
+            Value::Proxy(token) => token.hash(state),
+        }
+    }
+}
+
+impl Value {
+    /// The name of the value's kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "none",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Map(_) => "map",
+            Value::Proxy(_) => "proxy",
+        }
+    }
+
+    /// Every proxy token inside this value, depth first.
+    pub fn tokens(&self) -> Vec<&Token> {
+        let mut found = Vec::new();
+        self.collect_tokens(&mut found);
+        found
+    }
+
+    fn collect_tokens<'a>(&'a self, found: &mut Vec<&'a Token>) {
+        match self {
+            Value::Proxy(token) => found.push(token),
+            Value::List(items) | Value::Tuple(items) => {
+                items.iter().for_each(|v| v.collect_tokens(found))
+            }
+            Value::Map(entries) => entries.iter().for_each(|(k, v)| {
+                k.collect_tokens(found);
+                v.collect_tokens(found);
+            }),
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    /// A Python-like rendering: `None`, `True`, `3`, `'text'`, `b'..'`, `[1, 2]`, `{'a': 1}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn seq(f: &mut fmt::Formatter<'_>, items: &[Value]) -> fmt::Result {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{item}")?;
+            }
+            Ok(())
+        }
+        match self {
+            Value::None => f.write_str("None"),
+            Value::Bool(true) => f.write_str("True"),
+            Value::Bool(false) => f.write_str("False"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x:?}"),
+            Value::Str(s) => write!(f, "{s:?}"),
+            Value::Bytes(b) => write!(f, "b{:?}", String::from_utf8_lossy(b)),
+            Value::List(items) => {
+                f.write_str("[")?;
+                seq(f, items)?;
+                f.write_str("]")
+            }
+            Value::Tuple(items) => {
+                f.write_str("(")?;
+                seq(f, items)?;
+                if items.len() == 1 {
+                    f.write_str(",")?;
+                }
+                f.write_str(")")
+            }
+            Value::Map(entries) => {
+                f.write_str("{")?;
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k}: {v}")?;
+                }
+                f.write_str("}")
+            }
+            Value::Proxy(token) => write!(
+                f,
+                "<proxy {} #{} at {}>",
+                token.typeid, token.id, token.address
+            ),
+        }
+    }
+}
+
+/// Why a conversion to or from a [`Value`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValueError(String);
+
+impl ser::Error for ValueError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        ValueError(msg.to_string())
+    }
+}
+
+impl de::Error for ValueError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        ValueError(msg.to_string())
+    }
+}
+
+/// Converts any serialisable value into a [`Value`].
+pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, ValueError> {
+    value.serialize(ValueSerializer)
+}
+
+/// Converts a [`Value`] into a `T`, failing clearly when the shapes do not match.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ValueError> {
+    T::deserialize(value)
+}
+
+/// The serializer behind [`to_value`].
+struct ValueSerializer;
+
+fn int<T: TryInto<i128>>(v: T) -> Result<Value, ValueError> {
+    v.try_into()
+        .map(Value::Int)
+        .map_err(|_| ValueError("integer out of range".into()))
+}
+
+fn tagged(variant: &str, content: Value) -> Value {
+    Value::Map(vec![(Value::Str(variant.to_string()), content)])
+}
+
+impl Serializer for ValueSerializer {
+    type Ok = Value;
+    type Error = ValueError;
+    type SerializeSeq = SeqBuilder;
+    type SerializeTuple = SeqBuilder;
+    type SerializeTupleStruct = SeqBuilder;
+    type SerializeTupleVariant = SeqBuilder;
+    type SerializeMap = MapBuilder;
+    type SerializeStruct = MapBuilder;
+    type SerializeStructVariant = MapBuilder;
+
+    fn serialize_bool(self, v: bool) -> Result<Value, ValueError> {
+        Ok(Value::Bool(v))
+    }
+    fn serialize_i8(self, v: i8) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_i128(self, v: i128) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_u128(self, v: u128) -> Result<Value, ValueError> {
+        int(v)
+    }
+    fn serialize_f32(self, v: f32) -> Result<Value, ValueError> {
+        Ok(Value::Float(f64::from(v)))
+    }
+    fn serialize_f64(self, v: f64) -> Result<Value, ValueError> {
+        Ok(Value::Float(v))
+    }
+    fn serialize_char(self, v: char) -> Result<Value, ValueError> {
+        Ok(Value::Str(v.to_string()))
+    }
+    fn serialize_str(self, v: &str) -> Result<Value, ValueError> {
+        Ok(Value::Str(v.to_string()))
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<Value, ValueError> {
+        Ok(Value::Bytes(v.to_vec()))
+    }
+    fn serialize_none(self) -> Result<Value, ValueError> {
+        Ok(Value::None)
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Value, ValueError> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<Value, ValueError> {
+        Ok(Value::None)
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<Value, ValueError> {
+        Ok(Value::None)
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<Value, ValueError> {
+        Ok(Value::Str(variant.to_string()))
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<Value, ValueError> {
+        if name == TOKEN_NEWTYPE {
+            // A proxy serialised inside a value: keep it a proxy, not a map.
+            return value
+                .serialize(ValueSerializer)
+                .and_then(|v| from_value::<Token>(v).map(Value::Proxy));
+        }
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<Value, ValueError> {
+        Ok(tagged(variant, value.serialize(self)?))
+    }
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder, ValueError> {
+        Ok(SeqBuilder::new(len, Shape::List))
+    }
+    fn serialize_tuple(self, len: usize) -> Result<SeqBuilder, ValueError> {
+        Ok(SeqBuilder::new(Some(len), Shape::Tuple))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<SeqBuilder, ValueError> {
+        Ok(SeqBuilder::new(Some(len), Shape::Tuple))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<SeqBuilder, ValueError> {
+        Ok(SeqBuilder::new(Some(len), Shape::Variant(variant)))
+    }
+    fn serialize_map(self, len: Option<usize>) -> Result<MapBuilder, ValueError> {
+        Ok(MapBuilder::new(len, None))
+    }
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<MapBuilder, ValueError> {
+        Ok(MapBuilder::new(Some(len), None))
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<MapBuilder, ValueError> {
+        Ok(MapBuilder::new(Some(len), Some(variant)))
+    }
+}
+
+/// The newtype name under which a proxy serialises its token, so that [`to_value`] stores it as
+/// [`Value::Proxy`].
+pub const TOKEN_NEWTYPE: &str = "$manager::Token";
+
+enum Shape {
+    List,
+    Tuple,
+    Variant(&'static str),
+}
+
+struct SeqBuilder {
+    items: Vec<Value>,
+    shape: Shape,
+}
+
+impl SeqBuilder {
+    fn new(len: Option<usize>, shape: Shape) -> Self {
+        SeqBuilder {
+            items: Vec::with_capacity(len.unwrap_or(0).min(4096)),
+            shape,
+        }
+    }
+
+    fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ValueError> {
+        self.items.push(value.serialize(ValueSerializer)?);
+        Ok(())
+    }
+
+    fn finish(self) -> Value {
+        match self.shape {
+            Shape::List => Value::List(self.items),
+            Shape::Tuple => Value::Tuple(self.items),
+            Shape::Variant(variant) => tagged(variant, Value::Tuple(self.items)),
+        }
+    }
+}
+
+impl ser::SerializeSeq for SeqBuilder {
+    type Ok = Value;
+    type Error = ValueError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ValueError> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value, ValueError> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTuple for SeqBuilder {
+    type Ok = Value;
+    type Error = ValueError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ValueError> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value, ValueError> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTupleStruct for SeqBuilder {
+    type Ok = Value;
+    type Error = ValueError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ValueError> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value, ValueError> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeTupleVariant for SeqBuilder {
+    type Ok = Value;
+    type Error = ValueError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ValueError> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Value, ValueError> {
+        Ok(self.finish())
+    }
+}
+
+struct MapBuilder {
+    entries: Vec<(Value, Value)>,
+    key: Option<Value>,
+    variant: Option<&'static str>,
+}
+
+impl MapBuilder {
+    fn new(len: Option<usize>, variant: Option<&'static str>) -> Self {
+        MapBuilder {
+            entries: Vec::with_capacity(len.unwrap_or(0).min(4096)),
+            key: None,
+            variant,
+        }
+    }
+
+    fn finish(self) -> Value {
+        let map = Value::Map(self.entries);
+        match self.variant {
+            Some(variant) => tagged(variant, map),
+            None => map,
+        }
+    }
+}
+
+impl ser::SerializeMap for MapBuilder {
+    type Ok = Value;
+    type Error = ValueError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), ValueError> {
+        self.key = Some(key.serialize(ValueSerializer)?);
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ValueError> {
+        let key = self
+            .key
+            .take()
+            .ok_or_else(|| ValueError("a map value came before its key".into()))?;
+        self.entries.push((key, value.serialize(ValueSerializer)?));
+        Ok(())
+    }
+    fn end(self) -> Result<Value, ValueError> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeStruct for MapBuilder {
+    type Ok = Value;
+    type Error = ValueError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), ValueError> {
+        self.entries.push((
+            Value::Str(key.to_string()),
+            value.serialize(ValueSerializer)?,
+        ));
+        Ok(())
+    }
+    fn end(self) -> Result<Value, ValueError> {
+        Ok(self.finish())
+    }
+}
+
+impl ser::SerializeStructVariant for MapBuilder {
+    type Ok = Value;
+    type Error = ValueError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), ValueError> {
+        ser::SerializeStruct::serialize_field(self, key, value)
+    }
+    fn end(self) -> Result<Value, ValueError> {
+        Ok(self.finish())
+    }
+}
+
+impl Value {
+    fn unexpected(&self) -> de::Unexpected<'_> {
+        match self {
+            Value::None => de::Unexpected::Unit,
+            Value::Bool(b) => de::Unexpected::Bool(*b),
+            Value::Int(i) => match i64::try_from(*i) {
+                Ok(i) => de::Unexpected::Signed(i),
+                Err(_) => de::Unexpected::Other("a large integer"),
+            },
+            Value::Float(f) => de::Unexpected::Float(*f),
+            Value::Str(s) => de::Unexpected::Str(s),
+            Value::Bytes(b) => de::Unexpected::Bytes(b),
+            Value::List(_) | Value::Tuple(_) => de::Unexpected::Seq,
+            Value::Map(_) => de::Unexpected::Map,
+            Value::Proxy(_) => de::Unexpected::Other("a proxy"),
+        }
+    }
+
+    fn invalid<E: de::Error>(&self, expected: &dyn de::Expected) -> E {
+        E::invalid_type(self.unexpected(), expected)
+    }
+}
+
+impl<'de> IntoDeserializer<'de, ValueError> for Value {
+    type Deserializer = Value;
+    fn into_deserializer(self) -> Value {
+        self
+    }
+}
+
+macro_rules! deserialize_int {
+    ($($method:ident => $visit:ident: $ty:ty),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+            match self {
+                Value::Int(i) => match <$ty>::try_from(i) {
+                    Ok(n) => visitor.$visit(n),
+                    Err(_) => Err(ValueError(format!(
+                        "integer {i} does not fit in {}", stringify!($ty)
+                    ))),
+                },
+                other => Err(other.invalid(&visitor)),
+            }
+        }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for Value {
+    type Error = ValueError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::None => visitor.visit_unit(),
+            Value::Bool(b) => visitor.visit_bool(b),
+            Value::Int(i) => match (i64::try_from(i), u64::try_from(i)) {
+                (Ok(n), _) => visitor.visit_i64(n),
+                (_, Ok(n)) => visitor.visit_u64(n),
+                _ => visitor.visit_i128(i),
+            },
+            Value::Float(f) => visitor.visit_f64(f),
+            Value::Str(s) => visitor.visit_string(s),
+            Value::Bytes(b) => visitor.visit_byte_buf(b),
+            Value::List(items) | Value::Tuple(items) => visit_seq(items, visitor),
+            Value::Map(entries) => visit_map(entries, visitor),
+            Value::Proxy(token) => Value::Map(token_entries(token)).deserialize_any(visitor),
+        }
+    }
+
+    deserialize_int! {
+        deserialize_i8 => visit_i8: i8,
+        deserialize_i16 => visit_i16: i16,
+        deserialize_i32 => visit_i32: i32,
+        deserialize_i64 => visit_i64: i64,
+        deserialize_i128 => visit_i128: i128,
+        deserialize_u8 => visit_u8: u8,
+        deserialize_u16 => visit_u16: u16,
+        deserialize_u32 => visit_u32: u32,
+        deserialize_u64 => visit_u64: u64,
+        deserialize_u128 => visit_u128: u128,
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.deserialize_f64(visitor)
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Float(f) => visitor.visit_f64(f),
+            // An integer is a fine float (Python clients send 1 for 1.0).
+            Value::Int(i) => visitor.visit_f64(i as f64),
+            other => Err(other.invalid(&visitor)),
+        }
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Bool(b) => visitor.visit_bool(b),
+            other => Err(other.invalid(&visitor)),
+        }
+    }
+
+    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.deserialize_string(visitor)
+    }
+
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.deserialize_string(visitor)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Str(s) => visitor.visit_string(s),
+            other => Err(other.invalid(&visitor)),
+        }
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.deserialize_byte_buf(visitor)
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Bytes(b) => visitor.visit_byte_buf(b),
+            Value::Str(s) => visitor.visit_string(s),
+            Value::List(items) | Value::Tuple(items) => visit_seq(items, visitor),
+            other => Err(other.invalid(&visitor)),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::None => visitor.visit_none(),
+            other => visitor.visit_some(other),
+        }
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::None => visitor.visit_unit(),
+            other => Err(other.invalid(&visitor)),
+        }
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        self.deserialize_unit(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        if name == TOKEN_NEWTYPE {
+            return match self {
+                Value::Proxy(token) => {
+                    visitor.visit_newtype_struct(Value::Map(token_entries(token)))
+                }
+                other => Err(ValueError(format!(
+                    "expected a proxy, found a {}",
+                    other.kind()
+                ))),
+            };
+        }
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::List(items) | Value::Tuple(items) => visit_seq(items, visitor),
+            Value::Bytes(bytes) => visit_seq(
+                bytes.into_iter().map(|b| Value::Int(b.into())).collect(),
+                visitor,
+            ),
+            other => Err(other.invalid(&visitor)),
+        }
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        self.deserialize_seq(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Map(entries) => visit_map(entries, visitor),
+            other => Err(other.invalid(&visitor)),
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Map(entries) => visit_map(entries, visitor),
+            Value::List(items) | Value::Tuple(items) => visit_seq(items, visitor),
+            Value::Proxy(token) => visit_map(token_entries(token), visitor),
+            other => Err(other.invalid(&visitor)),
+        }
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        match self {
+            Value::Str(variant) => visitor.visit_enum(variant.into_deserializer()),
+            Value::Map(mut entries) if entries.len() == 1 => {
+                let (variant, content) = entries.pop().expect("one entry");
+                visitor.visit_enum(EnumAccess { variant, content })
+            }
+            other => Err(ValueError(format!(
+                "expected an enum (a variant name, or a map of one variant to its content), found a {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        self.deserialize_string(visitor)
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+        visitor.visit_unit()
+    }
+}
+
+fn token_entries(token: Token) -> Vec<(Value, Value)> {
+    let address = to_value(&token.address).unwrap_or(Value::None);
+    vec![
+        (Value::Str("typeid".into()), Value::Str(token.typeid)),
+        (Value::Str("address".into()), address),
+        (Value::Str("id".into()), Value::Int(token.id.into())),
+    ]
+}
+
+fn visit_seq<'de, V: Visitor<'de>>(items: Vec<Value>, visitor: V) -> Result<V::Value, ValueError> {
+    let len = items.len();
+    let mut access = de::value::SeqDeserializer::new(items.into_iter());
+    let value = visitor.visit_seq(&mut access)?;
+    access.end().map_err(|_| {
+        ValueError(format!(
+            "a sequence of {len} items has more items than expected"
+        ))
+    })?;
+    Ok(value)
+}
+
+fn visit_map<'de, V: Visitor<'de>>(
+    entries: Vec<(Value, Value)>,
+    visitor: V,
+) -> Result<V::Value, ValueError> {
+    let mut access = de::value::MapDeserializer::new(entries.into_iter());
+    let value = visitor.visit_map(&mut access)?;
+    access.end()?;
+    Ok(value)
+}
+
+struct EnumAccess {
+    variant: Value,
+    content: Value,
+}
+
+impl<'de> de::EnumAccess<'de> for EnumAccess {
+    type Error = ValueError;
+    type Variant = Value;
+
+    fn variant_seed<V: de::DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, Value), ValueError> {
+        Ok((seed.deserialize(self.variant)?, self.content))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for Value {
+    type Error = ValueError;
+
+    fn unit_variant(self) -> Result<(), ValueError> {
+        match self {
+            Value::None => Ok(()),
+            other => Err(ValueError(format!(
+                "expected a unit variant, found a {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    fn newtype_variant_seed<T: de::DeserializeSeed<'de>>(
+        self,
+        seed: T,
+    ) -> Result<T::Value, ValueError> {
+        seed.deserialize(self)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        de::Deserializer::deserialize_seq(self, visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, ValueError> {
+        de::Deserializer::deserialize_map(self, visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Shape {
+        Dot,
+        Circle(f64),
+        Rect { w: u32, h: u32 },
+        Pair(i8, i8),
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Record {
+        name: String,
+        tags: Vec<String>,
+        shape: Shape,
+        maybe: Option<u64>,
+        bytes: serde_bytes::ByteBuf,
+        pair: (i32, bool),
+        map: BTreeMap<String, i64>,
+    }
+
+    #[test]
+    fn round_trips_rich_types() {
+        for shape in [
+            Shape::Dot,
+            Shape::Circle(1.5),
+            Shape::Rect { w: 2, h: 3 },
+            Shape::Pair(-1, 1),
+        ] {
+            let record = Record {
+                name: "r".into(),
+                tags: vec!["a".into(), "b".into()],
+                shape,
+                maybe: Some(u64::MAX),
+                bytes: serde_bytes::ByteBuf::from(vec![0, 255]),
+                pair: (-7, true),
+                map: BTreeMap::from([("k".to_string(), 9)]),
+            };
+            let value = to_value(&record).unwrap();
+            let back: Record = from_value(value.clone()).unwrap();
+            assert_eq!(back, record, "{value}");
+        }
+    }
+
+    #[test]
+    fn python_like_shapes() {
+        assert_eq!(to_value(&7i64).unwrap(), Value::Int(7));
+        assert_eq!(to_value(&7u8).unwrap(), to_value(&7i64).unwrap());
+        assert_eq!(
+            to_value(&(1, "x")).unwrap(),
+            Value::Tuple(vec![Value::Int(1), Value::Str("x".into())])
+        );
+        assert_eq!(
+            to_value(&vec![1, 2]).unwrap(),
+            Value::List(vec![Value::Int(1), Value::Int(2)])
+        );
+        assert_eq!(to_value(&None::<i32>).unwrap(), Value::None);
+        assert_eq!(
+            Value::List(vec![Value::Int(1), Value::Str("a".into())]).to_string(),
+            "[1, \"a\"]"
+        );
+    }
+
+    #[test]
+    fn mismatched_types_are_clear_errors() {
+        let err = from_value::<i64>(Value::Str("seven".into())).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+        let err = from_value::<u8>(Value::Int(300)).unwrap_err();
+        assert!(err.to_string().contains("does not fit in u8"), "{err}");
+        let err = from_value::<(i32, i32)>(Value::Tuple(vec![Value::Int(1)])).unwrap_err();
+        assert!(err.to_string().contains("invalid length"), "{err}");
+    }
+
+    #[test]
+    fn values_survive_postcard() {
+        let value = Value::Map(vec![
+            (
+                Value::Str("k".into()),
+                Value::List(vec![Value::Float(1.5), Value::Bytes(vec![1, 2])]),
+            ),
+            (
+                Value::Int(-3),
+                Value::Tuple(vec![Value::None, Value::Bool(true)]),
+            ),
+        ]);
+        let bytes = postcard::to_stdvec(&value).unwrap();
+        let back: Value = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, value);
+    }
+}

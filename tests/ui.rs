@@ -1,0 +1,11 @@
+//! Compile-fail tests of `#[manager::shared]`, `#[manager::entry]` and the typed API: each file
+//! in `tests/ui/` must fail to compile with exactly the message in its `.stderr` file.
+//!
+//! To regenerate the expected output after an intended change of a message:
+//! `TRYBUILD=overwrite cargo test --test ui`, then review the diff.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}

@@ -1,0 +1,9 @@
+// An entry function must be one concrete function.
+
+#[manager::entry]
+fn worker<T: Default>() -> manager::Result<()> {
+    let _ = T::default();
+    Ok(())
+}
+
+fn main() {}

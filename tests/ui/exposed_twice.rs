@@ -1,0 +1,14 @@
+// A method listed twice in `exposed`.
+
+pub struct Pair {
+    x: i64,
+}
+
+#[manager::shared(exposed = [get_x, "get_x"])]
+impl Pair {
+    pub fn get_x(&self) -> i64 {
+        self.x
+    }
+}
+
+fn main() {}
