@@ -43,4 +43,3 @@
 #![warn(missing_docs)]
 
 pub use manager_core::*;
-pub use manager_derive::{entry, shared};

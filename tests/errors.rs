@@ -523,6 +523,13 @@ async fn send_raw_and_wait_for_close(address: &Address, key: &AuthKey, bytes: &[
     manager::auth::client_handshake(&mut stream, key)
         .await
         .expect("the handshake with the right key");
+    // The server's welcome frame (protocol version and address) follows the handshake.
+    let welcome_len = stream.read_u32().await.expect("the welcome frame's length") as usize;
+    let mut welcome = vec![0u8; welcome_len];
+    stream
+        .read_exact(&mut welcome)
+        .await
+        .expect("the welcome frame");
     // The server may close while we are still writing: that is fine.
     let _ = stream.write_all(bytes).await;
     let mut received = Vec::new();

@@ -42,6 +42,7 @@ type Pending = oneshot::Sender<Result<Response, Error>>;
 
 struct Inner {
     address: Address,
+    server_address: Address,
     tx: mpsc::UnboundedSender<Bytes>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
@@ -93,10 +94,11 @@ impl Connection {
     /// current tokio runtime.
     pub async fn connect(address: &Address, authkey: &AuthKey) -> Result<Connection, Error> {
         let mut stream = transport::connect(address).await?;
-        stream.handshake_client(authkey).await?;
+        let welcome = stream.handshake_client(authkey).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             address: address.clone(),
+            server_address: welcome.address,
             tx,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -121,6 +123,12 @@ impl Connection {
     /// The address of the server.
     pub fn address(&self) -> &Address {
         &self.inner.address
+    }
+
+    /// The address the server names itself by in the tokens it issues (it may differ from the
+    /// address dialled, for instance `0.0.0.0:5000` for `127.0.0.1:5000`).
+    pub fn server_address(&self) -> &Address {
+        &self.inner.server_address
     }
 
     /// Whether the connection has closed.
@@ -322,4 +330,20 @@ pub(crate) fn expect_token(response: Response, what: &str) -> Result<Token, Erro
             "{what}: expected a proxy, got {other:?}"
         ))),
     }
+}
+
+/// This process's connection to the server at `address`, made on first use with this process's
+/// authkey and shared from then on: how a proxy that arrives from another process (as a spawned
+/// function's argument) reaches its server.
+pub(crate) fn shared_connection(address: &Address) -> Result<Connection, Error> {
+    static CONNECTIONS: OnceLock<Mutex<HashMap<Address, Connection>>> = OnceLock::new();
+    let connections = CONNECTIONS.get_or_init(Default::default);
+    if let Some(conn) = connections.lock().get(address) {
+        if !conn.is_closed() {
+            return Ok(conn.clone());
+        }
+    }
+    let conn = Connection::connect_blocking(address, &crate::process::authkey())?;
+    connections.lock().insert(address.clone(), conn.clone());
+    Ok(conn)
 }

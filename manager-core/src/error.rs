@@ -78,6 +78,11 @@ impl Error {
         }
     }
 
+    /// The kind of the [`RemoteError`] inside, when the server answered with an error.
+    pub fn remote_kind(&self) -> Option<RemoteErrorKind> {
+        self.as_remote().map(|remote| remote.kind)
+    }
+
     /// The [`RemoteError`] inside, when the server answered with an error.
     pub fn as_remote(&self) -> Option<&RemoteError> {
         match self {
@@ -113,6 +118,23 @@ pub enum RemoteErrorKind {
     Limit,
     /// The server is shutting down.
     Shutdown,
+    /// An index out of range (Python's `IndexError`).
+    Index,
+    /// A missing key (Python's `KeyError`).
+    Key,
+    /// A value that is not there or not acceptable (Python's `ValueError`).
+    InvalidValue,
+    /// A missing attribute of a namespace (Python's `AttributeError`).
+    Attribute,
+    /// A queue is empty (Python's `queue.Empty`).
+    Empty,
+    /// A queue is full (Python's `queue.Full`).
+    Full,
+    /// A barrier is broken (Python's `threading.BrokenBarrierError`).
+    BrokenBarrier,
+    /// An operation in the wrong state, such as releasing a lock one does not hold (Python's
+    /// `RuntimeError`).
+    Runtime,
     /// Any other failure.
     Other,
 }
@@ -131,6 +153,14 @@ impl std::fmt::Display for RemoteErrorKind {
             RemoteErrorKind::Conversion => "conversion failed",
             RemoteErrorKind::Limit => "limit exceeded",
             RemoteErrorKind::Shutdown => "server shutting down",
+            RemoteErrorKind::Index => "index error",
+            RemoteErrorKind::Key => "key error",
+            RemoteErrorKind::InvalidValue => "value error",
+            RemoteErrorKind::Attribute => "attribute error",
+            RemoteErrorKind::Empty => "empty",
+            RemoteErrorKind::Full => "full",
+            RemoteErrorKind::BrokenBarrier => "broken barrier",
+            RemoteErrorKind::Runtime => "runtime error",
             RemoteErrorKind::Other => "error",
         };
         f.write_str(text)

@@ -24,6 +24,7 @@ pub mod process;
 pub mod proxy;
 pub mod registry;
 pub mod server;
+pub mod sync;
 mod transport;
 pub mod value;
 pub mod wire;
@@ -37,5 +38,7 @@ pub use object::{Outcome, Shared};
 pub use process::{current_process_name, init, Process, ServerProcess};
 pub use proxy::{BaseProxy, CallResult, Proxy, Value};
 pub use registry::{Register, Registry};
-pub use server::{Server, ServerConfig, ShutdownHandle};
+pub use server::{CallContext, Retained, Server, ServerConfig, ShutdownHandle};
 pub use wire::{DebugInfo, ObjectInfo, Token};
+
+pub use manager_derive::{entry, shared};

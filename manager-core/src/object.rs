@@ -15,6 +15,8 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::RwLock;
 
+use crate::server::CallContext;
+
 /// How a method takes its receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Receiver {
@@ -130,6 +132,7 @@ pub trait Shared: Send + Sync + Sized + 'static {
         this: Arc<RwLock<Self>>,
         method: usize,
         args: &mut dyn erased_serde::Deserializer<'_>,
+        context: CallContext,
     ) -> Result<BoxFuture<'static, Outcome>, DispatchError>;
 }
 
@@ -144,6 +147,7 @@ pub trait Referent: Send + Sync + 'static {
         self: Arc<Self>,
         method: usize,
         args: &mut dyn erased_serde::Deserializer<'_>,
+        context: CallContext,
     ) -> Result<BoxFuture<'static, Outcome>, DispatchError>;
     /// The referent as `Any`, so that in-process code can reach the typed object.
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
@@ -162,8 +166,9 @@ impl<T: Shared> Referent for RwLock<T> {
         self: Arc<Self>,
         method: usize,
         args: &mut dyn erased_serde::Deserializer<'_>,
+        context: CallContext,
     ) -> Result<BoxFuture<'static, Outcome>, DispatchError> {
-        T::dispatch(self, method, args)
+        T::dispatch(self, method, args, context)
     }
 
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {

@@ -3,10 +3,12 @@
 
 pub use crate::object::{decode_args, DispatchError, MethodDesc, Outcome, Receiver, Shared};
 pub use crate::process::{decode_entry_args, EntryPoint, IntoEntryOutcome};
+pub use crate::server::CallContext;
 pub use crate::{BaseProxy, Error, Proxy};
 pub use ::erased_serde;
 pub use ::futures::future::BoxFuture;
 pub use ::inventory;
+pub use ::serde;
 pub use ::serde_bytes::{ByteBuf, Bytes};
 pub use ::tokio::sync::RwLock;
 

@@ -39,8 +39,9 @@ const MAX_MESSAGE: usize = 64 << 20;
 pub struct EntryPoint {
     /// The function's path, as `std::any::type_name` gives it.
     pub name: fn() -> &'static str,
-    /// Decodes the arguments and calls the function.
-    pub run: fn(&[u8]) -> Result<EntryOutcome, String>,
+    /// Decodes the arguments, calls `started` (the arguments' proxies are attached by then),
+    /// and calls the function.
+    pub run: fn(&[u8], &dyn Fn()) -> Result<EntryOutcome, String>,
 }
 
 inventory::collect!(EntryPoint);
@@ -195,6 +196,8 @@ struct Orders {
 
 #[derive(Serialize, Deserialize)]
 enum Ready {
+    /// The child decoded its arguments (and took its own references to the proxies in them).
+    Started,
     Listening(Address),
     Failed(String),
 }
@@ -314,6 +317,11 @@ impl Process {
         A: Serialize,
     {
         let entry = entry_name(&target)?;
+        // Proxies among the arguments: the child must take its own references before this
+        // process may drop its proxies (CPython loses objects here: cpython#99595).
+        let carries_proxies = crate::value::to_value(&args)
+            .map(|value| !value.tokens().is_empty())
+            .unwrap_or(false);
         let orders = Orders {
             mode: Mode::Run,
             entry: entry.to_string(),
@@ -323,7 +331,24 @@ impl Process {
             name: name.clone(),
             identity,
         };
-        let (child, _channel) = spawn_child(&orders)?;
+        let (mut child, channel) = spawn_child(&orders)?;
+        if carries_proxies {
+            channel.set_read_timeout(Some(Duration::from_secs(60)))?;
+            match read_message::<Ready>(&channel) {
+                Ok(Ready::Started) => {}
+                Ok(Ready::Failed(message)) => {
+                    let _ = child.wait();
+                    return Err(Error::Process(format!("{name} could not start: {message}")));
+                }
+                Ok(Ready::Listening(_)) | Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(Error::Process(format!(
+                        "{name} ended before it took over the proxies it was given"
+                    )));
+                }
+            }
+        }
         Ok(Process { child, name })
     }
 
@@ -436,6 +461,13 @@ impl ServerProcess {
                     "the server process could not start: {message}"
                 )))
             }
+            Ok(Ready::Started) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(Error::Process(
+                    "the server process answered out of turn".into(),
+                ))
+            }
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -522,10 +554,16 @@ fn run_child(channel: UnixStream) -> i32 {
         );
         return 2;
     };
-    let outcome = match (entry.run)(&orders.args) {
+    let started = || {
+        if matches!(orders.mode, Mode::Run) {
+            let _ = write_message(&channel, &Ready::Started);
+        }
+    };
+    let outcome = match (entry.run)(&orders.args, &started) {
         Ok(outcome) => outcome,
         Err(message) => {
             eprintln!("manager: {}: {message}", orders.entry);
+            let _ = write_message(&channel, &Ready::Failed(message));
             return 2;
         }
     };

@@ -13,14 +13,26 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::error::Error;
+use crate::error::{Error, RemoteError};
 use crate::object::{decode_args, referent, MethodDesc, Referent, Shared};
+use crate::server::CallContext;
 
 type FactoryFn = Arc<
-    dyn Fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<Arc<dyn Referent>, String>
+    dyn Fn(
+            &mut dyn erased_serde::Deserializer<'_>,
+            &CallContext,
+        ) -> Result<Arc<dyn Referent>, FactoryError>
         + Send
         + Sync,
 >;
+
+/// Why a factory made no object.
+pub(crate) enum FactoryError {
+    /// The arguments did not decode into the factory's parameter types.
+    BadArguments(String),
+    /// The factory refused the arguments.
+    Refused(RemoteError),
+}
 type ConvertFn =
     Arc<dyn Fn(Box<dyn Any + Send>) -> Result<Arc<dyn Referent>, String> + Send + Sync>;
 
@@ -122,12 +134,27 @@ impl<T: Shared> Register<T> {
         A: DeserializeOwned + 'static,
         F: Fn(A) -> T + Send + Sync + 'static,
     {
-        let make: FactoryFn = Arc::new(move |args| {
+        Self::factory_with_context(typeid, move |args: A, _: &CallContext| Ok(factory(args)))
+    }
+
+    /// A factory that also sees the creating call's [`CallContext`] and may refuse the
+    /// arguments with an error of its own (the built-in containers use it to keep the objects
+    /// named by proxies among their initial items alive).
+    pub fn factory_with_context<A, F>(typeid: impl Into<String>, factory: F) -> Self
+    where
+        A: DeserializeOwned + 'static,
+        F: Fn(A, &CallContext) -> Result<T, RemoteError> + Send + Sync + 'static,
+    {
+        let make: FactoryFn = Arc::new(move |args, context| {
             let args: A = decode_args(args).map_err(|e| match e {
-                crate::object::DispatchError::BadArguments(m) => m,
-                crate::object::DispatchError::NoSuchMethod => "no such method".into(),
+                crate::object::DispatchError::BadArguments(m) => FactoryError::BadArguments(m),
+                crate::object::DispatchError::NoSuchMethod => {
+                    FactoryError::BadArguments("no such method".into())
+                }
             })?;
-            Ok(referent(factory(args)))
+            factory(args, context)
+                .map(referent)
+                .map_err(FactoryError::Refused)
         });
         Self::with_source(typeid, Source::Factory(make))
     }

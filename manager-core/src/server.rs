@@ -23,8 +23,9 @@ use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::object::{DispatchError, Outcome, Referent};
-use crate::registry::{Entry, Registry, Source};
+use crate::registry::{Entry, FactoryError, Registry, Source};
 use crate::transport::{with_split, write_frames, Listener, ReadHalf, Stream};
+use crate::value::Value;
 use crate::wire::{
     self, Control, ControlReply, DebugInfo, ObjectInfo, Reply, Request, ResponseHead, Token,
 };
@@ -74,6 +75,7 @@ struct State {
     table: Mutex<Table>,
     shared: HashMap<Arc<str>, u64>,
     connections: AtomicU64,
+    next_connection: AtomicU64,
     stop: CancellationToken,
 }
 
@@ -138,6 +140,7 @@ impl Server {
                 table: Mutex::new(table),
                 shared,
                 connections: AtomicU64::new(0),
+                next_connection: AtomicU64::new(1),
                 stop: CancellationToken::new(),
             }),
             listener,
@@ -191,10 +194,14 @@ impl Server {
 }
 
 async fn handle_connection(state: Arc<State>, mut stream: Stream) {
+    let welcome = wire::Welcome {
+        protocol: wire::PROTOCOL_VERSION,
+        address: state.address.clone(),
+    };
     let handshake = tokio::select! {
         result = tokio::time::timeout(
             state.config.handshake_timeout,
-            stream.handshake_server(&state.authkey),
+            stream.handshake_server(&state.authkey, &welcome),
         ) => result,
         _ = state.stop.cancelled() => return,
     };
@@ -218,10 +225,12 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
         let (tx, rx) = mpsc::unbounded_channel();
         let write_task = tokio::spawn(write_frames(writer, rx));
         let conn = Arc::new(Connection {
+            id: state.next_connection.fetch_add(1, Ordering::Relaxed),
             state: state.clone(),
             held: Mutex::new(HashMap::new()),
             tx,
             closed: state.stop.child_token(),
+            cleanups: Mutex::new(HashMap::new()),
         });
         if let Err(e) = conn.read_requests(reader).await {
             tracing::debug!("closing a connection: {e}");
@@ -229,6 +238,7 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
         // Calls still running for this client are cancelled: nobody will read their answers,
         // and a call waiting (on a queue, a lock) must stop waiting.
         conn.closed.cancel();
+        conn.run_cleanups();
         conn.release_all();
         drop(conn);
         let _ = write_task.await;
@@ -241,15 +251,34 @@ struct Held {
     refs: u64,
 }
 
+type Cleanup = Box<dyn FnOnce() + Send>;
+
 struct Connection {
+    id: u64,
     state: Arc<State>,
     held: Mutex<HashMap<u64, Held>>,
     tx: mpsc::UnboundedSender<Bytes>,
     /// Cancelled when the connection closes or the server stops.
     closed: CancellationToken,
+    /// What objects asked to run when this connection closes (one per object), such as
+    /// releasing a lock the client holds.
+    cleanups: Mutex<HashMap<u64, Cleanup>>,
 }
 
 impl Connection {
+    /// Runs the cleanups objects registered for this connection; a panicking one is logged.
+    fn run_cleanups(&self) {
+        let cleanups = std::mem::take(&mut *self.cleanups.lock());
+        for (object, cleanup) in cleanups {
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(cleanup)) {
+                tracing::warn!(
+                    "the cleanup of object {object} panicked: {}",
+                    panic_message(&panic)
+                );
+            }
+        }
+    }
+
     async fn read_requests<R: ReadHalf>(self: &Arc<Self>, reader: R) -> Result<(), Error> {
         let mut frames = FramedRead::new(reader, wire::frame_codec(self.state.config.max_frame));
         loop {
@@ -341,10 +370,15 @@ impl Connection {
         };
         let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
             let mut de = postcard::Deserializer::from_bytes(&frame[args_at..]);
-            let call = object
-                .referent
-                .clone()
-                .dispatch(index, &mut <dyn erased_serde::Deserializer>::erase(&mut de));
+            let context = CallContext {
+                conn: self.clone(),
+                object: object.id,
+            };
+            let call = object.referent.clone().dispatch(
+                index,
+                &mut <dyn erased_serde::Deserializer>::erase(&mut de),
+                context,
+            );
             let left = de.finalize().map(|rest| rest.len()).unwrap_or(0);
             match call {
                 Ok(_) if left > 0 => Err(DispatchError::BadArguments(format!(
@@ -457,7 +491,7 @@ impl Connection {
         }
     }
 
-    fn create(&self, typeid: &str, args: &[u8]) -> Reply {
+    fn create(self: &Arc<Self>, typeid: &str, args: &[u8]) -> Reply {
         let error =
             |kind, message: String| Reply::Error(RemoteError::new(kind, typeid, "create", message));
         let Some(entry) = self.state.registry.get(typeid) else {
@@ -487,23 +521,35 @@ impl Connection {
                 }
             }
             Source::Factory(factory) => {
+                let context = CallContext {
+                    conn: self.clone(),
+                    object: 0,
+                };
                 let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     let mut de = postcard::Deserializer::from_bytes(args);
-                    let made = factory(&mut <dyn erased_serde::Deserializer>::erase(&mut de));
+                    let made = factory(
+                        &mut <dyn erased_serde::Deserializer>::erase(&mut de),
+                        &context,
+                    );
                     let left = de.finalize().map(|rest| rest.len()).unwrap_or(0);
                     match made {
-                        Ok(_) if left > 0 => Err(format!(
+                        Ok(_) if left > 0 => Err(FactoryError::BadArguments(format!(
                             "{left} bytes left over after the arguments (too many arguments?)"
-                        )),
+                        ))),
                         other => other,
                     }
                 }));
                 match made {
                     Ok(Ok(referent)) => Reply::Proxy(self.insert(entry.clone(), referent)),
-                    Ok(Err(message)) => error(
+                    Ok(Err(FactoryError::BadArguments(message))) => error(
                         RemoteErrorKind::BadArguments,
                         format!("the arguments do not fit the factory of {typeid:?}: {message}"),
                     ),
+                    Ok(Err(FactoryError::Refused(mut refused))) => {
+                        refused.typeid = typeid.to_string();
+                        refused.method = "create".to_string();
+                        Reply::Error(refused)
+                    }
                     Err(panic) => error(
                         RemoteErrorKind::Panic,
                         format!(
@@ -805,5 +851,122 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         text.clone()
     } else {
         "a panic with a non-string payload".to_string()
+    }
+}
+
+/// What a method of a shared type can know about the call it serves: which connection made it,
+/// and hooks into that connection's life. A `#[shared]` method receives it by declaring a
+/// parameter of type `&CallContext`; the caller does not pass it.
+///
+/// Built-in types use it to release a lock that a client dies holding, and to keep the objects
+/// named by proxies stored inside containers alive.
+#[derive(Clone)]
+pub struct CallContext {
+    conn: Arc<Connection>,
+    object: u64,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("connection", &self.conn.id)
+            .field("object", &self.object)
+            .finish()
+    }
+}
+
+impl CallContext {
+    /// A number that identifies the calling connection for as long as the server runs.
+    pub fn connection_id(&self) -> u64 {
+        self.conn.id
+    }
+
+    /// The id of the object the call is for.
+    pub fn object_id(&self) -> u64 {
+        self.object
+    }
+
+    /// Whether the calling connection has closed (the client exited, crashed or was killed).
+    pub fn is_closed(&self) -> bool {
+        self.conn.closed.is_cancelled()
+    }
+
+    /// Waits until the calling connection closes.
+    pub async fn closed(&self) {
+        self.conn.closed.cancelled().await;
+    }
+
+    /// Runs `cleanup` when the calling connection closes. Each object has one cleanup per
+    /// connection: registering again replaces the earlier one. It runs after the connection's
+    /// pending calls are cancelled, and before its references are released.
+    pub fn on_close(&self, cleanup: impl FnOnce() + Send + 'static) {
+        if self.conn.closed.is_cancelled() {
+            cleanup();
+            return;
+        }
+        self.conn
+            .cleanups
+            .lock()
+            .insert(self.object, Box::new(cleanup));
+    }
+
+    /// Takes a reference to every object of this server named by a proxy inside `value`, held
+    /// for as long as the returned [`Retained`] lives: a container stores one beside each value
+    /// it keeps. Fails, taking nothing, if a proxy names an object that does not exist.
+    pub fn retain(&self, value: &Value) -> Result<Retained, String> {
+        let ids: Vec<u64> = value
+            .tokens()
+            .into_iter()
+            .filter(|token| token.address == self.conn.state.address)
+            .map(|token| token.id)
+            .collect();
+        if !ids.is_empty() {
+            let mut table = self.conn.state.table.lock();
+            if let Some(missing) = ids.iter().find(|id| !table.slots.contains_key(id)) {
+                return Err(format!(
+                    "the value holds a proxy to object {missing}, which does not exist on this server"
+                ));
+            }
+            for id in &ids {
+                if let Some(slot) = table.slots.get_mut(id) {
+                    slot.refs += 1;
+                }
+            }
+        }
+        Ok(Retained {
+            state: Arc::downgrade(&self.conn.state),
+            ids,
+        })
+    }
+
+    /// Gives the calling connection one reference to every object of this server named by a
+    /// proxy inside `value`, which is about to be returned to it: the client's proxies take
+    /// them over (and release those it does not keep).
+    pub fn hand_out(&self, value: &Value) {
+        for token in value.tokens() {
+            if token.address == self.conn.state.address && self.conn.acquire(token.id).is_none() {
+                tracing::warn!("a returned value names object {}, which is gone", token.id);
+            }
+        }
+    }
+}
+
+/// References to objects, taken by [`CallContext::retain`] and released when dropped.
+#[derive(Debug, Default)]
+pub struct Retained {
+    state: std::sync::Weak<State>,
+    ids: Vec<u64>,
+}
+
+impl Drop for Retained {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        if let Some(state) = self.state.upgrade() {
+            for id in &self.ids {
+                state.release(*id, 1);
+            }
+        }
     }
 }

@@ -178,20 +178,35 @@ impl Stream {
     pub(crate) async fn handshake_server(
         &mut self,
         key: &crate::auth::AuthKey,
+        welcome: &crate::wire::Welcome,
     ) -> Result<(), Error> {
         match self {
-            Stream::Tcp(s) => crate::auth::server_handshake(s, key).await,
-            Stream::Unix(s) => crate::auth::server_handshake(s, key).await,
+            Stream::Tcp(s) => crate::auth::server_handshake(s, key).await?,
+            Stream::Unix(s) => crate::auth::server_handshake(s, key).await?,
         }
+        let mut buf = crate::wire::start_frame(64);
+        crate::wire::put(&mut buf, welcome, "welcome")?;
+        let frame = crate::wire::finish(buf, crate::wire::DEFAULT_MAX_FRAME)?;
+        match self {
+            Stream::Tcp(s) => s.write_all(&frame).await?,
+            Stream::Unix(s) => s.write_all(&frame).await?,
+        }
+        Ok(())
     }
 
     pub(crate) async fn handshake_client(
         &mut self,
         key: &crate::auth::AuthKey,
-    ) -> Result<(), Error> {
+    ) -> Result<crate::wire::Welcome, Error> {
         match self {
-            Stream::Tcp(s) => crate::auth::client_handshake(s, key).await,
-            Stream::Unix(s) => crate::auth::client_handshake(s, key).await,
+            Stream::Tcp(s) => {
+                crate::auth::client_handshake(s, key).await?;
+                read_welcome(s).await
+            }
+            Stream::Unix(s) => {
+                crate::auth::client_handshake(s, key).await?;
+                read_welcome(s).await
+            }
         }
     }
 }
@@ -199,3 +214,26 @@ impl Stream {
 /// Satisfied by both halves of both stream kinds.
 pub(crate) trait ReadHalf: AsyncRead + Unpin + Send + 'static {}
 impl<T: AsyncRead + Unpin + Send + 'static> ReadHalf for T {}
+
+/// Reads the server's welcome frame, which follows a successful handshake.
+async fn read_welcome<S: AsyncRead + Unpin>(stream: &mut S) -> Result<crate::wire::Welcome, Error> {
+    use tokio::io::AsyncReadExt;
+    const MAX_WELCOME: usize = 64 * 1024;
+    let len = stream.read_u32().await? as usize;
+    if len > MAX_WELCOME {
+        return Err(Error::Protocol(format!(
+            "welcome frame of {len} bytes is too large"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    let welcome: crate::wire::Welcome = crate::wire::decode_payload(&body, "welcome")?;
+    if welcome.protocol != crate::wire::PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "the server speaks protocol version {}, this client {}",
+            welcome.protocol,
+            crate::wire::PROTOCOL_VERSION
+        )));
+    }
+    Ok(welcome)
+}

@@ -31,6 +31,18 @@ pub fn frame_codec(max_frame: usize) -> LengthDelimitedCodec {
         .new_codec()
 }
 
+/// The version of this protocol; a client refuses a server that speaks another.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first frame a server sends after a successful handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// [`PROTOCOL_VERSION`] of the server.
+    pub protocol: u32,
+    /// The address the server names itself by in every [`Token`] it issues.
+    pub address: Address,
+}
+
 /// The head of a request frame sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request<'a> {

@@ -81,8 +81,9 @@ pub fn entry(args: TokenStream, item: TokenStream) -> TokenStream {
         #krate::__private::inventory::submit! {
             #krate::__private::EntryPoint {
                 name: || ::core::any::type_name_of_val(&#ident),
-                run: |__bytes| {
+                run: |__bytes, __started| {
                     let ( #(#vars,)* ): ( #(#types,)* ) = #krate::__private::decode_entry_args(__bytes)?;
+                    __started();
                     ::core::result::Result::Ok(#krate::__private::IntoEntryOutcome::into_outcome(#ident(#(#vars),*)))
                 },
             }

@@ -42,8 +42,11 @@ pub fn shared(args: TokenStream, item: TokenStream) -> TokenStream {
     let impl_block = &model.item;
     let dispatcher = gen.dispatcher();
     let checks = gen.type_checks();
-    let async_proxy = gen.proxy(false);
-    let blocking_proxy = gen.proxy(true);
+    let (async_proxy, blocking_proxy) = if args.proxies {
+        (gen.proxy(false), gen.proxy(true))
+    } else {
+        (TokenStream::new(), TokenStream::new())
+    };
     quote! {
         #impl_block
         #checks
@@ -192,10 +195,12 @@ impl Gen<'_> {
                     this: ::std::sync::Arc<#krate::__private::RwLock<Self>>,
                     method: usize,
                     args: &mut dyn #krate::__private::erased_serde::Deserializer<'_>,
+                    context: #krate::__private::CallContext,
                 ) -> ::core::result::Result<
                     #krate::__private::BoxFuture<'static, #krate::__private::Outcome>,
                     #krate::__private::DispatchError,
                 > {
+                    let _ = &context;
                     match method {
                         #(#arms)*
                         _ => ::core::result::Result::Err(#krate::__private::DispatchError::NoSuchMethod),
@@ -268,7 +273,11 @@ impl Gen<'_> {
             ),
             _ => (quote!(let __guard = this.read().await;), quote!(&*__guard)),
         };
-        let call = quote!(<#self_ty>::#ident(#borrow, #(#passed),*));
+        let arguments = method.call_order.iter().map(|slot| match slot {
+            Some(i) => passed[*i].clone(),
+            None => quote!(&context),
+        });
+        let call = quote!(<#self_ty>::#ident(#borrow, #(#arguments),*));
         let call = if method.sig.asyncness.is_some() {
             quote!(#call.await)
         } else {
@@ -389,6 +398,26 @@ impl Gen<'_> {
             impl ::core::fmt::Debug for #name {
                 fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                     f.debug_tuple(::core::stringify!(#name)).field(&self.base).finish()
+                }
+            }
+
+            impl #krate::__private::serde::Serialize for #name {
+                fn serialize<__S: #krate::__private::serde::Serializer>(
+                    &self,
+                    serializer: __S,
+                ) -> ::core::result::Result<__S::Ok, __S::Error> {
+                    #krate::__private::serde::Serialize::serialize(&self.base, serializer)
+                }
+            }
+
+            impl<'de> #krate::__private::serde::Deserialize<'de> for #name {
+                fn deserialize<__D: #krate::__private::serde::Deserializer<'de>>(
+                    deserializer: __D,
+                ) -> ::core::result::Result<Self, __D::Error> {
+                    ::core::result::Result::map(
+                        <#krate::__private::BaseProxy as #krate::__private::serde::Deserialize<'de>>::deserialize(deserializer),
+                        |base| #name { base },
+                    )
                 }
             }
 

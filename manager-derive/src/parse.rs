@@ -61,22 +61,29 @@ impl Parse for Mapping {
 }
 
 /// The arguments of `#[shared(...)]`.
-#[derive(Default)]
 pub struct Args {
     pub exposed: Option<(Span, Vec<Name>)>,
     pub method_to_typeid: Vec<Mapping>,
     pub krate: Option<Path>,
+    /// `proxies = false`: generate the dispatcher only (for types whose proxies are written by
+    /// hand, such as the built-in containers).
+    pub proxies: bool,
 }
 
 impl Parse for Args {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let mut args = Args::default();
+        let mut args = Args {
+            exposed: None,
+            method_to_typeid: Vec::new(),
+            krate: None,
+            proxies: true,
+        };
         let mut seen_mapping = false;
         while !input.is_empty() {
             let key: syn::Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
                 syn::Error::new(
                     e.span(),
-                    "expected one of `exposed`, `method_to_typeid`, `crate`",
+                    "expected one of `exposed`, `method_to_typeid`, `crate`, `proxies`",
                 )
             })?;
             let eq = input
@@ -119,10 +126,15 @@ impl Parse for Args {
                     let lit: LitStr = input.parse()?;
                     args.krate = Some(lit.parse()?);
                 }
+                "proxies" => {
+                    eq?;
+                    let lit: syn::LitBool = input.parse()?;
+                    args.proxies = lit.value;
+                }
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
-                        format!("unknown argument `{other}`: expected one of `exposed`, `method_to_typeid`, `crate`"),
+                        format!("unknown argument `{other}`: expected one of `exposed`, `method_to_typeid`, `crate`, `proxies`"),
                     ))
                 }
             }
@@ -164,7 +176,10 @@ pub struct Method {
     pub sig: syn::Signature,
     pub is_pub: bool,
     pub receiver: Receiver,
+    /// The parameters that travel on the wire (not the `&CallContext`).
     pub params: Vec<Param>,
+    /// The method's parameters in order: `Some(i)` is `params[i]`, `None` the call context.
+    pub call_order: Vec<Option<usize>>,
     pub returns: Returns,
     pub docs: Vec<syn::Attribute>,
 }
@@ -203,12 +218,18 @@ pub fn parse_item(item: TokenStream) -> syn::Result<Model> {
             _ => Receiver::None,
         };
         let mut params = Vec::new();
+        let mut call_order = Vec::new();
         for input in &f.sig.inputs {
             let FnArg::Typed(pat) = input else { continue };
+            if is_call_context(&pat.ty) {
+                call_order.push(None);
+                continue;
+            }
             let name = match &*pat.pat {
                 Pat::Ident(p) => syn::ext::IdentExt::unraw(&p.ident).to_string(),
                 _ => format!("arg{}", params.len()),
             };
+            call_order.push(Some(params.len()));
             params.push(Param {
                 name,
                 ty: (*pat.ty).clone(),
@@ -224,6 +245,7 @@ pub fn parse_item(item: TokenStream) -> syn::Result<Model> {
             is_pub: matches!(f.vis, syn::Visibility::Public(_)),
             receiver,
             params,
+            call_order,
             returns: Returns { ty, result },
             docs: f
                 .attrs
@@ -234,6 +256,16 @@ pub fn parse_item(item: TokenStream) -> syn::Result<Model> {
         });
     }
     Ok(Model { item, methods })
+}
+
+/// Whether `ty` is `&CallContext` (any path ending in `CallContext`): the server passes it,
+/// the caller does not.
+fn is_call_context(ty: &Type) -> bool {
+    let Type::Reference(r) = ty else { return false };
+    if r.mutability.is_some() {
+        return false;
+    }
+    matches!(&*r.elem, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "CallContext"))
 }
 
 /// `Some((T, E))` when `ty` is written `Result<T, E>` (any path ending in `Result` with two

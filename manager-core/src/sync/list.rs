@@ -1,0 +1,373 @@
+//! `list`: a shared list (Python's `ListProxy`).
+
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::server::CallContext;
+use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
+use crate::value::Value;
+
+/// The server side of a shared list: its items, with the references their proxies hold.
+pub struct ListObject {
+    items: Vec<Stored>,
+}
+
+fn error(kind: RemoteErrorKind, method: &str, message: impl Into<String>) -> RemoteError {
+    RemoteError::new(kind, typeids::LIST, method, message)
+}
+
+/// Resolves a Python-style index (negative counts from the end).
+fn resolve(index: i64, len: usize, method: &str) -> Result<usize, RemoteError> {
+    let resolved = if index < 0 { index + len as i64 } else { index };
+    if resolved < 0 || resolved >= len as i64 {
+        return Err(error(
+            RemoteErrorKind::Index,
+            method,
+            "list index out of range",
+        ));
+    }
+    Ok(resolved as usize)
+}
+
+/// Resolves Python-style slice bounds into a range within `0..len`.
+fn bounds(start: Option<i64>, stop: Option<i64>, len: usize) -> std::ops::Range<usize> {
+    let clamp = |i: i64| -> usize {
+        let i = if i < 0 { i + len as i64 } else { i };
+        i.clamp(0, len as i64) as usize
+    };
+    let start = start.map_or(0, clamp);
+    let stop = stop.map_or(len, clamp);
+    start..stop.max(start)
+}
+
+impl ListObject {
+    /// A list of `items` (the arguments of `create`).
+    pub fn new((items,): (Vec<Value>,), ctx: &CallContext) -> Result<ListObject, RemoteError> {
+        let items = items
+            .into_iter()
+            .map(|item| Stored::new(ctx, item, typeids::LIST, "create"))
+            .collect::<Result<_, _>>()?;
+        Ok(ListObject { items })
+    }
+
+    fn position(&self, item: &Value, method: &str) -> Result<usize, RemoteError> {
+        self.items
+            .iter()
+            .position(|stored| &stored.value == item)
+            .ok_or_else(|| {
+                error(
+                    RemoteErrorKind::InvalidValue,
+                    method,
+                    format!("{item} is not in list"),
+                )
+            })
+    }
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl ListObject {
+    /// Appends `item`.
+    pub fn append(&mut self, item: Value, ctx: &CallContext) -> Result<(), RemoteError> {
+        self.items
+            .push(Stored::new(ctx, item, typeids::LIST, "append")?);
+        Ok(())
+    }
+
+    /// Appends every item of `items`.
+    pub fn extend(&mut self, items: Vec<Value>, ctx: &CallContext) -> Result<(), RemoteError> {
+        let stored: Vec<Stored> = items
+            .into_iter()
+            .map(|item| Stored::new(ctx, item, typeids::LIST, "extend"))
+            .collect::<Result<_, _>>()?;
+        self.items.extend(stored);
+        Ok(())
+    }
+
+    /// Inserts `item` before `index` (clamped to the list, as Python does).
+    pub fn insert(
+        &mut self,
+        index: i64,
+        item: Value,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        let at = bounds(Some(index), None, self.items.len()).start;
+        self.items
+            .insert(at, Stored::new(ctx, item, typeids::LIST, "insert")?);
+        Ok(())
+    }
+
+    /// Removes and returns the item at `index` (the last one by default).
+    pub fn pop(&mut self, index: Option<i64>, ctx: &CallContext) -> Result<Value, RemoteError> {
+        if self.items.is_empty() {
+            return Err(error(RemoteErrorKind::Index, "pop", "pop from empty list"));
+        }
+        let at = resolve(index.unwrap_or(-1), self.items.len(), "pop")?;
+        Ok(self.items.remove(at).give(ctx))
+    }
+
+    /// Removes the first item equal to `item`.
+    pub fn remove(&mut self, item: Value) -> Result<(), RemoteError> {
+        let at = self.position(&item, "remove")?;
+        self.items.remove(at);
+        Ok(())
+    }
+
+    /// The position of the first item equal to `item`.
+    pub fn index(&self, item: Value) -> Result<u64, RemoteError> {
+        self.position(&item, "index").map(|i| i as u64)
+    }
+
+    /// How many items equal `item`.
+    pub fn count(&self, item: Value) -> u64 {
+        self.items
+            .iter()
+            .filter(|stored| stored.value == item)
+            .count() as u64
+    }
+
+    /// The number of items.
+    pub fn len(&self) -> u64 {
+        self.items.len() as u64
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The item at `index` (Python's `list[index]`; negative counts from the end).
+    pub fn getitem(&self, index: i64, ctx: &CallContext) -> Result<Value, RemoteError> {
+        let at = resolve(index, self.items.len(), "getitem")?;
+        Ok(self.items[at].give(ctx))
+    }
+
+    /// Replaces the item at `index` (Python's `list[index] = item`).
+    pub fn setitem(
+        &mut self,
+        index: i64,
+        item: Value,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        let at = resolve(index, self.items.len(), "setitem")?;
+        self.items[at] = Stored::new(ctx, item, typeids::LIST, "setitem")?;
+        Ok(())
+    }
+
+    /// Removes the item at `index` (Python's `del list[index]`).
+    pub fn delitem(&mut self, index: i64) -> Result<(), RemoteError> {
+        let at = resolve(index, self.items.len(), "delitem")?;
+        self.items.remove(at);
+        Ok(())
+    }
+
+    /// The items from `start` to `stop` (Python's `list[start:stop]`).
+    pub fn getslice(&self, start: Option<i64>, stop: Option<i64>, ctx: &CallContext) -> Vec<Value> {
+        self.items[bounds(start, stop, self.items.len())]
+            .iter()
+            .map(|stored| stored.give(ctx))
+            .collect()
+    }
+
+    /// Replaces the items from `start` to `stop` with `items` (Python's
+    /// `list[start:stop] = items`).
+    pub fn setslice(
+        &mut self,
+        start: Option<i64>,
+        stop: Option<i64>,
+        items: Vec<Value>,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        let range = bounds(start, stop, self.items.len());
+        let stored: Vec<Stored> = items
+            .into_iter()
+            .map(|item| Stored::new(ctx, item, typeids::LIST, "setslice"))
+            .collect::<Result<_, _>>()?;
+        self.items.splice(range, stored);
+        Ok(())
+    }
+
+    /// Removes the items from `start` to `stop` (Python's `del list[start:stop]`).
+    pub fn delslice(&mut self, start: Option<i64>, stop: Option<i64>) {
+        let range = bounds(start, stop, self.items.len());
+        self.items.drain(range);
+    }
+
+    /// Removes every item.
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+
+    /// Reverses the items in place.
+    pub fn reverse(&mut self) {
+        self.items.reverse();
+    }
+
+    /// Whether an item equals `item` (Python's `item in list`).
+    pub fn contains(&self, item: Value) -> bool {
+        self.items.iter().any(|stored| stored.value == item)
+    }
+
+    /// Every item, in order.
+    pub fn to_vec(&self, ctx: &CallContext) -> Vec<Value> {
+        self.items.iter().map(|stored| stored.give(ctx)).collect()
+    }
+}
+
+/// A shared list of `T` (Python's `ListProxy`), with async methods.
+pub struct ListProxy<T>(Typed<T>);
+
+impl<T: Element> ListProxy<T> {
+    /// Appends `item`.
+    pub async fn append(&self, item: &T) -> Result<(), Error> {
+        self.0.call("append", (encode(item)?,)).await
+    }
+
+    /// Appends every item of `items`.
+    pub async fn extend(&self, items: &[T]) -> Result<(), Error> {
+        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
+        self.0.call("extend", (items,)).await
+    }
+
+    /// Inserts `item` before `index`.
+    pub async fn insert(&self, index: i64, item: &T) -> Result<(), Error> {
+        self.0.call("insert", (index, encode(item)?)).await
+    }
+
+    /// Removes and returns the last item; an `Index` error when the list is empty.
+    pub async fn pop(&self) -> Result<T, Error> {
+        self.0.call_value("pop", (None::<i64>,)).await
+    }
+
+    /// Removes and returns the item at `index`.
+    pub async fn pop_at(&self, index: i64) -> Result<T, Error> {
+        self.0.call_value("pop", (Some(index),)).await
+    }
+
+    /// Removes the first item equal to `item`; an `InvalidValue` error when there is none.
+    pub async fn remove(&self, item: &T) -> Result<(), Error> {
+        self.0.call("remove", (encode(item)?,)).await
+    }
+
+    /// The position of the first item equal to `item`.
+    pub async fn index(&self, item: &T) -> Result<u64, Error> {
+        self.0.call("index", (encode(item)?,)).await
+    }
+
+    /// How many items equal `item`.
+    pub async fn count(&self, item: &T) -> Result<u64, Error> {
+        self.0.base.call_method("count", (encode(item)?,)).await
+    }
+
+    /// The number of items.
+    pub async fn len(&self) -> Result<u64, Error> {
+        self.0.base.call_method("len", ()).await
+    }
+
+    /// Whether the list is empty.
+    pub async fn is_empty(&self) -> Result<bool, Error> {
+        self.0.base.call_method("is_empty", ()).await
+    }
+
+    /// The item at `index` (negative counts from the end).
+    pub async fn get(&self, index: i64) -> Result<T, Error> {
+        self.0.call_value("getitem", (index,)).await
+    }
+
+    /// Replaces the item at `index`.
+    pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
+        self.0.call("setitem", (index, encode(item)?)).await
+    }
+
+    /// Removes the item at `index`.
+    pub async fn delete(&self, index: i64) -> Result<(), Error> {
+        self.0.call("delitem", (index,)).await
+    }
+
+    /// The items from `start` to `stop` (`None` for the ends), Python's `list[start:stop]`.
+    pub async fn slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<Vec<T>, Error> {
+        let items: Vec<Value> = self.0.base.call_method("getslice", (start, stop)).await?;
+        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+    }
+
+    /// Replaces the items from `start` to `stop` with `items`.
+    pub async fn set_slice(
+        &self,
+        start: Option<i64>,
+        stop: Option<i64>,
+        items: &[T],
+    ) -> Result<(), Error> {
+        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
+        self.0.call("setslice", (start, stop, items)).await
+    }
+
+    /// Removes the items from `start` to `stop`.
+    pub async fn delete_slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<(), Error> {
+        self.0.base.call_method("delslice", (start, stop)).await
+    }
+
+    /// Removes every item.
+    pub async fn clear(&self) -> Result<(), Error> {
+        self.0.base.call_method("clear", ()).await
+    }
+
+    /// Reverses the items in place.
+    pub async fn reverse(&self) -> Result<(), Error> {
+        self.0.base.call_method("reverse", ()).await
+    }
+
+    /// Whether an item equals `item`.
+    pub async fn contains(&self, item: &T) -> Result<bool, Error> {
+        self.0.base.call_method("contains", (encode(item)?,)).await
+    }
+
+    /// Every item, in order.
+    pub async fn to_vec(&self) -> Result<Vec<T>, Error> {
+        let items: Vec<Value> = self.0.base.call_method("to_vec", ()).await?;
+        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+    }
+}
+
+builtin_proxy! {
+    ListProxy<T>,
+    /// A shared list of `T` (Python's `ListProxy`), with blocking methods.
+    BlockingListProxy {
+        /// Appends `item`.
+        fn append(&self, item: &T) -> Result<(), Error>;
+        /// Appends every item of `items`.
+        fn extend(&self, items: &[T]) -> Result<(), Error>;
+        /// Inserts `item` before `index`.
+        fn insert(&self, index: i64, item: &T) -> Result<(), Error>;
+        /// Removes and returns the last item; an `Index` error when the list is empty.
+        fn pop(&self) -> Result<T, Error>;
+        /// Removes and returns the item at `index`.
+        fn pop_at(&self, index: i64) -> Result<T, Error>;
+        /// Removes the first item equal to `item`; an `InvalidValue` error when there is none.
+        fn remove(&self, item: &T) -> Result<(), Error>;
+        /// The position of the first item equal to `item`.
+        fn index(&self, item: &T) -> Result<u64, Error>;
+        /// How many items equal `item`.
+        fn count(&self, item: &T) -> Result<u64, Error>;
+        /// The number of items.
+        fn len(&self) -> Result<u64, Error>;
+        /// Whether the list is empty.
+        fn is_empty(&self) -> Result<bool, Error>;
+        /// The item at `index` (negative counts from the end).
+        fn get(&self, index: i64) -> Result<T, Error>;
+        /// Replaces the item at `index`.
+        fn set(&self, index: i64, item: &T) -> Result<(), Error>;
+        /// Removes the item at `index`.
+        fn delete(&self, index: i64) -> Result<(), Error>;
+        /// The items from `start` to `stop` (`None` for the ends).
+        fn slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<Vec<T>, Error>;
+        /// Replaces the items from `start` to `stop` with `items`.
+        fn set_slice(&self, start: Option<i64>, stop: Option<i64>, items: &[T]) -> Result<(), Error>;
+        /// Removes the items from `start` to `stop`.
+        fn delete_slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<(), Error>;
+        /// Removes every item.
+        fn clear(&self) -> Result<(), Error>;
+        /// Reverses the items in place.
+        fn reverse(&self) -> Result<(), Error>;
+        /// Whether an item equals `item`.
+        fn contains(&self, item: &T) -> Result<bool, Error>;
+        /// Every item, in order.
+        fn to_vec(&self) -> Result<Vec<T>, Error>;
+    }
+}

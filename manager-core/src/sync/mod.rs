@@ -1,0 +1,302 @@
+//! Built-in shared types: Python's `SyncManager` (`list`, `dict`, `Namespace`, `Value`, `Array`,
+//! `Queue`, `JoinableQueue`, `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`, `Condition`,
+//! `Event`, `Barrier`).
+//!
+//! The server side of each type stores [`Value`]s, so one server hosts lists and queues for
+//! clients of any value type and any language. The client side is a typed proxy
+//! (`ListProxy<T>`, `QueueProxy<T>`, ...) that converts through serde; a value of the wrong
+//! type is a decode error for that caller only. Every proxy has a blocking twin
+//! (`BlockingListProxy<T>`, ...) for code without a runtime.
+//!
+//! Start a server that hosts them with [`registry`]:
+//!
+//! ```no_run
+//! use manager_core::{sync, Address, BaseManager};
+//! # fn main() -> manager_core::Result<()> {
+//! manager_core::init();
+//! let manager = BaseManager::new(Address::local_tcp()).start(sync::registry)?;
+//! let list = manager.list(&[1, 2, 3])?;
+//! list.append(&4)?;
+//! assert_eq!(list.to_vec()?, vec![1, 2, 3, 4]);
+//! # Ok(()) }
+//! ```
+//!
+//! Proxies can be stored in containers (a queue inside a dict): the container keeps the object
+//! alive while it holds the proxy, and a proxy taken out works in any process.
+
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::registry::{Register, Registry};
+use crate::server::{CallContext, Retained};
+use crate::value::{to_value, Value};
+
+mod list;
+
+pub use list::{BlockingListProxy, ListProxy};
+
+/// The typeids of the built-in types, as Python's `SyncManager` names them.
+pub mod typeids {
+    /// `list`: [`super::ListProxy`].
+    pub const LIST: &str = "list";
+}
+
+/// A type that can be stored in a built-in container: any serde type (proxies included).
+pub trait Element: Serialize + DeserializeOwned {}
+impl<T: Serialize + DeserializeOwned> Element for T {}
+
+/// The registry of every built-in type, under Python's `SyncManager` typeids.
+#[crate::entry(crate = "crate")]
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    register(&mut registry).expect("the built-in registrations are consistent");
+    registry
+}
+
+/// Adds every built-in type to `registry`, so that a server can host them beside its own types.
+pub fn register(registry: &mut Registry) -> Result<(), Error> {
+    registry.register(Register::factory_with_context(
+        typeids::LIST,
+        list::ListObject::new,
+    ))?;
+    Ok(())
+}
+
+/// A value kept by a container, with a reference to every object its proxies name, so that a
+/// proxy stored in a list keeps its object alive.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) value: Value,
+    _refs: Retained,
+}
+
+impl Stored {
+    /// Stores `value`, taking references for its proxies. Fails when a proxy names an object
+    /// that does not exist.
+    pub(crate) fn new(
+        ctx: &CallContext,
+        value: Value,
+        typeid: &str,
+        method: &str,
+    ) -> Result<Stored, RemoteError> {
+        let refs = ctx.retain(&value).map_err(|message| {
+            RemoteError::new(RemoteErrorKind::InvalidValue, typeid, method, message)
+        })?;
+        Ok(Stored { value, _refs: refs })
+    }
+
+    /// A copy of the value to return to the caller, handing the caller a reference for each of
+    /// its proxies.
+    pub(crate) fn give(&self, ctx: &CallContext) -> Value {
+        ctx.hand_out(&self.value);
+        self.value.clone()
+    }
+}
+
+/// Converts a typed element into a value, for sending.
+pub(crate) fn encode<T: Serialize + ?Sized>(item: &T) -> Result<Value, Error> {
+    to_value(item).map_err(|e| Error::encode(std::any::type_name::<T>(), e))
+}
+
+/// The common part of every typed built-in proxy.
+pub(crate) struct Typed<T> {
+    pub(crate) base: crate::proxy::BaseProxy,
+    _element: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Typed<T> {
+    fn clone(&self) -> Self {
+        Typed {
+            base: self.base.clone(),
+            _element: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Typed<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.base.fmt(f)
+    }
+}
+
+impl<T> Typed<T> {
+    pub(crate) fn new(base: crate::proxy::BaseProxy) -> Self {
+        Typed {
+            base,
+            _element: PhantomData,
+        }
+    }
+
+    /// Calls a method whose errors arrive as a raised [`RemoteError`], and decodes its value.
+    pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<R, Error> {
+        self.base
+            .call_method_fallible::<A, R, RemoteError>(method, args)
+            .await?
+            .map_err(Error::Remote)
+    }
+
+    /// Like `call`, for a method returning a value whose proxies must be taken over.
+    pub(crate) async fn call_value<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: A,
+    ) -> Result<R, Error> {
+        let value: Value = self.call(method, args).await?;
+        crate::proxy::decode_value(self.base.connection(), value)
+    }
+}
+
+/// Runs an async proxy call to completion on this thread, for the blocking proxies.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output
+where
+    F::Output: BlockingResult,
+{
+    if let Err(e) = crate::client::ensure_blocking_allowed() {
+        return F::Output::from_error(e);
+    }
+    futures::executor::block_on(future)
+}
+
+/// Results a blocking call can fail with.
+pub(crate) trait BlockingResult {
+    fn from_error(error: Error) -> Self;
+}
+
+impl<T> BlockingResult for Result<T, Error> {
+    fn from_error(error: Error) -> Self {
+        Err(error)
+    }
+}
+
+/// Implements the pieces every typed built-in proxy shares: `Proxy`, serde (a proxy stored in a
+/// container or passed to a process), and the blocking twin whose methods block on the async
+/// ones.
+macro_rules! builtin_proxy {
+    (
+        $(#[$doc:meta])*
+        $proxy:ident $(<$($g:ident),*>)?, $(#[$bdoc:meta])* $blocking:ident {
+            $(
+                $(#[$mdoc:meta])*
+                fn $method:ident $(<$($mg:ident: $mb:path),*>)? (&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
+            )*
+        }
+    ) => {
+        impl$(<$($g),*>)? $crate::proxy::Proxy for $proxy$(<$($g),*>)? {
+            fn from_base(base: $crate::proxy::BaseProxy) -> Self {
+                $proxy($crate::sync::Typed::new(base))
+            }
+            fn base(&self) -> &$crate::proxy::BaseProxy {
+                &self.0.base
+            }
+        }
+
+        impl$(<$($g),*>)? Clone for $proxy$(<$($g),*>)? {
+            fn clone(&self) -> Self {
+                $proxy(self.0.clone())
+            }
+        }
+
+        impl$(<$($g),*>)? std::fmt::Debug for $proxy$(<$($g),*>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($proxy)).field(&self.0).finish()
+            }
+        }
+
+        impl$(<$($g),*>)? serde::Serialize for $proxy$(<$($g),*>)? {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.0.base.serialize(serializer)
+            }
+        }
+
+        impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $proxy$(<$($g),*>)? {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                $crate::proxy::BaseProxy::deserialize(deserializer)
+                    .map(<Self as $crate::proxy::Proxy>::from_base)
+            }
+        }
+
+        impl$(<$($g),*>)? $proxy$(<$($g),*>)? {
+            /// The same proxy with the blocking API.
+            pub fn into_blocking(self) -> $blocking$(<$($g),*>)? {
+                $blocking(self)
+            }
+        }
+
+        $(#[$bdoc])*
+        pub struct $blocking$(<$($g),*>)?($proxy$(<$($g),*>)?);
+
+        impl$(<$($g),*>)? $crate::proxy::Proxy for $blocking$(<$($g),*>)? {
+            fn from_base(base: $crate::proxy::BaseProxy) -> Self {
+                $blocking(<$proxy$(<$($g),*>)? as $crate::proxy::Proxy>::from_base(base))
+            }
+            fn base(&self) -> &$crate::proxy::BaseProxy {
+                self.0.base()
+            }
+        }
+
+        impl$(<$($g),*>)? Clone for $blocking$(<$($g),*>)? {
+            fn clone(&self) -> Self {
+                $blocking(self.0.clone())
+            }
+        }
+
+        impl$(<$($g),*>)? std::fmt::Debug for $blocking$(<$($g),*>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($blocking)).field(&self.0 .0).finish()
+            }
+        }
+
+        impl$(<$($g),*>)? serde::Serialize for $blocking$(<$($g),*>)? {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize(serializer)
+            }
+        }
+
+        impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $blocking$(<$($g),*>)? {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                $proxy::deserialize(deserializer).map($blocking)
+            }
+        }
+
+        impl$(<$($g: $crate::sync::Element),*>)? $blocking$(<$($g),*>)? {
+            /// The same proxy with the async API.
+            pub fn into_async(self) -> $proxy$(<$($g),*>)? {
+                self.0
+            }
+
+            $(
+                $(#[$mdoc])*
+                pub fn $method $(<$($mg: $mb),*>)? (&self $(, $arg: $ty)*) -> $ret {
+                    $crate::sync::block_on(self.0.$method($($arg),*))
+                }
+            )*
+        }
+    };
+}
+pub(crate) use builtin_proxy;
+
+impl crate::manager::Manager {
+    /// A new shared list holding `items` (Python: `manager.list(items)`).
+    pub async fn list<T: Element>(&self, items: &[T]) -> Result<ListProxy<T>, Error> {
+        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
+        self.create_dynamic(typeids::LIST, (items,))
+            .await
+            .map(crate::proxy::Proxy::from_base)
+    }
+}
+
+impl crate::manager::BlockingManager {
+    /// A new shared list holding `items` (Python: `manager.list(items)`).
+    pub fn list<T: Element>(&self, items: &[T]) -> Result<BlockingListProxy<T>, Error> {
+        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
+        self.create_dynamic(typeids::LIST, (items,))
+            .map(crate::proxy::Proxy::from_base)
+    }
+}
