@@ -22,7 +22,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::wire::Token;
 
 /// A self-describing value, stored by the built-in shared types.
+///
+/// Converting a `Value` with [`to_value`] or [`from_value`] gives back the same value, so a
+/// typed container of `Value`s stores them as they are.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename = "$manager::Value")]
 pub enum Value {
     /// No value: `None`, `()`.
     #[default]
@@ -289,10 +293,13 @@ impl Serializer for ValueSerializer {
     }
     fn serialize_unit_variant(
         self,
-        _name: &'static str,
+        name: &'static str,
         _index: u32,
         variant: &'static str,
     ) -> Result<Value, ValueError> {
+        if name == VALUE_NAME {
+            return Ok(Value::None);
+        }
         Ok(Value::Str(variant.to_string()))
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -310,12 +317,16 @@ impl Serializer for ValueSerializer {
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
-        _name: &'static str,
+        name: &'static str,
         _index: u32,
         variant: &'static str,
         value: &T,
     ) -> Result<Value, ValueError> {
-        Ok(tagged(variant, value.serialize(self)?))
+        let content = value.serialize(self)?;
+        if name == VALUE_NAME {
+            return own_variant(variant, content);
+        }
+        Ok(tagged(variant, content))
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder, ValueError> {
         Ok(SeqBuilder::new(len, Shape::List))
@@ -353,6 +364,59 @@ impl Serializer for ValueSerializer {
         len: usize,
     ) -> Result<MapBuilder, ValueError> {
         Ok(MapBuilder::new(Some(len), Some(variant)))
+    }
+}
+
+/// The name under which [`Value`] itself goes through serde, so that converting a `Value`
+/// into a value is the identity rather than an externally tagged map.
+const VALUE_NAME: &str = "$manager::Value";
+
+/// Rebuilds a [`Value`] from its own variant, serialised through [`ValueSerializer`].
+fn own_variant(variant: &str, content: Value) -> Result<Value, ValueError> {
+    Ok(match (variant, content) {
+        ("Tuple", Value::List(items)) => Value::Tuple(items),
+        ("Map", Value::List(entries)) => Value::Map(
+            entries
+                .into_iter()
+                .map(|entry| match entry {
+                    Value::Tuple(mut pair) | Value::List(mut pair) if pair.len() == 2 => {
+                        let value = pair.pop().expect("two items");
+                        let key = pair.pop().expect("two items");
+                        Ok((key, value))
+                    }
+                    other => Err(ValueError(format!(
+                        "a map entry must be a pair, not a {}",
+                        other.kind()
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        ("Proxy", content) => Value::Proxy(from_value(content)?),
+        (_, content) => content,
+    })
+}
+
+/// The variant name and content a [`Value`] deserialises itself from.
+fn own_parts(value: Value) -> (&'static str, Value) {
+    match value {
+        Value::None => ("None", Value::None),
+        Value::Bool(b) => ("Bool", Value::Bool(b)),
+        Value::Int(i) => ("Int", Value::Int(i)),
+        Value::Float(f) => ("Float", Value::Float(f)),
+        Value::Str(s) => ("Str", Value::Str(s)),
+        Value::Bytes(b) => ("Bytes", Value::Bytes(b)),
+        Value::List(items) => ("List", Value::List(items)),
+        Value::Tuple(items) => ("Tuple", Value::List(items)),
+        Value::Map(entries) => (
+            "Map",
+            Value::List(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| Value::Tuple(vec![k, v]))
+                    .collect(),
+            ),
+        ),
+        Value::Proxy(token) => ("Proxy", Value::Map(token_entries(token))),
     }
 }
 
@@ -735,10 +799,17 @@ impl<'de> de::Deserializer<'de> for Value {
 
     fn deserialize_enum<V: Visitor<'de>>(
         self,
-        _name: &'static str,
+        name: &'static str,
         _variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, ValueError> {
+        if name == VALUE_NAME {
+            let (variant, content) = own_parts(self);
+            return visitor.visit_enum(EnumAccess {
+                variant: Value::Str(variant.to_string()),
+                content,
+            });
+        }
         match self {
             Value::Str(variant) => visitor.visit_enum(variant.into_deserializer()),
             Value::Map(mut entries) if entries.len() == 1 => {
@@ -921,6 +992,30 @@ mod tests {
         assert!(err.to_string().contains("does not fit in u8"), "{err}");
         let err = from_value::<(i32, i32)>(Value::Tuple(vec![Value::Int(1)])).unwrap_err();
         assert!(err.to_string().contains("invalid length"), "{err}");
+    }
+
+    #[test]
+    fn a_value_converts_to_itself() {
+        let value = Value::Map(vec![
+            (
+                Value::Str("k".into()),
+                Value::Tuple(vec![Value::None, Value::Float(2.0)]),
+            ),
+            (
+                Value::Int(1),
+                Value::Proxy(Token {
+                    typeid: "list".into(),
+                    address: crate::Address::tcp("127.0.0.1:1"),
+                    id: 9,
+                }),
+            ),
+            (
+                Value::Bytes(vec![1]),
+                Value::List(vec![Value::Bool(true), Value::Str("s".into())]),
+            ),
+        ]);
+        assert_eq!(to_value(&value).unwrap(), value);
+        assert_eq!(from_value::<Value>(value.clone()).unwrap(), value);
     }
 
     #[test]

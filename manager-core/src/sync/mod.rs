@@ -34,14 +34,29 @@ use crate::registry::{Register, Registry};
 use crate::server::{CallContext, Retained};
 use crate::value::{to_value, Value};
 
+mod containers;
+mod dict;
 mod list;
+mod namespace;
+mod shared_value;
 
+pub use dict::{BlockingDictProxy, DictProxy};
 pub use list::{BlockingListProxy, ListProxy};
+pub use namespace::{BlockingNamespaceProxy, NamespaceProxy};
+pub use shared_value::{ArrayProxy, BlockingArrayProxy, BlockingValueProxy, ValueProxy};
 
 /// The typeids of the built-in types, as Python's `SyncManager` names them.
 pub mod typeids {
     /// `list`: [`super::ListProxy`].
     pub const LIST: &str = "list";
+    /// `dict`: [`super::DictProxy`].
+    pub const DICT: &str = "dict";
+    /// `Namespace`: [`super::NamespaceProxy`].
+    pub const NAMESPACE: &str = "Namespace";
+    /// `Value`: [`super::ValueProxy`].
+    pub const VALUE: &str = "Value";
+    /// `Array`: [`super::ArrayProxy`].
+    pub const ARRAY: &str = "Array";
 }
 
 /// A type that can be stored in a built-in container: any serde type (proxies included).
@@ -61,6 +76,22 @@ pub fn register(registry: &mut Registry) -> Result<(), Error> {
     registry.register(Register::factory_with_context(
         typeids::LIST,
         list::ListObject::new,
+    ))?;
+    registry.register(Register::factory_with_context(
+        typeids::DICT,
+        dict::DictObject::new,
+    ))?;
+    registry.register(Register::factory_with_context(
+        typeids::NAMESPACE,
+        namespace::NamespaceObject::new,
+    ))?;
+    registry.register(Register::factory_with_context(
+        typeids::VALUE,
+        shared_value::ValueObject::new,
+    ))?;
+    registry.register(Register::factory_with_context(
+        typeids::ARRAY,
+        shared_value::ArrayObject::new,
     ))?;
     Ok(())
 }
@@ -281,22 +312,3 @@ macro_rules! builtin_proxy {
     };
 }
 pub(crate) use builtin_proxy;
-
-impl crate::manager::Manager {
-    /// A new shared list holding `items` (Python: `manager.list(items)`).
-    pub async fn list<T: Element>(&self, items: &[T]) -> Result<ListProxy<T>, Error> {
-        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
-        self.create_dynamic(typeids::LIST, (items,))
-            .await
-            .map(crate::proxy::Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared list holding `items` (Python: `manager.list(items)`).
-    pub fn list<T: Element>(&self, items: &[T]) -> Result<BlockingListProxy<T>, Error> {
-        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
-        self.create_dynamic(typeids::LIST, (items,))
-            .map(crate::proxy::Proxy::from_base)
-    }
-}

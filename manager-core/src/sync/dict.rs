@@ -1,0 +1,341 @@
+//! `dict`: a shared dictionary (Python's `DictProxy`), in insertion order.
+
+use indexmap::IndexMap;
+
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::server::CallContext;
+use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
+use crate::value::Value;
+
+/// One entry: the key (kept with the references its proxies hold) and the value.
+struct Entry {
+    _key: Stored,
+    value: Stored,
+}
+
+/// The server side of a shared dictionary.
+pub struct DictObject {
+    map: IndexMap<Value, Entry>,
+}
+
+fn missing(method: &str, key: &Value) -> RemoteError {
+    RemoteError::new(
+        RemoteErrorKind::Key,
+        typeids::DICT,
+        method,
+        format!("{key}"),
+    )
+}
+
+impl DictObject {
+    /// A dictionary of `items` (the arguments of `create`).
+    pub fn new(
+        (items,): (Vec<(Value, Value)>,),
+        ctx: &CallContext,
+    ) -> Result<DictObject, RemoteError> {
+        let mut dict = DictObject {
+            map: IndexMap::new(),
+        };
+        dict.put_all(items, ctx, "create")?;
+        Ok(dict)
+    }
+
+    fn entry(
+        ctx: &CallContext,
+        key: &Value,
+        value: Value,
+        method: &str,
+    ) -> Result<Entry, RemoteError> {
+        Ok(Entry {
+            _key: Stored::new(ctx, key.clone(), typeids::DICT, method)?,
+            value: Stored::new(ctx, value, typeids::DICT, method)?,
+        })
+    }
+
+    fn put_all(
+        &mut self,
+        items: Vec<(Value, Value)>,
+        ctx: &CallContext,
+        method: &str,
+    ) -> Result<(), RemoteError> {
+        // Every entry is checked before any is stored, so a refused update changes nothing.
+        let entries: Vec<(Value, Entry)> = items
+            .into_iter()
+            .map(|(key, value)| Self::entry(ctx, &key, value, method).map(|entry| (key, entry)))
+            .collect::<Result<_, _>>()?;
+        self.map.extend(entries);
+        Ok(())
+    }
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl DictObject {
+    /// The value for `key`, if any.
+    pub fn get(&self, key: Value, ctx: &CallContext) -> Option<Value> {
+        self.map.get(&key).map(|entry| entry.value.give(ctx))
+    }
+
+    /// The value for `key`; a `Key` error when there is none (Python's `dict[key]`).
+    pub fn getitem(&self, key: Value, ctx: &CallContext) -> Result<Value, RemoteError> {
+        self.map
+            .get(&key)
+            .map(|entry| entry.value.give(ctx))
+            .ok_or_else(|| missing("getitem", &key))
+    }
+
+    /// Sets `key` to `value`, returning the value it replaces.
+    pub fn setitem(
+        &mut self,
+        key: Value,
+        value: Value,
+        ctx: &CallContext,
+    ) -> Result<Option<Value>, RemoteError> {
+        let entry = Self::entry(ctx, &key, value, "setitem")?;
+        Ok(self.map.insert(key, entry).map(|old| old.value.give(ctx)))
+    }
+
+    /// Removes `key`, returning its value if it was there.
+    pub fn remove(&mut self, key: Value, ctx: &CallContext) -> Option<Value> {
+        self.map.shift_remove(&key).map(|old| old.value.give(ctx))
+    }
+
+    /// Removes `key` and returns its value; a `Key` error when there is none (Python's
+    /// `dict.pop(key)`).
+    pub fn pop(&mut self, key: Value, ctx: &CallContext) -> Result<Value, RemoteError> {
+        self.map
+            .shift_remove(&key)
+            .map(|old| old.value.give(ctx))
+            .ok_or_else(|| missing("pop", &key))
+    }
+
+    /// Removes and returns the last inserted entry; a `Key` error when empty.
+    pub fn popitem(&mut self, ctx: &CallContext) -> Result<(Value, Value), RemoteError> {
+        let (key, entry) = self.map.pop().ok_or_else(|| {
+            RemoteError::new(
+                RemoteErrorKind::Key,
+                typeids::DICT,
+                "popitem",
+                "popitem(): dictionary is empty",
+            )
+        })?;
+        ctx.hand_out(&key);
+        Ok((key, entry.value.give(ctx)))
+    }
+
+    /// Whether `key` is present (Python's `key in dict`).
+    pub fn contains_key(&self, key: Value) -> bool {
+        self.map.contains_key(&key)
+    }
+
+    /// The keys, in insertion order.
+    pub fn keys(&self, ctx: &CallContext) -> Vec<Value> {
+        self.map
+            .keys()
+            .map(|key| {
+                ctx.hand_out(key);
+                key.clone()
+            })
+            .collect()
+    }
+
+    /// The values, in insertion order.
+    pub fn values(&self, ctx: &CallContext) -> Vec<Value> {
+        self.map
+            .values()
+            .map(|entry| entry.value.give(ctx))
+            .collect()
+    }
+
+    /// The entries, in insertion order.
+    pub fn items(&self, ctx: &CallContext) -> Vec<(Value, Value)> {
+        self.map
+            .iter()
+            .map(|(key, entry)| {
+                ctx.hand_out(key);
+                (key.clone(), entry.value.give(ctx))
+            })
+            .collect()
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Whether the dictionary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Removes every entry.
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Sets every entry of `items`.
+    pub fn update(
+        &mut self,
+        items: Vec<(Value, Value)>,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        self.put_all(items, ctx, "update")
+    }
+
+    /// The value for `key`, after setting it to `default` if it was missing.
+    pub fn setdefault(
+        &mut self,
+        key: Value,
+        default: Value,
+        ctx: &CallContext,
+    ) -> Result<Value, RemoteError> {
+        if !self.map.contains_key(&key) {
+            let entry = Self::entry(ctx, &key, default, "setdefault")?;
+            self.map.insert(key.clone(), entry);
+        }
+        Ok(self.map[&key].value.give(ctx))
+    }
+}
+
+/// A shared dictionary from `K` to `V` (Python's `DictProxy`), with async methods.
+pub struct DictProxy<K, V>(Typed<(K, V)>);
+
+impl<K: Element, V: Element> DictProxy<K, V> {
+    fn decode<T: serde::de::DeserializeOwned>(&self, value: Value) -> Result<T, Error> {
+        crate::proxy::decode_value(self.0.base.connection(), value)
+    }
+
+    /// The value for `key`, if any.
+    pub async fn get(&self, key: &K) -> Result<Option<V>, Error> {
+        let value: Option<Value> = self.0.base.call_method("get", (encode(key)?,)).await?;
+        value.map(|v| self.decode(v)).transpose()
+    }
+
+    /// The value for `key`; a `Key` error when there is none (Python's `dict[key]`).
+    pub async fn get_item(&self, key: &K) -> Result<V, Error> {
+        self.0.call_value("getitem", (encode(key)?,)).await
+    }
+
+    /// Sets `key` to `value`, returning the value it replaces (Python's `dict[key] = value`).
+    pub async fn insert(&self, key: &K, value: &V) -> Result<Option<V>, Error> {
+        let old: Option<Value> = self
+            .0
+            .call("setitem", (encode(key)?, encode(value)?))
+            .await?;
+        old.map(|v| self.decode(v)).transpose()
+    }
+
+    /// Removes `key`, returning its value if it was there.
+    pub async fn remove(&self, key: &K) -> Result<Option<V>, Error> {
+        let old: Option<Value> = self.0.base.call_method("remove", (encode(key)?,)).await?;
+        old.map(|v| self.decode(v)).transpose()
+    }
+
+    /// Removes `key` and returns its value; a `Key` error when there is none.
+    pub async fn pop(&self, key: &K) -> Result<V, Error> {
+        self.0.call_value("pop", (encode(key)?,)).await
+    }
+
+    /// Removes and returns the last inserted entry; a `Key` error when empty.
+    pub async fn popitem(&self) -> Result<(K, V), Error> {
+        let (key, value): (Value, Value) = self.0.call("popitem", ()).await?;
+        self.decode(Value::Tuple(vec![key, value]))
+    }
+
+    /// Whether `key` is present.
+    pub async fn contains_key(&self, key: &K) -> Result<bool, Error> {
+        self.0
+            .base
+            .call_method("contains_key", (encode(key)?,))
+            .await
+    }
+
+    /// The keys, in insertion order.
+    pub async fn keys(&self) -> Result<Vec<K>, Error> {
+        let keys: Vec<Value> = self.0.base.call_method("keys", ()).await?;
+        self.decode(Value::List(keys))
+    }
+
+    /// The values, in insertion order.
+    pub async fn values(&self) -> Result<Vec<V>, Error> {
+        let values: Vec<Value> = self.0.base.call_method("values", ()).await?;
+        self.decode(Value::List(values))
+    }
+
+    /// The entries, in insertion order.
+    pub async fn items(&self) -> Result<Vec<(K, V)>, Error> {
+        let items: Vec<(Value, Value)> = self.0.base.call_method("items", ()).await?;
+        let items = items
+            .into_iter()
+            .map(|(k, v)| Value::Tuple(vec![k, v]))
+            .collect();
+        self.decode(Value::List(items))
+    }
+
+    /// The number of entries.
+    pub async fn len(&self) -> Result<u64, Error> {
+        self.0.base.call_method("len", ()).await
+    }
+
+    /// Whether the dictionary is empty.
+    pub async fn is_empty(&self) -> Result<bool, Error> {
+        self.0.base.call_method("is_empty", ()).await
+    }
+
+    /// Removes every entry.
+    pub async fn clear(&self) -> Result<(), Error> {
+        self.0.base.call_method("clear", ()).await
+    }
+
+    /// Sets every entry of `items`; if one cannot be stored, none is.
+    pub async fn update(&self, items: &[(K, V)]) -> Result<(), Error> {
+        let items: Vec<(Value, Value)> = items
+            .iter()
+            .map(|(k, v)| Ok((encode(k)?, encode(v)?)))
+            .collect::<Result<_, Error>>()?;
+        self.0.call("update", (items,)).await
+    }
+
+    /// The value for `key`, after setting it to `default` if it was missing.
+    pub async fn setdefault(&self, key: &K, default: &V) -> Result<V, Error> {
+        self.0
+            .call_value("setdefault", (encode(key)?, encode(default)?))
+            .await
+    }
+}
+
+builtin_proxy! {
+    DictProxy<K, V>,
+    /// A shared dictionary from `K` to `V` (Python's `DictProxy`), with blocking methods.
+    BlockingDictProxy {
+        /// The value for `key`, if any.
+        fn get(&self, key: &K) -> Result<Option<V>, Error>;
+        /// The value for `key`; a `Key` error when there is none (Python's `dict[key]`).
+        fn get_item(&self, key: &K) -> Result<V, Error>;
+        /// Sets `key` to `value`, returning the value it replaces.
+        fn insert(&self, key: &K, value: &V) -> Result<Option<V>, Error>;
+        /// Removes `key`, returning its value if it was there.
+        fn remove(&self, key: &K) -> Result<Option<V>, Error>;
+        /// Removes `key` and returns its value; a `Key` error when there is none.
+        fn pop(&self, key: &K) -> Result<V, Error>;
+        /// Removes and returns the last inserted entry; a `Key` error when empty.
+        fn popitem(&self) -> Result<(K, V), Error>;
+        /// Whether `key` is present.
+        fn contains_key(&self, key: &K) -> Result<bool, Error>;
+        /// The keys, in insertion order.
+        fn keys(&self) -> Result<Vec<K>, Error>;
+        /// The values, in insertion order.
+        fn values(&self) -> Result<Vec<V>, Error>;
+        /// The entries, in insertion order.
+        fn items(&self) -> Result<Vec<(K, V)>, Error>;
+        /// The number of entries.
+        fn len(&self) -> Result<u64, Error>;
+        /// Whether the dictionary is empty.
+        fn is_empty(&self) -> Result<bool, Error>;
+        /// Removes every entry.
+        fn clear(&self) -> Result<(), Error>;
+        /// Sets every entry of `items`; if one cannot be stored, none is.
+        fn update(&self, items: &[(K, V)]) -> Result<(), Error>;
+        /// The value for `key`, after setting it to `default` if it was missing.
+        fn setdefault(&self, key: &K, default: &V) -> Result<V, Error>;
+    }
+}

@@ -1,0 +1,127 @@
+//! `Namespace`: named attributes of any serde type (Python's `NamespaceProxy`).
+
+use indexmap::IndexMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::server::CallContext;
+use crate::sync::{builtin_proxy, encode, typeids, Stored, Typed};
+use crate::value::Value;
+
+/// The server side of a namespace: attributes by name, in the order they were first set.
+pub struct NamespaceObject {
+    attributes: IndexMap<String, Stored>,
+}
+
+impl NamespaceObject {
+    /// A namespace with `attributes` (the arguments of `create`).
+    pub fn new(
+        (attributes,): (Vec<(String, Value)>,),
+        ctx: &CallContext,
+    ) -> Result<NamespaceObject, RemoteError> {
+        let attributes = attributes
+            .into_iter()
+            .map(|(name, value)| Ok((name, Stored::new(ctx, value, typeids::NAMESPACE, "create")?)))
+            .collect::<Result<_, RemoteError>>()?;
+        Ok(NamespaceObject { attributes })
+    }
+}
+
+fn no_attribute(method: &str, name: &str) -> RemoteError {
+    RemoteError::new(
+        RemoteErrorKind::Attribute,
+        typeids::NAMESPACE,
+        method,
+        format!("'Namespace' object has no attribute {name:?}"),
+    )
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl NamespaceObject {
+    /// The attribute `name`; an `Attribute` error when it is not set.
+    pub fn getattr(&self, name: String, ctx: &CallContext) -> Result<Value, RemoteError> {
+        self.attributes
+            .get(&name)
+            .map(|stored| stored.give(ctx))
+            .ok_or_else(|| no_attribute("getattr", &name))
+    }
+
+    /// Sets the attribute `name`.
+    pub fn setattr(
+        &mut self,
+        name: String,
+        value: Value,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        let stored = Stored::new(ctx, value, typeids::NAMESPACE, "setattr")?;
+        self.attributes.insert(name, stored);
+        Ok(())
+    }
+
+    /// Removes the attribute `name`; an `Attribute` error when it is not set.
+    pub fn delattr(&mut self, name: String) -> Result<(), RemoteError> {
+        self.attributes
+            .shift_remove(&name)
+            .map(drop)
+            .ok_or_else(|| no_attribute("delattr", &name))
+    }
+
+    /// Whether the attribute `name` is set.
+    pub fn hasattr(&self, name: String) -> bool {
+        self.attributes.contains_key(&name)
+    }
+
+    /// The names of the attributes, in the order they were first set.
+    pub fn names(&self) -> Vec<String> {
+        self.attributes.keys().cloned().collect()
+    }
+}
+
+/// A shared namespace (Python's `NamespaceProxy`): attributes of any serde type, by name.
+pub struct NamespaceProxy(Typed<()>);
+
+impl NamespaceProxy {
+    /// The attribute `name`, decoded as `T`; an `Attribute` error when it is not set, a decode
+    /// error when it holds another type.
+    pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T, Error> {
+        self.0.call_value("getattr", (name,)).await
+    }
+
+    /// Sets the attribute `name` to `value`.
+    pub async fn set<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error> {
+        self.0.call("setattr", (name, encode(value)?)).await
+    }
+
+    /// Removes the attribute `name`; an `Attribute` error when it is not set.
+    pub async fn del(&self, name: &str) -> Result<(), Error> {
+        self.0.call("delattr", (name,)).await
+    }
+
+    /// Whether the attribute `name` is set.
+    pub async fn has(&self, name: &str) -> Result<bool, Error> {
+        self.0.base.call_method("hasattr", (name,)).await
+    }
+
+    /// The names of the attributes, in the order they were first set.
+    pub async fn names(&self) -> Result<Vec<String>, Error> {
+        self.0.base.call_method("names", ()).await
+    }
+}
+
+builtin_proxy! {
+    NamespaceProxy,
+    /// A shared namespace (Python's `NamespaceProxy`), with blocking methods.
+    BlockingNamespaceProxy {
+        /// The attribute `name`, decoded as `T`; an `Attribute` error when it is not set.
+        fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T, Error>;
+        /// Sets the attribute `name` to `value`.
+        fn set<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error>;
+        /// Removes the attribute `name`; an `Attribute` error when it is not set.
+        fn del(&self, name: &str) -> Result<(), Error>;
+        /// Whether the attribute `name` is set.
+        fn has(&self, name: &str) -> Result<bool, Error>;
+        /// The names of the attributes, in the order they were first set.
+        fn names(&self) -> Result<Vec<String>, Error>;
+    }
+}

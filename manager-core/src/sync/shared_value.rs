@@ -1,0 +1,205 @@
+//! `Value`: one shared value (Python's `ValueProxy`), and `Array`: a fixed-length shared
+//! sequence (Python's `Array`).
+
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::server::CallContext;
+use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
+use crate::value::Value;
+
+/// The server side of a shared value.
+pub struct ValueObject {
+    value: Stored,
+}
+
+impl ValueObject {
+    /// A shared value holding `value` (the argument of `create`).
+    pub fn new((value,): (Value,), ctx: &CallContext) -> Result<ValueObject, RemoteError> {
+        Ok(ValueObject {
+            value: Stored::new(ctx, value, typeids::VALUE, "create")?,
+        })
+    }
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl ValueObject {
+    /// The value.
+    pub fn get(&self, ctx: &CallContext) -> Value {
+        self.value.give(ctx)
+    }
+
+    /// Replaces the value.
+    pub fn set(&mut self, value: Value, ctx: &CallContext) -> Result<(), RemoteError> {
+        self.value = Stored::new(ctx, value, typeids::VALUE, "set")?;
+        Ok(())
+    }
+}
+
+/// One shared value of type `T` (Python's `ValueProxy`), with async methods.
+pub struct ValueProxy<T>(Typed<T>);
+
+impl<T: Element> ValueProxy<T> {
+    /// The value.
+    pub async fn get(&self) -> Result<T, Error> {
+        let value: Value = self.0.base.call_method("get", ()).await?;
+        crate::proxy::decode_value(self.0.base.connection(), value)
+    }
+
+    /// Replaces the value.
+    pub async fn set(&self, value: &T) -> Result<(), Error> {
+        self.0.call("set", (encode(value)?,)).await
+    }
+}
+
+builtin_proxy! {
+    ValueProxy<T>,
+    /// One shared value of type `T` (Python's `ValueProxy`), with blocking methods.
+    BlockingValueProxy {
+        /// The value.
+        fn get(&self) -> Result<T, Error>;
+        /// Replaces the value.
+        fn set(&self, value: &T) -> Result<(), Error>;
+    }
+}
+
+/// The server side of a shared array: a sequence whose length never changes.
+pub struct ArrayObject {
+    items: Vec<Stored>,
+}
+
+impl ArrayObject {
+    /// An array of `items` (the argument of `create`).
+    pub fn new((items,): (Vec<Value>,), ctx: &CallContext) -> Result<ArrayObject, RemoteError> {
+        let items = items
+            .into_iter()
+            .map(|item| Stored::new(ctx, item, typeids::ARRAY, "create"))
+            .collect::<Result<_, _>>()?;
+        Ok(ArrayObject { items })
+    }
+
+    fn at(&self, index: i64, method: &str) -> Result<usize, RemoteError> {
+        let len = self.items.len() as i64;
+        let resolved = if index < 0 { index + len } else { index };
+        if resolved < 0 || resolved >= len {
+            return Err(RemoteError::new(
+                RemoteErrorKind::Index,
+                typeids::ARRAY,
+                method,
+                "array index out of range",
+            ));
+        }
+        Ok(resolved as usize)
+    }
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl ArrayObject {
+    /// The number of items (fixed at creation).
+    pub fn len(&self) -> u64 {
+        self.items.len() as u64
+    }
+
+    /// Whether the array has no items.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The item at `index` (negative counts from the end).
+    pub fn getitem(&self, index: i64, ctx: &CallContext) -> Result<Value, RemoteError> {
+        let at = self.at(index, "getitem")?;
+        Ok(self.items[at].give(ctx))
+    }
+
+    /// Replaces the item at `index`.
+    pub fn setitem(
+        &mut self,
+        index: i64,
+        item: Value,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        let at = self.at(index, "setitem")?;
+        self.items[at] = Stored::new(ctx, item, typeids::ARRAY, "setitem")?;
+        Ok(())
+    }
+
+    /// Replaces every item; `items` must have the array's length.
+    pub fn assign(&mut self, items: Vec<Value>, ctx: &CallContext) -> Result<(), RemoteError> {
+        if items.len() != self.items.len() {
+            return Err(RemoteError::new(
+                RemoteErrorKind::InvalidValue,
+                typeids::ARRAY,
+                "assign",
+                format!(
+                    "an array of {} items cannot take {} items: its length is fixed",
+                    self.items.len(),
+                    items.len()
+                ),
+            ));
+        }
+        self.items = items
+            .into_iter()
+            .map(|item| Stored::new(ctx, item, typeids::ARRAY, "assign"))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
+    /// Every item, in order.
+    pub fn to_vec(&self, ctx: &CallContext) -> Vec<Value> {
+        self.items.iter().map(|stored| stored.give(ctx)).collect()
+    }
+}
+
+/// A fixed-length shared array of `T` (Python's `Array`), with async methods.
+pub struct ArrayProxy<T>(Typed<T>);
+
+impl<T: Element> ArrayProxy<T> {
+    /// The number of items (fixed at creation).
+    pub async fn len(&self) -> Result<u64, Error> {
+        self.0.base.call_method("len", ()).await
+    }
+
+    /// Whether the array has no items.
+    pub async fn is_empty(&self) -> Result<bool, Error> {
+        self.0.base.call_method("is_empty", ()).await
+    }
+
+    /// The item at `index` (negative counts from the end); an `Index` error out of range.
+    pub async fn get(&self, index: i64) -> Result<T, Error> {
+        self.0.call_value("getitem", (index,)).await
+    }
+
+    /// Replaces the item at `index`.
+    pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
+        self.0.call("setitem", (index, encode(item)?)).await
+    }
+
+    /// Replaces every item; `items` must have the array's length.
+    pub async fn assign(&self, items: &[T]) -> Result<(), Error> {
+        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
+        self.0.call("assign", (items,)).await
+    }
+
+    /// Every item, in order.
+    pub async fn to_vec(&self) -> Result<Vec<T>, Error> {
+        let items: Vec<Value> = self.0.base.call_method("to_vec", ()).await?;
+        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+    }
+}
+
+builtin_proxy! {
+    ArrayProxy<T>,
+    /// A fixed-length shared array of `T` (Python's `Array`), with blocking methods.
+    BlockingArrayProxy {
+        /// The number of items (fixed at creation).
+        fn len(&self) -> Result<u64, Error>;
+        /// Whether the array has no items.
+        fn is_empty(&self) -> Result<bool, Error>;
+        /// The item at `index` (negative counts from the end); an `Index` error out of range.
+        fn get(&self, index: i64) -> Result<T, Error>;
+        /// Replaces the item at `index`.
+        fn set(&self, index: i64, item: &T) -> Result<(), Error>;
+        /// Replaces every item; `items` must have the array's length.
+        fn assign(&self, items: &[T]) -> Result<(), Error>;
+        /// Every item, in order.
+        fn to_vec(&self) -> Result<Vec<T>, Error>;
+    }
+}
