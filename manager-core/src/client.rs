@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -38,7 +39,26 @@ impl Response {
     }
 }
 
-type Pending = oneshot::Sender<Result<Response, Error>>;
+/// Who waits for a response: an async call (a oneshot) or a blocked thread (a sync channel,
+/// which can wait with a deadline without a runtime).
+enum Pending {
+    Async(oneshot::Sender<Result<Response, Error>>),
+    Blocking(std::sync::mpsc::SyncSender<Result<Response, Error>>),
+}
+
+impl Pending {
+    /// Delivers the result; gives it back if nobody waits any more.
+    fn deliver(self, result: Result<Response, Error>) -> Option<Result<Response, Error>> {
+        match self {
+            Pending::Async(done) => done.send(result).err(),
+            Pending::Blocking(done) => match done.try_send(result) {
+                Ok(()) => None,
+                Err(std::sync::mpsc::TrySendError::Full(r))
+                | Err(std::sync::mpsc::TrySendError::Disconnected(r)) => Some(r),
+            },
+        }
+    }
+}
 
 struct Inner {
     address: Address,
@@ -49,6 +69,8 @@ struct Inner {
     closed: AtomicBool,
     close_reason: Mutex<Option<String>>,
     max_frame: usize,
+    /// The default deadline of a call, in nanoseconds; 0 for none.
+    timeout_ns: AtomicU64,
 }
 
 /// One authenticated connection to a manager server, shared by every proxy made through it.
@@ -105,6 +127,7 @@ impl Connection {
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             max_frame: wire::DEFAULT_MAX_FRAME,
+            timeout_ns: AtomicU64::new(0),
         });
         with_split!(stream, |reader, writer| {
             tokio::spawn(write_frames(writer, rx));
@@ -141,12 +164,25 @@ impl Connection {
         Error::ConnectionClosed(reason.unwrap_or_else(|| "closed".to_string()))
     }
 
-    /// Sends a request built by `build` (given the request id) and returns a receiver for its
-    /// response. The receiver can be awaited or waited on from a blocking thread.
-    pub(crate) fn start<F>(
-        &self,
-        build: F,
-    ) -> Result<oneshot::Receiver<Result<Response, Error>>, Error>
+    /// The deadline every call on this connection gets unless its proxy sets its own; `None`
+    /// (the default) waits as long as it takes.
+    pub fn default_timeout(&self) -> Option<Duration> {
+        match self.inner.timeout_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Sets the deadline of calls on this connection (see [`Connection::default_timeout`]).
+    /// A call that misses it fails with [`Error::Timeout`], and the server is told to cancel it.
+    pub fn set_default_timeout(&self, timeout: Option<Duration>) {
+        let ns = timeout.map_or(0, |t| t.as_nanos().clamp(1, u64::MAX as u128) as u64);
+        self.inner.timeout_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Sends a request built by `build` (given the request id), registering `pending` as its
+    /// waiter, and returns the request id.
+    fn send_request<F>(&self, build: F, pending: Pending) -> Result<u64, Error>
     where
         F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
     {
@@ -157,14 +193,35 @@ impl Connection {
         let mut buf = wire::start_frame(64);
         build(id, &mut buf)?;
         let frame = wire::finish(buf, self.inner.max_frame)?;
-        let (done, wait) = oneshot::channel();
-        self.inner.pending.lock().insert(id, done);
+        self.inner.pending.lock().insert(id, pending);
         // Checked again under the lock order the reader uses when it fails everything pending.
         if self.inner.tx.send(frame).is_err() || self.is_closed() {
             self.inner.pending.lock().remove(&id);
             return Err(self.closed_error());
         }
+        Ok(id)
+    }
+
+    /// Sends a request and returns a receiver for its response, without waiting. Dropping the
+    /// receiver ignores the response (a proxy in it is released when it arrives).
+    pub(crate) fn start<F>(
+        &self,
+        build: F,
+    ) -> Result<oneshot::Receiver<Result<Response, Error>>, Error>
+    where
+        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+    {
+        let (done, wait) = oneshot::channel();
+        self.send_request(build, Pending::Async(done))?;
         Ok(wait)
+    }
+
+    /// Gives up on request `id`: nobody waits for it any more, and the server is asked to
+    /// cancel it if it is still running.
+    fn abandon(&self, id: u64) {
+        if self.inner.pending.lock().remove(&id).is_some() {
+            self.notify(&Request::Cancel { id });
+        }
     }
 
     /// Sends a one-way message (no response).
@@ -180,29 +237,78 @@ impl Connection {
         }
     }
 
-    /// Sends a request and waits for its response.
+    /// Sends a request and waits for its response, with the connection's default deadline.
     pub(crate) async fn request<F>(&self, build: F) -> Result<Response, Error>
     where
         F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
     {
-        let wait = self.start(build)?;
-        match wait.await {
+        self.request_with(build, self.default_timeout()).await
+    }
+
+    /// Sends a request and waits for its response for at most `timeout`. If the returned
+    /// future is dropped before the response arrives, the server is asked to cancel the call.
+    pub(crate) async fn request_with<F>(
+        &self,
+        build: F,
+        timeout: Option<Duration>,
+    ) -> Result<Response, Error>
+    where
+        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+    {
+        let (done, wait) = oneshot::channel();
+        let id = self.send_request(build, Pending::Async(done))?;
+        let mut abandon = AbandonOnDrop {
+            conn: self,
+            id,
+            armed: true,
+        };
+        let result = match timeout {
+            None => wait.await,
+            Some(limit) => match tokio::time::timeout(limit, wait).await {
+                Ok(result) => result,
+                Err(_) => return Err(Error::Timeout(format!("(request {id}) after {limit:?}"))),
+            },
+        };
+        abandon.armed = false;
+        match result {
             Ok(result) => result,
             Err(_) => Err(self.closed_error()),
         }
     }
 
-    /// Sends a request and blocks the thread until its response arrives.
+    /// Sends a request and blocks the thread until its response arrives, with the
+    /// connection's default deadline.
     pub(crate) fn request_blocking<F>(&self, build: F) -> Result<Response, Error>
     where
         F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
     {
+        self.request_blocking_with(build, self.default_timeout())
+    }
+
+    /// Sends a request and blocks the thread for at most `timeout` for its response.
+    pub(crate) fn request_blocking_with<F>(
+        &self,
+        build: F,
+        timeout: Option<Duration>,
+    ) -> Result<Response, Error>
+    where
+        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+    {
         ensure_blocking_allowed()?;
-        let wait = self.start(build)?;
-        match wait.blocking_recv() {
-            Ok(result) => result,
-            Err(_) => Err(self.closed_error()),
-        }
+        let (done, wait) = std::sync::mpsc::sync_channel(1);
+        let id = self.send_request(build, Pending::Blocking(done))?;
+        let result = match timeout {
+            None => wait.recv().map_err(|_| self.closed_error()),
+            Some(limit) => match wait.recv_timeout(limit) {
+                Ok(result) => Ok(result),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    self.abandon(id);
+                    return Err(Error::Timeout(format!("(request {id}) after {limit:?}")));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(self.closed_error()),
+            },
+        };
+        result?
     }
 
     /// Builds the frame of a call of `method` on `object` with `args`.
@@ -258,7 +364,7 @@ impl Connection {
         *inner.close_reason.lock() = Some(reason.clone());
         let pending = std::mem::take(&mut *inner.pending.lock());
         for (_, waiter) in pending {
-            let _ = waiter.send(Err(Error::ConnectionClosed(reason.clone())));
+            let _ = waiter.deliver(Err(Error::ConnectionClosed(reason.clone())));
         }
     }
 
@@ -309,7 +415,7 @@ async fn read_responses<R: ReadHalf>(inner: std::sync::Weak<Inner>, reader: R) {
         let waiter = inner.pending.lock().remove(&head.id);
         match waiter {
             Some(waiter) => {
-                if let Err(Ok(response)) = waiter.send(Ok(response)) {
+                if let Some(Ok(response)) = waiter.deliver(Ok(response)) {
                     Connection::release_orphan(&inner, &response);
                 }
             }
@@ -346,4 +452,19 @@ pub(crate) fn shared_connection(address: &Address) -> Result<Connection, Error> 
     let conn = Connection::connect_blocking(address, &crate::process::authkey())?;
     connections.lock().insert(address.clone(), conn.clone());
     Ok(conn)
+}
+
+/// Abandons a request whose future is dropped before its response arrived.
+struct AbandonOnDrop<'a> {
+    conn: &'a Connection,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.abandon(self.id);
+        }
+    }
 }

@@ -35,13 +35,17 @@ const CHILD_FD: i32 = 3;
 /// The largest message on the parent–child channel.
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// How a spawned child calls an entry: with its encoded arguments and a callback to call once
+/// they are decoded.
+pub type EntryRun = fn(&[u8], &dyn Fn()) -> Result<EntryOutcome, String>;
+
 /// A function recorded by `#[manager::entry]`, callable in a spawned child.
 pub struct EntryPoint {
     /// The function's path, as `std::any::type_name` gives it.
     pub name: fn() -> &'static str,
     /// Decodes the arguments, calls `started` (the arguments' proxies are attached by then),
     /// and calls the function.
-    pub run: fn(&[u8], &dyn Fn()) -> Result<EntryOutcome, String>,
+    pub run: EntryRun,
 }
 
 inventory::collect!(EntryPoint);
@@ -179,8 +183,7 @@ enum Mode {
     Run,
     Serve {
         address: Address,
-        max_frame: u64,
-        handshake_timeout_ms: u64,
+        config: ServerConfig,
     },
 }
 
@@ -436,8 +439,7 @@ impl ServerProcess {
         let orders = Orders {
             mode: Mode::Serve {
                 address: address.clone(),
-                max_frame: config.max_frame as u64,
-                handshake_timeout_ms: config.handshake_timeout.as_millis() as u64,
+                config: config.clone(),
             },
             entry: entry.to_string(),
             args: postcard::to_stdvec(&())
@@ -574,26 +576,13 @@ fn run_child(channel: UnixStream) -> i32 {
             let _ = write_message(&channel, &Ready::Failed(message));
             1
         }
-        (
-            Mode::Serve {
-                address,
-                max_frame,
-                handshake_timeout_ms,
-            },
-            EntryOutcome::Registry(registry),
-        ) => {
-            let config = ServerConfig {
-                max_frame: max_frame as usize,
-                handshake_timeout: Duration::from_millis(handshake_timeout_ms),
-            };
-            serve_child(
-                registry,
-                address,
-                AuthKey::new(&orders.authkey),
-                config,
-                channel,
-            )
-        }
+        (Mode::Serve { address, config }, EntryOutcome::Registry(registry)) => serve_child(
+            registry,
+            address,
+            AuthKey::new(&orders.authkey),
+            config,
+            channel,
+        ),
         (Mode::Serve { .. }, EntryOutcome::Done) => {
             let message = format!("{} did not return a Registry", orders.entry);
             let _ = write_message(&channel, &Ready::Failed(message.clone()));

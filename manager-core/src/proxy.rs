@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,6 +24,8 @@ use crate::wire::{self, Control, ControlReply, Reply, Request, Token};
 pub struct BaseProxy {
     conn: Connection,
     token: Arc<Token>,
+    /// This proxy's call deadline; `None` uses the connection's default.
+    timeout: Option<Duration>,
 }
 
 impl fmt::Debug for BaseProxy {
@@ -43,6 +46,7 @@ impl Clone for BaseProxy {
         BaseProxy {
             conn: self.conn.clone(),
             token: self.token.clone(),
+            timeout: self.timeout,
         }
     }
 }
@@ -121,12 +125,33 @@ impl BaseProxy {
         BaseProxy {
             conn,
             token: Arc::new(token),
+            timeout: None,
         }
     }
 
     /// The token naming the object.
     pub fn token(&self) -> &Token {
         &self.token
+    }
+
+    /// The deadline of this proxy's calls: its own (see [`BaseProxy::set_timeout`]) or else
+    /// the connection's default. A call that misses it fails with [`Error::Timeout`], and the
+    /// server cancels the call if it is an `async` method still waiting.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout.or_else(|| self.conn.default_timeout())
+    }
+
+    /// Sets this proxy's call deadline (`None`: the connection's default).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
+    }
+
+    /// A clone of this proxy whose calls have the deadline `timeout`: for one call,
+    /// `proxy.with_timeout(d).call_method(...)`.
+    pub fn with_timeout(&self, timeout: Duration) -> BaseProxy {
+        let mut proxy = self.clone();
+        proxy.timeout = Some(timeout);
+        proxy
     }
 
     /// The connection the proxy talks over.
@@ -147,7 +172,10 @@ impl BaseProxy {
     {
         let response = self
             .conn
-            .request(Connection::call_frame(self.token.id, method, &args))
+            .request_with(
+                Connection::call_frame(self.token.id, method, &args),
+                self.timeout(),
+            )
             .await?;
         self.value(response, method)
     }
@@ -158,9 +186,10 @@ impl BaseProxy {
         A: Serialize,
         R: DeserializeOwned,
     {
-        let response =
-            self.conn
-                .request_blocking(Connection::call_frame(self.token.id, method, &args))?;
+        let response = self.conn.request_blocking_with(
+            Connection::call_frame(self.token.id, method, &args),
+            self.timeout(),
+        )?;
         self.value(response, method)
     }
 
@@ -177,7 +206,10 @@ impl BaseProxy {
     {
         let response = self
             .conn
-            .request(Connection::call_frame(self.token.id, method, &args))
+            .request_with(
+                Connection::call_frame(self.token.id, method, &args),
+                self.timeout(),
+            )
             .await?;
         self.fallible(response, method)
     }
@@ -193,9 +225,10 @@ impl BaseProxy {
         T: DeserializeOwned,
         E: DeserializeOwned,
     {
-        let response =
-            self.conn
-                .request_blocking(Connection::call_frame(self.token.id, method, &args))?;
+        let response = self.conn.request_blocking_with(
+            Connection::call_frame(self.token.id, method, &args),
+            self.timeout(),
+        )?;
         self.fallible(response, method)
     }
 
@@ -208,7 +241,10 @@ impl BaseProxy {
     {
         let response = self
             .conn
-            .request(Connection::call_frame(self.token.id, method, &args))
+            .request_with(
+                Connection::call_frame(self.token.id, method, &args),
+                self.timeout(),
+            )
             .await?;
         self.proxy(response, method)
     }
@@ -219,9 +255,10 @@ impl BaseProxy {
         A: Serialize,
         P: Proxy,
     {
-        let response =
-            self.conn
-                .request_blocking(Connection::call_frame(self.token.id, method, &args))?;
+        let response = self.conn.request_blocking_with(
+            Connection::call_frame(self.token.id, method, &args),
+            self.timeout(),
+        )?;
         self.proxy(response, method)
     }
 
@@ -238,7 +275,10 @@ impl BaseProxy {
     {
         let response = self
             .conn
-            .request(Connection::call_frame(self.token.id, method, &args))
+            .request_with(
+                Connection::call_frame(self.token.id, method, &args),
+                self.timeout(),
+            )
             .await?;
         self.proxy_fallible(response, method)
     }
@@ -254,9 +294,10 @@ impl BaseProxy {
         P: Proxy,
         E: DeserializeOwned,
     {
-        let response =
-            self.conn
-                .request_blocking(Connection::call_frame(self.token.id, method, &args))?;
+        let response = self.conn.request_blocking_with(
+            Connection::call_frame(self.token.id, method, &args),
+            self.timeout(),
+        )?;
         self.proxy_fallible(response, method)
     }
 
@@ -268,7 +309,10 @@ impl BaseProxy {
     ) -> Result<CallResult, Error> {
         let response = self
             .conn
-            .request(Connection::call_frame(self.token.id, method, &args))
+            .request_with(
+                Connection::call_frame(self.token.id, method, &args),
+                self.timeout(),
+            )
             .await?;
         self.dynamic(response, method)
     }
@@ -279,9 +323,10 @@ impl BaseProxy {
         method: &str,
         args: A,
     ) -> Result<CallResult, Error> {
-        let response =
-            self.conn
-                .request_blocking(Connection::call_frame(self.token.id, method, &args))?;
+        let response = self.conn.request_blocking_with(
+            Connection::call_frame(self.token.id, method, &args),
+            self.timeout(),
+        )?;
         self.dynamic(response, method)
     }
 

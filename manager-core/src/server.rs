@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,13 +31,21 @@ use crate::wire::{
 };
 
 /// Limits and timeouts of a server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// The largest frame accepted from a client; a larger one closes that connection.
     pub max_frame: usize,
     /// How long a new connection may take to complete the authkey handshake.
     pub handshake_timeout: Duration,
+    /// How many client connections may be open at once; one more is told so and closed.
+    pub max_connections: usize,
+    /// How many calls one connection may have running at once. When it has that many, the
+    /// server stops reading its requests until one finishes (backpressure, not a queue).
+    pub max_in_flight: usize,
+    /// How many distinct objects one connection may hold references to; a create (or any
+    /// request that would hand it one more) beyond that is refused with a `Limit` error.
+    pub max_objects_per_connection: usize,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +53,9 @@ impl Default for ServerConfig {
         ServerConfig {
             max_frame: wire::DEFAULT_MAX_FRAME,
             handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_in_flight: 1024,
+            max_objects_per_connection: 1 << 22,
         }
     }
 }
@@ -194,14 +205,10 @@ impl Server {
 }
 
 async fn handle_connection(state: Arc<State>, mut stream: Stream) {
-    let welcome = wire::Welcome {
-        protocol: wire::PROTOCOL_VERSION,
-        address: state.address.clone(),
-    };
     let handshake = tokio::select! {
         result = tokio::time::timeout(
             state.config.handshake_timeout,
-            stream.handshake_server(&state.authkey, &welcome),
+            stream.handshake_server(&state.authkey),
         ) => result,
         _ = state.stop.cancelled() => return,
     };
@@ -220,7 +227,26 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
             return;
         }
     }
-    state.connections.fetch_add(1, Ordering::Relaxed);
+    let open = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let refused = (open > state.config.max_connections as u64).then(|| {
+        format!(
+            "the server has reached its limit of {} connections",
+            state.config.max_connections
+        )
+    });
+    let welcome = wire::Welcome {
+        protocol: wire::PROTOCOL_VERSION,
+        address: state.address.clone(),
+        refused: refused.clone(),
+    };
+    let welcomed = stream.send_welcome(&welcome).await;
+    if let Some(reason) = refused {
+        tracing::warn!("refused a client: {reason}");
+    }
+    if welcome.refused.is_some() || welcomed.is_err() {
+        state.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
     with_split!(stream, |reader, writer| {
         let (tx, rx) = mpsc::unbounded_channel();
         let write_task = tokio::spawn(write_frames(writer, rx));
@@ -231,6 +257,8 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
             tx,
             closed: state.stop.child_token(),
             cleanups: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(Semaphore::new(state.config.max_in_flight.max(1))),
+            calls: Mutex::new(HashMap::new()),
         });
         if let Err(e) = conn.read_requests(reader).await {
             tracing::debug!("closing a connection: {e}");
@@ -263,6 +291,10 @@ struct Connection {
     /// What objects asked to run when this connection closes (one per object), such as
     /// releasing a lock the client holds.
     cleanups: Mutex<HashMap<u64, Cleanup>>,
+    /// Permits for calls in flight (`ServerConfig::max_in_flight`).
+    in_flight: Arc<Semaphore>,
+    /// The async calls running, by request id, so that a client can cancel one.
+    calls: Mutex<HashMap<u64, CancellationToken>>,
 }
 
 impl Connection {
@@ -282,6 +314,15 @@ impl Connection {
     async fn read_requests<R: ReadHalf>(self: &Arc<Self>, reader: R) -> Result<(), Error> {
         let mut frames = FramedRead::new(reader, wire::frame_codec(self.state.config.max_frame));
         loop {
+            // A permit is taken before the next request is read: with `max_in_flight` calls
+            // running, the socket is left unread and TCP pushes back on the client.
+            let permit = tokio::select! {
+                _ = self.closed.cancelled() => return Ok(()),
+                permit = self.in_flight.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return Ok(()),
+                },
+            };
             let frame = tokio::select! {
                 _ = self.closed.cancelled() => return Ok(()),
                 frame = frames.next() => frame,
@@ -289,18 +330,23 @@ impl Connection {
             match frame {
                 None => return Ok(()),
                 Some(Err(e)) => return Err(Error::Protocol(format!("bad frame: {e}"))),
-                Some(Ok(frame)) => self.handle(frame.freeze())?,
+                Some(Ok(frame)) => self.handle(frame.freeze(), permit)?,
             }
         }
     }
 
     /// Handles one request. An error closes the connection (the client broke the protocol).
-    fn handle(self: &Arc<Self>, frame: Bytes) -> Result<(), Error> {
+    fn handle(self: &Arc<Self>, frame: Bytes, permit: OwnedSemaphorePermit) -> Result<(), Error> {
         let (request, args) = wire::take::<Request<'_>>(&frame, "request")?;
         let args_at = frame.len() - args.len();
         match request {
             Request::Call { id, object, method } => {
-                self.call(id, object, method, frame.clone(), args_at);
+                self.call(id, object, method, frame.clone(), args_at, permit);
+            }
+            Request::Cancel { id } => {
+                if let Some(call) = self.calls.lock().remove(&id) {
+                    call.cancel();
+                }
             }
             Request::Create { id, typeid } => {
                 let reply = self.create(typeid, &frame[args_at..]);
@@ -324,7 +370,15 @@ impl Connection {
         Ok(())
     }
 
-    fn call(self: &Arc<Self>, id: u64, object_id: u64, method: &str, frame: Bytes, args_at: usize) {
+    fn call(
+        self: &Arc<Self>,
+        id: u64,
+        object_id: u64,
+        method: &str,
+        frame: Bytes,
+        args_at: usize,
+        permit: OwnedSemaphorePermit,
+    ) {
         let object = self.held.lock().get(&object_id).map(|h| h.object.clone());
         let Some(object) = object else {
             return self.send_error(RemoteError::new(
@@ -403,13 +457,30 @@ impl Connection {
             }
         };
         let conn = self.clone();
+        // An async method may wait; the client can cancel it by id. A plain method runs to the
+        // end at once, so it needs no entry of its own.
+        let cancel = if entry.methods[index].is_async {
+            let token = self.closed.child_token();
+            self.calls.lock().insert(id, token.clone());
+            token
+        } else {
+            self.closed.clone()
+        };
         tokio::spawn(async move {
+            let _permit = permit;
             let run = AssertUnwindSafe(future).catch_unwind();
             let outcome = tokio::select! {
                 outcome = run => outcome,
-                // The client is gone or the server is stopping: drop the call where it waits.
-                _ = conn.closed.cancelled() => return,
+                // Cancelled by the client, or the client is gone, or the server is stopping:
+                // drop the call where it waits.
+                _ = cancel.cancelled() => {
+                    conn.calls.lock().remove(&id);
+                    return;
+                }
             };
+            if object.entry.methods[index].is_async {
+                conn.calls.lock().remove(&id);
+            }
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(panic) => Outcome::Failed(RemoteError::new(
@@ -476,6 +547,9 @@ impl Connection {
         let Some(target_entry) = self.state.registry.get(target) else {
             return error(format!("typeid {target:?} is not registered"));
         };
+        if let Err(limit) = self.room_for(None, &entry.typeid, method) {
+            return Reply::Error(limit);
+        }
         let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
             (target_entry.from_result.convert)(value)
         }));
@@ -508,6 +582,10 @@ impl Connection {
                 RemoteErrorKind::NoCreateMethod,
                 format!("typeid {typeid:?} has no create method: clients cannot create it, only receive it from a method_to_typeid result"),
             );
+        }
+        let shared_id = self.state.shared.get(&entry.typeid).copied();
+        if let Err(limit) = self.room_for(shared_id, typeid, "create") {
+            return Reply::Error(limit);
         }
         match &entry.source {
             Source::Shared(_) => {
@@ -566,6 +644,22 @@ impl Connection {
         }
     }
 
+    /// Fails when this connection may not hold one more object (`max_objects_per_connection`);
+    /// taking another reference to an object it holds already is always allowed.
+    fn room_for(&self, object: Option<u64>, typeid: &str, method: &str) -> Result<(), RemoteError> {
+        let held = self.held.lock();
+        let max = self.state.config.max_objects_per_connection;
+        if held.len() >= max && object.is_none_or(|id| !held.contains_key(&id)) {
+            return Err(RemoteError::new(
+                RemoteErrorKind::Limit,
+                typeid,
+                method,
+                format!("this connection already holds {max} objects, its limit"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds a new object to the table, with one reference held by this connection.
     fn insert(&self, entry: Arc<Entry>, referent: Arc<dyn Referent>) -> Token {
         let object = {
@@ -617,6 +711,9 @@ impl Connection {
     }
 
     fn attach(&self, id: u64) -> Reply {
+        if let Err(limit) = self.room_for(Some(id), "", "attach") {
+            return Reply::Error(limit);
+        }
         match self.acquire(id) {
             Some(token) => Reply::Proxy(token),
             None => Reply::Error(RemoteError::new(

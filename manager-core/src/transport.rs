@@ -178,12 +178,18 @@ impl Stream {
     pub(crate) async fn handshake_server(
         &mut self,
         key: &crate::auth::AuthKey,
-        welcome: &crate::wire::Welcome,
     ) -> Result<(), Error> {
         match self {
-            Stream::Tcp(s) => crate::auth::server_handshake(s, key).await?,
-            Stream::Unix(s) => crate::auth::server_handshake(s, key).await?,
+            Stream::Tcp(s) => crate::auth::server_handshake(s, key).await,
+            Stream::Unix(s) => crate::auth::server_handshake(s, key).await,
         }
+    }
+
+    /// Sends the welcome frame that follows a successful handshake.
+    pub(crate) async fn send_welcome(
+        &mut self,
+        welcome: &crate::wire::Welcome,
+    ) -> Result<(), Error> {
         let mut buf = crate::wire::start_frame(64);
         crate::wire::put(&mut buf, welcome, "welcome")?;
         let frame = crate::wire::finish(buf, crate::wire::DEFAULT_MAX_FRAME)?;
@@ -228,6 +234,14 @@ async fn read_welcome<S: AsyncRead + Unpin>(stream: &mut S) -> Result<crate::wir
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
     let welcome: crate::wire::Welcome = crate::wire::decode_payload(&body, "welcome")?;
+    if let Some(reason) = welcome.refused {
+        return Err(Error::Remote(crate::error::RemoteError::new(
+            crate::error::RemoteErrorKind::Limit,
+            "",
+            "connect",
+            reason,
+        )));
+    }
     if welcome.protocol != crate::wire::PROTOCOL_VERSION {
         return Err(Error::Protocol(format!(
             "the server speaks protocol version {}, this client {}",

@@ -41,6 +41,8 @@ pub struct Welcome {
     pub protocol: u32,
     /// The address the server names itself by in every [`Token`] it issues.
     pub address: Address,
+    /// Why the server will not serve this connection (a limit reached), if it will not.
+    pub refused: Option<String>,
 }
 
 /// The head of a request frame sent by a client.
@@ -72,6 +74,12 @@ pub enum Request<'a> {
     DecRef {
         /// The object's id.
         object: u64,
+    },
+    /// Stop the call with this request id, if it is still running (its caller gave up). No
+    /// response; the call's answer, if it comes first, is ignored by the client.
+    Cancel {
+        /// The request id of the call.
+        id: u64,
     },
     /// Take a new reference to an object this connection may not hold yet (a proxy that came
     /// from another process). Answered with a proxy token.

@@ -437,6 +437,13 @@ impl Gen<'_> {
                     #other { base: self.base }
                 }
 
+                /// The same proxy, whose calls fail with `Error::Timeout` after `timeout` (and
+                /// are cancelled on the server when they are `async` methods still waiting).
+                pub fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
+                    self.base.set_timeout(::core::option::Option::Some(timeout));
+                    self
+                }
+
                 #(#methods)*
             }
         }

@@ -169,6 +169,12 @@ fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
             format!("method `{name}` cannot be shared under this name: the generated proxies have a method `{name}` of their own, which switches between the async and the blocking proxy; rename it{hint}"),
         ));
     }
+    if name == "with_timeout" {
+        errors.push(syn::Error::new_spanned(
+            &sig.ident,
+            format!("method `{name}` cannot be shared under this name: the generated proxies have a method `{name}` of their own, which sets the deadline of their calls; rename it{hint}"),
+        ));
+    }
     match method.receiver {
         Receiver::Ref | Receiver::Mut => {}
         Receiver::None => errors.push(cannot(

@@ -177,7 +177,7 @@ impl InProcessServer {
 
     /// Whether `serve_forever` has returned.
     pub fn has_stopped(&self) -> bool {
-        self.served.as_ref().map_or(true, |s| s.is_finished())
+        self.served.as_ref().is_none_or(|s| s.is_finished())
     }
 }
 

@@ -1,0 +1,380 @@
+//! `manager`: run a manager server that hosts the built-in shared types, and inspect or stop a
+//! running one.
+//!
+//! ```text
+//! MANAGER_AUTHKEY=... manager serve --address 127.0.0.1:50000
+//! MANAGER_AUTHKEY=... manager info --address 127.0.0.1:50000 [--json]
+//! MANAGER_AUTHKEY=... manager shutdown --address 127.0.0.1:50000
+//! ```
+//!
+//! Exit codes: 0 success; 1 the operation failed (server unreachable, wrong authkey, cannot
+//! bind, ...); 2 bad usage (bad arguments, a malformed address, no authkey, an unreadable key
+//! file).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use manager::{Address, AuthKey, Error, Manager, Server, ServerConfig};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[path = "manager/authkey.rs"]
+mod authkey;
+#[path = "manager/table.rs"]
+mod table;
+
+const ABOUT: &str =
+    "Run a manager server hosting the built-in shared types, or inspect and stop one";
+
+const LONG_ABOUT: &str = "\
+Run a manager server hosting the built-in shared types (list, ...), or inspect and stop a \
+running one.
+
+Every command needs the server's authkey: from the MANAGER_AUTHKEY environment variable, or \
+from a file named by --authkey-file (its contents, less a trailing newline). The key is never \
+printed or logged.
+
+Addresses are host:port for TCP (port 0 lets the system pick one) or unix:/path for a Unix \
+socket.
+
+Exit codes: 0 success; 1 the operation failed (unreachable server, wrong authkey, cannot bind); \
+2 bad usage (bad arguments, a malformed address, no authkey).";
+
+const MAIN_EXAMPLES: &str = "\
+Examples:
+  # a server on a fixed port, key from the environment
+  export MANAGER_AUTHKEY=\"$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')\"
+  manager serve --address 127.0.0.1:50000 &
+
+  # what it holds, as a table or as JSON
+  manager info --address 127.0.0.1:50000
+  manager info --address 127.0.0.1:50000 --json
+
+  # stop it
+  manager shutdown --address 127.0.0.1:50000";
+
+const SERVE_LONG_ABOUT: &str = "\
+Serve every built-in shared type (the registry of manager::sync) at ADDR until a client sends \
+shutdown or the process gets SIGINT or SIGTERM; then exit 0. A Unix socket file is removed on \
+exit.
+
+Once listening, prints one line `serving on ADDR` to stdout, with the address actually bound \
+(the real port when port 0 was asked for). Logs go to stderr, at the level named by MANAGER_LOG \
+(default warn).
+
+The authkey comes from --authkey-file, else from a new key written to --generate-authkey-file, \
+else from MANAGER_AUTHKEY. With none of them the server refuses to start: it never runs without \
+a key its operator chose.";
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  # key from the environment, a port the system picks
+  MANAGER_AUTHKEY=s3cret manager serve --address 127.0.0.1:0
+
+  # key from a file (keep it mode 600)
+  manager serve --address 0.0.0.0:50000 --authkey-file /etc/manager/key
+
+  # a fresh random key, written to a new file (mode 600) that clients then read
+  manager serve --address unix:/run/manager.sock --generate-authkey-file ./manager.key
+  manager info --address unix:/run/manager.sock --authkey-file ./manager.key";
+
+const INFO_LONG_ABOUT: &str = "\
+Print the objects a server holds (id, typeid, Rust type, reference count) and its number of open \
+connections, this one included.
+
+--json prints the server's DebugInfo as JSON instead: {\"objects\": [{\"id\", \"typeid\", \
+\"type_name\", \"refcount\"}, ...], \"connections\": N, \"address\": {\"Tcp\": \"host:port\"} or \
+{\"Unix\": \"/path\"}}.";
+
+const INFO_EXAMPLES: &str = "\
+Examples:
+  MANAGER_AUTHKEY=s3cret manager info --address 127.0.0.1:50000
+  manager info --address unix:/run/manager.sock --authkey-file ./manager.key --json | jq '.objects'";
+
+const SHUTDOWN_LONG_ABOUT: &str = "\
+Ask the server at ADDR to stop. It stops accepting clients, closes the open connections and \
+exits; proxies held by other clients fail from then on.";
+
+const SHUTDOWN_EXAMPLES: &str = "\
+Examples:
+  MANAGER_AUTHKEY=s3cret manager shutdown --address 127.0.0.1:50000
+  manager shutdown --address unix:/run/manager.sock --authkey-file ./manager.key";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "manager",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_long_help = MAIN_EXAMPLES,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the built-in shared types at an address until told to stop
+    #[command(long_about = SERVE_LONG_ABOUT, after_long_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+    /// Print the objects and connections of a running server
+    #[command(long_about = INFO_LONG_ABOUT, after_long_help = INFO_EXAMPLES)]
+    Info(InfoArgs),
+    /// Ask a running server to stop
+    #[command(long_about = SHUTDOWN_LONG_ABOUT, after_long_help = SHUTDOWN_EXAMPLES)]
+    Shutdown(ShutdownArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where to listen: host:port (port 0 picks a free port) or unix:/path/to/socket
+    #[arg(long, short, value_name = "ADDR", value_parser = parse_address)]
+    address: Address,
+
+    /// Read the authkey from this file (its contents, less a trailing newline) instead of
+    /// MANAGER_AUTHKEY
+    #[arg(long, value_name = "PATH")]
+    authkey_file: Option<PathBuf>,
+
+    /// Write a fresh random authkey to this new file (mode 600; an existing file is never
+    /// overwritten) and serve with it; clients read it with --authkey-file
+    #[arg(long, value_name = "PATH", conflicts_with = "authkey_file")]
+    generate_authkey_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// The server's address: host:port or unix:/path/to/socket
+    #[arg(long, short, value_name = "ADDR", value_parser = parse_address)]
+    address: Address,
+
+    /// Read the authkey from this file (its contents, less a trailing newline) instead of
+    /// MANAGER_AUTHKEY
+    #[arg(long, value_name = "PATH")]
+    authkey_file: Option<PathBuf>,
+
+    /// Give up after this many seconds without an answer
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+
+    /// Print the server's DebugInfo as JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ShutdownArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// Parses `--address`, with a message that says what is expected.
+fn parse_address(text: &str) -> Result<Address, String> {
+    text.parse::<Address>().map_err(|e| {
+        let detail = match e {
+            Error::Protocol(message) => message,
+            other => other.to_string(),
+        };
+        format!(
+            "{detail}; expected host:port (such as 127.0.0.1:50000) or unix:/path (such as unix:/tmp/manager.sock)"
+        )
+    })
+}
+
+/// Why a command failed: the message for stderr and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// The operation failed (exit code 1).
+    pub fn failed(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// The command was used wrongly (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    manager::process::init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Info(args) => info(args),
+        Command::Shutdown(args) => shutdown(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("manager: error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))
+}
+
+fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let key = authkey::server_key(
+        args.authkey_file.as_deref(),
+        args.generate_authkey_file.as_deref(),
+    )?;
+    runtime(true)?.block_on(async move {
+        // The handlers are in place before the address is announced: a signal sent as soon as
+        // `serving on` is read still stops the server cleanly.
+        let signal_error = |e| Failure::failed(format!("cannot install a signal handler: {e}"));
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
+
+        let server = Server::bind(
+            manager::sync::registry(),
+            &args.address,
+            key,
+            ServerConfig::default(),
+        )
+        .await
+        .map_err(|e| {
+            // A key generated for a server that never ran would only be in the way of a retry.
+            if let Some(path) = &args.generate_authkey_file {
+                let _ = std::fs::remove_file(path);
+            }
+            Failure::failed(format!("cannot serve on {}: {e}", args.address))
+        })?;
+
+        let stop = server.shutdown_handle();
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+                () = stop.stopped() => return,
+            };
+            tracing::info!("received {name}; shutting down");
+            stop.shutdown();
+        });
+
+        announce(server.address());
+        server
+            .serve_forever()
+            .await
+            .map_err(|e| Failure::failed(format!("the server failed: {e}")))
+    })
+}
+
+/// Prints `serving on ADDR` to stdout at once. A closed stdout does not stop the server.
+fn announce(address: &Address) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "serving on {address}").and_then(|()| out.flush()) {
+        tracing::warn!("cannot print the address to stdout: {e}");
+    }
+}
+
+/// Connects to the server named by `args` and runs `work` with the connection, within the
+/// timeout.
+fn with_manager<T, F, Fut>(args: &ClientArgs, work: F) -> Result<T, Failure>
+where
+    F: FnOnce(Manager) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    let key: AuthKey = authkey::client_key(args.authkey_file.as_deref())?;
+    let address = &args.address;
+    runtime(false)?.block_on(async {
+        let job = async {
+            let manager = Manager::connect(address, &key).await?;
+            work(manager).await
+        };
+        match tokio::time::timeout(Duration::from_secs(args.timeout), job).await {
+            Ok(result) => result.map_err(|e| explain(&e, address)),
+            Err(_) => Err(Failure::failed(format!(
+                "no answer from {address} within {} s (--timeout)",
+                args.timeout
+            ))),
+        }
+    })
+}
+
+/// A message for a failed client command that says what to check.
+fn explain(error: &Error, address: &Address) -> Failure {
+    match error {
+        Error::Connect { source, .. } => Failure::failed(format!(
+            "cannot reach a manager server at {address}: {source} (is `manager serve` running there?)"
+        )),
+        Error::Auth(message) => Failure::failed(format!(
+            "authentication with the server at {address} failed: {message}; \
+             the authkey (MANAGER_AUTHKEY or --authkey-file) must be the server's"
+        )),
+        Error::Protocol(message) => Failure::failed(format!(
+            "the server at {address} does not speak this manager protocol: {message}"
+        )),
+        other => Failure::failed(format!("{other} (server at {address})")),
+    }
+}
+
+fn info(args: InfoArgs) -> Result<(), Failure> {
+    let info = with_manager(
+        &args.client,
+        |manager| async move { manager.debug_info().await },
+    )?;
+    let text = if args.json {
+        let mut json = serde_json::to_string_pretty(&info)
+            .map_err(|e| Failure::failed(format!("cannot encode the answer as JSON: {e}")))?;
+        json.push('\n');
+        json
+    } else {
+        table::render(&info)
+    };
+    print(&text)
+}
+
+fn shutdown(args: ShutdownArgs) -> Result<(), Failure> {
+    with_manager(
+        &args.client,
+        |manager| async move { manager.shutdown().await },
+    )?;
+    print(&format!(
+        "asked the server at {} to shut down\n",
+        args.client.address
+    ))
+}
+
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::failed(format!("cannot write to stdout: {e}")))
+}
