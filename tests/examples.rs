@@ -154,3 +154,78 @@ fn tour_runs_every_scenario() {
     assert!(out.contains(BY_VALUE), "{out}");
     assert!(out.ends_with("All 7 scenarios ran.\n"), "{out}");
 }
+
+#[test]
+fn containers_are_shared_by_worker_processes() {
+    let out = run("containers");
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 6, "{out}");
+    let squares: Vec<&str> = lines[..3]
+        .iter()
+        .map(|l| l.split_once(": ").expect("worker: squares").1)
+        .collect();
+    assert_eq!(squares, ["[1, 4]", "[9, 16]", "[25, 36]"], "{out}");
+    assert_eq!(lines[3], "log entries: 3");
+    assert_eq!(lines[4], "total: 91");
+    assert_eq!(lines[5], "array: [0, 0, 0, 9]");
+}
+
+#[test]
+fn worker_pool_drains_the_joinable_queue() {
+    let out = run("worker_pool");
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], "all 40 jobs done (the queue's join() returned)");
+    assert_eq!(lines[1], "results: 40 entries, 1474 Collatz steps in all");
+    // How the jobs spread over the workers depends on how fast each process starts.
+    let workers: usize = lines[2]
+        .strip_prefix("workers that took part: ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!((1..=4).contains(&workers), "{out}");
+}
+
+#[test]
+fn events_start_workers_and_the_barrier_gathers_them() {
+    assert_eq!(
+        run("events"),
+        "before the signal: 0 log entries\n\
+         workers started: 3\n\
+         barrier indices: [0, 1, 2, 3]\n\
+         barrier broken: false\n"
+    );
+}
+
+#[test]
+fn locks_exclude_and_a_killed_holder_releases() {
+    assert_eq!(
+        run("locks"),
+        "counter: 100 (expected 100)\n\
+         semaphore value back to: 2\n\
+         locked while the holder lives: true\n\
+         acquired after the holder was killed: true\n"
+    );
+}
+
+#[test]
+fn python_interop_runs_the_seed_consumer_in_cpython() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let out = run("python_interop");
+    assert!(out.starts_with(MAPPED), "{out}");
+    assert!(out.contains("python squared 2 jobs\n"), "{out}");
+    assert!(
+        out.contains("rust reads the dict: [(\"a\", 4), (\"b\", 16)]\n"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("rust gets from the queue: Job { name: \"from python\", n: 3 }\n"),
+        "{out}"
+    );
+}

@@ -486,7 +486,9 @@ fn abandoned_call_returning_a_proxy_releases_its_object() {
         },
     );
 
-    // The caller gives up; then the server makes the object and sends a proxy nobody wants.
+    // The caller gives up: the client tells the server to cancel the call. Either the cancel
+    // arrives first (the method is dropped and makes nothing), or the server has already made
+    // the object and sent a proxy nobody wants, which the client releases. No object is left.
     call.abort();
     let aborted = client_runtime.block_on(call);
     assert!(aborted.is_err_and(|e| e.is_cancelled()));
@@ -501,12 +503,8 @@ fn abandoned_call_returning_a_proxy_releases_its_object() {
             Err(format!("{info:?}"))
         }
     });
-    wait_until("the unwanted referent to be dropped", || {
-        match drops.tracked() {
-            1 => Ok(()),
-            n => Err(format!("{n} drops")),
-        }
-    });
+    // Made and released (one drop), or never made (none).
+    assert!(drops.tracked() <= 1, "{} drops", drops.tracked());
 
     // A call that is awaited gets its proxy, which holds the one reference.
     let made = client_runtime

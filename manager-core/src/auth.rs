@@ -19,7 +19,12 @@ use crate::error::Error;
 /// The first bytes a manager server sends; a client that reads anything else is not talking to
 /// a manager server of this protocol.
 pub const MAGIC: &[u8; 8] = b"MGRAUTH1";
+/// What a server that requires TLS sends, in place of [`MAGIC`], to a client that connected
+/// without TLS (padded to the length of a greeting) before it closes the connection.
+pub const TLS_REQUIRED: &[u8; 8] = b"MGRTLS!1";
 const NONCE: usize = 32;
+/// The length of the server's greeting: the magic string and the nonce.
+pub(crate) const GREETING_LEN: usize = 8 + NONCE;
 const MAC: usize = 32;
 const STATUS_OK: u8 = 0;
 const STATUS_REFUSED: u8 = 1;
@@ -95,13 +100,19 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let server_nonce = nonce();
-    let mut hello = [0u8; 8 + NONCE];
+    let mut hello = [0u8; GREETING_LEN];
     hello[..8].copy_from_slice(MAGIC);
     hello[8..].copy_from_slice(&server_nonce);
     stream.write_all(&hello).await?;
 
     let mut answer = [0u8; MAC + NONCE];
     stream.read_exact(&mut answer).await?;
+    if answer.starts_with(&[0x16, 0x03]) {
+        // A TLS handshake record (a ClientHello), not a digest.
+        return Err(Error::Tls(
+            "a client began a TLS handshake, and this server has no TLS configured".into(),
+        ));
+    }
     let (client_mac, client_nonce) = answer.split_at(MAC);
     let verified = key
         .mac(b"manager-client", &server_nonce, client_nonce)
@@ -132,12 +143,19 @@ pub async fn client_handshake<S>(stream: &mut S, key: &AuthKey) -> Result<(), Er
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut hello = [0u8; 8 + NONCE];
+    let mut hello = [0u8; GREETING_LEN];
     stream.read_exact(&mut hello).await.map_err(|e| {
         Error::Auth(format!(
             "the server closed the connection during the handshake: {e}"
         ))
     })?;
+    if &hello[..8] == TLS_REQUIRED {
+        return Err(Error::Tls(
+            "the server requires TLS, and this client connected without it: give the client a \
+             TlsClientConfig (BaseManager::tls, or ConnectOptions::tls)"
+                .into(),
+        ));
+    }
     if &hello[..8] != MAGIC {
         return Err(Error::Protocol(
             "the peer is not a manager server (unexpected greeting)".into(),

@@ -63,6 +63,7 @@ impl Pending {
 struct Inner {
     address: Address,
     server_address: Address,
+    python_address: Option<Address>,
     tx: mpsc::UnboundedSender<Bytes>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
@@ -85,6 +86,37 @@ impl std::fmt::Debug for Connection {
             .field("address", &self.inner.address)
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish()
+    }
+}
+
+/// How to connect to a server, beyond its address and authkey: TLS, for now.
+///
+/// ```no_run
+/// # use manager_core::{Address, AuthKey, ConnectOptions, Connection, TlsClientConfig};
+/// # async fn example() -> manager_core::Result<()> {
+/// let options = ConnectOptions::new().tls(TlsClientConfig::new("ca.pem", "manager.example"));
+/// let address = Address::tcp("manager.example:50000");
+/// let conn = Connection::connect_with(&address, &AuthKey::from("key"), &options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// TLS around the connection (TCP only), the server's certificate checked against a CA;
+    /// `None` (the default) for none. Needs the `tls` feature. See [`crate::tls`].
+    pub tls: Option<crate::tls::TlsClientConfig>,
+}
+
+impl ConnectOptions {
+    /// No TLS.
+    pub fn new() -> Self {
+        ConnectOptions::default()
+    }
+
+    /// Connects with TLS, configured by `tls`.
+    pub fn tls(mut self, tls: crate::tls::TlsClientConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -115,12 +147,23 @@ impl Connection {
     /// Dials `address`, runs the authkey handshake and starts the connection's I/O tasks on the
     /// current tokio runtime.
     pub async fn connect(address: &Address, authkey: &AuthKey) -> Result<Connection, Error> {
-        let mut stream = transport::connect(address).await?;
+        Connection::connect_with(address, authkey, &ConnectOptions::default()).await
+    }
+
+    /// Like [`Connection::connect`], with `options` (TLS, which wraps the connection before the
+    /// authkey handshake runs inside it).
+    pub async fn connect_with(
+        address: &Address,
+        authkey: &AuthKey,
+        options: &ConnectOptions,
+    ) -> Result<Connection, Error> {
+        let mut stream = transport::connect(address, options.tls.as_ref()).await?;
         let welcome = stream.handshake_client(authkey).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             address: address.clone(),
             server_address: welcome.address,
+            python_address: welcome.python_address,
             tx,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -130,7 +173,7 @@ impl Connection {
             timeout_ns: AtomicU64::new(0),
         });
         with_split!(stream, |reader, writer| {
-            tokio::spawn(write_frames(writer, rx));
+            tokio::spawn(write_frames(writer, rx, |_| {}));
             tokio::spawn(read_responses(Arc::downgrade(&inner), reader));
         });
         Ok(Connection { inner })
@@ -139,8 +182,17 @@ impl Connection {
     /// Like [`Connection::connect`], for code without a runtime: the connection's I/O runs on a
     /// shared background thread.
     pub fn connect_blocking(address: &Address, authkey: &AuthKey) -> Result<Connection, Error> {
+        Connection::connect_blocking_with(address, authkey, &ConnectOptions::default())
+    }
+
+    /// Like [`Connection::connect_with`], for code without a runtime.
+    pub fn connect_blocking_with(
+        address: &Address,
+        authkey: &AuthKey,
+        options: &ConnectOptions,
+    ) -> Result<Connection, Error> {
         ensure_blocking_allowed()?;
-        background_runtime().block_on(Connection::connect(address, authkey))
+        background_runtime().block_on(Connection::connect_with(address, authkey, options))
     }
 
     /// The address of the server.
@@ -152,6 +204,11 @@ impl Connection {
     /// address dialled, for instance `0.0.0.0:5000` for `127.0.0.1:5000`).
     pub fn server_address(&self) -> &Address {
         &self.inner.server_address
+    }
+
+    /// Where the server takes CPython clients, if it does (`ServerConfig::python_address`).
+    pub fn python_address(&self) -> Option<&Address> {
+        self.inner.python_address.as_ref()
     }
 
     /// Whether the connection has closed.

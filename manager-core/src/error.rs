@@ -61,6 +61,11 @@ pub enum Error {
     /// A call did not complete within its deadline.
     #[error("the call {0} did not complete in time")]
     Timeout(String),
+    /// TLS failed or is misconfigured: an untrusted certificate, a missing client certificate,
+    /// TLS on one side only, unreadable PEM files, or TLS asked of a build without the `tls`
+    /// feature or of a Unix socket.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl Error {

@@ -4,7 +4,8 @@
 //! Most programs use the `manager` facade crate, which re-exports everything here together
 //! with the `#[shared]` and `#[entry]` macros. The modules:
 //!
-//! - [`wire`]: frames and messages; [`auth`]: the authkey handshake;
+//! - [`wire`]: frames and messages; [`auth`]: the authkey handshake; [`tls`]: TLS around it
+//!   (the `tls` feature);
 //! - [`registry`]: typeid registrations; [`object`]: what `#[shared]` implements;
 //! - [`server`]: the object table and connections; [`client`] and [`proxy`]: the client side;
 //! - [`manager`]: `BaseManager`, `Manager`, `Typeid`; [`process`]: spawning processes.
@@ -22,16 +23,18 @@ pub mod manager;
 pub mod object;
 pub mod process;
 pub mod proxy;
+pub mod python;
 pub mod registry;
 pub mod server;
 pub mod sync;
+pub mod tls;
 mod transport;
 pub mod value;
 pub mod wire;
 
 pub use address::Address;
 pub use auth::AuthKey;
-pub use client::Connection;
+pub use client::{ConnectOptions, Connection};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use manager::{BaseManager, BlockingManager, Create, Manager, NoCreate, Typeid};
 pub use object::{Outcome, Shared};
@@ -39,6 +42,7 @@ pub use process::{current_process_name, init, Process, ServerProcess};
 pub use proxy::{BaseProxy, CallResult, Proxy, Value};
 pub use registry::{Register, Registry};
 pub use server::{CallContext, Retained, Server, ServerConfig, ShutdownHandle};
+pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use wire::{DebugInfo, ObjectInfo, Token};
 
 pub use manager_derive::{entry, shared};

@@ -11,12 +11,13 @@ use serde::Serialize;
 
 use crate::address::Address;
 use crate::auth::AuthKey;
-use crate::client::{background_runtime, ensure_blocking_allowed, Connection};
+use crate::client::{background_runtime, ensure_blocking_allowed, ConnectOptions, Connection};
 use crate::error::Error;
 use crate::process::{self, EntryFn, ServerProcess};
 use crate::proxy::{proxy_from, BaseProxy, Proxy};
 use crate::registry::Registry;
 use crate::server::{Server, ServerConfig};
+use crate::tls::{TlsClientConfig, TlsServerConfig};
 use crate::wire::{Control, ControlReply, DebugInfo, Token};
 
 /// Marks a [`Typeid`] that clients may create (Python's `create_method=True`).
@@ -86,7 +87,8 @@ impl<P: Proxy> Typeid<P, (), NoCreate> {
     }
 }
 
-/// How to reach (or start) a manager server: its address, the authkey and the server's limits.
+/// How to reach (or start) a manager server: its address, the authkey, the server's limits, and
+/// TLS when it is reached across machines.
 ///
 /// ```no_run
 /// # use manager_core::{BaseManager, Address};
@@ -99,6 +101,7 @@ pub struct BaseManager {
     address: Address,
     authkey: AuthKey,
     config: ServerConfig,
+    options: ConnectOptions,
 }
 
 impl BaseManager {
@@ -108,6 +111,7 @@ impl BaseManager {
             address: address.into(),
             authkey: process::authkey(),
             config: ServerConfig::default(),
+            options: ConnectOptions::default(),
         }
     }
 
@@ -120,6 +124,21 @@ impl BaseManager {
     /// Uses these server limits when this manager starts or serves a server.
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Connects with TLS configured by `tls` (the `tls` feature): to a running server, and to
+    /// the one [`BaseManager::start`] starts. The authkey is still required.
+    pub fn tls(mut self, tls: TlsClientConfig) -> Self {
+        self.options.tls = Some(tls);
+        self
+    }
+
+    /// Serves with TLS configured by `tls` (the `tls` feature) when this manager starts or
+    /// serves a server: sets [`ServerConfig::tls`]. Call it after [`BaseManager::config`],
+    /// which replaces the whole configuration.
+    pub fn server_tls(mut self, tls: TlsServerConfig) -> Self {
+        self.config.tls = Some(tls);
         self
     }
 
@@ -138,7 +157,8 @@ impl BaseManager {
     {
         ensure_blocking_allowed()?;
         let server = ServerProcess::start(registry, &self.address, &self.authkey, &self.config)?;
-        let conn = Connection::connect_blocking(server.address(), &self.authkey)?;
+        let conn =
+            Connection::connect_blocking_with(server.address(), &self.authkey, &self.options)?;
         Ok(BlockingManager(Manager {
             conn,
             server: Some(Arc::new(server)),
@@ -160,7 +180,7 @@ impl BaseManager {
         })
         .await
         .map_err(|e| Error::Process(format!("starting the server failed: {e}")))??;
-        let conn = Connection::connect(server.address(), &self.authkey).await?;
+        let conn = Connection::connect_with(server.address(), &self.authkey, &self.options).await?;
         Ok(Manager {
             conn,
             server: Some(Arc::new(server)),
@@ -170,7 +190,7 @@ impl BaseManager {
     /// Connects to a running server.
     pub fn connect(&self) -> Result<BlockingManager, Error> {
         Ok(BlockingManager(Manager {
-            conn: Connection::connect_blocking(&self.address, &self.authkey)?,
+            conn: Connection::connect_blocking_with(&self.address, &self.authkey, &self.options)?,
             server: None,
         }))
     }
@@ -178,7 +198,7 @@ impl BaseManager {
     /// The async form of [`BaseManager::connect`].
     pub async fn connect_async(&self) -> Result<Manager, Error> {
         Ok(Manager {
-            conn: Connection::connect(&self.address, &self.authkey).await?,
+            conn: Connection::connect_with(&self.address, &self.authkey, &self.options).await?,
             server: None,
         })
     }
@@ -230,6 +250,18 @@ impl Manager {
     pub async fn connect(address: &Address, authkey: &AuthKey) -> Result<Manager, Error> {
         Ok(Manager {
             conn: Connection::connect(address, authkey).await?,
+            server: None,
+        })
+    }
+
+    /// Like [`Manager::connect`], with `options` (TLS).
+    pub async fn connect_with(
+        address: &Address,
+        authkey: &AuthKey,
+        options: &ConnectOptions,
+    ) -> Result<Manager, Error> {
+        Ok(Manager {
+            conn: Connection::connect_with(address, authkey, options).await?,
             server: None,
         })
     }
@@ -319,6 +351,18 @@ impl BlockingManager {
     pub fn connect(address: &Address, authkey: &AuthKey) -> Result<BlockingManager, Error> {
         Ok(BlockingManager(Manager {
             conn: Connection::connect_blocking(address, authkey)?,
+            server: None,
+        }))
+    }
+
+    /// Like [`BlockingManager::connect`], with `options` (TLS).
+    pub fn connect_with(
+        address: &Address,
+        authkey: &AuthKey,
+        options: &ConnectOptions,
+    ) -> Result<BlockingManager, Error> {
+        Ok(BlockingManager(Manager {
+            conn: Connection::connect_blocking_with(address, authkey, options)?,
             server: None,
         }))
     }

@@ -24,8 +24,10 @@ use crate::auth::AuthKey;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::object::{DispatchError, Outcome, Referent};
 use crate::registry::{Entry, FactoryError, Registry, Source};
-use crate::transport::{with_split, write_frames, Listener, ReadHalf, Stream};
+use crate::transport::{with_split, write_frames, Accepted, Listener, ReadHalf};
 use crate::value::Value;
+
+mod python;
 use crate::wire::{
     self, Control, ControlReply, DebugInfo, ObjectInfo, Reply, Request, ResponseHead, Token,
 };
@@ -46,6 +48,17 @@ pub struct ServerConfig {
     /// How many distinct objects one connection may hold references to; a create (or any
     /// request that would hand it one more) beyond that is refused with a `Limit` error.
     pub max_objects_per_connection: usize,
+    /// TLS on every connection (TCP only), with its certificate, key and optional client CA;
+    /// `None` (the default) for none. Binding with TLS set fails with [`Error::Tls`] in a build
+    /// without the `tls` feature. See [`crate::tls`].
+    pub tls: Option<crate::tls::TlsServerConfig>,
+    /// How many bytes of replies may wait for a client that does not read them; beyond that,
+    /// the server stops reading its requests until it catches up.
+    pub max_queued_reply_bytes: usize,
+    /// A second address where the server takes unmodified CPython clients
+    /// (`multiprocessing.managers`' protocol: its handshake and pickled requests); `None` for
+    /// native clients only. See the `python` module of this one.
+    pub python_address: Option<Address>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +69,9 @@ impl Default for ServerConfig {
             max_connections: 4096,
             max_in_flight: 1024,
             max_objects_per_connection: 1 << 22,
+            tls: None,
+            max_queued_reply_bytes: 4 << 20,
+            python_address: None,
         }
     }
 }
@@ -88,12 +104,17 @@ struct State {
     connections: AtomicU64,
     next_connection: AtomicU64,
     stop: CancellationToken,
+    /// Where CPython clients connect, when the server takes them.
+    python_address: Option<Address>,
+    /// The references CPython clients hold.
+    python: python::PythonRefs,
 }
 
 /// A manager server bound to its address, ready to serve.
 pub struct Server {
     state: Arc<State>,
     listener: Listener,
+    python: Option<Listener>,
 }
 
 /// Stops a running server from anywhere (another task, another thread, a signal handler).
@@ -122,7 +143,19 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Server, Error> {
         registry.validate()?;
-        let (listener, address) = Listener::bind(address).await?;
+        let tls = match &config.tls {
+            Some(tls) => Some(crate::tls::Acceptor::new(
+                tls,
+                address,
+                config.handshake_timeout,
+            )?),
+            None => None,
+        };
+        let (listener, address) = Listener::bind(address, tls).await?;
+        let python = match &config.python_address {
+            Some(python) => Some(Listener::bind(python, None).await?),
+            None => None,
+        };
         let mut table = Table {
             next_id: 1,
             ..Table::default()
@@ -153,14 +186,23 @@ impl Server {
                 connections: AtomicU64::new(0),
                 next_connection: AtomicU64::new(1),
                 stop: CancellationToken::new(),
+                python_address: python.as_ref().map(|(_, bound)| bound.clone()),
+                python: python::PythonRefs::default(),
             }),
             listener,
+            python: python.map(|(listener, _)| listener),
         })
     }
 
     /// The address clients reach this server at (with the real port when bound to port 0).
     pub fn address(&self) -> &Address {
         &self.state.address
+    }
+
+    /// The address CPython clients reach this server at, when it takes them
+    /// (`ServerConfig::python_address`).
+    pub fn python_address(&self) -> Option<&Address> {
+        self.state.python_address.as_ref()
     }
 
     /// A handle that stops this server.
@@ -171,12 +213,31 @@ impl Server {
     /// Accepts and serves clients until a client sends `shutdown` or the [`ShutdownHandle`] is
     /// used. A Unix socket file is removed when it returns.
     pub async fn serve_forever(self) -> Result<(), Error> {
-        let Server { state, listener } = self;
+        let Server {
+            state,
+            listener,
+            python,
+        } = self;
         tracing::info!(address = %state.address, "manager server listening");
         let connections = TaskTracker::new();
         loop {
+            let python_client = async {
+                match &python {
+                    Some(listener) => listener.accept().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = state.stop.cancelled() => break,
+                accepted = python_client => match accepted {
+                    Ok(accepted) => {
+                        connections.spawn(python::handle_python(state.clone(), accepted.into_plain()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
                 accepted = listener.accept() => match accepted {
                     Ok(stream) => {
                         connections.spawn(handle_connection(state.clone(), stream));
@@ -192,6 +253,7 @@ impl Server {
         // New clients are refused from here on; open connections cancel their calls, flush
         // what they have to say (the answer to `shutdown` among it) and close.
         drop(listener);
+        drop(python);
         connections.close();
         if tokio::time::timeout(Duration::from_secs(5), connections.wait())
             .await
@@ -199,23 +261,28 @@ impl Server {
         {
             tracing::warn!("some connections did not close within 5 s of shutdown");
         }
+        state.python.release();
         tracing::info!(address = %state.address, "manager server stopped");
         Ok(())
     }
 }
 
-async fn handle_connection(state: Arc<State>, mut stream: Stream) {
+async fn handle_connection(state: Arc<State>, accepted: Accepted) {
     let handshake = tokio::select! {
         result = tokio::time::timeout(
             state.config.handshake_timeout,
-            stream.handshake_server(&state.authkey),
+            accepted.handshake_server(&state.authkey),
         ) => result,
         _ = state.stop.cancelled() => return,
     };
-    match handshake {
-        Ok(Ok(())) => {}
+    let mut stream = match handshake {
+        Ok(Ok(stream)) => stream,
         Ok(Err(Error::Auth(message))) => {
             tracing::warn!("refused a client with a wrong authkey: {message}");
+            return;
+        }
+        Ok(Err(Error::Tls(message))) => {
+            tracing::warn!("refused a client: {message}");
             return;
         }
         Ok(Err(e)) => {
@@ -226,7 +293,7 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
             tracing::warn!("a client did not complete the handshake in time");
             return;
         }
-    }
+    };
     let open = state.connections.fetch_add(1, Ordering::Relaxed) + 1;
     let refused = (open > state.config.max_connections as u64).then(|| {
         format!(
@@ -238,6 +305,7 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
         protocol: wire::PROTOCOL_VERSION,
         address: state.address.clone(),
         refused: refused.clone(),
+        python_address: state.python_address.clone(),
     };
     let welcomed = stream.send_welcome(&welcome).await;
     if let Some(reason) = refused {
@@ -249,7 +317,11 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
     }
     with_split!(stream, |reader, writer| {
         let (tx, rx) = mpsc::unbounded_channel();
-        let write_task = tokio::spawn(write_frames(writer, rx));
+        let queued = Arc::new(Queued::default());
+        let write_task = tokio::spawn(write_frames(writer, rx, {
+            let queued = queued.clone();
+            move |n| queued.written(n)
+        }));
         let conn = Arc::new(Connection {
             id: state.next_connection.fetch_add(1, Ordering::Relaxed),
             state: state.clone(),
@@ -259,6 +331,7 @@ async fn handle_connection(state: Arc<State>, mut stream: Stream) {
             cleanups: Mutex::new(HashMap::new()),
             in_flight: Arc::new(Semaphore::new(state.config.max_in_flight.max(1))),
             calls: Mutex::new(HashMap::new()),
+            queued,
         });
         if let Err(e) = conn.read_requests(reader).await {
             tracing::debug!("closing a connection: {e}");
@@ -295,6 +368,38 @@ struct Connection {
     in_flight: Arc<Semaphore>,
     /// The async calls running, by request id, so that a client can cancel one.
     calls: Mutex<HashMap<u64, CancellationToken>>,
+    /// The bytes of replies queued for the client and not written yet.
+    queued: Arc<Queued>,
+}
+
+/// Counts the reply bytes a connection has queued, so that a client that does not read its
+/// answers stops being read from (`ServerConfig::max_queued_reply_bytes`).
+#[derive(Default)]
+struct Queued {
+    bytes: AtomicU64,
+    drained: tokio::sync::Notify,
+}
+
+impl Queued {
+    fn queue(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn written(&self, n: usize) {
+        self.bytes.fetch_sub(n as u64, Ordering::Relaxed);
+        self.drained.notify_waiters();
+    }
+
+    /// Waits until at most `limit` bytes are queued.
+    async fn below(&self, limit: u64) {
+        loop {
+            let drained = self.drained.notified();
+            if self.bytes.load(Ordering::Relaxed) <= limit {
+                return;
+            }
+            drained.await;
+        }
+    }
 }
 
 impl Connection {
@@ -323,6 +428,11 @@ impl Connection {
                     Err(_) => return Ok(()),
                 },
             };
+            // A client that does not read its answers is not read from either.
+            tokio::select! {
+                _ = self.closed.cancelled() => return Ok(()),
+                () = self.queued.below(self.state.config.max_queued_reply_bytes as u64) => {}
+            }
             let frame = tokio::select! {
                 _ = self.closed.cancelled() => return Ok(()),
                 frame = frames.next() => frame,
@@ -349,7 +459,7 @@ impl Connection {
                 }
             }
             Request::Create { id, typeid } => {
-                let reply = self.create(typeid, &frame[args_at..]);
+                let reply = self.create(typeid, Args::Native(&frame[args_at..]));
                 self.send(id, reply);
             }
             Request::IncRef { object } => self.incref(object),
@@ -565,7 +675,7 @@ impl Connection {
         }
     }
 
-    fn create(self: &Arc<Self>, typeid: &str, args: &[u8]) -> Reply {
+    fn create(self: &Arc<Self>, typeid: &str, args: Args<'_>) -> Reply {
         let error =
             |kind, message: String| Reply::Error(RemoteError::new(kind, typeid, "create", message));
         let Some(entry) = self.state.registry.get(typeid) else {
@@ -604,18 +714,8 @@ impl Connection {
                     object: 0,
                 };
                 let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    let mut de = postcard::Deserializer::from_bytes(args);
-                    let made = factory(
-                        &mut <dyn erased_serde::Deserializer>::erase(&mut de),
-                        &context,
-                    );
-                    let left = de.finalize().map(|rest| rest.len()).unwrap_or(0);
-                    match made {
-                        Ok(_) if left > 0 => Err(FactoryError::BadArguments(format!(
-                            "{left} bytes left over after the arguments (too many arguments?)"
-                        ))),
-                        other => other,
-                    }
+                    args.decode(|de| factory(de, &context))
+                        .map_err(FactoryError::BadArguments)?
                 }));
                 match made {
                     Ok(Ok(referent)) => Reply::Proxy(self.insert(entry.clone(), referent)),
@@ -660,28 +760,31 @@ impl Connection {
         Ok(())
     }
 
-    /// Adds a new object to the table, with one reference held by this connection.
+    /// Adds a new object to the table, with one reference held by this connection. On a
+    /// connection that has closed (its references are being released) the object is not kept.
     fn insert(&self, entry: Arc<Entry>, referent: Arc<dyn Referent>) -> Token {
+        let mut held = self.held.lock();
         let object = {
             let mut table = self.state.table.lock();
             let id = table.next_id;
             table.next_id += 1;
-            let object = Arc::new(Object {
+            Arc::new(Object {
                 id,
                 entry,
                 referent,
-            });
-            table.slots.insert(
-                id,
+            })
+        };
+        let token = self.token(&object);
+        if !self.closed.is_cancelled() {
+            self.state.table.lock().slots.insert(
+                object.id,
                 Slot {
                     object: object.clone(),
                     refs: 1,
                 },
             );
-            object
-        };
-        let token = self.token(&object);
-        self.held.lock().insert(object.id, Held { object, refs: 1 });
+            held.insert(object.id, Held { object, refs: 1 });
+        }
         token
     }
 
@@ -693,8 +796,14 @@ impl Connection {
         }
     }
 
-    /// Takes one more reference to an existing object for this connection.
+    /// Takes one more reference to an existing object for this connection. Refused once the
+    /// connection has closed, so that no reference outlives it. (The held map is locked
+    /// first: `release_all` takes it after the connection is marked closed.)
     fn acquire(&self, id: u64) -> Option<Token> {
+        let mut held = self.held.lock();
+        if self.closed.is_cancelled() {
+            return None;
+        }
         let object = {
             let mut table = self.state.table.lock();
             let slot = table.slots.get_mut(&id)?;
@@ -702,11 +811,7 @@ impl Connection {
             slot.object.clone()
         };
         let token = self.token(&object);
-        self.held
-            .lock()
-            .entry(id)
-            .or_insert(Held { object, refs: 0 })
-            .refs += 1;
+        held.entry(id).or_insert(Held { object, refs: 0 }).refs += 1;
         Some(token)
     }
 
@@ -842,7 +947,11 @@ impl Connection {
             }
         };
         // A closed channel means the connection is going away; its references are released.
-        let _ = self.tx.send(frame);
+        let len = frame.len();
+        self.queued.queue(len);
+        if self.tx.send(frame).is_err() {
+            self.queued.written(len);
+        }
     }
 }
 
@@ -1064,6 +1173,37 @@ impl Drop for Retained {
             for id in &self.ids {
                 state.release(*id, 1);
             }
+        }
+    }
+}
+
+/// The arguments of a create or a call, in the codec they came in.
+pub(crate) enum Args<'a> {
+    /// Postcard bytes from a native client (a tuple, to the end of the frame).
+    Native(&'a [u8]),
+    /// A value tuple built from another protocol's arguments (CPython's).
+    Value(Value),
+}
+
+impl Args<'_> {
+    /// Runs `f` on a deserializer over the arguments. Bytes left over after a native tuple
+    /// mean too many arguments, an error of their own.
+    pub(crate) fn decode<T>(
+        self,
+        f: impl FnOnce(&mut dyn erased_serde::Deserializer<'_>) -> T,
+    ) -> Result<T, String> {
+        match self {
+            Args::Native(bytes) => {
+                let mut de = postcard::Deserializer::from_bytes(bytes);
+                let made = f(&mut <dyn erased_serde::Deserializer>::erase(&mut de));
+                match de.finalize().map(|rest| rest.len()).unwrap_or(0) {
+                    0 => Ok(made),
+                    left => Err(format!(
+                        "{left} bytes left over after the arguments (too many arguments?)"
+                    )),
+                }
+            }
+            Args::Value(value) => Ok(f(&mut <dyn erased_serde::Deserializer>::erase(value))),
         }
     }
 }

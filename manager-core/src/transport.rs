@@ -10,15 +10,28 @@ use tokio::sync::mpsc;
 
 use crate::address::Address;
 use crate::error::Error;
+use crate::tls::{Acceptor, Connector, TlsClientConfig};
 
-/// A connected socket of either kind.
+/// A connected socket of either kind, or a TLS session over TCP (`tls` feature).
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    #[cfg(feature = "tls")]
+    TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    #[cfg(feature = "tls")]
+    TlsClient(Box<crate::tls::ClientStream>),
 }
 
-/// Dials `address`, with `TCP_NODELAY` on TCP sockets.
-pub(crate) async fn connect(address: &Address) -> Result<Stream, Error> {
+/// Dials `address`, with `TCP_NODELAY` on TCP sockets, and establishes TLS over it when `tls`
+/// is given.
+pub(crate) async fn connect(
+    address: &Address,
+    tls: Option<&TlsClientConfig>,
+) -> Result<Stream, Error> {
+    // Built before dialling: a TLS configuration that cannot work fails without a connection.
+    let connector = tls
+        .map(|config| Connector::new(config, address))
+        .transpose()?;
     let connect_error = |source| Error::Connect {
         address: address.to_string(),
         source,
@@ -29,7 +42,10 @@ pub(crate) async fn connect(address: &Address) -> Result<Stream, Error> {
                 .await
                 .map_err(connect_error)?;
             stream.set_nodelay(true).map_err(connect_error)?;
-            Ok(Stream::Tcp(stream))
+            match connector {
+                Some(connector) => connector.connect(stream).await,
+                None => Ok(Stream::Tcp(stream)),
+            }
         }
         Address::Unix(path) => Ok(Stream::Unix(
             UnixStream::connect(path).await.map_err(connect_error)?,
@@ -37,16 +53,43 @@ pub(crate) async fn connect(address: &Address) -> Result<Stream, Error> {
     }
 }
 
-/// A listening socket of either kind. A Unix listener removes its socket file when dropped.
+/// A listening socket of either kind, a TCP one with TLS when it has an acceptor. A Unix
+/// listener removes its socket file when dropped.
 pub(crate) enum Listener {
-    Tcp(TcpListener),
+    Tcp(TcpListener, Option<Acceptor>),
     Unix(UnixListener, PathBuf),
 }
 
+/// A client just accepted, before any handshake.
+pub(crate) struct Accepted {
+    stream: Stream,
+    tls: Option<Acceptor>,
+}
+
+impl Accepted {
+    /// Establishes TLS when the listener has it, then runs the server side of the authkey
+    /// handshake, and gives back the stream the connection goes on with.
+    pub(crate) async fn handshake_server(
+        self,
+        key: &crate::auth::AuthKey,
+    ) -> Result<Stream, Error> {
+        let mut stream = match (self.stream, self.tls) {
+            (Stream::Tcp(tcp), Some(tls)) => tls.accept(tcp).await?,
+            (stream, _) => stream,
+        };
+        stream.handshake_server(key).await?;
+        Ok(stream)
+    }
+}
+
 impl Listener {
-    /// Binds `address`. A Unix socket file left behind by a server that is gone is replaced;
-    /// one that a live server answers on is an "address in use" error.
-    pub(crate) async fn bind(address: &Address) -> Result<(Listener, Address), Error> {
+    /// Binds `address`, with TLS on its connections when `tls` is given. A Unix socket file
+    /// left behind by a server that is gone is replaced; one that a live server answers on is
+    /// an "address in use" error.
+    pub(crate) async fn bind(
+        address: &Address,
+        tls: Option<Acceptor>,
+    ) -> Result<(Listener, Address), Error> {
         match address {
             Address::Tcp(host_port) => {
                 let listener = TcpListener::bind(host_port.as_str()).await.map_err(|e| {
@@ -56,8 +99,11 @@ impl Listener {
                     ))
                 })?;
                 let bound = Address::from(listener.local_addr()?);
-                Ok((Listener::Tcp(listener), bound))
+                Ok((Listener::Tcp(listener, tls), bound))
             }
+            Address::Unix(_) if tls.is_some() => Err(Error::Tls(format!(
+                "TLS is for TCP addresses, and {address} is a Unix socket"
+            ))),
             Address::Unix(path) => {
                 remove_stale_socket(path).await?;
                 let listener = UnixListener::bind(path).map_err(|e| {
@@ -71,15 +117,21 @@ impl Listener {
         }
     }
 
-    /// Waits for the next client.
-    pub(crate) async fn accept(&self) -> io::Result<Stream> {
+    /// Waits for the next client. Its TLS handshake, if any, runs later, in its own task.
+    pub(crate) async fn accept(&self) -> io::Result<Accepted> {
         match self {
-            Listener::Tcp(listener) => {
+            Listener::Tcp(listener, tls) => {
                 let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
-                Ok(Stream::Tcp(stream))
+                Ok(Accepted {
+                    stream: Stream::Tcp(stream),
+                    tls: tls.clone(),
+                })
             }
-            Listener::Unix(listener, _) => Ok(Stream::Unix(listener.accept().await?.0)),
+            Listener::Unix(listener, _) => Ok(Accepted {
+                stream: Stream::Unix(listener.accept().await?.0),
+                tls: None,
+            }),
         }
     }
 }
@@ -117,16 +169,21 @@ async fn remove_stale_socket(path: &Path) -> Result<(), Error> {
 }
 
 /// Writes the frames that arrive on `frames` to `writer`, gathering those that queue up into
-/// one write, until every sender is gone.
-pub(crate) async fn write_frames<W>(mut writer: W, mut frames: mpsc::UnboundedReceiver<Bytes>)
-where
+/// one write, until every sender is gone. `written` is told how many bytes each write took.
+pub(crate) async fn write_frames<W>(
+    mut writer: W,
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
+    written: impl Fn(usize),
+) where
     W: AsyncWrite + Unpin,
 {
     const GATHER: usize = 64 * 1024;
     let mut batch = BytesMut::new();
     while let Some(first) = frames.recv().await {
         let result = if first.len() >= GATHER {
-            writer.write_all(&first).await
+            let result = writer.write_all(&first).await;
+            written(first.len());
+            result
         } else {
             batch.extend_from_slice(&first);
             while batch.len() < GATHER {
@@ -136,6 +193,7 @@ where
                             tracing::debug!("write failed: {e}");
                             return;
                         }
+                        written(batch.len());
                         batch.clear();
                         batch.extend_from_slice(&next);
                     }
@@ -144,11 +202,17 @@ where
                 }
             }
             let result = writer.write_all(&batch).await;
+            written(batch.len());
             batch.clear();
             result
         };
         if let Err(e) = result {
             tracing::debug!("write failed: {e}");
+            return;
+        }
+        // A TLS stream may keep back what the socket did not take yet: send it before waiting.
+        if let Err(e) = writer.flush().await {
+            tracing::debug!("flush failed: {e}");
             return;
         }
     }
@@ -168,6 +232,16 @@ macro_rules! with_split {
                 let ($r, $w) = s.into_split();
                 $body
             }
+            #[cfg(feature = "tls")]
+            $crate::transport::Stream::TlsServer(s) => {
+                let ($r, $w) = tokio::io::split(s);
+                $body
+            }
+            #[cfg(feature = "tls")]
+            $crate::transport::Stream::TlsClient(s) => {
+                let ($r, $w) = tokio::io::split(s);
+                $body
+            }
         }
     };
 }
@@ -182,6 +256,10 @@ impl Stream {
         match self {
             Stream::Tcp(s) => crate::auth::server_handshake(s, key).await,
             Stream::Unix(s) => crate::auth::server_handshake(s, key).await,
+            #[cfg(feature = "tls")]
+            Stream::TlsServer(s) => crate::auth::server_handshake(s, key).await,
+            #[cfg(feature = "tls")]
+            Stream::TlsClient(s) => crate::auth::server_handshake(s, key).await,
         }
     }
 
@@ -196,6 +274,16 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.write_all(&frame).await?,
             Stream::Unix(s) => s.write_all(&frame).await?,
+            #[cfg(feature = "tls")]
+            Stream::TlsServer(s) => {
+                s.write_all(&frame).await?;
+                s.flush().await?
+            }
+            #[cfg(feature = "tls")]
+            Stream::TlsClient(s) => {
+                s.write_all(&frame).await?;
+                s.flush().await?
+            }
         }
         Ok(())
     }
@@ -212,6 +300,21 @@ impl Stream {
             Stream::Unix(s) => {
                 crate::auth::client_handshake(s, key).await?;
                 read_welcome(s).await
+            }
+            #[cfg(feature = "tls")]
+            Stream::TlsServer(s) => {
+                crate::auth::client_handshake(s, key).await?;
+                read_welcome(s).await
+            }
+            #[cfg(feature = "tls")]
+            Stream::TlsClient(s) => {
+                let result = match crate::auth::client_handshake(s, key).await {
+                    Ok(()) => read_welcome(s).await,
+                    Err(e) => Err(e),
+                };
+                // A refusal at the TLS level (of our certificate, say) reads as a closed
+                // connection to the authkey handshake: report the TLS failure.
+                s.explain(result)
             }
         }
     }
@@ -250,4 +353,11 @@ async fn read_welcome<S: AsyncRead + Unpin>(stream: &mut S) -> Result<crate::wir
         )));
     }
     Ok(welcome)
+}
+
+impl Accepted {
+    /// The stream as accepted, for a protocol that runs no TLS (CPython clients).
+    pub(crate) fn into_plain(self) -> Stream {
+        self.stream
+    }
 }

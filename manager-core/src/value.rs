@@ -24,8 +24,9 @@ use crate::wire::Token;
 /// A self-describing value, stored by the built-in shared types.
 ///
 /// Converting a `Value` with [`to_value`] or [`from_value`] gives back the same value, so a
-/// typed container of `Value`s stores them as they are.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// typed container of `Value`s stores them as they are. Decoding refuses values nested deeper
+/// than [`MAX_DEPTH`], so that no input can overflow the stack of the process decoding it.
+#[derive(Debug, Clone, Serialize, Default)]
 #[serde(rename = "$manager::Value")]
 pub enum Value {
     /// No value: `None`, `()`.
@@ -49,6 +50,51 @@ pub enum Value {
     Map(Vec<(Value, Value)>),
     /// A reference to a server-side object: a proxy stored inside a container.
     Proxy(Token),
+}
+
+/// How deeply a [`Value`] may nest when it is decoded.
+pub const MAX_DEPTH: usize = 128;
+
+thread_local! {
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The derived decoding of [`Value`], wrapped by its depth-checking `Deserialize`.
+#[derive(Deserialize)]
+#[serde(remote = "Value", rename = "$manager::Value")]
+enum ValueDef {
+    None,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    Map(Vec<(Value, Value)>),
+    Proxy(Token),
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+        struct Level;
+        impl Drop for Level {
+            fn drop(&mut self) {
+                DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+            }
+        }
+        let depth = DEPTH.with(|depth| {
+            depth.set(depth.get() + 1);
+            depth.get()
+        });
+        let _level = Level;
+        if depth > MAX_DEPTH {
+            return Err(de::Error::custom(format!(
+                "a value nested more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        ValueDef::deserialize(deserializer)
+    }
 }
 
 impl PartialEq for Value {
@@ -716,7 +762,9 @@ impl<'de> de::Deserializer<'de> for Value {
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
         match self {
+            // An empty tuple is `()` too (the arguments of a method that takes none).
             Value::None => visitor.visit_unit(),
+            Value::Tuple(items) | Value::List(items) if items.is_empty() => visitor.visit_unit(),
             other => Err(other.invalid(&visitor)),
         }
     }
@@ -1016,6 +1064,24 @@ mod tests {
         ]);
         assert_eq!(to_value(&value).unwrap(), value);
         assert_eq!(from_value::<Value>(value.clone()).unwrap(), value);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        // Encoded by hand: a List tag and a length of 1, over and over, then None.
+        let mut bytes = Vec::new();
+        for _ in 0..100_000 {
+            bytes.extend_from_slice(&[6, 1]);
+        }
+        bytes.push(0);
+        let err = postcard::from_bytes::<Value>(&bytes).unwrap_err();
+        assert!(!err.to_string().is_empty());
+        let mut ok = Value::None;
+        for _ in 0..100 {
+            ok = Value::List(vec![ok]);
+        }
+        let bytes = postcard::to_stdvec(&ok).unwrap();
+        assert_eq!(postcard::from_bytes::<Value>(&bytes).unwrap(), ok);
     }
 
     #[test]

@@ -10,7 +10,6 @@ use std::io::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use tokio_util::codec::LengthDelimitedCodec;
 
 use crate::address::Address;
 use crate::error::{Error, RemoteError};
@@ -21,14 +20,48 @@ pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 /// The length of the frame prefix, in bytes.
 pub const FRAME_PREFIX: usize = 4;
 
-/// A codec that splits a byte stream into frames, refusing any frame larger than `max_frame`
-/// before allocating room for it.
-pub fn frame_codec(max_frame: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(FRAME_PREFIX)
-        .big_endian()
-        .max_frame_length(max_frame)
-        .new_codec()
+/// A decoder that splits a byte stream into frames, refusing any frame larger than
+/// `max_frame` as soon as its length prefix arrives.
+pub fn frame_codec(max_frame: usize) -> FrameDecoder {
+    FrameDecoder { max_frame }
+}
+
+/// Splits a byte stream into frames (a 4-byte big-endian length, then the frame).
+///
+/// Unlike a decoder that reserves room for a whole frame when its length prefix arrives, it
+/// grows its buffer only as bytes come in, so a peer that announces a large frame and then
+/// stalls costs no more memory than what it actually sent.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameDecoder {
+    max_frame: usize,
+}
+
+impl tokio_util::codec::Decoder for FrameDecoder {
+    type Item = BytesMut;
+    type Error = std::io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, std::io::Error> {
+        if src.len() < FRAME_PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max_frame {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "frame of {len} bytes exceeds the limit of {} bytes",
+                    self.max_frame
+                ),
+            ));
+        }
+        if src.len() < FRAME_PREFIX + len {
+            // Room for what is likely to arrive next, not for the whole announced frame.
+            src.reserve((FRAME_PREFIX + len - src.len()).min(64 * 1024));
+            return Ok(None);
+        }
+        let _ = src.split_to(FRAME_PREFIX);
+        Ok(Some(src.split_to(len)))
+    }
 }
 
 /// The version of this protocol; a client refuses a server that speaks another.
@@ -43,6 +76,8 @@ pub struct Welcome {
     pub address: Address,
     /// Why the server will not serve this connection (a limit reached), if it will not.
     pub refused: Option<String>,
+    /// Where the server takes CPython clients, if it does.
+    pub python_address: Option<Address>,
 }
 
 /// The head of a request frame sent by a client.

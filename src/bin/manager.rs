@@ -144,6 +144,11 @@ struct ServeArgs {
     /// overwritten) and serve with it; clients read it with --authkey-file
     #[arg(long, value_name = "PATH", conflicts_with = "authkey_file")]
     generate_authkey_file: Option<PathBuf>,
+
+    /// Also take unmodified CPython clients (multiprocessing.managers' SyncManager or
+    /// BaseManager) at this second address; announced as `serving CPython clients on ADDR`
+    #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+    python_address: Option<Address>,
 }
 
 #[derive(Debug, Args)]
@@ -175,6 +180,11 @@ struct InfoArgs {
     /// Print the server's DebugInfo as JSON instead of a table
     #[arg(long)]
     json: bool,
+
+    /// The server is a CPython manager (multiprocessing.managers): print its object count
+    /// and its own debug_info() text
+    #[arg(long)]
+    python: bool,
 }
 
 #[derive(Debug, Args)]
@@ -262,20 +272,17 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
         let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
 
-        let server = Server::bind(
-            manager::sync::registry(),
-            &args.address,
-            key,
-            ServerConfig::default(),
-        )
-        .await
-        .map_err(|e| {
-            // A key generated for a server that never ran would only be in the way of a retry.
-            if let Some(path) = &args.generate_authkey_file {
-                let _ = std::fs::remove_file(path);
-            }
-            Failure::failed(format!("cannot serve on {}: {e}", args.address))
-        })?;
+        let mut config = ServerConfig::default();
+        config.python_address = args.python_address.clone();
+        let server = Server::bind(manager::sync::registry(), &args.address, key, config)
+            .await
+            .map_err(|e| {
+                // A key generated for a server that never ran would only be in the way of a retry.
+                if let Some(path) = &args.generate_authkey_file {
+                    let _ = std::fs::remove_file(path);
+                }
+                Failure::failed(format!("cannot serve on {}: {e}", args.address))
+            })?;
 
         let stop = server.shutdown_handle();
         tokio::spawn(async move {
@@ -288,6 +295,11 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             stop.shutdown();
         });
 
+        if let Some(python) = server.python_address() {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "serving CPython clients on {python}").and_then(|()| out.flush());
+        }
         announce(server.address());
         server
             .serve_forever()
@@ -346,6 +358,9 @@ fn explain(error: &Error, address: &Address) -> Failure {
 }
 
 fn info(args: InfoArgs) -> Result<(), Failure> {
+    if args.python {
+        return python_info(&args);
+    }
     let info = with_manager(
         &args.client,
         |manager| async move { manager.debug_info().await },
@@ -357,6 +372,37 @@ fn info(args: InfoArgs) -> Result<(), Failure> {
         json
     } else {
         table::render(&info)
+    };
+    print(&text)
+}
+
+/// `info --python`: a CPython manager's object count and its own debug text.
+fn python_info(args: &InfoArgs) -> Result<(), Failure> {
+    let key: AuthKey = authkey::client_key(args.client.authkey_file.as_deref())?;
+    let address = &args.client.address;
+    let (objects, debug) = runtime(false)?.block_on(async {
+        let job = async {
+            let manager = manager::python::client::PyManager::connect(address, &key).await?;
+            let objects = manager.number_of_objects().await?;
+            let debug = manager.debug_info().await?;
+            Ok::<_, Error>((objects, debug))
+        };
+        match tokio::time::timeout(Duration::from_secs(args.client.timeout), job).await {
+            Ok(result) => result.map_err(|e| explain(&e, address)),
+            Err(_) => Err(Failure::failed(format!(
+                "no answer from {address} within {} s (--timeout)",
+                args.client.timeout
+            ))),
+        }
+    })?;
+    let text = if args.json {
+        let json = serde_json::json!({ "objects": objects, "debug_info": debug });
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        )
+    } else {
+        format!("server   {address} (CPython)\nobjects  {objects}\n\n{debug}\n")
     };
     print(&text)
 }

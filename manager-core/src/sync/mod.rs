@@ -34,15 +34,31 @@ use crate::registry::{Register, Registry};
 use crate::server::{CallContext, Retained};
 use crate::value::{to_value, Value};
 
+mod barrier;
+mod condition;
 mod containers;
 mod dict;
+mod event;
 mod list;
+mod lock;
 mod namespace;
+mod queue;
+mod semaphore;
 mod shared_value;
 
+pub use barrier::{BarrierProxy, BlockingBarrierProxy};
+pub use condition::{BlockingConditionProxy, ConditionProxy};
 pub use dict::{BlockingDictProxy, DictProxy};
+pub use event::{BlockingEventProxy, EventProxy};
 pub use list::{BlockingListProxy, ListProxy};
+pub use lock::{
+    BlockingLockGuard, BlockingLockProxy, BlockingRLockProxy, LockGuard, LockProxy, RLockProxy,
+};
 pub use namespace::{BlockingNamespaceProxy, NamespaceProxy};
+pub use queue::{BlockingJoinableQueueProxy, BlockingQueueProxy, JoinableQueueProxy, QueueProxy};
+pub use semaphore::{
+    BlockingBoundedSemaphoreProxy, BlockingSemaphoreProxy, BoundedSemaphoreProxy, SemaphoreProxy,
+};
 pub use shared_value::{ArrayProxy, BlockingArrayProxy, BlockingValueProxy, ValueProxy};
 
 /// The typeids of the built-in types, as Python's `SyncManager` names them.
@@ -57,6 +73,24 @@ pub mod typeids {
     pub const VALUE: &str = "Value";
     /// `Array`: [`super::ArrayProxy`].
     pub const ARRAY: &str = "Array";
+    /// `Queue`: [`super::QueueProxy`].
+    pub const QUEUE: &str = "Queue";
+    /// `JoinableQueue`: [`super::JoinableQueueProxy`].
+    pub const JOINABLE_QUEUE: &str = "JoinableQueue";
+    /// `Event`: [`super::EventProxy`].
+    pub const EVENT: &str = "Event";
+    /// `Barrier`: [`super::BarrierProxy`].
+    pub const BARRIER: &str = "Barrier";
+    /// `Lock`: [`super::LockProxy`].
+    pub const LOCK: &str = "Lock";
+    /// `RLock`: [`super::RLockProxy`].
+    pub const RLOCK: &str = "RLock";
+    /// `Semaphore`: [`super::SemaphoreProxy`].
+    pub const SEMAPHORE: &str = "Semaphore";
+    /// `BoundedSemaphore`: [`super::BoundedSemaphoreProxy`].
+    pub const BOUNDED_SEMAPHORE: &str = "BoundedSemaphore";
+    /// `Condition`: [`super::ConditionProxy`].
+    pub const CONDITION: &str = "Condition";
 }
 
 /// A type that can be stored in a built-in container: any serde type (proxies included).
@@ -93,6 +127,12 @@ pub fn register(registry: &mut Registry) -> Result<(), Error> {
         typeids::ARRAY,
         shared_value::ArrayObject::new,
     ))?;
+    queue::register(registry)?;
+    event::register(registry)?;
+    barrier::register(registry)?;
+    lock::register(registry)?;
+    semaphore::register(registry)?;
+    condition::register(registry)?;
     Ok(())
 }
 

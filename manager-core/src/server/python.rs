@@ -1,0 +1,1128 @@
+//! Serving unmodified CPython clients (`multiprocessing.managers.BaseManager`/`SyncManager`).
+//!
+//! A CPython client speaks `multiprocessing.connection` (its frames and HMAC challenges) and
+//! pickles `(ident, methodname, args, kwds)` requests. This module decodes them with
+//! [`crate::python::pickle`] into [`Value`]s, and runs them through the very dispatchers native
+//! clients use: the arguments reach a `#[shared]` method through `Value` as the serde
+//! deserializer, by position or by parameter name, and results leave through `to_value`. The
+//! built-in types answer to the method names of CPython's proxies (`__getitem__`, `acquire`,
+//! `__getattribute__`, ...).
+//!
+//! References: CPython clients keep no connection per proxy (they open one for every
+//! `create`, `incref` and `decref`), so the references they take belong to the server's
+//! CPython clients as a whole, as in CPython's own server; a CPython client killed with SIGKILL
+//! leaves its references behind, as it does there. Two things are tracked better than CPython
+//! does: the reference a `#PROXY` reply hands over belongs to the method connection that
+//! received it until the client's own `decref` takes it over, so a client that fails to build
+//! the proxy (an unregistered typeid) does not leak the object past that connection; and locks,
+//! semaphores and waits of a method connection (one per client thread) are released when it
+//! closes.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Weak;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::*;
+use crate::python::pickle::{id_from_hex, id_to_hex};
+use crate::python::{PyConnection, PyException, PyProxy, PyValue};
+use crate::transport::Stream;
+use crate::value::to_value;
+
+/// What the CPython clients of a server hold together, and the `#PROXY` references waiting
+/// for their client's `decref`.
+#[derive(Default)]
+pub(super) struct PythonRefs {
+    owner: Mutex<Option<Arc<Connection>>>,
+    handed: Mutex<HashMap<u64, Vec<Weak<Connection>>>>,
+}
+
+impl PythonRefs {
+    /// The pseudo-connection that holds the references CPython clients take.
+    fn owner(&self, state: &Arc<State>) -> Arc<Connection> {
+        self.owner
+            .lock()
+            .get_or_insert_with(|| pseudo_connection(state))
+            .clone()
+    }
+
+    /// Releases everything CPython clients held (the server is stopping).
+    pub(super) fn release(&self) {
+        if let Some(owner) = self.owner.lock().take() {
+            owner.closed.cancel();
+            owner.release_all();
+        }
+    }
+}
+
+/// A connection record with no socket of its own: it owns references, and gives method calls
+/// a [`CallContext`].
+fn pseudo_connection(state: &Arc<State>) -> Arc<Connection> {
+    let (tx, _) = mpsc::unbounded_channel();
+    Arc::new(Connection {
+        id: state.next_connection.fetch_add(1, Ordering::Relaxed),
+        state: state.clone(),
+        held: Mutex::new(HashMap::new()),
+        tx,
+        closed: state.stop.child_token(),
+        cleanups: Mutex::new(HashMap::new()),
+        in_flight: Arc::new(Semaphore::new(1)),
+        calls: Mutex::new(HashMap::new()),
+        queued: Arc::new(Queued::default()),
+    })
+}
+
+/// Serves one CPython client connection.
+pub(super) async fn handle_python(state: Arc<State>, stream: Stream) {
+    #[allow(unreachable_patterns)]
+    match stream {
+        Stream::Tcp(stream) => {
+            let fd = stream.as_raw_fd();
+            serve(state, stream, Some(fd)).await
+        }
+        Stream::Unix(stream) => serve(state, stream, None).await,
+        _ => tracing::warn!("CPython clients are served over plain TCP and Unix sockets only"),
+    }
+}
+
+/// CPython clients write a request as two small segments; with Nagle on their side and delayed
+/// acknowledgements on ours, each control request would stall for 40 ms. Asking for a quick
+/// acknowledgement before every read avoids it (Linux re-arms delayed ACKs, so it is done each
+/// time).
+fn quick_ack(fd: Option<RawFd>) {
+    #[cfg(target_os = "linux")]
+    if let Some(fd) = fd {
+        let one: libc::c_int = 1;
+        // SAFETY: fd is the open socket this connection owns; the option value is a c_int.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
+async fn serve<S>(state: Arc<State>, stream: S, fd: Option<RawFd>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = PyConnection::new(stream).with_max_frame(state.config.max_frame);
+    let handshake = tokio::select! {
+        result = tokio::time::timeout(state.config.handshake_timeout, conn.server_handshake(&state.authkey)) => result,
+        _ = state.stop.cancelled() => return,
+    };
+    match handshake {
+        Ok(Ok(_)) => {}
+        Ok(Err(Error::Auth(message))) => {
+            tracing::warn!("refused a CPython client with a wrong authkey: {message}");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("CPython handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("a CPython client did not complete the handshake in time");
+            return;
+        }
+    }
+    state.connections.fetch_add(1, Ordering::Relaxed);
+    let me = pseudo_connection(&state);
+    let mut methods = false;
+    loop {
+        quick_ack(fd);
+        let message = tokio::select! {
+            _ = me.closed.cancelled() => break,
+            message = conn.recv() => message,
+        };
+        let request = match message {
+            Ok(Some(request)) => request,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("closing a CPython connection: {e}");
+                break;
+            }
+        };
+        let request = Request::parse(request).map(|mut request| {
+            let (native, python) = (Some(&state.address), state.python_address.as_ref());
+            request
+                .args
+                .iter_mut()
+                .for_each(|v| retarget(v, python, native));
+            request
+                .kwds
+                .iter_mut()
+                .for_each(|(_, v)| retarget(v, python, native));
+            request
+        });
+        let (reply, after) = match request {
+            Err(message) => (traceback("TypeError", &message), After::Close),
+            Ok(request) if request.ident.is_none() => control(&me, request, &mut methods),
+            Ok(_) if !methods => (
+                traceback(
+                    "RuntimeError",
+                    "method calls come after accept_connection on this connection",
+                ),
+                After::Close,
+            ),
+            Ok(request) => {
+                // A CPython client sends nothing while it waits; anything read meanwhile means it
+                // is gone (or broke the protocol), and the call is dropped.
+                let call = call(&me, request);
+                tokio::select! {
+                    reply = call => (reply, After::Continue),
+                    _ = me.closed.cancelled() => break,
+                    _ = conn.recv() => break,
+                }
+            }
+        };
+        if let Err(e) = conn.send(&reply).await {
+            tracing::debug!("cannot answer a CPython client: {e}");
+            break;
+        }
+        match after {
+            After::Continue => {}
+            After::Close => break,
+            After::Stop => {
+                state.stop.cancel();
+                break;
+            }
+        }
+    }
+    me.closed.cancel();
+    me.run_cleanups();
+    me.release_all();
+    state.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Rewrites the address of every proxy token inside `value` from `from` to `to`: CPython
+/// clients know the server by its CPython address, the object table by its native one.
+fn retarget(value: &mut Value, from: Option<&Address>, to: Option<&Address>) {
+    let (Some(from), Some(to)) = (from, to) else {
+        return;
+    };
+    match value {
+        Value::Proxy(token) if &token.address == from => token.address = to.clone(),
+        Value::List(items) | Value::Tuple(items) => items
+            .iter_mut()
+            .for_each(|v| retarget(v, Some(from), Some(to))),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            retarget(k, Some(from), Some(to));
+            retarget(v, Some(from), Some(to));
+        }),
+        _ => {}
+    }
+}
+
+/// What to do after a reply.
+enum After {
+    Continue,
+    Close,
+    Stop,
+}
+
+/// A request `(ident, methodname, args, kwds)`.
+struct Request {
+    ident: Option<String>,
+    method: String,
+    args: Vec<Value>,
+    kwds: Vec<(String, Value)>,
+}
+
+impl Request {
+    fn parse(request: PyValue) -> Result<Request, String> {
+        let PyValue::Tuple(mut parts) = request else {
+            return Err("a request must be the tuple (ident, methodname, args, kwds)".into());
+        };
+        if parts.len() != 4 {
+            return Err(format!("a request has 4 items, not {}", parts.len()));
+        }
+        let kwds = parts.pop().unwrap_or_default();
+        let args = parts.pop().unwrap_or_default();
+        let method = parts.pop().unwrap_or_default();
+        let ident = parts.pop().unwrap_or_default();
+        let ident = match ident {
+            PyValue::None => None,
+            PyValue::Str(ident) => Some(ident),
+            other => return Err(format!("an ident is a str, not a {}", other.kind())),
+        };
+        let PyValue::Str(method) = method else {
+            return Err("a method name is a str".into());
+        };
+        let args = match args {
+            PyValue::Tuple(args) | PyValue::List(args) => args,
+            other => return Err(format!("args is a tuple, not a {}", other.kind())),
+        };
+        let args = args
+            .into_iter()
+            .map(PyValue::into_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let kwds = match kwds {
+            PyValue::Dict(entries) => entries
+                .into_iter()
+                .map(|(k, v)| match k {
+                    PyValue::Str(k) => Ok((k, v.into_value().map_err(|e| e.to_string())?)),
+                    other => Err(format!("a keyword is a str, not a {}", other.kind())),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            PyValue::None => Vec::new(),
+            other => return Err(format!("kwds is a dict, not a {}", other.kind())),
+        };
+        Ok(Request {
+            ident,
+            method,
+            args,
+            kwds,
+        })
+    }
+}
+
+fn reply(kind: &str, payload: PyValue) -> PyValue {
+    PyValue::Tuple(vec![PyValue::str(kind), payload])
+}
+
+fn ok(value: PyValue) -> PyValue {
+    reply("#RETURN", value)
+}
+
+/// A `#TRACEBACK` reply: CPython clients raise `RemoteError` with the text.
+fn traceback(exception: &str, message: &str) -> PyValue {
+    reply(
+        "#TRACEBACK",
+        PyValue::str(format!(
+            "Traceback (most recent call last):\n  (raised by a Rust manager server)\n{exception}: {message}\n"
+        )),
+    )
+}
+
+/// An `#ERROR` reply: CPython clients raise the exception itself.
+fn raise(module: &str, name: &str, args: Vec<PyValue>) -> PyValue {
+    reply(
+        "#ERROR",
+        PyValue::Exception(PyException::new(module, name, args)),
+    )
+}
+
+/// The reply for a remote error, as the exception CPython would raise.
+fn error_reply(error: RemoteError) -> PyValue {
+    let message = || vec![PyValue::str(error.message.clone())];
+    match error.kind {
+        RemoteErrorKind::Index => raise("builtins", "IndexError", message()),
+        RemoteErrorKind::Key => raise("builtins", "KeyError", message()),
+        RemoteErrorKind::InvalidValue => raise("builtins", "ValueError", message()),
+        RemoteErrorKind::Attribute => raise("builtins", "AttributeError", message()),
+        RemoteErrorKind::Empty => raise("queue", "Empty", Vec::new()),
+        RemoteErrorKind::Full => raise("queue", "Full", Vec::new()),
+        RemoteErrorKind::BrokenBarrier => raise("threading", "BrokenBarrierError", Vec::new()),
+        RemoteErrorKind::Runtime | RemoteErrorKind::Limit => {
+            raise("builtins", "RuntimeError", message())
+        }
+        RemoteErrorKind::BadArguments => raise("builtins", "TypeError", message()),
+        RemoteErrorKind::UnknownTypeid | RemoteErrorKind::UnknownObject => {
+            traceback("KeyError", &error.message)
+        }
+        RemoteErrorKind::NotExposed | RemoteErrorKind::NoSuchMethod => {
+            traceback("AttributeError", &error.message)
+        }
+        _ => traceback("RuntimeError", &error.to_string()),
+    }
+}
+
+fn single_ident(request: &Request) -> Result<u64, PyValue> {
+    match request.args.as_slice() {
+        [Value::Str(ident)] => {
+            id_from_hex(ident).ok_or_else(|| traceback("KeyError", &format!("{ident:?}")))
+        }
+        _ => Err(traceback("TypeError", "expected one ident")),
+    }
+}
+
+/// A control request (`ident` is `None`).
+fn control(me: &Arc<Connection>, mut request: Request, methods: &mut bool) -> (PyValue, After) {
+    let state = &me.state;
+    let refs = &state.python;
+    let answer = match request.method.as_str() {
+        "dummy" => ok(PyValue::None),
+        "accept_connection" => {
+            *methods = true;
+            ok(PyValue::None)
+        }
+        "shutdown" => return (ok(PyValue::None), After::Stop),
+        "number_of_objects" => ok(PyValue::Int(state.table.lock().slots.len() as i128)),
+        "debug_info" => {
+            let info = state.debug_info();
+            let lines: Vec<String> = info
+                .objects
+                .iter()
+                .map(|o| {
+                    format!(
+                        "  {}:       refcount={}\n    {}",
+                        id_to_hex(o.id),
+                        o.refcount,
+                        o.type_name
+                    )
+                })
+                .collect();
+            ok(PyValue::str(lines.join("\n")))
+        }
+        "create" => {
+            if request.args.is_empty() {
+                return (
+                    traceback("TypeError", "create needs a typeid"),
+                    After::Continue,
+                );
+            }
+            let Value::Str(typeid) = request.args.remove(0) else {
+                return (traceback("TypeError", "a typeid is a str"), After::Continue);
+            };
+            let owner = refs.owner(state);
+            let args = match create_args(&typeid, request.args, request.kwds) {
+                Ok(args) => args,
+                Err(message) => return (traceback("TypeError", &message), After::Continue),
+            };
+            match owner.create(&typeid, Args::Value(args)) {
+                Reply::Proxy(token) => ok(PyValue::Tuple(vec![
+                    PyValue::str(id_to_hex(token.id)),
+                    exposed_of(state, token.id),
+                ])),
+                Reply::Error(e) => error_reply(e),
+                other => traceback("RuntimeError", &format!("unexpected {other:?}")),
+            }
+        }
+        "incref" => match single_ident(&request) {
+            Ok(id) => match refs.owner(state).acquire(id) {
+                Some(_) => ok(PyValue::None),
+                None => traceback("KeyError", &format!("'{}'", id_to_hex(id))),
+            },
+            Err(reply) => reply,
+        },
+        "decref" => match single_ident(&request) {
+            Ok(id) => {
+                // The reference a #PROXY reply handed to a method connection, if one waits.
+                let handed = {
+                    let mut handed = refs.handed.lock();
+                    let taken = handed.get_mut(&id).and_then(|waiting| waiting.pop());
+                    if handed.get(&id).is_some_and(|w| w.is_empty()) {
+                        handed.remove(&id);
+                    }
+                    taken
+                };
+                match handed.and_then(|conn| conn.upgrade()) {
+                    Some(conn) if conn.held.lock().contains_key(&id) => conn.decref(id),
+                    _ => refs.owner(state).decref(id),
+                }
+                ok(PyValue::None)
+            }
+            Err(reply) => reply,
+        },
+        "get_methods" => match request.args.as_slice() {
+            [Value::Proxy(token)] => ok(exposed_of(state, token.id)),
+            _ => traceback("TypeError", "get_methods takes a token"),
+        },
+        other => traceback("AssertionError", &format!("{other:?} unrecognized")),
+    };
+    (answer, After::Continue)
+}
+
+/// Whether `entry` is one of the built-in types of `manager::sync`.
+fn builtin(entry: &Entry) -> bool {
+    entry.type_name.starts_with("manager_core::sync::")
+}
+
+/// The names a CPython proxy may call on the object, as its `create` reply lists them.
+fn exposed_of(state: &State, id: u64) -> PyValue {
+    let entry = state
+        .table
+        .lock()
+        .slots
+        .get(&id)
+        .map(|slot| slot.object.entry.clone());
+    let names: Vec<String> = match entry {
+        Some(entry) if builtin(&entry) => python_names(&entry.typeid)
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+        Some(entry) => entry.exposed_names(),
+        None => Vec::new(),
+    };
+    PyValue::Tuple(names.into_iter().map(PyValue::Str).collect())
+}
+
+/// The exposed names of CPython's proxies for the built-in typeids.
+fn python_names(typeid: &str) -> &'static [&'static str] {
+    match typeid {
+        "list" => &[
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__setitem__",
+            "append",
+            "count",
+            "extend",
+            "index",
+            "insert",
+            "pop",
+            "remove",
+            "reverse",
+        ],
+        "dict" => &[
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__setitem__",
+            "clear",
+            "copy",
+            "get",
+            "items",
+            "keys",
+            "pop",
+            "popitem",
+            "setdefault",
+            "update",
+            "values",
+        ],
+        "Namespace" => &["__getattribute__", "__setattr__", "__delattr__"],
+        "Value" => &["get", "set"],
+        "Array" => &["__len__", "__getitem__", "__setitem__"],
+        "Queue" | "JoinableQueue" => &[
+            "empty",
+            "full",
+            "get",
+            "get_nowait",
+            "join",
+            "put",
+            "put_nowait",
+            "qsize",
+            "task_done",
+        ],
+        "Event" => &["is_set", "set", "clear", "wait"],
+        "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => &["acquire", "release"],
+        "Condition" => &["acquire", "release", "wait", "notify", "notify_all"],
+        "Barrier" => &["__getattribute__", "wait", "abort", "reset"],
+        _ => &[],
+    }
+}
+
+/// The arguments of a built-in type's factory, from what CPython's `SyncManager` sends.
+fn create_args(
+    typeid: &str,
+    args: Vec<Value>,
+    kwds: Vec<(String, Value)>,
+) -> Result<Value, String> {
+    let kw = |name: &str| kwds.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let pairs = |value: Value| -> Result<Value, String> {
+        match value {
+            Value::Map(entries) => Ok(Value::List(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| Value::Tuple(vec![k, v]))
+                    .collect(),
+            )),
+            Value::List(items) | Value::Tuple(items) => Ok(Value::List(items)),
+            other => Err(format!("cannot make a dict from a {}", other.kind())),
+        }
+    };
+    let plain = |args: Vec<Value>, kwds: &Vec<(String, Value)>| -> Result<Value, String> {
+        if !kwds.is_empty() {
+            return Err("keyword arguments are not accepted here".into());
+        }
+        Ok(Value::Tuple(args))
+    };
+    let mut args = args;
+    match typeid {
+        "list" => Ok(Value::Tuple(vec![args
+            .pop()
+            .map(|seq| match seq {
+                Value::Tuple(items) => Value::List(items),
+                other => other,
+            })
+            .unwrap_or(Value::List(Vec::new()))])),
+        "dict" => {
+            let mut items = match args.pop() {
+                Some(value) => pairs(value)?,
+                None => Value::List(Vec::new()),
+            };
+            if let Value::List(items) = &mut items {
+                for (k, v) in kwds {
+                    items.push(Value::Tuple(vec![Value::Str(k), v]));
+                }
+            }
+            Ok(Value::Tuple(vec![items]))
+        }
+        "Namespace" => Ok(Value::Tuple(vec![Value::List(
+            kwds.into_iter()
+                .map(|(k, v)| Value::Tuple(vec![Value::Str(k), v]))
+                .collect(),
+        )])),
+        // Value(typecode, value, lock=True), Array(typecode, sequence, lock=True): the typecode
+        // and lock mean nothing to a value that holds any type.
+        "Value" => match args.into_iter().nth(1).or_else(|| kw("value")) {
+            Some(value) => Ok(Value::Tuple(vec![value])),
+            None => Err("Value(typecode, value) needs a value".into()),
+        },
+        "Array" => match args.into_iter().nth(1).or_else(|| kw("sequence")) {
+            Some(Value::Tuple(items)) | Some(Value::List(items)) => {
+                Ok(Value::Tuple(vec![Value::List(items)]))
+            }
+            Some(Value::Int(n)) => Ok(Value::Tuple(vec![Value::List(vec![
+                Value::Int(0);
+                n.clamp(0, 1 << 24)
+                    as usize
+            ])])),
+            _ => Err("Array(typecode, sequence) needs a sequence".into()),
+        },
+        "Queue" | "JoinableQueue" => Ok(Value::Tuple(vec![args
+            .pop()
+            .or_else(|| kw("maxsize"))
+            .unwrap_or(Value::Int(0))])),
+        "Semaphore" | "BoundedSemaphore" => Ok(Value::Tuple(vec![args
+            .pop()
+            .or_else(|| kw("value"))
+            .unwrap_or(Value::Int(1))])),
+        "Barrier" => {
+            let parties = args.first().cloned().or_else(|| kw("parties"));
+            let timeout = args.get(2).cloned().or_else(|| kw("timeout"));
+            match parties {
+                Some(parties) => Ok(Value::Tuple(vec![parties, timeout.unwrap_or(Value::None)])),
+                None => Err("Barrier(parties) needs parties".into()),
+            }
+        }
+        "Lock" | "RLock" | "Event" | "Condition" => Ok(Value::Tuple(Vec::new())),
+        _ => plain(args, &kwds),
+    }
+}
+
+/// How a CPython request to a built-in type maps onto its Rust method.
+struct Translated {
+    method: &'static str,
+    args: Vec<Value>,
+    kwds: Vec<(String, Value)>,
+    after: Post,
+}
+
+/// What to do with a result before it goes back.
+enum Post {
+    Keep,
+    /// The Python method returns `None` (`d[k] = v` returns nothing).
+    Nothing,
+    /// `dict.get(k, default)` and `dict.pop(k, default)`: the default when the result is `None`.
+    OrDefault(Value),
+    /// A list of pairs that Python expects as a dict.
+    Dict,
+    /// `KeyError(key)`, as `dict[key]` raises it.
+    KeyErrorOf(Value),
+}
+
+fn slice_bounds(value: &Value) -> Option<Result<(Value, Value), String>> {
+    let Value::Map(entries) = value else {
+        return None;
+    };
+    match entries.as_slice() {
+        [(Value::Str(tag), Value::Tuple(parts))] if tag == crate::python::pickle::SLICE_TAG => {
+            match parts.as_slice() {
+                [start, stop, Value::None] | [start, stop, Value::Int(1)] => {
+                    Some(Ok((start.clone(), stop.clone())))
+                }
+                _ => Some(Err("slices with a step are not supported".into())),
+            }
+        }
+        _ => None,
+    }
+}
+
+fn translate(
+    typeid: &str,
+    method: &str,
+    mut args: Vec<Value>,
+    kwds: Vec<(String, Value)>,
+) -> Result<Translated, String> {
+    let same = |method: &'static str, args, kwds| Translated {
+        method,
+        args,
+        kwds,
+        after: Post::Keep,
+    };
+    let first = args.first().cloned().unwrap_or_default();
+    let unsupported = || Err(format!("{typeid}.{method} is not supported by this server"));
+    Ok(match (typeid, method) {
+        ("list", "__len__") | ("dict", "__len__") | ("Array", "__len__") => same("len", args, kwds),
+        ("list", "__contains__") => same("contains", args, kwds),
+        ("list", "__getitem__") | ("Array", "__getitem__") => match slice_bounds(&first) {
+            Some(bounds) if typeid == "list" => {
+                let (start, stop) = bounds?;
+                same("getslice", vec![start, stop], kwds)
+            }
+            Some(_) => return unsupported(),
+            None => same("getitem", args, kwds),
+        },
+        ("list", "__setitem__") | ("Array", "__setitem__") => match slice_bounds(&first) {
+            Some(bounds) if typeid == "list" => {
+                let (start, stop) = bounds?;
+                let items = args.pop().unwrap_or_default();
+                same("setslice", vec![start, stop, items], kwds)
+            }
+            Some(_) => return unsupported(),
+            None => same("setitem", args, kwds),
+        },
+        ("list", "__delitem__") => match slice_bounds(&first) {
+            Some(bounds) => {
+                let (start, stop) = bounds?;
+                same("delslice", vec![start, stop], kwds)
+            }
+            None => same("delitem", args, kwds),
+        },
+        ("list", "index") => same("index", args.into_iter().take(1).collect(), kwds),
+        ("list", name) => match name {
+            "append" => same("append", args, kwds),
+            "count" => same("count", args, kwds),
+            "extend" => same("extend", args, kwds),
+            "insert" => same("insert", args, kwds),
+            "pop" => same("pop", args, kwds),
+            "remove" => same("remove", args, kwds),
+            "reverse" => same("reverse", args, kwds),
+            "clear" => same("clear", args, kwds),
+            "#GETVALUE" => same("to_vec", args, kwds),
+            _ => return unsupported(),
+        },
+        ("dict", "__getitem__") => Translated {
+            method: "getitem",
+            args,
+            kwds,
+            after: Post::KeyErrorOf(first),
+        },
+        ("dict", "__setitem__") => Translated {
+            method: "setitem",
+            args,
+            kwds,
+            after: Post::Nothing,
+        },
+        ("dict", "__delitem__") => Translated {
+            method: "pop",
+            args,
+            kwds,
+            after: Post::KeyErrorOf(first),
+        },
+        ("dict", "__contains__") => same("contains_key", args, kwds),
+        ("dict", "get") => {
+            let default = args.get(1).cloned().unwrap_or_default();
+            Translated {
+                method: "get",
+                args: args.into_iter().take(1).collect(),
+                kwds,
+                after: Post::OrDefault(default),
+            }
+        }
+        ("dict", "pop") if args.len() >= 2 => {
+            let default = args[1].clone();
+            Translated {
+                method: "remove",
+                args: args.into_iter().take(1).collect(),
+                kwds,
+                after: Post::OrDefault(default),
+            }
+        }
+        ("dict", "pop") => Translated {
+            method: "pop",
+            args,
+            kwds,
+            after: Post::KeyErrorOf(first),
+        },
+        ("dict", "update") => {
+            let mut items = match args.pop() {
+                Some(Value::Map(entries)) => entries,
+                Some(Value::List(items)) | Some(Value::Tuple(items)) => items
+                    .into_iter()
+                    .map(|pair| match pair {
+                        Value::Tuple(mut kv) | Value::List(mut kv) if kv.len() == 2 => {
+                            let v = kv.pop().unwrap_or_default();
+                            Ok((kv.pop().unwrap_or_default(), v))
+                        }
+                        _ => Err("update() takes pairs".to_string()),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(other) => return Err(format!("cannot update a dict from a {}", other.kind())),
+                None => Vec::new(),
+            };
+            items.extend(kwds.into_iter().map(|(k, v)| (Value::Str(k), v)));
+            let items = items
+                .into_iter()
+                .map(|(k, v)| Value::Tuple(vec![k, v]))
+                .collect();
+            same("update", vec![Value::List(items)], Vec::new())
+        }
+        ("dict", "copy") | ("dict", "#GETVALUE") => Translated {
+            method: "items",
+            args,
+            kwds,
+            after: Post::Dict,
+        },
+        ("dict", name) => match name {
+            "clear" => same("clear", args, kwds),
+            "items" => same("items", args, kwds),
+            "keys" => same("keys", args, kwds),
+            "values" => same("values", args, kwds),
+            "popitem" => same("popitem", args, kwds),
+            "setdefault" => same("setdefault", args, kwds),
+            _ => return unsupported(),
+        },
+        ("Namespace", "__getattribute__") => same("getattr", args, kwds),
+        ("Namespace", "__setattr__") => same("setattr", args, kwds),
+        ("Namespace", "__delattr__") => same("delattr", args, kwds),
+        ("Barrier", "__getattribute__") => match &first {
+            Value::Str(name) if name == "parties" => same("parties", Vec::new(), kwds),
+            Value::Str(name) if name == "n_waiting" => same("n_waiting", Vec::new(), kwds),
+            Value::Str(name) if name == "broken" => same("broken", Vec::new(), kwds),
+            _ => return unsupported(),
+        },
+        ("Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" | "Condition", "acquire") => {
+            // threading's "wait forever" is a negative timeout; here it is None.
+            let forever = |v: &mut Value| {
+                if matches!(v, Value::Int(i) if *i < 0) || matches!(v, Value::Float(f) if *f < 0.0)
+                {
+                    *v = Value::None;
+                }
+            };
+            if let Some(timeout) = args.get_mut(1) {
+                forever(timeout);
+            }
+            let mut kwds = kwds;
+            for (k, v) in &mut kwds {
+                if k == "timeout" {
+                    forever(v);
+                }
+            }
+            same("acquire", args, kwds)
+        }
+        (_, name) => {
+            let known = python_names(typeid).contains(&name)
+                || matches!(name, "maxsize" | "get_value" | "locked");
+            if !known {
+                return unsupported();
+            }
+            let method: &'static str = python_names(typeid)
+                .iter()
+                .copied()
+                .find(|n| *n == name)
+                .unwrap_or(match name {
+                    "maxsize" => "maxsize",
+                    "get_value" => "get_value",
+                    _ => "locked",
+                });
+            same(method, args, kwds)
+        }
+    })
+}
+
+/// The default of a parameter a CPython client left out.
+fn default_for(param: &str) -> Value {
+    match param {
+        "block" | "blocking" => Value::Bool(true),
+        "n" => Value::Int(1),
+        "owner" => Value::Int(0),
+        _ => Value::None,
+    }
+}
+
+/// Arranges positional and keyword arguments in the order of the method's parameters.
+fn arrange(
+    params: &[&str],
+    args: Vec<Value>,
+    mut kwds: Vec<(String, Value)>,
+) -> Result<Value, RemoteError> {
+    let bad = |message: String| RemoteError::new(RemoteErrorKind::BadArguments, "", "", message);
+    if args.len() > params.len() {
+        return Err(bad(format!(
+            "takes {} positional arguments but {} were given",
+            params.len(),
+            args.len()
+        )));
+    }
+    let mut arranged = args;
+    for param in &params[arranged.len()..] {
+        match kwds.iter().position(|(k, _)| k == param) {
+            Some(i) => arranged.push(kwds.remove(i).1),
+            None => arranged.push(default_for(param)),
+        }
+    }
+    if let Some((k, _)) = kwds.first() {
+        return Err(bad(format!("got an unexpected keyword argument {k:?}")));
+    }
+    Ok(Value::Tuple(arranged))
+}
+
+/// A method call on an object.
+async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
+    let Some(id) = request.ident.as_deref().and_then(id_from_hex) else {
+        return traceback("KeyError", &format!("{:?}", request.ident));
+    };
+    let object = me
+        .state
+        .table
+        .lock()
+        .slots
+        .get(&id)
+        .map(|slot| slot.object.clone());
+    let Some(object) = object else {
+        return traceback("KeyError", &format!("'{}'", id_to_hex(id)));
+    };
+    let entry = object.entry.clone();
+    let is_builtin = builtin(&entry);
+    let translated = if is_builtin {
+        translate(&entry.typeid, &request.method, request.args, request.kwds)
+    } else {
+        Ok(Translated {
+            method: "",
+            args: request.args,
+            kwds: request.kwds,
+            after: Post::Keep,
+        })
+    };
+    let translated = match translated {
+        Ok(t) => t,
+        Err(message) => return traceback("AttributeError", &message),
+    };
+    let name = if is_builtin {
+        translated.method
+    } else {
+        request.method.as_str()
+    };
+    let index = match entry.method(name) {
+        Some((index, true)) => index,
+        _ if request.method == "#GETVALUE"
+            || request.method == "__repr__"
+            || request.method == "__str__" =>
+        {
+            return ok(PyValue::str(format!(
+                "<{} object {}>",
+                entry.typeid,
+                id_to_hex(id)
+            )));
+        }
+        _ => {
+            return traceback(
+                "AttributeError",
+                &format!(
+                    "method {:?} of {:?} object is not in exposed={:?}",
+                    request.method,
+                    entry.type_name,
+                    entry.exposed_names()
+                ),
+            )
+        }
+    };
+    let arranged = match arrange(
+        entry.methods[index].params,
+        translated.args,
+        translated.kwds,
+    ) {
+        Ok(args) => args,
+        Err(mut e) => {
+            e.typeid = entry.typeid.to_string();
+            e.method = request.method.clone();
+            return error_reply(e);
+        }
+    };
+    let context = CallContext {
+        conn: me.clone(),
+        object: id,
+    };
+    let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        Args::Value(arranged).decode(|de| object.referent.clone().dispatch(index, de, context))
+    }));
+    let future = match dispatched {
+        Ok(Ok(Ok(future))) => future,
+        Ok(Ok(Err(e))) => return error_reply(dispatch_error(&entry, &request.method, e)),
+        Ok(Err(message)) => return traceback("TypeError", &message),
+        Err(panic) => return traceback("RuntimeError", &panic_message(&panic)),
+    };
+    let outcome = match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            return traceback(
+                "RuntimeError",
+                &format!("the method panicked: {}", panic_message(&panic)),
+            )
+        }
+    };
+    match outcome {
+        Outcome::Failed(e) => error_reply(e),
+        Outcome::Raised(raised) => {
+            let type_name = raised.type_name();
+            let value = to_value(&*raised as &dyn erased_serde::Serialize).ok();
+            match raised.into_any().downcast::<RemoteError>() {
+                Ok(remote) => match translated.after {
+                    Post::KeyErrorOf(key) if remote.kind == RemoteErrorKind::Key => {
+                        raise("builtins", "KeyError", vec![PyValue::from_value(key)])
+                    }
+                    _ => error_reply(*remote),
+                },
+                // A user error type: Python gets an Exception carrying its name and value.
+                Err(_) => raise(
+                    "builtins",
+                    "Exception",
+                    vec![
+                        PyValue::str(type_name),
+                        value.map(PyValue::from_value).unwrap_or_default(),
+                    ],
+                ),
+            }
+        }
+        Outcome::Value(value) => {
+            let mapped = entry.method_to_typeid[index].clone();
+            if let Some(target) = mapped {
+                return proxy_reply(me, &entry, name, &target, value.into_any());
+            }
+            let value: &dyn erased_serde::Serialize = &*value;
+            match to_value(value) {
+                Ok(mut value) => {
+                    retarget(
+                        &mut value,
+                        Some(&me.state.address),
+                        me.state.python_address.as_ref(),
+                    );
+                    ok(finish(&me.state, value, translated.after))
+                }
+                Err(e) => reply(
+                    "#UNSERIALIZABLE",
+                    PyValue::str(format!("the result cannot be sent: {e}")),
+                ),
+            }
+        }
+        Outcome::Object(value) => match entry.method_to_typeid[index].clone() {
+            Some(target) => proxy_reply(me, &entry, name, &target, value),
+            None => traceback(
+                "RuntimeError",
+                "a result meant for a typeid has none mapped",
+            ),
+        },
+    }
+}
+
+/// The proxy CPython's own server would pickle for an object: the registered proxy class of a
+/// built-in typeid, else an `AutoProxy` that carries its exposed methods (without them the
+/// receiving client would ask for them over a connection it does not authenticate).
+fn python_proxy(state: &State, token: Token) -> PyValue {
+    let class = match token.typeid.as_str() {
+        "list" => Some("ListProxy"),
+        "dict" => Some("DictProxy"),
+        "Namespace" => Some("NamespaceProxy"),
+        "Value" => Some("ValueProxy"),
+        "Array" => Some("ArrayProxy"),
+        "Event" => Some("EventProxy"),
+        "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => Some("AcquirerProxy"),
+        "Condition" => Some("ConditionProxy"),
+        "Barrier" => Some("BarrierProxy"),
+        _ => None,
+    };
+    let builtin = state
+        .table
+        .lock()
+        .slots
+        .get(&token.id)
+        .is_some_and(|slot| builtin(&slot.object.entry));
+    match class {
+        Some(class) if builtin => PyValue::Proxy(Box::new(PyProxy::of_class(class, token))),
+        _ => {
+            let PyValue::Tuple(names) = exposed_of(state, token.id) else {
+                unreachable!("exposed_of returns a tuple")
+            };
+            let names: Vec<&str> = names.iter().filter_map(PyValue::as_str).collect();
+            PyValue::Proxy(Box::new(PyProxy::auto(token, Some(&names))))
+        }
+    }
+}
+
+/// Converts a result for a CPython client, proxies included.
+fn to_python(state: &State, value: Value) -> PyValue {
+    match value {
+        Value::Proxy(token) => python_proxy(state, token),
+        Value::List(items) => {
+            PyValue::List(items.into_iter().map(|v| to_python(state, v)).collect())
+        }
+        Value::Tuple(items) => {
+            PyValue::Tuple(items.into_iter().map(|v| to_python(state, v)).collect())
+        }
+        Value::Map(entries) if entries.iter().any(|(k, v)| has_proxy(k) || has_proxy(v)) => {
+            PyValue::Dict(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (to_python(state, k), to_python(state, v)))
+                    .collect(),
+            )
+        }
+        other => PyValue::from_value(other),
+    }
+}
+
+fn has_proxy(value: &Value) -> bool {
+    !value.tokens().is_empty()
+}
+
+fn finish(state: &State, value: Value, after: Post) -> PyValue {
+    let convert = |value| to_python(state, value);
+    match after {
+        Post::Keep | Post::KeyErrorOf(_) => convert(value),
+        Post::Nothing => PyValue::None,
+        Post::OrDefault(default) => match value {
+            Value::None => convert(default),
+            value => convert(value),
+        },
+        Post::Dict => match value {
+            Value::List(pairs) => PyValue::Dict(
+                pairs
+                    .into_iter()
+                    .map(|pair| match pair {
+                        Value::Tuple(mut kv) if kv.len() == 2 => {
+                            let v = kv.pop().unwrap_or_default();
+                            (convert(kv.pop().unwrap_or_default()), convert(v))
+                        }
+                        other => (convert(other), PyValue::None),
+                    })
+                    .collect(),
+            ),
+            other => convert(other),
+        },
+    }
+}
+
+/// A `#PROXY` reply: the result became an object of `target`. The reference goes to this
+/// method connection until the client's `decref` takes it over.
+fn proxy_reply(
+    me: &Arc<Connection>,
+    entry: &Entry,
+    method: &str,
+    target: &str,
+    value: Box<dyn std::any::Any + Send>,
+) -> PyValue {
+    match me.convert(entry, method, target, value) {
+        Reply::Proxy(token) => {
+            me.state
+                .python
+                .handed
+                .lock()
+                .entry(token.id)
+                .or_default()
+                .push(Arc::downgrade(me));
+            let exposed = exposed_of(&me.state, token.id);
+            let mut token = token;
+            if let Some(python) = &me.state.python_address {
+                token.address = python.clone();
+            }
+            reply(
+                "#PROXY",
+                PyValue::Tuple(vec![exposed, PyValue::Token(token)]),
+            )
+        }
+        Reply::Error(e) => error_reply(e),
+        other => traceback("RuntimeError", &format!("unexpected {other:?}")),
+    }
+}

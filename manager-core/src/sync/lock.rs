@@ -1,0 +1,965 @@
+//! `Lock` and `RLock`: shared mutual-exclusion locks (Python's `threading.Lock` and
+//! `threading.RLock` as a `SyncManager` serves them), and the pieces the other waiting types
+//! (`Semaphore`, `Condition`) share with them.
+//!
+//! # Server side
+//!
+//! Every method takes `&self` and keeps its state behind a `parking_lot` mutex, woken through a
+//! [`tokio::sync::Notify`]; a waiting call is a suspended future, not a blocked thread. A waiter
+//! takes what it waits for (the lock, a permit) synchronously in the same poll that finds it
+//! free, so a waiter whose future is dropped (its timeout expired, or its client's connection
+//! closed and the server cancelled the call) never took anything.
+//!
+//! Unlike Python's, a lock does not stay held when its holder dies: the first call of a
+//! connection registers a [`CallContext::on_close`] cleanup that releases whatever that
+//! connection still holds. A waiter also never takes a lock for a connection that has closed
+//! (its cleanup may have run already).
+//!
+//! # Client side
+//!
+//! Python's owner of an `RLock` is a thread. Here it is the pair (connection, owner id), where
+//! the client sends an owner id derived from the calling tokio task (`tokio::task::try_id()`)
+//! or, outside a task, from the calling thread: see [`current_owner`].
+//!
+//! A guard ([`LockGuard`], [`BlockingLockGuard`]) releases on drop without waiting for the
+//! answer. So that the dropping client still sees its own release, every later call on the
+//! same object from this process first waits for the answers of the releases sent before it.
+//! An acquiring call whose future is dropped before its answer arrives (an async `acquire`
+//! under a timeout, say) does not leak the lock either: a background task waits for the answer
+//! and releases what was acquired.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{oneshot, Notify};
+
+use crate::client::{Connection, Response};
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::proxy::{BaseProxy, Proxy};
+use crate::server::CallContext;
+use crate::sync::{builtin_proxy, typeids, Typed};
+use crate::wire::{self, Reply};
+
+// ---------------------------------------------------------------------------------------------
+// Server side: shared pieces.
+// ---------------------------------------------------------------------------------------------
+
+/// A Python `RuntimeError` raised by `typeid.method`.
+pub(crate) fn runtime_error(typeid: &str, method: &str, message: &str) -> RemoteError {
+    RemoteError::new(RemoteErrorKind::Runtime, typeid, method, message)
+}
+
+/// Timeouts this long or longer mean "no timeout".
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Decodes a timeout in seconds (Python's float): `None` and anything infinite or absurdly long
+/// mean no timeout; negative and NaN are a Python `ValueError`.
+pub(crate) fn timeout_of(
+    timeout: Option<f64>,
+    typeid: &str,
+    method: &str,
+) -> Result<Option<Duration>, RemoteError> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_nan() || t < 0.0 => Err(RemoteError::new(
+            RemoteErrorKind::InvalidValue,
+            typeid,
+            method,
+            format!("timeout value must be a non-negative number of seconds, not {t}"),
+        )),
+        Some(t) => Ok(Duration::try_from_secs_f64(t).ok().filter(|d| *d < FOREVER)),
+    }
+}
+
+/// How long an acquiring call may wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Wait {
+    /// Not at all: one attempt (Python's `blocking=False`).
+    Try,
+    /// Until it succeeds.
+    Forever,
+    /// At most this long.
+    For(Duration),
+}
+
+/// Decodes Python's `acquire(blocking, timeout)` pair.
+pub(crate) fn wait_mode(
+    blocking: bool,
+    timeout: Option<f64>,
+    typeid: &str,
+    method: &str,
+) -> Result<Wait, RemoteError> {
+    if !blocking {
+        return match timeout {
+            None => Ok(Wait::Try),
+            Some(_) => Err(RemoteError::new(
+                RemoteErrorKind::InvalidValue,
+                typeid,
+                method,
+                "can't specify a timeout for a non-blocking call",
+            )),
+        };
+    }
+    Ok(match timeout_of(timeout, typeid, method)? {
+        None => Wait::Forever,
+        Some(d) => Wait::For(d),
+    })
+}
+
+/// Counts one waiting call for as long as it lives.
+struct Counted<'a>(&'a AtomicU64);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Calls `attempt` until it succeeds, sleeping on `notify` between attempts, for as long as
+/// `mode` allows. `None` when it gave up. While it sleeps, it counts itself in `waiting`.
+///
+/// The wake-up is armed before each attempt, so a `notify_waiters` between an attempt and the
+/// sleep is not lost. Dropping the future between attempts takes nothing: whatever `attempt`
+/// takes, it takes in the poll that returns it.
+pub(crate) async fn wait_until<T>(
+    notify: &Notify,
+    waiting: &AtomicU64,
+    mode: Wait,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    if let Wait::Try = mode {
+        return attempt();
+    }
+    let run = async {
+        let mut counted = None;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(value) = attempt() {
+                return value;
+            }
+            if counted.is_none() {
+                waiting.fetch_add(1, Ordering::Relaxed);
+                counted = Some(Counted(waiting));
+            }
+            notified.await;
+        }
+    };
+    match mode {
+        Wait::For(limit) => tokio::time::timeout(limit, run).await.ok(),
+        _ => Some(run.await),
+    }
+}
+
+/// Who holds a lock: a connection and, within it, an owner (a thread or task of the client;
+/// always 0 for a plain `Lock`, whose owner is its connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub(crate) conn: u64,
+    pub(crate) owner: u64,
+}
+
+impl Holder {
+    /// The caller of `ctx`, as `owner`.
+    pub(crate) fn of(ctx: &CallContext, owner: u64) -> Holder {
+        Holder {
+            conn: ctx.connection_id(),
+            owner,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct LockState {
+    holder: Option<Holder>,
+    /// How many times the holder acquired it (always 1 for a plain lock).
+    count: u64,
+}
+
+/// A lock as the server keeps it: plain (`Lock`) or re-entrant (`RLock`, and the lock of a
+/// `Condition`).
+#[derive(Debug)]
+pub(crate) struct LockCore {
+    typeid: &'static str,
+    reentrant: bool,
+    state: Mutex<LockState>,
+    /// Woken whenever the lock becomes free.
+    freed: Notify,
+    /// How many calls wait to acquire it.
+    waiting: AtomicU64,
+}
+
+impl LockCore {
+    pub(crate) fn new(typeid: &'static str, reentrant: bool) -> Arc<LockCore> {
+        Arc::new(LockCore {
+            typeid,
+            reentrant,
+            state: Mutex::new(LockState::default()),
+            freed: Notify::new(),
+            waiting: AtomicU64::new(0),
+        })
+    }
+
+    /// Makes sure that the caller's connection releases this lock when it closes.
+    pub(crate) fn watch(self: &Arc<Self>, ctx: &CallContext) {
+        let core = Arc::downgrade(self);
+        let conn = ctx.connection_id();
+        ctx.on_close(move || {
+            if let Some(core) = core.upgrade() {
+                core.release_connection(conn);
+            }
+        });
+    }
+
+    /// Takes the lock `count` times for `who` if it is free (or, re-entrant, already `who`'s).
+    /// Never for a closed connection: its cleanup may have run already, and nobody would
+    /// release it.
+    fn try_take(&self, who: Holder, count: u64, ctx: &CallContext) -> bool {
+        let mut state = self.state.lock();
+        if ctx.is_closed() {
+            return false;
+        }
+        match state.holder {
+            None => {
+                state.holder = Some(who);
+                state.count = count;
+                true
+            }
+            Some(holder) if self.reentrant && holder == who => {
+                state.count += count;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Acquires the lock `count` times for `who`, waiting as `mode` allows. Whether it got it.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        who: Holder,
+        count: u64,
+        mode: Wait,
+        ctx: &CallContext,
+    ) -> bool {
+        self.watch(ctx);
+        wait_until(&self.freed, &self.waiting, mode, || {
+            self.try_take(who, count, ctx).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
+    /// Releases one level of the lock for `who`. A plain lock may be released by anyone (as in
+    /// Python); a re-entrant one only by its holder.
+    ///
+    /// A release from a closed connection does nothing: the server cancels the calls of a
+    /// closed connection, but one may still run once the connection's cleanup has released
+    /// what it held (a guard's release sent just before its process exited, say), and it must
+    /// not release the lock again, now held by someone else.
+    pub(crate) fn release(
+        &self,
+        who: Holder,
+        method: &str,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        let mut state = self.state.lock();
+        if ctx.is_closed() {
+            return Ok(());
+        }
+        match state.holder {
+            None if self.reentrant => Err(runtime_error(
+                self.typeid,
+                method,
+                "cannot release un-acquired lock",
+            )),
+            None => Err(runtime_error(self.typeid, method, "release unlocked lock")),
+            Some(holder) if self.reentrant && holder != who => Err(runtime_error(
+                self.typeid,
+                method,
+                "cannot release un-acquired lock",
+            )),
+            Some(_) => {
+                state.count = state.count.saturating_sub(1);
+                if state.count == 0 || !self.reentrant {
+                    state.holder = None;
+                    state.count = 0;
+                    drop(state);
+                    self.freed.notify_waiters();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether anyone holds the lock.
+    pub(crate) fn locked(&self) -> bool {
+        self.state.lock().holder.is_some()
+    }
+
+    /// How many calls wait to acquire the lock.
+    pub(crate) fn n_waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// If `who` holds the lock, runs `then` while the holder cannot change, and returns its
+    /// result.
+    pub(crate) fn if_held<R>(&self, who: Holder, then: impl FnOnce() -> R) -> Option<R> {
+        let state = self.state.lock();
+        (state.holder == Some(who)).then(then)
+    }
+
+    /// If `who` holds the lock, runs `then` and releases the lock completely, in one step;
+    /// returns how many times `who` held it, with `then`'s result.
+    pub(crate) fn release_all_after<R>(
+        &self,
+        who: Holder,
+        then: impl FnOnce() -> R,
+    ) -> Option<(u64, R)> {
+        let mut state = self.state.lock();
+        if state.holder != Some(who) {
+            return None;
+        }
+        let result = then();
+        let count = std::mem::take(&mut state.count);
+        state.holder = None;
+        drop(state);
+        self.freed.notify_waiters();
+        Some((count, result))
+    }
+
+    /// Releases the lock if connection `conn` holds it (the connection has closed).
+    pub(crate) fn release_connection(&self, conn: u64) {
+        let mut state = self.state.lock();
+        if state.holder.is_some_and(|holder| holder.conn == conn) {
+            state.holder = None;
+            state.count = 0;
+            drop(state);
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server side: Lock and RLock.
+// ---------------------------------------------------------------------------------------------
+
+/// The server side of a shared `Lock`. Any client may release it, as in Python; when the
+/// connection that acquired it closes while holding it, it is released.
+#[derive(Debug)]
+pub struct LockObject {
+    core: Arc<LockCore>,
+}
+
+impl LockObject {
+    /// A new, unlocked lock.
+    pub fn new() -> LockObject {
+        LockObject {
+            core: LockCore::new(typeids::LOCK, false),
+        }
+    }
+}
+
+impl Default for LockObject {
+    fn default() -> Self {
+        LockObject::new()
+    }
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl LockObject {
+    /// Python's `acquire(blocking, timeout)`: whether the lock was acquired. `timeout` is in
+    /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.
+    pub async fn acquire(
+        &self,
+        blocking: bool,
+        timeout: Option<f64>,
+        ctx: &CallContext,
+    ) -> Result<bool, RemoteError> {
+        let mode = wait_mode(blocking, timeout, typeids::LOCK, "acquire")?;
+        Ok(self.core.acquire(Holder::of(ctx, 0), 1, mode, ctx).await)
+    }
+
+    /// Releases the lock; a `Runtime` error when it is not locked.
+    pub fn release(&self, ctx: &CallContext) -> Result<(), RemoteError> {
+        self.core.release(Holder::of(ctx, 0), "release", ctx)
+    }
+
+    /// Whether the lock is held.
+    pub fn locked(&self) -> bool {
+        self.core.locked()
+    }
+
+    /// How many calls wait to acquire the lock.
+    pub fn n_waiting(&self) -> u64 {
+        self.core.n_waiting()
+    }
+}
+
+/// The server side of a shared `RLock`: re-entrant, owned by one (connection, owner id) pair.
+/// When the owner's connection closes, the lock is released however deep it was held.
+#[derive(Debug)]
+pub struct RLockObject {
+    core: Arc<LockCore>,
+}
+
+impl RLockObject {
+    /// A new, unlocked re-entrant lock.
+    pub fn new() -> RLockObject {
+        RLockObject {
+            core: LockCore::new(typeids::RLOCK, true),
+        }
+    }
+}
+
+impl Default for RLockObject {
+    fn default() -> Self {
+        RLockObject::new()
+    }
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl RLockObject {
+    /// Python's `acquire(blocking, timeout)` for the thread or task `owner` of the caller:
+    /// whether the lock was acquired (again, when `owner` already holds it).
+    pub async fn acquire(
+        &self,
+        blocking: bool,
+        timeout: Option<f64>,
+        owner: u64,
+        ctx: &CallContext,
+    ) -> Result<bool, RemoteError> {
+        let mode = wait_mode(blocking, timeout, typeids::RLOCK, "acquire")?;
+        Ok(self
+            .core
+            .acquire(Holder::of(ctx, owner), 1, mode, ctx)
+            .await)
+    }
+
+    /// Releases one level; a `Runtime` error when `owner` of the caller does not hold it.
+    pub fn release(&self, owner: u64, ctx: &CallContext) -> Result<(), RemoteError> {
+        self.core.release(Holder::of(ctx, owner), "release", ctx)
+    }
+
+    /// Whether anyone holds the lock.
+    pub fn locked(&self) -> bool {
+        self.core.locked()
+    }
+
+    /// How many calls wait to acquire the lock.
+    pub fn n_waiting(&self) -> u64 {
+        self.core.n_waiting()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side: shared pieces.
+// ---------------------------------------------------------------------------------------------
+
+/// The owner id the calling thread or task sends to an `RLock` or a `Condition`: a hash of the
+/// current tokio task id (an even number) inside a task, else a number unique to the calling
+/// thread (an odd number). Calls made from one task, or from one thread outside any task,
+/// belong to one owner.
+pub(crate) fn current_owner() -> u64 {
+    static NEXT_THREAD: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static THREAD: u64 = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    }
+    match tokio::task::try_id() {
+        Some(task) => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            task.hash(&mut hasher);
+            hasher.finish() << 1
+        }
+        None => (THREAD.with(|n| *n) << 1) | 1,
+    }
+}
+
+type Answer = oneshot::Receiver<Result<Response, Error>>;
+type Settled = Shared<BoxFuture<'static, ()>>;
+
+/// The answers to one-way releases not yet known to have arrived, by object id.
+fn unsettled() -> &'static Mutex<HashMap<u64, Vec<Settled>>> {
+    static UNSETTLED: OnceLock<Mutex<HashMap<u64, Vec<Settled>>>> = OnceLock::new();
+    UNSETTLED.get_or_init(Default::default)
+}
+
+/// Waits until the server has answered every one-way release sent for `base`'s object, so that
+/// a call made after a guard is dropped sees the release.
+async fn settle(base: &BaseProxy) {
+    let id = base.token().id;
+    let pending = {
+        let mut map = unsettled().lock();
+        match map.get_mut(&id) {
+            None => return,
+            Some(list) => {
+                list.retain(|answer| answer.peek().is_none());
+                if list.is_empty() {
+                    map.remove(&id);
+                    return;
+                }
+                list.clone()
+            }
+        }
+    };
+    for answer in pending {
+        answer.await;
+    }
+}
+
+/// Sends `method(args)` on `base`'s object without waiting for the answer (what a guard does
+/// when dropped). Later calls on the object from this process wait for the answer first.
+pub(crate) fn call_later<A: Serialize>(base: &BaseProxy, method: &str, args: A) {
+    let id = base.token().id;
+    let Ok(answer) = base
+        .connection()
+        .start(Connection::call_frame(id, method, &args))
+    else {
+        // The connection is closed: the server releases what it held.
+        return;
+    };
+    let settled = async move {
+        let _ = answer.await;
+    }
+    .boxed()
+    .shared();
+    unsettled()
+        .lock()
+        .entry(id)
+        .or_default()
+        .push(settled.clone());
+    // Forgets the answer once it has arrived, even if the object is never used again.
+    crate::client::background_runtime().spawn(async move {
+        settled.await;
+        let mut map = unsettled().lock();
+        if let Some(list) = map.get_mut(&id) {
+            list.retain(|answer| answer.peek().is_none());
+            if list.is_empty() {
+                map.remove(&id);
+            }
+        }
+    });
+}
+
+/// Decodes the answer to a call of a method returning `Result<R, RemoteError>`.
+fn decode<R: DeserializeOwned>(
+    response: Response,
+    base: &BaseProxy,
+    method: &str,
+) -> Result<R, Error> {
+    let what = || format!("the result of {}.{method}", base.token().typeid);
+    match &response.reply {
+        Reply::Value => wire::decode_payload(response.payload(), &what()),
+        Reply::Raised { .. } => Err(Error::Remote(wire::decode_payload::<RemoteError>(
+            response.payload(),
+            &what(),
+        )?)),
+        Reply::Error(e) => Err(Error::Remote(e.clone())),
+        other => Err(Error::Protocol(format!(
+            "{}.{method}: expected a value, got {other:?}",
+            base.token().typeid
+        ))),
+    }
+}
+
+/// Calls `method(args)` (a method returning `Result<R, RemoteError>`) once the releases sent
+/// earlier have been answered.
+pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(
+    base: &BaseProxy,
+    method: &str,
+    args: A,
+) -> Result<R, Error> {
+    settle(base).await;
+    base.call_method_fallible::<A, R, RemoteError>(method, args)
+        .await?
+        .map_err(Error::Remote)
+}
+
+/// An acquiring call in flight. Dropped before its answer arrived, it hands the answer to a
+/// background task that undoes a successful acquisition.
+struct InFlight<'a, U: Serialize + Send + 'static> {
+    base: &'a BaseProxy,
+    answer: Option<Answer>,
+    undo: Option<(&'static str, U)>,
+}
+
+impl<U: Serialize + Send + 'static> Drop for InFlight<'_, U> {
+    fn drop(&mut self) {
+        let (Some(answer), Some((method, args))) = (self.answer.take(), self.undo.take()) else {
+            return;
+        };
+        // The clone keeps a reference to the object until the undo is sent.
+        let base = self.base.clone();
+        crate::client::background_runtime().spawn(async move {
+            let Ok(Ok(response)) = answer.await else {
+                return;
+            };
+            if let Ok(true) = decode::<bool>(response, &base, "acquire") {
+                call_later(&base, method, args);
+            }
+        });
+    }
+}
+
+/// Calls an acquiring `method(args)` that answers whether it acquired. If the returned future
+/// is dropped before the answer arrives, `undo` (a release method and its arguments) is sent
+/// once the answer says the acquisition succeeded.
+pub(crate) async fn acquire_call<A: Serialize, U: Serialize + Send + 'static>(
+    base: &BaseProxy,
+    method: &str,
+    args: A,
+    undo: (&'static str, U),
+) -> Result<bool, Error> {
+    settle(base).await;
+    let answer = base
+        .connection()
+        .start(Connection::call_frame(base.token().id, method, &args))?;
+    let mut in_flight = InFlight {
+        base,
+        answer: Some(answer),
+        undo: Some(undo),
+    };
+    let answer = in_flight.answer.as_mut().expect("the answer is there");
+    let response = answer.await;
+    in_flight.answer = None;
+    match response {
+        Ok(response) => decode(response?, base, method),
+        Err(_) => Err(Error::ConnectionClosed(
+            "the connection closed before the answer arrived".to_string(),
+        )),
+    }
+}
+
+/// What releasing a guard sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Release {
+    /// `release()`: a `Lock`.
+    Plain,
+    /// `release(owner)`: an `RLock` or a `Condition`.
+    Owner(u64),
+    /// `release(1)`: a semaphore.
+    Permit,
+}
+
+impl Release {
+    async fn now(self, base: &BaseProxy) -> Result<(), Error> {
+        match self {
+            Release::Plain => call(base, "release", ()).await,
+            Release::Owner(owner) => call(base, "release", (owner,)).await,
+            Release::Permit => call(base, "release", (1u64,)).await,
+        }
+    }
+
+    fn later(self, base: &BaseProxy) {
+        match self {
+            Release::Plain => call_later(base, "release", ()),
+            Release::Owner(owner) => call_later(base, "release", (owner,)),
+            Release::Permit => call_later(base, "release", (1u64,)),
+        }
+    }
+}
+
+/// An acquired `Lock`, `RLock` level, `Condition` lock or semaphore permit, released when the
+/// guard is dropped (without waiting for the server's answer; later calls on the same object
+/// from this process see the release). [`LockGuard::release`] releases it and reports errors.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    base: &'a BaseProxy,
+    release: Option<Release>,
+}
+
+impl std::fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("typeid", &self.base.token().typeid)
+            .field("id", &self.base.token().id)
+            .finish()
+    }
+}
+
+impl<'a> LockGuard<'a> {
+    pub(crate) fn new(base: &'a BaseProxy, release: Release) -> LockGuard<'a> {
+        LockGuard {
+            base,
+            release: Some(release),
+        }
+    }
+
+    /// Releases now and waits for the server's answer.
+    pub async fn release(mut self) -> Result<(), Error> {
+        match self.release.take() {
+            Some(release) => release.now(self.base).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release.later(self.base);
+        }
+    }
+}
+
+/// The blocking form of [`LockGuard`]: released when dropped, or by
+/// [`BlockingLockGuard::release`].
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct BlockingLockGuard<'a>(LockGuard<'a>);
+
+impl<'a> BlockingLockGuard<'a> {
+    pub(crate) fn new(guard: LockGuard<'a>) -> BlockingLockGuard<'a> {
+        BlockingLockGuard(guard)
+    }
+
+    /// Releases now and waits for the server's answer.
+    pub fn release(self) -> Result<(), Error> {
+        crate::sync::block_on(self.0.release())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side: LockProxy and RLockProxy.
+// ---------------------------------------------------------------------------------------------
+
+/// Seconds, as the server's `timeout` parameter takes them.
+pub(crate) fn seconds(timeout: Duration) -> Option<f64> {
+    Some(timeout.as_secs_f64())
+}
+
+/// A shared lock (Python's `manager.Lock()`), with async methods.
+///
+/// It is not owned: any client may release it, as in Python. When the connection that
+/// acquired it closes (the process exits or is killed) while it is held, the server releases
+/// it.
+pub struct LockProxy(Typed<()>);
+
+impl LockProxy {
+    /// Waits until the lock is acquired.
+    pub async fn acquire(&self) -> Result<(), Error> {
+        acquire_call(self.base(), "acquire", (true, None::<f64>), ("release", ()))
+            .await
+            .map(drop)
+    }
+
+    /// Waits at most `timeout` for the lock: whether it was acquired.
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        acquire_call(
+            self.base(),
+            "acquire",
+            (true, seconds(timeout)),
+            ("release", ()),
+        )
+        .await
+    }
+
+    /// Acquires the lock if it is free, without waiting: whether it was acquired.
+    pub async fn try_acquire(&self) -> Result<bool, Error> {
+        acquire_call(
+            self.base(),
+            "acquire",
+            (false, None::<f64>),
+            ("release", ()),
+        )
+        .await
+    }
+
+    /// Releases the lock; a `Runtime` error when it is not locked.
+    pub async fn release(&self) -> Result<(), Error> {
+        call(self.base(), "release", ()).await
+    }
+
+    /// Whether the lock is held (by anyone).
+    pub async fn locked(&self) -> Result<bool, Error> {
+        call(self.base(), "locked", ()).await
+    }
+
+    /// How many calls (of any client) wait to acquire the lock.
+    pub async fn n_waiting(&self) -> Result<u64, Error> {
+        call(self.base(), "n_waiting", ()).await
+    }
+
+    /// Waits until the lock is acquired and returns a guard that releases it when dropped
+    /// (Python's `with lock:`).
+    pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
+        self.acquire().await?;
+        Ok(LockGuard::new(self.base(), Release::Plain))
+    }
+}
+
+builtin_proxy! {
+    LockProxy,
+    /// A shared lock (Python's `manager.Lock()`), with blocking methods.
+    ///
+    /// It is not owned: any client may release it, as in Python. When the connection that
+    /// acquired it closes (the process exits or is killed) while it is held, the server
+    /// releases it.
+    BlockingLockProxy {
+        /// Waits until the lock is acquired.
+        fn acquire(&self) -> Result<(), Error>;
+        /// Waits at most `timeout` for the lock: whether it was acquired.
+        fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error>;
+        /// Acquires the lock if it is free, without waiting: whether it was acquired.
+        fn try_acquire(&self) -> Result<bool, Error>;
+        /// Releases the lock; a `Runtime` error when it is not locked.
+        fn release(&self) -> Result<(), Error>;
+        /// Whether the lock is held (by anyone).
+        fn locked(&self) -> Result<bool, Error>;
+        /// How many calls (of any client) wait to acquire the lock.
+        fn n_waiting(&self) -> Result<u64, Error>;
+    }
+}
+
+impl BlockingLockProxy {
+    /// Waits until the lock is acquired and returns a guard that releases it when dropped
+    /// (Python's `with lock:`).
+    pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
+        crate::sync::block_on(self.0.lock()).map(BlockingLockGuard::new)
+    }
+}
+
+/// A shared re-entrant lock (Python's `manager.RLock()`), with async methods.
+///
+/// Its owner is the calling tokio task or, outside a task, the calling thread, through this
+/// connection: the owner may acquire it again (each acquire needs its release), and only the
+/// owner may release it. When the owner's connection closes (the process exits or is killed),
+/// the server releases it however deep it was held.
+pub struct RLockProxy(Typed<()>);
+
+impl RLockProxy {
+    async fn acquire_as(
+        &self,
+        owner: u64,
+        blocking: bool,
+        timeout: Option<f64>,
+    ) -> Result<bool, Error> {
+        acquire_call(
+            self.base(),
+            "acquire",
+            (blocking, timeout, owner),
+            ("release", (owner,)),
+        )
+        .await
+    }
+
+    /// Waits until the lock is acquired (at once when the caller already owns it).
+    pub async fn acquire(&self) -> Result<(), Error> {
+        self.acquire_as(current_owner(), true, None).await.map(drop)
+    }
+
+    /// Waits at most `timeout` for the lock: whether it was acquired.
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.acquire_as(current_owner(), true, seconds(timeout))
+            .await
+    }
+
+    /// Acquires the lock if it is free or already the caller's, without waiting: whether it
+    /// was acquired.
+    pub async fn try_acquire(&self) -> Result<bool, Error> {
+        self.acquire_as(current_owner(), false, None).await
+    }
+
+    /// Releases one level; a `Runtime` error when the caller does not own the lock.
+    pub async fn release(&self) -> Result<(), Error> {
+        call(self.base(), "release", (current_owner(),)).await
+    }
+
+    /// Whether the lock is held (by anyone).
+    pub async fn locked(&self) -> Result<bool, Error> {
+        call(self.base(), "locked", ()).await
+    }
+
+    /// How many calls (of any client) wait to acquire the lock.
+    pub async fn n_waiting(&self) -> Result<u64, Error> {
+        call(self.base(), "n_waiting", ()).await
+    }
+
+    /// Waits until the lock is acquired and returns a guard that releases this level when
+    /// dropped (Python's `with rlock:`). The guard releases as the owner that acquired it,
+    /// wherever it is dropped.
+    pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
+        let owner = current_owner();
+        self.acquire_as(owner, true, None).await?;
+        Ok(LockGuard::new(self.base(), Release::Owner(owner)))
+    }
+}
+
+builtin_proxy! {
+    RLockProxy,
+    /// A shared re-entrant lock (Python's `manager.RLock()`), with blocking methods.
+    ///
+    /// Its owner is the calling thread, through this connection: the owner may acquire it
+    /// again (each acquire needs its release), and only the owner may release it. When the
+    /// owner's connection closes (the process exits or is killed), the server releases it
+    /// however deep it was held.
+    BlockingRLockProxy {
+        /// Waits until the lock is acquired (at once when the caller already owns it).
+        fn acquire(&self) -> Result<(), Error>;
+        /// Waits at most `timeout` for the lock: whether it was acquired.
+        fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error>;
+        /// Acquires the lock if it is free or already the caller's, without waiting: whether
+        /// it was acquired.
+        fn try_acquire(&self) -> Result<bool, Error>;
+        /// Releases one level; a `Runtime` error when the caller does not own the lock.
+        fn release(&self) -> Result<(), Error>;
+        /// Whether the lock is held (by anyone).
+        fn locked(&self) -> Result<bool, Error>;
+        /// How many calls (of any client) wait to acquire the lock.
+        fn n_waiting(&self) -> Result<u64, Error>;
+    }
+}
+
+impl BlockingRLockProxy {
+    /// Waits until the lock is acquired and returns a guard that releases this level when
+    /// dropped (Python's `with rlock:`).
+    pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
+        crate::sync::block_on(self.0.lock()).map(BlockingLockGuard::new)
+    }
+}
+
+impl crate::manager::Manager {
+    /// A new shared lock (Python's `manager.Lock()`).
+    pub async fn lock(&self) -> Result<LockProxy, Error> {
+        self.create_dynamic(typeids::LOCK, ())
+            .await
+            .map(Proxy::from_base)
+    }
+
+    /// A new shared re-entrant lock (Python's `manager.RLock()`).
+    pub async fn rlock(&self) -> Result<RLockProxy, Error> {
+        self.create_dynamic(typeids::RLOCK, ())
+            .await
+            .map(Proxy::from_base)
+    }
+}
+
+impl crate::manager::BlockingManager {
+    /// A new shared lock (Python's `manager.Lock()`).
+    pub fn lock(&self) -> Result<BlockingLockProxy, Error> {
+        self.create_dynamic(typeids::LOCK, ()).map(Proxy::from_base)
+    }
+
+    /// A new shared re-entrant lock (Python's `manager.RLock()`).
+    pub fn rlock(&self) -> Result<BlockingRLockProxy, Error> {
+        self.create_dynamic(typeids::RLOCK, ())
+            .map(Proxy::from_base)
+    }
+}
+
+/// Registers `Lock` and `RLock` under their typeids.
+pub(crate) fn register(registry: &mut crate::registry::Registry) -> Result<(), Error> {
+    use crate::registry::Register;
+    registry.register(Register::factory(typeids::LOCK, |(): ()| LockObject::new()))?;
+    registry.register(Register::factory(typeids::RLOCK, |(): ()| {
+        RLockObject::new()
+    }))?;
+    Ok(())
+}

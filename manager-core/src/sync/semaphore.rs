@@ -1,0 +1,418 @@
+//! `Semaphore` and `BoundedSemaphore`: shared counting semaphores (Python's
+//! `threading.Semaphore` and `threading.BoundedSemaphore` as a `SyncManager` serves them).
+//!
+//! The server counts, per connection, the permits it holds (its acquires minus its releases,
+//! never below zero). When a connection closes, the permits it still holds are given back, so
+//! a killed process does not shrink the semaphore for good, as it would in Python. What is
+//! given back is capped so that the value never rises above the initial value by it: a
+//! semaphore used for signalling (started at 0, released by producers, acquired by consumers)
+//! does not gain phantom permits when a consumer dies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::proxy::Proxy;
+use crate::server::CallContext;
+use crate::sync::lock::{
+    acquire_call, call, seconds, wait_mode, wait_until, BlockingLockGuard, LockGuard, Release, Wait,
+};
+use crate::sync::{builtin_proxy, typeids, Typed};
+
+#[derive(Debug, Default)]
+struct SemState {
+    value: u64,
+    /// Permits held by each connection: its acquires minus its releases, not below zero.
+    held: HashMap<u64, u64>,
+}
+
+/// A counting semaphore as the server keeps it.
+#[derive(Debug)]
+struct SemCore {
+    typeid: &'static str,
+    initial: u64,
+    bounded: bool,
+    state: Mutex<SemState>,
+    /// Woken whenever permits are released.
+    released: Notify,
+    /// How many calls wait for a permit.
+    waiting: AtomicU64,
+}
+
+impl SemCore {
+    fn new(typeid: &'static str, value: u64, bounded: bool) -> Arc<SemCore> {
+        Arc::new(SemCore {
+            typeid,
+            initial: value,
+            bounded,
+            state: Mutex::new(SemState {
+                value,
+                held: HashMap::new(),
+            }),
+            released: Notify::new(),
+            waiting: AtomicU64::new(0),
+        })
+    }
+
+    /// Makes sure that the caller's connection gives its permits back when it closes.
+    fn watch(self: &Arc<Self>, ctx: &CallContext) {
+        let core = Arc::downgrade(self);
+        let conn = ctx.connection_id();
+        ctx.on_close(move || {
+            if let Some(core) = core.upgrade() {
+                core.release_connection(conn);
+            }
+        });
+    }
+
+    /// Takes a permit for the caller's connection if one is free. Never for a closed connection.
+    fn try_take(&self, ctx: &CallContext) -> bool {
+        let mut state = self.state.lock();
+        if ctx.is_closed() || state.value == 0 {
+            return false;
+        }
+        state.value -= 1;
+        *state.held.entry(ctx.connection_id()).or_default() += 1;
+        true
+    }
+
+    async fn acquire(self: &Arc<Self>, mode: Wait, ctx: &CallContext) -> bool {
+        self.watch(ctx);
+        wait_until(&self.released, &self.waiting, mode, || {
+            self.try_take(ctx).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
+    fn release(&self, n: u64, ctx: &CallContext) -> Result<(), RemoteError> {
+        if n == 0 {
+            return Err(RemoteError::new(
+                RemoteErrorKind::InvalidValue,
+                self.typeid,
+                "release",
+                "n must be one or more",
+            ));
+        }
+        let mut state = self.state.lock();
+        if ctx.is_closed() {
+            // Already given back by the connection's cleanup, or about to be: a release that
+            // runs after it (the server cancels a closed connection's calls, but one may
+            // still run) must not give the permits back a second time.
+            return Ok(());
+        }
+        let value = state.value.checked_add(n);
+        let value = match value {
+            Some(value) if !self.bounded || value <= self.initial => value,
+            _ => {
+                return Err(RemoteError::new(
+                    RemoteErrorKind::InvalidValue,
+                    self.typeid,
+                    "release",
+                    "Semaphore released too many times",
+                ))
+            }
+        };
+        state.value = value;
+        let conn = ctx.connection_id();
+        if let Some(held) = state.held.get_mut(&conn) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                state.held.remove(&conn);
+            }
+        }
+        drop(state);
+        self.released.notify_waiters();
+        Ok(())
+    }
+
+    /// Gives back the permits connection `conn` holds (it has closed), without raising the
+    /// value above the initial value.
+    fn release_connection(&self, conn: u64) {
+        let mut state = self.state.lock();
+        let held = state.held.remove(&conn).unwrap_or(0);
+        let back = held.min(self.initial.saturating_sub(state.value));
+        if back > 0 {
+            state.value += back;
+            drop(state);
+            self.released.notify_waiters();
+        }
+    }
+
+    fn value(&self) -> u64 {
+        self.state.lock().value
+    }
+}
+
+/// The server side of a shared `Semaphore`: `value` permits, and releases beyond it allowed
+/// (they raise the value, as in Python).
+#[derive(Debug)]
+pub struct SemaphoreObject {
+    core: Arc<SemCore>,
+}
+
+impl SemaphoreObject {
+    /// A semaphore with `value` permits (the argument of `create`).
+    pub fn new((value,): (u64,)) -> SemaphoreObject {
+        SemaphoreObject {
+            core: SemCore::new(typeids::SEMAPHORE, value, false),
+        }
+    }
+}
+
+/// The server side of a shared `BoundedSemaphore`: like [`SemaphoreObject`], but a release
+/// that would raise the value above its initial value is an `InvalidValue` error.
+#[derive(Debug)]
+pub struct BoundedSemaphoreObject {
+    core: Arc<SemCore>,
+}
+
+impl BoundedSemaphoreObject {
+    /// A bounded semaphore with `value` permits (the argument of `create`).
+    pub fn new((value,): (u64,)) -> BoundedSemaphoreObject {
+        BoundedSemaphoreObject {
+            core: SemCore::new(typeids::BOUNDED_SEMAPHORE, value, true),
+        }
+    }
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl SemaphoreObject {
+    /// Python's `acquire(blocking, timeout)`: whether a permit was taken. `timeout` is in
+    /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.
+    pub async fn acquire(
+        &self,
+        blocking: bool,
+        timeout: Option<f64>,
+        ctx: &CallContext,
+    ) -> Result<bool, RemoteError> {
+        let mode = wait_mode(blocking, timeout, typeids::SEMAPHORE, "acquire")?;
+        Ok(self.core.acquire(mode, ctx).await)
+    }
+
+    /// Python's `release(n)`: gives `n` permits back; an `InvalidValue` error when `n` is 0.
+    pub fn release(&self, n: u64, ctx: &CallContext) -> Result<(), RemoteError> {
+        self.core.release(n, ctx)
+    }
+
+    /// The number of free permits.
+    pub fn get_value(&self) -> u64 {
+        self.core.value()
+    }
+
+    /// How many calls wait for a permit.
+    pub fn n_waiting(&self) -> u64 {
+        self.core.waiting.load(Ordering::Relaxed)
+    }
+}
+
+#[crate::shared(crate = "crate", proxies = false)]
+impl BoundedSemaphoreObject {
+    /// Python's `acquire(blocking, timeout)`: whether a permit was taken. `timeout` is in
+    /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.
+    pub async fn acquire(
+        &self,
+        blocking: bool,
+        timeout: Option<f64>,
+        ctx: &CallContext,
+    ) -> Result<bool, RemoteError> {
+        let mode = wait_mode(blocking, timeout, typeids::BOUNDED_SEMAPHORE, "acquire")?;
+        Ok(self.core.acquire(mode, ctx).await)
+    }
+
+    /// Python's `release(n)`: gives `n` permits back; an `InvalidValue` error when `n` is 0,
+    /// or ("Semaphore released too many times") when the value would exceed its initial value.
+    pub fn release(&self, n: u64, ctx: &CallContext) -> Result<(), RemoteError> {
+        self.core.release(n, ctx)
+    }
+
+    /// The number of free permits.
+    pub fn get_value(&self) -> u64 {
+        self.core.value()
+    }
+
+    /// How many calls wait for a permit.
+    pub fn n_waiting(&self) -> u64 {
+        self.core.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// Defines a semaphore proxy pair; the two typeids share one client API.
+macro_rules! semaphore_proxy {
+    (
+        $(#[$doc:meta])* $proxy:ident,
+        $(#[$bdoc:meta])* $blocking:ident,
+        $release_doc:literal
+    ) => {
+        $(#[$doc])*
+        pub struct $proxy(Typed<()>);
+
+        impl $proxy {
+
+            async fn acquire_with(
+                &self,
+                blocking: bool,
+                timeout: Option<f64>,
+            ) -> Result<bool, Error> {
+                acquire_call(
+                    self.base(),
+                    "acquire",
+                    (blocking, timeout),
+                    ("release", (1u64,)),
+                )
+                .await
+            }
+
+            /// Waits until a permit is taken.
+            pub async fn acquire(&self) -> Result<(), Error> {
+                self.acquire_with(true, None).await.map(drop)
+            }
+
+            /// Waits at most `timeout` for a permit: whether one was taken.
+            pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+                self.acquire_with(true, seconds(timeout)).await
+            }
+
+            /// Takes a permit if one is free, without waiting: whether one was taken.
+            pub async fn try_acquire(&self) -> Result<bool, Error> {
+                self.acquire_with(false, None).await
+            }
+
+            #[doc = $release_doc]
+            pub async fn release(&self) -> Result<(), Error> {
+                call(self.base(), "release", (1u64,)).await
+            }
+
+            /// Gives `n` permits back at once (Python's `release(n)`); an `InvalidValue` error
+            /// when `n` is 0.
+            pub async fn release_n(&self, n: u64) -> Result<(), Error> {
+                call(self.base(), "release", (n,)).await
+            }
+
+            /// The number of free permits.
+            pub async fn get_value(&self) -> Result<u64, Error> {
+                call(self.base(), "get_value", ()).await
+            }
+
+            /// How many calls (of any client) wait for a permit.
+            pub async fn n_waiting(&self) -> Result<u64, Error> {
+                call(self.base(), "n_waiting", ()).await
+            }
+
+            /// Waits until a permit is taken and returns a guard that gives it back when
+            /// dropped (Python's `with semaphore:`).
+            pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
+                self.acquire().await?;
+                Ok(LockGuard::new(self.base(), Release::Permit))
+            }
+        }
+
+        builtin_proxy! {
+            $proxy,
+            $(#[$bdoc])*
+            $blocking {
+                /// Waits until a permit is taken.
+                fn acquire(&self) -> Result<(), Error>;
+                /// Waits at most `timeout` for a permit: whether one was taken.
+                fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error>;
+                /// Takes a permit if one is free, without waiting: whether one was taken.
+                fn try_acquire(&self) -> Result<bool, Error>;
+                #[doc = $release_doc]
+                fn release(&self) -> Result<(), Error>;
+                /// Gives `n` permits back at once (Python's `release(n)`); an `InvalidValue`
+                /// error when `n` is 0.
+                fn release_n(&self, n: u64) -> Result<(), Error>;
+                /// The number of free permits.
+                fn get_value(&self) -> Result<u64, Error>;
+                /// How many calls (of any client) wait for a permit.
+                fn n_waiting(&self) -> Result<u64, Error>;
+            }
+        }
+
+        impl $blocking {
+            /// Waits until a permit is taken and returns a guard that gives it back when
+            /// dropped (Python's `with semaphore:`).
+            pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
+                crate::sync::block_on(self.0.lock()).map(BlockingLockGuard::new)
+            }
+        }
+    };
+}
+
+semaphore_proxy! {
+    /// A shared semaphore (Python's `manager.Semaphore(value)`), with async methods.
+    ///
+    /// Permits a process still holds when its connection closes (it exits or is killed) are
+    /// given back, up to the initial value.
+    SemaphoreProxy,
+    /// A shared semaphore (Python's `manager.Semaphore(value)`), with blocking methods.
+    ///
+    /// Permits a process still holds when its connection closes (it exits or is killed) are
+    /// given back, up to the initial value.
+    BlockingSemaphoreProxy,
+    "Gives a permit back (any client may, and the value may exceed the initial value)."
+}
+
+semaphore_proxy! {
+    /// A shared bounded semaphore (Python's `manager.BoundedSemaphore(value)`), with async
+    /// methods.
+    ///
+    /// Permits a process still holds when its connection closes (it exits or is killed) are
+    /// given back.
+    BoundedSemaphoreProxy,
+    /// A shared bounded semaphore (Python's `manager.BoundedSemaphore(value)`), with blocking
+    /// methods.
+    ///
+    /// Permits a process still holds when its connection closes (it exits or is killed) are
+    /// given back.
+    BlockingBoundedSemaphoreProxy,
+    "Gives a permit back; an `InvalidValue` error (\"Semaphore released too many times\") when the value would exceed its initial value."
+}
+
+impl crate::manager::Manager {
+    /// A new shared semaphore with `value` permits (Python's `manager.Semaphore(value)`).
+    pub async fn semaphore(&self, value: u64) -> Result<SemaphoreProxy, Error> {
+        self.create_dynamic(typeids::SEMAPHORE, (value,))
+            .await
+            .map(Proxy::from_base)
+    }
+
+    /// A new shared bounded semaphore with `value` permits (Python's
+    /// `manager.BoundedSemaphore(value)`).
+    pub async fn bounded_semaphore(&self, value: u64) -> Result<BoundedSemaphoreProxy, Error> {
+        self.create_dynamic(typeids::BOUNDED_SEMAPHORE, (value,))
+            .await
+            .map(Proxy::from_base)
+    }
+}
+
+impl crate::manager::BlockingManager {
+    /// A new shared semaphore with `value` permits (Python's `manager.Semaphore(value)`).
+    pub fn semaphore(&self, value: u64) -> Result<BlockingSemaphoreProxy, Error> {
+        self.create_dynamic(typeids::SEMAPHORE, (value,))
+            .map(Proxy::from_base)
+    }
+
+    /// A new shared bounded semaphore with `value` permits (Python's
+    /// `manager.BoundedSemaphore(value)`).
+    pub fn bounded_semaphore(&self, value: u64) -> Result<BlockingBoundedSemaphoreProxy, Error> {
+        self.create_dynamic(typeids::BOUNDED_SEMAPHORE, (value,))
+            .map(Proxy::from_base)
+    }
+}
+
+/// Registers `Semaphore` and `BoundedSemaphore` under their typeids.
+pub(crate) fn register(registry: &mut crate::registry::Registry) -> Result<(), Error> {
+    use crate::registry::Register;
+    registry.register(Register::factory(typeids::SEMAPHORE, SemaphoreObject::new))?;
+    registry.register(Register::factory(
+        typeids::BOUNDED_SEMAPHORE,
+        BoundedSemaphoreObject::new,
+    ))?;
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! TLS (the `tls` feature): a loopback server with TLS and an authkey, clients that trust it or
+//! not, clients without TLS, client certificates, and a TLS server started in a child process.
+//! Certificates are made at run time with rcgen: a CA, a server certificate for
+//! 127.0.0.1/localhost signed by it, a client certificate, and a second CA that signed nothing
+//! the server has.
+//!
+//! This binary starts a server process by re-running itself, so it has its own `main`
+//! (`harness = false`) that calls `manager::init()` first.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::InProcessServer;
+use manager::{
+    Address, AuthKey, BaseManager, BlockingManager, ConnectOptions, Error, Manager, Register,
+    Registry, Server, ServerConfig, TlsClientConfig, TlsServerConfig, Typeid,
+};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+/// A counter, the object the tests create and call.
+pub struct Counter {
+    value: i64,
+}
+
+#[manager::shared]
+impl Counter {
+    /// Adds `n` and returns the new value.
+    pub fn add(&mut self, n: i64) -> i64 {
+        self.value += n;
+        self.value
+    }
+
+    /// Gives `data` back: a large frame through the TLS session.
+    pub fn echo(&self, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+}
+
+const COUNTER: Typeid<CounterBlockingProxy, (i64,)> = Typeid::new("counter");
+const COUNTER_ASYNC: Typeid<CounterProxy, (i64,)> = Typeid::new("counter");
+
+#[manager::entry]
+fn registry() -> manager::Result<Registry> {
+    let mut registry = Registry::new();
+    registry.register(Register::factory("counter", |(value,): (i64,)| Counter {
+        value,
+    }))?;
+    Ok(registry)
+}
+
+/// Certificates and keys as PEM files in a directory of their own, removed when dropped.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// Makes a CA, a server certificate for localhost and 127.0.0.1 and a client certificate
+    /// signed by it, and a second CA with a client certificate of its own.
+    fn new() -> Pki {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mgr-test-tls-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let pki = Pki { dir };
+        let ca = pki.ca("ca", "manager test CA");
+        pki.leaf(
+            "server",
+            &ca,
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        pki.leaf(
+            "client",
+            &ca,
+            &["client.test"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let other = pki.ca("other-ca", "another CA");
+        pki.leaf(
+            "stranger",
+            &other,
+            &["stranger.test"],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        pki
+    }
+
+    fn ca(&self, name: &str, common_name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), ca.pem()).unwrap();
+        ca
+    }
+
+    fn leaf(
+        &self,
+        name: &str,
+        ca: &CertifiedIssuer<'static, KeyPair>,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &names[0]);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, ca).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// The server's TLS settings, without client certificates.
+    fn server(&self) -> TlsServerConfig {
+        TlsServerConfig::new(self.path("server.pem"), self.path("server.key"))
+    }
+
+    /// A client that trusts the CA that signed the server's certificate.
+    fn client(&self) -> TlsClientConfig {
+        TlsClientConfig::new(self.path("ca.pem"), "localhost")
+    }
+
+    /// [`Pki::client`] with the client certificate signed by the same CA.
+    fn client_with_cert(&self) -> TlsClientConfig {
+        self.client()
+            .client_cert(self.path("client.pem"), self.path("client.key"))
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_with(tls: TlsServerConfig) -> ServerConfig {
+    let mut config = ServerConfig::default();
+    config.tls = Some(tls);
+    config
+}
+
+fn tls_server(tls: TlsServerConfig, authkey: &AuthKey) -> InProcessServer {
+    InProcessServer::start_with(
+        registry().expect("the registry"),
+        Address::local_tcp(),
+        authkey.clone(),
+        config_with(tls),
+    )
+}
+
+fn connect(server: &InProcessServer, tls: TlsClientConfig) -> manager::Result<BlockingManager> {
+    BlockingManager::connect_with(
+        server.address(),
+        server.authkey(),
+        &ConnectOptions::new().tls(tls),
+    )
+}
+
+/// Creates a counter through `manager` and calls it.
+fn use_counter(manager: &BlockingManager) {
+    let counter = manager.create(&COUNTER, (40,)).expect("create over TLS");
+    assert_eq!(counter.add(2).expect("call over TLS"), 42);
+}
+
+fn expect_tls(result: manager::Result<BlockingManager>, says: &str) -> String {
+    match result {
+        Err(Error::Tls(message)) => {
+            assert!(message.contains(says), "{says:?} is not in {message:?}");
+            message
+        }
+        Err(other) => panic!("expected a TLS error saying {says:?}, got {other:?}: {other}"),
+        Ok(_) => panic!("expected a TLS error saying {says:?}, and the connection was made"),
+    }
+}
+
+fn client_that_trusts_the_ca_creates_and_calls() {
+    let pki = Pki::new();
+    let server = tls_server(pki.server(), &AuthKey::random());
+    use_counter(&connect(&server, pki.client()).unwrap());
+    // The name may be the IP address the certificate is issued for too.
+    let by_ip = TlsClientConfig::new(pki.path("ca.pem"), "127.0.0.1");
+    let manager = connect(&server, by_ip).unwrap();
+    use_counter(&manager);
+    // Large frames, many calls at once, both ways through the TLS session.
+    let counter = manager.create(&COUNTER, (0,)).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4u8 {
+            let counter = &counter;
+            scope.spawn(move || {
+                for i in 0..8usize {
+                    let data = vec![t; (i + 1) * 300_000];
+                    assert_eq!(counter.echo(data.clone()).unwrap(), data);
+                }
+            });
+        }
+    });
+    // The async client, through BaseManager.
+    let base = BaseManager::new(server.address().clone())
+        .authkey(server.authkey().clone())
+        .tls(pki.client());
+    server.runtime().block_on(async {
+        let manager: Manager = base.connect_async().await.unwrap();
+        let counter = manager.create(&COUNTER_ASYNC, (1,)).await.unwrap();
+        assert_eq!(counter.add(1).await.unwrap(), 2);
+    });
+}
+
+fn authkey_is_still_required_over_tls() {
+    let pki = Pki::new();
+    let server = tls_server(pki.server(), &AuthKey::random());
+    let wrong = BlockingManager::connect_with(
+        server.address(),
+        &AuthKey::from("not the key"),
+        &ConnectOptions::new().tls(pki.client()),
+    );
+    assert!(matches!(wrong, Err(Error::Auth(_))), "{wrong:?}");
+    use_counter(&connect(&server, pki.client()).unwrap());
+}
+
+fn client_that_does_not_trust_the_server_is_refused_and_the_server_goes_on() {
+    let pki = Pki::new();
+    let server = tls_server(pki.server(), &AuthKey::random());
+    let wrong_ca = TlsClientConfig::new(pki.path("other-ca.pem"), "localhost");
+    let message = expect_tls(connect(&server, wrong_ca), "not trusted");
+    assert!(message.contains("UnknownIssuer"), "{message}");
+    let wrong_name = TlsClientConfig::new(pki.path("ca.pem"), "elsewhere.test");
+    expect_tls(connect(&server, wrong_name), "not trusted");
+    use_counter(&connect(&server, pki.client()).unwrap());
+}
+
+fn client_without_tls_is_told_the_server_requires_it_and_the_server_goes_on() {
+    let pki = Pki::new();
+    let server = tls_server(pki.server(), &AuthKey::random());
+    let plain = BlockingManager::connect(server.address(), server.authkey());
+    expect_tls(plain, "requires TLS");
+    use_counter(&connect(&server, pki.client()).unwrap());
+}
+
+fn tls_client_of_a_server_without_tls_is_told_so() {
+    let pki = Pki::new();
+    let authkey = AuthKey::random();
+    let server = InProcessServer::start(registry().unwrap(), Address::local_tcp(), authkey);
+    expect_tls(connect(&server, pki.client()), "did not answer in TLS");
+    use_counter(&server.connect());
+}
+
+fn client_certificates_when_required() {
+    let pki = Pki::new();
+    let required = pki.server().client_ca(pki.path("ca.pem"));
+    let server = tls_server(required, &AuthKey::random());
+    use_counter(&connect(&server, pki.client_with_cert()).unwrap());
+    expect_tls(
+        connect(&server, pki.client()),
+        "requires a client certificate",
+    );
+    let stranger = pki
+        .client()
+        .client_cert(pki.path("stranger.pem"), pki.path("stranger.key"));
+    expect_tls(connect(&server, stranger), "server refused our certificate");
+    // A client certificate does not replace the authkey.
+    let wrong_key = BlockingManager::connect_with(
+        server.address(),
+        &AuthKey::from("not the key"),
+        &ConnectOptions::new().tls(pki.client_with_cert()),
+    );
+    assert!(matches!(wrong_key, Err(Error::Auth(_))), "{wrong_key:?}");
+    use_counter(&connect(&server, pki.client_with_cert()).unwrap());
+}
+
+fn start_serves_tls_in_a_child_process() {
+    let pki = Pki::new();
+    let authkey = AuthKey::random();
+    let base = BaseManager::new(Address::local_tcp())
+        .authkey(authkey.clone())
+        .server_tls(pki.server().client_ca(pki.path("ca.pem")))
+        .tls(pki.client_with_cert());
+    let manager = base.start(registry).expect("start a TLS server process");
+    use_counter(&manager);
+    let address = manager.address().clone();
+    // Another client of the same manager settings reaches it; one without TLS does not.
+    let again = BaseManager::new(address.clone())
+        .authkey(authkey.clone())
+        .tls(pki.client_with_cert())
+        .connect()
+        .unwrap();
+    use_counter(&again);
+    let plain = BlockingManager::connect(&address, &authkey);
+    expect_tls(plain, "requires TLS");
+    drop(again);
+    manager.shutdown().unwrap();
+}
+
+fn bad_configurations_are_refused_clearly() {
+    let pki = Pki::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bind = |address: Address, tls: TlsServerConfig| {
+        runtime.block_on(Server::bind(
+            registry().unwrap(),
+            &address,
+            AuthKey::random(),
+            config_with(tls),
+        ))
+    };
+    let socket = common::TempPath::socket("tls");
+    match bind(socket.address(), pki.server()) {
+        Err(Error::Tls(message)) => assert!(message.contains("Unix socket"), "{message}"),
+        other => panic!("TLS on a Unix socket: {:?}", other.map(|_| ())),
+    }
+    assert!(!socket.path().exists(), "nothing was bound");
+    let missing = TlsServerConfig::new(pki.path("missing.pem"), pki.path("server.key"));
+    match bind(Address::local_tcp(), missing) {
+        Err(Error::Tls(message)) => assert!(message.contains("missing.pem"), "{message}"),
+        other => panic!("a missing certificate file: {:?}", other.map(|_| ())),
+    }
+    let mismatched = TlsServerConfig::new(pki.path("server.pem"), pki.path("client.key"));
+    assert!(matches!(
+        bind(Address::local_tcp(), mismatched),
+        Err(Error::Tls(_))
+    ));
+    let unix = BlockingManager::connect_with(
+        &socket.address(),
+        &AuthKey::random(),
+        &ConnectOptions::new().tls(pki.client()),
+    );
+    expect_tls(unix, "Unix socket");
+    let no_ca = TlsClientConfig::new(Path::new("/nonexistent/ca.pem"), "localhost");
+    let address = Address::tcp("127.0.0.1:9");
+    let missing_ca = BlockingManager::connect_with(
+        &address,
+        &AuthKey::random(),
+        &ConnectOptions::new().tls(no_ca),
+    );
+    expect_tls(missing_ca, "/nonexistent/ca.pem");
+}
+
+fn main() {
+    manager::init();
+    common::run_tests(vec![
+        case!(client_that_trusts_the_ca_creates_and_calls),
+        case!(authkey_is_still_required_over_tls),
+        case!(client_that_does_not_trust_the_server_is_refused_and_the_server_goes_on),
+        case!(client_without_tls_is_told_the_server_requires_it_and_the_server_goes_on),
+        case!(tls_client_of_a_server_without_tls_is_told_so),
+        case!(client_certificates_when_required),
+        case!(start_serves_tls_in_a_child_process),
+        case!(bad_configurations_are_refused_clearly),
+    ]);
+}
