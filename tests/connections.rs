@@ -345,6 +345,116 @@ fn one_connection_carries_concurrent_blocking_calls_from_many_threads() {
     assert_eq!(info.connections, 1, "every call went over one connection");
 }
 
+/// Blocked threads read their own replies off the socket while async tasks wait on the same
+/// connection: every reply must reach its caller, whoever reads it, with large replies arriving
+/// in many pieces and a timed-out call's late reply read and dropped on the way.
+fn blocking_and_async_callers_share_one_connection(address: Address) {
+    const THREADS: u64 = 4;
+    const TASKS: u64 = 4;
+    const CALLS: u64 = 150;
+    let server = InProcessServer::start(registry(), address, AuthKey::random());
+    let manager = server.connect();
+    let echo = manager.create(&ECHO_BLOCKING, ()).unwrap();
+    let base = echo.base().clone();
+
+    // A call that misses its deadline leaves a reply to come later, which whoever reads next
+    // must skip.
+    let hasty = base.with_timeout(Duration::from_millis(20));
+    match hasty.call_method_blocking::<_, u64>("echo_later", (1u64, 300_000u64)) {
+        Err(Error::Timeout(_)) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    let big = "x".repeat(1 << 20);
+    let (done, results) = mpsc::channel();
+    for thread in 0..THREADS {
+        let base = base.clone();
+        let done = done.clone();
+        let big = big.clone();
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                for i in 0..CALLS {
+                    let tag = thread * 1_000_000 + i;
+                    let got: u64 = base
+                        .call_method_blocking("echo_later", (tag, (tag * 7919) % 400))
+                        .unwrap();
+                    assert_eq!(got, tag);
+                    let text = if i % 25 == 0 {
+                        big.clone()
+                    } else {
+                        format!("t{tag}")
+                    };
+                    let got: (u64, String) = base
+                        .call_method_blocking("echo", (tag, text.clone()))
+                        .unwrap();
+                    assert_eq!(got, (tag, text));
+                }
+            }));
+            let _ = done.send(outcome.is_ok());
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let base = base.clone();
+            let big = big.clone();
+            runtime.spawn(async move {
+                for i in 0..CALLS {
+                    let tag = 500_000_000 + task * 1_000_000 + i;
+                    let got: u64 = base
+                        .call_method("echo_later", (tag, (tag * 104_729) % 400))
+                        .await
+                        .unwrap();
+                    assert_eq!(got, tag);
+                    let text = if i % 25 == 0 {
+                        big.clone()
+                    } else {
+                        format!("a{tag}")
+                    };
+                    let got: (u64, String) =
+                        base.call_method("echo", (tag, text.clone())).await.unwrap();
+                    assert_eq!(got, (tag, text));
+                }
+            })
+        })
+        .collect();
+    drop(done);
+    for _ in 0..THREADS {
+        let ok = results
+            .recv_timeout(TIMEOUT)
+            .expect("a calling thread did not finish in time");
+        assert!(ok, "a calling thread got a wrong result");
+    }
+    runtime.block_on(async {
+        for task in tasks {
+            within("a calling task", task)
+                .await
+                .expect("a calling task failed");
+        }
+    });
+    // Every call ran once (the hasty one was cancelled by the server when it timed out).
+    let calls = echo.calls().unwrap();
+    let all = (THREADS + TASKS) * CALLS * 2;
+    assert!(calls == all || calls == all + 1, "{calls} calls for {all}");
+    let info = manager.debug_info().unwrap();
+    assert_eq!(info.connections, 1, "every call went over one connection");
+}
+
+#[test]
+fn blocking_and_async_callers_share_one_tcp_connection() {
+    blocking_and_async_callers_share_one_connection(Address::local_tcp());
+}
+
+#[test]
+fn blocking_and_async_callers_share_one_unix_connection() {
+    let socket = TempPath::socket("mixed");
+    blocking_and_async_callers_share_one_connection(Address::unix(socket.path()));
+}
+
 #[test]
 fn proxies_are_send_sync_clone() {
     fn check<T: Send + Sync + Clone + 'static>() {}

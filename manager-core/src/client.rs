@@ -5,9 +5,10 @@
 //! reader task hands each response to the call waiting for it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -17,10 +18,12 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
+mod direct;
+
 use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::Error;
-use crate::transport::{self, with_split, write_frames, ReadHalf};
+use crate::transport::{self, write_frames, ReadHalf, Stream};
 use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
@@ -64,7 +67,15 @@ struct Inner {
     address: Address,
     server_address: Address,
     python_address: Option<Address>,
+    /// Frames for the writer task.
     tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes given to the writer task and not written yet: a caller may write to the socket
+    /// itself only when there are none, so that frames go out whole and in order.
+    queued: Arc<AtomicUsize>,
+    /// Held while a frame is queued or written by a caller, for the same reason.
+    send_order: Mutex<()>,
+    /// The socket, for blocked callers to use from their own thread (plain TCP and Unix).
+    direct: Option<Arc<direct::Direct>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -159,12 +170,23 @@ impl Connection {
     ) -> Result<Connection, Error> {
         let mut stream = transport::connect(address, options.tls.as_ref()).await?;
         let welcome = stream.handshake_client(authkey).await?;
+        let fd = match &stream {
+            Stream::Tcp(s) => Some(s.as_fd().try_clone_to_owned()?),
+            Stream::Unix(s) => Some(s.as_fd().try_clone_to_owned()?),
+            #[cfg(feature = "tls")]
+            _ => None,
+        };
+        let direct = fd.map(|fd| Arc::new(direct::Direct::new(fd, wire::DEFAULT_MAX_FRAME)));
         let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let inner = Arc::new(Inner {
             address: address.clone(),
             server_address: welcome.address,
             python_address: welcome.python_address,
             tx,
+            queued: queued.clone(),
+            send_order: Mutex::new(()),
+            direct: direct.clone(),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -172,10 +194,26 @@ impl Connection {
             max_frame: wire::DEFAULT_MAX_FRAME,
             timeout_ns: AtomicU64::new(0),
         });
-        with_split!(stream, |reader, writer| {
-            tokio::spawn(write_frames(writer, rx, |_| {}));
-            tokio::spawn(read_responses(Arc::downgrade(&inner), reader));
-        });
+        let written = move |n| {
+            queued.fetch_sub(n, Ordering::AcqRel);
+        };
+        let weak = Arc::downgrade(&inner);
+        match (stream, direct) {
+            (Stream::Tcp(s), Some(direct)) => {
+                let (reader, writer) = s.into_split();
+                tokio::spawn(write_frames(writer, rx, written));
+                tokio::spawn(read_plain(weak, direct, reader));
+            }
+            (Stream::Unix(s), Some(direct)) => {
+                let (reader, writer) = s.into_split();
+                tokio::spawn(write_frames(writer, rx, written));
+                tokio::spawn(read_plain(weak, direct, reader));
+            }
+            (stream, _) => transport::with_split!(stream, |reader, writer| {
+                tokio::spawn(write_frames(writer, rx, written));
+                tokio::spawn(read_responses(weak, reader));
+            }),
+        }
         Ok(Connection { inner })
     }
 
@@ -238,11 +276,13 @@ impl Connection {
     }
 
     /// Sends a request built by `build` (given the request id), registering `pending` as its
-    /// waiter, and returns the request id.
+    /// waiter, and returns the request id. A blocked caller (`pending` is
+    /// [`Pending::Blocking`]) writes the request itself when it can.
     fn send_request<F>(&self, build: F, pending: Pending) -> Result<u64, Error>
     where
         F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
     {
+        let blocking = matches!(pending, Pending::Blocking(_));
         if self.is_closed() {
             return Err(self.closed_error());
         }
@@ -251,8 +291,13 @@ impl Connection {
         build(id, &mut buf)?;
         let frame = wire::finish(buf, self.inner.max_frame)?;
         self.inner.pending.lock().insert(id, pending);
+        let sent = if blocking {
+            self.inner.send_now(frame)
+        } else {
+            self.inner.enqueue(frame)
+        };
         // Checked again under the lock order the reader uses when it fails everything pending.
-        if self.inner.tx.send(frame).is_err() || self.is_closed() {
+        if !sent || self.is_closed() {
             self.inner.pending.lock().remove(&id);
             return Err(self.closed_error());
         }
@@ -289,7 +334,7 @@ impl Connection {
         let mut buf = wire::start_frame(16);
         if wire::put(&mut buf, request, "request").is_ok() {
             if let Ok(frame) = wire::finish(buf, self.inner.max_frame) {
-                let _ = self.inner.tx.send(frame);
+                self.inner.enqueue(frame);
             }
         }
     }
@@ -353,19 +398,42 @@ impl Connection {
     {
         ensure_blocking_allowed()?;
         let (done, wait) = std::sync::mpsc::sync_channel(1);
+        let started = Instant::now();
         let id = self.send_request(build, Pending::Blocking(done))?;
-        let result = match timeout {
+        let deadline = timeout.and_then(|limit| started.checked_add(limit));
+        if let Some(direct) = &self.inner.direct {
+            // Read the reply on this thread, unless the reader task is reading right now.
+            let waited = direct.read_until(
+                || wait.try_recv().ok(),
+                deadline,
+                |frame| deliver(&self.inner, frame),
+                |reason| Connection::fail_all(&self.inner, reason),
+            );
+            match waited {
+                direct::Waited::Done(result) => return result,
+                direct::Waited::TimedOut => return Err(self.timed_out(id, timeout)),
+                direct::Waited::Busy => {}
+            }
+        }
+        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        let result = match left {
             None => wait.recv().map_err(|_| self.closed_error()),
-            Some(limit) => match wait.recv_timeout(limit) {
+            Some(left) => match wait.recv_timeout(left) {
                 Ok(result) => Ok(result),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    self.abandon(id);
-                    return Err(Error::Timeout(format!("(request {id}) after {limit:?}")));
+                    return Err(self.timed_out(id, timeout))
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(self.closed_error()),
             },
         };
         result?
+    }
+
+    /// Abandons request `id`, whose deadline `timeout` passed, and says so.
+    fn timed_out(&self, id: u64, timeout: Option<Duration>) -> Error {
+        self.abandon(id);
+        let limit = timeout.unwrap_or_default();
+        Error::Timeout(format!("(request {id}) after {limit:?}"))
     }
 
     /// Builds the frame of a call of `method` on `object` with `args`.
@@ -431,10 +499,83 @@ impl Connection {
             let mut buf = wire::start_frame(16);
             if wire::put(&mut buf, &Request::DecRef { object: token.id }, "request").is_ok() {
                 if let Ok(frame) = wire::finish(buf, inner.max_frame) {
-                    let _ = inner.tx.send(frame);
+                    inner.enqueue(frame);
                 }
             }
         }
+    }
+}
+
+impl Inner {
+    /// Queues `frame` for the writer task; false when the connection is gone.
+    fn enqueue(&self, frame: Bytes) -> bool {
+        let _order = self.send_order.lock();
+        self.queue(frame)
+    }
+
+    fn queue(&self, frame: Bytes) -> bool {
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        if self.tx.send(frame).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Writes `frame` to the socket from this thread when nothing is queued before it and the
+    /// socket takes it now; queues what is left for the writer task. False when the connection
+    /// is gone.
+    fn send_now(&self, frame: Bytes) -> bool {
+        let Some(direct) = &self.direct else {
+            return self.enqueue(frame);
+        };
+        let _order = self.send_order.lock();
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return self.queue(frame);
+        }
+        match direct.try_send(&frame) {
+            Ok(n) if n == frame.len() => true,
+            Ok(n) => self.queue(frame.slice(n..)),
+            // The writer task meets the same error and the reader closes the connection.
+            Err(_) => self.queue(frame),
+        }
+    }
+}
+
+/// Hands one response frame to the call waiting for it (releasing the proxy it carries when
+/// nobody waits any more). An error means the server broke the protocol.
+fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
+    let frame = frame.freeze();
+    let (head, payload) =
+        wire::take::<ResponseHead>(&frame, "response").map_err(|e| e.to_string())?;
+    let payload_at = frame.len() - payload.len();
+    let response = Response {
+        reply: head.reply,
+        frame: frame.clone(),
+        payload_at,
+    };
+    let waiter = inner.pending.lock().remove(&head.id);
+    match waiter {
+        Some(waiter) => {
+            if let Some(Ok(response)) = waiter.deliver(Ok(response)) {
+                Connection::release_orphan(inner, &response);
+            }
+        }
+        None => Connection::release_orphan(inner, &response),
+    }
+    Ok(())
+}
+
+/// The reader task of a plain TCP or Unix connection, which blocked callers share.
+async fn read_plain<H: direct::SocketReadHalf>(
+    inner: std::sync::Weak<Inner>,
+    direct: Arc<direct::Direct>,
+    reader: H,
+) {
+    let ended = direct::read_replies(inner.clone(), direct, reader).await;
+    if let (Some(reason), Some(inner)) = (ended, inner.upgrade()) {
+        Connection::fail_all(&inner, reason);
     }
 }
 
@@ -448,6 +589,7 @@ fn expect_control(response: Response) -> Result<ControlReply, Error> {
     }
 }
 
+/// The reader task of a TLS connection.
 async fn read_responses<R: ReadHalf>(inner: std::sync::Weak<Inner>, reader: R) {
     let mut frames = FramedRead::new(reader, wire::frame_codec(wire::DEFAULT_MAX_FRAME));
     let reason = loop {
@@ -455,28 +597,12 @@ async fn read_responses<R: ReadHalf>(inner: std::sync::Weak<Inner>, reader: R) {
             break "the server closed the connection".to_string();
         };
         let Some(inner) = inner.upgrade() else { return };
-        let frame = match frame {
-            Ok(frame) => frame.freeze(),
-            Err(e) => break format!("bad frame from the server: {e}"),
+        let delivered = match frame {
+            Ok(frame) => deliver(&inner, frame),
+            Err(e) => Err(format!("bad frame from the server: {e}")),
         };
-        let (head, payload) = match wire::take::<ResponseHead>(&frame, "response") {
-            Ok(decoded) => decoded,
-            Err(e) => break e.to_string(),
-        };
-        let payload_at = frame.len() - payload.len();
-        let response = Response {
-            reply: head.reply,
-            frame: frame.clone(),
-            payload_at,
-        };
-        let waiter = inner.pending.lock().remove(&head.id);
-        match waiter {
-            Some(waiter) => {
-                if let Some(Ok(response)) = waiter.deliver(Ok(response)) {
-                    Connection::release_orphan(&inner, &response);
-                }
-            }
-            None => Connection::release_orphan(&inner, &response),
+        if let Err(reason) = delivered {
+            break reason;
         }
     };
     if let Some(inner) = inner.upgrade() {

@@ -1,0 +1,304 @@
+//! A blocked caller's own I/O on a plain TCP or Unix connection.
+//!
+//! A thread that calls a blocking proxy would otherwise hand its request to the client's I/O
+//! thread and sleep until that thread hands the reply back: two thread switches per call, which
+//! cost more than the round trip itself on a loaded machine. Instead the caller writes its
+//! request to the socket itself (when nothing is queued before it) and, when no one else is
+//! reading, reads the socket itself until its reply arrives, handing any other reply it meets to
+//! whoever waits for it. The reader task on the I/O thread steps aside while a caller reads, and
+//! takes over when it is done.
+//!
+//! TLS connections keep the I/O thread for both directions: the TLS session lives there.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use parking_lot::{Mutex, MutexGuard};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{RecvFlags, SendFlags};
+use tokio::io::Interest;
+use tokio::sync::Notify;
+use tokio_util::codec::Decoder;
+
+use super::{deliver, Inner};
+use crate::wire::{self, FrameDecoder};
+
+/// How much a read asks the socket for, at least.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The socket of a plain connection as both the reader task and blocked callers use it.
+pub(super) struct Direct {
+    /// A duplicate of the socket's descriptor, open as long as this lives (so that it cannot
+    /// be closed and reused under a caller that polls it).
+    fd: OwnedFd,
+    /// Bytes read and not yet decoded. Whoever holds the lock is the connection's reader.
+    inbox: Mutex<BytesMut>,
+    decoder: FrameDecoder,
+    /// Set by the reader task when it found a caller reading and stepped aside; the caller then
+    /// wakes it when done, so that no data is left unread.
+    missed: AtomicBool,
+    wake_reader: Notify,
+}
+
+/// How a blocked caller's wait ended.
+pub(super) enum Waited<T> {
+    /// The reply (or the error the connection failed with) arrived.
+    Done(T),
+    /// The deadline passed first.
+    TimedOut,
+    /// The reader task is reading: wait for it to deliver the reply.
+    Busy,
+}
+
+impl Direct {
+    pub(super) fn new(fd: OwnedFd, max_frame: usize) -> Direct {
+        Direct {
+            fd,
+            inbox: Mutex::new(BytesMut::new()),
+            decoder: wire::frame_codec(max_frame),
+            missed: AtomicBool::new(false),
+            wake_reader: Notify::new(),
+        }
+    }
+
+    /// Writes what the socket takes of `frame` now, without waiting, and returns how many
+    /// bytes that was. The caller serialises writers.
+    pub(super) fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
+        loop {
+            match rustix::net::send(&self.fd, frame, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads the socket on this thread until `done` says the reply it waits for has arrived,
+    /// or `deadline` passes. Each complete frame read is given to `deliver`; a failure of the
+    /// connection (end of stream, a bad frame) is given to `fail` and ends the wait, as the
+    /// failure is delivered to every waiter. Returns [`Waited::Busy`] at once when another
+    /// reader holds the socket.
+    pub(super) fn read_until<T>(
+        &self,
+        mut done: impl FnMut() -> Option<T>,
+        deadline: Option<Instant>,
+        mut deliver: impl FnMut(BytesMut) -> Result<(), String>,
+        fail: impl FnOnce(String),
+    ) -> Waited<T> {
+        let Some(mut inbox) = self.inbox.try_lock() else {
+            return Waited::Busy;
+        };
+        // The reply cannot be there yet right after the request went out: wait before reading.
+        let mut wait_first = true;
+        let waited = loop {
+            // What an earlier reader left in the buffer first, then the socket.
+            if let Err(reason) = self.decode_all(&mut inbox, &mut deliver) {
+                fail(reason);
+                break done().map_or(Waited::Busy, Waited::Done);
+            }
+            if let Some(result) = done() {
+                break Waited::Done(result);
+            }
+            if wait_first {
+                match self.poll(deadline) {
+                    Ok(true) => {}
+                    Ok(false) => break Waited::TimedOut,
+                    Err(e) => {
+                        fail(format!("waiting for the server failed: {e}"));
+                        break done().map_or(Waited::Busy, Waited::Done);
+                    }
+                }
+            }
+            match self.recv(&mut inbox) {
+                Ok(0) => {
+                    fail("the server closed the connection".to_string());
+                    break done().map_or(Waited::Busy, Waited::Done);
+                }
+                // More of a large reply may follow at once.
+                Ok(_) => wait_first = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_first = true,
+                Err(e) => {
+                    fail(format!("reading from the server failed: {e}"));
+                    break done().map_or(Waited::Busy, Waited::Done);
+                }
+            }
+        };
+        self.step_down(inbox);
+        waited
+    }
+
+    /// Gives up the reader's place. If the reader task stepped aside meanwhile and something
+    /// came that this caller did not read, the task is woken to read it (it forgot the
+    /// socket's readiness when it stepped aside).
+    fn step_down(&self, inbox: MutexGuard<'_, BytesMut>) {
+        drop(inbox);
+        if self.missed.swap(false, Ordering::SeqCst) && !matches!(self.readable_now(), Ok(false)) {
+            self.wake_reader.notify_one();
+        }
+    }
+
+    /// Whether the socket has something to read (or an error to report) right now.
+    fn readable_now(&self) -> io::Result<bool> {
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            match rustix::event::poll(&mut fds, Some(&now)) {
+                Ok(n) => return Ok(n > 0),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Decodes every complete frame in `inbox` and hands each to `deliver`.
+    fn decode_all(
+        &self,
+        inbox: &mut BytesMut,
+        deliver: &mut impl FnMut(BytesMut) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut decoder = self.decoder;
+        while let Some(frame) = decoder
+            .decode(inbox)
+            .map_err(|e| format!("bad frame from the server: {e}"))?
+        {
+            deliver(frame)?;
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has into `inbox`, without waiting; `WouldBlock` when nothing.
+    fn recv(&self, inbox: &mut BytesMut) -> io::Result<usize> {
+        inbox.reserve(READ_CHUNK);
+        loop {
+            let start = inbox.len();
+            match rustix::net::recv(&self.fd, inbox.spare_capacity_mut(), RecvFlags::DONTWAIT) {
+                Ok(((filled, _), _)) => {
+                    let n = filled.len();
+                    // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+                    unsafe { inbox.set_len(start + n) };
+                    return Ok(n);
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits until the socket is readable (true) or `deadline` passes (false).
+    fn poll(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        loop {
+            let timeout = match deadline {
+                None => None,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    Some(Timespec::try_from(left).unwrap_or(Timespec {
+                        tv_sec: i64::MAX,
+                        tv_nsec: 0,
+                    }))
+                }
+            };
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => continue,
+                Ok(_) => return Ok(true),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The read half of a plain socket, as the reader task uses it.
+pub(super) trait SocketReadHalf: Send + 'static {
+    /// Waits until the socket may have something to read.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
+    /// Reads what the socket has, without waiting.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Forgets that the socket was readable: a caller is reading it.
+    fn clear_readable(&self);
+}
+
+macro_rules! socket_read_half {
+    ($half:ty) => {
+        impl SocketReadHalf for $half {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+                <$half>::readable(self)
+            }
+            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                <$half>::try_read_buf(self, buf)
+            }
+            fn clear_readable(&self) {
+                let _ = self
+                    .as_ref()
+                    .try_io(Interest::READABLE, || -> io::Result<()> {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    });
+            }
+        }
+    };
+}
+socket_read_half!(tokio::net::tcp::OwnedReadHalf);
+socket_read_half!(tokio::net::unix::OwnedReadHalf);
+
+/// The reader task of a plain connection: reads and delivers replies while no blocked caller
+/// reads them itself, until the stream ends or nobody holds the connection any more. Returns
+/// why the connection ended, if it did.
+pub(super) async fn read_replies<H: SocketReadHalf>(
+    inner: Weak<Inner>,
+    direct: Arc<Direct>,
+    half: H,
+) -> Option<String> {
+    loop {
+        tokio::select! {
+            ready = half.readable() => if let Err(e) = ready {
+                return Some(format!("reading from the server failed: {e}"));
+            },
+            () = direct.wake_reader.notified() => {}
+        }
+        let inner = inner.upgrade()?;
+        let mut inbox = match direct.inbox.try_lock() {
+            Some(inbox) => inbox,
+            None => {
+                // A caller is reading. Say so before looking again, so that either this task
+                // gets the lock now or the caller wakes it when it steps down.
+                direct.missed.store(true, Ordering::SeqCst);
+                match direct.inbox.try_lock() {
+                    Some(inbox) => inbox,
+                    None => {
+                        half.clear_readable();
+                        continue;
+                    }
+                }
+            }
+        };
+        direct.missed.store(false, Ordering::Relaxed);
+        let ended = loop {
+            inbox.reserve(READ_CHUNK);
+            match half.try_read_buf(&mut inbox) {
+                Ok(0) => break Some("the server closed the connection".to_string()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) => break Some(format!("reading from the server failed: {e}")),
+            }
+        };
+        // Replies that arrived whole are delivered even when the stream ended after them.
+        if let Err(reason) = direct.decode_all(&mut inbox, &mut |frame| deliver(&inner, frame)) {
+            return Some(reason);
+        }
+        if ended.is_some() {
+            return ended;
+        }
+    }
+}
