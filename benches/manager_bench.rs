@@ -34,6 +34,9 @@ use tokio::net::{tcp, unix};
 use tokio::runtime::Runtime;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+#[path = "manager_bench/profile.rs"]
+mod profile;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
 
@@ -1005,6 +1008,9 @@ struct Options {
     python_json: Option<PathBuf>,
     only: Option<Vec<String>>,
     memory_objects: Option<u64>,
+    profile: Option<profile::Side>,
+    calls: u64,
+    unix: Option<PathBuf>,
 }
 
 const USAGE: &str = "\
@@ -1017,7 +1023,13 @@ usage: cargo bench --bench manager_bench -- [OPTIONS]
                        work) and add its figures
   --python-json PATH   add the figures of an earlier run of benches/python_peer.py
   --only GROUPS        comma-separated: rtt, throughput, echo, create, memory
-  --memory-objects N   objects for the memory figure (default 1,000,000; 100,000 quick)";
+  --memory-objects N   objects for the memory figure (default 1,000,000; 100,000 quick)
+
+  --profile SIDE       no figures: play one side of get_x round trips in this process, for
+                       a profiler (raw, async, blocking: the client; server, raw-server:
+                       the server), the other side in a child; see benches/profile.sh
+  --calls N            round trips of --profile (default 20,000)
+  --unix PATH          --profile over a Unix socket at PATH instead of TCP";
 
 impl Options {
     fn parse() -> Result<Options, String> {
@@ -1028,6 +1040,9 @@ impl Options {
             python_json: None,
             only: None,
             memory_objects: None,
+            profile: None,
+            calls: 20_000,
+            unix: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -1061,6 +1076,14 @@ impl Options {
                             .map_err(|e| format!("--memory-objects: {e}"))?,
                     )
                 }
+                "--profile" => options.profile = Some(value("--profile")?.parse()?),
+                "--calls" => {
+                    options.calls = value("--calls")?
+                        .replace('_', "")
+                        .parse()
+                        .map_err(|e| format!("--calls: {e}"))?
+                }
+                "--unix" => options.unix = Some(value("--unix")?.into()),
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -1869,7 +1892,11 @@ fn main() {
             std::process::exit(if message.is_empty() { 0 } else { 2 });
         }
     };
-    if let Err(e) = run(&options) {
+    let result = match options.profile {
+        Some(side) => profile::run(side, options.calls, options.unix.clone()),
+        None => run(&options),
+    };
+    if let Err(e) = result {
         eprintln!("manager_bench: {e}");
         std::process::exit(1);
     }
