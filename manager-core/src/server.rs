@@ -6,7 +6,9 @@
 //! of order. When a connection closes, for any reason, every reference it held is released.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -390,6 +392,11 @@ impl Queued {
         self.drained.notify_waiters();
     }
 
+    /// Whether at most `limit` bytes are queued.
+    fn is_below(&self, limit: u64) -> bool {
+        self.bytes.load(Ordering::Relaxed) <= limit
+    }
+
     /// Waits until at most `limit` bytes are queued.
     async fn below(&self, limit: u64) {
         loop {
@@ -418,23 +425,34 @@ impl Connection {
 
     async fn read_requests<R: ReadHalf>(self: &Arc<Self>, reader: R) -> Result<(), Error> {
         let mut frames = FramedRead::new(reader, wire::frame_codec(self.state.config.max_frame));
+        // Made once: a new one per request would register and unregister a waiter each time.
+        let closed = self.closed.cancelled();
+        tokio::pin!(closed);
+        let max_queued = self.state.config.max_queued_reply_bytes as u64;
         loop {
             // A permit is taken before the next request is read: with `max_in_flight` calls
             // running, the socket is left unread and TCP pushes back on the client.
-            let permit = tokio::select! {
-                _ = self.closed.cancelled() => return Ok(()),
-                permit = self.in_flight.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return Ok(()),
+            let permit = match self.in_flight.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(TryAcquireError::Closed) => return Ok(()),
+                Err(TryAcquireError::NoPermits) => tokio::select! {
+                    _ = &mut closed => return Ok(()),
+                    permit = self.in_flight.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return Ok(()),
+                    },
                 },
             };
             // A client that does not read its answers is not read from either.
-            tokio::select! {
-                _ = self.closed.cancelled() => return Ok(()),
-                () = self.queued.below(self.state.config.max_queued_reply_bytes as u64) => {}
+            if !self.queued.is_below(max_queued) {
+                tokio::select! {
+                    _ = &mut closed => return Ok(()),
+                    () = self.queued.below(max_queued) => {}
+                }
             }
             let frame = tokio::select! {
-                _ = self.closed.cancelled() => return Ok(()),
+                biased;
+                _ = &mut closed => return Ok(()),
                 frame = frames.next() => frame,
             };
             match frame {
@@ -566,10 +584,23 @@ impl Connection {
                 )
             }
         };
+        let is_async = entry.methods[index].is_async;
+        let mut run = AssertUnwindSafe(future).catch_unwind();
+        if !is_async {
+            // A plain method is done at its first poll, unless it waits for its object's lock:
+            // it runs here, in the connection's task, without a task of its own (as each
+            // connection of a CPython manager has its own thread). The waker does not matter:
+            // a call that is not done goes on in a task, whose poll brings its own.
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(outcome) = Pin::new(&mut run).poll(&mut context) {
+                drop(permit);
+                return self.complete(id, &object, index, outcome);
+            }
+        }
         let conn = self.clone();
-        // An async method may wait; the client can cancel it by id. A plain method runs to the
-        // end at once, so it needs no entry of its own.
-        let cancel = if entry.methods[index].is_async {
+        // An async method may wait; the client can cancel it by id. A plain method can only
+        // wait for its object's lock, so it needs no entry of its own.
+        let cancel = if is_async {
             let token = self.closed.child_token();
             self.calls.lock().insert(id, token.clone());
             token
@@ -578,9 +609,9 @@ impl Connection {
         };
         tokio::spawn(async move {
             let _permit = permit;
-            let run = AssertUnwindSafe(future).catch_unwind();
             let outcome = tokio::select! {
-                outcome = run => outcome,
+                biased;
+                outcome = &mut run => outcome,
                 // Cancelled by the client, or the client is gone, or the server is stopping:
                 // drop the call where it waits.
                 _ = cancel.cancelled() => {
@@ -588,25 +619,32 @@ impl Connection {
                     return;
                 }
             };
-            if object.entry.methods[index].is_async {
+            if is_async {
                 conn.calls.lock().remove(&id);
             }
-            let outcome = match outcome {
-                Ok(outcome) => outcome,
-                Err(panic) => Outcome::Failed(RemoteError::new(
-                    RemoteErrorKind::Panic,
-                    &*object.entry.typeid,
-                    object.entry.methods[index].name,
-                    panic_message(&panic),
-                )),
-            };
-            let reply = conn.finish_call(&object, index, outcome);
-            conn.send_reply(
-                id,
-                reply,
-                (&object.entry.typeid, object.entry.methods[index].name),
-            );
+            conn.complete(id, &object, index, outcome);
         });
+    }
+
+    /// Sends the reply of a call that ran to its end (or panicked).
+    fn complete(
+        &self,
+        id: u64,
+        object: &Object,
+        index: usize,
+        outcome: std::thread::Result<Outcome>,
+    ) {
+        let entry = &object.entry;
+        let outcome = outcome.unwrap_or_else(|panic| {
+            Outcome::Failed(RemoteError::new(
+                RemoteErrorKind::Panic,
+                &*entry.typeid,
+                entry.methods[index].name,
+                panic_message(&panic),
+            ))
+        });
+        let reply = self.finish_call(object, index, outcome);
+        self.send_reply(id, reply, (&entry.typeid, entry.methods[index].name));
     }
 
     fn finish_call(&self, object: &Object, index: usize, outcome: Outcome) -> Finished {
