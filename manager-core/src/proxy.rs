@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde::Serialize;
 
 use crate::client::{expect_token, Connection, Response};
@@ -161,6 +162,21 @@ impl BaseProxy {
 
     fn what(&self, method: &str) -> String {
         format!("the result of {}.{method}", self.token.typeid)
+    }
+
+    /// Decodes a payload, naming it by `what` if it does not decode (the name is made only
+    /// then: formatting it for every call cost more than decoding a small result).
+    fn decode<'a, T: Deserialize<'a>>(
+        payload: &'a [u8],
+        what: impl FnOnce() -> String,
+    ) -> Result<T, Error> {
+        wire::decode_payload(payload, "").map_err(|e| match e {
+            Error::Decode { message, .. } => Error::Decode {
+                what: what(),
+                message,
+            },
+            other => other,
+        })
     }
 
     /// Calls `method` with `args` (a tuple; `()` for none) and decodes the result as `R`.
@@ -350,7 +366,7 @@ impl BaseProxy {
 
     fn value<R: DeserializeOwned>(&self, response: Response, method: &str) -> Result<R, Error> {
         match &response.reply {
-            Reply::Value => wire::decode_payload(response.payload(), &self.what(method)),
+            Reply::Value => Self::decode(response.payload(), || self.what(method)),
             Reply::Raised { type_name } => Err(Error::Protocol(format!(
                 "{}.{method} returned Err({type_name}); call it through a proxy method that returns a Result",
                 self.token.typeid
@@ -365,14 +381,10 @@ impl BaseProxy {
         E: DeserializeOwned,
     {
         match &response.reply {
-            Reply::Value => Ok(Ok(wire::decode_payload(
-                response.payload(),
-                &self.what(method),
-            )?)),
-            Reply::Raised { type_name } => Ok(Err(wire::decode_payload(
-                response.payload(),
-                &format!("the {type_name} raised by {}.{method}", self.token.typeid),
-            )?)),
+            Reply::Value => Ok(Ok(Self::decode(response.payload(), || self.what(method))?)),
+            Reply::Raised { type_name } => Ok(Err(Self::decode(response.payload(), || {
+                format!("the {type_name} raised by {}.{method}", self.token.typeid)
+            })?)),
             _ => Err(self.unexpected(response, method, "a value")),
         }
     }
