@@ -276,13 +276,13 @@ impl Connection {
     }
 
     /// Sends a request built by `build` (given the request id), registering `pending` as its
-    /// waiter, and returns the request id. A blocked caller (`pending` is
-    /// [`Pending::Blocking`]) writes the request itself when it can.
+    /// waiter, and returns the request id. The caller writes the request to the socket itself
+    /// when nothing is queued before it: a hop through the writer task cost more than the
+    /// write (see [`Inner::send_now`]).
     fn send_request<F>(&self, build: F, pending: Pending) -> Result<u64, Error>
     where
         F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
     {
-        let blocking = matches!(pending, Pending::Blocking(_));
         if self.is_closed() {
             return Err(self.closed_error());
         }
@@ -291,13 +291,8 @@ impl Connection {
         build(id, &mut buf)?;
         let frame = wire::finish(buf, self.inner.max_frame)?;
         self.inner.pending.lock().insert(id, pending);
-        let sent = if blocking {
-            self.inner.send_now(frame)
-        } else {
-            self.inner.enqueue(frame)
-        };
         // Checked again under the lock order the reader uses when it fails everything pending.
-        if !sent || self.is_closed() {
+        if !self.inner.send_now(frame) || self.is_closed() {
             self.inner.pending.lock().remove(&id);
             return Err(self.closed_error());
         }
