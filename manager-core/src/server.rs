@@ -1,9 +1,10 @@
 //! The manager server: the object table, client connections, and request dispatch.
 //!
-//! Each connection owns the references its proxies hold. A call is looked up in the
-//! connection's own table (no global lock on the call path), checked against the typeid's
-//! exposed methods, decoded, and run in its own task, so calls on one connection complete out
-//! of order. When a connection closes, for any reason, every reference it held is released.
+//! Each connection owns the references its proxies hold. A call is checked against the
+//! connection's own references, looked up in the object table (see the `table` module), checked
+//! against the typeid's exposed methods, decoded, and run in its own task, so calls on one
+//! connection complete out of order. When a connection closes, for any reason, every reference
+//! it held is released.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +31,7 @@ use crate::transport::{with_split, write_frames, Accepted, Listener, ReadHalf};
 use crate::value::Value;
 
 mod python;
+mod table;
 use crate::wire::{
     self, Control, ControlReply, DebugInfo, ObjectInfo, Reply, Request, ResponseHead, Token,
 };
@@ -78,30 +80,13 @@ impl Default for ServerConfig {
     }
 }
 
-/// A live object: its id, its typeid's registration and the referent.
-pub(crate) struct Object {
-    id: u64,
-    entry: Arc<Entry>,
-    referent: Arc<dyn Referent>,
-}
-
-struct Slot {
-    object: Arc<Object>,
-    refs: u64,
-}
-
-#[derive(Default)]
-struct Table {
-    next_id: u64,
-    slots: HashMap<u64, Slot>,
-}
-
 struct State {
     registry: Registry,
     address: Address,
     authkey: AuthKey,
     config: ServerConfig,
-    table: Mutex<Table>,
+    table: Mutex<table::ObjectTable>,
+    /// The ids of the shared instances, by typeid.
     shared: HashMap<Arc<str>, u64>,
     connections: AtomicU64,
     next_connection: AtomicU64,
@@ -158,22 +143,12 @@ impl Server {
             Some(python) => Some(Listener::bind(python, None).await?),
             None => None,
         };
-        let mut table = Table {
-            next_id: 1,
-            ..Table::default()
-        };
+        let mut table = table::ObjectTable::default();
         let mut shared = HashMap::new();
         for entry in registry.entries() {
             if let Source::Shared(referent) = &entry.source {
-                let id = table.next_id;
-                table.next_id += 1;
-                let object = Arc::new(Object {
-                    id,
-                    entry: entry.clone(),
-                    referent: referent.clone(),
-                });
                 // The server's own reference keeps a shared instance alive until shutdown.
-                table.slots.insert(id, Slot { object, refs: 1 });
+                let id = table.insert(entry.clone(), referent.clone());
                 shared.insert(entry.typeid.clone(), id);
             }
         }
@@ -349,17 +324,13 @@ async fn handle_connection(state: Arc<State>, accepted: Accepted) {
     state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-struct Held {
-    object: Arc<Object>,
-    refs: u64,
-}
-
 type Cleanup = Box<dyn FnOnce() + Send>;
 
 struct Connection {
     id: u64,
     state: Arc<State>,
-    held: Mutex<HashMap<u64, Held>>,
+    /// The objects this connection holds references to, with how many: object id -> count.
+    held: Mutex<HashMap<u64, u64>>,
     tx: mpsc::UnboundedSender<Bytes>,
     /// Cancelled when the connection closes or the server stops.
     closed: CancellationToken,
@@ -507,8 +478,14 @@ impl Connection {
         args_at: usize,
         permit: OwnedSemaphorePermit,
     ) {
-        let object = self.held.lock().get(&object_id).map(|h| h.object.clone());
-        let Some(object) = object else {
+        let object = {
+            // The connection's references keep the object in the table while `held` is locked.
+            let held = self.held.lock();
+            held.contains_key(&object_id)
+                .then(|| self.state.table.lock().get(object_id))
+                .flatten()
+        };
+        let Some((entry, referent)) = object else {
             return self.send_error(RemoteError::new(
                 RemoteErrorKind::UnknownObject,
                 "",
@@ -516,7 +493,6 @@ impl Connection {
                 format!("object {object_id} does not exist or this connection holds no reference to it"),
             ), id);
         };
-        let entry = &object.entry;
         let index = match entry.method(method) {
             Some((index, true)) => index,
             Some((_, false)) => {
@@ -554,9 +530,9 @@ impl Connection {
             let mut de = postcard::Deserializer::from_bytes(&frame[args_at..]);
             let context = CallContext {
                 conn: self.clone(),
-                object: object.id,
+                object: object_id,
             };
-            let call = object.referent.clone().dispatch(
+            let call = referent.dispatch(
                 index,
                 &mut <dyn erased_serde::Deserializer>::erase(&mut de),
                 context,
@@ -571,7 +547,7 @@ impl Connection {
         }));
         let future = match dispatched {
             Ok(Ok(future)) => future,
-            Ok(Err(e)) => return self.send_error(dispatch_error(entry, method, e), id),
+            Ok(Err(e)) => return self.send_error(dispatch_error(&entry, method, e), id),
             Err(panic) => {
                 return self.send_error(
                     RemoteError::new(
@@ -594,7 +570,7 @@ impl Connection {
             let mut context = std::task::Context::from_waker(std::task::Waker::noop());
             if let std::task::Poll::Ready(outcome) = Pin::new(&mut run).poll(&mut context) {
                 drop(permit);
-                return self.complete(id, &object, index, outcome);
+                return self.complete(id, &entry, index, outcome);
             }
         }
         let conn = self.clone();
@@ -622,7 +598,7 @@ impl Connection {
             if is_async {
                 conn.calls.lock().remove(&id);
             }
-            conn.complete(id, &object, index, outcome);
+            conn.complete(id, &entry, index, outcome);
         });
     }
 
@@ -630,11 +606,10 @@ impl Connection {
     fn complete(
         &self,
         id: u64,
-        object: &Object,
+        entry: &Entry,
         index: usize,
         outcome: std::thread::Result<Outcome>,
     ) {
-        let entry = &object.entry;
         let outcome = outcome.unwrap_or_else(|panic| {
             Outcome::Failed(RemoteError::new(
                 RemoteErrorKind::Panic,
@@ -643,12 +618,11 @@ impl Connection {
                 panic_message(&panic),
             ))
         });
-        let reply = self.finish_call(object, index, outcome);
+        let reply = self.finish_call(entry, index, outcome);
         self.send_reply(id, reply, (&entry.typeid, entry.methods[index].name));
     }
 
-    fn finish_call(&self, object: &Object, index: usize, outcome: Outcome) -> Finished {
-        let entry = &object.entry;
+    fn finish_call(&self, entry: &Entry, index: usize, outcome: Outcome) -> Finished {
         let method = entry.methods[index].name;
         match outcome {
             Outcome::Failed(error) => Finished::Reply(Reply::Error(error)),
@@ -800,37 +774,22 @@ impl Connection {
 
     /// Adds a new object to the table, with one reference held by this connection. On a
     /// connection that has closed (its references are being released) the object is not kept.
+    /// (It then gets id 0, which names no object.)
     fn insert(&self, entry: Arc<Entry>, referent: Arc<dyn Referent>) -> Token {
         let mut held = self.held.lock();
-        let object = {
-            let mut table = self.state.table.lock();
-            let id = table.next_id;
-            table.next_id += 1;
-            Arc::new(Object {
-                id,
-                entry,
-                referent,
-            })
-        };
-        let token = self.token(&object);
-        if !self.closed.is_cancelled() {
-            self.state.table.lock().slots.insert(
-                object.id,
-                Slot {
-                    object: object.clone(),
-                    refs: 1,
-                },
-            );
-            held.insert(object.id, Held { object, refs: 1 });
+        if self.closed.is_cancelled() {
+            return self.token(0, &entry);
         }
-        token
+        let id = self.state.table.lock().insert(entry.clone(), referent);
+        held.insert(id, 1);
+        self.token(id, &entry)
     }
 
-    fn token(&self, object: &Object) -> Token {
+    fn token(&self, id: u64, entry: &Entry) -> Token {
         Token {
-            typeid: object.entry.typeid.to_string(),
+            typeid: entry.typeid.to_string(),
             address: self.state.address.clone(),
-            id: object.id,
+            id,
         }
     }
 
@@ -842,15 +801,9 @@ impl Connection {
         if self.closed.is_cancelled() {
             return None;
         }
-        let object = {
-            let mut table = self.state.table.lock();
-            let slot = table.slots.get_mut(&id)?;
-            slot.refs += 1;
-            slot.object.clone()
-        };
-        let token = self.token(&object);
-        held.entry(id).or_insert(Held { object, refs: 0 }).refs += 1;
-        Some(token)
+        let entry = self.state.table.lock().acquire(id, 1)?.clone();
+        *held.entry(id).or_insert(0) += 1;
+        Some(self.token(id, &entry))
     }
 
     fn attach(&self, id: u64) -> Reply {
@@ -869,11 +822,14 @@ impl Connection {
     }
 
     fn incref(&self, id: u64) {
-        let held = self.held.lock().get_mut(&id).map(|h| h.refs += 1).is_some();
+        let held = self
+            .held
+            .lock()
+            .get_mut(&id)
+            .map(|refs| *refs += 1)
+            .is_some();
         if held {
-            if let Some(slot) = self.state.table.lock().slots.get_mut(&id) {
-                slot.refs += 1;
-            }
+            self.state.table.lock().acquire(id, 1);
         } else {
             tracing::warn!("incref of object {id}, which this connection does not hold; ignored");
         }
@@ -883,9 +839,9 @@ impl Connection {
         let released = {
             let mut held = self.held.lock();
             match held.get_mut(&id) {
-                Some(h) => {
-                    h.refs -= 1;
-                    if h.refs == 0 {
+                Some(refs) => {
+                    *refs -= 1;
+                    if *refs == 0 {
                         held.remove(&id);
                     }
                     true
@@ -903,8 +859,8 @@ impl Connection {
     /// Releases every reference this connection holds (it is closing).
     fn release_all(&self) {
         let held = std::mem::take(&mut *self.held.lock());
-        for (id, h) in held {
-            self.state.release(id, h.refs);
+        for (id, refs) in held {
+            self.state.release(id, refs);
         }
     }
 
@@ -912,14 +868,19 @@ impl Connection {
         let reply = match op {
             Control::Ping => ControlReply::Pong,
             Control::NumberOfObjects => {
-                ControlReply::NumberOfObjects(self.state.table.lock().slots.len() as u64)
+                ControlReply::NumberOfObjects(self.state.table.lock().len() as u64)
             }
             Control::DebugInfo => ControlReply::DebugInfo(self.state.debug_info()),
             Control::Shutdown => ControlReply::ShuttingDown,
             Control::Methods { object } => {
-                let held = self.held.lock();
-                match held.get(&object) {
-                    Some(h) => ControlReply::Methods(h.object.entry.exposed_names()),
+                let entry = {
+                    let held = self.held.lock();
+                    held.contains_key(&object)
+                        .then(|| self.state.table.lock().entry(object).cloned())
+                        .flatten()
+                };
+                match entry {
+                    Some(entry) => ControlReply::Methods(entry.exposed_names()),
                     None => {
                         return Reply::Error(RemoteError::new(
                             RemoteErrorKind::UnknownObject,
@@ -1032,20 +993,7 @@ fn encode_response(
 impl State {
     /// Drops `count` references to object `id`; the object goes when none are left.
     fn release(&self, id: u64, count: u64) {
-        let dropped = {
-            let mut table = self.table.lock();
-            match table.slots.get_mut(&id) {
-                Some(slot) => {
-                    slot.refs = slot.refs.saturating_sub(count);
-                    if slot.refs == 0 {
-                        table.slots.remove(&id)
-                    } else {
-                        None
-                    }
-                }
-                None => None,
-            }
-        };
+        let dropped = self.table.lock().release(id, count);
         // The referent is dropped here, outside the table lock.
         drop(dropped);
     }
@@ -1053,13 +1001,12 @@ impl State {
     fn debug_info(&self) -> DebugInfo {
         let table = self.table.lock();
         let mut objects: Vec<ObjectInfo> = table
-            .slots
-            .values()
-            .map(|slot| ObjectInfo {
-                id: slot.object.id,
-                typeid: slot.object.entry.typeid.to_string(),
-                type_name: slot.object.entry.type_name.to_string(),
-                refcount: slot.refs,
+            .iter()
+            .map(|(id, slot)| ObjectInfo {
+                id,
+                typeid: slot.entry().typeid.to_string(),
+                type_name: slot.entry().type_name.to_string(),
+                refcount: slot.refs(),
             })
             .collect();
         objects.sort_by_key(|o| o.id);
@@ -1166,15 +1113,13 @@ impl CallContext {
             .collect();
         if !ids.is_empty() {
             let mut table = self.conn.state.table.lock();
-            if let Some(missing) = ids.iter().find(|id| !table.slots.contains_key(id)) {
+            if let Some(missing) = ids.iter().find(|id| !table.contains(**id)) {
                 return Err(format!(
                     "the value holds a proxy to object {missing}, which does not exist on this server"
                 ));
             }
             for id in &ids {
-                if let Some(slot) = table.slots.get_mut(id) {
-                    slot.refs += 1;
-                }
+                table.acquire(*id, 1);
             }
         }
         Ok(Retained {

@@ -355,7 +355,7 @@ fn control(me: &Arc<Connection>, mut request: Request, methods: &mut bool) -> (P
             ok(PyValue::None)
         }
         "shutdown" => return (ok(PyValue::None), After::Stop),
-        "number_of_objects" => ok(PyValue::Int(state.table.lock().slots.len() as i128)),
+        "number_of_objects" => ok(PyValue::Int(state.table.lock().len() as i128)),
         "debug_info" => {
             let info = state.debug_info();
             let lines: Vec<String> = info
@@ -438,12 +438,7 @@ fn builtin(entry: &Entry) -> bool {
 
 /// The names a CPython proxy may call on the object, as its `create` reply lists them.
 fn exposed_of(state: &State, id: u64) -> PyValue {
-    let entry = state
-        .table
-        .lock()
-        .slots
-        .get(&id)
-        .map(|slot| slot.object.entry.clone());
+    let entry = state.table.lock().entry(id).cloned();
     let names: Vec<String> = match entry {
         Some(entry) if builtin(&entry) => python_names(&entry.typeid)
             .iter()
@@ -864,17 +859,10 @@ async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
     let Some(id) = request.ident.as_deref().and_then(id_from_hex) else {
         return traceback("KeyError", &format!("{:?}", request.ident));
     };
-    let object = me
-        .state
-        .table
-        .lock()
-        .slots
-        .get(&id)
-        .map(|slot| slot.object.clone());
-    let Some(object) = object else {
+    let object = me.state.table.lock().get(id);
+    let Some((entry, referent)) = object else {
         return traceback("KeyError", &format!("'{}'", id_to_hex(id)));
     };
-    let entry = object.entry.clone();
     let is_builtin = builtin(&entry);
     let translated = if is_builtin {
         translate(&entry.typeid, &request.method, request.args, request.kwds)
@@ -936,7 +924,7 @@ async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
         object: id,
     };
     let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        Args::Value(arranged).decode(|de| object.referent.clone().dispatch(index, de, context))
+        Args::Value(arranged).decode(|de| referent.dispatch(index, de, context))
     }));
     let future = match dispatched {
         Ok(Ok(Ok(future))) => future,
@@ -1026,9 +1014,8 @@ fn python_proxy(state: &State, token: Token) -> PyValue {
     let builtin = state
         .table
         .lock()
-        .slots
-        .get(&token.id)
-        .is_some_and(|slot| builtin(&slot.object.entry));
+        .entry(token.id)
+        .is_some_and(|entry| builtin(entry));
     match class {
         Some(class) if builtin => PyValue::Proxy(Box::new(PyProxy::of_class(class, token))),
         _ => {

@@ -1,0 +1,197 @@
+//! The server's objects: every live referent, with its typeid's registration and the number of
+//! references to it, in one slot map.
+//!
+//! An object's id on the wire is its slot map key as a `u64` ([`KeyData::as_ffi`]): the slot's
+//! version in the high 32 bits, its index in the low ones. An id is never 0 (an occupied slot
+//! has an odd version), and the id of a released object is not handed out again until its slot
+//! has been reused about 2^31 times (the version grows by 2 with each reuse and wraps around
+//! after that), so a stale id names no object rather than another one.
+//!
+//! Per object the table keeps one [`Slot`] (32 B) plus the slot map's own `u32` version, padded
+//! to 40 B: no allocation of its own and no hash table, where an `Arc` per object and a
+//! `HashMap` by id took about 116 B.
+
+use std::sync::Arc;
+
+use slotmap::{DefaultKey, KeyData, SlotMap};
+
+use crate::object::Referent;
+use crate::registry::Entry;
+
+/// A live object: the referent, its typeid's registration, and how many references to it are
+/// held (by connections, by containers holding its proxy, and by the server for a shared
+/// instance).
+pub(super) struct Slot {
+    referent: Arc<dyn Referent>,
+    entry: Arc<Entry>,
+    /// A `u64`, since the slot is 32 B with a `u32` too (the two `Arc`s take 24 B, and the slot
+    /// is aligned to 8).
+    refs: u64,
+}
+
+impl Slot {
+    /// The object's typeid registration.
+    pub(super) fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+
+    /// How many references to the object are held.
+    pub(super) fn refs(&self) -> u64 {
+        self.refs
+    }
+}
+
+/// The table of live objects by id (see the module documentation for what an id is).
+#[derive(Default)]
+pub(super) struct ObjectTable {
+    slots: SlotMap<DefaultKey, Slot>,
+}
+
+impl ObjectTable {
+    /// The slot map key of `id`, if `id` is one the table could have handed out: an id whose
+    /// version is even (a vacant slot's) does not round-trip and names nothing.
+    fn key(id: u64) -> Option<DefaultKey> {
+        let key = KeyData::from_ffi(id);
+        (key.as_ffi() == id).then(|| key.into())
+    }
+
+    /// Adds an object with one reference, and returns its id.
+    pub(super) fn insert(&mut self, entry: Arc<Entry>, referent: Arc<dyn Referent>) -> u64 {
+        let key = self.slots.insert(Slot {
+            referent,
+            entry,
+            refs: 1,
+        });
+        slotmap::Key::data(&key).as_ffi()
+    }
+
+    /// The slot of object `id`, if it exists.
+    fn slot(&self, id: u64) -> Option<&Slot> {
+        self.slots.get(Self::key(id)?)
+    }
+
+    /// The slot of object `id`, if it exists, to change.
+    fn slot_mut(&mut self, id: u64) -> Option<&mut Slot> {
+        self.slots.get_mut(Self::key(id)?)
+    }
+
+    /// The registration and the referent of object `id`, if it exists.
+    pub(super) fn get(&self, id: u64) -> Option<(Arc<Entry>, Arc<dyn Referent>)> {
+        self.slot(id)
+            .map(|slot| (slot.entry.clone(), slot.referent.clone()))
+    }
+
+    /// The typeid registration of object `id`, if it exists.
+    pub(super) fn entry(&self, id: u64) -> Option<&Arc<Entry>> {
+        self.slot(id).map(|slot| &slot.entry)
+    }
+
+    /// Whether object `id` exists.
+    pub(super) fn contains(&self, id: u64) -> bool {
+        self.slot(id).is_some()
+    }
+
+    /// Takes `n` more references to object `id`, and returns its registration; `None` (taking
+    /// nothing) if it does not exist.
+    pub(super) fn acquire(&mut self, id: u64, n: u64) -> Option<&Arc<Entry>> {
+        let slot = self.slot_mut(id)?;
+        slot.refs += n;
+        Some(&slot.entry)
+    }
+
+    /// Drops `n` references to object `id`. When none are left the object leaves the table and
+    /// its slot is returned: the caller drops it (and so maybe the referent) after unlocking
+    /// the table.
+    #[must_use = "the slot is to be dropped outside the table lock"]
+    pub(super) fn release(&mut self, id: u64, n: u64) -> Option<Slot> {
+        let key = Self::key(id)?;
+        let slot = self.slots.get_mut(key)?;
+        slot.refs = slot.refs.saturating_sub(n);
+        if slot.refs == 0 {
+            self.slots.remove(key)
+        } else {
+            None
+        }
+    }
+
+    /// How many objects are live.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Every live object, with its id, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &Slot)> {
+        self.slots
+            .iter()
+            .map(|(key, slot)| (slotmap::Key::data(&key).as_ffi(), slot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes the table keeps per object are a slot plus the slot map's `u32` version:
+    /// keep a slot at 32 B (40 B with the version, after padding).
+    #[test]
+    fn a_slot_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 32);
+    }
+
+    /// A type to fill the table with.
+    struct Probe;
+
+    #[crate::shared(crate = "crate", proxies = false)]
+    impl Probe {
+        /// Does nothing.
+        pub fn ping(&self) {}
+    }
+
+    /// The registration of `Probe`.
+    fn probe_entry() -> Arc<Entry> {
+        let mut registry = crate::registry::Registry::new();
+        registry
+            .register(crate::registry::Register::<Probe>::new("Probe"))
+            .unwrap();
+        registry.get("Probe").unwrap().clone()
+    }
+
+    /// An object lives while it has references; once released, its id names nothing, even
+    /// after its slot is reused.
+    #[test]
+    fn references_keep_an_object_and_a_released_id_names_nothing() {
+        let mut table = ObjectTable::default();
+        let entry = probe_entry();
+        let id = table.insert(entry.clone(), crate::object::referent(Probe));
+        assert_ne!(id, 0);
+        assert_eq!(table.len(), 1);
+        assert!(table.get(id).is_some());
+        assert_eq!(&*table.acquire(id, 2).unwrap().typeid, "Probe");
+        assert_eq!(
+            table.iter().map(|(i, s)| (i, s.refs())).collect::<Vec<_>>(),
+            [(id, 3)]
+        );
+        assert!(table.release(id, 2).is_none());
+        assert!(table.release(id, 1).is_some());
+        assert!(!table.contains(id));
+        assert!(table.acquire(id, 1).is_none());
+        assert!(table.release(id, 1).is_none());
+        // The slot is reused under a new version: the old id still names nothing.
+        let again = table.insert(entry, crate::object::referent(Probe));
+        assert_ne!(again, id);
+        assert_eq!(again as u32, id as u32);
+        assert!(table.get(id).is_none());
+        assert!(table.get(again).is_some());
+    }
+
+    /// Only ids the slot map could have handed out are looked up.
+    #[test]
+    fn ids_round_trip_and_others_name_nothing() {
+        assert!(ObjectTable::key(0).is_none());
+        // Index 1, version 1: a key the slot map hands out.
+        let id = (1u64 << 32) | 1;
+        assert!(ObjectTable::key(id).is_some());
+        // The same index with an even version (a vacant slot's) is no id.
+        assert!(ObjectTable::key((2u64 << 32) | 1).is_none());
+    }
+}
