@@ -42,6 +42,9 @@ impl Response {
     }
 }
 
+/// The largest request buffer a connection keeps for the next request.
+const MAX_SPARE: usize = 4 << 20;
+
 /// Who waits for a response: an async call (a oneshot) or a blocked thread (a sync channel,
 /// which can wait with a deadline without a runtime).
 enum Pending {
@@ -76,6 +79,8 @@ struct Inner {
     send_order: Mutex<()>,
     /// The socket, for blocked callers to use from their own thread (plain TCP and Unix).
     direct: Option<Arc<direct::Direct>>,
+    /// The buffer of the last request written by its caller, for the next one.
+    spare: Mutex<Option<BytesMut>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -187,6 +192,7 @@ impl Connection {
             queued: queued.clone(),
             send_order: Mutex::new(()),
             direct: direct.clone(),
+            spare: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -287,7 +293,7 @@ impl Connection {
             return Err(self.closed_error());
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut buf = wire::start_frame(64);
+        let mut buf = self.inner.frame_buffer();
         build(id, &mut buf)?;
         let frame = wire::finish(buf, self.inner.max_frame)?;
         self.inner.pending.lock().insert(id, pending);
@@ -518,6 +524,28 @@ impl Inner {
         true
     }
 
+    /// A buffer for the next request's frame: the last one written, if it came back.
+    fn frame_buffer(&self) -> BytesMut {
+        match self.spare.lock().take() {
+            Some(mut buf) => {
+                buf.clear();
+                wire::restart_frame(&mut buf);
+                buf
+            }
+            None => wire::start_frame(64),
+        }
+    }
+
+    /// Keeps a written frame's buffer for the next request, unless it is too large to keep:
+    /// a fresh allocation per large request cost more in page faults than copying it.
+    fn keep_spare(&self, frame: Bytes) {
+        if let Ok(buf) = frame.try_into_mut() {
+            if buf.capacity() <= MAX_SPARE {
+                *self.spare.lock() = Some(buf);
+            }
+        }
+    }
+
     /// Writes `frame` to the socket from this thread when nothing is queued before it and the
     /// socket takes it now; queues what is left for the writer task. False when the connection
     /// is gone.
@@ -530,7 +558,11 @@ impl Inner {
             return self.queue(frame);
         }
         match direct.try_send(&frame) {
-            Ok(n) if n == frame.len() => true,
+            Ok(n) if n == frame.len() => {
+                drop(_order);
+                self.keep_spare(frame);
+                true
+            }
             Ok(n) => self.queue(frame.slice(n..)),
             // The writer task meets the same error and the reader closes the connection.
             Err(_) => self.queue(frame),

@@ -55,8 +55,12 @@ impl tokio_util::codec::Decoder for FrameDecoder {
             ));
         }
         if src.len() < FRAME_PREFIX + len {
-            // Room for what is likely to arrive next, not for the whole announced frame.
-            src.reserve((FRAME_PREFIX + len - src.len()).min(64 * 1024));
+            // Room for what is likely to arrive next, not for the whole announced frame: as
+            // much again as has arrived (at least 64 KiB), so that a large frame is copied
+            // O(1) times per byte as the buffer grows, and a length announced without the
+            // bytes behind it reserves no more than what did arrive.
+            let missing = FRAME_PREFIX + len - src.len();
+            src.reserve(missing.min(src.len().max(64 * 1024)));
             return Ok(None);
         }
         let _ = src.split_to(FRAME_PREFIX);
@@ -238,12 +242,23 @@ pub(crate) fn start_frame(capacity: usize) -> BytesMut {
     buf
 }
 
+/// Starts a frame in `buf`, an empty buffer kept from an earlier frame.
+pub(crate) fn restart_frame(buf: &mut BytesMut) {
+    buf.put_u32(0);
+}
+
 /// Appends `value` to `buf` in postcard form.
 pub(crate) fn put<T: Serialize + ?Sized>(
     buf: &mut BytesMut,
     value: &T,
     what: &str,
 ) -> Result<(), Error> {
+    // Sized first: a large value (a block of bytes, a long list) is then written into one
+    // allocation of the right size, rather than into a buffer that doubles, copying and
+    // touching fresh memory at each step; for a small one the extra pass is cheap.
+    let size =
+        postcard::experimental::serialized_size(value).map_err(|e| Error::encode(what, e))?;
+    buf.reserve(size);
     let mut writer = buf.writer();
     postcard::to_io(value, &mut writer).map_err(|e| Error::encode(what, e))?;
     writer.flush()?;

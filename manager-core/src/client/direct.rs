@@ -31,6 +31,13 @@ use crate::wire::{self, FrameDecoder};
 /// How much a read asks the socket for, at least.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Makes room in `inbox` for the next read: at least [`READ_CHUNK`], and as much as it holds
+/// already, so that a large reply arriving in pieces is copied O(1) times per byte (the
+/// buffer is shared with the replies split off it, and then grows only by what is asked).
+fn make_room(inbox: &mut BytesMut) {
+    inbox.reserve(READ_CHUNK.max(inbox.len()));
+}
+
 /// The socket of a plain connection as both the reader task and blocked callers use it.
 pub(super) struct Direct {
     /// A duplicate of the socket's descriptor, open as long as this lives (so that it cannot
@@ -177,7 +184,7 @@ impl Direct {
 
     /// Reads what the socket has into `inbox`, without waiting; `WouldBlock` when nothing.
     fn recv(&self, inbox: &mut BytesMut) -> io::Result<usize> {
-        inbox.reserve(READ_CHUNK);
+        make_room(inbox);
         loop {
             let start = inbox.len();
             match rustix::net::recv(&self.fd, inbox.spare_capacity_mut(), RecvFlags::DONTWAIT) {
@@ -285,7 +292,7 @@ pub(super) async fn read_replies<H: SocketReadHalf>(
         };
         direct.missed.store(false, Ordering::Relaxed);
         let ended = loop {
-            inbox.reserve(READ_CHUNK);
+            make_room(&mut inbox);
             match half.try_read_buf(&mut inbox) {
                 Ok(0) => break Some("the server closed the connection".to_string()),
                 Ok(_) => {}
