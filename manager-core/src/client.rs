@@ -5,8 +5,10 @@
 //! reader task hands each response to the call waiting for it.
 
 use std::collections::HashMap;
+
+use foldhash::HashMap as FastMap;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
 mod direct;
@@ -23,7 +25,7 @@ mod direct;
 use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::Error;
-use crate::transport::{self, write_frames, ReadHalf, Stream};
+use crate::transport::{self, write_frames, Outbox, ReadHalf, Sent, Stream};
 use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
@@ -70,18 +72,14 @@ struct Inner {
     address: Address,
     server_address: Address,
     python_address: Option<Address>,
-    /// Frames for the writer task.
-    tx: mpsc::UnboundedSender<Bytes>,
-    /// Bytes given to the writer task and not written yet: a caller may write to the socket
-    /// itself only when there are none, so that frames go out whole and in order.
-    queued: Arc<AtomicUsize>,
-    /// Held while a frame is queued or written by a caller, for the same reason.
-    send_order: Mutex<()>,
+    /// Where requests go: written by their caller, or queued for the writer task.
+    outbox: Outbox,
     /// The socket, for blocked callers to use from their own thread (plain TCP and Unix).
     direct: Option<Arc<direct::Direct>>,
     /// The buffer of the last request written by its caller, for the next one.
     spare: Mutex<Option<BytesMut>>,
-    pending: Mutex<HashMap<u64, Pending>>,
+    /// The calls waiting for their response, by request id (ids are ours: a fast hash).
+    pending: Mutex<FastMap<u64, Pending>>,
     next_id: AtomicU64,
     closed: AtomicBool,
     close_reason: Mutex<Option<String>>,
@@ -182,27 +180,22 @@ impl Connection {
             _ => None,
         };
         let direct = fd.map(|fd| Arc::new(direct::Direct::new(fd, wire::DEFAULT_MAX_FRAME)));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let (outbox, rx) = Outbox::new(&stream)?;
+        let written = outbox.written();
         let inner = Arc::new(Inner {
             address: address.clone(),
             server_address: welcome.address,
             python_address: welcome.python_address,
-            tx,
-            queued: queued.clone(),
-            send_order: Mutex::new(()),
+            outbox,
             direct: direct.clone(),
             spare: Mutex::new(None),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(FastMap::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             max_frame: wire::DEFAULT_MAX_FRAME,
             timeout_ns: AtomicU64::new(0),
         });
-        let written = move |n| {
-            queued.fetch_sub(n, Ordering::AcqRel);
-        };
         let weak = Arc::downgrade(&inner);
         match (stream, direct) {
             (Stream::Tcp(s), Some(direct)) => {
@@ -510,18 +503,7 @@ impl Connection {
 impl Inner {
     /// Queues `frame` for the writer task; false when the connection is gone.
     fn enqueue(&self, frame: Bytes) -> bool {
-        let _order = self.send_order.lock();
-        self.queue(frame)
-    }
-
-    fn queue(&self, frame: Bytes) -> bool {
-        let len = frame.len();
-        self.queued.fetch_add(len, Ordering::AcqRel);
-        if self.tx.send(frame).is_err() {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            return false;
-        }
-        true
+        self.outbox.enqueue(frame)
     }
 
     /// A buffer for the next request's frame: the last one written, if it came back.
@@ -546,26 +528,16 @@ impl Inner {
         }
     }
 
-    /// Writes `frame` to the socket from this thread when nothing is queued before it and the
-    /// socket takes it now; queues what is left for the writer task. False when the connection
-    /// is gone.
+    /// Writes `frame` to the socket from this thread when nothing is queued before it (see
+    /// [`Outbox`]), keeping its buffer for the next request; false when the connection is gone.
     fn send_now(&self, frame: Bytes) -> bool {
-        let Some(direct) = &self.direct else {
-            return self.enqueue(frame);
-        };
-        let _order = self.send_order.lock();
-        if self.queued.load(Ordering::Acquire) != 0 {
-            return self.queue(frame);
-        }
-        match direct.try_send(&frame) {
-            Ok(n) if n == frame.len() => {
-                drop(_order);
+        match self.outbox.send(frame) {
+            Sent::Written(frame) => {
                 self.keep_spare(frame);
                 true
             }
-            Ok(n) => self.queue(frame.slice(n..)),
-            // The writer task meets the same error and the reader closes the connection.
-            Err(_) => self.queue(frame),
+            Sent::Queued => true,
+            Sent::Closed => false,
         }
     }
 }

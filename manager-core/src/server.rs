@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::HashMap as FastMap;
 use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,7 +28,7 @@ use crate::auth::AuthKey;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::object::{DispatchError, Outcome, Referent};
 use crate::registry::{Entry, FactoryError, Registry, Source};
-use crate::transport::{with_split, write_frames, Accepted, Listener, ReadHalf};
+use crate::transport::{with_split, write_frames, Accepted, Listener, Outbox, ReadHalf};
 use crate::value::Value;
 
 mod python;
@@ -292,23 +293,25 @@ async fn handle_connection(state: Arc<State>, accepted: Accepted) {
         state.connections.fetch_sub(1, Ordering::Relaxed);
         return;
     }
+    let (outbox, rx) = match Outbox::new(&stream) {
+        Ok(outbox) => outbox,
+        Err(e) => {
+            tracing::warn!("closing a connection: {e}");
+            state.connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    };
     with_split!(stream, |reader, writer| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(Queued::default());
-        let write_task = tokio::spawn(write_frames(writer, rx, {
-            let queued = queued.clone();
-            move |n| queued.written(n)
-        }));
+        let write_task = tokio::spawn(write_frames(writer, rx, outbox.written()));
         let conn = Arc::new(Connection {
             id: state.next_connection.fetch_add(1, Ordering::Relaxed),
             state: state.clone(),
-            held: Mutex::new(HashMap::new()),
-            tx,
+            held: Mutex::new(FastMap::default()),
+            outbox,
             closed: state.stop.child_token(),
             cleanups: Mutex::new(HashMap::new()),
             in_flight: Arc::new(Semaphore::new(state.config.max_in_flight.max(1))),
-            calls: Mutex::new(HashMap::new()),
-            queued,
+            calls: Mutex::new(FastMap::default()),
         });
         if let Err(e) = conn.read_requests(reader).await {
             tracing::debug!("closing a connection: {e}");
@@ -330,8 +333,9 @@ struct Connection {
     id: u64,
     state: Arc<State>,
     /// The objects this connection holds references to, with how many: object id -> count.
-    held: Mutex<HashMap<u64, u64>>,
-    tx: mpsc::UnboundedSender<Bytes>,
+    held: Mutex<FastMap<u64, u64>>,
+    /// Where replies go: written by the task that made them, or queued for the writer task.
+    outbox: Outbox,
     /// Cancelled when the connection closes or the server stops.
     closed: CancellationToken,
     /// What objects asked to run when this connection closes (one per object), such as
@@ -340,44 +344,7 @@ struct Connection {
     /// Permits for calls in flight (`ServerConfig::max_in_flight`).
     in_flight: Arc<Semaphore>,
     /// The async calls running, by request id, so that a client can cancel one.
-    calls: Mutex<HashMap<u64, CancellationToken>>,
-    /// The bytes of replies queued for the client and not written yet.
-    queued: Arc<Queued>,
-}
-
-/// Counts the reply bytes a connection has queued, so that a client that does not read its
-/// answers stops being read from (`ServerConfig::max_queued_reply_bytes`).
-#[derive(Default)]
-struct Queued {
-    bytes: AtomicU64,
-    drained: tokio::sync::Notify,
-}
-
-impl Queued {
-    fn queue(&self, n: usize) {
-        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    fn written(&self, n: usize) {
-        self.bytes.fetch_sub(n as u64, Ordering::Relaxed);
-        self.drained.notify_waiters();
-    }
-
-    /// Whether at most `limit` bytes are queued.
-    fn is_below(&self, limit: u64) -> bool {
-        self.bytes.load(Ordering::Relaxed) <= limit
-    }
-
-    /// Waits until at most `limit` bytes are queued.
-    async fn below(&self, limit: u64) {
-        loop {
-            let drained = self.drained.notified();
-            if self.bytes.load(Ordering::Relaxed) <= limit {
-                return;
-            }
-            drained.await;
-        }
-    }
+    calls: Mutex<FastMap<u64, CancellationToken>>,
 }
 
 impl Connection {
@@ -415,10 +382,10 @@ impl Connection {
                 },
             };
             // A client that does not read its answers is not read from either.
-            if !self.queued.is_below(max_queued) {
+            if !self.outbox.queued().is_below(max_queued) {
                 tokio::select! {
                     _ = &mut closed => return Ok(()),
-                    () = self.queued.below(max_queued) => {}
+                    () = self.outbox.queued().below(max_queued) => {}
                 }
             }
             let frame = tokio::select! {
@@ -945,12 +912,8 @@ impl Connection {
                 }
             }
         };
-        // A closed channel means the connection is going away; its references are released.
-        let len = frame.len();
-        self.queued.queue(len);
-        if self.tx.send(frame).is_err() {
-            self.queued.written(len);
-        }
+        // A closed connection is going away; its references are released.
+        self.outbox.send(frame);
     }
 }
 

@@ -12,6 +12,9 @@ use crate::address::Address;
 use crate::error::Error;
 use crate::tls::{Acceptor, Connector, TlsClientConfig};
 
+mod outbox;
+pub(crate) use outbox::{Outbox, Sent};
+
 /// A connected socket of either kind, or a TLS session over TCP (`tls` feature).
 pub(crate) enum Stream {
     Tcp(TcpStream),

@@ -1,14 +1,14 @@
-//! A blocked caller's own I/O on a plain TCP or Unix connection.
+//! A blocked caller's own reading on a plain TCP or Unix connection.
 //!
-//! A thread that calls a blocking proxy would otherwise hand its request to the client's I/O
-//! thread and sleep until that thread hands the reply back: two thread switches per call, which
-//! cost more than the round trip itself on a loaded machine. Instead the caller writes its
-//! request to the socket itself (when nothing is queued before it) and, when no one else is
-//! reading, reads the socket itself until its reply arrives, handing any other reply it meets to
-//! whoever waits for it. The reader task on the I/O thread steps aside while a caller reads, and
-//! takes over when it is done.
+//! A thread that calls a blocking proxy would otherwise sleep until the client's I/O thread
+//! hands it its reply: a thread switch per call, which costs more than the round trip itself on
+//! a loaded machine. Instead, once its request is out (written by the caller itself through the
+//! connection's [`Outbox`](crate::transport::Outbox)), the caller reads the socket itself while
+//! no one else is reading, until its reply arrives, handing any other reply it meets to whoever
+//! waits for it. The reader task on the I/O thread steps aside while a caller reads, and takes
+//! over when it is done.
 //!
-//! TLS connections keep the I/O thread for both directions: the TLS session lives there.
+//! TLS connections keep the I/O thread for reading: the TLS session lives there.
 
 use std::future::Future;
 use std::io;
@@ -18,10 +18,11 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use futures::FutureExt;
 use parking_lot::{Mutex, MutexGuard};
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::net::{RecvFlags, SendFlags};
-use tokio::io::Interest;
+use rustix::net::RecvFlags;
+use tokio::io::{AsyncReadExt, Interest};
 use tokio::sync::Notify;
 use tokio_util::codec::Decoder;
 
@@ -70,19 +71,6 @@ impl Direct {
             decoder: wire::frame_codec(max_frame),
             missed: AtomicBool::new(false),
             wake_reader: Notify::new(),
-        }
-    }
-
-    /// Writes what the socket takes of `frame` now, without waiting, and returns how many
-    /// bytes that was. The caller serialises writers.
-    pub(super) fn try_send(&self, frame: &[u8]) -> io::Result<usize> {
-        loop {
-            match rustix::net::send(&self.fd, frame, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
-                Ok(n) => return Ok(n),
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return Ok(0),
-                Err(e) => return Err(e.into()),
-            }
         }
     }
 
@@ -231,8 +219,11 @@ impl Direct {
 pub(super) trait SocketReadHalf: Send + 'static {
     /// Waits until the socket may have something to read.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
-    /// Reads what the socket has, without waiting.
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Reads what the socket has into `buf`, without waiting: `None` when it has nothing. A
+    /// read shorter than the room in `buf` tells the runtime that the socket is drained, so
+    /// that the next read waits for it without a read that fails first (one system call per
+    /// reply fewer than reading until the socket says it would block).
+    fn read_now(&mut self, buf: &mut BytesMut) -> io::Result<Option<usize>>;
     /// Forgets that the socket was readable: a caller is reading it.
     fn clear_readable(&self);
 }
@@ -243,8 +234,8 @@ macro_rules! socket_read_half {
             fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
                 <$half>::readable(self)
             }
-            fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-                <$half>::try_read_buf(self, buf)
+            fn read_now(&mut self, buf: &mut BytesMut) -> io::Result<Option<usize>> {
+                self.read_buf(buf).now_or_never().transpose()
             }
             fn clear_readable(&self) {
                 let _ = self
@@ -265,7 +256,7 @@ socket_read_half!(tokio::net::unix::OwnedReadHalf);
 pub(super) async fn read_replies<H: SocketReadHalf>(
     inner: Weak<Inner>,
     direct: Arc<Direct>,
-    half: H,
+    mut half: H,
 ) -> Option<String> {
     loop {
         tokio::select! {
@@ -293,10 +284,10 @@ pub(super) async fn read_replies<H: SocketReadHalf>(
         direct.missed.store(false, Ordering::Relaxed);
         let ended = loop {
             make_room(&mut inbox);
-            match half.try_read_buf(&mut inbox) {
-                Ok(0) => break Some("the server closed the connection".to_string()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+            match half.read_now(&mut inbox) {
+                Ok(Some(0)) => break Some("the server closed the connection".to_string()),
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
                 Err(e) => break Some(format!("reading from the server failed: {e}")),
             }
         };

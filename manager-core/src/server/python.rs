@@ -58,17 +58,17 @@ impl PythonRefs {
 /// A connection record with no socket of its own: it owns references, and gives method calls
 /// a [`CallContext`].
 fn pseudo_connection(state: &Arc<State>) -> Arc<Connection> {
-    let (tx, _) = mpsc::unbounded_channel();
+    // Nothing is ever sent to it: what it would queue is dropped.
+    let (outbox, _) = Outbox::queue_only();
     Arc::new(Connection {
         id: state.next_connection.fetch_add(1, Ordering::Relaxed),
         state: state.clone(),
-        held: Mutex::new(HashMap::new()),
-        tx,
+        held: Mutex::new(FastMap::default()),
+        outbox,
         closed: state.stop.child_token(),
         cleanups: Mutex::new(HashMap::new()),
         in_flight: Arc::new(Semaphore::new(1)),
-        calls: Mutex::new(HashMap::new()),
-        queued: Arc::new(Queued::default()),
+        calls: Mutex::new(FastMap::default()),
     })
 }
 
