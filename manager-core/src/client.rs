@@ -25,7 +25,7 @@ mod direct;
 use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::Error;
-use crate::transport::{self, write_frames, Outbox, ReadHalf, Sent, Stream};
+use crate::transport::{self, write_frames, Outbox, ReadHalf, Stream};
 use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
@@ -43,9 +43,6 @@ impl Response {
         &self.frame[self.payload_at..]
     }
 }
-
-/// The largest request buffer a connection keeps for the next request.
-const MAX_SPARE: usize = 4 << 20;
 
 /// Who waits for a response: an async call (a oneshot) or a blocked thread (a sync channel,
 /// which can wait with a deadline without a runtime).
@@ -76,8 +73,6 @@ struct Inner {
     outbox: Outbox,
     /// The socket, for blocked callers to use from their own thread (plain TCP and Unix).
     direct: Option<Arc<direct::Direct>>,
-    /// The buffer of the last request written by its caller, for the next one.
-    spare: Mutex<Option<BytesMut>>,
     /// The calls waiting for their response, by request id (ids are ours: a fast hash).
     pending: Mutex<FastMap<u64, Pending>>,
     next_id: AtomicU64,
@@ -188,7 +183,6 @@ impl Connection {
             python_address: welcome.python_address,
             outbox,
             direct: direct.clone(),
-            spare: Mutex::new(None),
             pending: Mutex::new(FastMap::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -286,7 +280,7 @@ impl Connection {
             return Err(self.closed_error());
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut buf = self.inner.frame_buffer();
+        let mut buf = self.inner.outbox.frame_buffer();
         build(id, &mut buf)?;
         let frame = wire::finish(buf, self.inner.max_frame)?;
         self.inner.pending.lock().insert(id, pending);
@@ -506,39 +500,10 @@ impl Inner {
         self.outbox.enqueue(frame)
     }
 
-    /// A buffer for the next request's frame: the last one written, if it came back.
-    fn frame_buffer(&self) -> BytesMut {
-        match self.spare.lock().take() {
-            Some(mut buf) => {
-                buf.clear();
-                wire::restart_frame(&mut buf);
-                buf
-            }
-            None => wire::start_frame(64),
-        }
-    }
-
-    /// Keeps a written frame's buffer for the next request, unless it is too large to keep:
-    /// a fresh allocation per large request cost more in page faults than copying it.
-    fn keep_spare(&self, frame: Bytes) {
-        if let Ok(buf) = frame.try_into_mut() {
-            if buf.capacity() <= MAX_SPARE {
-                *self.spare.lock() = Some(buf);
-            }
-        }
-    }
-
     /// Writes `frame` to the socket from this thread when nothing is queued before it (see
-    /// [`Outbox`]), keeping its buffer for the next request; false when the connection is gone.
+    /// [`Outbox`]); false when the connection is gone.
     fn send_now(&self, frame: Bytes) -> bool {
-        match self.outbox.send(frame) {
-            Sent::Written(frame) => {
-                self.keep_spare(frame);
-                true
-            }
-            Sent::Queued => true,
-            Sent::Closed => false,
-        }
+        self.outbox.send(frame)
     }
 }
 

@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use foldhash::HashMap as FastMap;
 use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -368,19 +368,18 @@ impl Connection {
         tokio::pin!(closed);
         let max_queued = self.state.config.max_queued_reply_bytes as u64;
         loop {
-            // A permit is taken before the next request is read: with `max_in_flight` calls
-            // running, the socket is left unread and TCP pushes back on the client.
-            let permit = match self.in_flight.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(TryAcquireError::Closed) => return Ok(()),
-                Err(TryAcquireError::NoPermits) => tokio::select! {
+            // With `max_in_flight` calls running in tasks of their own, the socket is left
+            // unread and TCP pushes back on the client. (Only this task takes permits, so one
+            // is still free when the request read next needs it; a call that runs here, to its
+            // end, needs none.)
+            if self.in_flight.available_permits() == 0 {
+                tokio::select! {
                     _ = &mut closed => return Ok(()),
-                    permit = self.in_flight.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return Ok(()),
+                    permit = self.in_flight.acquire() => if permit.is_err() {
+                        return Ok(());
                     },
-                },
-            };
+                }
+            }
             // A client that does not read its answers is not read from either.
             if !self.outbox.queued().is_below(max_queued) {
                 tokio::select! {
@@ -396,18 +395,18 @@ impl Connection {
             match frame {
                 None => return Ok(()),
                 Some(Err(e)) => return Err(Error::Protocol(format!("bad frame: {e}"))),
-                Some(Ok(frame)) => self.handle(frame.freeze(), permit)?,
+                Some(Ok(frame)) => self.handle(frame.freeze())?,
             }
         }
     }
 
     /// Handles one request. An error closes the connection (the client broke the protocol).
-    fn handle(self: &Arc<Self>, frame: Bytes, permit: OwnedSemaphorePermit) -> Result<(), Error> {
+    fn handle(self: &Arc<Self>, frame: Bytes) -> Result<(), Error> {
         let (request, args) = wire::take::<Request<'_>>(&frame, "request")?;
         let args_at = frame.len() - args.len();
         match request {
             Request::Call { id, object, method } => {
-                self.call(id, object, method, frame.clone(), args_at, permit);
+                self.call(id, object, method, frame.clone(), args_at);
             }
             Request::Cancel { id } => {
                 if let Some(call) = self.calls.lock().remove(&id) {
@@ -436,15 +435,7 @@ impl Connection {
         Ok(())
     }
 
-    fn call(
-        self: &Arc<Self>,
-        id: u64,
-        object_id: u64,
-        method: &str,
-        frame: Bytes,
-        args_at: usize,
-        permit: OwnedSemaphorePermit,
-    ) {
+    fn call(self: &Arc<Self>, id: u64, object_id: u64, method: &str, frame: Bytes, args_at: usize) {
         let object = {
             // The connection's references keep the object in the table while `held` is locked.
             let held = self.held.lock();
@@ -536,10 +527,21 @@ impl Connection {
             // a call that is not done goes on in a task, whose poll brings its own.
             let mut context = std::task::Context::from_waker(std::task::Waker::noop());
             if let std::task::Poll::Ready(outcome) = Pin::new(&mut run).poll(&mut context) {
-                drop(permit);
                 return self.complete(id, &entry, index, outcome);
             }
         }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            // Not reached: the read loop read this request with a permit free.
+            return self.send_error(
+                RemoteError::new(
+                    RemoteErrorKind::Limit,
+                    &*entry.typeid,
+                    method,
+                    "too many calls in flight on this connection",
+                ),
+                id,
+            );
+        };
         let conn = self.clone();
         // An async method may wait; the client can cancel it by id. A plain method can only
         // wait for its object's lock, so it needs no entry of its own.
@@ -873,7 +875,7 @@ impl Connection {
     /// Encodes and queues a reply. `(typeid, method)` names the call, for errors.
     fn send_reply(&self, id: u64, finished: Finished, (typeid, method): (&str, &str)) {
         let max_frame = self.state.config.max_frame;
-        let frame = match encode_response(id, finished, max_frame) {
+        let frame = match encode_response(self.outbox.frame_buffer(), id, finished, max_frame) {
             Ok(frame) => frame,
             Err(failed) => {
                 // The reply could not be encoded (or is too large): tell the caller why, and
@@ -886,6 +888,7 @@ impl Connection {
                     RemoteError::new(RemoteErrorKind::Encode, typeid, method, message.clone());
                 loop {
                     match encode_response(
+                        wire::start_frame(64),
                         id,
                         Finished::Reply(Reply::Error(error.clone())),
                         max_frame,
@@ -931,6 +934,7 @@ struct EncodeFailed {
 }
 
 fn encode_response(
+    mut buf: BytesMut,
     id: u64,
     finished: Finished,
     max_frame: usize,
@@ -944,7 +948,6 @@ fn encode_response(
         _ => None,
     };
     let failed = |error| Box::new(EncodeFailed { proxy, error });
-    let mut buf = wire::start_frame(64);
     wire::put(&mut buf, &ResponseHead { id, reply }, "response").map_err(failed)?;
     if let Some(payload) = payload {
         let value: &dyn erased_serde::Serialize = &*payload;

@@ -13,12 +13,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use rustix::net::SendFlags;
 use tokio::sync::{mpsc, Notify};
 
 use super::Stream;
+use crate::wire;
 
 /// A connection's outgoing frames (see the module documentation).
 pub(crate) struct Outbox {
@@ -29,17 +30,12 @@ pub(crate) struct Outbox {
     order: Mutex<()>,
     /// A duplicate of the socket's descriptor (plain TCP and Unix sockets), for direct writes.
     socket: Option<OwnedFd>,
+    /// The buffer of the last frame written directly, for the next frame.
+    spare: Mutex<Option<BytesMut>>,
 }
 
-/// What became of a frame given to [`Outbox::send`].
-pub(crate) enum Sent {
-    /// Written whole to the socket; the frame is given back (its buffer may be reused).
-    Written(Bytes),
-    /// Queued for the writer task, whole or in part.
-    Queued,
-    /// The connection is gone.
-    Closed,
-}
+/// The largest frame buffer an outbox keeps for the next frame.
+const MAX_SPARE: usize = 4 << 20;
 
 impl Outbox {
     /// An outbox for `stream`, and the receiver its writer task takes frames from.
@@ -65,6 +61,7 @@ impl Outbox {
             queued: Arc::new(Queued::default()),
             order: Mutex::new(()),
             socket,
+            spare: Mutex::new(None),
         };
         (outbox, rx)
     }
@@ -78,6 +75,30 @@ impl Outbox {
     /// The bytes queued for the writer task and not written yet.
     pub(crate) fn queued(&self) -> &Queued {
         &self.queued
+    }
+
+    /// A buffer with a frame started in it (see [`wire::start_frame`]): the buffer of the last
+    /// frame written directly when there is one, since a fresh allocation per frame cost more
+    /// than the write (and, for large frames, page faults as the allocator gave memory back
+    /// and took it again).
+    pub(crate) fn frame_buffer(&self) -> BytesMut {
+        match self.spare.lock().take() {
+            Some(mut buf) => {
+                buf.clear();
+                wire::restart_frame(&mut buf);
+                buf
+            }
+            None => wire::start_frame(64),
+        }
+    }
+
+    /// Keeps a written frame's buffer for the next frame, unless it is too large to keep.
+    fn keep_spare(&self, frame: Bytes) {
+        if let Ok(buf) = frame.try_into_mut() {
+            if buf.capacity() <= MAX_SPARE {
+                *self.spare.lock() = Some(buf);
+            }
+        }
     }
 
     /// Queues `frame` for the writer task; false when the connection is gone.
@@ -97,21 +118,25 @@ impl Outbox {
     }
 
     /// Writes `frame` to the socket from this thread when nothing is queued before it and the
-    /// socket takes it now; queues what is left for the writer task.
-    pub(crate) fn send(&self, frame: Bytes) -> Sent {
-        let queued = |ok| if ok { Sent::Queued } else { Sent::Closed };
+    /// socket takes it now; queues what is left for the writer task. False when the
+    /// connection is gone.
+    pub(crate) fn send(&self, frame: Bytes) -> bool {
         let Some(socket) = &self.socket else {
-            return queued(self.enqueue(frame));
+            return self.enqueue(frame);
         };
-        let _order = self.order.lock();
+        let order = self.order.lock();
         if self.queued.bytes() != 0 {
-            return queued(self.queue(frame));
+            return self.queue(frame);
         }
         match try_send(socket, &frame) {
-            Ok(n) if n == frame.len() => Sent::Written(frame),
-            Ok(n) => queued(self.queue(frame.slice(n..))),
+            Ok(n) if n == frame.len() => {
+                drop(order);
+                self.keep_spare(frame);
+                true
+            }
+            Ok(n) => self.queue(frame.slice(n..)),
             // The writer task meets the same error, and the reader closes the connection.
-            Err(_) => queued(self.queue(frame)),
+            Err(_) => self.queue(frame),
         }
     }
 }
