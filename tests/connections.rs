@@ -348,14 +348,29 @@ fn one_connection_carries_concurrent_blocking_calls_from_many_threads() {
 /// Blocked threads read their own replies off the socket while async tasks wait on the same
 /// connection: every reply must reach its caller, whoever reads it, with large replies arriving
 /// in many pieces and a timed-out call's late reply read and dropped on the way.
-fn blocking_and_async_callers_share_one_connection(address: Address) {
+/// The connection is made on the background I/O thread (a blocking manager), or on a runtime
+/// with two workers (`on_runtime`), where the I/O driver may run beside the reader task.
+fn blocking_and_async_callers_share_one_connection(address: Address, on_runtime: bool) {
     const THREADS: u64 = 4;
     const TASKS: u64 = 4;
     const CALLS: u64 = 150;
     let server = InProcessServer::start(registry(), address, AuthKey::random());
-    let manager = server.connect();
-    let echo = manager.create(&ECHO_BLOCKING, ()).unwrap();
-    let base = echo.base().clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = if on_runtime {
+        runtime.block_on(async {
+            let manager = Manager::connect(server.address(), server.authkey())
+                .await
+                .unwrap();
+            manager.create(&ECHO, ()).await.unwrap().base().clone()
+        })
+    } else {
+        let manager = server.connect();
+        manager.create(&ECHO_BLOCKING, ()).unwrap().base().clone()
+    };
 
     // A call that misses its deadline leaves a reply to come later, which whoever reads next
     // must skip.
@@ -393,11 +408,6 @@ fn blocking_and_async_callers_share_one_connection(address: Address) {
             let _ = done.send(outcome.is_ok());
         });
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let tasks: Vec<_> = (0..TASKS)
         .map(|task| {
             let base = base.clone();
@@ -437,22 +447,30 @@ fn blocking_and_async_callers_share_one_connection(address: Address) {
         }
     });
     // Every call ran once (the hasty one was cancelled by the server when it timed out).
-    let calls = echo.calls().unwrap();
+    let calls: u64 = base.call_method_blocking("calls", ()).unwrap();
     let all = (THREADS + TASKS) * CALLS * 2;
     assert!(calls == all || calls == all + 1, "{calls} calls for {all}");
-    let info = manager.debug_info().unwrap();
-    assert_eq!(info.connections, 1, "every call went over one connection");
+    let info = server.connect().debug_info().unwrap();
+    assert_eq!(
+        info.connections, 2,
+        "every call went over one connection (and this question over another)"
+    );
 }
 
 #[test]
 fn blocking_and_async_callers_share_one_tcp_connection() {
-    blocking_and_async_callers_share_one_connection(Address::local_tcp());
+    blocking_and_async_callers_share_one_connection(Address::local_tcp(), false);
 }
 
 #[test]
 fn blocking_and_async_callers_share_one_unix_connection() {
     let socket = TempPath::socket("mixed");
-    blocking_and_async_callers_share_one_connection(Address::unix(socket.path()));
+    blocking_and_async_callers_share_one_connection(Address::unix(socket.path()), false);
+}
+
+#[test]
+fn blocking_and_async_callers_share_a_connection_made_on_a_runtime() {
+    blocking_and_async_callers_share_one_connection(Address::local_tcp(), true);
 }
 
 #[test]

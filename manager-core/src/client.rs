@@ -5,14 +5,12 @@
 //! reader task hands each response to the call waiting for it.
 
 use std::collections::HashMap;
-
-use foldhash::HashMap as FastMap;
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use foldhash::HashMap as FastMap;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -20,13 +18,13 @@ use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
-mod direct;
-
 use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::Error;
 use crate::transport::{self, write_frames, Outbox, ReadHalf, Stream};
 use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
+
+mod direct;
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
 #[derive(Debug)]
@@ -168,13 +166,9 @@ impl Connection {
     ) -> Result<Connection, Error> {
         let mut stream = transport::connect(address, options.tls.as_ref()).await?;
         let welcome = stream.handshake_client(authkey).await?;
-        let fd = match &stream {
-            Stream::Tcp(s) => Some(s.as_fd().try_clone_to_owned()?),
-            Stream::Unix(s) => Some(s.as_fd().try_clone_to_owned()?),
-            #[cfg(feature = "tls")]
-            _ => None,
-        };
-        let direct = fd.map(|fd| Arc::new(direct::Direct::new(fd, wire::DEFAULT_MAX_FRAME)));
+        let direct = stream
+            .plain_socket()?
+            .map(|fd| Arc::new(direct::Direct::new(fd, wire::DEFAULT_MAX_FRAME)));
         let (outbox, rx) = Outbox::new(&stream)?;
         let written = outbox.written();
         let inner = Arc::new(Inner {

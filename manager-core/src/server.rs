@@ -2,9 +2,11 @@
 //!
 //! Each connection owns the references its proxies hold. A call is checked against the
 //! connection's own references, looked up in the object table (see the `table` module), checked
-//! against the typeid's exposed methods, decoded, and run in its own task, so calls on one
-//! connection complete out of order. When a connection closes, for any reason, every reference
-//! it held is released.
+//! against the typeid's exposed methods and decoded. A plain method then runs to its end in the
+//! connection's task; an `async` method (and a plain one that must wait for its object's lock)
+//! runs in a task of its own, so such calls on one connection complete out of order. Replies
+//! are written by the task that makes them (see `transport::Outbox`). When a connection closes,
+//! for any reason, every reference it held is released.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -47,8 +49,10 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// How many client connections may be open at once; one more is told so and closed.
     pub max_connections: usize,
-    /// How many calls one connection may have running at once. When it has that many, the
-    /// server stops reading its requests until one finishes (backpressure, not a queue).
+    /// How many calls one connection may have running at once in tasks of their own (`async`
+    /// methods, and plain ones waiting for their object's lock; a plain method that runs to its
+    /// end at once holds the connection's task instead). When it has that many, the server
+    /// stops reading its requests until one finishes (backpressure, not a queue).
     pub max_in_flight: usize,
     /// How many distinct objects one connection may hold references to; a create (or any
     /// request that would hand it one more) beyond that is refused with a `Limit` error.

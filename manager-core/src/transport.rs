@@ -250,6 +250,21 @@ macro_rules! with_split {
 }
 pub(crate) use with_split;
 
+impl Stream {
+    /// A duplicate of the socket's descriptor when this is a plain TCP or Unix stream (not
+    /// TLS), for writing and reading it directly; open as long as the duplicate lives, so that
+    /// it cannot be closed and reused under its user.
+    pub(crate) fn plain_socket(&self) -> io::Result<Option<std::os::fd::OwnedFd>> {
+        use std::os::fd::AsFd;
+        match self {
+            Stream::Tcp(s) => s.as_fd().try_clone_to_owned().map(Some),
+            Stream::Unix(s) => s.as_fd().try_clone_to_owned().map(Some),
+            #[cfg(feature = "tls")]
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Runs a handshake function on whichever kind of stream this is.
 impl Stream {
     pub(crate) async fn handshake_server(

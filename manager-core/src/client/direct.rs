@@ -224,8 +224,14 @@ pub(super) trait SocketReadHalf: Send + 'static {
     /// that the next read waits for it without a read that fails first (one system call per
     /// reply fewer than reading until the socket says it would block).
     fn read_now(&mut self, buf: &mut BytesMut) -> io::Result<Option<usize>>;
-    /// Forgets that the socket was readable: a caller is reading it.
-    fn clear_readable(&self);
+    /// Takes `inbox` if no caller holds it. If one does, forgets the readiness seen before the
+    /// attempt, and only that (readiness that came later wakes the task again): the caller
+    /// reads what is there. The flag says whether the socket was marked readable at all (if
+    /// not, nothing was attempted).
+    fn lock_or_forget<'a>(
+        &self,
+        inbox: &'a Mutex<BytesMut>,
+    ) -> (Option<MutexGuard<'a, BytesMut>>, bool);
 }
 
 macro_rules! socket_read_half {
@@ -237,12 +243,19 @@ macro_rules! socket_read_half {
             fn read_now(&mut self, buf: &mut BytesMut) -> io::Result<Option<usize>> {
                 self.read_buf(buf).now_or_never().transpose()
             }
-            fn clear_readable(&self) {
-                let _ = self
-                    .as_ref()
-                    .try_io(Interest::READABLE, || -> io::Result<()> {
-                        Err(io::ErrorKind::WouldBlock.into())
-                    });
+            fn lock_or_forget<'a>(
+                &self,
+                inbox: &'a Mutex<BytesMut>,
+            ) -> (Option<MutexGuard<'a, BytesMut>>, bool) {
+                let mut tried = false;
+                // `try_io` clears, on `WouldBlock`, the readiness it saw before calling.
+                let locked = self.as_ref().try_io(Interest::READABLE, || {
+                    tried = true;
+                    inbox
+                        .try_lock()
+                        .ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))
+                });
+                (locked.ok(), tried)
             }
         }
     };
@@ -266,20 +279,17 @@ pub(super) async fn read_replies<H: SocketReadHalf>(
             () = direct.wake_reader.notified() => {}
         }
         let inner = inner.upgrade()?;
-        let mut inbox = match direct.inbox.try_lock() {
-            Some(inbox) => inbox,
-            None => {
-                // A caller is reading. Say so before looking again, so that either this task
-                // gets the lock now or the caller wakes it when it steps down.
-                direct.missed.store(true, Ordering::SeqCst);
-                match direct.inbox.try_lock() {
-                    Some(inbox) => inbox,
-                    None => {
-                        half.clear_readable();
-                        continue;
-                    }
-                }
-            }
+        // Say so before trying, so that if a caller is reading, either this task gets the
+        // lock or the caller, stepping down, wakes it when something it did not read is left.
+        direct.missed.store(true, Ordering::SeqCst);
+        let mut inbox = match half.lock_or_forget(&direct.inbox) {
+            (Some(inbox), _) => inbox,
+            // Woken by a caller with the socket not marked readable: nothing to forget.
+            (None, false) => match direct.inbox.try_lock() {
+                Some(inbox) => inbox,
+                None => continue,
+            },
+            (None, true) => continue,
         };
         direct.missed.store(false, Ordering::Relaxed);
         let ended = loop {

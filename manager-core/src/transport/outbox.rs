@@ -9,7 +9,7 @@
 //! frame then waits. TLS sessions are written by their writer task only.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -40,13 +40,7 @@ const MAX_SPARE: usize = 4 << 20;
 impl Outbox {
     /// An outbox for `stream`, and the receiver its writer task takes frames from.
     pub(crate) fn new(stream: &Stream) -> io::Result<(Outbox, mpsc::UnboundedReceiver<Bytes>)> {
-        let socket = match stream {
-            Stream::Tcp(s) => Some(s.as_fd().try_clone_to_owned()?),
-            Stream::Unix(s) => Some(s.as_fd().try_clone_to_owned()?),
-            #[cfg(feature = "tls")]
-            _ => None,
-        };
-        Ok(Outbox::with_socket(socket))
+        Ok(Outbox::with_socket(stream.plain_socket()?))
     }
 
     /// An outbox with no socket to write to directly: everything goes through the queue.
