@@ -265,7 +265,7 @@ impl Connection {
     /// Sends a request built by `build` (given the request id), registering `pending` as its
     /// waiter, and returns the request id. The caller writes the request to the socket itself
     /// when nothing is queued before it: a hop through the writer task cost more than the
-    /// write (see [`Inner::send_now`]).
+    /// write (see [`Outbox`]).
     fn send_request<F>(&self, build: F, pending: Pending) -> Result<u64, Error>
     where
         F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
@@ -279,7 +279,7 @@ impl Connection {
         let frame = wire::finish(buf, self.inner.max_frame)?;
         self.inner.pending.lock().insert(id, pending);
         // Checked again under the lock order the reader uses when it fails everything pending.
-        if !self.inner.send_now(frame) || self.is_closed() {
+        if !self.inner.outbox.send(frame) || self.is_closed() {
             self.inner.pending.lock().remove(&id);
             return Err(self.closed_error());
         }
@@ -316,7 +316,7 @@ impl Connection {
         let mut buf = wire::start_frame(16);
         if wire::put(&mut buf, request, "request").is_ok() {
             if let Ok(frame) = wire::finish(buf, self.inner.max_frame) {
-                self.inner.enqueue(frame);
+                self.inner.outbox.enqueue(frame);
             }
         }
     }
@@ -481,23 +481,10 @@ impl Connection {
             let mut buf = wire::start_frame(16);
             if wire::put(&mut buf, &Request::DecRef { object: token.id }, "request").is_ok() {
                 if let Ok(frame) = wire::finish(buf, inner.max_frame) {
-                    inner.enqueue(frame);
+                    inner.outbox.enqueue(frame);
                 }
             }
         }
-    }
-}
-
-impl Inner {
-    /// Queues `frame` for the writer task; false when the connection is gone.
-    fn enqueue(&self, frame: Bytes) -> bool {
-        self.outbox.enqueue(frame)
-    }
-
-    /// Writes `frame` to the socket from this thread when nothing is queued before it (see
-    /// [`Outbox`]); false when the connection is gone.
-    fn send_now(&self, frame: Bytes) -> bool {
-        self.outbox.send(frame)
     }
 }
 
