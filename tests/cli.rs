@@ -303,9 +303,15 @@ fn info_and_shutdown_over_tcp() {
     assert_eq!(row[0], list_id.to_string());
     assert!(row[2].contains("List"), "type name {:?}", row[2]);
     assert_eq!(row[3], "1", "the list's refcount");
-    // Aligned: every row of the table is as wide as the header where the last column ends.
+    // Aligned: every row of the objects table (up to the blank line before the next table) is
+    // as wide as the header where the last column ends.
     let header_end = header.len();
-    for line in table.stdout.lines().skip_while(|l| !l.contains("TYPEID")) {
+    for line in table
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains("TYPEID"))
+        .take_while(|l| !l.is_empty())
+    {
         assert_eq!(line.len(), header_end, "misaligned row {line:?}");
     }
 

@@ -5,18 +5,18 @@
 //! Input: a sequence of calls on one fresh object, each `[method index, length (u16 LE),
 //! argument bytes]`. Indices past the last method are included (they must be refused).
 //!
-//! `Shared::dispatch` takes a `CallContext`, which only a server connection can make: the
-//! target starts a server in this process once, and a method of a helper type hands out a
-//! clone of the context of a real call.
+//! `Shared::dispatch` takes a `CallContext`: the target uses `CallContext::detached`, which
+//! belongs to no server, and runs each call to its end with `Call::run_here` (a plain body on
+//! this thread, as a server worker would run it).
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use manager::__private::{DispatchError, Outcome, Shared};
 use manager::value::Value;
-use manager::{Address, BaseManager, CallContext, Register, Registry, Typeid};
+use manager::CallContext;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 
@@ -168,59 +168,6 @@ impl Target {
     }
 }
 
-/// Hands out the `CallContext` of a real call.
-pub struct Grab;
-
-static CONTEXT: OnceLock<CallContext> = OnceLock::new();
-
-#[manager::shared]
-impl Grab {
-    pub fn grab(&self, ctx: &CallContext) {
-        let _ = CONTEXT.set(ctx.clone());
-    }
-}
-
-const GRAB: Typeid<GrabProxy> = Typeid::new("grab");
-
-/// Starts a server in this process, calls `Grab::grab` through it, and keeps the connection
-/// open for the life of the process so that the context stays valid.
-fn context() -> CallContext {
-    if let Some(context) = CONTEXT.get() {
-        return context.clone();
-    }
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let mut registry = Registry::new();
-            registry
-                .register(Register::shared("grab", Grab))
-                .expect("register");
-            let base = BaseManager::new(Address::local_tcp()).authkey("fuzz");
-            let server = base.get_server(registry).await.expect("server");
-            let address = server.address().clone();
-            tokio::spawn(server.serve_forever());
-            let manager = BaseManager::new(address)
-                .authkey("fuzz")
-                .connect_async()
-                .await
-                .expect("connect");
-            let grab = manager.create(&GRAB, ()).await.expect("create");
-            grab.grab().await.expect("grab");
-            done_tx.send(()).unwrap();
-            // Keep the connection (and so the context) alive.
-            let _keep = (manager, grab);
-            std::future::pending::<()>().await;
-        });
-    });
-    done_rx.recv().expect("the context server failed");
-    CONTEXT.get().expect("context").clone()
-}
-
 fn encode(value: &dyn manager::__private::erased_serde::Serialize) {
     // As the server does with a result: postcard, through erased serde.
     let _ = postcard::to_stdvec(value);
@@ -235,9 +182,9 @@ fn call(target: &Arc<RwLock<Target>>, index: usize, args: &[u8], context: CallCo
         context,
     );
     let left = de.finalize().map(|rest| rest.len()).unwrap_or(0);
-    let future = match dispatched {
+    let call = match dispatched {
         Ok(_) if left > 0 => return, // refused: too many arguments
-        Ok(future) => future,
+        Ok(call) => call,
         Err(DispatchError::NoSuchMethod) => {
             assert!(index >= Target::METHODS.len(), "index {index} refused");
             return;
@@ -248,7 +195,7 @@ fn call(target: &Arc<RwLock<Target>>, index: usize, args: &[u8], context: CallCo
         }
     };
     assert!(index < Target::METHODS.len(), "index {index} accepted");
-    match futures::executor::block_on(future) {
+    match call.run_here() {
         Outcome::Value(value) | Outcome::Raised(value) => {
             let _ = value.type_name();
             encode(&*value);
@@ -259,7 +206,7 @@ fn call(target: &Arc<RwLock<Target>>, index: usize, args: &[u8], context: CallCo
 }
 
 fuzz_target!(|data: &[u8]| {
-    let context = context();
+    let context = CallContext::detached(1);
     let target = Arc::new(RwLock::new(Target::default()));
     let mut rest = data;
     while rest.len() >= 3 {

@@ -141,12 +141,43 @@ pub(crate) fn background_runtime() -> &'static Runtime {
     })
 }
 
-/// Fails with [`Error::BlockingInAsync`] when called on a thread that runs an async runtime.
+/// Fails with [`Error::BlockingInAsync`] when called on a thread that runs an async runtime
+/// (outside [`in_blocking_region`]).
 pub(crate) fn ensure_blocking_allowed() -> Result<(), Error> {
-    if Handle::try_current().is_ok() {
+    if Handle::try_current().is_ok() && !BLOCKING_REGION.get() {
         Err(Error::BlockingInAsync)
     } else {
         Ok(())
+    }
+}
+
+thread_local! {
+    /// Set while [`in_blocking_region`] runs its closure on this thread.
+    static BLOCKING_REGION: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, which makes blocking manager calls, where blocking is allowed: outside any
+/// runtime as it is; on a thread of a multi-threaded tokio runtime inside `block_in_place`
+/// (the runtime's other tasks move to another thread meanwhile). Used where the framework
+/// itself must block briefly inside a runtime: a proxy that arrives as an argument, decoded
+/// by the server, attaches to its server before the call runs. A current-thread runtime
+/// cannot do that and gets [`Error::BlockingInAsync`].
+pub(crate) fn in_blocking_region<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BLOCKING_REGION.set(self.0);
+        }
+    }
+    match Handle::try_current() {
+        Err(_) => f(),
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| {
+                let _reset = Reset(BLOCKING_REGION.replace(true));
+                f()
+            })
+        }
+        Ok(_) => Err(Error::BlockingInAsync),
     }
 }
 

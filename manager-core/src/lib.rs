@@ -7,6 +7,7 @@
 //! - [`wire`]: frames and messages; [`auth`]: the authkey handshake; [`tls`]: TLS around it
 //!   (the `tls` feature);
 //! - [`registry`]: typeid registrations; [`object`]: what `#[shared]` implements;
+//!   [`context`]: what a method knows of the call it serves;
 //! - [`server`]: the object table and connections; [`client`] and [`proxy`]: the client side;
 //! - [`manager`]: `BaseManager`, `Manager`, `Typeid`; [`process`]: spawning processes.
 
@@ -18,6 +19,7 @@ pub mod __private;
 pub mod address;
 pub mod auth;
 pub mod client;
+pub mod context;
 pub mod error;
 pub mod manager;
 pub mod object;
@@ -35,14 +37,15 @@ pub mod wire;
 pub use address::Address;
 pub use auth::AuthKey;
 pub use client::{ConnectOptions, Connection};
+pub use context::{CallContext, Retained};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use manager::{BaseManager, BlockingManager, Create, Manager, NoCreate, Typeid};
-pub use object::{Outcome, Shared};
+pub use object::{Call, Outcome, Shared};
 pub use process::{current_process_name, init, Process, ServerProcess};
 pub use proxy::{BaseProxy, CallResult, Proxy, Value};
 pub use registry::{Register, Registry};
-pub use server::{CallContext, Retained, Server, ServerConfig, ShutdownHandle};
+pub use server::{Server, ServerConfig, ShutdownHandle};
 pub use tls::{TlsClientConfig, TlsServerConfig};
-pub use wire::{DebugInfo, ObjectInfo, Token};
+pub use wire::{DebugInfo, MethodStats, ObjectInfo, RunningCall, Token};
 
 pub use manager_derive::{entry, shared};

@@ -5,17 +5,22 @@
 //! [`Referent`] trait: `&self` methods share the read lock, `&mut self` methods take the write
 //! lock, and `async fn` methods wait without holding a server thread.
 //!
+//! Dispatching a call yields a [`Call`]: for a plain method, the body to run once the object's
+//! lock is held (the server runs it on a worker thread, never where it reads or writes
+//! sockets); for an `async fn`, a future the server polls in a task of its own.
+//!
 //! Arguments reach the generated code as an [`erased_serde::Deserializer`] and results leave it
 //! as an [`erased_serde::Serialize`] value, so the dispatcher does not depend on the wire codec.
 
 use std::any::{Any, TypeId};
+use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::RwLock;
 
-use crate::server::CallContext;
+use crate::context::CallContext;
 
 /// How a method takes its receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +118,75 @@ impl<T: Serialize + Send + 'static> ReturnValue for T {
     }
 }
 
+/// The body of a plain method call, with its object's lock held: run it to get the outcome.
+pub type Job = Box<dyn FnOnce() -> Outcome + Send>;
+
+/// A decoded call, ready to run.
+///
+/// A plain method's body may block or compute for as long as it likes, so the server runs it on
+/// a worker thread of its own; only the wait for the object's lock happens in the server's
+/// tasks, where it costs no thread.
+pub enum Call {
+    /// A plain method whose object's lock is already held: run the job.
+    Ready(Job),
+    /// A plain method waiting for its object's lock: the future yields the job once it holds it.
+    Locking(BoxFuture<'static, Job>),
+    /// An `async fn` method: the future runs the whole call (lock included) in a task.
+    Async(BoxFuture<'static, Outcome>),
+}
+
+impl Call {
+    /// A plain `&self` method: `body` runs under the object's read lock, alongside other `&self`
+    /// calls on the same object.
+    pub fn shared<T>(
+        this: Arc<RwLock<T>>,
+        body: impl FnOnce(&T) -> Outcome + Send + 'static,
+    ) -> Call
+    where
+        T: Send + Sync + 'static,
+    {
+        match this.clone().try_read_owned() {
+            Ok(guard) => Call::Ready(Box::new(move || body(&guard))),
+            Err(_) => Call::Locking(Box::pin(async move {
+                let guard = this.read_owned().await;
+                Box::new(move || body(&guard)) as Job
+            })),
+        }
+    }
+
+    /// A plain `&mut self` method: `body` runs under the object's write lock, alone.
+    pub fn exclusive<T>(
+        this: Arc<RwLock<T>>,
+        body: impl FnOnce(&mut T) -> Outcome + Send + 'static,
+    ) -> Call
+    where
+        T: Send + Sync + 'static,
+    {
+        match this.clone().try_write_owned() {
+            Ok(mut guard) => Call::Ready(Box::new(move || body(&mut guard))),
+            Err(_) => Call::Locking(Box::pin(async move {
+                let mut guard = this.write_owned().await;
+                Box::new(move || body(&mut guard)) as Job
+            })),
+        }
+    }
+
+    /// An `async fn` method: `call` takes the object's lock itself and runs the method.
+    pub fn asynchronous(call: impl Future<Output = Outcome> + Send + 'static) -> Call {
+        Call::Async(Box::pin(call))
+    }
+
+    /// Runs the call to its end on the current thread, blocking it: a plain method's body runs
+    /// here. For tests, fuzzing and in-process use; the server runs plain bodies on its workers.
+    pub fn run_here(self) -> Outcome {
+        match self {
+            Call::Ready(job) => job(),
+            Call::Locking(lock) => futures::executor::block_on(lock)(),
+            Call::Async(call) => futures::executor::block_on(call),
+        }
+    }
+}
+
 /// An error from decoding a call's arguments, before the method runs.
 #[derive(Debug)]
 pub enum DispatchError {
@@ -133,7 +207,7 @@ pub trait Shared: Send + Sync + Sized + 'static {
         method: usize,
         args: &mut dyn erased_serde::Deserializer<'_>,
         context: CallContext,
-    ) -> Result<BoxFuture<'static, Outcome>, DispatchError>;
+    ) -> Result<Call, DispatchError>;
 }
 
 /// A referent as the server holds it: a shared type behind its lock, with its type erased.
@@ -148,7 +222,7 @@ pub trait Referent: Send + Sync + 'static {
         method: usize,
         args: &mut dyn erased_serde::Deserializer<'_>,
         context: CallContext,
-    ) -> Result<BoxFuture<'static, Outcome>, DispatchError>;
+    ) -> Result<Call, DispatchError>;
     /// The referent as `Any`, so that in-process code can reach the typed object.
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
@@ -167,7 +241,7 @@ impl<T: Shared> Referent for RwLock<T> {
         method: usize,
         args: &mut dyn erased_serde::Deserializer<'_>,
         context: CallContext,
-    ) -> Result<BoxFuture<'static, Outcome>, DispatchError> {
+    ) -> Result<Call, DispatchError> {
         T::dispatch(self, method, args, context)
     }
 

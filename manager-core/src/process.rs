@@ -183,7 +183,7 @@ enum Mode {
     Run,
     Serve {
         address: Address,
-        config: ServerConfig,
+        config: Box<ServerConfig>,
     },
 }
 
@@ -439,7 +439,7 @@ impl ServerProcess {
         let orders = Orders {
             mode: Mode::Serve {
                 address: address.clone(),
-                config: config.clone(),
+                config: Box::new(config.clone()),
             },
             entry: entry.to_string(),
             args: postcard::to_stdvec(&())
@@ -580,7 +580,7 @@ fn run_child(channel: UnixStream) -> i32 {
             registry,
             address,
             AuthKey::new(&orders.authkey),
-            config,
+            *config,
             channel,
         ),
         (Mode::Serve { .. }, EntryOutcome::Done) => {

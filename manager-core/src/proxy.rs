@@ -527,9 +527,11 @@ impl<'de> serde::Deserialize<'de> for BaseProxy {
 
 /// Takes a reference to `token`'s object over this process's connection to its server.
 fn attach_elsewhere(token: &Token) -> Result<BaseProxy, Error> {
-    let conn = crate::client::shared_connection(&token.address)?;
-    let response = conn.request_blocking(Connection::attach_frame(token.id))?;
-    proxy_from(&conn, response, "attach")
+    crate::client::in_blocking_region(|| {
+        let conn = crate::client::shared_connection(&token.address)?;
+        let response = conn.request_blocking(Connection::attach_frame(token.id))?;
+        proxy_from(&conn, response, "attach")
+    })
 }
 
 /// Decodes a value returned by a built-in type into `T`. Proxies inside it take over the

@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError};
 use crate::object::{decode_args, referent, MethodDesc, Referent, Shared};
-use crate::server::CallContext;
 
 type FactoryFn = Arc<
     dyn Fn(

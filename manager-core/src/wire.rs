@@ -206,6 +206,42 @@ pub struct DebugInfo {
     pub connections: u64,
     /// The server's address.
     pub address: Address,
+    /// The method calls running now, oldest first.
+    pub running: Vec<RunningCall>,
+    /// Per typeid and method: how many calls finished, how many failed, and their total time.
+    pub methods: Vec<MethodStats>,
+}
+
+/// A method call running on a server, as [`DebugInfo`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningCall {
+    /// The typeid of the object called.
+    pub typeid: String,
+    /// The method.
+    pub method: String,
+    /// The object's id.
+    pub object: u64,
+    /// The id of the connection that made the call.
+    pub connection: u64,
+    /// Whether the method is an `async fn` (which may wait for long without holding a thread).
+    pub is_async: bool,
+    /// How long it has run (including any wait for its object's lock or a worker thread).
+    pub elapsed: std::time::Duration,
+}
+
+/// What a server has counted of one method of one typeid, as [`DebugInfo`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodStats {
+    /// The typeid.
+    pub typeid: String,
+    /// The method.
+    pub method: String,
+    /// How many calls finished (or were cancelled).
+    pub calls: u64,
+    /// How many of them failed: an error, a panic, or a typed error the method returned.
+    pub errors: u64,
+    /// Their total time, from the request being read to the reply being made.
+    pub total: std::time::Duration,
 }
 
 /// One live object on a server.

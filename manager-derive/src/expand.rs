@@ -197,7 +197,7 @@ impl Gen<'_> {
                     args: &mut dyn #krate::__private::erased_serde::Deserializer<'_>,
                     context: #krate::__private::CallContext,
                 ) -> ::core::result::Result<
-                    #krate::__private::BoxFuture<'static, #krate::__private::Outcome>,
+                    #krate::__private::Call,
                     #krate::__private::DispatchError,
                 > {
                     let _ = &context;
@@ -266,23 +266,14 @@ impl Gen<'_> {
             decoded.push(ty);
             passed.push(pass);
         }
-        let (guard, borrow) = match method.receiver {
-            Receiver::Mut => (
-                quote!(let mut __guard = this.write().await;),
-                quote!(&mut *__guard),
-            ),
-            _ => (quote!(let __guard = this.read().await;), quote!(&*__guard)),
-        };
-        let arguments = method.call_order.iter().map(|slot| match slot {
-            Some(i) => passed[*i].clone(),
-            None => quote!(&context),
-        });
-        let call = quote!(<#self_ty>::#ident(#borrow, #(#arguments),*));
-        let call = if method.sig.asyncness.is_some() {
-            quote!(#call.await)
-        } else {
-            call
-        };
+        let arguments: Vec<TokenStream> = method
+            .call_order
+            .iter()
+            .map(|slot| match slot {
+                Some(i) => passed[*i].clone(),
+                None => quote!(&context),
+            })
+            .collect();
         let outcome = match (&exposed.mapped, &method.returns.result) {
             (Some(_), Some(_)) => quote!(#krate::__private::Outcome::object_result(__ret)),
             (Some(_), None) => quote!(#krate::__private::Outcome::object(__ret)),
@@ -292,15 +283,46 @@ impl Gen<'_> {
             }
             (None, None) => quote!(#krate::__private::Outcome::value(__ret)),
         };
+        let decode = quote! {
+            let ( #(#vars,)* ): ( #(#decoded,)* ) = #krate::__private::decode_args(args)?;
+        };
+        if method.sig.asyncness.is_some() {
+            // An `async fn` takes its lock and runs in a task of the server's; the lock is held
+            // across its `.await`s.
+            let (guard, borrow) = match method.receiver {
+                Receiver::Mut => (
+                    quote!(let mut __guard = this.write().await;),
+                    quote!(&mut *__guard),
+                ),
+                _ => (quote!(let __guard = this.read().await;), quote!(&*__guard)),
+            };
+            return quote! {
+                #index => {
+                    #decode
+                    ::core::result::Result::Ok(#krate::__private::Call::asynchronous(async move {
+                        #guard
+                        let __ret = <#self_ty>::#ident(#borrow, #(#arguments),*).await;
+                        ::core::mem::drop(__guard);
+                        #outcome
+                    }))
+                }
+            };
+        }
+        // A plain method: its body runs on a server worker thread once the lock is held.
+        let (constructor, this_ty) = match method.receiver {
+            Receiver::Mut => (quote!(exclusive), quote!(&mut #self_ty)),
+            _ => (quote!(shared), quote!(&#self_ty)),
+        };
         quote! {
             #index => {
-                let ( #(#vars,)* ): ( #(#decoded,)* ) = #krate::__private::decode_args(args)?;
-                ::core::result::Result::Ok(::std::boxed::Box::pin(async move {
-                    #guard
-                    let __ret = #call;
-                    ::core::mem::drop(__guard);
-                    #outcome
-                }))
+                #decode
+                ::core::result::Result::Ok(#krate::__private::Call::#constructor(
+                    this,
+                    move |__this: #this_ty| {
+                        let __ret = <#self_ty>::#ident(__this, #(#arguments),*);
+                        #outcome
+                    },
+                ))
             }
         }
     }

@@ -18,16 +18,32 @@
 //! semaphores and waits of a method connection (one per client thread) are released when it
 //! closes.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Weak;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
+use futures::FutureExt;
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::*;
+use super::activity::Activity;
+use super::connection::Connection;
+use super::dispatch::runs_factory;
+use super::{dispatch_error, panic_message, Args, State};
+use crate::address::Address;
+use crate::context::CallContext;
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::object::{Call, Outcome};
 use crate::python::pickle::{id_from_hex, id_to_hex};
 use crate::python::{PyConnection, PyException, PyProxy, PyValue};
+use crate::registry::Entry;
+use crate::transport::Outbox;
 use crate::transport::Stream;
 use crate::value::to_value;
+use crate::value::Value;
+use crate::wire::{Reply, Token};
 
 /// What the CPython clients of a server hold together, and the `#PROXY` references waiting
 /// for their client's `decref`.
@@ -60,16 +76,7 @@ impl PythonRefs {
 fn pseudo_connection(state: &Arc<State>) -> Arc<Connection> {
     // Nothing is ever sent to it: what it would queue is dropped.
     let (outbox, _) = Outbox::queue_only();
-    Arc::new(Connection {
-        id: state.next_connection.fetch_add(1, Ordering::Relaxed),
-        state: state.clone(),
-        held: Mutex::new(FastMap::default()),
-        outbox,
-        closed: state.stop.child_token(),
-        cleanups: Mutex::new(HashMap::new()),
-        in_flight: Arc::new(Semaphore::new(1)),
-        calls: Mutex::new(FastMap::default()),
-    })
+    Arc::new(Connection::new(state.clone(), outbox))
 }
 
 /// Serves one CPython client connection.
@@ -163,7 +170,7 @@ where
         });
         let (reply, after) = match request {
             Err(message) => (traceback("TypeError", &message), After::Close),
-            Ok(request) if request.ident.is_none() => control(&me, request, &mut methods),
+            Ok(request) if request.ident.is_none() => control(&me, request, &mut methods).await,
             Ok(_) if !methods => (
                 traceback(
                     "RuntimeError",
@@ -195,9 +202,7 @@ where
             }
         }
     }
-    me.closed.cancel();
-    me.run_cleanups();
-    me.release_all();
+    me.close();
     state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -345,7 +350,11 @@ fn single_ident(request: &Request) -> Result<u64, PyValue> {
 }
 
 /// A control request (`ident` is `None`).
-fn control(me: &Arc<Connection>, mut request: Request, methods: &mut bool) -> (PyValue, After) {
+async fn control(
+    me: &Arc<Connection>,
+    mut request: Request,
+    methods: &mut bool,
+) -> (PyValue, After) {
     let state = &me.state;
     let refs = &state.python;
     let answer = match request.method.as_str() {
@@ -387,7 +396,24 @@ fn control(me: &Arc<Connection>, mut request: Request, methods: &mut bool) -> (P
                 Ok(args) => args,
                 Err(message) => return (traceback("TypeError", &message), After::Continue),
             };
-            match owner.create(&typeid, Args::Value(args)) {
+            let created = if runs_factory(state, &typeid) {
+                // A factory is user code: it runs on a worker thread, as a plain method does.
+                let typeid = typeid.clone();
+                state
+                    .on_worker(move || owner.create(&typeid, Args::Value(args)))
+                    .await
+                    .unwrap_or_else(|panic| {
+                        Reply::Error(RemoteError::new(
+                            RemoteErrorKind::Panic,
+                            "",
+                            "create",
+                            panic_message(&panic),
+                        ))
+                    })
+            } else {
+                owner.create(&typeid, Args::Value(args))
+            };
+            match created {
                 Reply::Proxy(token) => ok(PyValue::Tuple(vec![
                     PyValue::str(id_to_hex(token.id)),
                     exposed_of(state, token.id),
@@ -919,20 +945,30 @@ async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
             return error_reply(e);
         }
     };
-    let context = CallContext {
-        conn: me.clone(),
-        object: id,
-    };
+    let context: CallContext = me.context(id);
     let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
         Args::Value(arranged).decode(|de| referent.dispatch(index, de, context))
     }));
-    let future = match dispatched {
-        Ok(Ok(Ok(future))) => future,
+    let call = match dispatched {
+        Ok(Ok(Ok(call))) => call,
         Ok(Ok(Err(e))) => return error_reply(dispatch_error(&entry, &request.method, e)),
         Ok(Err(message)) => return traceback("TypeError", &message),
         Err(panic) => return traceback("RuntimeError", &panic_message(&panic)),
     };
-    let outcome = match AssertUnwindSafe(future).catch_unwind().await {
+    let mut ticket = Activity::start(&me.state, &entry, index, id, me.id);
+    // As for native clients: a plain body runs on a worker thread, never in this task.
+    let outcome = match call {
+        Call::Ready(job) => me.state.on_worker(job).await,
+        Call::Locking(lock) => {
+            let job = lock.await;
+            me.state.on_worker(job).await
+        }
+        Call::Async(call) => AssertUnwindSafe(call).catch_unwind().await,
+    };
+    if !matches!(outcome, Ok(Outcome::Value(_) | Outcome::Object(_))) {
+        ticket.failed();
+    }
+    let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(panic) => {
             return traceback(

@@ -22,9 +22,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::registry::{Register, Registry};
-use crate::server::CallContext;
 use crate::sync::queue::{deadline, seconds};
 use crate::sync::{builtin_proxy, typeids, Typed};
 

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError};
 use crate::proxy::Proxy;
-use crate::server::CallContext;
 use crate::sync::lock::{
     acquire_call, call, current_owner, runtime_error, seconds, timeout_of, wait_mode,
     BlockingLockGuard, Holder, LockCore, LockGuard, Release, Wait,

@@ -2,8 +2,8 @@
 
 use indexmap::IndexMap;
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::server::CallContext;
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
 

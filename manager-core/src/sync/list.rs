@@ -1,7 +1,7 @@
 //! `list`: a shared list (Python's `ListProxy`).
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::server::CallContext;
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
 

@@ -41,9 +41,9 @@ use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
 use crate::client::{Connection, Response};
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::{BaseProxy, Proxy};
-use crate::server::CallContext;
 use crate::sync::{builtin_proxy, typeids, Typed};
 use crate::wire::{self, Reply};
 

@@ -29,9 +29,9 @@ use std::marker::PhantomData;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::context::{CallContext, Retained};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::registry::{Register, Registry};
-use crate::server::{CallContext, Retained};
 use crate::value::{to_value, Value};
 
 mod barrier;

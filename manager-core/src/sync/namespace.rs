@@ -4,8 +4,8 @@ use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::server::CallContext;
 use crate::sync::{builtin_proxy, encode, typeids, Stored, Typed};
 use crate::value::Value;
 

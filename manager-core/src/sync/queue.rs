@@ -18,9 +18,9 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::registry::{Register, Registry};
-use crate::server::CallContext;
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
 

@@ -16,9 +16,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::Proxy;
-use crate::server::CallContext;
 use crate::sync::lock::{
     acquire_call, call, seconds, wait_mode, wait_until, BlockingLockGuard, LockGuard, Release, Wait,
 };

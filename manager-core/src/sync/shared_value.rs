@@ -1,8 +1,8 @@
 //! `Value`: one shared value (Python's `ValueProxy`), and `Array`: a fixed-length shared
 //! sequence (Python's `Array`).
 
+use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::server::CallContext;
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
 

@@ -1,4 +1,7 @@
-//! The readable form of `manager info`: a summary and an aligned table of the objects.
+//! The readable form of `manager info`: a summary and aligned tables of the objects, the calls
+//! running now and the calls made so far, per typeid and method.
+
+use std::time::Duration;
 
 use manager::DebugInfo;
 
@@ -11,15 +14,14 @@ pub fn render(info: &DebugInfo) -> String {
         info.connections
     ));
     out.push_str(&format!("objects      {}\n", info.objects.len()));
-    if info.objects.is_empty() {
-        return out;
+    if !info.running.is_empty() {
+        out.push_str(&format!("running      {} calls\n", info.running.len()));
     }
-    let header = ["ID", "TYPEID", "TYPE", "REFCOUNT"];
-    let rows: Vec<[String; 4]> = info
+    let objects: Vec<Vec<String>> = info
         .objects
         .iter()
         .map(|o| {
-            [
+            vec![
                 o.id.to_string(),
                 o.typeid.clone(),
                 o.type_name.clone(),
@@ -27,38 +29,105 @@ pub fn render(info: &DebugInfo) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
+    table(
+        &mut out,
+        &["ID", "TYPEID", "TYPE", "REFCOUNT"],
+        &[true, false, false, true],
+        &objects,
+    );
+    let running: Vec<Vec<String>> = info
+        .running
+        .iter()
+        .map(|call| {
+            vec![
+                call.object.to_string(),
+                call.typeid.clone(),
+                call.method.clone(),
+                if call.is_async { "async" } else { "plain" }.to_string(),
+                call.connection.to_string(),
+                seconds(call.elapsed),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &[
+            "RUNNING ON",
+            "TYPEID",
+            "METHOD",
+            "KIND",
+            "CONNECTION",
+            "FOR",
+        ],
+        &[true, false, false, false, true, true],
+        &running,
+    );
+    let methods: Vec<Vec<String>> = info
+        .methods
+        .iter()
+        .map(|m| {
+            vec![
+                m.typeid.clone(),
+                m.method.clone(),
+                m.calls.to_string(),
+                m.errors.to_string(),
+                seconds(m.total),
+                seconds(m.total.checked_div(m.calls as u32).unwrap_or_default()),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &["TYPEID", "METHOD", "CALLS", "ERRORS", "TOTAL", "MEAN"],
+        &[false, false, true, true, true, true],
+        &methods,
+    );
+    out
+}
+
+/// A duration as seconds with three decimals (`0.004s`).
+fn seconds(duration: Duration) -> String {
+    format!("{:.3}s", duration.as_secs_f64())
+}
+
+/// Appends a blank line and an aligned table, unless it has no rows. `right` says which
+/// columns are numbers (right-aligned).
+fn table(out: &mut String, header: &[&str], right: &[bool], rows: &[Vec<String>]) {
+    if rows.is_empty() {
+        return;
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    // Numbers (the first and last columns) are right-aligned, names left-aligned.
-    let line = |cells: [&str; 4]| {
-        let text = format!(
-            "{:>w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-            w3 = widths[3],
-        );
-        format!("{}\n", text.trim_end())
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .zip(right)
+            .map(|((cell, &width), &right)| {
+                if right {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        format!("{}\n", text.join("  ").trim_end())
     };
     out.push('\n');
-    out.push_str(&line(header));
-    for row in &rows {
-        out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
+    out.push_str(&line(header.to_vec()));
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use manager::wire::{MethodStats, RunningCall};
     use manager::{Address, ObjectInfo};
 
     #[test]
@@ -80,6 +149,8 @@ mod tests {
             ],
             connections: 2,
             address: Address::tcp("127.0.0.1:5000"),
+            running: vec![],
+            methods: vec![],
         };
         let text = render(&info);
         let expected = "\
@@ -95,11 +166,50 @@ ID  TYPEID     TYPE     REFCOUNT
     }
 
     #[test]
+    fn running_calls_and_method_statistics() {
+        let info = DebugInfo {
+            objects: vec![],
+            connections: 3,
+            address: Address::tcp("127.0.0.1:5000"),
+            running: vec![RunningCall {
+                typeid: "Pair".into(),
+                method: "slow".into(),
+                object: 7,
+                connection: 2,
+                is_async: false,
+                elapsed: Duration::from_millis(2500),
+            }],
+            methods: vec![MethodStats {
+                typeid: "Pair".into(),
+                method: "get_x".into(),
+                calls: 4,
+                errors: 1,
+                total: Duration::from_millis(8),
+            }],
+        };
+        let expected = "\
+server       127.0.0.1:5000
+connections  3 (including this one)
+objects      0
+running      1 calls
+
+RUNNING ON  TYPEID  METHOD  KIND   CONNECTION     FOR
+         7  Pair    slow    plain           2  2.500s
+
+TYPEID  METHOD  CALLS  ERRORS   TOTAL    MEAN
+Pair    get_x       4       1  0.008s  0.002s
+";
+        assert_eq!(render(&info), expected);
+    }
+
+    #[test]
     fn no_objects_no_table() {
         let info = DebugInfo {
             objects: vec![],
             connections: 1,
             address: Address::unix("/tmp/m.sock"),
+            running: vec![],
+            methods: vec![],
         };
         assert_eq!(
             render(&info),

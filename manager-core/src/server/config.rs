@@ -1,0 +1,62 @@
+//! [`ServerConfig`]: every limit and timeout of a server.
+
+use std::time::Duration;
+
+use crate::address::Address;
+use crate::wire;
+
+/// Limits and timeouts of a server.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The largest frame accepted from a client; a larger one closes that connection.
+    pub max_frame: usize,
+    /// How long a new connection may take to complete the authkey handshake.
+    pub handshake_timeout: Duration,
+    /// How many client connections may be open at once; one more is told so and closed.
+    pub max_connections: usize,
+    /// How many calls one connection may have in flight at once (running on a worker thread,
+    /// waiting for one or for their object's lock, or running as `async` methods). When it
+    /// has that many, the server stops reading its requests until one finishes
+    /// (backpressure, not a queue).
+    pub max_in_flight: usize,
+    /// How many plain (not `async`) method bodies, and factories, may run at once, each on a
+    /// worker thread of its own. Past it, further plain calls wait for a free worker (the
+    /// server logs once that the bound was reached); calls that need no worker (reference
+    /// counts, control requests, `async` methods) are never held up by them.
+    pub max_workers: usize,
+    /// A plain call that has run longer than this is logged once, with its typeid, method and
+    /// duration (and again when it finishes).
+    pub slow_call_threshold: Duration,
+    /// How many distinct objects one connection may hold references to; a create (or any
+    /// request that would hand it one more) beyond that is refused with a `Limit` error.
+    pub max_objects_per_connection: usize,
+    /// TLS on every connection (TCP only), with its certificate, key and optional client CA;
+    /// `None` (the default) for none. Binding with TLS set fails with [`Error::Tls`] in a build
+    /// without the `tls` feature. See [`crate::tls`].
+    pub tls: Option<crate::tls::TlsServerConfig>,
+    /// How many bytes of replies may wait for a client that does not read them; beyond that,
+    /// the server stops reading its requests until it catches up.
+    pub max_queued_reply_bytes: usize,
+    /// A second address where the server takes unmodified CPython clients
+    /// (`multiprocessing.managers`' protocol: its handshake and pickled requests); `None` for
+    /// native clients only. See the `python` module of this one.
+    pub python_address: Option<Address>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_frame: wire::DEFAULT_MAX_FRAME,
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_in_flight: 1024,
+            max_workers: 256,
+            slow_call_threshold: Duration::from_secs(1),
+            max_objects_per_connection: 1 << 22,
+            tls: None,
+            max_queued_reply_bytes: 4 << 20,
+            python_address: None,
+        }
+    }
+}

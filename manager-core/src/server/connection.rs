@@ -1,0 +1,242 @@
+//! One native client connection: its state, and the loop that reads its requests.
+//!
+//! The read loop decodes each request and answers what needs no method body at once (creates,
+//! reference counts, control requests); calls are handed to `dispatch`, which runs plain method
+//! bodies on the worker threads and `async` methods in tasks, so the loop never runs user code
+//! and is never held up by it.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use foldhash::HashMap as FastMap;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::runs_factory;
+use super::{panic_message, Args, State};
+use crate::context::{Cleanup, Host, Retained};
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::transport::{Outbox, ReadHalf};
+use crate::value::Value;
+use crate::wire::{self, Control, ControlReply, Reply, Request};
+
+/// A client connection: what it holds, and where its replies go. CPython clients' connections
+/// are `Connection`s too, without an outbox of their own (see `python`).
+pub(super) struct Connection {
+    pub(super) id: u64,
+    pub(super) state: Arc<State>,
+    /// The objects this connection holds references to, with how many: object id -> count.
+    pub(super) held: Mutex<FastMap<u64, u64>>,
+    /// Where replies go: written by whoever made them, or queued for the writer task.
+    pub(super) outbox: Outbox,
+    /// Cancelled when the connection closes or the server stops.
+    pub(super) closed: CancellationToken,
+    /// What objects asked to run when this connection closes (one per object), such as
+    /// releasing a lock the client holds.
+    pub(super) cleanups: Mutex<HashMap<u64, Cleanup>>,
+    /// Permits for calls in flight (`ServerConfig::max_in_flight`).
+    pub(super) in_flight: Arc<Semaphore>,
+    /// The async calls running, by request id, so that a client can cancel one.
+    pub(super) calls: Mutex<FastMap<u64, CancellationToken>>,
+}
+
+impl Connection {
+    /// A connection of `state`'s, replying through `outbox`.
+    pub(super) fn new(state: Arc<State>, outbox: Outbox) -> Connection {
+        Connection {
+            id: state.next_connection(),
+            held: Mutex::new(FastMap::default()),
+            outbox,
+            closed: state.stop.child_token(),
+            cleanups: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(Semaphore::new(state.config.max_in_flight.max(1))),
+            calls: Mutex::new(FastMap::default()),
+            state,
+        }
+    }
+
+    /// Ends the connection: its calls are cancelled, its cleanups run, its references released.
+    pub(super) fn close(&self) {
+        self.closed.cancel();
+        self.run_cleanups();
+        self.release_all();
+    }
+
+    /// Runs the cleanups objects registered for this connection; a panicking one is logged.
+    pub(super) fn run_cleanups(&self) {
+        let cleanups = std::mem::take(&mut *self.cleanups.lock());
+        for (object, cleanup) in cleanups {
+            if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(cleanup)) {
+                tracing::warn!(
+                    "the cleanup of object {object} panicked: {}",
+                    panic_message(&panic)
+                );
+            }
+        }
+    }
+
+    pub(super) async fn read_requests<R: ReadHalf>(
+        self: &Arc<Self>,
+        reader: R,
+    ) -> Result<(), Error> {
+        let mut frames = FramedRead::new(reader, wire::frame_codec(self.state.config.max_frame));
+        // Made once: a new one per request would register and unregister a waiter each time.
+        let closed = self.closed.cancelled();
+        tokio::pin!(closed);
+        let max_queued = self.state.config.max_queued_reply_bytes as u64;
+        loop {
+            // With `max_in_flight` calls running (on workers, in tasks, or waiting for either),
+            // the socket is left unread and TCP pushes back on the client. (Only this task
+            // takes permits, so one is still free when the request read next needs it.)
+            if self.in_flight.available_permits() == 0 {
+                tokio::select! {
+                    _ = &mut closed => return Ok(()),
+                    permit = self.in_flight.acquire() => if permit.is_err() {
+                        return Ok(());
+                    },
+                }
+            }
+            // A client that does not read its answers is not read from either.
+            if !self.outbox.queued().is_below(max_queued) {
+                tokio::select! {
+                    _ = &mut closed => return Ok(()),
+                    () = self.outbox.queued().below(max_queued) => {}
+                }
+            }
+            let frame = tokio::select! {
+                biased;
+                _ = &mut closed => return Ok(()),
+                frame = frames.next() => frame,
+            };
+            match frame {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(Error::Protocol(format!("bad frame: {e}"))),
+                Some(Ok(frame)) => self.handle(frame.freeze())?,
+            }
+        }
+    }
+
+    /// Handles one request. An error closes the connection (the client broke the protocol).
+    fn handle(self: &Arc<Self>, frame: Bytes) -> Result<(), Error> {
+        let (request, args) = wire::take::<Request<'_>>(&frame, "request")?;
+        let args_at = frame.len() - args.len();
+        match request {
+            Request::Call { id, object, method } => {
+                self.call(id, object, method, frame.clone(), args_at);
+            }
+            Request::Cancel { id } => {
+                if let Some(call) = self.calls.lock().remove(&id) {
+                    call.cancel();
+                }
+            }
+            Request::Create { id, typeid } if runs_factory(&self.state, typeid) => {
+                // A factory is user code: it runs on a worker thread, as a plain method does.
+                let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                    return Err(Error::Protocol("no call permit for a create".into()));
+                };
+                let (conn, typeid) = (self.clone(), typeid.to_string());
+                self.state.workers.spawn(Box::new(move || {
+                    let _permit = permit;
+                    let reply = conn.create(&typeid, Args::Native(&frame[args_at..]));
+                    conn.send(id, reply);
+                }));
+            }
+            Request::Create { id, typeid } => {
+                let reply = self.create(typeid, Args::Native(&frame[args_at..]));
+                self.send(id, reply);
+            }
+            Request::IncRef { object } => self.incref(object),
+            Request::DecRef { object } => self.decref(object),
+            Request::Attach { id, object } => {
+                let reply = self.attach(object);
+                self.send(id, reply);
+            }
+            Request::Control { id, op } => {
+                let reply = self.control(op);
+                let stopping = matches!(reply, Reply::Control(ControlReply::ShuttingDown));
+                self.send(id, reply);
+                if stopping {
+                    self.state.stop.cancel();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn control(&self, op: Control) -> Reply {
+        let reply = match op {
+            Control::Ping => ControlReply::Pong,
+            Control::NumberOfObjects => {
+                ControlReply::NumberOfObjects(self.state.table.lock().len() as u64)
+            }
+            Control::DebugInfo => ControlReply::DebugInfo(self.state.debug_info()),
+            Control::Shutdown => ControlReply::ShuttingDown,
+            Control::Methods { object } => {
+                let entry = {
+                    let held = self.held.lock();
+                    held.contains_key(&object)
+                        .then(|| self.state.table.lock().entry(object).cloned())
+                        .flatten()
+                };
+                match entry {
+                    Some(entry) => ControlReply::Methods(entry.exposed_names()),
+                    None => {
+                        return Reply::Error(RemoteError::new(
+                            RemoteErrorKind::UnknownObject,
+                            "",
+                            "get_methods",
+                            format!("object {object} does not exist or this connection holds no reference to it"),
+                        ))
+                    }
+                }
+            }
+        };
+        Reply::Control(reply)
+    }
+}
+
+impl Host for Connection {
+    fn on_close(&self, object: u64, cleanup: Cleanup) {
+        self.cleanups.lock().insert(object, cleanup);
+        // Closed meanwhile: `close` may have taken the cleanups already.
+        if self.closed.is_cancelled() {
+            self.run_cleanups();
+        }
+    }
+
+    fn retain(&self, value: &Value) -> Result<Retained, String> {
+        let state = &self.state;
+        let ids: Vec<u64> = value
+            .tokens()
+            .into_iter()
+            .filter(|token| token.address == state.address)
+            .map(|token| token.id)
+            .collect();
+        if !ids.is_empty() {
+            let mut table = state.table.lock();
+            if let Some(missing) = ids.iter().find(|id| !table.contains(**id)) {
+                return Err(format!(
+                    "the value holds a proxy to object {missing}, which does not exist on this server"
+                ));
+            }
+            for id in &ids {
+                table.acquire(*id, 1);
+            }
+        }
+        let owner: std::sync::Weak<dyn crate::context::Release> = Arc::downgrade(state) as _;
+        Ok(Retained::new(owner, ids))
+    }
+
+    fn hand_out(&self, value: &Value) {
+        for token in value.tokens() {
+            if token.address == self.state.address && self.acquire(token.id).is_none() {
+                tracing::warn!("a returned value names object {}, which is gone", token.id);
+            }
+        }
+    }
+}

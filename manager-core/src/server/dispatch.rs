@@ -1,0 +1,375 @@
+//! Running a call: the checks, the decoding of its arguments, and where its body runs.
+//!
+//! Nothing a user wrote runs in the connection's read loop. A plain method's body runs on a
+//! worker thread (`workers`) once its object's lock is held; waiting for that lock, and the
+//! whole of an `async` method, happen in tokio tasks, where waiting costs no thread. The reply
+//! is written by whoever finishes the call (see `transport::Outbox`), so a plain call crosses
+//! threads once, from the reader to a worker.
+//!
+//! Order: calls of one connection that the client made one after the other (waiting for each
+//! reply) run in that order. Calls in flight together on one connection run concurrently and
+//! may finish in any order, as calls from different connections do; only the object's lock
+//! orders them (`&self` calls share it, `&mut self` calls take it alone). Reference counts and
+//! cancels are applied by the read loop in the order they arrive; a call already read holds its
+//! object, so a release that follows it never pulls the object from under it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::activity::{Activity, Ticket};
+use super::connection::Connection;
+use super::reply::Finished;
+use super::{dispatch_error, panic_message, Args};
+use crate::context::CallContext;
+use crate::error::{RemoteError, RemoteErrorKind};
+use crate::object::{Call, DispatchError, Job, Outcome};
+use crate::registry::{Entry, FactoryError, Source};
+use crate::wire::Reply;
+
+/// A call between its dispatch and its reply.
+pub(super) struct Running {
+    id: u64,
+    entry: Arc<Entry>,
+    index: usize,
+    ticket: Ticket,
+    /// One of the connection's `max_in_flight`.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    pub(super) fn call(
+        self: &Arc<Self>,
+        id: u64,
+        object_id: u64,
+        method: &str,
+        frame: Bytes,
+        args_at: usize,
+    ) {
+        let object = {
+            // The connection's references keep the object in the table while `held` is locked.
+            let held = self.held.lock();
+            held.contains_key(&object_id)
+                .then(|| self.state.table.lock().get(object_id))
+                .flatten()
+        };
+        let Some((entry, referent)) = object else {
+            return self.send_error(RemoteError::new(
+                RemoteErrorKind::UnknownObject,
+                "",
+                method,
+                format!("object {object_id} does not exist or this connection holds no reference to it"),
+            ), id);
+        };
+        let index = match entry.method(method) {
+            Some((index, true)) => index,
+            Some((_, false)) => {
+                return self.send_error(
+                    RemoteError::new(
+                        RemoteErrorKind::NotExposed,
+                        &*entry.typeid,
+                        method,
+                        format!(
+                            "method {method:?} is not exposed by typeid {:?} (exposed: {})",
+                            &*entry.typeid,
+                            entry.exposed_names().join(", ")
+                        ),
+                    ),
+                    id,
+                )
+            }
+            None => {
+                return self.send_error(
+                    RemoteError::new(
+                        RemoteErrorKind::NoSuchMethod,
+                        &*entry.typeid,
+                        method,
+                        format!(
+                            "{} has no method {method:?} (exposed: {})",
+                            entry.type_name,
+                            entry.exposed_names().join(", ")
+                        ),
+                    ),
+                    id,
+                )
+            }
+        };
+        let context = self.context(object_id);
+        let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut de = postcard::Deserializer::from_bytes(&frame[args_at..]);
+            let call = referent.dispatch(
+                index,
+                &mut <dyn erased_serde::Deserializer>::erase(&mut de),
+                context,
+            );
+            let left = de.finalize().map(|rest| rest.len()).unwrap_or(0);
+            match call {
+                Ok(_) if left > 0 => Err(DispatchError::BadArguments(format!(
+                    "{left} bytes left over after the arguments (too many arguments?)"
+                ))),
+                other => other,
+            }
+        }));
+        let call = match dispatched {
+            Ok(Ok(call)) => call,
+            Ok(Err(e)) => return self.send_error(dispatch_error(&entry, method, e), id),
+            Err(panic) => {
+                return self.send_error(
+                    RemoteError::new(
+                        RemoteErrorKind::Panic,
+                        &*entry.typeid,
+                        method,
+                        format!("decoding the arguments panicked: {}", panic_message(&panic)),
+                    ),
+                    id,
+                )
+            }
+        };
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            // Not reached: the read loop read this request with a permit free.
+            return self.send_error(
+                RemoteError::new(
+                    RemoteErrorKind::Limit,
+                    &*entry.typeid,
+                    method,
+                    "too many calls in flight on this connection",
+                ),
+                id,
+            );
+        };
+        let running = Running {
+            id,
+            ticket: Activity::start(&self.state, &entry, index, object_id, self.id),
+            entry,
+            index,
+            _permit: permit,
+        };
+        match call {
+            Call::Ready(job) => self.run_on_worker(running, job),
+            Call::Locking(lock) => {
+                // Waiting for the object's lock costs no thread: a task waits, and hands the
+                // body to a worker once it holds the lock.
+                let conn = self.clone();
+                tokio::spawn(async move {
+                    let job = tokio::select! {
+                        biased;
+                        job = lock => job,
+                        // The client is gone, or the server is stopping: stop waiting.
+                        _ = conn.closed.cancelled() => return,
+                    };
+                    conn.run_on_worker(running, job);
+                });
+            }
+            Call::Async(call) => {
+                // An async method may wait; the client can cancel it by id.
+                let cancel = self.closed.child_token();
+                self.calls.lock().insert(id, cancel.clone());
+                let conn = self.clone();
+                tokio::spawn(async move {
+                    let outcome = tokio::select! {
+                        biased;
+                        outcome = AssertUnwindSafe(call).catch_unwind() => outcome,
+                        // Cancelled by the client, or the client is gone, or the server is
+                        // stopping: drop the call where it waits.
+                        _ = cancel.cancelled() => {
+                            conn.calls.lock().remove(&id);
+                            return;
+                        }
+                    };
+                    conn.calls.lock().remove(&id);
+                    conn.complete(running, outcome);
+                });
+            }
+        }
+    }
+
+    /// Runs a plain method's body (its object's lock held) on a worker thread, which also
+    /// writes the reply.
+    fn run_on_worker(self: &Arc<Self>, running: Running, job: Job) {
+        let conn = self.clone();
+        self.state.workers.spawn(Box::new(move || {
+            if conn.closed.is_cancelled() {
+                // Queued behind busy workers while its client went away: nobody waits for it.
+                return;
+            }
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
+            conn.complete(running, outcome);
+        }));
+    }
+
+    /// The context a method of `object` sees for a call from this connection.
+    pub(super) fn context(self: &Arc<Self>, object: u64) -> CallContext {
+        CallContext::new(self.id, object, self.closed.clone(), self.clone())
+    }
+
+    /// Sends the reply of a call that ran to its end (or panicked).
+    fn complete(&self, mut running: Running, outcome: std::thread::Result<Outcome>) {
+        let (id, entry, index) = (running.id, &*running.entry, running.index);
+        let outcome = outcome.unwrap_or_else(|panic| {
+            Outcome::Failed(RemoteError::new(
+                RemoteErrorKind::Panic,
+                &*entry.typeid,
+                entry.methods[index].name,
+                panic_message(&panic),
+            ))
+        });
+        if matches!(outcome, Outcome::Failed(_) | Outcome::Raised(_)) {
+            running.ticket.failed();
+        }
+        let reply = self.finish_call(entry, index, outcome);
+        self.send_reply(id, reply, (&entry.typeid, entry.methods[index].name));
+    }
+
+    pub(super) fn finish_call(&self, entry: &Entry, index: usize, outcome: Outcome) -> Finished {
+        let method = entry.methods[index].name;
+        match outcome {
+            Outcome::Failed(error) => Finished::Reply(Reply::Error(error)),
+            Outcome::Raised(error) => Finished::Payload(
+                Reply::Raised {
+                    type_name: error.type_name().to_string(),
+                },
+                error,
+            ),
+            Outcome::Value(value) => match &entry.method_to_typeid[index] {
+                None => Finished::Payload(Reply::Value, value),
+                Some(target) => {
+                    Finished::Reply(self.convert(entry, method, target, value.into_any()))
+                }
+            },
+            Outcome::Object(value) => match &entry.method_to_typeid[index] {
+                Some(target) => Finished::Reply(self.convert(entry, method, target, value)),
+                None => Finished::Reply(Reply::Error(RemoteError::new(
+                    RemoteErrorKind::Conversion,
+                    &*entry.typeid,
+                    method,
+                    "the method's result is meant for a typeid, but none is mapped",
+                ))),
+            },
+        }
+    }
+
+    /// Turns a `method_to_typeid` result into a new object of `target` held by this connection.
+    pub(super) fn convert(
+        &self,
+        entry: &Entry,
+        method: &str,
+        target: &str,
+        value: Box<dyn std::any::Any + Send>,
+    ) -> Reply {
+        let error = |message: String| {
+            Reply::Error(RemoteError::new(
+                RemoteErrorKind::Conversion,
+                &*entry.typeid,
+                method,
+                message,
+            ))
+        };
+        let Some(target_entry) = self.state.registry.get(target) else {
+            return error(format!("typeid {target:?} is not registered"));
+        };
+        if let Err(limit) = self.room_for(None, &entry.typeid, method) {
+            return Reply::Error(limit);
+        }
+        let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            (target_entry.from_result.convert)(value)
+        }));
+        match made {
+            Ok(Ok(referent)) => {
+                match self.insert(target_entry.clone(), referent, (&entry.typeid, method)) {
+                    Ok(token) => Reply::Proxy(token),
+                    Err(limit) => Reply::Error(limit),
+                }
+            }
+            Ok(Err(message)) => error(format!(
+                "cannot make a {target:?} from the result: {message}"
+            )),
+            Err(panic) => error(format!(
+                "making a {target:?} from the result panicked: {}",
+                panic_message(&panic)
+            )),
+        }
+    }
+
+    pub(super) fn create(self: &Arc<Self>, typeid: &str, args: Args<'_>) -> Reply {
+        let error =
+            |kind, message: String| Reply::Error(RemoteError::new(kind, typeid, "create", message));
+        let Some(entry) = self.state.registry.get(typeid) else {
+            return error(
+                RemoteErrorKind::UnknownTypeid,
+                format!(
+                    "typeid {typeid:?} is not registered on this server (registered: {})",
+                    self.state.registry.typeids().join(", ")
+                ),
+            );
+        };
+        if !entry.create_method {
+            return error(
+                RemoteErrorKind::NoCreateMethod,
+                format!("typeid {typeid:?} has no create method: clients cannot create it, only receive it from a method_to_typeid result"),
+            );
+        }
+        let shared_id = self.state.shared.get(&entry.typeid).copied();
+        if let Err(limit) = self.room_for(shared_id, typeid, "create") {
+            return Reply::Error(limit);
+        }
+        match &entry.source {
+            Source::Shared(_) => {
+                let id = self.state.shared[&entry.typeid];
+                match self.acquire_within_limit(id, (typeid, "create")) {
+                    Err(limit) => Reply::Error(limit),
+                    Ok(Some(token)) => Reply::Proxy(token),
+                    Ok(None) => error(
+                        RemoteErrorKind::Shutdown,
+                        "the shared instance is gone".into(),
+                    ),
+                }
+            }
+            Source::Factory(factory) => {
+                let context = self.context(0);
+                let made = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    args.decode(|de| factory(de, &context))
+                        .map_err(FactoryError::BadArguments)?
+                }));
+                match made {
+                    Ok(Ok(referent)) => {
+                        match self.insert(entry.clone(), referent, (typeid, "create")) {
+                            Ok(token) => Reply::Proxy(token),
+                            Err(limit) => Reply::Error(limit),
+                        }
+                    }
+                    Ok(Err(FactoryError::BadArguments(message))) => error(
+                        RemoteErrorKind::BadArguments,
+                        format!("the arguments do not fit the factory of {typeid:?}: {message}"),
+                    ),
+                    Ok(Err(FactoryError::Refused(mut refused))) => {
+                        refused.typeid = typeid.to_string();
+                        refused.method = "create".to_string();
+                        Reply::Error(refused)
+                    }
+                    Err(panic) => error(
+                        RemoteErrorKind::Panic,
+                        format!(
+                            "the factory of {typeid:?} panicked: {}",
+                            panic_message(&panic)
+                        ),
+                    ),
+                }
+            }
+            Source::None => error(
+                RemoteErrorKind::NoCreateMethod,
+                format!("typeid {typeid:?} has no factory"),
+            ),
+        }
+    }
+}
+
+/// Whether a create of `typeid` runs user code (a factory), and so belongs on a worker thread.
+pub(super) fn runs_factory(state: &super::State, typeid: &str) -> bool {
+    state
+        .registry
+        .get(typeid)
+        .is_some_and(|entry| entry.create_method && matches!(entry.source, Source::Factory(_)))
+}
