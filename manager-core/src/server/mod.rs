@@ -132,7 +132,7 @@ impl Server {
                 stop: CancellationToken::new(),
                 python_address: python.as_ref().map(|(_, bound)| bound.clone()),
                 python: python::PythonRefs::default(),
-                workers: workers::Workers::new(config.max_workers),
+                workers: workers::Workers::new(config.max_workers, config.worker_spin),
                 activity: activity::Activity::default(),
                 config,
             }),

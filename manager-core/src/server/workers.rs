@@ -6,15 +6,23 @@
 //! them, up to `ServerConfig::max_workers`, and leave after a while idle; past the bound, bodies
 //! wait in a queue for a free thread (the server logs once that the bound was reached).
 //!
+//! Waking a sleeping thread costs more than a small call, so the pool avoids it where it safely
+//! can: one idle thread spins for `ServerConfig::worker_spin` (yielding the CPU) before it
+//! sleeps, so calls that arrive one after the other find it awake; and work queued while
+//! enough threads are busy with work that started only microseconds ago (pipelined calls) is
+//! left for them to take next. Should they turn out to be stuck in long calls, a watchdog
+//! thread, awake only while work is queued, gives the queue another thread within a tick
+//! (100 us), so a quick call never waits for a slow one for longer than that.
+//!
 //! Why not tokio's `spawn_blocking`: its threads carry the runtime's context, so a method that
 //! uses a blocking proxy (nesting shared objects, as Python users do) would be refused as a
 //! blocking call inside an async runtime; its bound is shared with tokio's own blocking work
 //! (files, DNS) and set per runtime, not per server; and it tells nothing of what runs.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -24,6 +32,14 @@ pub(crate) type Work = Box<dyn FnOnce() + Send>;
 /// How long a worker thread waits for work before it leaves.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+/// A worker whose work started less than this long ago is likely to be back for more soon: new
+/// work queued meanwhile need not wake another thread.
+const FRESH: Duration = Duration::from_micros(50);
+
+/// How often the watchdog looks at a queue that is not empty: work that nobody has taken for
+/// this long gets another thread (its workers are blocked, or busier than they looked).
+const TICK: Duration = Duration::from_micros(100);
+
 /// A bounded, growing pool of worker threads (see the module documentation).
 pub(crate) struct Workers {
     shared: Arc<Pool>,
@@ -31,10 +47,25 @@ pub(crate) struct Workers {
 
 struct Pool {
     state: Mutex<PoolState>,
+    /// The queue's length, for a spinning worker to watch without the lock.
+    pending: AtomicUsize,
+    /// Idle workers wait on it.
     work: Condvar,
+    /// The watchdog waits on it while the queue is empty.
+    watch: Condvar,
     max: usize,
+    /// How many threads can run at once (the machine's CPUs).
+    parallelism: usize,
+    /// How long an idle thread watches the queue before it sleeps.
+    spin: Duration,
     /// Whether the bound has been logged already.
     warned: AtomicBool,
+    epoch: Instant,
+    /// Per worker slot: when its current work started (nanoseconds since `epoch`, plus one),
+    /// or 0 when it has none.
+    started: Box<[AtomicU64]>,
+    /// How many pieces of work have been taken from the queue.
+    taken: AtomicU64,
 }
 
 #[derive(Default)]
@@ -44,87 +75,223 @@ struct PoolState {
     threads: usize,
     /// Threads waiting for work.
     idle: usize,
+    /// Whether a thread is spinning for work (at most one at a time).
+    spinning: bool,
+    /// Worker slots (`Pool::started`) handed out, and those given back.
+    slots: usize,
+    free_slots: Vec<usize>,
+    /// Whether the watchdog thread runs, and whether it waits for the queue to fill.
+    watchdog: bool,
+    watching: bool,
     stopping: bool,
 }
 
 impl Workers {
-    /// A pool of at most `max` threads (at least one).
-    pub(crate) fn new(max: usize) -> Workers {
+    /// A pool of at most `max` threads (at least one), one of which, when idle, watches the
+    /// queue for `spin` before it sleeps.
+    pub(crate) fn new(max: usize, spin: Duration) -> Workers {
+        let max = max.max(1);
         Workers {
             shared: Arc::new(Pool {
                 state: Mutex::new(PoolState::default()),
+                pending: AtomicUsize::new(0),
                 work: Condvar::new(),
-                max: max.max(1),
+                watch: Condvar::new(),
+                max,
+                parallelism: std::thread::available_parallelism().map_or(1, usize::from),
+                spin,
                 warned: AtomicBool::new(false),
+                epoch: Instant::now(),
+                started: (0..max).map(|_| AtomicU64::new(0)).collect(),
+                taken: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Runs `work` on a worker thread: an idle one, a new one while there are fewer than the
-    /// bound, else the first to become free.
+    /// Runs `work` on a worker thread: the spinning one, or one that has just started other
+    /// work and will be back for it, or an idle one, or a new one while there are fewer than
+    /// the bound, else the first to become free.
     pub(crate) fn spawn(&self, work: Work) {
         let pool = &self.shared;
         let mut state = pool.state.lock();
         state.queue.push_back(work);
-        if state.idle >= state.queue.len() {
-            drop(state);
-            pool.work.notify_one();
+        let queued = state.queue.len();
+        pool.pending.store(queued, Ordering::Release);
+        if queued <= usize::from(state.spinning) {
+            // The spinning thread takes it: no wake-up to pay.
             return;
         }
-        if state.threads < pool.max {
+        if pool.fresh(&state) >= pool.parallelism.min(queued) {
+            // Enough threads are busy with work that has only just started, most likely short
+            // (pipelined calls): they take this next, with no wake-up. Should they be stuck,
+            // the watchdog wakes another thread within a tick.
+            pool.watch_queue(&mut state);
+            return;
+        }
+        pool.add_taker(state);
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Idle threads and the watchdog leave now; busy ones after their call.
+        self.shared.state.lock().stopping = true;
+        self.shared.work.notify_all();
+        self.shared.watch.notify_all();
+    }
+}
+
+impl Pool {
+    /// How many workers are busy with work started less than [`FRESH`] ago.
+    fn fresh(&self, state: &PoolState) -> usize {
+        let now = self.now();
+        let fresh = FRESH.as_nanos() as u64;
+        self.started[..state.slots]
+            .iter()
+            .map(|started| started.load(Ordering::Relaxed))
+            .filter(|&started| started != 0 && now.saturating_sub(started) < fresh)
+            .count()
+    }
+
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// Gets one more thread to the queue: an idle one, else a new one below the bound.
+    fn add_taker(self: &Arc<Self>, mut state: parking_lot::MutexGuard<'_, PoolState>) {
+        if state.idle + usize::from(state.spinning) >= state.queue.len() {
+            drop(state);
+            self.work.notify_one();
+            return;
+        }
+        if state.threads < self.max {
             state.threads += 1;
             drop(state);
-            let shared = pool.clone();
+            let shared = self.clone();
             let started = std::thread::Builder::new()
                 .name("manager-worker".into())
                 .spawn(move || shared.serve());
             if let Err(e) = started {
                 // The work stays queued for the threads there are; with none, nothing would
                 // ever run it, so it runs here rather than being lost.
-                let mut state = pool.state.lock();
+                let mut state = self.state.lock();
                 state.threads -= 1;
                 let none_left = state.threads == 0;
+                let work = none_left.then(|| state.queue.pop_front()).flatten();
                 drop(state);
                 tracing::error!("cannot start a worker thread: {e}");
-                if none_left {
-                    if let Some(work) = pool.state.lock().queue.pop_front() {
-                        run(work);
-                    }
+                if let Some(work) = work {
+                    run(work);
                 }
             }
             return;
         }
         drop(state);
-        if !pool.warned.swap(true, Ordering::Relaxed) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "all {} worker threads are busy with plain method calls; further plain calls \
                  wait for a free one (ServerConfig::max_workers); logged once",
-                pool.max
+                self.max
             );
         }
     }
-}
 
-impl Drop for Workers {
-    fn drop(&mut self) {
-        // Idle threads leave now; busy ones after their call.
-        self.shared.state.lock().stopping = true;
-        self.shared.work.notify_all();
+    /// Makes sure the watchdog looks at the queue (starting it the first time).
+    fn watch_queue(self: &Arc<Self>, state: &mut PoolState) {
+        if state.watching {
+            state.watching = false;
+            self.watch.notify_one();
+        } else if !state.watchdog {
+            state.watchdog = true;
+            let shared = self.clone();
+            let started = std::thread::Builder::new()
+                .name("manager-watchdog".into())
+                .spawn(move || shared.watchdog());
+            if let Err(e) = started {
+                state.watchdog = false;
+                tracing::error!("cannot start the worker watchdog: {e}");
+            }
+        }
     }
-}
 
-impl Pool {
-    fn serve(&self) {
+    /// While work is queued: if a tick passes with none of it taken, adds a taker.
+    fn watchdog(self: Arc<Self>) {
         let mut state = self.state.lock();
         loop {
+            if state.stopping {
+                return;
+            }
+            if state.queue.is_empty() {
+                state.watching = true;
+                self.watch.wait(&mut state);
+                state.watching = false;
+                continue;
+            }
+            let seen = self.taken.load(Ordering::Relaxed);
+            drop(state);
+            std::thread::sleep(TICK);
+            state = self.state.lock();
+            if !state.queue.is_empty() && self.taken.load(Ordering::Relaxed) == seen {
+                self.add_taker(state);
+                state = self.state.lock();
+            }
+        }
+    }
+
+    /// Watches the queue for `self.spin`, yielding the CPU to any thread that wants it.
+    fn spin(&self) {
+        let until = Instant::now() + self.spin;
+        let mut turns = 0u32;
+        while self.pending.load(Ordering::Acquire) == 0 {
+            turns += 1;
+            if turns.is_multiple_of(64) {
+                if Instant::now() >= until {
+                    return;
+                }
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    fn serve(self: Arc<Self>) {
+        let mut state = self.state.lock();
+        let slot = match state.free_slots.pop() {
+            Some(slot) => slot,
+            None => {
+                state.slots += 1;
+                state.slots - 1
+            }
+        };
+        // Whether this thread has spun since its last work.
+        let mut spun = false;
+        loop {
             if let Some(work) = state.queue.pop_front() {
+                self.pending.store(state.queue.len(), Ordering::Release);
+                self.taken.fetch_add(1, Ordering::Relaxed);
+                self.started[slot].store(self.now(), Ordering::Relaxed);
                 drop(state);
                 run(work);
+                self.started[slot].store(0, Ordering::Relaxed);
+                spun = false;
                 state = self.state.lock();
                 continue;
             }
             if state.stopping {
                 break;
+            }
+            if !spun && !state.spinning && !self.spin.is_zero() {
+                // Waking a sleeping thread costs more than a small call: one thread watches
+                // the queue for a moment before it sleeps, so that calls arriving one after
+                // the other (a client waiting for each reply) find it awake.
+                spun = true;
+                state.spinning = true;
+                drop(state);
+                self.spin();
+                state = self.state.lock();
+                state.spinning = false;
+                continue;
             }
             state.idle += 1;
             let waited = self.work.wait_for(&mut state, KEEP_ALIVE);
@@ -133,6 +300,7 @@ impl Pool {
                 break;
             }
         }
+        state.free_slots.push(slot);
         state.threads -= 1;
     }
 }
@@ -152,7 +320,7 @@ mod tests {
 
     #[test]
     fn runs_everything_and_never_more_than_the_bound_at_once() {
-        let workers = Workers::new(3);
+        let workers = Workers::new(3, Duration::from_micros(50));
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (done, finished) = mpsc::channel();
@@ -175,7 +343,7 @@ mod tests {
 
     #[test]
     fn a_blocked_worker_does_not_hold_up_the_others() {
-        let workers = Workers::new(4);
+        let workers = Workers::new(4, Duration::ZERO);
         let (release, blocked) = mpsc::channel::<()>();
         workers.spawn(Box::new(move || {
             let _ = blocked.recv_timeout(Duration::from_secs(20));
