@@ -14,7 +14,7 @@
 //!
 //! ```sh
 //! cargo bench --bench manager_bench                      # the full run (a few minutes)
-//! cargo bench --bench manager_bench -- --quick           # a smoke run of about 20 s
+//! cargo bench --bench manager_bench -- --quick           # a smoke run of about 30 s
 //! cargo bench --bench manager_bench -- --json out.json   # write the figures there
 //! cargo bench --bench manager_bench -- --python          # also run benches/python_peer.py
 //! ```
@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use manager::{Address, BaseManager, BlockingManager, Process, Register, Registry, Typeid};
+use manager::{
+    Address, BaseManager, BlockingManager, Process, Register, Registry, ServerConfig, Typeid,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -43,7 +45,8 @@ type Res<T> = Result<T, BoxError>;
 // ---------------------------------------------------------------------------------------------
 // The shared type of every measurement of the framework.
 
-/// The referent: one integer. `get_x` is the round trip, `echo` moves bytes both ways.
+/// The referent: one integer. `get_x` is the round trip, `echo` moves bytes both ways, `slow`
+/// keeps a server thread busy.
 pub struct Bench {
     x: i64,
 }
@@ -59,16 +62,33 @@ impl Bench {
     pub fn echo(&self, data: Vec<u8>) -> Vec<u8> {
         data
     }
+
+    /// Sleeps `ms` milliseconds on the thread that runs it (a plain method that takes long),
+    /// but not past `until_us` microseconds since the Unix epoch (0: no limit), and returns
+    /// the microseconds it slept. The limit bounds an isolation phase even where calls queue
+    /// up behind each other: once a phase is over, every slow call still queued returns at
+    /// once.
+    pub fn slow(&self, ms: u64, until_us: u64) -> u64 {
+        let mut sleep_us = ms.saturating_mul(1000);
+        if until_us != 0 {
+            sleep_us = sleep_us.min(until_us.saturating_sub(epoch_micros()));
+        }
+        let began = Instant::now();
+        std::thread::sleep(Duration::from_micros(sleep_us));
+        began.elapsed().as_micros() as u64
+    }
 }
 
 /// What `get_x` of the shared instance (and of the raw server) answers.
 const X: i64 = 42;
 
-/// The framework's server: one shared `Bench` and a factory of them.
+/// The framework's server: one shared `Bench`, another one for the slow calls of the isolation
+/// figures, and a factory of them.
 #[manager::entry]
 fn registry() -> manager::Result<Registry> {
     let mut registry = Registry::new();
     registry.register(Register::shared("shared", Bench { x: X }))?;
+    registry.register(Register::shared("slow", Bench { x: X }))?;
     registry.register(Register::factory("obj", |(x,): (i64,)| Bench { x }))?;
     Ok(registry)
 }
@@ -76,6 +96,8 @@ fn registry() -> manager::Result<Registry> {
 const SHARED: Typeid<BenchProxy> = Typeid::new("shared");
 const SHARED_BLOCKING: Typeid<BenchBlockingProxy> = Typeid::new("shared");
 const OBJ: Typeid<BenchProxy, (i64,)> = Typeid::new("obj");
+/// Object A of the isolation figures (the slow calls); object B, the getter's, is `SHARED`.
+const SLOW: Typeid<BenchProxy> = Typeid::new("slow");
 
 // ---------------------------------------------------------------------------------------------
 // The raw baseline: length-prefixed postcard frames over tokio, nothing else.
@@ -279,6 +301,52 @@ struct Window {
     end_us: u64,
 }
 
+/// A span of time, in microseconds since the Unix epoch.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+struct Span {
+    start_us: u64,
+    end_us: u64,
+}
+
+impl Span {
+    fn seconds(&self) -> f64 {
+        self.end_us.saturating_sub(self.start_us) as f64 / 1e6
+    }
+}
+
+/// One loaded phase of the isolation figures.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+struct SlowPhase {
+    /// How many slow calls run at once (each one made again as soon as it returns).
+    slow: u32,
+    /// The slow calls are made from its start; none sleeps past its end.
+    load: Span,
+    /// Where the getter is measured: inside `load`, once the slow calls have started, and
+    /// ending `ISOLATION_TAIL` before it (a getter call that is still waiting at the end of
+    /// `load` waited at least that long: it is counted as cut short).
+    measure: Span,
+}
+
+/// The isolation figures' schedule, shared by every process of a run: `idle[0]`, `phases[0]`,
+/// `idle[1]`, `phases[1]`, ..., `idle[n]`, so that each phase lies between two idle windows.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct IsolationSchedule {
+    idle: Vec<Span>,
+    phases: Vec<SlowPhase>,
+    /// How long each slow call sleeps.
+    slow_ms: u64,
+}
+
+impl IsolationSchedule {
+    fn max_slow(&self) -> u32 {
+        self.phases.iter().map(|p| p.slow).max().unwrap_or(0)
+    }
+
+    fn end_us(&self) -> u64 {
+        self.idle.last().map_or(0, |w| w.end_us)
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug)]
 enum Job {
     /// Sequential `get_x` round trips, raw and ours alternating round by round.
@@ -317,6 +385,20 @@ enum Job {
         warmup_ms: u64,
         round_ms: u64,
         rounds: u32,
+    },
+    /// Sequential `get_x` round trips on the shared object through the schedule's idle and
+    /// measuring windows, each call with the deadline `call_timeout_ms`; with `local_load`,
+    /// tasks of this process make each phase's slow calls on the same connection.
+    Isolation {
+        ours: Address,
+        local_load: bool,
+        schedule: IsolationSchedule,
+        call_timeout_ms: u64,
+    },
+    /// Each phase's slow calls, each on a connection of its own.
+    SlowLoad {
+        ours: Address,
+        schedule: IsolationSchedule,
     },
 }
 
@@ -412,6 +494,53 @@ struct CreateDropResult {
     connections_after: u64,
 }
 
+/// The slow calls of one isolation phase.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct SlowCounts {
+    slow: u32,
+    /// Slow calls that returned (the last ones cut short at the end of the phase).
+    calls: u64,
+    /// What they slept in the server, together.
+    slept_us: u64,
+    /// The phase's load span, in seconds: `slept_us` over it is how many slept on average.
+    load_s: f64,
+    /// How late this process was for the phase's start (it should be 0).
+    late_ms: f64,
+}
+
+/// The getter's round trips with `slow` slow calls running, and idle just before and after.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct IsolationSide {
+    slow: u32,
+    /// The idle windows next to this count's phases (each window a round).
+    idle: Stats,
+    /// The measuring windows of this count's phases.
+    loaded: Stats,
+    idle_timeouts: u64,
+    /// Calls that missed their deadline (each counted as the deadline in `loaded`).
+    loaded_timeouts: u64,
+    /// Calls still waiting at the end of their phase, when every slow call still running or
+    /// queued was cut short: their round trips in `loaded` are lower bounds.
+    loaded_cut: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct IsolationResult {
+    /// By slow-call count, ascending.
+    sides: Vec<IsolationSide>,
+    /// The slow calls of each phase, when this process made them.
+    slow: Vec<SlowCounts>,
+    call_timeout_ms: u64,
+    /// How late this process was for a window at worst (it should be 0).
+    late_ms: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct SlowLoadResult {
+    connections: u32,
+    phases: Vec<SlowCounts>,
+}
+
 /// Every client process: run the job, write its result to `out`.
 #[manager::entry]
 fn client(job: Job, out: PathBuf, parent: u32) -> Res<()> {
@@ -469,6 +598,18 @@ fn client(job: Job, out: PathBuf, parent: u32) -> Res<()> {
                 rounds,
             ))?,
         ),
+        Job::Isolation {
+            ours,
+            local_load,
+            schedule,
+            call_timeout_ms,
+        } => write_json(
+            &out,
+            &runtime.block_on(job_isolation(&ours, local_load, &schedule, call_timeout_ms))?,
+        ),
+        Job::SlowLoad { ours, schedule } => {
+            write_json(&out, &runtime.block_on(job_slow_load(&ours, &schedule))?)
+        }
     }
 }
 
@@ -828,6 +969,196 @@ async fn job_create_drop(
     })
 }
 
+/// The getter's round trips in one window.
+struct GetterWindow {
+    /// Nanoseconds; a call that missed its deadline counts as the deadline.
+    samples: Vec<u64>,
+    /// Calls that missed their deadline.
+    timeouts: u64,
+    /// Calls that ended at or after the `cut_at` given (see `SlowPhase::measure`).
+    cut: u64,
+    /// How late the window began, in milliseconds.
+    late_ms: f64,
+}
+
+/// Sequential `get_x` round trips through `span`, each with the proxy's deadline (`timeout`).
+async fn getter_window(
+    proxy: &BenchProxy,
+    span: Span,
+    cut_at: Option<u64>,
+    timeout: Duration,
+) -> Res<GetterWindow> {
+    let (start, end) = (instant_at(span.start_us), instant_at(span.end_us));
+    let cut_at = cut_at.map(instant_at);
+    let late_ms = Instant::now()
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        * 1000.0;
+    tokio::time::sleep_until(start.into()).await;
+    let mut window = GetterWindow {
+        samples: Vec::new(),
+        timeouts: 0,
+        cut: 0,
+        late_ms,
+    };
+    while Instant::now() < end {
+        let began = Instant::now();
+        match proxy.get_x().await {
+            Ok(x) => {
+                window.samples.push(began.elapsed().as_nanos() as u64);
+                check_x(x)?;
+            }
+            Err(manager::Error::Timeout(_)) => {
+                window.samples.push(timeout.as_nanos() as u64);
+                window.timeouts += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if cut_at.is_some_and(|at| Instant::now() >= at) {
+            window.cut += 1;
+        }
+    }
+    Ok(window)
+}
+
+/// One phase's slow calls: a loop on each proxy from the phase's start, each call made again
+/// as soon as it returns, until the phase's end (no call sleeps past it). The first calls are
+/// staggered (the i-th of n sleeps (i+1)/n of the time) so that calls end, and are made again,
+/// spread over the phase rather than all at once.
+async fn slow_loops(proxies: Vec<BenchProxy>, phase: SlowPhase, slow_ms: u64) -> Res<SlowCounts> {
+    let start = instant_at(phase.load.start_us);
+    let late_ms = Instant::now()
+        .saturating_duration_since(start)
+        .as_secs_f64()
+        * 1000.0;
+    tokio::time::sleep_until(start.into()).await;
+    let until = phase.load.end_us;
+    let n = proxies.len().max(1) as u64;
+    let mut loops = tokio::task::JoinSet::new();
+    for (i, proxy) in proxies.into_iter().enumerate() {
+        loops.spawn(async move {
+            let mut ms = slow_ms * (i as u64 + 1) / n;
+            let (mut calls, mut slept_us) = (0u64, 0u64);
+            // Stop a millisecond short: a call made later would sleep (nearly) nothing.
+            while epoch_micros() + 1000 < until {
+                slept_us += proxy.slow(ms, until).await?;
+                calls += 1;
+                ms = slow_ms;
+            }
+            Ok::<_, BoxError>((calls, slept_us))
+        });
+    }
+    let (mut calls, mut slept_us) = (0, 0);
+    while let Some(done) = loops.join_next().await {
+        let (c, s) = done??;
+        calls += c;
+        slept_us += s;
+    }
+    Ok(SlowCounts {
+        slow: phase.slow,
+        calls,
+        slept_us,
+        load_s: phase.load.seconds(),
+        late_ms,
+    })
+}
+
+async fn job_isolation(
+    ours: &Address,
+    local_load: bool,
+    schedule: &IsolationSchedule,
+    call_timeout_ms: u64,
+) -> Res<IsolationResult> {
+    let timeout = Duration::from_millis(call_timeout_ms);
+    let manager = BaseManager::new(ours.clone()).connect_async().await?;
+    let getter = manager.create(&SHARED, ()).await?.with_timeout(timeout);
+    let slow = manager.create(&SLOW, ()).await?;
+    ours_round(&getter, 200).await?;
+    slow.slow(0, 0).await?;
+    // Each window's round trips, in the schedule's order.
+    let mut idle = Vec::new();
+    let mut loaded = Vec::new();
+    let mut slow_counts = Vec::new();
+    let mut late_ms: f64 = 0.0;
+    for (i, window) in schedule.idle.iter().enumerate() {
+        let measured = getter_window(&getter, *window, None, timeout).await?;
+        late_ms = late_ms.max(measured.late_ms);
+        idle.push(measured);
+        let Some(&phase) = schedule.phases.get(i) else {
+            break;
+        };
+        let load = local_load.then(|| {
+            let proxies = vec![slow.clone(); phase.slow as usize];
+            tokio::spawn(slow_loops(proxies, phase, schedule.slow_ms))
+        });
+        let measured =
+            getter_window(&getter, phase.measure, Some(phase.load.end_us), timeout).await?;
+        late_ms = late_ms.max(measured.late_ms);
+        loaded.push(measured);
+        if let Some(load) = load {
+            slow_counts.push(load.await??);
+        }
+    }
+    let mut counts: Vec<u32> = schedule.phases.iter().map(|p| p.slow).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let sides = counts
+        .into_iter()
+        .map(|n| {
+            // This count's phases, and the idle windows on either side of them.
+            let phases: Vec<usize> = (0..schedule.phases.len())
+                .filter(|&i| schedule.phases[i].slow == n && i < loaded.len())
+                .collect();
+            let mut windows: Vec<usize> = phases.iter().flat_map(|&i| [i, i + 1]).collect();
+            windows.sort_unstable();
+            windows.dedup();
+            windows.retain(|&i| i < idle.len());
+            let idle_rounds: Vec<Vec<u64>> =
+                windows.iter().map(|&i| idle[i].samples.clone()).collect();
+            let loaded_rounds: Vec<Vec<u64>> =
+                phases.iter().map(|&i| loaded[i].samples.clone()).collect();
+            IsolationSide {
+                slow: n,
+                idle: Stats::of(&idle_rounds),
+                loaded: Stats::of(&loaded_rounds),
+                idle_timeouts: windows.iter().map(|&i| idle[i].timeouts).sum(),
+                loaded_timeouts: phases.iter().map(|&i| loaded[i].timeouts).sum(),
+                loaded_cut: phases.iter().map(|&i| loaded[i].cut).sum(),
+            }
+        })
+        .collect();
+    Ok(IsolationResult {
+        sides,
+        slow: slow_counts,
+        call_timeout_ms,
+        late_ms,
+    })
+}
+
+async fn job_slow_load(ours: &Address, schedule: &IsolationSchedule) -> Res<SlowLoadResult> {
+    let connections = schedule.max_slow();
+    let mut managers = Vec::new();
+    let mut proxies = Vec::new();
+    for _ in 0..connections {
+        let manager = BaseManager::new(ours.clone()).connect_async().await?;
+        let proxy = manager.create(&SLOW, ()).await?;
+        proxy.slow(0, 0).await?;
+        managers.push(manager);
+        proxies.push(proxy);
+    }
+    let mut phases = Vec::new();
+    for &phase in &schedule.phases {
+        let mine = proxies[..phase.slow as usize].to_vec();
+        phases.push(slow_loops(mine, phase, schedule.slow_ms).await?);
+    }
+    drop(proxies);
+    drop(managers);
+    Ok(SlowLoadResult {
+        connections,
+        phases,
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Process plumbing.
 
@@ -923,6 +1254,27 @@ impl Drop for WorkDir {
     }
 }
 
+/// Starts `job` in a client process; it writes its result to the path returned.
+fn spawn_client(work: &WorkDir, job: &Job) -> Res<(Child, PathBuf)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out = work.path().join(format!("client-{n}.json"));
+    let process = Process::spawn(client, (job.clone(), out.clone(), std::process::id()))?;
+    let child = Child {
+        process,
+        what: format!("client {n}"),
+    };
+    Ok((child, out))
+}
+
+/// Waits for a client started by `spawn_client` and reads its result.
+fn client_result<R: DeserializeOwned>(child: Child, out: &Path, timeout: Duration) -> Res<R> {
+    child.finish(timeout)?;
+    let result = read_json(out)?;
+    let _ = std::fs::remove_file(out);
+    Ok(result)
+}
+
 /// Runs `job` in `count` client processes at once and collects their results.
 fn run_clients<R: DeserializeOwned>(
     work: &WorkDir,
@@ -930,19 +1282,9 @@ fn run_clients<R: DeserializeOwned>(
     count: usize,
     timeout: Duration,
 ) -> Res<Vec<R>> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut children = Vec::new();
     for _ in 0..count {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let out = work.path().join(format!("client-{n}.json"));
-        let process = Process::spawn(client, (job.clone(), out.clone(), std::process::id()))?;
-        children.push((
-            Child {
-                process,
-                what: format!("client {n}"),
-            },
-            out,
-        ));
+        children.push(spawn_client(work, job)?);
     }
     let mut results = Vec::new();
     let mut outs = Vec::new();
@@ -1001,6 +1343,15 @@ fn rss_bytes(pid: u32) -> Res<u64> {
 // ---------------------------------------------------------------------------------------------
 // The plan, the figures and the report.
 
+/// The parts of the suite, for `--only` (in the order they run).
+const GROUPS: [&str; 6] = ["rtt", "throughput", "echo", "create", "isolation", "memory"];
+
+/// The slow-call counts of the isolation figures.
+const ISOLATION_SLOW: [u32; 3] = [1, 8, 64];
+
+/// From the end of an isolation phase's measuring window to the end of its slow calls.
+const ISOLATION_TAIL: Duration = Duration::from_millis(50);
+
 struct Options {
     quick: bool,
     json: Option<PathBuf>,
@@ -1011,19 +1362,23 @@ struct Options {
     profile: Option<profile::Side>,
     calls: u64,
     unix: Option<PathBuf>,
+    /// `ServerConfig::worker_spin` of our servers, when not the default.
+    worker_spin: Option<Duration>,
 }
 
 const USAGE: &str = "\
 usage: cargo bench --bench manager_bench -- [OPTIONS]
 
-  --quick              a smoke run of about 20 s (fewer iterations, shorter windows,
+  --quick              a smoke run of about 30 s (fewer iterations, shorter windows,
                        100,000 objects for the memory figure)
   --json PATH          where to write the figures (default: target/manager_bench.json)
   --python             also run benches/python_peer.py (CPython's manager on the same
                        work) and add its figures
   --python-json PATH   add the figures of an earlier run of benches/python_peer.py
-  --only GROUPS        comma-separated: rtt, throughput, echo, create, memory
+  --only GROUPS        comma-separated: rtt, throughput, echo, create, isolation, memory
   --memory-objects N   objects for the memory figure (default 1,000,000; 100,000 quick)
+  --worker-spin-us N   our servers' ServerConfig::worker_spin in microseconds (0: off), to
+                       measure the execution model with and without it
 
   --profile SIDE       no figures: play one side of get_x round trips in this process, for
                        a profiler (raw, async, blocking: the client; server, raw-server:
@@ -1032,6 +1387,15 @@ usage: cargo bench --bench manager_bench -- [OPTIONS]
   --unix PATH          --profile over a Unix socket at PATH instead of TCP";
 
 impl Options {
+    /// The configuration of our servers.
+    fn server_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::default();
+        if let Some(spin) = self.worker_spin {
+            config.worker_spin = spin;
+        }
+        config
+    }
+
     fn parse() -> Result<Options, String> {
         let mut options = Options {
             quick: false,
@@ -1043,6 +1407,7 @@ impl Options {
             profile: None,
             calls: 20_000,
             unix: None,
+            worker_spin: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -1060,13 +1425,18 @@ impl Options {
                         .map(|g| g.trim().to_string())
                         .collect();
                     for group in &groups {
-                        if !["rtt", "throughput", "echo", "create", "memory"]
-                            .contains(&group.as_str())
-                        {
+                        if !GROUPS.contains(&group.as_str()) {
                             return Err(format!("unknown group {group:?}"));
                         }
                     }
                     options.only = Some(groups);
+                }
+                "--worker-spin-us" => {
+                    options.worker_spin = Some(Duration::from_micros(
+                        value("--worker-spin-us")?
+                            .parse()
+                            .map_err(|e| format!("--worker-spin-us: {e}"))?,
+                    ))
                 }
                 "--memory-objects" => {
                     options.memory_objects = Some(
@@ -1112,6 +1482,19 @@ struct Plan {
     create_warmup: Duration,
     create_round: Duration,
     create_rounds: u32,
+    /// How long each slow call of the isolation figures sleeps.
+    isolation_slow: Duration,
+    /// Each idle window of the isolation figures.
+    isolation_idle: Duration,
+    /// From the start of a phase's slow calls to the start of its measuring window.
+    isolation_ramp: Duration,
+    /// Each phase's measuring window (longer than a slow call, so that calls end and are
+    /// made again in it).
+    isolation_measure: Duration,
+    /// From the end of a phase to the next idle window.
+    isolation_drain: Duration,
+    /// Rounds of phases (each slow-call count once a round, the order reversed every other).
+    isolation_rounds: u32,
     memory_objects: u64,
 }
 
@@ -1130,6 +1513,12 @@ impl Plan {
                 create_warmup: Duration::from_millis(100),
                 create_round: Duration::from_millis(400),
                 create_rounds: 2,
+                isolation_slow: Duration::from_millis(500),
+                isolation_idle: Duration::from_millis(200),
+                isolation_ramp: Duration::from_millis(150),
+                isolation_measure: Duration::from_millis(700),
+                isolation_drain: Duration::from_millis(100),
+                isolation_rounds: 1,
                 memory_objects: 100_000,
             }
         } else {
@@ -1145,6 +1534,12 @@ impl Plan {
                 create_warmup: Duration::from_millis(300),
                 create_round: Duration::from_millis(500),
                 create_rounds: 8,
+                isolation_slow: Duration::from_millis(1000),
+                isolation_idle: Duration::from_millis(400),
+                isolation_ramp: Duration::from_millis(200),
+                isolation_measure: Duration::from_millis(1500),
+                isolation_drain: Duration::from_millis(100),
+                isolation_rounds: 2,
                 memory_objects: 1_000_000,
             }
         };
@@ -1213,6 +1608,7 @@ impl Unit {
             return "-".into();
         }
         match self {
+            Unit::Micros if v >= 10_000.0 => format!("{:.1} ms", v / 1000.0),
             Unit::Micros => format!("{v:.1} us"),
             Unit::CallsPerSec | Unit::ObjectsPerSec => {
                 let suffix = if self == Unit::CallsPerSec {
@@ -1601,6 +1997,194 @@ impl Suite<'_> {
         Ok(())
     }
 
+    /// The isolation schedule: after `lead`, an idle window, then each phase and an idle window
+    /// after it, round by round.
+    fn isolation_schedule(&self, lead: Duration) -> IsolationSchedule {
+        let p = &self.plan;
+        let us = |d: Duration| d.as_micros() as u64;
+        // Between an idle window and the phase after it.
+        let gap = 20_000;
+        let mut at = epoch_micros() + us(lead);
+        let mut idle = vec![Span {
+            start_us: at,
+            end_us: at + us(p.isolation_idle),
+        }];
+        at += us(p.isolation_idle) + gap;
+        let mut phases = Vec::new();
+        for round in 0..p.isolation_rounds {
+            let mut counts = ISOLATION_SLOW.to_vec();
+            if round % 2 == 1 {
+                counts.reverse();
+            }
+            for slow in counts {
+                let measure_start = at + us(p.isolation_ramp);
+                let measure_end = measure_start + us(p.isolation_measure);
+                let end = measure_end + us(ISOLATION_TAIL);
+                phases.push(SlowPhase {
+                    slow,
+                    load: Span {
+                        start_us: at,
+                        end_us: end,
+                    },
+                    measure: Span {
+                        start_us: measure_start,
+                        end_us: measure_end,
+                    },
+                });
+                at = end + us(p.isolation_drain);
+                idle.push(Span {
+                    start_us: at,
+                    end_us: at + us(p.isolation_idle),
+                });
+                at += us(p.isolation_idle) + gap;
+            }
+        }
+        IsolationSchedule {
+            idle,
+            phases,
+            slow_ms: p.isolation_slow.as_millis() as u64,
+        }
+    }
+
+    /// The getter's round trip on one object while slow plain calls run on another, of the same
+    /// server: on the getter's own connection (tasks of the measuring process) and on other
+    /// connections (another process, a connection per slow call); each against the idle round
+    /// trip of the same connection, measured in idle windows just before and after each phase.
+    fn isolation(&mut self) -> Res<()> {
+        let p = &self.plan;
+        eprintln!(
+            "isolation (get_x on one object while {} slow calls of {} ms run on another, over TCP)",
+            ISOLATION_SLOW.map(|n| n.to_string()).join("/"),
+            p.isolation_slow.as_millis()
+        );
+        let call_timeout = p.isolation_slow * 2;
+        let server: BlockingManager = BaseManager::new(Address::local_tcp()).start(registry)?;
+        let address = server.address().clone();
+        for local_load in [true, false] {
+            // Time for the clients to start and connect (64 connections for the slow calls).
+            let lead = Duration::from_millis(800);
+            let schedule = self.isolation_schedule(lead);
+            let span = Duration::from_micros(schedule.end_us().saturating_sub(epoch_micros()));
+            let timeout = span + call_timeout + secs(60);
+            let measuring = spawn_client(
+                &self.work,
+                &Job::Isolation {
+                    ours: address.clone(),
+                    local_load,
+                    schedule: schedule.clone(),
+                    call_timeout_ms: call_timeout.as_millis() as u64,
+                },
+            )?;
+            let loading = match local_load {
+                true => None,
+                false => Some(spawn_client(
+                    &self.work,
+                    &Job::SlowLoad {
+                        ours: address.clone(),
+                        schedule: schedule.clone(),
+                    },
+                )?),
+            };
+            let result: IsolationResult = client_result(measuring.0, &measuring.1, timeout)?;
+            let slow_counts = match loading {
+                Some((child, out)) => client_result::<SlowLoadResult>(child, &out, timeout)?.phases,
+                None => result.slow.clone(),
+            };
+            let (mode, label) = match local_load {
+                true => ("same_conn", "on same conn"),
+                false => ("other_conn", "on other conns"),
+            };
+            let late_ms = slow_counts
+                .iter()
+                .map(|c| c.late_ms)
+                .fold(result.late_ms, f64::max);
+            if late_ms > 50.0 {
+                self.warnings.push(format!(
+                    "isolation, {label}: a client started a window {late_ms:.0} ms late"
+                ));
+            }
+            for side in &result.sides {
+                let n = side.slow;
+                let phases: Vec<&SlowCounts> = slow_counts.iter().filter(|c| c.slow == n).collect();
+                let slept_s = phases.iter().map(|c| c.slept_us as f64 / 1e6).sum::<f64>();
+                let load_s = phases.iter().map(|c| c.load_s).sum::<f64>();
+                let running = slept_s / load_s.max(1e-9);
+                let slow_calls: u64 = phases.iter().map(|c| c.calls).sum();
+                let id = format!("isolation.{mode}.{n}");
+                let what = format!("isolation, {n} slow {label}");
+                let loaded = &side.loaded;
+                let mut note = format!(
+                    "raw: idle, just before and after; {running:.1} of {n} slow calls running on \
+                     average; {} get_x",
+                    loaded.samples
+                );
+                if side.loaded_timeouts > 0 {
+                    note += &format!(
+                        ", {} timed out (counted as {} ms)",
+                        side.loaded_timeouts, result.call_timeout_ms
+                    );
+                }
+                if side.loaded_cut > 0 {
+                    note += &format!(
+                        ", {} still waiting when the phase ended and cut the slow calls short \
+                         (lower bounds)",
+                        side.loaded_cut
+                    );
+                }
+                // When most calls missed their deadline or waited for the phase's end, the
+                // median is only a lower bound.
+                let stalled = (side.loaded_timeouts + side.loaded_cut) * 2 >= loaded.samples as u64;
+                let mut median = Figure::new(
+                    &format!("{id}.median"),
+                    &format!("{what}, median"),
+                    Unit::Micros,
+                    side.loaded.median_us,
+                    Some(side.idle.median_us),
+                );
+                if n == 64 {
+                    median = median.goal(Goal::RatioAtMost(2.0));
+                }
+                median = if stalled {
+                    median.fail(format!("stalled: {note}"))
+                } else {
+                    median.note(note)
+                };
+                self.push(median);
+                let mut p99 = Figure::new(
+                    &format!("{id}.p99"),
+                    &format!("{what}, p99"),
+                    Unit::Micros,
+                    side.loaded.p99_us,
+                    Some(side.idle.p99_us),
+                );
+                if (side.loaded_timeouts + side.loaded_cut) * 100 >= loaded.samples as u64 {
+                    p99 = p99.note("a lower bound: get_x timed out or waited for the phase's end");
+                }
+                self.push(p99);
+                self.detail(
+                    &id,
+                    &serde_json::json!({
+                        "slow": n,
+                        "slow_ms": schedule.slow_ms,
+                        "idle": side.idle,
+                        "loaded": side.loaded,
+                        "idle_timeouts": side.idle_timeouts,
+                        "loaded_timeouts": side.loaded_timeouts,
+                        "loaded_cut": side.loaded_cut,
+                        "call_timeout_ms": result.call_timeout_ms,
+                        "median_ratio": side.loaded.median_us / side.idle.median_us,
+                        "p99_ratio": side.loaded.p99_us / side.idle.p99_us,
+                        "slow_calls": slow_calls,
+                        "slow_running_mean": running,
+                        "phases": phases,
+                    }),
+                );
+            }
+        }
+        server.shutdown()?;
+        Ok(())
+    }
+
     /// Server memory per idle object: VmRSS of a fresh server before and after this process
     /// creates `memory_objects` objects and holds their proxies.
     fn memory(&mut self) -> Res<()> {
@@ -1712,6 +2296,9 @@ impl Suite<'_> {
                 if self.options.quick {
                     command.arg("--quick");
                 }
+                if let Some(only) = &self.options.only {
+                    command.arg("--only").arg(only.join(","));
+                }
                 let status = command
                     .status()
                     .map_err(|e| format!("cannot run python3: {e}"))?;
@@ -1775,7 +2362,10 @@ impl Suite<'_> {
             );
             if with_python {
                 let python = f.python.map_or("-".into(), |v| f.unit.format(v));
-                let vs = f.vs_python.map_or("-".into(), |v| format!("{v:.1}x"));
+                let vs = f.vs_python.map_or("-".into(), |v| match v {
+                    v if v >= 0.095 => format!("{v:.1}x"),
+                    v => format!("1/{:.0}x", 1.0 / v),
+                });
                 line += &format!(" {python:>14} {vs:>9}");
             }
             out += &line;
@@ -1816,9 +2406,13 @@ fn run(options: &Options) -> Res<()> {
         .any(|g| options.wants(g));
     if needs_servers {
         let (raw_child, raw) = start_raw_server(&bench.work)?;
-        let ours_tcp: BlockingManager = BaseManager::new(Address::local_tcp()).start(registry)?;
+        let ours_tcp: BlockingManager = BaseManager::new(Address::local_tcp())
+            .config(options.server_config())
+            .start(registry)?;
         let ours_unix: BlockingManager =
-            BaseManager::new(Address::unix(bench.work.path().join("ours.sock"))).start(registry)?;
+            BaseManager::new(Address::unix(bench.work.path().join("ours.sock")))
+                .config(options.server_config())
+                .start(registry)?;
         let (tcp, unix) = (ours_tcp.address().clone(), ours_unix.address().clone());
         if options.wants("rtt") {
             bench.latency(&raw, &tcp, &unix)?;
@@ -1835,6 +2429,9 @@ fn run(options: &Options) -> Res<()> {
         ours_tcp.shutdown()?;
         ours_unix.shutdown()?;
         drop(raw_child);
+    }
+    if options.wants("isolation") {
+        bench.isolation()?;
     }
     if options.wants("memory") {
         if cfg!(target_os = "linux") {

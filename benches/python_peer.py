@@ -6,8 +6,9 @@ manager.start(), over TCP on 127.0.0.1 or a Unix socket) and clients in others, 
 workloads and reporting the same figures, under the same ids, so that the ratio to Python can
 be measured on any machine with python3. Standard library only.
 
-    python3 benches/python_peer.py            # the full run (about two minutes)
-    python3 benches/python_peer.py --quick    # a smoke run (about 20 s)
+    python3 benches/python_peer.py            # the full run (about two and a half minutes)
+    python3 benches/python_peer.py --quick    # a smoke run (about 30 s)
+    python3 benches/python_peer.py --quick --only isolation
     python3 benches/python_peer.py --json py.json
     cargo bench --bench manager_bench -- --python   # runs this and adds a python column
 
@@ -15,7 +16,9 @@ A table goes to stderr; the figures go to stdout as JSON (or to --json PATH).
 
 Where Python cannot do the same thing, the nearest thing is measured and the label says so:
 there is no async proxy (only the blocking one is measured), and a proxy shared by 16 threads
-opens one connection per thread (Python has no multiplexed connection).
+opens one connection per thread (Python has no multiplexed connection). So the isolation
+figure "on the same connection" is, for Python, slow calls made by other threads of the
+measuring process, each on a connection of its own.
 """
 
 import argparse
@@ -33,7 +36,8 @@ X = 42
 
 
 class Bench:
-    """The referent: one integer. get_x is the round trip, echo moves bytes both ways."""
+    """The referent: one integer. get_x is the round trip, echo moves bytes both ways, slow
+    keeps a server thread busy."""
 
     def __init__(self, x=X):
         self.x = x
@@ -44,8 +48,20 @@ class Bench:
     def echo(self, data):
         return data
 
+    def slow(self, ms, until_us=0):
+        """Sleeps ms milliseconds in the server thread that runs it, but not past until_us
+        (microseconds since the Unix epoch; 0: no limit); returns the microseconds slept."""
+        delay = ms / 1000.0
+        if until_us:
+            delay = min(delay, until_us / 1e6 - time.time())
+        began = time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        return int((time.perf_counter() - began) * 1e6)
+
 
 _shared = None
+_slow = None
 
 
 def get_shared():
@@ -56,11 +72,20 @@ def get_shared():
     return _shared
 
 
+def get_slow():
+    """Object A of the isolation figures (the slow calls); object B, the getter's, is 'shared'."""
+    global _slow
+    if _slow is None:
+        _slow = Bench(X)
+    return _slow
+
+
 class BenchManager(BaseManager):
     pass
 
 
 BenchManager.register("shared", callable=get_shared)
+BenchManager.register("slow", callable=get_slow)
 BenchManager.register("obj", callable=Bench)
 
 
@@ -233,45 +258,183 @@ def job_create_drop(m, threads, warmup_s, round_s, rounds):
     }
 
 
+class SlowThreads:
+    """The slow calls of each phase of an isolation schedule: as many threads as the largest
+    phase, each on a connection of its own (a proxy used from a thread opens that thread's
+    connection), thread i taking part in the phases of more than i slow calls. Each makes its
+    calls from the phase's start, each again as soon as it returns, until the phase's end (no
+    call sleeps past it); the first calls are staggered (the i-th of n sleeps (i+1)/n of the
+    time) so that calls end, and are made again, spread over the phase."""
+
+    def __init__(self, proxy, schedule):
+        self.schedule = schedule
+        self.phases = schedule["phases"]
+        self.count = max(p["slow"] for p in self.phases)
+        self.lock = threading.Lock()
+        self.calls = [0] * len(self.phases)
+        self.slept_us = [0] * len(self.phases)
+        self.late_ms = [0.0] * len(self.phases)
+        self.errors = []
+        self.ready = threading.Barrier(self.count + 1)
+        self.threads = [
+            threading.Thread(target=self.run, args=(proxy, i), daemon=True)
+            for i in range(self.count)
+        ]
+        for t in self.threads:
+            t.start()
+        # Every thread has connected (or failed).
+        self.ready.wait()
+
+    def run(self, proxy, i):
+        try:
+            try:
+                proxy.slow(0, 0)
+            finally:
+                self.ready.wait()
+            slow_ms = self.schedule["slow_ms"]
+            for k, phase in enumerate(self.phases):
+                n = phase["slow"]
+                if i >= n:
+                    continue
+                start, until = phase["load"]
+                late = max(0.0, time.time() - start) * 1000.0
+                time.sleep(max(0.0, start - time.time()))
+                ms = slow_ms * (i + 1) // n
+                calls = slept = 0
+                until_us = int(until * 1e6)
+                # Stop a millisecond short: a call made later would sleep (nearly) nothing.
+                while time.time() + 0.001 < until:
+                    slept += proxy.slow(ms, until_us)
+                    calls += 1
+                    ms = slow_ms
+                with self.lock:
+                    self.calls[k] += calls
+                    self.slept_us[k] += slept
+                    self.late_ms[k] = max(self.late_ms[k], late)
+        except BaseException as e:  # reported by join()
+            self.errors.append(e)
+
+    def join(self):
+        for t in self.threads:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+        return [
+            {
+                "slow": phase["slow"],
+                "calls": self.calls[k],
+                "slept_us": self.slept_us[k],
+                "load_s": phase["load"][1] - phase["load"][0],
+                "late_ms": self.late_ms[k],
+            }
+            for k, phase in enumerate(self.phases)
+        ]
+
+
+def getter_window(proxy, span, cut_at=None):
+    """Sequential get_x round trips through span (seconds since the epoch); counts the calls
+    that end at or after cut_at (the end of a phase, when its slow calls are cut short)."""
+    start, end = span
+    late_ms = max(0.0, time.time() - start) * 1000.0
+    time.sleep(max(0.0, start - time.time()))
+    stop = time.perf_counter() + (end - time.time())
+    clock = time.perf_counter_ns
+    samples, cut = [], 0
+    while time.perf_counter() < stop:
+        began = clock()
+        x = proxy.get_x()
+        samples.append(clock() - began)
+        if x != X:
+            raise RuntimeError("get_x returned %r" % (x,))
+        if cut_at is not None and time.time() >= cut_at:
+            cut += 1
+    return samples, cut, late_ms
+
+
+def job_isolation(m, local_load, schedule):
+    """get_x round trips on 'shared' through the schedule's idle and measuring windows; with
+    local_load, threads of this process make each phase's slow calls."""
+    proxy = m.shared()
+    for _ in range(200):
+        proxy.get_x()
+    load = SlowThreads(m.slow(), schedule) if local_load else None
+    idle, loaded, late_ms = [], [], 0.0
+    phases = schedule["phases"]
+    for i, window in enumerate(schedule["idle"]):
+        samples, cut, late = getter_window(proxy, window)
+        idle.append((samples, cut))
+        late_ms = max(late_ms, late)
+        if i >= len(phases):
+            break
+        samples, cut, late = getter_window(proxy, phases[i]["measure"], phases[i]["load"][1])
+        loaded.append((samples, cut))
+        late_ms = max(late_ms, late)
+    slow = load.join() if load else []
+    sides = []
+    for n in sorted(set(p["slow"] for p in phases)):
+        mine = [i for i, p in enumerate(phases) if p["slow"] == n]
+        windows = sorted(set(w for i in mine for w in (i, i + 1)))
+        sides.append(
+            {
+                "slow": n,
+                "idle": stats([idle[w][0] for w in windows]),
+                "loaded": stats([loaded[i][0] for i in mine]),
+                "loaded_cut": sum(loaded[i][1] for i in mine),
+            }
+        )
+    return {"sides": sides, "slow": slow, "late_ms": late_ms}
+
+
+def job_slow_load(m, schedule):
+    """Each phase's slow calls, from threads of this process (a connection each)."""
+    return {"phases": SlowThreads(m.slow(), schedule).join()}
+
+
 JOBS = {
     "latency": job_latency,
     "throughput": job_throughput,
     "echo": job_echo,
     "create_drop": job_create_drop,
+    "isolation": job_isolation,
+    "slow_load": job_slow_load,
 }
 
 
-def client_main(kind, args, address, authkey, results):
+def client_main(kind, args, address, authkey, results, index=0):
     try:
         m = BenchManager(address=address, authkey=authkey)
         m.connect()
-        results.put(("ok", JOBS[kind](m, **args)))
+        results.put((index, "ok", JOBS[kind](m, **args)))
     except BaseException as e:
-        results.put(("error", "%s: %r" % (kind, e)))
+        results.put((index, "error", "%s: %r" % (kind, e)))
 
 
 # -------------------------------------------------------------------------------------------
 # The orchestrator.
 
 
-def run_clients(ctx, kind, args, address, authkey, count, timeout):
+def run_jobs(ctx, jobs, address, authkey, timeout):
+    """Runs each (kind, args) of jobs in a client process of its own, all at once; returns
+    their results in the same order."""
     results = ctx.Queue()
     procs = [
         ctx.Process(
-            target=client_main, args=(kind, args, address, authkey, results), daemon=True
+            target=client_main,
+            args=(kind, args, address, authkey, results, i),
+            daemon=True,
         )
-        for _ in range(count)
+        for i, (kind, args) in enumerate(jobs)
     ]
     for p in procs:
         p.start()
-    out = []
+    out = [None] * len(procs)
     deadline = time.time() + timeout
     try:
         for _ in procs:
-            status, value = results.get(timeout=max(1.0, deadline - time.time()))
+            index, status, value = results.get(timeout=max(1.0, deadline - time.time()))
             if status != "ok":
                 raise RuntimeError(value)
-            out.append(value)
+            out[index] = value
     finally:
         for p in procs:
             p.join(timeout=5)
@@ -279,6 +442,10 @@ def run_clients(ctx, kind, args, address, authkey, count, timeout):
                 p.kill()
                 p.join()
     return out
+
+
+def run_clients(ctx, kind, args, address, authkey, count, timeout):
+    return run_jobs(ctx, [(kind, args)] * count, address, authkey, timeout)
 
 
 def rss_bytes(pid):
@@ -297,12 +464,18 @@ class Plan:
             self.echo = dict(warmup_s=0.1, round_s=0.3, rounds=1)
             self.create = dict(warmup_s=0.1, round_s=0.4, rounds=2)
             self.memory_objects = 1000
+            self.isolation = dict(
+                slow_ms=500, idle=0.2, ramp=0.15, measure=0.7, drain=0.1, rounds=1
+            )
         else:
             self.latency = dict(warmup=2000, iters=10000, rounds=4)
             self.window, self.tput_rounds = 2.0, 3
             self.echo = dict(warmup_s=0.3, round_s=1.0, rounds=3)
             self.create = dict(warmup_s=0.3, round_s=1.0, rounds=3)
             self.memory_objects = 10000
+            self.isolation = dict(
+                slow_ms=1000, idle=0.4, ramp=0.2, measure=1.5, drain=0.1, rounds=2
+            )
         if memory_objects:
             self.memory_objects = memory_objects
 
@@ -312,9 +485,9 @@ class Suite:
         self.ctx, self.plan, self.authkey, self.workdir = ctx, plan, authkey, workdir
         self.figures, self.details, self.warnings = [], {}, []
 
-    def figure(self, id, label, unit, value):
+    def figure(self, id, label, unit, value, extra=""):
         self.figures.append({"id": id, "label": label, "unit": unit, "value": value})
-        log("  %-52s %s" % (label, fmt(unit, value)))
+        log("  %-52s %s%s" % (label, fmt(unit, value), extra))
 
     def start(self, address):
         m = BenchManager(address=address, authkey=self.authkey, ctx=self.ctx)
@@ -413,6 +586,93 @@ class Suite:
                 )
             self.details[ident] = result
 
+    def isolation_schedule(self, lead):
+        """The schedule of the isolation figures (as manager_bench.rs): after lead, an idle
+        window, then each phase and an idle window after it, round by round; spans in seconds
+        since the epoch."""
+        p = self.plan.isolation
+        gap = 0.02
+        at = time.time() + lead
+        idle = [(at, at + p["idle"])]
+        at += p["idle"] + gap
+        phases = []
+        for round in range(p["rounds"]):
+            counts = list(ISOLATION_SLOW)
+            if round % 2 == 1:
+                counts.reverse()
+            for n in counts:
+                # The measuring window ends ISOLATION_TAIL before the slow calls do: a getter
+                # call still waiting at their end is counted as cut short.
+                measure = (at + p["ramp"], at + p["ramp"] + p["measure"])
+                end = measure[1] + ISOLATION_TAIL
+                phases.append({"slow": n, "load": (at, end), "measure": measure})
+                at = end + p["drain"]
+                idle.append((at, at + p["idle"]))
+                at += p["idle"] + gap
+        return {"idle": idle, "phases": phases, "slow_ms": p["slow_ms"]}
+
+    def isolation(self):
+        # CPython's server runs each connection in a thread of its own, so a slow call holds
+        # only its connection's thread. It has no connection shared by threads: "same_conn" is
+        # other threads of the measuring process (a connection each), "other_conn" another
+        # process's threads.
+        p = self.plan.isolation
+        log(
+            "isolation (get_x on one object while %s slow calls of %d ms run on another, over TCP)"
+            % ("/".join(str(n) for n in ISOLATION_SLOW), p["slow_ms"])
+        )
+        m = self.start(("127.0.0.1", 0))
+        try:
+            for local_load in (True, False):
+                # Time for the clients to start and connect (64 connections for the slow calls).
+                schedule = self.isolation_schedule(1.5 + 0.01 * max(ISOLATION_SLOW))
+                jobs = [("isolation", dict(local_load=local_load, schedule=schedule))]
+                if not local_load:
+                    jobs.append(("slow_load", dict(schedule=schedule)))
+                timeout = schedule["idle"][-1][1] - time.time() + 60
+                results = run_jobs(self.ctx, jobs, m.address, self.authkey, timeout)
+                result = results[0]
+                slow = result["slow"] if local_load else results[1]["phases"]
+                mode, label = (
+                    ("same_conn", "in other threads")
+                    if local_load
+                    else ("other_conn", "in another process")
+                )
+                late = max([result["late_ms"]] + [c["late_ms"] for c in slow])
+                if late > 50:
+                    self.warnings.append(
+                        "isolation, %s: a client started a window %.0f ms late" % (label, late)
+                    )
+                for side in result["sides"]:
+                    n = side["slow"]
+                    phases = [c for c in slow if c["slow"] == n]
+                    load_s = sum(c["load_s"] for c in phases)
+                    running = sum(c["slept_us"] for c in phases) / 1e6 / max(load_s, 1e-9)
+                    idle, loaded = side["idle"], side["loaded"]
+                    ident = "isolation.%s.%d" % (mode, n)
+                    what = "isolation, %d slow %s" % (n, label)
+                    cut = side["loaded_cut"]
+                    for q in ("median", "p99"):
+                        value, base = loaded[q + "_us"], idle[q + "_us"]
+                        extra = "   idle %s   %.2fx" % (fmt("us", base), value / base)
+                        if cut:
+                            extra += "   (%d of %d get_x cut short)" % (cut, loaded["samples"])
+                        self.figure("%s.%s" % (ident, q), "%s, %s" % (what, q), "us", value, extra)
+                    self.details[ident] = {
+                        "slow": n,
+                        "slow_ms": schedule["slow_ms"],
+                        "idle": idle,
+                        "loaded": loaded,
+                        "loaded_cut": side["loaded_cut"],
+                        "median_ratio": loaded["median_us"] / idle["median_us"],
+                        "p99_ratio": loaded["p99_us"] / idle["p99_us"],
+                        "slow_calls": sum(c["calls"] for c in phases),
+                        "slow_running_mean": running,
+                        "phases": phases,
+                    }
+        finally:
+            m.shutdown()
+
     def memory(self):
         # Over a Unix socket: the memory an object takes does not depend on the transport,
         # and CPython's creates over TCP wait ~40 ms each (see create_drop).
@@ -466,7 +726,7 @@ def fmt(unit, v):
     if v != v:
         return "-"
     if unit == "us":
-        return "%.1f us" % v
+        return "%.1f ms" % (v / 1000.0) if v >= 10000 else "%.1f us" % v
     if unit in ("calls/s", "objects/s"):
         suffix = "/s" if unit == "calls/s" else " obj/s"
         if v >= 1e6:
@@ -486,12 +746,14 @@ def log(text):
     sys.stderr.flush()
 
 
-GROUPS = ("rtt", "throughput", "echo", "create", "memory")
+GROUPS = ("rtt", "throughput", "echo", "create", "isolation", "memory")
+ISOLATION_SLOW = (1, 8, 64)
+ISOLATION_TAIL = 0.05
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run of about 20 s")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of about 30 s")
     parser.add_argument("--json", metavar="PATH", help="write the figures there, not to stdout")
     parser.add_argument("--only", metavar="GROUPS", help="comma-separated: " + ", ".join(GROUPS))
     parser.add_argument(
@@ -526,6 +788,8 @@ def main():
             finally:
                 tcp_manager.shutdown()
                 unix_manager.shutdown()
+        if "isolation" in groups:
+            suite.isolation()
         if "memory" in groups:
             if os.path.exists("/proc/self/status"):
                 suite.memory()
