@@ -311,3 +311,46 @@ fn the_connection_default_deadline_applies_to_every_proxy() {
     let quick = gate.with_timeout(Duration::from_secs(30));
     assert_eq!(quick.inside().unwrap(), 0);
 }
+
+/// Built-in blocking proxies (a list, a queue, a lock, an event) under a connection default
+/// deadline: calls within it complete, a wait past it is a `Timeout` error, never a panic
+/// ("there is no reactor running", as it was when the deadline needed the caller's runtime).
+#[test]
+fn built_in_blocking_proxies_work_under_a_default_deadline() {
+    let server = InProcessServer::start_with(
+        manager::sync::registry(),
+        Address::local_tcp(),
+        AuthKey::from("limits"),
+        config(),
+    );
+    let manager = server.connect();
+    manager
+        .connection()
+        .set_default_timeout(Some(Duration::from_secs(20)));
+    let list = manager.list::<i64>(&[1, 2]).unwrap();
+    list.append(&3).unwrap();
+    assert_eq!(list.to_vec().unwrap(), vec![1, 2, 3]);
+    let queue = manager.queue::<String>(0).unwrap();
+    queue.put(&"job".to_string()).unwrap();
+    assert_eq!(queue.get().unwrap(), "job");
+    let lock = manager.lock().unwrap();
+    drop(lock.lock().unwrap());
+    let event = manager.event().unwrap();
+    event.set().unwrap();
+    assert!(event.is_set().unwrap());
+
+    manager
+        .connection()
+        .set_default_timeout(Some(Duration::from_millis(50)));
+    assert!(
+        matches!(queue.get(), Err(Error::Timeout(_))),
+        "a get from an empty queue outlives a 50 ms deadline"
+    );
+    manager.connection().set_default_timeout(None);
+    queue.put(&"next".to_string()).unwrap();
+    assert_eq!(
+        queue.get().unwrap(),
+        "next",
+        "the timed-out get left the queue"
+    );
+}

@@ -379,10 +379,24 @@ impl Connection {
         };
         let result = match timeout {
             None => wait.await,
-            Some(limit) => match tokio::time::timeout(limit, wait).await {
-                Ok(result) => result,
-                Err(_) => return Err(Error::Timeout(format!("(request {id}) after {limit:?}"))),
-            },
+            Some(limit) => {
+                // A deadline needs a tokio timer. Outside any runtime (a blocking proxy that
+                // drives this future with a plain executor) it takes the timer of the
+                // background runtime, whose thread fires it.
+                let deadline = match Handle::try_current() {
+                    Ok(_) => tokio::time::timeout(limit, wait),
+                    Err(_) => {
+                        let _enter = background_runtime().enter();
+                        tokio::time::timeout(limit, wait)
+                    }
+                };
+                match deadline.await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        return Err(Error::Timeout(format!("(request {id}) after {limit:?}")))
+                    }
+                }
+            }
         };
         abandon.armed = false;
         match result {
