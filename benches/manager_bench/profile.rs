@@ -109,8 +109,11 @@ pub fn run(side: Side, calls: u64, unix: Option<std::path::PathBuf>) -> Res<()> 
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let key = manager::process::authkey();
-                let server =
-                    Server::bind(registry()?, &address, key, ServerConfig::default()).await?;
+                // No worker spin: under callgrind the spin's instructions would measure how slow
+                // the run is made, not the work of a call.
+                let mut config = ServerConfig::default();
+                config.worker_spin = std::time::Duration::ZERO;
+                let server = Server::bind(registry()?, &address, key, config).await?;
                 let stop = server.shutdown_handle();
                 let address = server.address().clone();
                 let served = tokio::spawn(server.serve_forever());
