@@ -853,22 +853,31 @@ fn cpython_clients_in_slow_calls_do_not_hold_up_another_cpython_thread() {
 // 8. Nested calls.
 // ---------------------------------------------------------------------------------------------
 
-/// A plain method on A calls B (same server) through the blocking proxy it receives as an
-/// argument, while another client is in a call on A: both return the right values.
-fn a_plain_method_calls_another_object_through_a_proxy_argument() {
-    let manager = start(ServerConfig::default());
+/// Objects A (1) and B (2) on `manager`'s server, and another client's 1.5 s call on A, under
+/// way (it records `other+` on the board B shares).
+fn a_and_b_with_another_client_in_a(
+    manager: &BlockingManager,
+) -> (ProbeBlockingProxy, ProbeBlockingProxy, Background<String>) {
     let a = manager.create(&PROBE, (1,)).unwrap().with_timeout(CEILING);
     let b = manager.create(&PROBE, (2,)).unwrap();
-    let other = connect(&manager);
+    let other = connect(manager);
     let a_there: ProbeBlockingProxy = other.attach(a.base().token()).unwrap();
     let concurrent = background("the other client's call on A", move || {
+        let _other = other;
         a_there
             .with_timeout(CEILING)
             .slow("other".into(), 1500)
             .unwrap()
     });
     wait_events(&b, &["other+"]);
+    (a, b, concurrent)
+}
 
+/// A plain method on A calls B (same server) through the blocking proxy it receives as an
+/// argument, while another client is in a call on A: both return the right values.
+fn a_plain_method_calls_another_object_through_a_proxy_argument() {
+    let manager = start(ServerConfig::default());
+    let (a, b, concurrent) = a_and_b_with_another_client_in_a(&manager);
     let asked = a.ask(b.clone());
     assert_eq!(
         asked.unwrap_or_else(|e| panic!("A.ask(B) failed: {e}")),
@@ -882,18 +891,7 @@ fn a_plain_method_calls_another_object_through_a_proxy_argument() {
 /// may make blocking calls), next to a concurrent call on A.
 fn a_plain_method_calls_another_object_through_a_proxy_it_attaches() {
     let manager = start(ServerConfig::default());
-    let a = manager.create(&PROBE, (1,)).unwrap().with_timeout(CEILING);
-    let b = manager.create(&PROBE, (2,)).unwrap();
-    let other = connect(&manager);
-    let a_there: ProbeBlockingProxy = other.attach(a.base().token()).unwrap();
-    let concurrent = background("the other client's call on A", move || {
-        a_there
-            .with_timeout(CEILING)
-            .slow("other".into(), 1500)
-            .unwrap()
-    });
-    wait_events(&b, &["other+"]);
-
+    let (a, b, concurrent) = a_and_b_with_another_client_in_a(&manager);
     assert_eq!(a.ask_token(b.base().token().clone()).unwrap(), Ok(3));
     assert_eq!(concurrent.join(), "other");
 }

@@ -206,8 +206,15 @@ impl Connection {
     }
 
     /// Sends the reply of a call that ran to its end (or panicked).
-    fn complete(&self, mut running: Running, outcome: std::thread::Result<Outcome>) {
-        let (id, entry, index) = (running.id, &*running.entry, running.index);
+    fn complete(&self, running: Running, outcome: std::thread::Result<Outcome>) {
+        let Running {
+            id,
+            entry,
+            index,
+            mut ticket,
+            _permit,
+        } = running;
+        let entry = &*entry;
         let outcome = outcome.unwrap_or_else(|panic| {
             Outcome::Failed(RemoteError::new(
                 RemoteErrorKind::Panic,
@@ -217,9 +224,11 @@ impl Connection {
             ))
         });
         if matches!(outcome, Outcome::Failed(_) | Outcome::Raised(_)) {
-            running.ticket.failed();
+            ticket.failed();
         }
         let reply = self.finish_call(entry, index, outcome);
+        // Counted before the caller can see the reply: a debug_info() it sends next counts it.
+        drop(ticket);
         self.send_reply(id, reply, (&entry.typeid, entry.methods[index].name));
     }
 
