@@ -170,14 +170,17 @@ impl Connection {
                 let conn = self.clone();
                 tokio::spawn(async move {
                     let outcome = tokio::select! {
-                        biased;
-                        outcome = AssertUnwindSafe(call).catch_unwind() => outcome,
                         // Cancelled by the client, or the client is gone, or the server is
-                        // stopping: drop the call where it waits.
+                        // stopping: drop the call where it waits. Looked at first: a call
+                        // woken by what the next request did (a put that wakes a cancelled
+                        // get) must not take it for a caller that has given up (the item would
+                        // be lost with the reply nobody reads).
+                        biased;
                         _ = cancel.cancelled() => {
                             conn.calls.lock().remove(&id);
                             return;
                         }
+                        outcome = AssertUnwindSafe(call).catch_unwind() => outcome,
                     };
                     conn.calls.lock().remove(&id);
                     conn.complete(running, outcome);
