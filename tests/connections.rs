@@ -531,3 +531,84 @@ async fn waiting_async_method_does_not_block_other_calls() {
     drop((echo, manager));
     server.stop().await;
 }
+
+/// Four threads share one blocking proxy and call without any deadline, as in the hang found
+/// in a benchmark run (one caller parked for good, its reply unread in the socket, the reader
+/// task asleep): every call must return. A watchdog fails the test, rather than letting it
+/// hang, when no call completes for `STALL`; each thread also runs a blocking caller against
+/// an async task on the same connection, so that callers who read the socket themselves and
+/// the reader task hand the socket back and forth all the time.
+fn four_threads_share_a_blocking_proxy_without_deadlines(address: Address) {
+    const THREADS: u64 = 4;
+    const CALLS: u64 = 25_000;
+    const STALL: Duration = Duration::from_secs(30);
+    let server = InProcessServer::start(registry(), address, AuthKey::random());
+    let manager = server.connect();
+    assert_eq!(manager.connection().default_timeout(), None);
+    let echo = manager.create(&ECHO_BLOCKING, ()).unwrap();
+    let progress = std::sync::Arc::new(AtomicU64::new(0));
+    let (done, finished) = mpsc::channel();
+    for thread in 0..THREADS {
+        let (echo, progress, done) = (echo.clone(), progress.clone(), done.clone());
+        std::thread::spawn(move || {
+            for i in 0..CALLS {
+                let tag = thread * 1_000_000 + i;
+                let (got, _) = echo.echo(tag, String::new()).unwrap();
+                assert_eq!(got, tag);
+                progress.fetch_add(1, Ordering::Relaxed);
+            }
+            let _ = done.send(());
+        });
+    }
+    // Async callers on the same connection keep the reader task reading too.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let async_echo = echo.clone().into_async();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (got, _) = async_echo.echo(n, String::new()).await.unwrap();
+                    assert_eq!(got, n);
+                    n += 1;
+                }
+            })
+        })
+    };
+    let mut finished_threads = 0;
+    let mut last = (0, std::time::Instant::now());
+    while finished_threads < THREADS {
+        match finished.recv_timeout(Duration::from_millis(200)) {
+            Ok(()) => finished_threads += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("a calling thread died: {e}"),
+        }
+        let now = progress.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, std::time::Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < STALL,
+            "no call returned for {STALL:?} after {now} calls: a caller waits for a reply nobody reads"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    background.join().expect("the async caller failed");
+    assert_eq!(progress.load(Ordering::Relaxed), THREADS * CALLS);
+}
+
+#[test]
+fn four_threads_share_a_blocking_tcp_proxy_without_deadlines() {
+    four_threads_share_a_blocking_proxy_without_deadlines(Address::local_tcp());
+}
+
+#[test]
+fn four_threads_share_a_blocking_unix_proxy_without_deadlines() {
+    let socket = TempPath::socket("no-deadlines");
+    four_threads_share_a_blocking_proxy_without_deadlines(Address::unix(socket.path()));
+}

@@ -18,11 +18,10 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use futures::FutureExt;
 use parking_lot::{Mutex, MutexGuard};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::RecvFlags;
-use tokio::io::{AsyncReadExt, Interest};
+use tokio::io::Interest;
 use tokio::sync::Notify;
 use tokio_util::codec::Decoder;
 
@@ -215,15 +214,26 @@ impl Direct {
     }
 }
 
+/// What one read of the reader task got.
+pub(super) enum Got {
+    /// The server closed the connection.
+    Closed,
+    /// `more` says whether more may follow at once (false once the socket said it had no
+    /// more, or a read left room in the buffer).
+    Bytes { more: bool },
+}
+
 /// The read half of a plain socket, as the reader task uses it.
 pub(super) trait SocketReadHalf: Send + 'static {
     /// Waits until the socket may have something to read.
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_;
-    /// Reads what the socket has into `buf`, without waiting: `None` when it has nothing. A
-    /// read shorter than the room in `buf` tells the runtime that the socket is drained, so
-    /// that the next read waits for it without a read that fails first (one system call per
-    /// reply fewer than reading until the socket says it would block).
-    fn read_now(&mut self, buf: &mut BytesMut) -> io::Result<Option<usize>>;
+    /// Reads what the socket has into `inbox`, without waiting, and always with a real read:
+    /// the runtime's idea of the socket's readiness may be out of date, since callers read
+    /// the socket behind its back (and the readiness it forgot in `lock_or_forget` may have
+    /// been data that no caller then read). A read shorter than the room in `inbox` tells the
+    /// runtime that the socket is drained, so that the next read waits for it without a read
+    /// that fails first (one system call per reply fewer than reading until it would block).
+    fn read_now(&self, direct: &Direct, inbox: &mut BytesMut) -> io::Result<Got>;
     /// Takes `inbox` if no caller holds it. If one does, forgets the readiness seen before the
     /// attempt, and only that (readiness that came later wakes the task again): the caller
     /// reads what is there. The flag says whether the socket was marked readable at all (if
@@ -240,8 +250,40 @@ macro_rules! socket_read_half {
             fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
                 <$half>::readable(self)
             }
-            fn read_now(&mut self, buf: &mut BytesMut) -> io::Result<Option<usize>> {
-                self.read_buf(buf).now_or_never().transpose()
+            fn read_now(&self, direct: &Direct, inbox: &mut BytesMut) -> io::Result<Got> {
+                let mut tried = false;
+                // Through `try_io`, so that a read that drains the socket clears exactly the
+                // readiness seen before it.
+                let read = self.as_ref().try_io(Interest::READABLE, || {
+                    tried = true;
+                    let room = inbox.capacity() - inbox.len();
+                    match direct.recv(inbox) {
+                        // Drained: the bytes are in `inbox`, the readiness is to be cleared.
+                        Ok(n) if n > 0 && n < room => {
+                            Err(io::Error::from(io::ErrorKind::WouldBlock))
+                        }
+                        other => other,
+                    }
+                });
+                match read {
+                    Ok(0) => Ok(Got::Closed),
+                    Ok(_) => Ok(Got::Bytes { more: true }),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if tried {
+                            return Ok(Got::Bytes { more: false });
+                        }
+                        // The runtime thinks there is nothing, which may be stale: read anyway.
+                        match direct.recv(inbox) {
+                            Ok(0) => Ok(Got::Closed),
+                            Ok(_) => Ok(Got::Bytes { more: true }),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                Ok(Got::Bytes { more: false })
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
             }
             fn lock_or_forget<'a>(
                 &self,
@@ -269,7 +311,7 @@ socket_read_half!(tokio::net::unix::OwnedReadHalf);
 pub(super) async fn read_replies<H: SocketReadHalf>(
     inner: Weak<Inner>,
     direct: Arc<Direct>,
-    mut half: H,
+    half: H,
 ) -> Option<String> {
     loop {
         tokio::select! {
@@ -294,10 +336,10 @@ pub(super) async fn read_replies<H: SocketReadHalf>(
         direct.missed.store(false, Ordering::Relaxed);
         let ended = loop {
             make_room(&mut inbox);
-            match half.read_now(&mut inbox) {
-                Ok(Some(0)) => break Some("the server closed the connection".to_string()),
-                Ok(Some(_)) => {}
-                Ok(None) => break None,
+            match half.read_now(&direct, &mut inbox) {
+                Ok(Got::Closed) => break Some("the server closed the connection".to_string()),
+                Ok(Got::Bytes { more: true }) => {}
+                Ok(Got::Bytes { more: false }) => break None,
                 Err(e) => break Some(format!("reading from the server failed: {e}")),
             }
         };
