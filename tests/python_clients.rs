@@ -372,6 +372,50 @@ fn cpython_clients_get_cpython_errors() {
     }
 }
 
+const REFUSED_VALUE: &str = r#"
+import sys, datetime
+from multiprocessing.managers import SyncManager, RemoteError
+
+host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+m = SyncManager(address=(host, port), authkey=key)
+m.connect()
+q = m.Queue()
+d = m.dict()
+try:
+    q.put(datetime.date(2026, 12, 1))
+    print("stored")
+except RemoteError as e:
+    print("refused:", "datetime.date" in str(e))
+# The same thread's connection goes on serving every proxy.
+q.put(1)
+print(q.get())
+d["k"] = 2
+print(d["k"])
+try:
+    d[2 ** 200] = 1
+    print("stored")
+except RemoteError as e:
+    print("refused:", "i128" in str(e) or "integer" in str(e))
+print(len(d))
+"#;
+
+/// A value the server will not unpickle gets an error reply in CPython's form, and the
+/// connection goes on serving that client thread's other proxies (it used to be dropped, and
+/// the client saw a bare `EOFError`, then `BrokenPipeError` on every proxy of the thread).
+#[test]
+fn a_refused_value_is_an_error_reply_and_the_connection_goes_on() {
+    for python in interpreters() {
+        let (_server, host, port) = server(manager::sync::registry());
+        let out = run_python(&python, REFUSED_VALUE, &host, &port);
+        assert_eq!(
+            out,
+            "refused: True\n1\n2\nrefused: True\n1\n",
+            "{}",
+            python.display()
+        );
+    }
+}
+
 const UNREGISTERED: &str = r#"
 import sys
 from multiprocessing.managers import BaseManager

@@ -36,7 +36,7 @@ use crate::address::Address;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::object::{Call, Outcome};
-use crate::python::pickle::{id_from_hex, id_to_hex};
+use crate::python::pickle::{self, id_from_hex, id_to_hex};
 use crate::python::{PyConnection, PyException, PyProxy, PyValue};
 use crate::registry::Entry;
 use crate::transport::Outbox;
@@ -146,14 +146,28 @@ where
         quick_ack(fd);
         let message = tokio::select! {
             _ = me.closed.cancelled() => break,
-            message = conn.recv() => message,
+            message = conn.recv_bytes() => message,
         };
-        let request = match message {
-            Ok(Some(request)) => request,
+        let frame = match message {
+            Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
                 tracing::debug!("closing a CPython connection: {e}");
                 break;
+            }
+        };
+        // A whole frame that does not unpickle (a global outside the allow-list, an int past
+        // i128, ...) is the request's fault, not the connection's: the client gets an error in
+        // its own form and the connection goes on serving that thread's other proxies.
+        let request = match pickle::decode_with(&frame, &decode_options()) {
+            Ok(request) => request,
+            Err(e) => {
+                let refused = refusal(&e.to_string());
+                if let Err(e) = conn.send(&traceback("TypeError", &refused)).await {
+                    tracing::debug!("cannot answer a CPython client: {e}");
+                    break;
+                }
+                continue;
             }
         };
         let request = Request::parse(request).map(|mut request| {
@@ -204,6 +218,24 @@ where
     }
     me.close();
     state.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// How requests are unpickled: as `PyConnection::recv` does, with the default options.
+fn decode_options() -> pickle::DecodeOptions {
+    pickle::DecodeOptions::default()
+}
+
+/// The message of a request that could not be unpickled, logged at warn level once per kind
+/// (the message up to its first colon: "refused to unpickle the global datetime.date", ...).
+fn refusal(reason: &str) -> String {
+    static LOGGED: std::sync::OnceLock<Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let kind = reason.split(':').next().unwrap_or(reason).to_string();
+    let logged = LOGGED.get_or_init(Default::default);
+    if logged.lock().insert(kind) {
+        tracing::warn!("refused a CPython request (logged once per kind): {reason}");
+    }
+    format!("the manager server cannot take this request: {reason}")
 }
 
 /// Rewrites the address of every proxy token inside `value` from `from` to `to`: CPython
