@@ -107,17 +107,18 @@ where
 
     let mut answer = [0u8; MAC + NONCE];
     stream.read_exact(&mut answer).await?;
-    if answer.starts_with(&[0x16, 0x03]) {
-        // A TLS handshake record (a ClientHello), not a digest.
-        return Err(Error::Tls(
-            "a client began a TLS handshake, and this server has no TLS configured".into(),
-        ));
-    }
     let (client_mac, client_nonce) = answer.split_at(MAC);
     let verified = key
         .mac(b"manager-client", &server_nonce, client_nonce)
         .verify_slice(client_mac)
         .is_ok();
+    // A TLS handshake record (a ClientHello) instead of a digest. Checked only once the digest
+    // failed: one valid digest in 65,536 starts with these two bytes too.
+    if !verified && answer.starts_with(&[0x16, 0x03]) {
+        return Err(Error::Tls(
+            "a client began a TLS handshake, and this server has no TLS configured".into(),
+        ));
+    }
 
     let mut reply = [0u8; 1 + MAC];
     if !verified {
@@ -218,6 +219,42 @@ mod tests {
         let client = client_handshake(&mut b, &AuthKey::from("wrong")).await;
         assert!(matches!(client, Err(Error::Auth(_))), "{client:?}");
         assert!(matches!(server.await.unwrap(), Err(Error::Auth(_))));
+    }
+
+    /// A client whose digest happens to start like a TLS record (`16 03`, one digest in
+    /// 65,536) is a valid client all the same.
+    #[tokio::test]
+    async fn a_digest_that_starts_like_a_tls_record_is_accepted() {
+        let (mut a, mut b) = tokio::io::duplex(256);
+        let key = AuthKey::from("secret");
+        let server = tokio::spawn({
+            let key = key.clone();
+            async move { server_handshake(&mut a, &key).await }
+        });
+        let mut hello = [0u8; GREETING_LEN];
+        b.read_exact(&mut hello).await.unwrap();
+        // Try client nonces until the digest starts with 16 03.
+        let mut client_nonce = [0u8; NONCE];
+        let answer = (0u64..)
+            .find_map(|n| {
+                client_nonce[..8].copy_from_slice(&n.to_le_bytes());
+                let digest = key
+                    .mac(b"manager-client", &hello[8..], &client_nonce)
+                    .finalize()
+                    .into_bytes();
+                digest.starts_with(&[0x16, 0x03]).then(|| {
+                    let mut answer = [0u8; MAC + NONCE];
+                    answer[..MAC].copy_from_slice(&digest);
+                    answer[MAC..].copy_from_slice(&client_nonce);
+                    answer
+                })
+            })
+            .unwrap();
+        b.write_all(&answer).await.unwrap();
+        let mut reply = [0u8; 1 + MAC];
+        b.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply[0], STATUS_OK);
+        server.await.unwrap().unwrap();
     }
 
     #[test]
