@@ -612,3 +612,33 @@ fn four_threads_share_a_blocking_unix_proxy_without_deadlines() {
     let socket = TempPath::socket("no-deadlines");
     four_threads_share_a_blocking_proxy_without_deadlines(Address::unix(socket.path()));
 }
+
+/// A peer that accepts the connection and never answers the handshake (a server whose host
+/// vanished behind a live listener, a wrong port): `connect()` gives up after its timeout
+/// with a `Timeout` error instead of waiting for ever.
+#[test]
+fn connect_gives_up_after_its_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = Address::from(listener.local_addr().unwrap());
+    let silent = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        drop(stream);
+    });
+    let started = std::time::Instant::now();
+    let result = manager::BaseManager::new(address)
+        .connect_timeout(Duration::from_millis(500))
+        .connect();
+    match result {
+        Err(manager::Error::Timeout(message)) => {
+            assert!(message.contains("connect_timeout"), "{message}")
+        }
+        Err(other) => panic!("expected a Timeout, got {other}"),
+        Ok(_) => panic!("connected to a peer that never answered"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "connect() waited for the silent peer"
+    );
+    silent.join().unwrap();
+}

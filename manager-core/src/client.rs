@@ -106,18 +106,40 @@ impl std::fmt::Debug for Connection {
 /// let conn = Connection::connect_with(&address, &AuthKey::from("key"), &options).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ConnectOptions {
     /// TLS around the connection (TCP only), the server's certificate checked against a CA;
     /// `None` (the default) for none. Needs the `tls` feature. See [`crate::tls`].
     pub tls: Option<crate::tls::TlsClientConfig>,
+    /// How long connecting may take, from dialling to the end of the authkey handshake (and
+    /// TLS's); past it the connect fails with [`Error::Timeout`]. Default 30 s: a server whose
+    /// host has vanished would otherwise hold `connect()` for as long as TCP retries.
+    pub connect_timeout: Duration,
 }
 
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            tls: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// The default of [`ConnectOptions::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl ConnectOptions {
-    /// No TLS.
+    /// No TLS, and the default connect timeout.
     pub fn new() -> Self {
         ConnectOptions::default()
+    }
+
+    /// Gives up connecting after `timeout` (see [`ConnectOptions::connect_timeout`]).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Connects with TLS, configured by `tls`.
@@ -195,8 +217,19 @@ impl Connection {
         authkey: &AuthKey,
         options: &ConnectOptions,
     ) -> Result<Connection, Error> {
-        let mut stream = transport::connect(address, options.tls.as_ref()).await?;
-        let welcome = stream.handshake_client(authkey).await?;
+        let connecting = async {
+            let mut stream = transport::connect(address, options.tls.as_ref()).await?;
+            let welcome = stream.handshake_client(authkey).await?;
+            Ok::<_, Error>((stream, welcome))
+        };
+        let (stream, welcome) = tokio::time::timeout(options.connect_timeout, connecting)
+            .await
+            .map_err(|_| {
+                Error::Timeout(format!(
+                    "`connect` to {address} (ConnectOptions::connect_timeout of {:?})",
+                    options.connect_timeout
+                ))
+            })??;
         let direct = stream
             .plain_socket()?
             .map(|fd| Arc::new(direct::Direct::new(fd, wire::DEFAULT_MAX_FRAME)));

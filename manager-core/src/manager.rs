@@ -134,6 +134,13 @@ impl BaseManager {
         self
     }
 
+    /// Gives up connecting after `timeout`, from dialling to the end of the handshake (default
+    /// 30 s; see [`ConnectOptions::connect_timeout`]).
+    pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.connect_timeout = timeout;
+        self
+    }
+
     /// Serves with TLS configured by `tls` (the `tls` feature) when this manager starts or
     /// serves a server: sets [`ServerConfig::tls`]. Call it after [`BaseManager::config`],
     /// which replaces the whole configuration.
