@@ -416,6 +416,52 @@ fn a_refused_value_is_an_error_reply_and_the_connection_goes_on() {
     }
 }
 
+const QUIET_WRONG_ANSWERS: &str = r#"
+import sys
+from multiprocessing.managers import SyncManager
+
+host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+m = SyncManager(address=(host, port), authkey=key)
+m.connect()
+d = m.dict()
+d["none"] = None
+print(d.get("none", "default"), d.get("missing", "default"), d.get("missing"))
+print(d.pop("none", "default"), d.pop("missing", "default"))
+def type_error(call):
+    try:
+        call()
+        return "no error"
+    except TypeError:
+        return "TypeError"
+q = m.Queue()
+l = m.list()
+print(type_error(lambda: q.put()), q.qsize())
+print(type_error(lambda: l.append()), type_error(lambda: l.insert(0)), len(l))
+print(type_error(lambda: d.setdefault()), type_error(lambda: d.__setitem__("k")), len(d))
+print(type_error(lambda: d.update({"a": 1}, {"b": 2})), len(d))
+l.append(1)
+print(l.pop(), len(l))
+"#;
+
+/// Idioms that used to give silently wrong answers: `d.get(k, default)` and `d.pop(k,
+/// default)` returned the default for a stored `None`; missing arguments were stored as
+/// `None` (`q.put()`, `l.append()`, `l.insert(0)`, `d.setdefault()`, `d[k]` with no value);
+/// `d.update(a, b)` dropped `a`. CPython's answers, and its `TypeError`s, now.
+#[test]
+fn cpython_idioms_get_cpython_answers() {
+    for python in interpreters() {
+        let (_server, host, port) = server(manager::sync::registry());
+        let out = run_python(&python, QUIET_WRONG_ANSWERS, &host, &port);
+        assert_eq!(
+            out,
+            "None default None\nNone default\nTypeError 0\nTypeError TypeError 0\n\
+             TypeError TypeError 0\nTypeError 0\n1 0\n",
+            "{}",
+            python.display()
+        );
+    }
+}
+
 const UNREGISTERED: &str = r#"
 import sys
 from multiprocessing.managers import BaseManager

@@ -667,8 +667,8 @@ enum Post {
     Keep,
     /// The Python method returns `None` (`d[k] = v` returns nothing).
     Nothing,
-    /// `dict.get(k, default)` and `dict.pop(k, default)`: the default when the result is `None`.
-    OrDefault(Value),
+    /// The value; on a `Key` error (the key is missing), this default instead.
+    DefaultIfMissing(Value),
     /// A list of pairs that Python expects as a dict.
     Dict,
     /// `KeyError(key)`, as `dict[key]` raises it.
@@ -697,7 +697,7 @@ fn translate(
     method: &str,
     mut args: Vec<Value>,
     kwds: Vec<(String, Value)>,
-) -> Result<Translated, String> {
+) -> Result<Translated, (&'static str, String)> {
     let same = |method: &'static str, args, kwds| Translated {
         method,
         args,
@@ -705,13 +705,18 @@ fn translate(
         after: Post::Keep,
     };
     let first = args.first().cloned().unwrap_or_default();
-    let unsupported = || Err(format!("{typeid}.{method} is not supported by this server"));
+    let unsupported = || {
+        Err((
+            "AttributeError",
+            format!("{typeid}.{method} is not supported by this server"),
+        ))
+    };
     Ok(match (typeid, method) {
         ("list", "__len__") | ("dict", "__len__") | ("Array", "__len__") => same("len", args, kwds),
         ("list", "__contains__") => same("contains", args, kwds),
         ("list", "__getitem__") | ("Array", "__getitem__") => match slice_bounds(&first) {
             Some(bounds) if typeid == "list" => {
-                let (start, stop) = bounds?;
+                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
                 same("getslice", vec![start, stop], kwds)
             }
             Some(_) => return unsupported(),
@@ -719,7 +724,7 @@ fn translate(
         },
         ("list", "__setitem__") | ("Array", "__setitem__") => match slice_bounds(&first) {
             Some(bounds) if typeid == "list" => {
-                let (start, stop) = bounds?;
+                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
                 let items = args.pop().unwrap_or_default();
                 same("setslice", vec![start, stop, items], kwds)
             }
@@ -728,7 +733,7 @@ fn translate(
         },
         ("list", "__delitem__") => match slice_bounds(&first) {
             Some(bounds) => {
-                let (start, stop) = bounds?;
+                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
                 same("delslice", vec![start, stop], kwds)
             }
             None => same("delitem", args, kwds),
@@ -765,22 +770,36 @@ fn translate(
             after: Post::KeyErrorOf(first),
         },
         ("dict", "__contains__") => same("contains_key", args, kwds),
+        // A key that is missing is told by a `Key` error, not by a `None` result: a stored
+        // `None` is a value like any other.
         ("dict", "get") => {
+            if args.is_empty() || args.len() > 2 {
+                return Err((
+                    "TypeError",
+                    format!("get expected 1 or 2 arguments, got {}", args.len()),
+                ));
+            }
             let default = args.get(1).cloned().unwrap_or_default();
             Translated {
-                method: "get",
+                method: "getitem",
                 args: args.into_iter().take(1).collect(),
                 kwds,
-                after: Post::OrDefault(default),
+                after: Post::DefaultIfMissing(default),
             }
         }
         ("dict", "pop") if args.len() >= 2 => {
+            if args.len() > 2 {
+                return Err((
+                    "TypeError",
+                    format!("pop expected at most 2 arguments, got {}", args.len()),
+                ));
+            }
             let default = args[1].clone();
             Translated {
-                method: "remove",
+                method: "pop",
                 args: args.into_iter().take(1).collect(),
                 kwds,
-                after: Post::OrDefault(default),
+                after: Post::DefaultIfMissing(default),
             }
         }
         ("dict", "pop") => Translated {
@@ -790,6 +809,12 @@ fn translate(
             after: Post::KeyErrorOf(first),
         },
         ("dict", "update") => {
+            if args.len() > 1 {
+                return Err((
+                    "TypeError",
+                    format!("update expected at most 1 argument, got {}", args.len()),
+                ));
+            }
             let mut items = match args.pop() {
                 Some(Value::Map(entries)) => entries,
                 Some(Value::List(items)) | Some(Value::Tuple(items)) => items
@@ -799,10 +824,20 @@ fn translate(
                             let v = kv.pop().unwrap_or_default();
                             Ok((kv.pop().unwrap_or_default(), v))
                         }
-                        _ => Err("update() takes pairs".to_string()),
+                        _ => Err((
+                            "TypeError",
+                            "dictionary update sequence element has the wrong length; 2 is \
+                             required"
+                                .to_string(),
+                        )),
                     })
                     .collect::<Result<_, _>>()?,
-                Some(other) => return Err(format!("cannot update a dict from a {}", other.kind())),
+                Some(other) => {
+                    return Err((
+                        "TypeError",
+                        format!("cannot update a dict from a {}", other.kind()),
+                    ))
+                }
                 None => Vec::new(),
             };
             items.extend(kwds.into_iter().map(|(k, v)| (Value::Str(k), v)));
@@ -885,11 +920,25 @@ fn default_for(param: &str) -> Value {
     }
 }
 
-/// Arranges positional and keyword arguments in the order of the method's parameters.
+/// Whether a built-in type's parameter must be given, as CPython's methods require it (the item
+/// of `put`/`append`/`insert`, the key and value of `d[k] = v`, ...): left out, it is a
+/// `TypeError`, never a stored `None`. `pop`'s index is optional.
+fn required(method: &str, param: &str) -> bool {
+    match param {
+        "item" | "key" | "value" | "items" | "name" | "obj" => true,
+        "index" => method != "pop",
+        _ => false,
+    }
+}
+
+/// Arranges positional and keyword arguments in the order of the method's parameters. For a
+/// built-in type's method (`builtin`: the name the client called), a required parameter left
+/// out is a `TypeError` in CPython's words.
 fn arrange(
     params: &[&str],
     args: Vec<Value>,
     mut kwds: Vec<(String, Value)>,
+    builtin: Option<&str>,
 ) -> Result<Value, RemoteError> {
     let bad = |message: String| RemoteError::new(RemoteErrorKind::BadArguments, "", "", message);
     if args.len() > params.len() {
@@ -903,7 +952,14 @@ fn arrange(
     for param in &params[arranged.len()..] {
         match kwds.iter().position(|(k, _)| k == param) {
             Some(i) => arranged.push(kwds.remove(i).1),
-            None => arranged.push(default_for(param)),
+            None => match builtin {
+                Some(method) if required(method, param) => {
+                    return Err(bad(format!(
+                        "{method}() missing 1 required positional argument: '{param}'"
+                    )))
+                }
+                _ => arranged.push(default_for(param)),
+            },
         }
     }
     if let Some((k, _)) = kwds.first() {
@@ -934,7 +990,12 @@ async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
     };
     let translated = match translated {
         Ok(t) => t,
-        Err(message) => return traceback("AttributeError", &message),
+        // A method the server does not serve is a #TRACEBACK, as CPython's server reports a
+        // name outside `exposed`; what the method itself would raise is an #ERROR.
+        Err(("AttributeError", message)) => return traceback("AttributeError", &message),
+        Err((exception, message)) => {
+            return raise("builtins", exception, vec![PyValue::str(message)])
+        }
     };
     let name = if is_builtin {
         translated.method
@@ -969,6 +1030,7 @@ async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
         entry.methods[index].params,
         translated.args,
         translated.kwds,
+        is_builtin.then_some(request.method.as_str()),
     ) {
         Ok(args) => args,
         Err(mut e) => {
@@ -1018,6 +1080,14 @@ async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
                 Ok(remote) => match translated.after {
                     Post::KeyErrorOf(key) if remote.kind == RemoteErrorKind::Key => {
                         raise("builtins", "KeyError", vec![PyValue::from_value(key)])
+                    }
+                    Post::DefaultIfMissing(mut default) if remote.kind == RemoteErrorKind::Key => {
+                        retarget(
+                            &mut default,
+                            Some(&me.state.address),
+                            me.state.python_address.as_ref(),
+                        );
+                        ok(finish(&me.state, default, Post::Keep))
                     }
                     _ => error_reply(*remote),
                 },
@@ -1125,12 +1195,8 @@ fn has_proxy(value: &Value) -> bool {
 fn finish(state: &State, value: Value, after: Post) -> PyValue {
     let convert = |value| to_python(state, value);
     match after {
-        Post::Keep | Post::KeyErrorOf(_) => convert(value),
+        Post::Keep | Post::KeyErrorOf(_) | Post::DefaultIfMissing(_) => convert(value),
         Post::Nothing => PyValue::None,
-        Post::OrDefault(default) => match value {
-            Value::None => convert(default),
-            value => convert(value),
-        },
         Post::Dict => match value {
             Value::List(pairs) => PyValue::Dict(
                 pairs
