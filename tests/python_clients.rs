@@ -462,6 +462,51 @@ fn cpython_idioms_get_cpython_answers() {
     }
 }
 
+const EXCEPTIONS: &str = r#"
+import sys
+from multiprocessing.managers import SyncManager
+
+host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+m = SyncManager(address=(host, port), authkey=key)
+m.connect()
+l = m.list([1, 2])
+def error(call):
+    try:
+        call()
+        return "no error"
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+print(error(lambda: l[5]))
+print(error(lambda: l.__setitem__(5, 0)))
+print(error(lambda: l.__delitem__(5)))
+print(error(lambda: l.pop(5)))
+print(error(lambda: l.remove(9)))
+print(error(lambda: m.list().pop()))
+print(error(lambda: m.JoinableQueue().task_done()))
+"#;
+
+/// The exceptions CPython's own server sends for list and queue misuse: the same types and
+/// the same words.
+#[test]
+fn cpython_clients_get_cpython_exceptions_word_for_word() {
+    for python in interpreters() {
+        let (_server, host, port) = server(manager::sync::registry());
+        let out = run_python(&python, EXCEPTIONS, &host, &port);
+        assert_eq!(
+            out,
+            "IndexError: list index out of range\n\
+             IndexError: list assignment index out of range\n\
+             IndexError: list assignment index out of range\n\
+             IndexError: pop index out of range\n\
+             ValueError: list.remove(x): x not in list\n\
+             IndexError: pop from empty list\n\
+             ValueError: task_done() called too many times\n",
+            "{}",
+            python.display()
+        );
+    }
+}
+
 const UNREGISTERED: &str = r#"
 import sys
 from multiprocessing.managers import BaseManager

@@ -272,7 +272,11 @@ fn joinable_queue_join_returns_after_every_task_done() {
     }
     let error = queue.task_done().unwrap_err();
     let remote = error.as_remote().expect("a remote error").clone();
-    assert_eq!(remote.kind, RemoteErrorKind::Runtime);
+    assert_eq!(
+        remote.kind,
+        RemoteErrorKind::InvalidValue,
+        "ValueError, as CPython's"
+    );
     assert!(
         remote.message.contains("task_done() called too many times"),
         "{remote:?}"

@@ -14,15 +14,17 @@ fn error(kind: RemoteErrorKind, method: &str, message: impl Into<String>) -> Rem
     RemoteError::new(kind, typeids::LIST, method, message)
 }
 
-/// Resolves a Python-style index (negative counts from the end).
+/// Resolves a Python-style index (negative counts from the end). Out of range, the error says
+/// what CPython's list says for that method.
 fn resolve(index: i64, len: usize, method: &str) -> Result<usize, RemoteError> {
     let resolved = if index < 0 { index + len as i64 } else { index };
     if resolved < 0 || resolved >= len as i64 {
-        return Err(error(
-            RemoteErrorKind::Index,
-            method,
-            "list index out of range",
-        ));
+        let message = match method {
+            "setitem" | "delitem" => "list assignment index out of range",
+            "pop" => "pop index out of range",
+            _ => "list index out of range",
+        };
+        return Err(error(RemoteErrorKind::Index, method, message));
     }
     Ok(resolved as usize)
 }
@@ -53,11 +55,11 @@ impl ListObject {
             .iter()
             .position(|stored| &stored.value == item)
             .ok_or_else(|| {
-                error(
-                    RemoteErrorKind::InvalidValue,
-                    method,
-                    format!("{item} is not in list"),
-                )
+                let message = match method {
+                    "remove" => "list.remove(x): x not in list".to_string(),
+                    _ => format!("{item} is not in list"),
+                };
+                error(RemoteErrorKind::InvalidValue, method, message)
             })
     }
 }

@@ -325,14 +325,15 @@ impl QueueObject {
         self.core.maxsize as u64
     }
 
-    /// Marks one item taken from the queue as processed; a `Runtime` error when every item
-    /// put has already been marked.
+    /// Marks one item taken from the queue as processed; an `InvalidValue` error (Python's
+    /// `ValueError`, as `queue.JoinableQueue` raises it) when every item put has already been
+    /// marked.
     pub fn task_done(&self) -> Result<(), RemoteError> {
         if self.core.task_done() {
             Ok(())
         } else {
             Err(self.error(
-                RemoteErrorKind::Runtime,
+                RemoteErrorKind::InvalidValue,
                 "task_done",
                 "task_done() called too many times",
             ))
