@@ -507,6 +507,40 @@ fn cpython_clients_get_cpython_exceptions_word_for_word() {
     }
 }
 
+const NUMBERS: &str = r#"
+import sys
+from multiprocessing.managers import SyncManager
+
+host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+m = SyncManager(address=(host, port), authkey=key)
+m.connect()
+d = m.dict()
+d[1] = "a"
+print(d[1.0], d[True], 1.0 in d, len(d))
+d[1.0] = "b"
+print(len(d), d[1], list(d.keys()))
+l = m.list([1, 1.0, True, 2])
+print(1.0 in l, l.count(True), l.index(2.0))
+l.remove(1.0)
+print(l[:])
+"#;
+
+/// Numbers compare as Python's: `1`, `1.0` and `True` are one key, and `in`, `count`,
+/// `index` and `remove` find one for the other (they used to be different values).
+#[test]
+fn cpython_numbers_compare_as_python_numbers() {
+    for python in interpreters() {
+        let (_server, host, port) = server(manager::sync::registry());
+        let out = run_python(&python, NUMBERS, &host, &port);
+        assert_eq!(
+            out,
+            "a a True 1\n1 b [1]\nTrue 3 3\n[1.0, True, 2]\n",
+            "{}",
+            python.display()
+        );
+    }
+}
+
 const UNREGISTERED: &str = r#"
 import sys
 from multiprocessing.managers import BaseManager

@@ -97,14 +97,22 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
+/// Equality as Python's: `True == 1 == 1.0` (so they are one key of a dict, and `1.0 in [1]`),
+/// `0.0 == -0.0`; a float is equal to itself bitwise too, so that NaN can be found and be a key
+/// (Python finds a NaN in a container by identity). Everything else compares by kind and
+/// contents.
 impl PartialEq for Value {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Value::None, Value::None) => true,
-            (Value::Bool(a), Value::Bool(b)) => a == b,
-            (Value::Int(a), Value::Int(b)) => a == b,
-            // Bitwise, so that a value is always equal to itself (NaN included) and can be a key.
-            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits() || a == b,
+            (Value::Bool(_) | Value::Int(_) | Value::Float(_), _)
+            | (_, Value::Bool(_) | Value::Int(_) | Value::Float(_)) => {
+                match (self.exact_int(), other.exact_int()) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => false,
+                }
+            }
             (Value::Str(a), Value::Str(b)) => a == b,
             (Value::Bytes(a), Value::Bytes(b)) => a == b,
             (Value::List(a), Value::List(b)) => a == b,
@@ -118,13 +126,17 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
+/// Consistent with equality: a bool, an int and a float of an integral value hash alike.
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
+        if let Some(int) = self.exact_int() {
+            std::mem::discriminant(&Value::Int(0)).hash(state);
+            int.hash(state);
+            return;
+        }
         std::mem::discriminant(self).hash(state);
         match self {
-            Value::None => {}
-            Value::Bool(b) => b.hash(state),
-            Value::Int(i) => i.hash(state),
+            Value::None | Value::Bool(_) | Value::Int(_) => {}
             Value::Float(f) => f.to_bits().hash(state),
             Value::Str(s) => s.hash(state),
             Value::Bytes(b) => b.hash(state),
@@ -136,6 +148,20 @@ impl Hash for Value {
 }
 
 impl Value {
+    /// The integer a bool, an int or an integral float stands for, as Python's numeric
+    /// equality sees it.
+    fn exact_int(&self) -> Option<i128> {
+        match *self {
+            Value::Bool(b) => Some(i128::from(b)),
+            Value::Int(i) => Some(i),
+            // In range (|f| < 2^127) and integral: the conversion is exact.
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 1.7014118346046923e38 => {
+                Some(f as i128)
+            }
+            _ => None,
+        }
+    }
+
     /// The name of the value's kind, for messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -962,6 +988,43 @@ impl<'de> de::VariantAccess<'de> for Value {
         visitor: V,
     ) -> Result<V::Value, ValueError> {
         de::Deserializer::deserialize_map(self, visitor)
+    }
+}
+
+#[cfg(test)]
+mod numeric_equality_tests {
+    use super::Value;
+    use std::hash::{BuildHasher, RandomState};
+
+    #[test]
+    fn bools_ints_and_integral_floats_are_equal_and_hash_alike() {
+        let hasher = RandomState::new();
+        let same = [Value::Int(1), Value::Float(1.0), Value::Bool(true)];
+        for a in &same {
+            for b in &same {
+                assert_eq!(a, b);
+                assert_eq!(hasher.hash_one(a), hasher.hash_one(b), "{a:?} {b:?}");
+            }
+        }
+        assert_eq!(Value::Float(0.0), Value::Float(-0.0));
+        assert_eq!(
+            hasher.hash_one(Value::Float(0.0)),
+            hasher.hash_one(Value::Float(-0.0))
+        );
+        assert_eq!(Value::Bool(false), Value::Int(0));
+        assert_ne!(Value::Float(0.5), Value::Int(0));
+        assert_ne!(Value::Int(1), Value::Str("1".into()));
+        assert_ne!(Value::None, Value::Int(0));
+        let nan = Value::Float(f64::NAN);
+        assert_eq!(
+            nan,
+            nan.clone(),
+            "a NaN is found by itself, as by identity in Python"
+        );
+        assert_eq!(
+            Value::Tuple(vec![Value::Int(1), Value::Float(2.0)]),
+            Value::Tuple(vec![Value::Float(1.0), Value::Int(2)])
+        );
     }
 }
 
