@@ -523,18 +523,29 @@ l = m.list([1, 1.0, True, 2])
 print(1.0 in l, l.count(True), l.index(2.0))
 l.remove(1.0)
 print(l[:])
+for key in ([1], {"a": 1}, (1, [2])):
+    try:
+        d[key] = 2
+        print("stored")
+    except TypeError as e:
+        print(e)
+print(d.copy())
 "#;
 
 /// Numbers compare as Python's: `1`, `1.0` and `True` are one key, and `in`, `count`,
-/// `index` and `remove` find one for the other (they used to be different values).
+/// `index` and `remove` find one for the other (they used to be different values); an
+/// unhashable key is CPython's `TypeError` (it used to be stored, and then broke every copy
+/// of the dict).
 #[test]
-fn cpython_numbers_compare_as_python_numbers() {
+fn cpython_numbers_and_dict_keys_behave_as_in_cpython() {
     for python in interpreters() {
         let (_server, host, port) = server(manager::sync::registry());
         let out = run_python(&python, NUMBERS, &host, &port);
         assert_eq!(
             out,
-            "a a True 1\n1 b [1]\nTrue 3 3\n[1.0, True, 2]\n",
+            "a a True 1\n1 b [1]\nTrue 3 3\n[1.0, True, 2]\n\
+             unhashable type: 'list'\nunhashable type: 'dict'\nunhashable type: 'list'\n\
+             {1: 'b'}\n",
             "{}",
             python.display()
         );

@@ -705,6 +705,23 @@ fn translate(
         after: Post::Keep,
     };
     let first = args.first().cloned().unwrap_or_default();
+    // A dict key must be hashable, as in Python: a list or a dict (or a tuple holding one)
+    // would be stored, and then break every copy of the dict back to Python.
+    let keyed = matches!(
+        method,
+        "__getitem__"
+            | "__setitem__"
+            | "__delitem__"
+            | "__contains__"
+            | "get"
+            | "pop"
+            | "setdefault"
+    );
+    if typeid == "dict" && keyed {
+        if let Some(kind) = unhashable(&first) {
+            return Err(("TypeError", format!("unhashable type: '{kind}'")));
+        }
+    }
     let unsupported = || {
         Err((
             "AttributeError",
@@ -908,6 +925,17 @@ fn translate(
             same(method, args, kwds)
         }
     })
+}
+
+/// The Python type name of what makes `value` unhashable (a list, a dict, or a tuple holding
+/// one), if anything does.
+fn unhashable(value: &Value) -> Option<&'static str> {
+    match value {
+        Value::List(_) => Some("list"),
+        Value::Map(_) => Some("dict"),
+        Value::Tuple(items) => items.iter().find_map(unhashable),
+        _ => None,
+    }
 }
 
 /// The default of a parameter a CPython client left out.
