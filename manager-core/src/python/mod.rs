@@ -17,6 +17,7 @@
 pub mod client;
 pub mod connection;
 pub mod pickle;
+pub mod repr;
 
 pub use connection::{Digest, HandshakeInfo, PyConnection};
 pub use pickle::{

@@ -671,6 +671,10 @@ enum Post {
     DefaultIfMissing(Value),
     /// A list of pairs that Python expects as a dict.
     Dict,
+    /// `repr()` of the value, as a str.
+    Repr,
+    /// `repr()` of the dict whose pairs the value lists, as a str.
+    ReprDict,
     /// `KeyError(key)`, as `dict[key]` raises it.
     KeyErrorOf(Value),
 }
@@ -754,6 +758,19 @@ fn translate(
                 same("delslice", vec![start, stop], kwds)
             }
             None => same("delitem", args, kwds),
+        },
+        // CPython's server answers these with repr(referent).
+        ("list", "__repr__" | "__str__") => Translated {
+            method: "to_vec",
+            args,
+            kwds,
+            after: Post::Repr,
+        },
+        ("dict", "__repr__" | "__str__") => Translated {
+            method: "items",
+            args,
+            kwds,
+            after: Post::ReprDict,
         },
         ("list", "index") => same("index", args.into_iter().take(1).collect(), kwds),
         ("list", name) => match name {
@@ -1225,6 +1242,23 @@ fn finish(state: &State, value: Value, after: Post) -> PyValue {
     match after {
         Post::Keep | Post::KeyErrorOf(_) | Post::DefaultIfMissing(_) => convert(value),
         Post::Nothing => PyValue::None,
+        Post::Repr => PyValue::str(crate::python::repr::repr(&value)),
+        Post::ReprDict => {
+            let pairs: Vec<(Value, Value)> = match value {
+                Value::List(pairs) => pairs
+                    .into_iter()
+                    .filter_map(|pair| match pair {
+                        Value::Tuple(mut kv) if kv.len() == 2 => {
+                            let v = kv.pop()?;
+                            Some((kv.pop()?, v))
+                        }
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            PyValue::str(crate::python::repr::repr_dict(&pairs))
+        }
         Post::Dict => match value {
             Value::List(pairs) => PyValue::Dict(
                 pairs
