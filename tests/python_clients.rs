@@ -554,6 +554,57 @@ fn cpython_numbers_and_dict_keys_behave_as_in_cpython() {
     }
 }
 
+const SORT: &str = r#"
+import sys
+from multiprocessing.managers import SyncManager
+
+host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+m = SyncManager(address=(host, port), authkey=key)
+m.connect()
+l = m.list([3, 1.5, True, -2, 10])
+l.sort()
+print(l[:])
+l.sort(reverse=True)
+print(l[:])
+w = m.list(["pear", "apple", "fig"])
+w.sort(key=None)
+print(w[:])
+t = m.list([(2, "b"), (1, "z"), (2, "a")])
+t.sort()
+print(t[:])
+def error(call):
+    try:
+        call()
+        return "no error"
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+mixed = m.list([1, "a"])
+print(error(lambda: mixed.sort()), mixed[:])
+# A key function cannot travel to a server that runs no Python code: refused, saying so.
+refused = error(lambda: w.sort(key=len))
+print(refused.split(":")[0], "builtins.len" in refused, w[:])
+"#;
+
+/// `list.sort()` in Python's order, with `reverse`; items Python cannot compare are its
+/// `TypeError` and leave the list as it was; a `key` function is refused with a `TypeError`
+/// that says why (a Rust server cannot run Python code).
+#[test]
+fn cpython_list_sort_sorts_as_python_sorts() {
+    for python in interpreters() {
+        let (_server, host, port) = server(manager::sync::registry());
+        let out = run_python(&python, SORT, &host, &port);
+        assert_eq!(
+            out,
+            "[-2, True, 1.5, 3, 10]\n[10, 3, 1.5, True, -2]\n['apple', 'fig', 'pear']\n\
+             [(1, 'z'), (2, 'a'), (2, 'b')]\n\
+             TypeError: '<' not supported between instances of 'str' and 'int' [1, 'a']\n\
+             RemoteError True ['apple', 'fig', 'pear']\n",
+            "{}",
+            python.display()
+        );
+    }
+}
+
 const UNREGISTERED: &str = r#"
 import sys
 from multiprocessing.managers import BaseManager

@@ -71,6 +71,11 @@ fn list_follows_python_semantics() {
     assert!(!list.contains(&31).unwrap());
     list.reverse().unwrap();
     assert_eq!(list.to_vec().unwrap(), vec![40, 30, 20]);
+    list.extend(&[35, 5]).unwrap();
+    list.sort(false).unwrap();
+    assert_eq!(list.to_vec().unwrap(), vec![5, 20, 30, 35, 40]);
+    list.sort(true).unwrap();
+    assert_eq!(list.to_vec().unwrap(), vec![40, 35, 30, 20, 5]);
     list.clear().unwrap();
     assert!(list.is_empty().unwrap());
     assert_eq!(kind(list.pop().unwrap_err()), RemoteErrorKind::Index);

@@ -150,7 +150,7 @@ impl Hash for Value {
 impl Value {
     /// The integer a bool, an int or an integral float stands for, as Python's numeric
     /// equality sees it.
-    fn exact_int(&self) -> Option<i128> {
+    pub(crate) fn exact_int(&self) -> Option<i128> {
         match *self {
             Value::Bool(b) => Some(i128::from(b)),
             Value::Int(i) => Some(i),
@@ -159,6 +159,54 @@ impl Value {
                 Some(f as i128)
             }
             _ => None,
+        }
+    }
+
+    /// Orders two values as Python's `<` does: numbers (bools, ints, floats) by value, strs and
+    /// bytes by their code points and bytes, lists with lists and tuples with tuples item by
+    /// item. Anything else (`None`, dicts, proxies, or two kinds Python does not compare) is
+    /// Python's `TypeError` message.
+    pub fn python_cmp(&self, other: &Value) -> Result<std::cmp::Ordering, String> {
+        use std::cmp::Ordering;
+        let number = |v: &Value| match *v {
+            Value::Bool(b) => Some(f64::from(u8::from(b))),
+            Value::Int(i) => Some(i as f64),
+            Value::Float(f) => Some(f),
+            _ => None,
+        };
+        match (self, other) {
+            (Value::Str(a), Value::Str(b)) => Ok(a.cmp(b)),
+            (Value::Bytes(a), Value::Bytes(b)) => Ok(a.cmp(b)),
+            (Value::List(a), Value::List(b)) | (Value::Tuple(a), Value::Tuple(b)) => {
+                for (x, y) in a.iter().zip(b) {
+                    if x != y {
+                        return x.python_cmp(y);
+                    }
+                }
+                Ok(a.len().cmp(&b.len()))
+            }
+            _ => match (self.exact_int(), other.exact_int()) {
+                (Some(a), Some(b)) => Ok(a.cmp(&b)),
+                _ => match (number(self), number(other)) {
+                    // NaN compares as neither smaller nor larger, as in Python.
+                    (Some(a), Some(b)) => Ok(a.partial_cmp(&b).unwrap_or(Ordering::Equal)),
+                    _ => Err(format!(
+                        "'<' not supported between instances of '{}' and '{}'",
+                        self.python_type(),
+                        other.python_type()
+                    )),
+                },
+            },
+        }
+    }
+
+    /// The name of the Python type a CPython client sees for this value.
+    pub fn python_type(&self) -> &'static str {
+        match self {
+            Value::None => "NoneType",
+            Value::Map(_) => "dict",
+            Value::Proxy(_) => "BaseProxy",
+            other => other.kind(),
         }
     }
 

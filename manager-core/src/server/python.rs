@@ -772,6 +772,40 @@ fn translate(
             kwds,
             after: Post::ReprDict,
         },
+        ("list", "sort") => {
+            let mut reverse = Value::Bool(false);
+            for (name, value) in kwds {
+                match name.as_str() {
+                    "reverse" => reverse = value,
+                    "key" if value == Value::None => {}
+                    "key" => {
+                        return Err((
+                            "TypeError",
+                            "sort(key=...) is not supported by a Rust manager server: it cannot \
+                             run Python code (sort without a key, or sort on the client)"
+                                .to_string(),
+                        ))
+                    }
+                    other => {
+                        return Err((
+                            "TypeError",
+                            format!("'{other}' is an invalid keyword argument for sort()"),
+                        ))
+                    }
+                }
+            }
+            if !args.is_empty() {
+                return Err((
+                    "TypeError",
+                    "sort() takes no positional arguments".to_string(),
+                ));
+            }
+            let reverse = match reverse {
+                Value::Bool(b) => b,
+                other => other.exact_int().is_some_and(|i| i != 0),
+            };
+            same("sort", vec![Value::Bool(reverse)], Vec::new())
+        }
         ("list", "index") => same("index", args.into_iter().take(1).collect(), kwds),
         ("list", name) => match name {
             "append" => same("append", args, kwds),

@@ -117,6 +117,31 @@ impl ListObject {
         self.position(&item, "index").map(|i| i as u64)
     }
 
+    /// Sorts the items in place, stably, in Python's order (`reverse` for descending); items
+    /// Python cannot compare are an `InvalidValue` error (Python's `TypeError` message) and
+    /// leave the list as it was.
+    pub fn sort(&mut self, reverse: bool) -> Result<(), RemoteError> {
+        let mut failed = None;
+        let mut sorted: Vec<usize> = (0..self.items.len()).collect();
+        sorted.sort_by(|&a, &b| {
+            let (a, b) = (&self.items[a].value, &self.items[b].value);
+            match a.python_cmp(b) {
+                Ok(order) if reverse => order.reverse(),
+                Ok(order) => order,
+                Err(message) => {
+                    failed.get_or_insert(message);
+                    std::cmp::Ordering::Equal
+                }
+            }
+        });
+        if let Some(message) = failed {
+            return Err(error(RemoteErrorKind::BadArguments, "sort", message));
+        }
+        let mut items: Vec<Option<Stored>> = self.items.drain(..).map(Some).collect();
+        self.items = sorted.into_iter().filter_map(|i| items[i].take()).collect();
+        Ok(())
+    }
+
     /// How many items equal `item`.
     pub fn count(&self, item: Value) -> u64 {
         self.items
@@ -315,6 +340,12 @@ impl<T: Element> ListProxy<T> {
         self.0.base.call_method("reverse", ()).await
     }
 
+    /// Sorts the items in place in Python's order (`reverse` for descending); items Python
+    /// cannot compare (a str and an int, `None`s) are a `BadArguments` error.
+    pub async fn sort(&self, reverse: bool) -> Result<(), Error> {
+        self.0.call("sort", (reverse,)).await
+    }
+
     /// Whether an item equals `item`.
     pub async fn contains(&self, item: &T) -> Result<bool, Error> {
         self.0.base.call_method("contains", (encode(item)?,)).await
@@ -367,6 +398,8 @@ builtin_proxy! {
         fn clear(&self) -> Result<(), Error>;
         /// Reverses the items in place.
         fn reverse(&self) -> Result<(), Error>;
+        /// Sorts the items in place in Python's order (`reverse` for descending).
+        fn sort(&self, reverse: bool) -> Result<(), Error>;
         /// Whether an item equals `item`.
         fn contains(&self, item: &T) -> Result<bool, Error>;
         /// Every item, in order.
