@@ -116,6 +116,12 @@ pub struct ConnectOptions {
     /// TLS's); past it the connect fails with [`Error::Timeout`]. Default 30 s: a server whose
     /// host has vanished would otherwise hold `connect()` for as long as TCP retries.
     pub connect_timeout: Duration,
+    /// How long the server may leave a ping unanswered before the connection is taken for
+    /// vanished (its host lost power or network): every pending and later call then fails
+    /// with [`Error::ConnectionClosed`], with or without a deadline. The client pings at a
+    /// third of this or of the server's own `liveness_timeout`, whichever is shorter.
+    /// Default 30 s.
+    pub liveness_timeout: Duration,
 }
 
 impl Default for ConnectOptions {
@@ -123,9 +129,13 @@ impl Default for ConnectOptions {
         ConnectOptions {
             tls: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
         }
     }
 }
+
+/// The default of [`ConnectOptions::liveness_timeout`].
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default of [`ConnectOptions::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -134,6 +144,13 @@ impl ConnectOptions {
     /// No TLS, and the default connect timeout.
     pub fn new() -> Self {
         ConnectOptions::default()
+    }
+
+    /// Takes the server for vanished when a ping goes unanswered for `timeout` (see
+    /// [`ConnectOptions::liveness_timeout`]).
+    pub fn liveness_timeout(mut self, timeout: Duration) -> Self {
+        self.liveness_timeout = timeout;
+        self
     }
 
     /// Gives up connecting after `timeout` (see [`ConnectOptions::connect_timeout`]).
@@ -249,6 +266,11 @@ impl Connection {
             timeout_ns: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
+        let liveness = match welcome.liveness {
+            Duration::ZERO => options.liveness_timeout,
+            server => server.min(options.liveness_timeout),
+        };
+        tokio::spawn(keep_alive(weak.clone(), liveness));
         match (stream, direct) {
             (Stream::Tcp(s), Some(direct)) => {
                 let (reader, writer) = s.into_split();
@@ -546,7 +568,12 @@ impl Connection {
     /// Fails every pending call: the connection is gone.
     fn fail_all(inner: &Inner, reason: String) {
         inner.closed.store(true, Ordering::Release);
-        *inner.close_reason.lock() = Some(reason.clone());
+        // The first reason stays: it says why (a later one only says the socket then closed).
+        let reason = inner
+            .close_reason
+            .lock()
+            .get_or_insert_with(|| reason.clone())
+            .clone();
         let pending = std::mem::take(&mut *inner.pending.lock());
         for (_, waiter) in pending {
             let _ = waiter.deliver(Err(Error::ConnectionClosed(reason.clone())));
@@ -671,6 +698,43 @@ impl Drop for AbandonOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.conn.abandon(self.id);
+        }
+    }
+}
+
+/// Pings the server every third of `liveness` while the connection lives. A ping unanswered
+/// for `liveness` means the server's host has vanished (no FIN or RST ever comes over a
+/// half-open connection): every pending call fails, and the socket is shut down so that
+/// callers blocked reading it wake up. The pings also tell the server that this client lives.
+async fn keep_alive(inner: std::sync::Weak<Inner>, liveness: Duration) {
+    let liveness = liveness.max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(liveness / 3).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let conn = Connection { inner };
+        let ping = conn.request_with(Connection::control_frame(Control::Ping), Some(liveness));
+        match ping.await {
+            Ok(_) => {}
+            Err(Error::Timeout(_)) => {
+                Connection::fail_all(
+                    &conn.inner,
+                    format!(
+                        "the server at {} did not answer a ping for {liveness:?} \
+                         (ConnectOptions::liveness_timeout): its host may have vanished",
+                        conn.inner.address
+                    ),
+                );
+                if let Some(direct) = &conn.inner.direct {
+                    direct.shut_down();
+                }
+                return;
+            }
+            Err(_) => return,
         }
     }
 }

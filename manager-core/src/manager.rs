@@ -134,6 +134,14 @@ impl BaseManager {
         self
     }
 
+    /// Takes the server for vanished when a ping goes unanswered for `timeout` (default 30 s;
+    /// see [`ConnectOptions::liveness_timeout`]). The server's own bound is
+    /// [`ServerConfig::liveness_timeout`].
+    pub fn liveness_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.options.liveness_timeout = timeout;
+        self
+    }
+
     /// Gives up connecting after `timeout`, from dialling to the end of the handshake (default
     /// 30 s; see [`ConnectOptions::connect_timeout`]).
     pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {

@@ -82,6 +82,9 @@ pub struct Welcome {
     pub refused: Option<String>,
     /// Where the server takes CPython clients, if it does.
     pub python_address: Option<Address>,
+    /// How long the server lets a connection carry nothing before it drops it as vanished
+    /// (`ServerConfig::liveness_timeout`): the client pings often enough.
+    pub liveness: std::time::Duration,
 }
 
 /// The head of a request frame sent by a client.

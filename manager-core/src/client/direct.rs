@@ -73,6 +73,12 @@ impl Direct {
         }
     }
 
+    /// Shuts the socket down both ways: a caller blocked polling it wakes up and finds the
+    /// connection ended (used when the server stopped answering pings).
+    pub(super) fn shut_down(&self) {
+        let _ = rustix::net::shutdown(&self.fd, rustix::net::Shutdown::Both);
+    }
+
     /// Reads the socket on this thread until `done` says the reply it waits for has arrived,
     /// or `deadline` passes. Each complete frame read is given to `deliver`; a failure of the
     /// connection (end of stream, a bad frame) is given to `fail` and ends the wait, as the

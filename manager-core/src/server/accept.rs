@@ -111,6 +111,7 @@ async fn handle_connection(state: Arc<State>, accepted: Accepted) {
         address: state.address.clone(),
         refused: refused.clone(),
         python_address: state.python_address.clone(),
+        liveness: state.config.liveness_timeout,
     };
     let welcomed = stream.send_welcome(&welcome).await;
     if let Some(reason) = refused {

@@ -34,6 +34,12 @@ pub struct ServerConfig {
     /// after the other from paying it on each, at the price of that much CPU time after each
     /// call. `Duration::ZERO` turns it off.
     pub worker_spin: Duration,
+    /// How long a native connection may carry nothing from its client before the server drops
+    /// it as vanished (its host lost power or network: no FIN ever comes), releasing what it
+    /// held (references, locks, permits, waits) as for a closed connection. Clients ping at a
+    /// third of it (the server tells them in its welcome). CPython clients cannot ping: their
+    /// TCP sockets get keepalive probes and `TCP_USER_TIMEOUT` for the same bound. Default 30 s.
+    pub liveness_timeout: Duration,
     /// A plain call that has run longer than this is logged once, with its typeid, method and
     /// duration (and again when it finishes).
     pub slow_call_threshold: Duration,
@@ -63,6 +69,7 @@ impl Default for ServerConfig {
             max_workers: 256,
             worker_spin: Duration::from_micros(SPIN_MICROS),
             slow_call_threshold: Duration::from_secs(1),
+            liveness_timeout: Duration::from_secs(30),
             max_objects_per_connection: 1 << 22,
             tls: None,
             max_queued_reply_bytes: 4 << 20,

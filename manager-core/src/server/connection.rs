@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use foldhash::HashMap as FastMap;
@@ -89,6 +90,16 @@ impl Connection {
         let closed = self.closed.cancelled();
         tokio::pin!(closed);
         let max_queued = self.state.config.max_queued_reply_bytes as u64;
+        // A client pings when it has nothing to say; one silent for `liveness` is gone. The
+        // timer is re-armed only when it fires (a frame just notes the time).
+        let liveness = self
+            .state
+            .config
+            .liveness_timeout
+            .max(Duration::from_millis(100));
+        let mut last_heard = tokio::time::Instant::now();
+        let silence = tokio::time::sleep(liveness);
+        tokio::pin!(silence);
         loop {
             // With `max_in_flight` calls running (on workers, in tasks, or waiting for either),
             // the socket is left unread and TCP pushes back on the client. (Only this task
@@ -112,7 +123,21 @@ impl Connection {
                 biased;
                 _ = &mut closed => return Ok(()),
                 frame = frames.next() => frame,
+                () = &mut silence => {
+                    let quiet = last_heard.elapsed();
+                    if quiet >= liveness {
+                        tracing::warn!(
+                            "dropping connection {}: nothing from its client for {quiet:.1?} \
+                             (ServerConfig::liveness_timeout), its host may have vanished",
+                            self.id
+                        );
+                        return Ok(());
+                    }
+                    silence.as_mut().reset(last_heard + liveness);
+                    continue;
+                }
             };
+            last_heard = tokio::time::Instant::now();
             match frame {
                 None => return Ok(()),
                 Some(Err(e)) => return Err(Error::Protocol(format!("bad frame: {e}"))),

@@ -85,11 +85,55 @@ pub(super) async fn handle_python(state: Arc<State>, stream: Stream) {
     match stream {
         Stream::Tcp(stream) => {
             let fd = stream.as_raw_fd();
+            keep_alive(fd, state.config.liveness_timeout);
             serve(state, stream, Some(fd)).await
         }
         Stream::Unix(stream) => serve(state, stream, None).await,
         _ => tracing::warn!("CPython clients are served over plain TCP and Unix sockets only"),
     }
+}
+
+/// A CPython client cannot answer pings, so its TCP socket gets the same bound from the kernel:
+/// keepalive probes after half the liveness timeout of silence, and `TCP_USER_TIMEOUT` for data
+/// left unacknowledged, so that a client whose host vanished is dropped (and its locks and
+/// waits released) within about `liveness`.
+fn keep_alive(fd: RawFd, liveness: std::time::Duration) {
+    #[cfg(target_os = "linux")]
+    {
+        let secs = |d: std::time::Duration| d.as_secs().clamp(1, i32::MAX as u64) as libc::c_int;
+        let options = [
+            (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs(liveness / 2)),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, secs(liveness / 6)),
+            (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3),
+            (
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                liveness.as_millis().clamp(1, i32::MAX as u128) as libc::c_int,
+            ),
+        ];
+        for (level, name, value) in options {
+            // SAFETY: `fd` is the open socket of the stream being served, and the option value
+            // is a c_int that outlives the call.
+            let failed = unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    &value as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            } != 0;
+            if failed {
+                tracing::debug!(
+                    "cannot set a keepalive option on a CPython connection: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (fd, liveness);
 }
 
 /// CPython clients write a request as two small segments; with Nagle on their side and delayed
