@@ -1,0 +1,564 @@
+//! How CPython's proxies of the built-in types call them: the names and argument shapes of
+//! `SyncManager`'s proxies (`__getitem__`, `acquire(blocking, timeout)`, ...) mapped onto the
+//! Rust methods of `manager::sync`, with CPython's argument checks and exceptions, and what
+//! to do with each result before it goes back.
+
+use super::*;
+
+/// Whether `entry` is one of the built-in types of `manager::sync`.
+pub(super) fn builtin(entry: &Entry) -> bool {
+    entry.type_name.starts_with("manager_core::sync::")
+}
+
+/// The names a CPython proxy may call on the object, as its `create` reply lists them.
+pub(super) fn exposed_of(state: &State, id: u64) -> PyValue {
+    let entry = state.table.lock().entry(id).cloned();
+    let names: Vec<String> = match entry {
+        Some(entry) if builtin(&entry) => python_names(&entry.typeid)
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+        Some(entry) => entry.exposed_names(),
+        None => Vec::new(),
+    };
+    PyValue::Tuple(names.into_iter().map(PyValue::Str).collect())
+}
+
+/// The exposed names of CPython's proxies for the built-in typeids.
+pub(super) fn python_names(typeid: &str) -> &'static [&'static str] {
+    match typeid {
+        "list" => &[
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__setitem__",
+            "append",
+            "count",
+            "extend",
+            "index",
+            "insert",
+            "pop",
+            "remove",
+            "reverse",
+        ],
+        "dict" => &[
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__setitem__",
+            "clear",
+            "copy",
+            "get",
+            "items",
+            "keys",
+            "pop",
+            "popitem",
+            "setdefault",
+            "update",
+            "values",
+        ],
+        "Namespace" => &["__getattribute__", "__setattr__", "__delattr__"],
+        "Value" => &["get", "set"],
+        "Array" => &["__len__", "__getitem__", "__setitem__"],
+        "Queue" | "JoinableQueue" => &[
+            "empty",
+            "full",
+            "get",
+            "get_nowait",
+            "join",
+            "put",
+            "put_nowait",
+            "qsize",
+            "task_done",
+        ],
+        "Event" => &["is_set", "set", "clear", "wait"],
+        "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => &["acquire", "release"],
+        "Condition" => &["acquire", "release", "wait", "notify", "notify_all"],
+        "Barrier" => &["__getattribute__", "wait", "abort", "reset"],
+        _ => &[],
+    }
+}
+
+/// The arguments of a built-in type's factory, from what CPython's `SyncManager` sends.
+pub(super) fn create_args(
+    typeid: &str,
+    args: Vec<Value>,
+    kwds: Vec<(String, Value)>,
+) -> Result<Value, String> {
+    let kw = |name: &str| kwds.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let pairs = |value: Value| -> Result<Value, String> {
+        match value {
+            Value::Map(entries) => Ok(Value::List(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| Value::Tuple(vec![k, v]))
+                    .collect(),
+            )),
+            Value::List(items) | Value::Tuple(items) => Ok(Value::List(items)),
+            other => Err(format!("cannot make a dict from a {}", other.kind())),
+        }
+    };
+    let plain = |args: Vec<Value>, kwds: &Vec<(String, Value)>| -> Result<Value, String> {
+        if !kwds.is_empty() {
+            return Err("keyword arguments are not accepted here".into());
+        }
+        Ok(Value::Tuple(args))
+    };
+    let mut args = args;
+    match typeid {
+        "list" => Ok(Value::Tuple(vec![args
+            .pop()
+            .map(|seq| match seq {
+                Value::Tuple(items) => Value::List(items),
+                other => other,
+            })
+            .unwrap_or(Value::List(Vec::new()))])),
+        "dict" => {
+            let mut items = match args.pop() {
+                Some(value) => pairs(value)?,
+                None => Value::List(Vec::new()),
+            };
+            if let Value::List(items) = &mut items {
+                for (k, v) in kwds {
+                    items.push(Value::Tuple(vec![Value::Str(k), v]));
+                }
+            }
+            Ok(Value::Tuple(vec![items]))
+        }
+        "Namespace" => Ok(Value::Tuple(vec![Value::List(
+            kwds.into_iter()
+                .map(|(k, v)| Value::Tuple(vec![Value::Str(k), v]))
+                .collect(),
+        )])),
+        // Value(typecode, value, lock=True), Array(typecode, sequence, lock=True): the typecode
+        // and lock mean nothing to a value that holds any type.
+        "Value" => match args.into_iter().nth(1).or_else(|| kw("value")) {
+            Some(value) => Ok(Value::Tuple(vec![value])),
+            None => Err("Value(typecode, value) needs a value".into()),
+        },
+        "Array" => match args.into_iter().nth(1).or_else(|| kw("sequence")) {
+            Some(Value::Tuple(items)) | Some(Value::List(items)) => {
+                Ok(Value::Tuple(vec![Value::List(items)]))
+            }
+            Some(Value::Int(n)) => Ok(Value::Tuple(vec![Value::List(vec![
+                Value::Int(0);
+                n.clamp(0, 1 << 24)
+                    as usize
+            ])])),
+            _ => Err("Array(typecode, sequence) needs a sequence".into()),
+        },
+        "Queue" | "JoinableQueue" => Ok(Value::Tuple(vec![args
+            .pop()
+            .or_else(|| kw("maxsize"))
+            .unwrap_or(Value::Int(0))])),
+        "Semaphore" | "BoundedSemaphore" => Ok(Value::Tuple(vec![args
+            .pop()
+            .or_else(|| kw("value"))
+            .unwrap_or(Value::Int(1))])),
+        "Barrier" => {
+            let parties = args.first().cloned().or_else(|| kw("parties"));
+            let timeout = args.get(2).cloned().or_else(|| kw("timeout"));
+            match parties {
+                Some(parties) => Ok(Value::Tuple(vec![parties, timeout.unwrap_or(Value::None)])),
+                None => Err("Barrier(parties) needs parties".into()),
+            }
+        }
+        "Lock" | "RLock" | "Event" | "Condition" => Ok(Value::Tuple(Vec::new())),
+        _ => plain(args, &kwds),
+    }
+}
+
+/// How a CPython request to a built-in type maps onto its Rust method.
+pub(super) struct Translated {
+    pub(super) method: &'static str,
+    pub(super) args: Vec<Value>,
+    pub(super) kwds: Vec<(String, Value)>,
+    pub(super) after: Post,
+}
+
+/// What to do with a result before it goes back.
+pub(super) enum Post {
+    Keep,
+    /// The Python method returns `None` (`d[k] = v` returns nothing).
+    Nothing,
+    /// The value; on a `Key` error (the key is missing), this default instead.
+    DefaultIfMissing(Value),
+    /// A list of pairs that Python expects as a dict.
+    Dict,
+    /// `repr()` of the value, as a str.
+    Repr,
+    /// `repr()` of the dict whose pairs the value lists, as a str.
+    ReprDict,
+    /// `KeyError(key)`, as `dict[key]` raises it.
+    KeyErrorOf(Value),
+}
+
+pub(super) fn slice_bounds(value: &Value) -> Option<Result<(Value, Value), String>> {
+    let Value::Map(entries) = value else {
+        return None;
+    };
+    match entries.as_slice() {
+        [(Value::Str(tag), Value::Tuple(parts))] if tag == crate::python::pickle::SLICE_TAG => {
+            match parts.as_slice() {
+                [start, stop, Value::None] | [start, stop, Value::Int(1)] => {
+                    Some(Ok((start.clone(), stop.clone())))
+                }
+                _ => Some(Err("slices with a step are not supported".into())),
+            }
+        }
+        _ => None,
+    }
+}
+
+pub(super) fn translate(
+    typeid: &str,
+    method: &str,
+    mut args: Vec<Value>,
+    kwds: Vec<(String, Value)>,
+) -> Result<Translated, (&'static str, String)> {
+    let same = |method: &'static str, args, kwds| Translated {
+        method,
+        args,
+        kwds,
+        after: Post::Keep,
+    };
+    let first = args.first().cloned().unwrap_or_default();
+    // A dict key must be hashable, as in Python: a list or a dict (or a tuple holding one)
+    // would be stored, and then break every copy of the dict back to Python.
+    let keyed = matches!(
+        method,
+        "__getitem__"
+            | "__setitem__"
+            | "__delitem__"
+            | "__contains__"
+            | "get"
+            | "pop"
+            | "setdefault"
+    );
+    if typeid == "dict" && keyed {
+        if let Some(kind) = unhashable(&first) {
+            return Err(("TypeError", format!("unhashable type: '{kind}'")));
+        }
+    }
+    let unsupported = || {
+        Err((
+            "AttributeError",
+            format!("{typeid}.{method} is not supported by this server"),
+        ))
+    };
+    Ok(match (typeid, method) {
+        ("list", "__len__") | ("dict", "__len__") | ("Array", "__len__") => same("len", args, kwds),
+        ("list", "__contains__") => same("contains", args, kwds),
+        ("list", "__getitem__") | ("Array", "__getitem__") => match slice_bounds(&first) {
+            Some(bounds) if typeid == "list" => {
+                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
+                same("getslice", vec![start, stop], kwds)
+            }
+            Some(_) => return unsupported(),
+            None => same("getitem", args, kwds),
+        },
+        ("list", "__setitem__") | ("Array", "__setitem__") => match slice_bounds(&first) {
+            Some(bounds) if typeid == "list" => {
+                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
+                let items = args.pop().unwrap_or_default();
+                same("setslice", vec![start, stop, items], kwds)
+            }
+            Some(_) => return unsupported(),
+            None => same("setitem", args, kwds),
+        },
+        ("list", "__delitem__") => match slice_bounds(&first) {
+            Some(bounds) => {
+                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
+                same("delslice", vec![start, stop], kwds)
+            }
+            None => same("delitem", args, kwds),
+        },
+        // CPython's server answers these with repr(referent).
+        ("list", "__repr__" | "__str__") => Translated {
+            method: "to_vec",
+            args,
+            kwds,
+            after: Post::Repr,
+        },
+        ("dict", "__repr__" | "__str__") => Translated {
+            method: "items",
+            args,
+            kwds,
+            after: Post::ReprDict,
+        },
+        ("list", "sort") => {
+            let mut reverse = Value::Bool(false);
+            for (name, value) in kwds {
+                match name.as_str() {
+                    "reverse" => reverse = value,
+                    "key" if value == Value::None => {}
+                    "key" => {
+                        return Err((
+                            "TypeError",
+                            "sort(key=...) is not supported by a Rust manager server: it cannot \
+                             run Python code (sort without a key, or sort on the client)"
+                                .to_string(),
+                        ))
+                    }
+                    other => {
+                        return Err((
+                            "TypeError",
+                            format!("'{other}' is an invalid keyword argument for sort()"),
+                        ))
+                    }
+                }
+            }
+            if !args.is_empty() {
+                return Err((
+                    "TypeError",
+                    "sort() takes no positional arguments".to_string(),
+                ));
+            }
+            let reverse = match reverse {
+                Value::Bool(b) => b,
+                other => other.exact_int().is_some_and(|i| i != 0),
+            };
+            same("sort", vec![Value::Bool(reverse)], Vec::new())
+        }
+        ("list", "index") => same("index", args.into_iter().take(1).collect(), kwds),
+        ("list", name) => match name {
+            "append" => same("append", args, kwds),
+            "count" => same("count", args, kwds),
+            "extend" => same("extend", args, kwds),
+            "insert" => same("insert", args, kwds),
+            "pop" => same("pop", args, kwds),
+            "remove" => same("remove", args, kwds),
+            "reverse" => same("reverse", args, kwds),
+            "clear" => same("clear", args, kwds),
+            "#GETVALUE" => same("to_vec", args, kwds),
+            _ => return unsupported(),
+        },
+        ("dict", "__getitem__") => Translated {
+            method: "getitem",
+            args,
+            kwds,
+            after: Post::KeyErrorOf(first),
+        },
+        ("dict", "__setitem__") => Translated {
+            method: "setitem",
+            args,
+            kwds,
+            after: Post::Nothing,
+        },
+        ("dict", "__delitem__") => Translated {
+            method: "pop",
+            args,
+            kwds,
+            after: Post::KeyErrorOf(first),
+        },
+        ("dict", "__contains__") => same("contains_key", args, kwds),
+        // A key that is missing is told by a `Key` error, not by a `None` result: a stored
+        // `None` is a value like any other.
+        ("dict", "get") => {
+            if args.is_empty() || args.len() > 2 {
+                return Err((
+                    "TypeError",
+                    format!("get expected 1 or 2 arguments, got {}", args.len()),
+                ));
+            }
+            let default = args.get(1).cloned().unwrap_or_default();
+            Translated {
+                method: "getitem",
+                args: args.into_iter().take(1).collect(),
+                kwds,
+                after: Post::DefaultIfMissing(default),
+            }
+        }
+        ("dict", "pop") if args.len() >= 2 => {
+            if args.len() > 2 {
+                return Err((
+                    "TypeError",
+                    format!("pop expected at most 2 arguments, got {}", args.len()),
+                ));
+            }
+            let default = args[1].clone();
+            Translated {
+                method: "pop",
+                args: args.into_iter().take(1).collect(),
+                kwds,
+                after: Post::DefaultIfMissing(default),
+            }
+        }
+        ("dict", "pop") => Translated {
+            method: "pop",
+            args,
+            kwds,
+            after: Post::KeyErrorOf(first),
+        },
+        ("dict", "update") => {
+            if args.len() > 1 {
+                return Err((
+                    "TypeError",
+                    format!("update expected at most 1 argument, got {}", args.len()),
+                ));
+            }
+            let mut items = match args.pop() {
+                Some(Value::Map(entries)) => entries,
+                Some(Value::List(items)) | Some(Value::Tuple(items)) => items
+                    .into_iter()
+                    .map(|pair| match pair {
+                        Value::Tuple(mut kv) | Value::List(mut kv) if kv.len() == 2 => {
+                            let v = kv.pop().unwrap_or_default();
+                            Ok((kv.pop().unwrap_or_default(), v))
+                        }
+                        _ => Err((
+                            "TypeError",
+                            "dictionary update sequence element has the wrong length; 2 is \
+                             required"
+                                .to_string(),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(other) => {
+                    return Err((
+                        "TypeError",
+                        format!("cannot update a dict from a {}", other.kind()),
+                    ))
+                }
+                None => Vec::new(),
+            };
+            items.extend(kwds.into_iter().map(|(k, v)| (Value::Str(k), v)));
+            let items = items
+                .into_iter()
+                .map(|(k, v)| Value::Tuple(vec![k, v]))
+                .collect();
+            same("update", vec![Value::List(items)], Vec::new())
+        }
+        ("dict", "copy") | ("dict", "#GETVALUE") => Translated {
+            method: "items",
+            args,
+            kwds,
+            after: Post::Dict,
+        },
+        ("dict", name) => match name {
+            "clear" => same("clear", args, kwds),
+            "items" => same("items", args, kwds),
+            "keys" => same("keys", args, kwds),
+            "values" => same("values", args, kwds),
+            "popitem" => same("popitem", args, kwds),
+            "setdefault" => same("setdefault", args, kwds),
+            _ => return unsupported(),
+        },
+        ("Namespace", "__getattribute__") => same("getattr", args, kwds),
+        ("Namespace", "__setattr__") => same("setattr", args, kwds),
+        ("Namespace", "__delattr__") => same("delattr", args, kwds),
+        ("Barrier", "__getattribute__") => match &first {
+            Value::Str(name) if name == "parties" => same("parties", Vec::new(), kwds),
+            Value::Str(name) if name == "n_waiting" => same("n_waiting", Vec::new(), kwds),
+            Value::Str(name) if name == "broken" => same("broken", Vec::new(), kwds),
+            _ => return unsupported(),
+        },
+        ("Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" | "Condition", "acquire") => {
+            // threading's "wait forever" is a negative timeout; here it is None.
+            let forever = |v: &mut Value| {
+                if matches!(v, Value::Int(i) if *i < 0) || matches!(v, Value::Float(f) if *f < 0.0)
+                {
+                    *v = Value::None;
+                }
+            };
+            if let Some(timeout) = args.get_mut(1) {
+                forever(timeout);
+            }
+            let mut kwds = kwds;
+            for (k, v) in &mut kwds {
+                if k == "timeout" {
+                    forever(v);
+                }
+            }
+            same("acquire", args, kwds)
+        }
+        (_, name) => {
+            let known = python_names(typeid).contains(&name)
+                || matches!(name, "maxsize" | "get_value" | "locked");
+            if !known {
+                return unsupported();
+            }
+            let method: &'static str = python_names(typeid)
+                .iter()
+                .copied()
+                .find(|n| *n == name)
+                .unwrap_or(match name {
+                    "maxsize" => "maxsize",
+                    "get_value" => "get_value",
+                    _ => "locked",
+                });
+            same(method, args, kwds)
+        }
+    })
+}
+
+/// The Python type name of what makes `value` unhashable (a list, a dict, or a tuple holding
+/// one), if anything does.
+pub(super) fn unhashable(value: &Value) -> Option<&'static str> {
+    match value {
+        Value::List(_) => Some("list"),
+        Value::Map(_) => Some("dict"),
+        Value::Tuple(items) => items.iter().find_map(unhashable),
+        _ => None,
+    }
+}
+
+/// The default of a parameter a CPython client left out.
+pub(super) fn default_for(param: &str) -> Value {
+    match param {
+        "block" | "blocking" => Value::Bool(true),
+        "n" => Value::Int(1),
+        "owner" => Value::Int(0),
+        _ => Value::None,
+    }
+}
+
+/// Whether a built-in type's parameter must be given, as CPython's methods require it (the item
+/// of `put`/`append`/`insert`, the key and value of `d[k] = v`, ...): left out, it is a
+/// `TypeError`, never a stored `None`. `pop`'s index is optional.
+pub(super) fn required(method: &str, param: &str) -> bool {
+    match param {
+        "item" | "key" | "value" | "items" | "name" | "obj" => true,
+        "index" => method != "pop",
+        _ => false,
+    }
+}
+
+/// Arranges positional and keyword arguments in the order of the method's parameters. For a
+/// built-in type's method (`builtin`: the name the client called), a required parameter left
+/// out is a `TypeError` in CPython's words.
+pub(super) fn arrange(
+    params: &[&str],
+    args: Vec<Value>,
+    mut kwds: Vec<(String, Value)>,
+    builtin: Option<&str>,
+) -> Result<Value, RemoteError> {
+    let bad = |message: String| RemoteError::new(RemoteErrorKind::BadArguments, "", "", message);
+    if args.len() > params.len() {
+        return Err(bad(format!(
+            "takes {} positional arguments but {} were given",
+            params.len(),
+            args.len()
+        )));
+    }
+    let mut arranged = args;
+    for param in &params[arranged.len()..] {
+        match kwds.iter().position(|(k, _)| k == param) {
+            Some(i) => arranged.push(kwds.remove(i).1),
+            None => match builtin {
+                Some(method) if required(method, param) => {
+                    return Err(bad(format!(
+                        "{method}() missing 1 required positional argument: '{param}'"
+                    )))
+                }
+                _ => arranged.push(default_for(param)),
+            },
+        }
+    }
+    if let Some((k, _)) = kwds.first() {
+        return Err(bad(format!("got an unexpected keyword argument {k:?}")));
+    }
+    Ok(Value::Tuple(arranged))
+}
