@@ -14,7 +14,7 @@ use crate::transport::{with_split, write_frames, Accepted, Outbox};
 use crate::wire;
 
 impl Server {
-    /// Accepts and serves clients until a client sends `shutdown` or the [`ShutdownHandle`] is
+    /// Accepts and serves clients until a client sends `shutdown` or the [`ShutdownHandle`](super::ShutdownHandle) is
     /// used. A Unix socket file is removed when it returns.
     pub async fn serve_forever(self) -> Result<(), Error> {
         let Server {

@@ -47,7 +47,7 @@ pub struct ServerConfig {
     /// request that would hand it one more) beyond that is refused with a `Limit` error.
     pub max_objects_per_connection: usize,
     /// TLS on every connection (TCP only), with its certificate, key and optional client CA;
-    /// `None` (the default) for none. Binding with TLS set fails with [`Error::Tls`] in a build
+    /// `None` (the default) for none. Binding with TLS set fails with [`Error::Tls`](crate::Error::Tls) in a build
     /// without the `tls` feature. See [`crate::tls`].
     pub tls: Option<crate::tls::TlsServerConfig>,
     /// How many bytes of replies may wait for a client that does not read them; beyond that,
