@@ -674,3 +674,25 @@ fn help_everywhere_with_examples() {
     let usage = run(manager(&[]));
     assert_eq!(usage.code(), Some(2), "{usage:#?}");
 }
+
+/// Serving where other machines can reach it, without TLS, warns that the traffic after the
+/// handshake is in the clear; serving on loopback does not.
+#[test]
+fn serving_beyond_loopback_without_tls_warns() {
+    let key = new_key("exposed");
+    let mut served = serve("0.0.0.0:0", &key);
+    served.process.signal(libc::SIGTERM);
+    let ended = served.process.wait();
+    ended.assert_success("manager serve on 0.0.0.0 after SIGTERM");
+    assert!(
+        ended.stderr.contains("without TLS") && ended.stderr.contains("unencrypted"),
+        "no warning:\n{}",
+        ended.stderr
+    );
+
+    let mut local = serve("127.0.0.1:0", &key);
+    local.process.signal(libc::SIGTERM);
+    let ended = local.process.wait();
+    ended.assert_success("manager serve on loopback after SIGTERM");
+    assert!(!ended.stderr.contains("warning"), "{}", ended.stderr);
+}

@@ -300,12 +300,39 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "serving CPython clients on {python}").and_then(|()| out.flush());
         }
+        warn_if_exposed(server.address());
+        if let Some(python) = server.python_address() {
+            warn_if_exposed(python);
+        }
         announce(server.address());
         server
             .serve_forever()
             .await
             .map_err(|e| Failure::failed(format!("the server failed: {e}")))
     })
+}
+
+/// Warns on stderr when `address` is reachable from other machines: the `manager` command
+/// serves without TLS, so everything after the authkey handshake travels in the clear and is
+/// not authenticated message by message.
+fn warn_if_exposed(address: &Address) {
+    let Address::Tcp(at) = address else {
+        return;
+    };
+    let host = at.rsplit_once(':').map_or(at.as_str(), |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        eprintln!(
+            "manager: warning: serving on {address}, reachable from other machines, without \
+             TLS: after the authkey handshake all traffic is unencrypted and not authenticated \
+             message by message. Keep it on loopback or a trusted network, or serve from a \
+             program with TLS (BaseManager::server_tls, the `tls` feature)."
+        );
+    }
 }
 
 /// Prints `serving on ADDR` to stdout at once. A closed stdout does not stop the server.
