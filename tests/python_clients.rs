@@ -531,6 +531,7 @@ for key in ([1], {"a": 1}, (1, [2])):
         print(e)
 print(d.copy())
 print(str(m.list([1, "it's", 2.5, None, (1,), b"x"])), str(m.dict({"a": [1e16, True]})))
+print(m.list("abc")[:], m.list((1, 2))[:], m.list({"k": 1})[:], m.list(b"ab")[:])
 "#;
 
 /// Numbers compare as Python's: `1`, `1.0` and `True` are one key, and `in`, `count`,
@@ -547,7 +548,8 @@ fn cpython_numbers_and_dict_keys_behave_as_in_cpython() {
             "a a True 1\n1 b [1]\nTrue 3 3\n[1.0, True, 2]\n\
              unhashable type: 'list'\nunhashable type: 'dict'\nunhashable type: 'list'\n\
              {1: 'b'}\n\
-             [1, \"it's\", 2.5, None, (1,), b'x'] {'a': [1e+16, True]}\n",
+             [1, \"it's\", 2.5, None, (1,), b'x'] {'a': [1e+16, True]}\n\
+             ['a', 'b', 'c'] [1, 2] ['k'] [97, 98]\n",
             "{}",
             python.display()
         );

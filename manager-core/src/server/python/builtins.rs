@@ -108,13 +108,30 @@ pub(super) fn create_args(
     };
     let mut args = args;
     match typeid {
-        "list" => Ok(Value::Tuple(vec![args
-            .pop()
-            .map(|seq| match seq {
-                Value::Tuple(items) => Value::List(items),
-                other => other,
-            })
-            .unwrap_or(Value::List(Vec::new()))])),
+        // list(iterable): the items of a list or tuple, the characters of a str, the bytes of
+        // bytes, the keys of a dict, as Python's list() takes them.
+        "list" => {
+            if args.len() > 1 {
+                return Err(format!(
+                    "list expected at most 1 argument, got {}",
+                    args.len()
+                ));
+            }
+            let items = match args.pop() {
+                None => Vec::new(),
+                Some(Value::List(items)) | Some(Value::Tuple(items)) => items,
+                Some(Value::Str(text)) => text.chars().map(|c| Value::Str(c.into())).collect(),
+                Some(Value::Bytes(bytes)) => bytes
+                    .into_iter()
+                    .map(|b| Value::Int(i128::from(b)))
+                    .collect(),
+                Some(Value::Map(entries)) => entries.into_iter().map(|(k, _)| k).collect(),
+                Some(other) => {
+                    return Err(format!("'{}' object is not iterable", other.python_type()))
+                }
+            };
+            Ok(Value::Tuple(vec![Value::List(items)]))
+        }
         "dict" => {
             let mut items = match args.pop() {
                 Some(value) => pairs(value)?,
