@@ -532,6 +532,15 @@ for key in ([1], {"a": 1}, (1, [2])):
 print(d.copy())
 print(str(m.list([1, "it's", 2.5, None, (1,), b"x"])), str(m.dict({"a": [1e16, True]})))
 print(m.list("abc")[:], m.list((1, 2))[:], m.list({"k": 1})[:], m.list(b"ab")[:])
+s = m.list(list(range(10)))
+print(s[::2], s[::-3], s[7:2:-2], s[-3:], s[100:], s[::-1][:3])
+a = m.Array("i", [1, 2, 3])
+# CPython's own server returns array('i', [...]) here; a Rust server returns lists.
+print(a[:], a[::-1], a[1:])
+try:
+    s[::0]
+except ValueError as e:
+    print("ValueError:", e)
 "#;
 
 /// Numbers compare as Python's: `1`, `1.0` and `True` are one key, and `in`, `count`,
@@ -549,7 +558,10 @@ fn cpython_numbers_and_dict_keys_behave_as_in_cpython() {
              unhashable type: 'list'\nunhashable type: 'dict'\nunhashable type: 'list'\n\
              {1: 'b'}\n\
              [1, \"it's\", 2.5, None, (1,), b'x'] {'a': [1e+16, True]}\n\
-             ['a', 'b', 'c'] [1, 2] ['k'] [97, 98]\n",
+             ['a', 'b', 'c'] [1, 2] ['k'] [97, 98]\n\
+             [0, 2, 4, 6, 8] [9, 6, 3, 0] [7, 5, 3] [7, 8, 9] [] [9, 8, 7]\n\
+             [1, 2, 3] [3, 2, 1] [2, 3]\n\
+             ValueError: slice step cannot be zero\n",
             "{}",
             python.display()
         );

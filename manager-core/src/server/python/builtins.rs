@@ -206,6 +206,8 @@ pub(super) enum Post {
     Dict,
     /// `repr()` of the value, as a str.
     Repr,
+    /// The slice `(start, stop, step)` of the list the value is.
+    Slice((Value, Value, Value)),
     /// `repr()` of the dict whose pairs the value lists, as a str.
     ReprDict,
     /// `KeyError(key)`, as `dict[key]` raises it.
@@ -227,6 +229,62 @@ pub(super) fn slice_bounds(value: &Value) -> Option<Result<(Value, Value), Strin
         }
         _ => None,
     }
+}
+
+/// The `(start, stop, step)` of a pickled slice, whatever its step.
+fn slice_parts(value: &Value) -> Option<(Value, Value, Value)> {
+    let Value::Map(entries) = value else {
+        return None;
+    };
+    match entries.as_slice() {
+        [(Value::Str(tag), Value::Tuple(parts))] if tag == crate::python::pickle::SLICE_TAG => {
+            match parts.as_slice() {
+                [start, stop, step] => Some((start.clone(), stop.clone(), step.clone())),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// The positions `seq[start:stop:step]` takes from a sequence of `len`, as Python's
+/// `slice.indices` computes them.
+pub(super) fn slice_positions(
+    (start, stop, step): &(Value, Value, Value),
+    len: usize,
+) -> Result<Vec<usize>, String> {
+    let int = |v: &Value| match v {
+        Value::None => Ok(None),
+        Value::Int(i) => Ok(Some(*i)),
+        Value::Bool(b) => Ok(Some(i128::from(*b))),
+        other => Err(format!(
+            "slice indices must be integers or None or have an __index__ method, not {}",
+            other.python_type()
+        )),
+    };
+    let len = len as i128;
+    let step = int(step)?.unwrap_or(1);
+    if step == 0 {
+        return Err("slice step cannot be zero".into());
+    }
+    let (lower, upper) = if step < 0 { (-1, len - 1) } else { (0, len) };
+    let clamp = |v: Option<i128>, default: i128| match v {
+        None => default,
+        Some(i) if i < 0 => (i + len).max(lower),
+        Some(i) => i.min(upper),
+    };
+    let (start, stop) = if step < 0 {
+        (clamp(int(start)?, upper), clamp(int(stop)?, lower))
+    } else {
+        (clamp(int(start)?, lower), clamp(int(stop)?, upper))
+    };
+    let mut positions = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < stop) || (step < 0 && i > stop) {
+        positions.push(i as usize);
+        i += step;
+    }
+    Ok(positions)
 }
 
 pub(super) fn translate(
@@ -269,11 +327,30 @@ pub(super) fn translate(
         ("list", "__len__") | ("dict", "__len__") | ("Array", "__len__") => same("len", args, kwds),
         ("list", "__contains__") => same("contains", args, kwds),
         ("list", "__getitem__") | ("Array", "__getitem__") => match slice_bounds(&first) {
-            Some(bounds) if typeid == "list" => {
-                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
+            Some(Ok((start, stop))) if typeid == "list" => {
                 same("getslice", vec![start, stop], kwds)
             }
-            Some(_) => return unsupported(),
+            // A step, or an Array: the slice is taken of the whole sequence, read at once.
+            Some(_) => match slice_parts(&first) {
+                Some(parts) => {
+                    // Bad indices or a zero step fail here, before anything is read.
+                    if let Err(message) = slice_positions(&parts, 0) {
+                        let exception = if message.contains("zero") {
+                            "ValueError"
+                        } else {
+                            "TypeError"
+                        };
+                        return Err((exception, message));
+                    }
+                    Translated {
+                        method: "to_vec",
+                        args: Vec::new(),
+                        kwds,
+                        after: Post::Slice(parts),
+                    }
+                }
+                None => return unsupported(),
+            },
             None => same("getitem", args, kwds),
         },
         ("list", "__setitem__") | ("Array", "__setitem__") => match slice_bounds(&first) {

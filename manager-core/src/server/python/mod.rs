@@ -766,6 +766,16 @@ fn finish(state: &State, value: Value, after: Post) -> PyValue {
         Post::Keep | Post::KeyErrorOf(_) | Post::DefaultIfMissing(_) => convert(value),
         Post::Nothing => PyValue::None,
         Post::Repr => PyValue::str(crate::python::repr::repr(&value)),
+        Post::Slice(parts) => match value {
+            // The indices were checked when the request was translated.
+            Value::List(items) => {
+                let positions = slice_positions(&parts, items.len()).unwrap_or_default();
+                convert(Value::List(
+                    positions.into_iter().map(|i| items[i].clone()).collect(),
+                ))
+            }
+            other => convert(other),
+        },
         Post::ReprDict => {
             let pairs: Vec<(Value, Value)> = match value {
                 Value::List(pairs) => pairs
