@@ -541,6 +541,18 @@ try:
     s[::0]
 except ValueError as e:
     print("ValueError:", e)
+def error(call):
+    try:
+        call()
+        return "no error"
+    except Exception as e:
+        return "%s: %s" % (type(e).__name__, e)
+two = m.list([1, 2])
+print(two + [3], two * 2, 2 * two, list(reversed(two)), two[:])
+two += [3]
+print(two[:], error(lambda: two + (4,)), error(lambda: two * 1.5))
+# The server builds no list of any size a client asks for (CPython's would try).
+print(error(lambda: two * (1 << 40)).split(":")[0])
 "#;
 
 /// Numbers compare as Python's: `1`, `1.0` and `True` are one key, and `in`, `count`,
@@ -561,7 +573,11 @@ fn cpython_numbers_and_dict_keys_behave_as_in_cpython() {
              ['a', 'b', 'c'] [1, 2] ['k'] [97, 98]\n\
              [0, 2, 4, 6, 8] [9, 6, 3, 0] [7, 5, 3] [7, 8, 9] [] [9, 8, 7]\n\
              [1, 2, 3] [3, 2, 1] [2, 3]\n\
-             ValueError: slice step cannot be zero\n",
+             ValueError: slice step cannot be zero\n\
+             [1, 2, 3] [1, 2, 1, 2] [1, 2, 1, 2] [2, 1] [1, 2]\n\
+             [1, 2, 3] TypeError: can only concatenate list (not \"tuple\") to list \
+             TypeError: 'float' object cannot be interpreted as an integer\n\
+             MemoryError\n",
             "{}",
             python.display()
         );

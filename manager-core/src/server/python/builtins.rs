@@ -208,6 +208,12 @@ pub(super) enum Post {
     Repr,
     /// The slice `(start, stop, step)` of the list the value is.
     Slice((Value, Value, Value)),
+    /// The list the value is, followed by these items (`list + other`).
+    Concat(Vec<Value>),
+    /// The list the value is, `n` times over (`list * n`; none for `n <= 0`).
+    Repeat(i128),
+    /// The list the value is, reversed (`reversed(list)`, which a client iterates).
+    Reversed,
     /// `repr()` of the dict whose pairs the value lists, as a str.
     ReprDict,
     /// `KeyError(key)`, as `dict[key]` raises it.
@@ -416,6 +422,52 @@ pub(super) fn translate(
             };
             same("sort", vec![Value::Bool(reverse)], Vec::new())
         }
+        // Read-only list arithmetic: the list is read at once and the result computed here, as
+        // CPython's server returns `list + other` and `list * n` by value.
+        ("list", "__add__") => match args.as_slice() {
+            [Value::List(other)] => Translated {
+                method: "to_vec",
+                args: Vec::new(),
+                kwds,
+                after: Post::Concat(other.clone()),
+            },
+            [other] => {
+                return Err((
+                    "TypeError",
+                    format!(
+                        "can only concatenate list (not \"{}\") to list",
+                        other.python_type()
+                    ),
+                ))
+            }
+            _ => return Err(("TypeError", "expected 1 argument".into())),
+        },
+        ("list", "__mul__" | "__rmul__") => match args.as_slice() {
+            [count] if count.exact_int().is_some() && !matches!(count, Value::Float(_)) => {
+                Translated {
+                    method: "to_vec",
+                    args: Vec::new(),
+                    kwds,
+                    after: Post::Repeat(count.exact_int().unwrap_or(0)),
+                }
+            }
+            [other] => {
+                return Err((
+                    "TypeError",
+                    format!(
+                        "'{}' object cannot be interpreted as an integer",
+                        other.python_type()
+                    ),
+                ))
+            }
+            _ => return Err(("TypeError", "expected 1 argument".into())),
+        },
+        ("list", "__reversed__") => Translated {
+            method: "to_vec",
+            args: Vec::new(),
+            kwds,
+            after: Post::Reversed,
+        },
         ("list", "index") => same("index", args.into_iter().take(1).collect(), kwds),
         ("list", name) => match name {
             "append" => same("append", args, kwds),

@@ -536,6 +536,9 @@ async fn control(
     (answer, After::Continue)
 }
 
+/// The most items `list * n` may make.
+const MAX_REPEATED_ITEMS: i128 = 1 << 22;
+
 /// A method call on an object.
 async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
     let Some(id) = request.ident.as_deref().and_then(id_from_hex) else {
@@ -683,6 +686,19 @@ async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
                         Some(&me.state.address),
                         me.state.python_address.as_ref(),
                     );
+                    if let (Post::Repeat(n), Value::List(items)) = (&translated.after, &value) {
+                        // A client must not make the server build a list of any size it likes.
+                        if (items.len() as i128).saturating_mul(*n) > MAX_REPEATED_ITEMS {
+                            return raise(
+                                "builtins",
+                                "MemoryError",
+                                vec![PyValue::str(format!(
+                                    "a manager server builds lists of at most \
+                                     {MAX_REPEATED_ITEMS} items by repetition"
+                                ))],
+                            );
+                        }
+                    }
                     ok(finish(&me.state, value, translated.after))
                 }
                 Err(e) => reply(
@@ -766,6 +782,29 @@ fn finish(state: &State, value: Value, after: Post) -> PyValue {
         Post::Keep | Post::KeyErrorOf(_) | Post::DefaultIfMissing(_) => convert(value),
         Post::Nothing => PyValue::None,
         Post::Repr => PyValue::str(crate::python::repr::repr(&value)),
+        Post::Concat(other) => match value {
+            Value::List(mut items) => {
+                items.extend(other);
+                convert(Value::List(items))
+            }
+            other => convert(other),
+        },
+        Post::Repeat(n) => match value {
+            Value::List(items) => {
+                let n = usize::try_from(n.max(0)).unwrap_or(0);
+                convert(Value::List(
+                    std::iter::repeat_n(items, n).flatten().collect(),
+                ))
+            }
+            other => convert(other),
+        },
+        Post::Reversed => match value {
+            Value::List(mut items) => {
+                items.reverse();
+                convert(Value::List(items))
+            }
+            other => convert(other),
+        },
         Post::Slice(parts) => match value {
             // The indices were checked when the request was translated.
             Value::List(items) => {
