@@ -184,6 +184,19 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// A probe holding `value`, recording on `board`.
+    fn new(value: i64, board: Arc<Board>) -> Probe {
+        Probe {
+            value,
+            arrived: AtomicUsize::new(0),
+            inside: AtomicUsize::new(0),
+            max_inside: AtomicUsize::new(0),
+            board,
+        }
+    }
+}
+
 const PROBE: Typeid<ProbeBlockingProxy, (i64,)> = Typeid::new("probe");
 const PROBE_ASYNC: Typeid<ProbeProxy, (i64,)> = Typeid::new("probe");
 const SHARED_PROBE: Typeid<ProbeBlockingProxy> = Typeid::new("shared_probe");
@@ -195,22 +208,12 @@ fn probe_registry() -> Registry {
     registry
         .register(Register::shared(
             "shared_probe",
-            Probe {
-                value: 42,
-                arrived: AtomicUsize::new(0),
-                inside: AtomicUsize::new(0),
-                max_inside: AtomicUsize::new(0),
-                board: board.clone(),
-            },
+            Probe::new(42, board.clone()),
         ))
         .unwrap();
     registry
-        .register(Register::factory("probe", move |(value,): (i64,)| Probe {
-            value,
-            arrived: AtomicUsize::new(0),
-            inside: AtomicUsize::new(0),
-            max_inside: AtomicUsize::new(0),
-            board: board.clone(),
+        .register(Register::factory("probe", move |(value,): (i64,)| {
+            Probe::new(value, board.clone())
         }))
         .unwrap();
     registry

@@ -62,6 +62,16 @@ fn server(registry: Registry) -> (InProcessServer, String, String) {
     (server, host, port)
 }
 
+/// Runs `script` with every CPython found against a server of the built-in types, and checks
+/// that it prints `expected`.
+fn assert_sync_script_prints(script: &str, expected: &str) {
+    for python in interpreters() {
+        let (_server, host, port) = server(manager::sync::registry());
+        let out = run_python(&python, script, &host, &port);
+        assert_eq!(out, expected, "{}", python.display());
+    }
+}
+
 /// Runs `script` with `python`, passing host, port and key; returns its stdout.
 fn run_python(python: &PathBuf, script: &str, host: &str, port: &str) -> String {
     let output = Command::new(python)
@@ -404,16 +414,7 @@ print(len(d))
 /// the client saw a bare `EOFError`, then `BrokenPipeError` on every proxy of the thread).
 #[test]
 fn a_refused_value_is_an_error_reply_and_the_connection_goes_on() {
-    for python in interpreters() {
-        let (_server, host, port) = server(manager::sync::registry());
-        let out = run_python(&python, REFUSED_VALUE, &host, &port);
-        assert_eq!(
-            out,
-            "refused: True\n1\n2\nrefused: True\n1\n",
-            "{}",
-            python.display()
-        );
-    }
+    assert_sync_script_prints(REFUSED_VALUE, "refused: True\n1\n2\nrefused: True\n1\n");
 }
 
 const QUIET_WRONG_ANSWERS: &str = r#"
@@ -449,17 +450,11 @@ print(l.pop(), len(l))
 /// `d.update(a, b)` dropped `a`. CPython's answers, and its `TypeError`s, now.
 #[test]
 fn cpython_idioms_get_cpython_answers() {
-    for python in interpreters() {
-        let (_server, host, port) = server(manager::sync::registry());
-        let out = run_python(&python, QUIET_WRONG_ANSWERS, &host, &port);
-        assert_eq!(
-            out,
-            "None default None\nNone default\nTypeError 0\nTypeError TypeError 0\n\
+    assert_sync_script_prints(
+        QUIET_WRONG_ANSWERS,
+        "None default None\nNone default\nTypeError 0\nTypeError TypeError 0\n\
              TypeError TypeError 0\nTypeError 0\n1 0\n",
-            "{}",
-            python.display()
-        );
-    }
+    );
 }
 
 const EXCEPTIONS: &str = r#"
@@ -489,22 +484,16 @@ print(error(lambda: m.JoinableQueue().task_done()))
 /// the same words.
 #[test]
 fn cpython_clients_get_cpython_exceptions_word_for_word() {
-    for python in interpreters() {
-        let (_server, host, port) = server(manager::sync::registry());
-        let out = run_python(&python, EXCEPTIONS, &host, &port);
-        assert_eq!(
-            out,
-            "IndexError: list index out of range\n\
+    assert_sync_script_prints(
+        EXCEPTIONS,
+        "IndexError: list index out of range\n\
              IndexError: list assignment index out of range\n\
              IndexError: list assignment index out of range\n\
              IndexError: pop index out of range\n\
              ValueError: list.remove(x): x not in list\n\
              IndexError: pop from empty list\n\
              ValueError: task_done() called too many times\n",
-            "{}",
-            python.display()
-        );
-    }
+    );
 }
 
 const NUMBERS: &str = r#"
@@ -561,12 +550,9 @@ print(error(lambda: two * (1 << 40)).split(":")[0])
 /// of the dict).
 #[test]
 fn cpython_numbers_and_dict_keys_behave_as_in_cpython() {
-    for python in interpreters() {
-        let (_server, host, port) = server(manager::sync::registry());
-        let out = run_python(&python, NUMBERS, &host, &port);
-        assert_eq!(
-            out,
-            "a a True 1\n1 b [1]\nTrue 3 3\n[1.0, True, 2]\n\
+    assert_sync_script_prints(
+        NUMBERS,
+        "a a True 1\n1 b [1]\nTrue 3 3\n[1.0, True, 2]\n\
              unhashable type: 'list'\nunhashable type: 'dict'\nunhashable type: 'list'\n\
              {1: 'b'}\n\
              [1, \"it's\", 2.5, None, (1,), b'x'] {'a': [1e+16, True]}\n\
@@ -578,10 +564,7 @@ fn cpython_numbers_and_dict_keys_behave_as_in_cpython() {
              [1, 2, 3] TypeError: can only concatenate list (not \"tuple\") to list \
              TypeError: 'float' object cannot be interpreted as an integer\n\
              MemoryError\n",
-            "{}",
-            python.display()
-        );
-    }
+    );
 }
 
 const SORT: &str = r#"
@@ -620,19 +603,13 @@ print(refused.split(":")[0], "builtins.len" in refused, w[:])
 /// that says why (a Rust server cannot run Python code).
 #[test]
 fn cpython_list_sort_sorts_as_python_sorts() {
-    for python in interpreters() {
-        let (_server, host, port) = server(manager::sync::registry());
-        let out = run_python(&python, SORT, &host, &port);
-        assert_eq!(
-            out,
-            "[-2, True, 1.5, 3, 10]\n[10, 3, 1.5, True, -2]\n['apple', 'fig', 'pear']\n\
+    assert_sync_script_prints(
+        SORT,
+        "[-2, True, 1.5, 3, 10]\n[10, 3, 1.5, True, -2]\n['apple', 'fig', 'pear']\n\
              [(1, 'z'), (2, 'a'), (2, 'b')]\n\
              TypeError: '<' not supported between instances of 'str' and 'int' [1, 'a']\n\
              RemoteError True ['apple', 'fig', 'pear']\n",
-            "{}",
-            python.display()
-        );
-    }
+    );
 }
 
 const UNREGISTERED: &str = r#"

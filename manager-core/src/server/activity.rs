@@ -47,7 +47,7 @@ struct Stats {
 /// A call in the record, from its start to its end (when this is dropped, also for a call that
 /// was cancelled).
 pub(super) struct Ticket {
-    activity: Arc<super::State>,
+    state: Arc<super::State>,
     key: DefaultKey,
     failed: bool,
 }
@@ -61,7 +61,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.activity.activity.finish(self.key, self.failed);
+        self.state.activity.finish(self.key, self.failed);
     }
 }
 
@@ -83,7 +83,7 @@ impl Activity {
             logged: false,
         });
         Ticket {
-            activity: state.clone(),
+            state: state.clone(),
             key,
             failed: false,
         }
