@@ -8,6 +8,7 @@
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use manager::proxy::shape::Dynamic;
 use manager::value::Value;
 use manager::{Address, BaseManager, Register, Registry, ServerConfig};
 
@@ -172,7 +173,7 @@ pub fn run() -> manager::Result<()> {
         )));
     }
     let pair = manager.create_dynamic("get_pair", ())?;
-    let item = match pair.call_method_dynamic_blocking("get_item", ())? {
+    let item = match pair.call_blocking::<Dynamic>("get_item", ())? {
         manager::CallResult::Proxy(item) => item,
         manager::CallResult::Value(_) => unreachable!("get_item is mapped"),
     };

@@ -14,6 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{wait_until, within, ChildGuard, InProcessServer, TempPath, INTENTIONAL, TIMEOUT};
+use manager::proxy::shape::Fallible;
 use manager::{
     Address, AuthKey, BaseManager, BaseProxy, BlockingManager, Error, Manager, Process, Proxy,
     Register, Registry, RemoteError, RemoteErrorKind, Server, ServerConfig, Typeid,
@@ -421,7 +422,7 @@ fn fallible_method_delivers_typed_error() {
 
     let base = calc.base();
     let result: Result<i64, MathError> = base
-        .call_method_fallible_blocking("checked_div", (1i64, 0i64))
+        .call_blocking::<Fallible<i64, MathError>>("checked_div", (1i64, 0i64))
         .unwrap();
     assert_eq!(result, Err(MathError::DivideByZero { numerator: 1 }));
 

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{wait_until, ChildGuard, InProcessServer, INTENTIONAL, TIMEOUT};
+use manager::proxy::shape::Fallible;
 use manager::sync::{
     BlockingBoundedSemaphoreProxy, BlockingConditionProxy, BlockingListProxy, BlockingLockProxy,
     BlockingRLockProxy, BlockingSemaphoreProxy,
@@ -356,7 +357,7 @@ fn timeouts_and_non_blocking_attempts_answer_false() {
     // Python's ValueErrors for timeouts, through the untyped call.
     let call = |args: (bool, Option<f64>)| {
         lock.base()
-            .call_method_fallible_blocking::<_, bool, RemoteError>("acquire", args)
+            .call_blocking::<Fallible<bool, RemoteError>>("acquire", args)
             .unwrap()
             .map_err(Error::Remote)
     };

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{wait_until, wait_until_async, within, ChildGuard, InProcessServer, TIMEOUT};
+use manager::proxy::shape::Fallible;
 use manager::sync::{
     BlockingBarrierProxy, BlockingEventProxy, BlockingJoinableQueueProxy, BlockingListProxy,
     BlockingQueueProxy, EventProxy, QueueProxy,
@@ -90,7 +91,7 @@ fn queue_is_fifo_and_reports_its_size() {
     // Python's errors, seen through the untyped calls.
     let base = queue.base();
     let empty = base
-        .call_method_fallible_blocking::<_, manager::value::Value, manager::RemoteError>(
+        .call_blocking::<Fallible<manager::value::Value, manager::RemoteError>>(
             "get",
             (false, None::<f64>),
         )
@@ -98,7 +99,7 @@ fn queue_is_fifo_and_reports_its_size() {
         .unwrap_err();
     assert_eq!(empty.kind, RemoteErrorKind::Empty);
     let negative = base
-        .call_method_fallible_blocking::<_, manager::value::Value, manager::RemoteError>(
+        .call_blocking::<Fallible<manager::value::Value, manager::RemoteError>>(
             "get",
             (true, Some(-1.0f64)),
         )
@@ -124,7 +125,7 @@ fn bounded_queue_is_full_and_put_times_out() {
     assert_eq!(queue.n_waiting_put().unwrap(), 0);
     let full = queue
         .base()
-        .call_method_fallible_blocking::<_, (), manager::RemoteError>(
+        .call_blocking::<Fallible<(), manager::RemoteError>>(
             "put",
             (manager::value::Value::Int(3), false, None::<f64>),
         )

@@ -42,6 +42,22 @@ impl Response {
     }
 }
 
+/// `future`, for at most `limit`. A deadline needs a tokio timer: outside any runtime (a
+/// blocking proxy that drives the future with a plain executor) it takes the timer of the
+/// background runtime, whose thread fires it.
+pub(crate) fn within<F: std::future::Future>(
+    limit: Duration,
+    future: F,
+) -> tokio::time::Timeout<F> {
+    match Handle::try_current() {
+        Ok(_) => tokio::time::timeout(limit, future),
+        Err(_) => {
+            let _enter = background_runtime().enter();
+            tokio::time::timeout(limit, future)
+        }
+    }
+}
+
 /// Who waits for a response: an async call (a oneshot) or a blocked thread (a sync channel,
 /// which can wait with a deadline without a runtime).
 enum Pending {
@@ -381,9 +397,27 @@ impl Connection {
     where
         F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
     {
+        self.start_with_id(build).map(|(_, wait)| wait)
+    }
+
+    /// Like [`Connection::start`], also returning the request's id (for [`Connection::cancel`]).
+    pub(crate) fn start_with_id<F>(
+        &self,
+        build: F,
+    ) -> Result<(u64, oneshot::Receiver<Result<Response, Error>>), Error>
+    where
+        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+    {
         let (done, wait) = oneshot::channel();
-        self.send_request(build, Pending::Async(done))?;
-        Ok(wait)
+        let id = self.send_request(build, Pending::Async(done))?;
+        Ok((id, wait))
+    }
+
+    /// Asks the server to cancel request `id` while still waiting for its answer: the server
+    /// answers a call it cancelled with a `Cancelled` error, and one that had already finished
+    /// with its result (which the caller must then undo, as an acquisition is).
+    pub(crate) fn cancel(&self, id: u64) {
+        self.notify(&Request::Cancel { id });
     }
 
     /// Gives up on request `id`: nobody waits for it any more, and the server is asked to
@@ -434,24 +468,10 @@ impl Connection {
         };
         let result = match timeout {
             None => wait.await,
-            Some(limit) => {
-                // A deadline needs a tokio timer. Outside any runtime (a blocking proxy that
-                // drives this future with a plain executor) it takes the timer of the
-                // background runtime, whose thread fires it.
-                let deadline = match Handle::try_current() {
-                    Ok(_) => tokio::time::timeout(limit, wait),
-                    Err(_) => {
-                        let _enter = background_runtime().enter();
-                        tokio::time::timeout(limit, wait)
-                    }
-                };
-                match deadline.await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        return Err(Error::Timeout(format!("(request {id}) after {limit:?}")))
-                    }
-                }
-            }
+            Some(limit) => match within(limit, wait).await {
+                Ok(result) => result,
+                Err(_) => return Err(Error::Timeout(format!("(request {id}) after {limit:?}"))),
+            },
         };
         abandon.armed = false;
         match result {

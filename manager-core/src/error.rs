@@ -140,6 +140,8 @@ pub enum RemoteErrorKind {
     /// An operation in the wrong state, such as releasing a lock one does not hold (Python's
     /// `RuntimeError`).
     Runtime,
+    /// The caller cancelled the call (its deadline passed) before it finished.
+    Cancelled,
     /// Any other failure.
     Other,
 }
@@ -166,6 +168,7 @@ impl std::fmt::Display for RemoteErrorKind {
             RemoteErrorKind::Full => "full",
             RemoteErrorKind::BrokenBarrier => "broken barrier",
             RemoteErrorKind::Runtime => "runtime error",
+            RemoteErrorKind::Cancelled => "cancelled",
             RemoteErrorKind::Other => "error",
         };
         f.write_str(text)

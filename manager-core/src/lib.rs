@@ -42,7 +42,7 @@ pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use manager::{BaseManager, BlockingManager, Create, Manager, NoCreate, Typeid};
 pub use object::{Call, Outcome, Shared};
 pub use process::{current_process_name, init, Process, ServerProcess};
-pub use proxy::{BaseProxy, CallResult, Proxy, Value};
+pub use proxy::{BaseProxy, CallResult, Payload, Proxy};
 pub use registry::{Register, Registry};
 pub use server::{Server, ServerConfig, ShutdownHandle};
 pub use tls::{TlsClientConfig, TlsServerConfig};

@@ -509,65 +509,53 @@ impl Gen<'_> {
                 _ => quote!(&#ident),
             });
         let args = quote!(( #(#sent,)* ));
-        let suffix = if blocking { "_blocking" } else { "" };
+        let call = if blocking {
+            quote!(call_blocking)
+        } else {
+            quote!(call)
+        };
+        let wait = if blocking { quote!() } else { quote!(.await) };
+        let shapes = quote!(#krate::proxy::shape);
         let (generics, output, body) = match (&exposed.mapped, &method.returns.result) {
-            (Some(_), None) => {
-                let call = format_ident!("call_method_proxy{}", suffix);
-                (
-                    quote!(<#(#lifetimes,)* __P: #krate::__private::Proxy>),
-                    quote!(__P),
-                    quote!(self.base.#call::<_, __P>(#name, #args)),
-                )
-            }
+            (Some(_), None) => (
+                quote!(<#(#lifetimes,)* __P: #krate::__private::Proxy>),
+                quote!(__P),
+                quote!(self.base.#call::<#shapes::Mapped<__P>>(#name, #args) #wait),
+            ),
             (Some(_), Some((_, err))) => {
                 let err = self.outside(err);
-                let call = format_ident!("call_method_proxy_fallible{}", suffix);
                 (
                     quote!(<#(#lifetimes,)* __P: #krate::__private::Proxy>),
                     quote!(::core::result::Result<__P, #err>),
-                    quote!(self.base.#call::<_, __P, #err>(#name, #args)),
+                    quote!(self.base.#call::<#shapes::MappedFallible<__P, #err>>(#name, #args) #wait),
                 )
             }
             (None, Some((ok, err))) => {
                 let (ok, err) = (self.outside(ok), self.outside(err));
-                let call = format_ident!("call_method_fallible{}", suffix);
                 (
                     quote!(<#(#lifetimes),*>),
                     quote!(::core::result::Result<#ok, #err>),
-                    quote!(self.base.#call::<_, #ok, #err>(#name, #args)),
+                    quote!(self.base.#call::<#shapes::Fallible<#ok, #err>>(#name, #args) #wait),
                 )
             }
-            (None, None) if is_byte_vec(&method.returns.ty) => {
-                let call = format_ident!("call_method{}", suffix);
-                let wait = if blocking { quote!() } else { quote!(.await) };
-                (
-                    quote!(<#(#lifetimes),*>),
-                    quote!(::std::vec::Vec<u8>),
-                    quote! {
-                        ::core::result::Result::map(
-                            self.base.#call::<_, #krate::__private::ByteBuf>(#name, #args) #wait,
-                            #krate::__private::ByteBuf::into_vec,
-                        )
-                    },
-                )
-            }
+            (None, None) if is_byte_vec(&method.returns.ty) => (
+                quote!(<#(#lifetimes),*>),
+                quote!(::std::vec::Vec<u8>),
+                quote! {
+                    ::core::result::Result::map(
+                        self.base.#call::<#shapes::Plain<#krate::__private::ByteBuf>>(#name, #args) #wait,
+                        #krate::__private::ByteBuf::into_vec,
+                    )
+                },
+            ),
             (None, None) => {
                 let ret = self.outside(&method.returns.ty);
-                let call = format_ident!("call_method{}", suffix);
                 (
                     quote!(<#(#lifetimes),*>),
                     ret.clone(),
-                    quote!(self.base.#call::<_, #ret>(#name, #args)),
+                    quote!(self.base.#call::<#shapes::Plain<#ret>>(#name, #args) #wait),
                 )
             }
-        };
-        let is_bytes_return = exposed.mapped.is_none()
-            && method.returns.result.is_none()
-            && is_byte_vec(&method.returns.ty);
-        let body = if blocking || is_bytes_return {
-            body
-        } else {
-            quote!(#body.await)
         };
         let asyncness = if blocking { quote!() } else { quote!(async) };
         quote! {

@@ -178,6 +178,19 @@ impl Connection {
                         biased;
                         _ = cancel.cancelled() => {
                             conn.calls.lock().remove(&id);
+                            if conn.closed.is_cancelled() {
+                                return;
+                            }
+                            // Cancelled by its caller, who may still wait for the answer (an
+                            // acquisition whose deadline passed undoes a success): say so.
+                            let entry = running.entry.clone();
+                            let method = entry.methods[running.index].name;
+                            conn.complete(running, Ok(Outcome::Failed(RemoteError::new(
+                                RemoteErrorKind::Cancelled,
+                                &*entry.typeid,
+                                method,
+                                "cancelled by the caller before it finished",
+                            ))));
                             return;
                         }
                         outcome = AssertUnwindSafe(call).catch_unwind() => outcome,

@@ -441,7 +441,7 @@ impl BlockingConditionProxy {
     /// Waits until the lock is acquired and returns a guard that releases this level when
     /// dropped (Python's `with condition:`).
     pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-        crate::sync::block_on(self.0.lock()).map(BlockingLockGuard::new)
+        crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
     }
 
     /// Waits until `predicate` answers true, checking it first and then after each wake-up

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::proxy::shape::Checked;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -577,9 +578,7 @@ pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(
     args: A,
 ) -> Result<R, Error> {
     settle(base).await;
-    base.call_method_fallible::<A, R, RemoteError>(method, args)
-        .await?
-        .map_err(Error::Remote)
+    base.call::<Checked<R>>(method, args).await
 }
 
 /// An acquiring call in flight. Dropped before its answer arrived, it hands the answer to a
@@ -618,16 +617,30 @@ pub(crate) async fn acquire_call<A: Serialize, U: Serialize + Send + 'static>(
     undo: (&'static str, U),
 ) -> Result<bool, Error> {
     settle(base).await;
-    let answer = base
-        .connection()
-        .start(Connection::call_frame(base.token().id, method, &args))?;
+    let (id, answer) =
+        base.connection()
+            .start_with_id(Connection::call_frame(base.token().id, method, &args))?;
     let mut in_flight = InFlight {
         base,
         answer: Some(answer),
         undo: Some(undo),
     };
     let answer = in_flight.answer.as_mut().expect("the answer is there");
-    let response = answer.await;
+    let response = match base.timeout() {
+        None => answer.await,
+        Some(limit) => match crate::client::within(limit, answer).await {
+            Ok(response) => response,
+            Err(_) => {
+                // The server stops waiting; should it have acquired meanwhile, dropping
+                // `in_flight` undoes that once the answer arrives.
+                base.connection().cancel(id);
+                return Err(Error::Timeout(format!(
+                    "{}.{method} (request {id}) after {limit:?}",
+                    base.token().typeid
+                )));
+            }
+        },
+    };
     in_flight.answer = None;
     match response {
         Ok(response) => decode(response?, base, method),
@@ -722,7 +735,7 @@ impl<'a> BlockingLockGuard<'a> {
 
     /// Releases now and waits for the server's answer.
     pub fn release(self) -> Result<(), Error> {
-        crate::sync::block_on(self.0.release())
+        crate::proxy::blocking::run(self.0.release())
     }
 }
 
@@ -822,7 +835,7 @@ impl BlockingLockProxy {
     /// Waits until the lock is acquired and returns a guard that releases it when dropped
     /// (Python's `with lock:`).
     pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-        crate::sync::block_on(self.0.lock()).map(BlockingLockGuard::new)
+        crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
     }
 }
 
@@ -921,7 +934,7 @@ impl BlockingRLockProxy {
     /// Waits until the lock is acquired and returns a guard that releases this level when
     /// dropped (Python's `with rlock:`).
     pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-        crate::sync::block_on(self.0.lock()).map(BlockingLockGuard::new)
+        crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
     }
 }
 

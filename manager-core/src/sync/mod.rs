@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use crate::context::{CallContext, Retained};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::proxy::shape::Checked;
 use crate::registry::{Register, Registry};
 use crate::value::{to_value, Value};
 
@@ -207,10 +208,7 @@ impl<T> Typed<T> {
         method: &str,
         args: A,
     ) -> Result<R, Error> {
-        self.base
-            .call_method_fallible::<A, R, RemoteError>(method, args)
-            .await?
-            .map_err(Error::Remote)
+        self.base.call::<Checked<R>>(method, args).await
     }
 
     /// Like `call`, for a method returning a value whose proxies must be taken over.
@@ -221,28 +219,6 @@ impl<T> Typed<T> {
     ) -> Result<R, Error> {
         let value: Value = self.call(method, args).await?;
         crate::proxy::decode_value(self.base.connection(), value)
-    }
-}
-
-/// Runs an async proxy call to completion on this thread, for the blocking proxies.
-pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output
-where
-    F::Output: BlockingResult,
-{
-    if let Err(e) = crate::client::ensure_blocking_allowed() {
-        return F::Output::from_error(e);
-    }
-    futures::executor::block_on(future)
-}
-
-/// Results a blocking call can fail with.
-pub(crate) trait BlockingResult {
-    fn from_error(error: Error) -> Self;
-}
-
-impl<T> BlockingResult for Result<T, Error> {
-    fn from_error(error: Error) -> Self {
-        Err(error)
     }
 }
 
@@ -298,6 +274,14 @@ macro_rules! builtin_proxy {
             pub fn into_blocking(self) -> $blocking$(<$($g),*>)? {
                 $blocking(self)
             }
+
+            /// The same proxy, its calls with the deadline `timeout` instead of the
+            /// connection's default: a call that misses it fails with `Error::Timeout` (and
+            /// the server stops a call still waiting, such as a `get` on an empty queue).
+            pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+                self.0.base.set_timeout(Some(timeout));
+                self
+            }
         }
 
         $(#[$bdoc])*
@@ -342,10 +326,16 @@ macro_rules! builtin_proxy {
                 self.0
             }
 
+            /// The same proxy, its calls with the deadline `timeout` instead of the
+            /// connection's default: a call that misses it fails with `Error::Timeout`.
+            pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
+                $blocking(self.0.with_timeout(timeout))
+            }
+
             $(
                 $(#[$mdoc])*
                 pub fn $method $(<$($mg: $mb),*>)? (&self $(, $arg: $ty)*) -> $ret {
-                    $crate::sync::block_on(self.0.$method($($arg),*))
+                    $crate::proxy::blocking::run(self.0.$method($($arg),*))
                 }
             )*
         }

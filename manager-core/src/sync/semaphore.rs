@@ -338,7 +338,7 @@ macro_rules! semaphore_proxy {
             /// Waits until a permit is taken and returns a guard that gives it back when
             /// dropped (Python's `with semaphore:`).
             pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-                crate::sync::block_on(self.0.lock()).map(BlockingLockGuard::new)
+                crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
             }
         }
     };

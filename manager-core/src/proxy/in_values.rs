@@ -1,0 +1,113 @@
+//! Proxies inside values.
+//!
+//! A proxy serialises as its token, under a newtype name that `value::to_value` recognises, so a
+//! proxy stored in a shared list is a `Value::Proxy`. Decoding a proxy needs a connection: inside
+//! `decode_value` (a typed container proxy decoding what the server returned) it takes over the
+//! reference the server handed out to that connection; anywhere else (the arguments of a spawned
+//! process) it connects to the token's server with this process's authkey and takes a reference
+//! of its own.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::{proxy_from, BaseProxy};
+use crate::client::Connection;
+use crate::error::Error;
+use crate::wire::{Request, Token};
+
+thread_local! {
+    static SCOPE: std::cell::RefCell<Option<DecodeScope>> = const { std::cell::RefCell::new(None) };
+}
+
+struct DecodeScope {
+    conn: Connection,
+    /// The objects whose handed-out reference a decoded proxy took over, one entry each.
+    adopted: Vec<u64>,
+}
+
+impl Serialize for BaseProxy {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_newtype_struct(crate::value::TOKEN_NEWTYPE, &*self.token)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BaseProxy {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TokenVisitor;
+        impl<'de> serde::de::Visitor<'de> for TokenVisitor {
+            type Value = Token;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a proxy")
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Token, D::Error> {
+                Token::deserialize(deserializer)
+            }
+        }
+        use serde::Deserialize as _;
+        let token =
+            deserializer.deserialize_newtype_struct(crate::value::TOKEN_NEWTYPE, TokenVisitor)?;
+        let adopted = SCOPE.with(|scope| {
+            let mut scope = scope.borrow_mut();
+            match scope.as_mut() {
+                Some(scope) if scope.conn.server_address() == &token.address => {
+                    scope.adopted.push(token.id);
+                    Some(BaseProxy::from_token(scope.conn.clone(), token.clone()))
+                }
+                _ => None,
+            }
+        });
+        match adopted {
+            Some(proxy) => Ok(proxy),
+            None => attach_elsewhere(&token).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Takes a reference to `token`'s object over this process's connection to its server.
+fn attach_elsewhere(token: &Token) -> Result<BaseProxy, Error> {
+    crate::client::in_blocking_region(|| {
+        let conn = crate::client::shared_connection(&token.address)?;
+        let response = conn.request_blocking(Connection::attach_frame(token.id))?;
+        proxy_from(&conn, response, "attach")
+    })
+}
+
+/// Decodes a value returned by a built-in type into `T`. Proxies inside it take over the
+/// references the server handed out to `conn`; references nobody took over are released.
+pub fn decode_value<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    value: crate::value::Value,
+) -> Result<T, Error> {
+    let tokens: Vec<u64> = value
+        .tokens()
+        .into_iter()
+        .filter(|t| &t.address == conn.server_address())
+        .map(|t| t.id)
+        .collect();
+    if tokens.is_empty() {
+        return crate::value::from_value(value)
+            .map_err(|e| Error::decode(std::any::type_name::<T>(), e));
+    }
+    let previous = SCOPE.with(|scope| {
+        scope.borrow_mut().replace(DecodeScope {
+            conn: conn.clone(),
+            adopted: Vec::new(),
+        })
+    });
+    let decoded = crate::value::from_value(value);
+    let scope = SCOPE.with(|scope| std::mem::replace(&mut *scope.borrow_mut(), previous));
+    let mut adopted = scope.map(|s| s.adopted).unwrap_or_default();
+    for id in tokens {
+        match adopted.iter().position(|a| *a == id) {
+            Some(i) => {
+                adopted.swap_remove(i);
+            }
+            None => conn.notify(&Request::DecRef { object: id }),
+        }
+    }
+    decoded.map_err(|e| Error::decode(std::any::type_name::<T>(), e))
+}

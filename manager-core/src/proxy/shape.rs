@@ -1,0 +1,213 @@
+//! The shapes of a call's reply: how the server's answer becomes what the caller gets.
+//!
+//! Every proxy call goes through one primitive per direction, [`BaseProxy::call`] and
+//! [`BaseProxy::call_blocking`], named by the shape of its reply, so deadlines, cancellation
+//! and the blocking fast path are the same for all of them:
+//!
+//! | shape | the method returns | the call returns |
+//! |---|---|---|
+//! | [`Plain<T>`] | `T` | `T` |
+//! | [`Fallible<T, E>`] | `Result<T, E>` | `Result<T, E>` (the method's `Err` typed) |
+//! | [`Mapped<P>`] | a `method_to_typeid` result | the proxy `P` to the new object |
+//! | [`MappedFallible<P, E>`] | `Result<_, E>`, mapped | `Result<P, E>` |
+//! | [`Checked<T>`] | `Result<T, RemoteError>` | `T`, the error as [`Error::Remote`] |
+//! | [`Dynamic`] | anything | a [`CallResult`]: the value undecoded, or a proxy |
+//!
+//! Each is a type-level name only; none is ever built.
+
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::{BaseProxy, Proxy};
+use crate::client::Response;
+use crate::error::{Error, RemoteError};
+use crate::wire::{self, Reply};
+
+/// How a reply becomes a call's output (see the [module documentation](self)).
+pub trait Shape {
+    /// What the call returns, inside `Result<_, Error>`.
+    type Output;
+
+    /// Turns the server's `response` to `proxy.method(...)` into the output.
+    fn from_response(
+        proxy: &BaseProxy,
+        method: &str,
+        response: Response,
+    ) -> Result<Self::Output, Error>;
+}
+
+/// A value of type `T`.
+#[derive(Debug)]
+pub struct Plain<T>(PhantomData<fn() -> T>);
+
+/// A method's `Result<T, E>`: its `Err` arrives typed as the inner `Err`.
+#[derive(Debug)]
+pub struct Fallible<T, E>(PhantomData<fn() -> (T, E)>);
+
+/// A result the server turns into a new object (`method_to_typeid`): a proxy `P` to it.
+#[derive(Debug)]
+pub struct Mapped<P>(PhantomData<fn() -> P>);
+
+/// A mapped method returning `Result<_, E>`: `Ok` is a proxy `P`.
+#[derive(Debug)]
+pub struct MappedFallible<P, E>(PhantomData<fn() -> (P, E)>);
+
+/// A method whose errors are [`RemoteError`]s (the built-in types' methods): `Err` becomes
+/// [`Error::Remote`], beside the errors of the call itself.
+#[derive(Debug)]
+pub struct Checked<T>(PhantomData<fn() -> T>);
+
+/// Whatever came back, value or proxy, undecoded.
+#[derive(Debug)]
+pub struct Dynamic;
+
+/// What a [`Dynamic`] call returned: a value still in wire form, or a proxy.
+#[derive(Debug)]
+pub enum CallResult {
+    /// A value; decode it with [`Payload::decode`].
+    Value(Payload),
+    /// A new object, made by a `method_to_typeid` mapping.
+    Proxy(BaseProxy),
+}
+
+/// A returned value in wire form, decoded on demand into any type.
+#[derive(Debug)]
+pub struct Payload(Response);
+
+impl Payload {
+    /// Decodes the value as a `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        wire::decode_payload(self.0.payload(), std::any::type_name::<T>())
+    }
+}
+
+impl<T: DeserializeOwned> Shape for Plain<T> {
+    type Output = T;
+
+    fn from_response(proxy: &BaseProxy, method: &str, response: Response) -> Result<T, Error> {
+        match &response.reply {
+            Reply::Value => decode(response.payload(), || what(proxy, method)),
+            Reply::Raised { type_name } => Err(Error::Protocol(format!(
+                "{}.{method} returned Err({type_name}); call it through a proxy method that returns a Result",
+                proxy.token.typeid
+            ))),
+            _ => Err(unexpected(proxy, response, method, "a value")),
+        }
+    }
+}
+
+impl<T: DeserializeOwned, E: DeserializeOwned> Shape for Fallible<T, E> {
+    type Output = Result<T, E>;
+
+    fn from_response(
+        proxy: &BaseProxy,
+        method: &str,
+        response: Response,
+    ) -> Result<Result<T, E>, Error> {
+        match &response.reply {
+            Reply::Value => Ok(Ok(decode(response.payload(), || what(proxy, method))?)),
+            Reply::Raised { type_name } => Ok(Err(decode(response.payload(), || {
+                format!("the {type_name} raised by {}.{method}", proxy.token.typeid)
+            })?)),
+            _ => Err(unexpected(proxy, response, method, "a value")),
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Shape for Checked<T> {
+    type Output = T;
+
+    fn from_response(proxy: &BaseProxy, method: &str, response: Response) -> Result<T, Error> {
+        Fallible::<T, RemoteError>::from_response(proxy, method, response)?.map_err(Error::Remote)
+    }
+}
+
+impl<P: Proxy> Shape for Mapped<P> {
+    type Output = P;
+
+    fn from_response(proxy: &BaseProxy, method: &str, response: Response) -> Result<P, Error> {
+        match response.reply {
+            Reply::Proxy(token) => Ok(P::from_base(BaseProxy::from_token(
+                proxy.conn.clone(),
+                token,
+            ))),
+            _ => Err(unexpected(proxy, response, method, "a proxy")),
+        }
+    }
+}
+
+impl<P: Proxy, E: DeserializeOwned> Shape for MappedFallible<P, E> {
+    type Output = Result<P, E>;
+
+    fn from_response(
+        proxy: &BaseProxy,
+        method: &str,
+        response: Response,
+    ) -> Result<Result<P, E>, Error> {
+        match &response.reply {
+            Reply::Raised { type_name } => Ok(Err(decode(response.payload(), || {
+                format!("the {type_name} raised by {}.{method}", proxy.token.typeid)
+            })?)),
+            _ => Mapped::<P>::from_response(proxy, method, response).map(Ok),
+        }
+    }
+}
+
+impl Shape for Dynamic {
+    type Output = CallResult;
+
+    fn from_response(
+        proxy: &BaseProxy,
+        method: &str,
+        response: Response,
+    ) -> Result<CallResult, Error> {
+        match response.reply {
+            Reply::Value => Ok(CallResult::Value(Payload(response))),
+            Reply::Proxy(token) => Ok(CallResult::Proxy(BaseProxy::from_token(
+                proxy.conn.clone(),
+                token,
+            ))),
+            _ => Err(unexpected(proxy, response, method, "a value or a proxy")),
+        }
+    }
+}
+
+fn what(proxy: &BaseProxy, method: &str) -> String {
+    format!("the result of {}.{method}", proxy.token.typeid)
+}
+
+/// Decodes a payload, naming it by `what` if it does not decode (the name is made only then:
+/// formatting it for every call cost more than decoding a small result).
+fn decode<'a, T: Deserialize<'a>>(
+    payload: &'a [u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, Error> {
+    wire::decode_payload(payload, "").map_err(|e| match e {
+        Error::Decode { message, .. } => Error::Decode {
+            what: what(),
+            message,
+        },
+        other => other,
+    })
+}
+
+/// The error for a reply of the wrong kind. A proxy that nobody expected is released.
+fn unexpected(proxy: &BaseProxy, response: Response, method: &str, expected: &str) -> Error {
+    match response.reply {
+        Reply::Error(e) => Error::Remote(e),
+        Reply::Proxy(token) => {
+            let typeid = token.typeid.clone();
+            drop(BaseProxy::from_token(proxy.conn.clone(), token));
+            Error::Protocol(format!(
+                "{}.{method} returned a proxy to a {typeid:?} where {expected} was expected (the server maps it with method_to_typeid; declare the mapping in #[shared] too, or call it with the Dynamic shape)",
+                proxy.token.typeid
+            ))
+        }
+        other => Error::Protocol(format!(
+            "{}.{method}: expected {expected}, got {other:?}",
+            proxy.token.typeid
+        )),
+    }
+}
