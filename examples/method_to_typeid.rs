@@ -40,7 +40,10 @@ pub struct Pair {
     i: Item,
 }
 
-#[manager::shared(method_to_typeid = { get_item: "ItemWrapper" })]
+// Mapped to the type `ItemWrapper` (Python maps to the typeid string 'ItemWrapper', which
+// works here too): `get_item` then returns `ItemWrapperProxy` / `ItemWrapperBlockingProxy`,
+// checked at compile time, and the server makes objects of the typeid "ItemWrapper".
+#[manager::shared(method_to_typeid = { get_item: ItemWrapper })]
 impl Pair {
     /// A pair with a fresh item.
     pub fn new(x: i64, y: i64) -> Self {
@@ -109,7 +112,7 @@ pub fn consumer_process(address: Address) -> manager::Result<()> {
     let mgr = BaseManager::new(address).connect()?;
 
     let p = mgr.create(&GET_PAIR, ())?;
-    let proxy1: ItemWrapperBlockingProxy = p.get_item()?;
+    let proxy1 = p.get_item()?;
     println!("proxy1 sees item as : {}", proxy1.get_wrapped_item()?);
     let old_val = proxy1.get_wrapped_item()?;
     // The dynamic path, as the seed's `proxy1._callmethod('set_wrapped_item', (7,))`.
@@ -122,7 +125,7 @@ pub fn consumer_process(address: Address) -> manager::Result<()> {
         proxy1.get_wrapped_item()?
     );
 
-    let proxy2: ItemWrapperBlockingProxy = mgr.create(&GET_PAIR, ())?.get_item()?;
+    let proxy2 = mgr.create(&GET_PAIR, ())?.get_item()?;
     println!("proxy2 sees item as : {}", proxy2.get_wrapped_item()?);
     let old_val = proxy2.get_wrapped_item()?;
     proxy2.set_wrapped_item("11".to_string())?;

@@ -7,7 +7,7 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Path, Type};
 
-use crate::parse::{parse_item, Args, Method, Model, Receiver};
+use crate::parse::{parse_item, Args, Method, Model, Receiver, Target};
 use crate::validate::{validate, Exposed};
 
 /// The `#[shared]` macro. On an error the user's impl block is still emitted, so the only
@@ -221,7 +221,10 @@ impl Gen<'_> {
         };
         let is_async = method.sig.asyncness.is_some();
         let mapped = match &exposed.mapped {
-            Some(typeid) => quote!(::core::option::Option::Some(#typeid)),
+            Some(Target::Typeid(typeid)) => quote!(::core::option::Option::Some(#typeid)),
+            Some(Target::Type(path)) => quote_spanned! {path.span()=>
+                ::core::option::Option::Some(<#path as #krate::proxy::SharedProxies>::TYPEID)
+            },
             None => quote!(::core::option::Option::None),
         };
         let produced = match &method.returns.result {
@@ -405,7 +408,24 @@ impl Gen<'_> {
         );
         let other_doc = format!("The same proxy with the {other_kind} API.");
         let methods = self.exposed.iter().map(|e| self.proxy_method(e, blocking));
+        // Once per type: what a method mapped to this type (`method_to_typeid = { m: T }`)
+        // returns.
+        let proxies = (!blocking).then(|| {
+            let self_ty = &names.self_ty;
+            let (proxy, blocking) = (&names.proxy, &names.blocking);
+            let typeid = ty_ident.to_string();
+            quote! {
+                #[automatically_derived]
+                impl #krate::proxy::SharedProxies for #self_ty {
+                    type Proxy = #proxy;
+                    type BlockingProxy = #blocking;
+                    const TYPEID: &'static str = #typeid;
+                }
+            }
+        });
         quote! {
+            #proxies
+
             #[doc = #doc]
             pub struct #name {
                 base: #krate::__private::BaseProxy,
@@ -516,7 +536,38 @@ impl Gen<'_> {
         };
         let wait = if blocking { quote!() } else { quote!(.await) };
         let shapes = quote!(#krate::proxy::shape);
+        let typed = match &exposed.mapped {
+            Some(Target::Type(path)) => {
+                let assoc = if blocking {
+                    quote_spanned!(path.span()=> BlockingProxy)
+                } else {
+                    quote_spanned!(path.span()=> Proxy)
+                };
+                Some(quote_spanned! {path.span()=>
+                    <#path as #krate::proxy::SharedProxies>::#assoc
+                })
+            }
+            _ => None,
+        };
         let (generics, output, body) = match (&exposed.mapped, &method.returns.result) {
+            // Spanned on the user's type, so that a type without proxies is one error there.
+            (Some(Target::Type(path)), None) => {
+                let proxy = typed.expect("a typed mapping");
+                (
+                    quote!(<#(#lifetimes),*>),
+                    proxy.clone(),
+                    quote_spanned!(path.span()=> self.base.#call::<#shapes::Mapped<#proxy>>(#name, #args) #wait),
+                )
+            }
+            (Some(Target::Type(path)), Some((_, err))) => {
+                let proxy = typed.expect("a typed mapping");
+                let err = self.outside(err);
+                (
+                    quote!(<#(#lifetimes),*>),
+                    quote_spanned!(path.span()=> ::core::result::Result<#proxy, #err>),
+                    quote_spanned!(path.span()=> self.base.#call::<#shapes::MappedFallible<#proxy, #err>>(#name, #args) #wait),
+                )
+            }
             (Some(_), None) => (
                 quote!(<#(#lifetimes,)* __P: #krate::__private::Proxy>),
                 quote!(__P),
@@ -558,7 +609,13 @@ impl Gen<'_> {
             }
         };
         let asyncness = if blocking { quote!() } else { quote!(async) };
-        quote! {
+        // A method mapped to a type is spanned on that type, so that a type without proxies
+        // is one error, there.
+        let span = match &exposed.mapped {
+            Some(Target::Type(path)) => path.span(),
+            _ => Span::call_site(),
+        };
+        quote_spanned! {span=>
             #(#docs)*
             pub #asyncness fn #ident #generics (&self, #(#sig_params),*)
                 -> ::core::result::Result<#output, #krate::__private::Error>

@@ -32,10 +32,19 @@ impl Parse for Name {
     }
 }
 
-/// One `method: "typeid"` pair of `method_to_typeid`.
+/// One `method: Target` pair of `method_to_typeid`.
 pub struct Mapping {
     pub method: Name,
-    pub typeid: LitStr,
+    pub target: Target,
+}
+
+/// What a method is mapped to.
+#[derive(Clone)]
+pub enum Target {
+    /// A typeid string, as in Python: the proxy type is chosen at the call.
+    Typeid(LitStr),
+    /// A type with a `#[shared]` impl: the method returns that type's proxies.
+    Type(syn::Path),
 }
 
 impl Parse for Mapping {
@@ -50,13 +59,17 @@ impl Parse for Mapping {
                 "expected `:` between the method and its typeid, as in `get_item: \"ItemWrapper\"`",
             ));
         }
-        let typeid: LitStr = input.parse().map_err(|e| {
-            syn::Error::new(
-                e.span(),
-                "expected the typeid as a string literal, as in `get_item: \"ItemWrapper\"`",
-            )
-        })?;
-        Ok(Mapping { method, typeid })
+        let target = if input.peek(LitStr) {
+            Target::Typeid(input.parse()?)
+        } else {
+            Target::Type(input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected a type with a `#[shared]` impl (`get_item: ItemWrapper`) or a typeid string (`get_item: \"ItemWrapper\"`)",
+                )
+            })?)
+        };
+        Ok(Mapping { method, target })
     }
 }
 

@@ -3,14 +3,14 @@
 use std::collections::HashSet;
 
 use quote::ToTokens;
-use syn::{LitStr, Type};
+use syn::Type;
 
-use crate::parse::{Args, Method, Model, Receiver};
+use crate::parse::{Args, Method, Model, Receiver, Target};
 
 /// A method that clients may call, with its position in the dispatch table.
 pub struct Exposed<'a> {
     pub method: &'a Method,
-    pub mapped: Option<LitStr>,
+    pub mapped: Option<Target>,
 }
 
 /// Collects errors so that the user sees all of them at once.
@@ -84,11 +84,13 @@ pub fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<'a>>, s
     let mut mapped = std::collections::HashMap::new();
     for mapping in &args.method_to_typeid {
         let name = &mapping.method;
-        if mapping.typeid.value().is_empty() {
-            errors.push(syn::Error::new(
-                mapping.typeid.span(),
-                "the typeid must not be empty",
-            ));
+        if let Target::Typeid(typeid) = &mapping.target {
+            if typeid.value().is_empty() {
+                errors.push(syn::Error::new(
+                    typeid.span(),
+                    "the typeid must not be empty",
+                ));
+            }
         }
         if mapped.contains_key(&name.value) {
             errors.push(syn::Error::new(
@@ -117,7 +119,7 @@ pub fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<'a>>, s
                 ))
             }
             Some(_) => {
-                mapped.insert(name.value.clone(), mapping.typeid.clone());
+                mapped.insert(name.value.clone(), mapping.target.clone());
             }
         }
     }
