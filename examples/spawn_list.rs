@@ -1,49 +1,23 @@
 //! `spawn_list`: processes started by spawning, and a registered callable that returns a list.
 //!
 //! The seed sets the start method to "spawn" and registers a top-level function that returns a
-//! new list (`["set by <process name>"]`) for every call; a second process appends to the list
-//! it gets and prints both items. Rust never forks: every process here is spawned by running
-//! this executable again. Run with `cargo run --example spawn_list`.
+//! new built-in list (`["set by <process name>"]`) for every call, served with the list's own
+//! proxy type; a second process appends to the list it gets and prints both items. Rust never
+//! forks: every process here is spawned by running this executable again. Run with
+//! `cargo run --example spawn_list`.
 
+use manager::sync::{BlockingListProxy, ListObject};
 use manager::{current_process_name, Address, BaseManager, Process, Register, Registry, Typeid};
 
-/// A list of strings held by the server.
-pub struct Items(Vec<String>);
-
-#[manager::shared]
-impl Items {
-    /// Appends `item`.
-    pub fn append(&mut self, item: String) {
-        self.0.push(item);
-    }
-
-    /// The item at `index`, or an error message when there is none.
-    pub fn get(&self, index: usize) -> Result<String, String> {
-        self.0
-            .get(index)
-            .cloned()
-            .ok_or_else(|| format!("list index {index} out of range"))
-    }
-
-    /// How many items the list holds.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// The seed's `top_level_function`: a new list, made in the server process, that says which
-/// process made it.
-pub fn top_level_function() -> Items {
-    Items(vec![format!("set by {}", current_process_name())])
+/// The seed's `top_level_function`: a new built-in list, made in the server process, that says
+/// which process made it (Python: `Manager().list(["set by ..."])`).
+pub fn top_level_function() -> ListObject {
+    ListObject::from_items([format!("set by {}", current_process_name())])
+        .expect("a string is a plain value")
 }
 
 /// Process A's registry (Python: `register('get_my_items', callable=top_level_function,
-/// proxytype=ListProxy)`).
+/// proxytype=ListProxy)`): each create calls the function and serves the list it returns.
 #[manager::entry]
 pub fn registry() -> manager::Result<Registry> {
     let mut registry = Registry::new();
@@ -53,7 +27,8 @@ pub fn registry() -> manager::Result<Registry> {
     Ok(registry)
 }
 
-const GET_MY_ITEMS: Typeid<ItemsBlockingProxy> = Typeid::new("get_my_items");
+/// The proxy type is the built-in list's, as the seed's `proxytype=ListProxy`.
+const GET_MY_ITEMS: Typeid<BlockingListProxy<String>> = Typeid::new("get_my_items");
 
 /// Process A: starts the manager, and keeps it running while process B uses it.
 #[manager::entry]
@@ -74,14 +49,10 @@ pub fn process_a(address: Address) -> manager::Result<()> {
 pub fn process_b(address: Address) -> manager::Result<()> {
     let manager = BaseManager::new(address).connect()?;
     let proxy_items = manager.create(&GET_MY_ITEMS, ())?;
-    proxy_items.append("Educative is Great !".to_string())?;
+    proxy_items.append(&"Educative is Great !".to_string())?;
 
-    for index in 0..2 {
-        match proxy_items.get(index)? {
-            Ok(item) => println!("{item}"),
-            Err(e) => println!("error: {e}"),
-        }
-    }
+    println!("{}", proxy_items.get(0)?);
+    println!("{}", proxy_items.get(1)?);
     Ok(())
 }
 

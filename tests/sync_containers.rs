@@ -349,5 +349,83 @@ fn main() {
         case!(a_proxy_taken_out_of_a_container_works_in_another_process),
         case!(a_proxy_passed_to_a_process_stays_valid_after_the_parent_drops_it),
         case!(python_typeids_are_served),
+        case!(factories_and_methods_return_built_in_containers),
     ]);
+}
+
+/// A user's type whose methods hand out built-in containers (`method_to_typeid` to the
+/// built-in typeids), beside factories that return them: the seed's `top_level_function`.
+pub struct Board {
+    name: String,
+}
+
+#[manager::shared(method_to_typeid = { tasks: "list", scores: "dict", inbox: "Queue" })]
+impl Board {
+    /// A new list of this board's tasks.
+    pub fn tasks(&self) -> manager::sync::ListObject {
+        manager::sync::ListObject::from_items([format!("{}: first", self.name)]).unwrap()
+    }
+
+    /// A new dict of scores.
+    pub fn scores(&self) -> manager::sync::DictObject {
+        manager::sync::DictObject::from_items([("a".to_string(), 1i64), ("b".to_string(), 2)])
+            .unwrap()
+    }
+
+    /// A new queue, at most two items.
+    pub fn inbox(&self) -> manager::sync::QueueObject {
+        manager::sync::QueueObject::queue(2)
+    }
+}
+
+fn factories_and_methods_return_built_in_containers() {
+    use manager::sync::BlockingQueueProxy;
+    use manager::{Register, Typeid};
+
+    let mut registry = manager::sync::registry();
+    registry
+        .register(Register::shared("board", Board { name: "ops".into() }))
+        .unwrap();
+    registry
+        .register(Register::factory("get_my_items", |(): ()| {
+            manager::sync::ListObject::from_items(["set by the server"]).unwrap()
+        }))
+        .unwrap();
+    let server = InProcessServer::tcp(registry);
+    let manager = server.connect();
+
+    // A factory's list, with the list's own proxy type (Python's `proxytype=ListProxy`).
+    const GET_MY_ITEMS: Typeid<BlockingListProxy<String>> = Typeid::new("get_my_items");
+    let items = manager.create(&GET_MY_ITEMS, ()).unwrap();
+    items.append(&"appended".to_string()).unwrap();
+    assert_eq!(
+        items.to_vec().unwrap(),
+        vec!["set by the server".to_string(), "appended".to_string()]
+    );
+
+    // A method's list, dict and queue, each a new server-side object.
+    const BOARD: Typeid<BoardBlockingProxy> = Typeid::new("board");
+    let board = manager.create(&BOARD, ()).unwrap();
+    let tasks: BlockingListProxy<String> = board.tasks().unwrap();
+    tasks.append(&"second".to_string()).unwrap();
+    assert_eq!(tasks.len().unwrap(), 2);
+    let scores: BlockingDictProxy<String, i64> = board.scores().unwrap();
+    assert_eq!(scores.get(&"b".to_string()).unwrap(), Some(2));
+    let inbox: BlockingQueueProxy<String> = board.inbox().unwrap();
+    inbox.put(&"one".to_string()).unwrap();
+    inbox.put(&"two".to_string()).unwrap();
+    assert!(
+        !inbox.put_nowait(&"three".to_string()).unwrap(),
+        "maxsize 2"
+    );
+    assert_eq!(inbox.get().unwrap(), "one");
+
+    // A list made outside a call cannot hold proxies: the error says why.
+    let error = manager::sync::ListObject::from_items([items.clone()]).unwrap_err();
+    assert!(error.to_string().contains("cannot hold proxies"), "{error}");
+
+    // Dropping the proxies frees what the methods made (the board and the factory's list
+    // stay: the board is shared, the list is held by `items`).
+    drop((tasks, scores, inbox));
+    wait_objects(&manager, 2);
 }

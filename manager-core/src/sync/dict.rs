@@ -18,6 +18,14 @@ pub struct DictObject {
     map: IndexMap<Value, Entry>,
 }
 
+impl std::fmt::Debug for DictObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DictObject")
+            .field("len", &self.map.len())
+            .finish_non_exhaustive()
+    }
+}
+
 fn missing(method: &str, key: &Value) -> RemoteError {
     RemoteError::new(
         RemoteErrorKind::Key,
@@ -38,6 +46,27 @@ impl DictObject {
         };
         dict.put_all(items, ctx, "create")?;
         Ok(dict)
+    }
+
+    /// A dictionary of `items`, for a factory or a `method_to_typeid = { m: "dict" }` method
+    /// that returns a built-in dict; clients use a [`DictProxy`]`<K, V>` on it. Keys and values
+    /// must be plain values, not proxies.
+    pub fn from_items<K: serde::Serialize, V: serde::Serialize>(
+        items: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<DictObject, Error> {
+        let pairs = crate::sync::initial_values(items, typeids::DICT)?;
+        let pairs = pairs
+            .into_iter()
+            .map(|pair| match pair {
+                Value::Tuple(mut kv) if kv.len() == 2 => {
+                    let value = kv.pop().expect("two items");
+                    let key = kv.pop().expect("two items");
+                    Ok((key, value))
+                }
+                other => Err(Error::encode("a (key, value) pair", format!("got {other}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DictObject::new((pairs,), &CallContext::detached(0))?)
     }
 
     fn entry(

@@ -10,6 +10,14 @@ pub struct ListObject {
     items: Vec<Stored>,
 }
 
+impl std::fmt::Debug for ListObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.items.iter().map(|stored| &stored.value))
+            .finish()
+    }
+}
+
 fn error(kind: RemoteErrorKind, method: &str, message: impl Into<String>) -> RemoteError {
     RemoteError::new(kind, typeids::LIST, method, message)
 }
@@ -48,6 +56,33 @@ impl ListObject {
             .map(|item| Stored::new(ctx, item, typeids::LIST, "create"))
             .collect::<Result<_, _>>()?;
         Ok(ListObject { items })
+    }
+
+    /// A list of `items`, for a factory or a `method_to_typeid = { m: "list" }` method that
+    /// returns a built-in list (the seed's `top_level_function`); clients use a
+    /// [`ListProxy`]`<T>` on it. The items must be plain values, not proxies.
+    ///
+    /// ```
+    /// use manager_core::sync::ListObject;
+    /// use manager_core::{Register, Registry};
+    /// # fn main() -> manager_core::Result<()> {
+    /// let mut registry = Registry::new();
+    /// registry.register(Register::factory("get_my_items", |(): ()| {
+    ///     ListObject::from_items(["set by the server"]).expect("a string is a plain value")
+    /// }))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_items<T: serde::Serialize>(
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ListObject, Error> {
+        let items = crate::sync::initial_values(items, typeids::LIST)?;
+        let ctx = CallContext::detached(0);
+        Ok(ListObject {
+            items: items
+                .into_iter()
+                .map(|item| Stored::new(&ctx, item, typeids::LIST, "create"))
+                .collect::<Result<_, _>>()?,
+        })
     }
 
     fn position(&self, item: &Value, method: &str) -> Result<usize, RemoteError> {

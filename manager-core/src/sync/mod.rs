@@ -49,14 +49,16 @@ mod shared_value;
 
 pub use barrier::{BarrierProxy, BlockingBarrierProxy};
 pub use condition::{BlockingConditionProxy, ConditionProxy};
-pub use dict::{BlockingDictProxy, DictProxy};
+pub use dict::{BlockingDictProxy, DictObject, DictProxy};
 pub use event::{BlockingEventProxy, EventProxy};
-pub use list::{BlockingListProxy, ListProxy};
+pub use list::{BlockingListProxy, ListObject, ListProxy};
 pub use lock::{
     BlockingLockGuard, BlockingLockProxy, BlockingRLockProxy, LockGuard, LockProxy, RLockProxy,
 };
 pub use namespace::{BlockingNamespaceProxy, NamespaceProxy};
-pub use queue::{BlockingJoinableQueueProxy, BlockingQueueProxy, JoinableQueueProxy, QueueProxy};
+pub use queue::{
+    BlockingJoinableQueueProxy, BlockingQueueProxy, JoinableQueueProxy, QueueObject, QueueProxy,
+};
 pub use semaphore::{
     BlockingBoundedSemaphoreProxy, BlockingSemaphoreProxy, BoundedSemaphoreProxy, SemaphoreProxy,
 };
@@ -166,6 +168,31 @@ impl Stored {
         ctx.hand_out(&self.value);
         self.value.clone()
     }
+}
+
+/// Converts the items a Rust factory or method gives a built-in object into values: plain
+/// values only, as the references a proxy inside one needs are taken for a call's connection
+/// (from a method that has a `&CallContext`, use the object's `new`).
+pub(crate) fn initial_values<T: Serialize>(
+    items: impl IntoIterator<Item = T>,
+    typeid: &str,
+) -> Result<Vec<Value>, Error> {
+    items
+        .into_iter()
+        .map(|item| {
+            let value = encode(&item)?;
+            if value.tokens().is_empty() {
+                Ok(value)
+            } else {
+                Err(Error::encode(
+                    std::any::type_name::<T>(),
+                    format!(
+                        "a {typeid} made with from_items cannot hold proxies; make it with new(..., ctx) in a method that takes a &CallContext"
+                    ),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// Converts a typed element into a value, for sending.

@@ -230,6 +230,14 @@ pub struct QueueObject {
     core: QueueCore<Stored>,
 }
 
+impl std::fmt::Debug for QueueObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueObject")
+            .field("typeid", &self.typeid)
+            .finish_non_exhaustive()
+    }
+}
+
 impl QueueObject {
     /// A queue holding at most `maxsize` items (0 or less: no limit), answering as `typeid`.
     fn new(typeid: &'static str, maxsize: i64) -> QueueObject {
@@ -238,6 +246,22 @@ impl QueueObject {
             typeid,
             core: QueueCore::new(maxsize),
         }
+    }
+
+    /// An empty `Queue` holding at most `maxsize` items (0: no limit), for a factory or a
+    /// `method_to_typeid = { m: "Queue" }` method that returns a built-in queue; clients use a
+    /// [`QueueProxy`]`<T>` on it.
+    pub fn queue(maxsize: usize) -> QueueObject {
+        QueueObject::new(typeids::QUEUE, i64::try_from(maxsize).unwrap_or(i64::MAX))
+    }
+
+    /// An empty `JoinableQueue` holding at most `maxsize` items (0: no limit); clients use a
+    /// [`JoinableQueueProxy`]`<T>` on it.
+    pub fn joinable(maxsize: usize) -> QueueObject {
+        QueueObject::new(
+            typeids::JOINABLE_QUEUE,
+            i64::try_from(maxsize).unwrap_or(i64::MAX),
+        )
     }
 
     fn error(&self, kind: RemoteErrorKind, method: &str, message: &str) -> RemoteError {
