@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::registry::{Register, Registry};
-use crate::sync::queue::{deadline, seconds};
+use crate::sync::wait::{deadline, seconds};
 use crate::sync::{builtin_proxy, typeids, Typed};
 
 /// Python's `_state`.
@@ -298,7 +298,7 @@ impl BarrierProxy {
     /// Like [`wait`](BarrierProxy::wait), for at most `timeout`; when it passes, the barrier
     /// breaks and this waiter gets a `BrokenBarrier` error.
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<u64, Error> {
-        self.0.call("wait", (Some(seconds(timeout)),)).await
+        self.0.call("wait", (seconds(timeout),)).await
     }
 
     /// Puts the barrier back to its empty state; waiters present get a `BrokenBarrier` error.

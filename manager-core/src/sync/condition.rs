@@ -23,10 +23,11 @@ use tokio::sync::Notify;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError};
 use crate::proxy::Proxy;
-use crate::sync::lock::{
-    acquire_call, call, current_owner, runtime_error, seconds, timeout_of, wait_mode,
-    BlockingLockGuard, Holder, LockCore, LockGuard, Release, Wait,
+use crate::sync::lock::{Holder, LockCore};
+use crate::sync::release::{
+    acquire_call, call, current_owner, BlockingLockGuard, LockGuard, Release,
 };
+use crate::sync::wait::{runtime_error, seconds, timeout_of, wait_mode, Wait};
 use crate::sync::{builtin_proxy, typeids, Typed};
 
 #[derive(Debug, Default)]

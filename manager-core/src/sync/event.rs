@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::error::{Error, RemoteError};
 use crate::registry::{Register, Registry};
-use crate::sync::queue::{deadline, seconds, Counted};
+use crate::sync::wait::{deadline, seconds, Counted};
 use crate::sync::{builtin_proxy, typeids, Typed};
 
 /// The server side of a shared event.
@@ -155,7 +155,7 @@ impl EventProxy {
     /// Waits at most `timeout` for the flag to be set: `true` when it was, `false` when the
     /// timeout passed first.
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.0.call("wait", (Some(seconds(timeout)),)).await
+        self.0.call("wait", (seconds(timeout),)).await
     }
 
     /// How many `wait`s are waiting in the server (not in Python).

@@ -44,21 +44,22 @@ mod list;
 mod lock;
 mod namespace;
 mod queue;
+pub(crate) mod release;
 mod semaphore;
 mod shared_value;
+mod wait;
 
 pub use barrier::{BarrierProxy, BlockingBarrierProxy};
 pub use condition::{BlockingConditionProxy, ConditionProxy};
 pub use dict::{BlockingDictProxy, DictObject, DictProxy};
 pub use event::{BlockingEventProxy, EventProxy};
 pub use list::{BlockingListProxy, ListObject, ListProxy};
-pub use lock::{
-    BlockingLockGuard, BlockingLockProxy, BlockingRLockProxy, LockGuard, LockProxy, RLockProxy,
-};
+pub use lock::{BlockingLockProxy, BlockingRLockProxy, LockProxy, RLockProxy};
 pub use namespace::{BlockingNamespaceProxy, NamespaceProxy};
 pub use queue::{
     BlockingJoinableQueueProxy, BlockingQueueProxy, JoinableQueueProxy, QueueObject, QueueProxy,
 };
+pub use release::{BlockingLockGuard, LockGuard};
 pub use semaphore::{
     BlockingBoundedSemaphoreProxy, BlockingSemaphoreProxy, BoundedSemaphoreProxy, SemaphoreProxy,
 };

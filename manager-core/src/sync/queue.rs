@@ -21,53 +21,9 @@ use tokio::time::Instant;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::registry::{Register, Registry};
+use crate::sync::wait::{deadline, seconds, Counted};
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
-
-// Helpers shared by the waiting built-in types (queues, `Event`, `Barrier`).
-
-/// The deadline of a wait of `timeout` seconds starting now: `None` waits forever (no timeout,
-/// or one too large to represent). A negative or NaN timeout is Python's `ValueError`.
-pub(super) fn deadline(
-    timeout: Option<f64>,
-    typeid: &str,
-    method: &str,
-) -> Result<Option<Instant>, RemoteError> {
-    match timeout {
-        None => Ok(None),
-        Some(seconds) if seconds.is_nan() || seconds < 0.0 => Err(RemoteError::new(
-            RemoteErrorKind::InvalidValue,
-            typeid,
-            method,
-            "'timeout' must be a non-negative number",
-        )),
-        Some(seconds) => Ok(Duration::try_from_secs_f64(seconds)
-            .ok()
-            .and_then(|timeout| Instant::now().checked_add(timeout))),
-    }
-}
-
-/// A timeout as the seconds the server expects.
-pub(super) fn seconds(timeout: Duration) -> f64 {
-    timeout.as_secs_f64()
-}
-
-/// Counts one waiter for as long as it lives: the count goes down however the wait ends,
-/// including when the server drops the call because its client went away.
-pub(super) struct Counted<'a>(&'a AtomicU64);
-
-impl<'a> Counted<'a> {
-    pub(super) fn new(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Counted(counter)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// The queue itself, independent of what it stores (so that its waiting logic can be tested
 /// without a server).
@@ -442,7 +398,7 @@ macro_rules! queue_methods {
             /// Puts `item` at the back, waiting at most `timeout` for room; `false` when the
             /// queue was still full (the item was not put).
             pub async fn put_timeout(&self, item: &T, timeout: Duration) -> Result<bool, Error> {
-                let args = (encode(item)?, true, Some(seconds(timeout)));
+                let args = (encode(item)?, true, seconds(timeout));
                 full_to_false(self.0.call("put", args).await)
             }
 
@@ -461,11 +417,7 @@ macro_rules! queue_methods {
             /// Removes and returns the item at the front, waiting at most `timeout` for one;
             /// `None` when the queue was still empty.
             pub async fn get_timeout(&self, timeout: Duration) -> Result<Option<T>, Error> {
-                empty_to_none(
-                    self.0
-                        .call_value("get", (true, Some(seconds(timeout))))
-                        .await,
-                )
+                empty_to_none(self.0.call_value("get", (true, seconds(timeout))).await)
             }
 
             /// Removes and returns the item at the front; `None` when the queue is empty

@@ -19,9 +19,8 @@ use tokio::sync::Notify;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::Proxy;
-use crate::sync::lock::{
-    acquire_call, call, seconds, wait_mode, wait_until, BlockingLockGuard, LockGuard, Release, Wait,
-};
+use crate::sync::release::{acquire_call, call, BlockingLockGuard, LockGuard, Release};
+use crate::sync::wait::{seconds, wait_mode, wait_until, Wait};
 use crate::sync::{builtin_proxy, typeids, Typed};
 
 #[derive(Debug, Default)]

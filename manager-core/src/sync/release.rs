@@ -1,0 +1,343 @@
+//! The client half of every lock-like built-in (`Lock`, `RLock`, `Semaphore`,
+//! `BoundedSemaphore`, `Condition`): who owns an acquisition, acquiring calls that undo
+//! themselves when abandoned, the guards, and the releases sent without waiting.
+//!
+//! A guard ([`LockGuard`], [`BlockingLockGuard`]) releases on drop without waiting for the
+//! answer. So that the dropping client still sees its own release, every later call on the
+//! same object from this process first waits for the answers of the releases sent before it
+//! (kept by server address and object id: ids are unique only per server). An acquiring
+//! call whose future is dropped, or whose deadline passes, before its answer arrives does not
+//! leak the lock either: the answer is awaited in the background and what was acquired is
+//! released.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::address::Address;
+use crate::client::{Connection, Response};
+use crate::error::{Error, RemoteError};
+use crate::proxy::shape::Checked;
+use crate::proxy::BaseProxy;
+use crate::wire::{self, Reply};
+
+/// The owner id the calling thread or task sends to an `RLock` or a `Condition`: a hash of the
+/// current tokio task id (an even number) inside a task, else a number unique to the calling
+/// thread (an odd number). Calls made from one task, or from one thread outside any task,
+/// belong to one owner.
+pub(crate) fn current_owner() -> u64 {
+    static NEXT_THREAD: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static THREAD: u64 = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    }
+    match tokio::task::try_id() {
+        Some(task) => {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            task.hash(&mut hasher);
+            hasher.finish() << 1
+        }
+        None => (THREAD.with(|n| *n) << 1) | 1,
+    }
+}
+
+type Answer = oneshot::Receiver<Result<Response, Error>>;
+type Settled = Shared<BoxFuture<'static, ()>>;
+
+/// An object of one server: object ids are unique only per server.
+type ObjectKey = (Address, u64);
+
+/// The answers to one-way releases sent from this process and not yet known to have arrived,
+/// by object. Kept for the whole process, not per connection: a thread that drops a guard and
+/// then tells another thread, with a connection of its own, to take the lock must not see that
+/// thread find it still held.
+fn unsettled() -> &'static Mutex<HashMap<ObjectKey, Vec<Settled>>> {
+    static UNSETTLED: OnceLock<Mutex<HashMap<ObjectKey, Vec<Settled>>>> = OnceLock::new();
+    UNSETTLED.get_or_init(Default::default)
+}
+
+/// The key of `base`'s object.
+fn key(base: &BaseProxy) -> ObjectKey {
+    (base.connection().server_address().clone(), base.token().id)
+}
+
+/// Waits until the server has answered every one-way release sent for `base`'s object, so that
+/// a call made after a guard is dropped sees the release.
+async fn settle(base: &BaseProxy) {
+    let pending = {
+        let mut map = unsettled().lock();
+        if map.is_empty() {
+            return;
+        }
+        let key = key(base);
+        match map.get_mut(&key) {
+            None => return,
+            Some(list) => {
+                list.retain(|answer| answer.peek().is_none());
+                if list.is_empty() {
+                    map.remove(&key);
+                    return;
+                }
+                list.clone()
+            }
+        }
+    };
+    for answer in pending {
+        answer.await;
+    }
+}
+
+/// Sends `method(args)` on `base`'s object without waiting for the answer (what a guard does
+/// when dropped). Later calls on the object from this process wait for the answer first.
+pub(crate) fn call_later<A: Serialize>(base: &BaseProxy, method: &str, args: A) {
+    let id = base.token().id;
+    let Ok(answer) = base
+        .connection()
+        .start(Connection::call_frame(id, method, &args))
+    else {
+        // The connection is closed: the server releases what it held.
+        return;
+    };
+    settle_later(
+        key(base),
+        async move {
+            let _ = answer.await;
+        }
+        .boxed(),
+    );
+}
+
+/// Makes later calls on the object `key` from this process wait for `settled` (and drives it
+/// to its end in the background, even if the object is never used again).
+fn settle_later(key: ObjectKey, settled: BoxFuture<'static, ()>) {
+    let settled = settled.shared();
+    unsettled()
+        .lock()
+        .entry(key.clone())
+        .or_default()
+        .push(settled.clone());
+    // Forgets the answer once it has arrived, even if the object is never used again.
+    crate::client::background_runtime().spawn(async move {
+        settled.await;
+        let mut map = unsettled().lock();
+        if let Some(list) = map.get_mut(&key) {
+            list.retain(|answer| answer.peek().is_none());
+            if list.is_empty() {
+                map.remove(&key);
+            }
+        }
+    });
+}
+
+/// Decodes the answer to a call of a method returning `Result<R, RemoteError>`.
+fn decode<R: DeserializeOwned>(
+    response: Response,
+    base: &BaseProxy,
+    method: &str,
+) -> Result<R, Error> {
+    let what = || format!("the result of {}.{method}", base.token().typeid);
+    match &response.reply {
+        Reply::Value => wire::decode_payload(response.payload(), &what()),
+        Reply::Raised { .. } => Err(Error::Remote(wire::decode_payload::<RemoteError>(
+            response.payload(),
+            &what(),
+        )?)),
+        Reply::Error(e) => Err(Error::Remote(e.clone())),
+        other => Err(Error::Protocol(format!(
+            "{}.{method}: expected a value, got {other:?}",
+            base.token().typeid
+        ))),
+    }
+}
+
+/// Calls `method(args)` (a method returning `Result<R, RemoteError>`) once the releases sent
+/// earlier have been answered.
+pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(
+    base: &BaseProxy,
+    method: &str,
+    args: A,
+) -> Result<R, Error> {
+    settle(base).await;
+    base.call::<Checked<R>>(method, args).await
+}
+
+/// An acquiring call in flight. Dropped before its answer arrived, it hands the answer to a
+/// background task that undoes a successful acquisition.
+struct InFlight<'a, U: Serialize + Send + 'static> {
+    base: &'a BaseProxy,
+    /// The request, to cancel if abandoned.
+    id: u64,
+    answer: Option<Answer>,
+    undo: Option<(&'static str, U)>,
+}
+
+impl<U: Serialize + Send + 'static> Drop for InFlight<'_, U> {
+    fn drop(&mut self) {
+        let (Some(answer), Some((method, args))) = (self.answer.take(), self.undo.take()) else {
+            return;
+        };
+        // The clone keeps a reference to the object until the undo is answered. Later calls on
+        // the object from this process wait for it: one made right after a timed-out acquire
+        // must not find the lock taken by the acquisition it gave up on.
+        let base = self.base.clone();
+        // The server stops waiting, and answers `Cancelled`, or `true` if it acquired first.
+        base.connection().cancel(self.id);
+        settle_later(
+            key(&base),
+            async move {
+                let Ok(Ok(response)) = answer.await else {
+                    return;
+                };
+                if let Ok(true) = decode::<bool>(response, &base, "acquire") {
+                    let undo = base.connection().start(Connection::call_frame(
+                        base.token().id,
+                        method,
+                        &args,
+                    ));
+                    if let Ok(undone) = undo {
+                        let _ = undone.await;
+                    }
+                }
+            }
+            .boxed(),
+        );
+    }
+}
+
+/// Calls an acquiring `method(args)` that answers whether it acquired. If the returned future
+/// is dropped before the answer arrives, `undo` (a release method and its arguments) is sent
+/// once the answer says the acquisition succeeded.
+pub(crate) async fn acquire_call<A: Serialize, U: Serialize + Send + 'static>(
+    base: &BaseProxy,
+    method: &str,
+    args: A,
+    undo: (&'static str, U),
+) -> Result<bool, Error> {
+    settle(base).await;
+    let (id, answer) =
+        base.connection()
+            .start_with_id(Connection::call_frame(base.token().id, method, &args))?;
+    let mut in_flight = InFlight {
+        base,
+        id,
+        answer: Some(answer),
+        undo: Some(undo),
+    };
+    let answer = in_flight.answer.as_mut().expect("the answer is there");
+    let response = match base.timeout() {
+        None => answer.await,
+        Some(limit) => match crate::client::within(limit, answer).await {
+            Ok(response) => response,
+            Err(_) => {
+                // Dropping `in_flight` cancels the call, and undoes it should the server have
+                // acquired meanwhile.
+                return Err(Error::Timeout(format!(
+                    "{}.{method} (request {id}) after {limit:?}",
+                    base.token().typeid
+                )));
+            }
+        },
+    };
+    in_flight.answer = None;
+    match response {
+        Ok(response) => decode(response?, base, method),
+        Err(_) => Err(Error::ConnectionClosed(
+            "the connection closed before the answer arrived".to_string(),
+        )),
+    }
+}
+
+/// What releasing a guard sends.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Release {
+    /// `release()`: a `Lock`.
+    Plain,
+    /// `release(owner)`: an `RLock` or a `Condition`.
+    Owner(u64),
+    /// `release(1)`: a semaphore.
+    Permit,
+}
+
+impl Release {
+    async fn now(self, base: &BaseProxy) -> Result<(), Error> {
+        match self {
+            Release::Plain => call(base, "release", ()).await,
+            Release::Owner(owner) => call(base, "release", (owner,)).await,
+            Release::Permit => call(base, "release", (1u64,)).await,
+        }
+    }
+
+    fn later(self, base: &BaseProxy) {
+        match self {
+            Release::Plain => call_later(base, "release", ()),
+            Release::Owner(owner) => call_later(base, "release", (owner,)),
+            Release::Permit => call_later(base, "release", (1u64,)),
+        }
+    }
+}
+
+/// An acquired `Lock`, `RLock` level, `Condition` lock or semaphore permit, released when the
+/// guard is dropped (without waiting for the server's answer; later calls on the same object
+/// from this process see the release). [`LockGuard::release`] releases it and reports errors.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    base: &'a BaseProxy,
+    release: Option<Release>,
+}
+
+impl std::fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("typeid", &self.base.token().typeid)
+            .field("id", &self.base.token().id)
+            .finish()
+    }
+}
+
+impl<'a> LockGuard<'a> {
+    pub(crate) fn new(base: &'a BaseProxy, release: Release) -> LockGuard<'a> {
+        LockGuard {
+            base,
+            release: Some(release),
+        }
+    }
+
+    /// Releases now and waits for the server's answer.
+    pub async fn release(mut self) -> Result<(), Error> {
+        match self.release.take() {
+            Some(release) => release.now(self.base).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release.later(self.base);
+        }
+    }
+}
+
+/// The blocking form of [`LockGuard`]: released when dropped, or by
+/// [`BlockingLockGuard::release`].
+#[must_use = "the lock is released as soon as the guard is dropped"]
+#[derive(Debug)]
+pub struct BlockingLockGuard<'a>(LockGuard<'a>);
+
+impl<'a> BlockingLockGuard<'a> {
+    pub(crate) fn new(guard: LockGuard<'a>) -> BlockingLockGuard<'a> {
+        BlockingLockGuard(guard)
+    }
+
+    /// Releases now and waits for the server's answer.
+    pub fn release(self) -> Result<(), Error> {
+        crate::proxy::blocking::run(self.0.release())
+    }
+}
