@@ -548,11 +548,19 @@ impl Connection {
         move |id, buf| wire::put(buf, &Request::Control { id, op }, "request")
     }
 
-    /// Builds the frame of an attach request.
+    /// Builds the frame of an attach request for the object `token` names.
     pub(crate) fn attach_frame(
-        object: u64,
-    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> {
-        move |id, buf| wire::put(buf, &Request::Attach { id, object }, "request")
+        token: &Token,
+    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + '_ {
+        move |id, buf| {
+            let request = Request::Attach {
+                id,
+                object: token.id,
+                typeid: &token.typeid,
+                instance: token.instance,
+            };
+            wire::put(buf, &request, "request")
+        }
     }
 
     /// Sends a control request and waits for its answer.

@@ -177,6 +177,10 @@ pub enum RemoteErrorKind {
     Runtime,
     /// Any other failure.
     Other,
+    /// A token from another run of the server (it restarted since the token was issued), or
+    /// one that names an object of another typeid: refused rather than attached to whatever
+    /// object now has its id.
+    StaleToken,
 }
 
 impl std::fmt::Display for RemoteErrorKind {
@@ -202,6 +206,7 @@ impl std::fmt::Display for RemoteErrorKind {
             RemoteErrorKind::BrokenBarrier => "broken barrier",
             RemoteErrorKind::Runtime => "runtime error",
             RemoteErrorKind::Other => "error",
+            RemoteErrorKind::StaleToken => "stale token",
         };
         f.write_str(text)
     }

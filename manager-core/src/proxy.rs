@@ -547,7 +547,7 @@ pub(crate) fn take_attach_failure(message: &str) -> Option<Error> {
 fn attach_elsewhere(token: &Token) -> Result<BaseProxy, Error> {
     let attached = crate::client::in_blocking_region(|| {
         let conn = crate::client::shared_connection(&token.address)?;
-        let response = conn.request_blocking(Connection::attach_frame(token.id))?;
+        let response = conn.request_blocking(Connection::attach_frame(token))?;
         proxy_from(&conn, response, "attach")
     });
     let failure = attached
