@@ -190,6 +190,25 @@ impl Net {
         command
     }
 
+    /// The bytes that crossed `host`'s link so far, received and sent.
+    pub fn link_bytes(&self, host: Host) -> Result<u64, String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", self.namespace(host), "cat"])
+            .args([
+                "/sys/class/net/e0/statistics/rx_bytes",
+                "/sys/class/net/e0/statistics/tx_bytes",
+            ])
+            .output()
+            .map_err(|e| format!("cannot read the link's counters: {e}"))?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(|n| {
+                n.parse::<u64>()
+                    .map_err(|e| format!("a counter {n:?}: {e}"))
+            })
+            .sum()
+    }
+
     /// Makes `host` vanish, silently: nothing sent to it or by it crosses the router again, and
     /// no one is told (no FIN, RST or ICMP error).
     pub fn cut(&self, host: Host) -> Result<(), String> {

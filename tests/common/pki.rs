@@ -1,6 +1,8 @@
 //! Certificates for the TLS tests, made at run time with rcgen: a CA, a server certificate for
 //! 127.0.0.1/localhost signed by it, a client certificate, and a second CA that signed nothing
-//! the server has. (Included by the TLS test binaries only, with `#[path]`.)
+//! the server has. (Included with `#[path]` by the TLS tests and `benches/cross_host.rs`.)
+
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
