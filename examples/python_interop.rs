@@ -206,6 +206,7 @@ pub fn run() -> manager::Result<()> {
         typeid: typeid.into(),
         address: manager.connection().server_address().clone(),
         id,
+        instance: 0,
     };
     let queue: manager::sync::BlockingQueueProxy<Job> =
         manager.attach(&token(queue_id, "Queue"))?;

@@ -1430,6 +1430,17 @@ fn objects_of_other_connections_cannot_be_called_or_released() {
     });
 }
 
+/// An `Attach` of `object` as a `typeid`, from a token whose server run is not known (as a
+/// CPython client's token).
+fn attach(id: u64, object: u64, typeid: &str) -> Request<'_> {
+    Request::Attach {
+        id,
+        object,
+        typeid,
+        instance: 0,
+    }
+}
+
 /// `Attach` of ids that do not exist (0, u64::MAX, an object already released) is an
 /// `UnknownObject` error. `Attach` of an object another connection holds succeeds (that is how
 /// a proxy travels to another process) and is counted: each attach adds a reference, and all
@@ -1451,20 +1462,14 @@ fn attach_of_missing_ids_fails_and_attach_of_a_foreign_id_is_counted() {
                 .await;
             for object in [0, u64::MAX, released] {
                 let id = raw.id();
-                raw.must_send(&request(&Request::Attach { id, object }, &[]))
+                raw.must_send(&request(&attach(id, object, "probe"), &[]))
                     .await;
                 raw.error(id, &[RemoteErrorKind::UnknownObject]).await;
             }
             for n in 1..=3 {
                 let id = raw.id();
-                raw.must_send(&request(
-                    &Request::Attach {
-                        id,
-                        object: foreign,
-                    },
-                    &[],
-                ))
-                .await;
+                raw.must_send(&request(&attach(id, foreign, "probe"), &[]))
+                    .await;
                 match raw.reply(id).await.0 {
                     Reply::Proxy(token) => assert_eq!(token.id, foreign),
                     other => panic!("{other:?}"),
@@ -1854,7 +1859,7 @@ fn a_flood_of_pipelined_calls_is_answered_in_full_and_an_abandoned_one_is_cleane
             let mut doomed = Raw::open_with(&suite.server.tcp, &suite.key, true).await;
             let id = doomed.id();
             doomed
-                .must_send(&request(&Request::Attach { id, object: lock }, &[]))
+                .must_send(&request(&attach(id, lock, "Lock"), &[]))
                 .await;
             doomed.reply(id).await;
             assert!(
@@ -1921,7 +1926,7 @@ fn connections_dropped_at_every_stage_leave_nothing_behind() {
                         raw.create("list", &enc(&(vec![Value::Int(n.into()), Value::None],)))
                             .await;
                         let id = raw.id();
-                        raw.must_send(&request(&Request::Attach { id, object: lock }, &[]))
+                        raw.must_send(&request(&attach(id, lock, "Lock"), &[]))
                             .await;
                         raw.reply(id).await;
                         match stage {

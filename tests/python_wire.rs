@@ -366,6 +366,7 @@ fn token(typeid: &str, address: Address, id: u64) -> Token {
         typeid: typeid.to_string(),
         address,
         id,
+        instance: 0,
     }
 }
 

@@ -244,6 +244,7 @@ fn a_proxy_stored_in_a_container_keeps_its_object_alive() {
         typeid: "list".into(),
         address: manager.connection().server_address().clone(),
         id: ghost_id,
+        instance: 0,
     };
     let values: BlockingListProxy<manager::value::Value> = manager.list(&[]).unwrap();
     let error = values

@@ -1,27 +1,32 @@
 //! TLS (the `tls` feature): a loopback server with TLS and an authkey, clients that trust it or
-//! not, clients without TLS, client certificates, and a TLS server started in a child process.
-//! Certificates are made at run time with rcgen: a CA, a server certificate for
-//! 127.0.0.1/localhost signed by it, a client certificate, and a second CA that signed nothing
-//! the server has.
+//! not, clients without TLS, client certificates, a TLS server started in a child process,
+//! proxies that travel to spawned processes (as arguments, inside a queue and a dict) and
+//! reconnect with the TLS configuration those inherit, and the `manager` command serving and
+//! reaching a server with TLS. Certificates are made at run time (`common/pki.rs`).
 //!
 //! This binary starts a server process by re-running itself, so it has its own `main`
 //! (`harness = false`) that calls `manager::init()` first.
 
 #[macro_use]
 mod common;
+#[path = "common/pki.rs"]
+mod pki;
+#[path = "tls/travel.rs"]
+mod travel;
+use travel::{
+    a_process_without_tls_configuration_fails_with_a_tls_error,
+    proxies_that_travel_reconnect_with_the_inherited_tls_configuration,
+    the_command_serves_and_is_reached_with_tls,
+};
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 
 use common::InProcessServer;
 use manager::{
     Address, AuthKey, BaseManager, BlockingManager, ConnectOptions, Error, Manager, Register,
     Registry, Server, ServerConfig, TlsClientConfig, TlsServerConfig, Typeid,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use pki::Pki;
 
 /// A counter, the object the tests create and call.
 pub struct Counter {
@@ -54,112 +59,13 @@ fn registry() -> manager::Result<Registry> {
     Ok(registry)
 }
 
-/// Certificates and keys as PEM files in a directory of their own, removed when dropped.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    /// Makes a CA, a server certificate for localhost and 127.0.0.1 and a client certificate
-    /// signed by it, and a second CA with a client certificate of its own.
-    fn new() -> Pki {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mgr-test-tls-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the certificate directory");
-        let pki = Pki { dir };
-        let ca = pki.ca("ca", "manager test CA");
-        pki.leaf(
-            "server",
-            &ca,
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        pki.leaf(
-            "client",
-            &ca,
-            &["client.test"],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        let other = pki.ca("other-ca", "another CA");
-        pki.leaf(
-            "stranger",
-            &other,
-            &["stranger.test"],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        pki
-    }
-
-    fn ca(&self, name: &str, common_name: &str) -> CertifiedIssuer<'static, KeyPair> {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(self.path(&format!("{name}.pem")), ca.pem()).unwrap();
-        ca
-    }
-
-    fn leaf(
-        &self,
-        name: &str,
-        ca: &CertifiedIssuer<'static, KeyPair>,
-        names: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-    ) {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names.clone()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, &names[0]);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, ca).unwrap();
-        std::fs::write(self.path(&format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(self.path(&format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    /// The server's TLS settings, without client certificates.
-    fn server(&self) -> TlsServerConfig {
-        TlsServerConfig::new(self.path("server.pem"), self.path("server.key"))
-    }
-
-    /// A client that trusts the CA that signed the server's certificate.
-    fn client(&self) -> TlsClientConfig {
-        TlsClientConfig::new(self.path("ca.pem"), "localhost")
-    }
-
-    /// [`Pki::client`] with the client certificate signed by the same CA.
-    fn client_with_cert(&self) -> TlsClientConfig {
-        self.client()
-            .client_cert(self.path("client.pem"), self.path("client.key"))
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn config_with(tls: TlsServerConfig) -> ServerConfig {
+pub fn config_with(tls: TlsServerConfig) -> ServerConfig {
     let mut config = ServerConfig::default();
     config.tls = Some(tls);
     config
 }
 
-fn tls_server(tls: TlsServerConfig, authkey: &AuthKey) -> InProcessServer {
+pub fn tls_server(tls: TlsServerConfig, authkey: &AuthKey) -> InProcessServer {
     InProcessServer::start_with(
         registry().expect("the registry"),
         Address::local_tcp(),
@@ -168,7 +74,7 @@ fn tls_server(tls: TlsServerConfig, authkey: &AuthKey) -> InProcessServer {
     )
 }
 
-fn connect(server: &InProcessServer, tls: TlsClientConfig) -> manager::Result<BlockingManager> {
+pub fn connect(server: &InProcessServer, tls: TlsClientConfig) -> manager::Result<BlockingManager> {
     BlockingManager::connect_with(
         server.address(),
         server.authkey(),
@@ -367,5 +273,8 @@ fn main() {
         case!(client_certificates_when_required),
         case!(start_serves_tls_in_a_child_process),
         case!(bad_configurations_are_refused_clearly),
+        case!(proxies_that_travel_reconnect_with_the_inherited_tls_configuration),
+        case!(a_process_without_tls_configuration_fails_with_a_tls_error),
+        case!(the_command_serves_and_is_reached_with_tls),
     ]);
 }

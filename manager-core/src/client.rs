@@ -568,11 +568,19 @@ impl Connection {
         move |id, buf| wire::put(buf, &Request::Control { id, op }, "request")
     }
 
-    /// Builds the frame of an attach request.
+    /// Builds the frame of an attach request for the object `token` names.
     pub(crate) fn attach_frame(
-        object: u64,
-    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> {
-        move |id, buf| wire::put(buf, &Request::Attach { id, object }, "request")
+        token: &Token,
+    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + '_ {
+        move |id, buf| {
+            let request = Request::Attach {
+                id,
+                object: token.id,
+                typeid: &token.typeid,
+                instance: token.instance,
+            };
+            wire::put(buf, &request, "request")
+        }
     }
 
     /// Sends a control request and waits for its answer.
@@ -692,8 +700,9 @@ pub(crate) fn expect_token(response: Response, what: &str) -> Result<Token, Erro
 }
 
 /// This process's connection to the server at `address`, made on first use with this process's
-/// authkey and shared from then on: how a proxy that arrives from another process (as a spawned
-/// function's argument) reaches its server.
+/// authkey and default TLS configuration ([`crate::tls::set_default_client_config`]) and
+/// shared from then on: how a proxy that arrives from another process (as a spawned function's
+/// argument, or inside a value) reaches its server.
 pub(crate) fn shared_connection(address: &Address) -> Result<Connection, Error> {
     static CONNECTIONS: OnceLock<Mutex<HashMap<Address, Connection>>> = OnceLock::new();
     let connections = CONNECTIONS.get_or_init(Default::default);
@@ -702,7 +711,26 @@ pub(crate) fn shared_connection(address: &Address) -> Result<Connection, Error> 
             return Ok(conn.clone());
         }
     }
-    let conn = Connection::connect_blocking(address, &crate::process::authkey())?;
+    let tls = crate::tls::default_client_config_for(address);
+    let options = ConnectOptions {
+        tls: tls.clone(),
+        ..ConnectOptions::default()
+    };
+    let conn = Connection::connect_blocking_with(address, &crate::process::authkey(), &options)
+        .map_err(|e| match e {
+            Error::Tls(why) if tls.is_none() => Error::Tls(format!(
+                "a proxy for {address} reached {}, which has no default TLS configuration \
+                 (manager::tls::set_default_client_config, which spawned processes inherit \
+                 from their parent): {why}",
+                crate::process::current_process_name()
+            )),
+            Error::Tls(why) => Error::Tls(format!(
+                "a proxy for {address} reconnected with the default TLS configuration of {}: \
+                 {why}",
+                crate::process::current_process_name()
+            )),
+            other => other,
+        })?;
     connections.lock().insert(address.clone(), conn.clone());
     Ok(conn)
 }

@@ -69,10 +69,45 @@ pub enum Error {
 }
 
 impl Error {
+    /// A decode error, unless it comes of a proxy in the value that could not reach its
+    /// server: then that failure itself (see `proxy::take_attach_failure`).
     pub(crate) fn decode(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        let message = err.to_string();
+        if let Some(cause) = crate::proxy::take_attach_failure(&message) {
+            return cause;
+        }
         Error::Decode {
             what: what.into(),
-            message: err.to_string(),
+            message,
+        }
+    }
+
+    /// A copy of this error, for the errors that are data (an I/O error keeps its kind and
+    /// message only).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Connect { address, source } => Error::Connect {
+                address: address.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Auth(m) => Error::Auth(m.clone()),
+            Error::ConnectionClosed(m) => Error::ConnectionClosed(m.clone()),
+            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Error::Encode { what, message } => Error::Encode {
+                what: what.clone(),
+                message: message.clone(),
+            },
+            Error::Decode { what, message } => Error::Decode {
+                what: what.clone(),
+                message: message.clone(),
+            },
+            Error::Remote(e) => Error::Remote(e.clone()),
+            Error::Protocol(m) => Error::Protocol(m.clone()),
+            Error::Registry(m) => Error::Registry(m.clone()),
+            Error::Process(m) => Error::Process(m.clone()),
+            Error::BlockingInAsync => Error::BlockingInAsync,
+            Error::Timeout(m) => Error::Timeout(m.clone()),
+            Error::Tls(m) => Error::Tls(m.clone()),
         }
     }
 
@@ -144,6 +179,10 @@ pub enum RemoteErrorKind {
     Cancelled,
     /// Any other failure.
     Other,
+    /// A token from another run of the server (it restarted since the token was issued), or
+    /// one that names an object of another typeid: refused rather than attached to whatever
+    /// object now has its id.
+    StaleToken,
 }
 
 impl std::fmt::Display for RemoteErrorKind {
@@ -170,6 +209,7 @@ impl std::fmt::Display for RemoteErrorKind {
             RemoteErrorKind::Runtime => "runtime error",
             RemoteErrorKind::Cancelled => "cancelled",
             RemoteErrorKind::Other => "error",
+            RemoteErrorKind::StaleToken => "stale token",
         };
         f.write_str(text)
     }

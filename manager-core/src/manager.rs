@@ -320,10 +320,7 @@ impl Manager {
     /// A proxy for an object named by a token (for instance one that came from another
     /// process), taking a new reference to it. The token must name an object on this server.
     pub async fn attach<P: Proxy>(&self, token: &Token) -> Result<P, Error> {
-        let response = self
-            .conn
-            .request(Connection::attach_frame(token.id))
-            .await?;
+        let response = self.conn.request(Connection::attach_frame(token)).await?;
         proxy_from(&self.conn, response, "attach").map(P::from_base)
     }
 
@@ -411,7 +408,7 @@ impl BlockingManager {
     /// Blocking form of [`Manager::attach`].
     pub fn attach<P: Proxy>(&self, token: &Token) -> Result<P, Error> {
         let conn = &self.0.conn;
-        let response = conn.request_blocking(Connection::attach_frame(token.id))?;
+        let response = conn.request_blocking(Connection::attach_frame(token))?;
         proxy_from(conn, response, "attach").map(P::from_base)
     }
 

@@ -87,9 +87,28 @@ impl<T: IntoEntryOutcome, E: fmt::Display> IntoEntryOutcome for Result<T, E> {
     }
 }
 
+thread_local! {
+    /// Why a proxy among a spawned entry's arguments could not reach its server, when a TLS
+    /// failure was the cause: the parent's `spawn` then fails with [`Error::Tls`].
+    static ARGS_TLS_FAILURE: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Decodes the arguments of an entry function. Used by `#[manager::entry]`.
 pub fn decode_entry_args<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    postcard::from_bytes(bytes).map_err(|e| format!("cannot decode the entry's arguments: {e}"))
+    postcard::from_bytes(bytes).map_err(|e| {
+        // A proxy among the arguments that could not reach its server: say why it could not.
+        match Error::decode("the entry's arguments", e) {
+            Error::Tls(why) => {
+                ARGS_TLS_FAILURE.with(|failure| *failure.borrow_mut() = Some(why.clone()));
+                format!("a proxy among its arguments could not reconnect: TLS: {why}")
+            }
+            Error::Decode { message, .. } => {
+                format!("cannot decode the entry's arguments: {message}")
+            }
+            other => format!("a proxy among its arguments could not reconnect: {other}"),
+        }
+    })
 }
 
 /// A function that can be the target of a spawned process, taking the argument tuple `Args`.
@@ -193,6 +212,8 @@ struct Orders {
     entry: String,
     args: Vec<u8>,
     authkey: Vec<u8>,
+    /// The parent's default client TLS configuration, which the child takes as its own.
+    tls: Option<crate::tls::TlsClientConfig>,
     name: String,
     identity: Vec<u32>,
 }
@@ -203,6 +224,8 @@ enum Ready {
     Started,
     Listening(Address),
     Failed(String),
+    /// A proxy among the arguments could not reconnect over TLS (or without it), and why.
+    FailedTls(String),
 }
 
 fn write_message<T: Serialize>(mut channel: &UnixStream, message: &T) -> Result<(), Error> {
@@ -331,6 +354,7 @@ impl Process {
             args: postcard::to_stdvec(&args)
                 .map_err(|e| Error::encode("the process arguments", e))?,
             authkey: authkey().as_bytes().to_vec(),
+            tls: crate::tls::default_client_config(),
             name: name.clone(),
             identity,
         };
@@ -342,6 +366,12 @@ impl Process {
                 Ok(Ready::Failed(message)) => {
                     let _ = child.wait();
                     return Err(Error::Process(format!("{name} could not start: {message}")));
+                }
+                Ok(Ready::FailedTls(message)) => {
+                    let _ = child.wait();
+                    return Err(Error::Tls(format!(
+                        "{name} could not take over the proxies it was given: {message}"
+                    )));
                 }
                 Ok(Ready::Listening(_)) | Err(_) => {
                     let _ = child.kill();
@@ -445,6 +475,7 @@ impl ServerProcess {
             args: postcard::to_stdvec(&())
                 .map_err(|e| Error::encode("the process arguments", e))?,
             authkey: authkey.as_bytes().to_vec(),
+            tls: crate::tls::default_client_config(),
             name,
             identity,
         };
@@ -460,6 +491,12 @@ impl ServerProcess {
             Ok(Ready::Failed(message)) => {
                 let _ = child.wait();
                 Err(Error::Process(format!(
+                    "the server process could not start: {message}"
+                )))
+            }
+            Ok(Ready::FailedTls(message)) => {
+                let _ = child.wait();
+                Err(Error::Tls(format!(
                     "the server process could not start: {message}"
                 )))
             }
@@ -549,6 +586,7 @@ fn run_child(channel: UnixStream) -> i32 {
         authkey: AuthKey::new(&orders.authkey),
         children: AtomicU32::new(0),
     });
+    crate::tls::set_default_client_config(orders.tls.clone());
     let Some(entry) = find_entry(&orders.entry) else {
         eprintln!(
             "manager: no #[manager::entry] named {} in this executable",
@@ -565,7 +603,11 @@ fn run_child(channel: UnixStream) -> i32 {
         Ok(outcome) => outcome,
         Err(message) => {
             eprintln!("manager: {}: {message}", orders.entry);
-            let _ = write_message(&channel, &Ready::Failed(message));
+            let ready = match ARGS_TLS_FAILURE.with(|failure| failure.borrow_mut().take()) {
+                Some(why) => Ready::FailedTls(why),
+                None => Ready::Failed(message),
+            };
+            let _ = write_message(&channel, &ready);
             return 2;
         }
     };

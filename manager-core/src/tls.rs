@@ -103,6 +103,56 @@ impl TlsClientConfig {
     }
 }
 
+/// This process's default client TLS configuration: see [`set_default_client_config`].
+static DEFAULT_CLIENT: std::sync::RwLock<Option<TlsClientConfig>> = std::sync::RwLock::new(None);
+
+/// Sets this process's default client TLS configuration (`None` for none, the default), the
+/// way [`crate::process::authkey`] is its default authkey.
+///
+/// It is what a proxy that *travelled* to this process reconnects with: a proxy passed to a
+/// spawned process as an argument, or one that arrives inside a value (an item of a queue, a
+/// value of a dict) and names a server this process has no connection to yet. Processes
+/// started by [`crate::Process::spawn`] and [`crate::BaseManager::start`] inherit the
+/// configuration their parent has when it spawns them. It applies to TCP addresses only (a
+/// proxy for a Unix socket reconnects without TLS), and a `server_name` left empty stands
+/// for the host of each address dialled. Connections made by [`crate::BaseManager`] and
+/// [`crate::Connection`] take their TLS settings from their own options, not from here.
+///
+/// Without it, a proxy for a server that requires TLS fails to reconnect with
+/// [`Error::Tls`], saying so.
+pub fn set_default_client_config(config: Option<TlsClientConfig>) {
+    *DEFAULT_CLIENT.write().unwrap_or_else(|e| e.into_inner()) = config;
+}
+
+/// This process's default client TLS configuration (see [`set_default_client_config`]).
+pub fn default_client_config() -> Option<TlsClientConfig> {
+    DEFAULT_CLIENT
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// The default client configuration for a connection to `address`: none for a Unix socket,
+/// and an empty server name replaced by the address's host.
+pub(crate) fn default_client_config_for(address: &Address) -> Option<TlsClientConfig> {
+    let Address::Tcp(host_port) = address else {
+        return None;
+    };
+    let mut config = default_client_config()?;
+    if config.server_name.is_empty() {
+        config.server_name = host_of(host_port).to_string();
+    }
+    Some(config)
+}
+
+/// The host of `host:port` text, without the brackets of an IPv6 address.
+pub fn host_of(host_port: &str) -> &str {
+    let host = host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// Refuses TLS on a Unix socket.
 fn check_tcp(address: &Address, side: &str) -> Result<(), Error> {
     match address {

@@ -960,6 +960,10 @@ fn token_entries(token: Token) -> Vec<(Value, Value)> {
         (Value::Str("typeid".into()), Value::Str(token.typeid)),
         (Value::Str("address".into()), address),
         (Value::Str("id".into()), Value::Int(token.id.into())),
+        (
+            Value::Str("instance".into()),
+            Value::Int(token.instance.into()),
+        ),
     ]
 }
 
@@ -1166,6 +1170,7 @@ mod tests {
                     typeid: "list".into(),
                     address: crate::Address::tcp("127.0.0.1:1"),
                     id: 9,
+                    instance: 7,
                 }),
             ),
             (

@@ -68,8 +68,9 @@ impl tokio_util::codec::Decoder for FrameDecoder {
     }
 }
 
-/// The version of this protocol; a client refuses a server that speaks another.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version of this protocol; a client refuses a server that speaks another. (2: tokens
+/// name the server run that issued them, and `Attach` carries the token's typeid and run.)
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first frame a server sends after a successful handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,12 +125,17 @@ pub enum Request<'a> {
         id: u64,
     },
     /// Take a new reference to an object this connection may not hold yet (a proxy that came
-    /// from another process). Answered with a proxy token.
+    /// from another process). Answered with a proxy token, or refused when the object is not
+    /// of `typeid` or the token was issued by another run of the server.
     Attach {
         /// Request id, echoed in the response.
         id: u64,
         /// The object's id.
         object: u64,
+        /// The typeid the token names: the object must be of it.
+        typeid: &'a str,
+        /// The server run the token names ([`Token::instance`]); 0 when it is not known.
+        instance: u64,
     },
     /// A request about the server itself.
     Control {
@@ -260,10 +266,13 @@ pub struct ObjectInfo {
     pub refcount: u64,
 }
 
-/// Names one object on one server: its typeid, the server's address and the object's id.
+/// Names one object on one server: its typeid, the server's address, the object's id, and the
+/// run of the server that issued it.
 ///
 /// A proxy is a token plus a connection. Tokens travel inside `Reply::Proxy` and are what a
-/// proxy turns into when it is passed to another process.
+/// proxy turns into when it is passed to another process. Object ids start again with every
+/// run of a server, so an id alone could name another client's object after a restart: the
+/// `instance` tells the runs apart, and a server refuses a token of an earlier run.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Token {
     /// The typeid the object was registered under.
@@ -272,6 +281,11 @@ pub struct Token {
     pub address: Address,
     /// The object's id on that server.
     pub id: u64,
+    /// The run of the server that issued the token: a random number each server picks when it
+    /// binds. 0 when it is not known (a token from a CPython client, whose tokens have no such
+    /// field); such a token is checked by its typeid only.
+    #[serde(default)]
+    pub instance: u64,
 }
 
 /// A frame under construction: the length prefix is reserved, then filled in by [`finish`].

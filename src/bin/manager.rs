@@ -5,6 +5,8 @@
 //! MANAGER_AUTHKEY=... manager serve --address 127.0.0.1:50000
 //! MANAGER_AUTHKEY=... manager info --address 127.0.0.1:50000 [--json]
 //! MANAGER_AUTHKEY=... manager shutdown --address 127.0.0.1:50000
+//! MANAGER_AUTHKEY=... manager serve --address 0.0.0.0:50000 --tls-cert server.pem --tls-key server.key
+//! MANAGER_AUTHKEY=... manager info --address manager.example:50000 --tls-ca ca.pem
 //! ```
 //!
 //! Exit codes: 0 success; 1 the operation failed (server unreachable, wrong authkey, cannot
@@ -17,13 +19,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use manager::{Address, AuthKey, Error, Manager, Server, ServerConfig};
+use manager::{Address, AuthKey, ConnectOptions, Error, Manager, Server, ServerConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[path = "manager/authkey.rs"]
 mod authkey;
 #[path = "manager/table.rs"]
 mod table;
+#[path = "manager/tls.rs"]
+mod tls;
 
 const ABOUT: &str =
     "Run a manager server hosting the built-in shared types, or inspect and stop one";
@@ -39,6 +43,11 @@ printed or logged.
 Addresses are host:port for TCP (port 0 lets the system pick one) or unix:/path for a Unix \
 socket.
 
+TLS (TCP only, PEM files): `serve --tls-cert --tls-key [--tls-client-ca]` serves it; \
+`info` and `shutdown` connect with it given `--tls-ca [--tls-server-name] [--tls-client-cert \
+--tls-client-key]`. The authkey handshake still runs inside TLS. Serve beyond loopback with TLS: \
+without it, everything after the handshake travels in the clear.
+
 Exit codes: 0 success; 1 the operation failed (unreachable server, wrong authkey, cannot bind); \
 2 bad usage (bad arguments, a malformed address, no authkey).";
 
@@ -53,7 +62,11 @@ Examples:
   manager info --address 127.0.0.1:50000 --json
 
   # stop it
-  manager shutdown --address 127.0.0.1:50000";
+  manager shutdown --address 127.0.0.1:50000
+
+  # reachable from other machines: with TLS, and clients that check its certificate
+  manager serve --address 0.0.0.0:50000 --tls-cert server.pem --tls-key server.key &
+  manager info --address manager.example:50000 --tls-ca ca.pem";
 
 const SERVE_LONG_ABOUT: &str = "\
 Serve every built-in shared type (the registry of manager::sync) at ADDR until a client sends \
@@ -73,8 +86,11 @@ Examples:
   # key from the environment, a port the system picks
   MANAGER_AUTHKEY=s3cret manager serve --address 127.0.0.1:0
 
-  # key from a file (keep it mode 600)
-  manager serve --address 0.0.0.0:50000 --authkey-file /etc/manager/key
+  # reachable from other machines: TLS with the server's certificate chain and key, clients
+  # checked against a client CA too, key from a file (keep it mode 600)
+  manager serve --address 0.0.0.0:50000 --authkey-file /etc/manager/key \\
+      --tls-cert /etc/manager/server.pem --tls-key /etc/manager/server.key \\
+      --tls-client-ca /etc/manager/clients-ca.pem
 
   # a fresh random key, written to a new file (mode 600) that clients then read
   manager serve --address unix:/run/manager.sock --generate-authkey-file ./manager.key
@@ -91,7 +107,13 @@ connections, this one included.
 const INFO_EXAMPLES: &str = "\
 Examples:
   MANAGER_AUTHKEY=s3cret manager info --address 127.0.0.1:50000
-  manager info --address unix:/run/manager.sock --authkey-file ./manager.key --json | jq '.objects'";
+  manager info --address unix:/run/manager.sock --authkey-file ./manager.key --json | jq '.objects'
+
+  # a server with TLS: the CA that signed its certificate (and, if the server asks for one,
+  # this client's certificate); the name checked is the host of --address unless given
+  manager info --address manager.example:50000 --authkey-file ./manager.key --tls-ca ca.pem
+  manager info --address 10.0.0.5:50000 --tls-ca ca.pem --tls-server-name manager.example \\
+      --tls-client-cert client.pem --tls-client-key client.key";
 
 const SHUTDOWN_LONG_ABOUT: &str = "\
 Ask the server at ADDR to stop. It stops accepting clients, closes the open connections and \
@@ -100,7 +122,8 @@ exits; proxies held by other clients fail from then on.";
 const SHUTDOWN_EXAMPLES: &str = "\
 Examples:
   MANAGER_AUTHKEY=s3cret manager shutdown --address 127.0.0.1:50000
-  manager shutdown --address unix:/run/manager.sock --authkey-file ./manager.key";
+  manager shutdown --address unix:/run/manager.sock --authkey-file ./manager.key
+  manager shutdown --address manager.example:50000 --tls-ca ca.pem";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -149,6 +172,9 @@ struct ServeArgs {
     /// BaseManager) at this second address; announced as `serving CPython clients on ADDR`
     #[arg(long, value_name = "ADDR", value_parser = parse_address)]
     python_address: Option<Address>,
+
+    #[command(flatten)]
+    tls: tls::ServeTls,
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +196,9 @@ struct ClientArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     timeout: u64,
+
+    #[command(flatten)]
+    tls: tls::ClientTls,
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +303,7 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
 
         let mut config = ServerConfig::default();
         config.python_address = args.python_address.clone();
+        config.tls = args.tls.config();
         let server = Server::bind(manager::sync::registry(), &args.address, key, config)
             .await
             .map_err(|e| {
@@ -300,9 +330,16 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "serving CPython clients on {python}").and_then(|()| out.flush());
         }
-        warn_if_exposed(server.address());
+        if config_has_tls(&args) {
+            tracing::debug!("serving TLS on {}", server.address());
+        } else {
+            warn_if_exposed(server.address(), "serve with TLS: --tls-cert and --tls-key");
+        }
         if let Some(python) = server.python_address() {
-            warn_if_exposed(python);
+            warn_if_exposed(
+                python,
+                "CPython's protocol has no TLS: keep --python-address on a trusted network",
+            );
         }
         announce(server.address());
         server
@@ -312,15 +349,19 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
     })
 }
 
-/// Warns on stderr when `address` is reachable from other machines: the `manager` command
-/// serves without TLS, so everything after the authkey handshake travels in the clear and is
-/// not authenticated message by message.
-fn warn_if_exposed(address: &Address) {
+/// Whether `serve` was asked for TLS.
+fn config_has_tls(args: &ServeArgs) -> bool {
+    args.tls.config().is_some()
+}
+
+/// Warns on stderr when `address`, served without TLS, is reachable from other machines:
+/// everything after the authkey handshake travels in the clear and is not authenticated
+/// message by message. `remedy` says what to do about it.
+fn warn_if_exposed(address: &Address, remedy: &str) {
     let Address::Tcp(at) = address else {
         return;
     };
-    let host = at.rsplit_once(':').map_or(at.as_str(), |(host, _)| host);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = manager::tls::host_of(at);
     let loopback = host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
@@ -329,8 +370,7 @@ fn warn_if_exposed(address: &Address) {
         eprintln!(
             "manager: warning: serving on {address}, reachable from other machines, without \
              TLS: after the authkey handshake all traffic is unencrypted and not authenticated \
-             message by message. Keep it on loopback or a trusted network, or serve from a \
-             program with TLS (BaseManager::server_tls, the `tls` feature)."
+             message by message. Keep it on loopback or a trusted network, or {remedy}."
         );
     }
 }
@@ -352,9 +392,11 @@ where
 {
     let key: AuthKey = authkey::client_key(args.authkey_file.as_deref())?;
     let address = &args.address;
+    let mut options = ConnectOptions::new().connect_timeout(Duration::from_secs(args.timeout));
+    options.tls = args.tls.config(address);
     runtime(false)?.block_on(async {
         let job = async {
-            let manager = Manager::connect(address, &key).await?;
+            let manager = Manager::connect_with(address, &key, &options).await?;
             work(manager).await
         };
         match tokio::time::timeout(Duration::from_secs(args.timeout), job).await {
@@ -380,12 +422,21 @@ fn explain(error: &Error, address: &Address) -> Failure {
         Error::Protocol(message) => Failure::failed(format!(
             "the server at {address} does not speak this manager protocol: {message}"
         )),
+        Error::Tls(message) => Failure::failed(format!(
+            "TLS with the server at {address} failed: {message} (a server started with \
+             --tls-cert needs --tls-ca here; one without it, no TLS options)"
+        )),
         other => Failure::failed(format!("{other} (server at {address})")),
     }
 }
 
 fn info(args: InfoArgs) -> Result<(), Failure> {
     if args.python {
+        if args.client.tls.given() {
+            return Err(Failure::usage(
+                "--python takes no TLS options: CPython's manager protocol has no TLS",
+            ));
+        }
         return python_info(&args);
     }
     let info = with_manager(

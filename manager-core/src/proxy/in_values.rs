@@ -67,13 +67,37 @@ impl<'de> serde::Deserialize<'de> for BaseProxy {
     }
 }
 
+thread_local! {
+    /// Why the last proxy decoded on this thread could not reach its server, with the text
+    /// serde carried it under: the decode error that follows is reported as this error.
+    static ATTACH_FAILURE: std::cell::RefCell<Option<(String, Error)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The error a proxy met reaching its server while a value was decoded on this thread, if the
+/// decoder's message `message` carries it: the real cause of that decode failure (a TLS
+/// configuration missing, a wrong authkey, a token from an earlier server run), which
+/// [`Error::decode`] reports instead of a decode error.
+pub(crate) fn take_attach_failure(message: &str) -> Option<Error> {
+    /// What postcard says of any error raised inside a `Deserialize` (it keeps no text).
+    const POSTCARD_CUSTOM: &str = "Serde Deserialization Error";
+    let (text, error) = ATTACH_FAILURE.with(|failure| failure.borrow_mut().take())?;
+    (message.contains(&text) || message == POSTCARD_CUSTOM).then_some(error)
+}
+
 /// Takes a reference to `token`'s object over this process's connection to its server.
 fn attach_elsewhere(token: &Token) -> Result<BaseProxy, Error> {
-    crate::client::in_blocking_region(|| {
+    let attached = crate::client::in_blocking_region(|| {
         let conn = crate::client::shared_connection(&token.address)?;
-        let response = conn.request_blocking(Connection::attach_frame(token.id))?;
+        let response = conn.request_blocking(Connection::attach_frame(token))?;
         proxy_from(&conn, response, "attach")
-    })
+    });
+    let failure = attached
+        .as_ref()
+        .err()
+        .map(|e| (e.to_string(), e.duplicate()));
+    ATTACH_FAILURE.with(|slot| *slot.borrow_mut() = failure);
+    attached
 }
 
 /// Decodes a value returned by a built-in type into `T`. Proxies inside it take over the

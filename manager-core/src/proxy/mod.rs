@@ -23,6 +23,7 @@ mod in_values;
 pub mod shape;
 
 pub use in_values::decode_value;
+pub(crate) use in_values::take_attach_failure;
 use shape::Plain;
 pub use shape::{CallResult, Payload, Shape};
 

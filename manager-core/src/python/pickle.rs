@@ -1930,6 +1930,7 @@ fn token_from_state(state: PyValue) -> Result<Token, PickleError> {
         typeid,
         address,
         id,
+        instance: 0,
     })
 }
 
@@ -2410,6 +2411,7 @@ mod tests {
             typeid: typeid.to_string(),
             address: Address::from(("127.0.0.1", port)),
             id,
+            instance: 0,
         }
     }
 
@@ -2628,6 +2630,7 @@ mod tests {
                 typeid: "t".into(),
                 address: Address::from(("127.0.0.1", 5)),
                 id: 0xab,
+                instance: 0,
             }),
             int(-(1 << 70)),
             PyValue::Float(1.5),
@@ -2849,16 +2852,19 @@ mod tests {
                 typeid: "list".into(),
                 address: Address::from(("::1", 7)),
                 id: u64::MAX,
+                instance: 0,
             },
             Token {
                 typeid: "Queue".into(),
                 address: Address::unix("/tmp/mgr.sock"),
                 id: 0x7f00,
+                instance: 0,
             },
             Token {
                 typeid: "Abstract".into(),
                 address: Address::unix(std::ffi::OsString::from_vec(b"\0abstract-mgr".to_vec())),
                 id: 0,
+                instance: 0,
             },
         ];
         use std::os::unix::ffi::OsStringExt;
@@ -2917,6 +2923,7 @@ mod tests {
                 typeid: "t".into(),
                 address: Address::from(("127.0.0.1", 1)),
                 id: 0xff,
+                instance: 0,
             })
         );
     }

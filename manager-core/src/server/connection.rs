@@ -177,8 +177,13 @@ impl Connection {
             }
             Request::IncRef { object } => self.incref(object),
             Request::DecRef { object } => self.decref(object),
-            Request::Attach { id, object } => {
-                let reply = self.attach(object);
+            Request::Attach {
+                id,
+                object,
+                typeid,
+                instance,
+            } => {
+                let reply = self.attach(object, typeid, instance);
                 self.send(id, reply);
             }
             Request::Control { id, op } => {
@@ -236,12 +241,15 @@ impl Host for Connection {
 
     fn retain(&self, value: &Value) -> Result<Retained, String> {
         let state = &self.state;
-        let ids: Vec<u64> = value
+        let mine: Vec<_> = value
             .tokens()
             .into_iter()
             .filter(|token| token.address == state.address)
-            .map(|token| token.id)
             .collect();
+        if let Some(stale) = mine.iter().find(|t| !state.issued(t.instance)) {
+            return Err(state.stale_message(stale.id, stale.instance));
+        }
+        let ids: Vec<u64> = mine.iter().map(|token| token.id).collect();
         if !ids.is_empty() {
             let mut table = state.table.lock();
             if let Some(missing) = ids.iter().find(|id| !table.contains(**id)) {

@@ -63,6 +63,26 @@ struct State {
     workers: workers::Workers,
     /// The calls running now, and per-method statistics.
     activity: activity::Activity,
+    /// This run of the server: a random number, never 0, in every token it issues.
+    instance: u64,
+}
+
+impl State {
+    /// Whether a token of the server run `instance` may name this run's objects: it is this
+    /// run, or not known (0, a token that came through a CPython client).
+    fn issued(&self, instance: u64) -> bool {
+        instance == 0 || instance == self.instance
+    }
+
+    /// Why a token of the server run `instance` for object `id` is refused.
+    fn stale_message(&self, id: u64, instance: u64) -> String {
+        format!(
+            "the token for object {id} was issued by an earlier run of the server at {} \
+             (run {instance:016x}; this run is {:016x}): the server restarted since, and the \
+             objects of that run are gone",
+            self.address, self.instance
+        )
+    }
 }
 
 /// A manager server bound to its address, ready to serve.
@@ -134,6 +154,7 @@ impl Server {
                 python: python::PythonRefs::default(),
                 workers: workers::Workers::new(config.max_workers, config.worker_spin),
                 activity: activity::Activity::default(),
+                instance: rand::random::<u64>() | 1,
                 config,
             }),
             listener,

@@ -73,6 +73,7 @@ impl Connection {
             typeid: entry.typeid.to_string(),
             address: self.state.address.clone(),
             id,
+            instance: self.state.instance,
         }
     }
 
@@ -107,7 +108,27 @@ impl Connection {
         Ok(Some(self.token(id, &entry)))
     }
 
-    pub(super) fn attach(&self, id: u64) -> Reply {
+    /// Takes a reference to object `id` for a token naming it as a `typeid` of the server run
+    /// `instance` (0: not known), refusing a token of another run or of another typeid.
+    pub(super) fn attach(&self, id: u64, typeid: &str, instance: u64) -> Reply {
+        let refuse = |message: String| {
+            Reply::Error(RemoteError::new(
+                RemoteErrorKind::StaleToken,
+                typeid,
+                "attach",
+                message,
+            ))
+        };
+        if !self.state.issued(instance) {
+            return refuse(self.state.stale_message(id, instance));
+        }
+        let actual = self.state.table.lock().entry(id).map(|e| e.typeid.clone());
+        if let Some(actual) = actual.filter(|actual| &**actual != typeid) {
+            return refuse(format!(
+                "object {id} is a {actual}, not the {typeid} the token names: the token does \
+                 not come from this server's objects"
+            ));
+        }
         match self.acquire_within_limit(id, ("", "attach")) {
             Err(limit) => Reply::Error(limit),
             Ok(Some(token)) => Reply::Proxy(token),
