@@ -20,9 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use manager::{Address, AuthKey, Error, Manager, Server, ServerConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
-#[path = "manager/authkey.rs"]
 mod authkey;
-#[path = "manager/table.rs"]
 mod table;
 
 const ABOUT: &str =
