@@ -4,10 +4,12 @@
 //! new list (`["set by <process name>"]`) for every call; a second process appends to the list
 //! it gets and prints both items. Rust never forks: every process here is spawned by running
 //! this executable again. Run with `cargo run --example spawn_list`.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 use manager::{current_process_name, Address, BaseManager, Process, Register, Registry, Typeid};
 
 /// A list of strings held by the server.
+#[derive(Debug)]
 pub struct Items(Vec<String>);
 
 #[manager::shared]

@@ -42,6 +42,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The suite's own shared type: a counter, an echo, a method that is not exposed and an async
 /// method that waits.
+#[derive(Debug)]
 pub struct Probe {
     value: i64,
 }

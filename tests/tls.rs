@@ -24,6 +24,7 @@ use rcgen::{
 };
 
 /// A counter, the object the tests create and call.
+#[derive(Debug)]
 pub struct Counter {
     value: i64,
 }

@@ -40,6 +40,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 pub type EntryRun = fn(&[u8], &dyn Fn()) -> Result<EntryOutcome, String>;
 
 /// A function recorded by `#[manager::entry]`, callable in a spawned child.
+#[derive(Debug)]
 pub struct EntryPoint {
     /// The function's path, as `std::any::type_name` gives it.
     pub name: fn() -> &'static str,
@@ -51,6 +52,7 @@ pub struct EntryPoint {
 inventory::collect!(EntryPoint);
 
 /// What an entry function produced.
+#[derive(Debug)]
 pub enum EntryOutcome {
     /// It returned normally.
     Done,

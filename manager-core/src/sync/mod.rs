@@ -34,16 +34,26 @@ use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::registry::{Register, Registry};
 use crate::value::{to_value, Value};
 
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod barrier;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod condition;
 mod containers;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod dict;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod event;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod list;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod lock;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod namespace;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod queue;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod semaphore;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod shared_value;
 
 pub use barrier::{BarrierProxy, BlockingBarrierProxy};
