@@ -1,4 +1,4 @@
-//! The runtime of [`manager`](https://docs.rs/manager): share objects between processes through
+//! The runtime of [`manager`](https://docs.rs/managers): share objects between processes through
 //! a manager server, the model of Python's `multiprocessing.managers`.
 //!
 //! Most programs use the `manager` facade crate, which re-exports everything here together
