@@ -40,5 +40,4 @@
 //!
 //! See the README for the tour of every feature, and `examples/` for the seed's scripts.
 
-
 pub use manager_core::*;

@@ -11,7 +11,6 @@
 //! - [`server`]: the object table and connections; [`client`] and [`proxy`]: the client side;
 //! - [`manager`]: `BaseManager`, `Manager`, `Typeid`; [`process`]: spawning processes.
 
-
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
