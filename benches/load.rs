@@ -39,6 +39,7 @@ use manager::{
 use serde::{Deserialize, Serialize};
 
 /// The referent every connection calls.
+#[derive(Debug)]
 pub struct Counter {
     n: i64,
 }

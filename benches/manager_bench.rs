@@ -47,6 +47,7 @@ type Res<T> = Result<T, BoxError>;
 
 /// The referent: one integer. `get_x` is the round trip, `echo` moves bytes both ways, `slow`
 /// keeps a server thread busy.
+#[derive(Debug)]
 pub struct Bench {
     x: i64,
 }

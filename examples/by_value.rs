@@ -3,6 +3,7 @@
 //! The seed's last example drops the mapping: `get_item` returns a copy of the item, so the
 //! consumer's changes touch only its own copies, and the producer still sees "intialized".
 //! Run with `cargo run --example by_value`.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,7 @@ impl Item {
 }
 
 /// The seed's `Pair`, holding an item.
+#[derive(Debug)]
 pub struct Pair {
     x: i64,
     y: i64,

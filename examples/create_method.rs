@@ -4,6 +4,7 @@
 //! `manager.get_pair()` then fails. In Rust, a typeid declared with `Typeid::without_create`
 //! has no typed create at all (`manager.create(&GET_PAIR, ())` does not compile), and the
 //! dynamic path is refused by the server by name. Run with `cargo run --example create_method`.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 mod common;
 

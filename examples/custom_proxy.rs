@@ -3,6 +3,7 @@
 //! The seed's consumer registers `get_pair` with `proxytype=MyProxy`, whose `get_x` returns the
 //! square of the referent's `x`: for `Pair(15, 6)` it prints 225.
 //! Run with `cargo run --example custom_proxy`.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 mod common;
 
@@ -10,6 +11,7 @@ use common::Pair;
 use manager::{Address, BaseManager, BaseProxy, Process, Proxy, Register, Registry, Typeid};
 
 /// The seed's `MyProxy`: `get_x` calls the referent's `get_x` and squares the result.
+#[derive(Debug)]
 pub struct MyProxy(BaseProxy);
 
 impl Proxy for MyProxy {

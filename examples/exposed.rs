@@ -2,6 +2,7 @@
 //!
 //! The seed registers a shared `Pair(5, 6)` with `exposed=['get_x']`; a consumer process that
 //! calls `set_x` is refused by the server. Run with `cargo run --example exposed`.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 use manager::{Address, BaseManager, Process, Register, Registry, Typeid};
 

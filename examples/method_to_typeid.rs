@@ -4,6 +4,7 @@
 //! in an `ItemWrapper` and returns a proxy to it, so a change made through the proxy changes
 //! the item the shared pair holds. proxy1 sees "intialized" and sets 7; proxy2 sees 7 and sets
 //! 11; proxy1 sees 11; and so does the producer. Run with `cargo run --example method_to_typeid`.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +12,7 @@ use manager::{Address, BaseManager, Process, Proxy as _, Register, Registry, Typ
 
 /// The seed's `Item`. Cloning it shares the state: the server-side `ItemWrapper` and the pair
 /// hold the same item, as Python's references do.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Item(Arc<Mutex<String>>);
 
 impl Default for Item {
@@ -34,6 +35,7 @@ impl Item {
 }
 
 /// The seed's `Pair`, holding an item.
+#[derive(Debug)]
 pub struct Pair {
     x: i64,
     y: i64,
@@ -71,6 +73,7 @@ impl Pair {
 }
 
 /// The seed's `ItemWrapper`: made in the server from `get_item`'s result.
+#[derive(Debug)]
 pub struct ItemWrapper {
     item: Item,
 }

@@ -14,10 +14,11 @@ use manager::{Address, BaseManager, Register, Registry, ServerConfig};
 
 /// The seed's `Item`: cloning shares the state, as a Python reference does. It holds any
 /// value, since the seed's consumer sets it to ints.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Item(Arc<Mutex<Value>>);
 
 /// The seed's `Pair`.
+#[derive(Debug)]
 pub struct Pair {
     x: i64,
     y: i64,
@@ -49,6 +50,7 @@ impl Pair {
 }
 
 /// The seed's `ItemWrapper`.
+#[derive(Debug)]
 pub struct ItemWrapper {
     item: Item,
 }

@@ -3,6 +3,7 @@
 //! The seed registers the class itself, `manager.register('get_pair', Pair)`; every
 //! `get_pair(x, y)` then makes a new object in the server. Two objects, two answers: 1 and 2.
 //! Run with `cargo run --example shared_class`.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 mod common;
 

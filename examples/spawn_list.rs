@@ -11,7 +11,7 @@ use manager::{current_process_name, Address, BaseManager, Process, Register, Reg
 
 /// The seed's `top_level_function`: a new built-in list, made in the server process, that says
 /// which process made it (Python: `Manager().list(["set by ..."])`).
-pub fn top_level_function() -> ListObject {
+pub(crate) fn top_level_function() -> ListObject {
     ListObject::from_items([format!("set by {}", current_process_name())])
         .expect("a string is a plain value")
 }
@@ -19,7 +19,7 @@ pub fn top_level_function() -> ListObject {
 /// Process A's registry (Python: `register('get_my_items', callable=top_level_function,
 /// proxytype=ListProxy)`): each create calls the function and serves the list it returns.
 #[manager::entry]
-pub fn registry() -> manager::Result<Registry> {
+pub(crate) fn registry() -> manager::Result<Registry> {
     let mut registry = Registry::new();
     registry.register(Register::factory("get_my_items", |(): ()| {
         top_level_function()
@@ -32,7 +32,7 @@ const GET_MY_ITEMS: Typeid<BlockingListProxy<String>> = Typeid::new("get_my_item
 
 /// Process A: starts the manager, and keeps it running while process B uses it.
 #[manager::entry]
-pub fn process_a(address: Address) -> manager::Result<()> {
+pub(crate) fn process_a(address: Address) -> manager::Result<()> {
     let manager = BaseManager::new(address).start(registry)?;
     let status = Process::spawn(process_b, (manager.address().clone(),))?.join()?;
     manager.shutdown()?;
@@ -46,7 +46,7 @@ pub fn process_a(address: Address) -> manager::Result<()> {
 
 /// Process B: connects, gets a list, appends to it and prints both items.
 #[manager::entry]
-pub fn process_b(address: Address) -> manager::Result<()> {
+pub(crate) fn process_b(address: Address) -> manager::Result<()> {
     let manager = BaseManager::new(address).connect()?;
     let proxy_items = manager.create(&GET_MY_ITEMS, ())?;
     proxy_items.append(&"Educative is Great !".to_string())?;
@@ -57,7 +57,7 @@ pub fn process_b(address: Address) -> manager::Result<()> {
 }
 
 /// Spawns process A, as the seed's `__main__` does.
-pub fn run() -> manager::Result<()> {
+pub(crate) fn run() -> manager::Result<()> {
     let status = Process::spawn(process_a, (Address::local_tcp(),))?.join()?;
     if !status.success() {
         return Err(manager::Error::Process(format!(

@@ -40,6 +40,4 @@
 //!
 //! See the README for the tour of every feature, and `examples/` for the seed's scripts.
 
-#![warn(missing_docs)]
-
 pub use manager_core::*;

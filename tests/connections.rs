@@ -15,7 +15,7 @@ use manager::{
 use tokio::io::AsyncReadExt;
 
 /// Echoes its arguments, counts calls, and can wait for a level set by another call.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Echo {
     calls: AtomicU64,
     level: AtomicU64,

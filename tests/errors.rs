@@ -25,7 +25,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The error `Calc::checked_div` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MathError {
-    DivideByZero { numerator: i64 },
+    /// A division by zero, of `numerator`.
+    DivideByZero {
+        /// What was divided.
+        numerator: i64,
+    },
+    /// A result that does not fit, described.
     Overflow(String),
 }
 
@@ -42,7 +47,7 @@ impl Serialize for Unencodable {
 }
 
 /// A calculator that can also panic, fail, and hold a caller at a gate.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Calc {
     value: i64,
     open: AtomicBool,

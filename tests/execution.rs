@@ -42,7 +42,7 @@ const CEILING: Duration = Duration::from_secs(20);
 
 /// What every object of one server records, readable through any of them: an event log and
 /// named gates.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Board {
     events: Mutex<Vec<String>>,
     gates: Mutex<HashSet<String>>,
@@ -56,6 +56,7 @@ impl Board {
 }
 
 /// An object whose methods sleep, wait for each other or for a gate, and record what they do.
+#[derive(Debug)]
 pub struct Probe {
     value: i64,
     /// How many `meet` calls have arrived.

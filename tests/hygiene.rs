@@ -3,6 +3,7 @@
 //! `#[shared(crate = "...")]` works with the facade crate under another name. The generated
 //! dispatcher and proxies are then run against an in-process server, so the test checks that
 //! the code compiles *and* does what it says.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 use manager::{Address, AuthKey, Manager, Register, Registry, Server, ServerConfig, Typeid};
 

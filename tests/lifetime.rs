@@ -19,6 +19,7 @@ use manager::{
 };
 
 /// A referent whose drop the test can observe: it counts its own drops.
+#[derive(Debug)]
 pub struct Tracked {
     value: i64,
     drops: Arc<AtomicUsize>,

@@ -15,6 +15,7 @@ use manager::{
 use tokio::sync::Notify;
 
 /// A gate: `pass` waits until `open`, counting who is inside and who gave up.
+#[derive(Debug)]
 pub struct Gate {
     open: Arc<Notify>,
     inside: Arc<AtomicUsize>,
@@ -77,6 +78,7 @@ fn gate() -> Gate {
 }
 
 /// A small object, many of which one connection may try to hold.
+#[derive(Debug)]
 pub struct Token;
 
 #[manager::shared]

@@ -1,6 +1,7 @@
 //! Unmodified CPython clients (every CPython 3.x found on the machine) against a Rust manager:
 //! the seed's consumer against a Rust producer, CPython's `SyncManager` proxies against the
 //! built-in types, errors raised as the exceptions CPython raises, and reference counts.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 mod common;
 

@@ -356,6 +356,7 @@ fn main() {
 
 /// A user's type whose methods hand out built-in containers (`method_to_typeid` to the
 /// built-in typeids), beside factories that return them: the seed's `top_level_function`.
+#[derive(Debug)]
 pub struct Board {
     name: String,
 }

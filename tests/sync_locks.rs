@@ -26,6 +26,7 @@ const SHORT: Duration = Duration::from_millis(50);
 
 /// A shared integer whose increment is a read and a write: two unsynchronised clients lose
 /// updates, so an exact final count shows that a lock excluded them.
+#[derive(Debug)]
 pub struct Counter {
     value: i64,
 }

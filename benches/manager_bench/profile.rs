@@ -23,7 +23,7 @@ use super::{
 
 /// Which side of the round trip this process plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Side {
+pub(crate) enum Side {
     /// The raw baseline's client.
     Raw,
     /// The framework's async proxy.
@@ -56,7 +56,7 @@ impl std::str::FromStr for Side {
 }
 
 /// Plays `side` for `calls` round trips over TCP, or a Unix socket at `unix`.
-pub fn run(side: Side, calls: u64, unix: Option<std::path::PathBuf>) -> Res<()> {
+pub(crate) fn run(side: Side, calls: u64, unix: Option<std::path::PathBuf>) -> Res<()> {
     let address = match unix {
         Some(path) => Address::unix(path),
         // A port of our own: the raw server child's must be known before it listens.

@@ -1,4 +1,5 @@
 //! The seed's `Pair`, shared by the examples that use it as it is.
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 /// Two values, `x` and `y`, as in the seed.
 pub struct Pair {

@@ -1,4 +1,4 @@
-//! The runtime of [`manager`](https://docs.rs/manager): share objects between processes through
+//! The runtime of [`manager`](https://docs.rs/managers): share objects between processes through
 //! a manager server, the model of Python's `multiprocessing.managers`.
 //!
 //! Most programs use the `manager` facade crate, which re-exports everything here together
@@ -10,8 +10,6 @@
 //!   [`context`]: what a method knows of the call it serves;
 //! - [`server`]: the object table and connections; [`client`] and [`proxy`]: the client side;
 //! - [`manager`]: `BaseManager`, `Manager`, `Typeid`; [`process`]: spawning processes.
-
-#![warn(missing_docs)]
 
 #[doc(hidden)]
 #[path = "private.rs"]

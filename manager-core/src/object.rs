@@ -64,6 +64,17 @@ pub enum Outcome {
     Failed(crate::error::RemoteError),
 }
 
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Value(_) => f.write_str("Outcome::Value(..)"),
+            Outcome::Raised(_) => f.write_str("Outcome::Raised(..)"),
+            Outcome::Object(_) => f.write_str("Outcome::Object(..)"),
+            Outcome::Failed(error) => f.debug_tuple("Outcome::Failed").field(error).finish(),
+        }
+    }
+}
+
 impl Outcome {
     /// A value to send back.
     pub fn value<T: Serialize + Send + 'static>(value: T) -> Self {
@@ -133,6 +144,16 @@ pub enum Call {
     Locking(BoxFuture<'static, Job>),
     /// An `async fn` method: the future runs the whole call (lock included) in a task.
     Async(BoxFuture<'static, Outcome>),
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Call::Ready(_) => "Call::Ready(..)",
+            Call::Locking(_) => "Call::Locking(..)",
+            Call::Async(_) => "Call::Async(..)",
+        })
+    }
 }
 
 impl Call {

@@ -40,6 +40,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 pub type EntryRun = fn(&[u8], &dyn Fn()) -> Result<EntryOutcome, String>;
 
 /// A function recorded by `#[manager::entry]`, callable in a spawned child.
+#[derive(Debug)]
 pub struct EntryPoint {
     /// The function's path, as `std::any::type_name` gives it.
     pub name: fn() -> &'static str,
@@ -51,6 +52,7 @@ pub struct EntryPoint {
 inventory::collect!(EntryPoint);
 
 /// What an entry function produced.
+#[derive(Debug)]
 pub enum EntryOutcome {
     /// It returned normally.
     Done,
@@ -636,13 +638,26 @@ fn run_child(channel: UnixStream) -> i32 {
 
 /// Installs a log subscriber writing to stderr, at the level `MANAGER_LOG` names (default
 /// `warn`), unless one is installed already.
+///
+/// `MANAGER_LOG` is a level (`debug`) or a list of `target=level` directives
+/// (`manager_core::server=debug,warn`); a value that does not parse means `warn`. Without the
+/// `logging` feature (on by default) this does nothing: install your own `tracing` subscriber.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MANAGER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    #[cfg(feature = "logging")]
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        let filter: tracing_subscriber::filter::Targets = std::env::var("MANAGER_LOG")
+            .ok()
+            .and_then(|directives| directives.parse().ok())
+            .unwrap_or_else(|| {
+                tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
+            });
+        let _ = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(filter)
+            .try_init();
+    }
 }
 
 fn serve_child(

@@ -108,6 +108,17 @@ pub struct Register<T: Shared> {
     _type: PhantomData<fn() -> T>,
 }
 
+impl<T: Shared> fmt::Debug for Register<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Register")
+            .field("typeid", &self.typeid)
+            .field("exposed", &self.exposed)
+            .field("method_to_typeid", &self.method_to_typeid)
+            .field("create_method", &self.create_method)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T: Shared> Register<T> {
     fn with_source(typeid: impl Into<String>, source: Source) -> Self {
         Register {

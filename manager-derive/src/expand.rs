@@ -12,7 +12,7 @@ use crate::validate::{validate, Exposed};
 
 /// The `#[shared]` macro. On an error the user's impl block is still emitted, so the only
 /// errors the user sees are the real ones.
-pub fn shared(args: TokenStream, item: TokenStream) -> TokenStream {
+pub(crate) fn shared(args: TokenStream, item: TokenStream) -> TokenStream {
     let args: Args = match syn::parse2(args) {
         Ok(args) => args,
         Err(e) => return with_error(item, e),

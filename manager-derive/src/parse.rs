@@ -9,13 +9,13 @@ use syn::{
 
 /// A method name as written in the attribute: an identifier or a string.
 #[derive(Clone)]
-pub struct Name {
+pub(crate) struct Name {
     pub value: String,
     pub span: Span,
 }
 
 impl Parse for Name {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         if input.peek(LitStr) {
             let lit: LitStr = input.parse()?;
             Ok(Name {
@@ -33,14 +33,14 @@ impl Parse for Name {
 }
 
 /// One `method: Target` pair of `method_to_typeid`.
-pub struct Mapping {
+pub(crate) struct Mapping {
     pub method: Name,
     pub target: Target,
 }
 
 /// What a method is mapped to.
 #[derive(Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// A typeid string, as in Python: the proxy type is chosen at the call.
     Typeid(LitStr),
     /// A type with a `#[shared]` impl: the method returns that type's proxies.
@@ -48,7 +48,7 @@ pub enum Target {
 }
 
 impl Parse for Mapping {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let method: Name = input.parse()?;
         if input.peek(Token![:]) {
             input.parse::<Token![:]>()?;
@@ -74,7 +74,7 @@ impl Parse for Mapping {
 }
 
 /// The arguments of `#[shared(...)]`.
-pub struct Args {
+pub(crate) struct Args {
     pub exposed: Option<(Span, Vec<Name>)>,
     pub method_to_typeid: Vec<Mapping>,
     pub krate: Option<Path>,
@@ -84,7 +84,7 @@ pub struct Args {
 }
 
 impl Parse for Args {
-    fn parse(input: ParseStream) -> syn::Result<Self> {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let mut args = Args {
             exposed: None,
             method_to_typeid: Vec::new(),
@@ -161,7 +161,7 @@ impl Parse for Args {
 
 /// How a method takes `self`.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Receiver {
+pub(crate) enum Receiver {
     Ref,
     Mut,
     /// By value, boxed, or absent: cannot be called remotely.
@@ -170,14 +170,14 @@ pub enum Receiver {
 }
 
 /// One parameter of a method.
-pub struct Param {
+pub(crate) struct Param {
     /// The parameter's name, for `MethodDesc::params`.
     pub name: String,
     pub ty: Type,
 }
 
 /// The return of a method, as the macro sees it.
-pub struct Returns {
+pub(crate) struct Returns {
     /// The whole return type (`()` when absent).
     pub ty: Type,
     /// For `Result<T, E>`: `T` and `E`.
@@ -185,7 +185,7 @@ pub struct Returns {
 }
 
 /// One method of the impl block.
-pub struct Method {
+pub(crate) struct Method {
     pub sig: syn::Signature,
     pub is_pub: bool,
     pub receiver: Receiver,
@@ -198,18 +198,18 @@ pub struct Method {
 }
 
 impl Method {
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.sig.ident.to_string()
     }
 }
 
 /// The impl block.
-pub struct Model {
+pub(crate) struct Model {
     pub item: ItemImpl,
     pub methods: Vec<Method>,
 }
 
-pub fn parse_item(item: TokenStream) -> syn::Result<Model> {
+pub(crate) fn parse_item(item: TokenStream) -> syn::Result<Model> {
     let item: ItemImpl = syn::parse2(item).map_err(|e| {
         syn::Error::new(
             e.span(),

@@ -8,7 +8,7 @@ use syn::Type;
 use crate::parse::{Args, Method, Model, Receiver, Target};
 
 /// A method that clients may call, with its position in the dispatch table.
-pub struct Exposed<'a> {
+pub(crate) struct Exposed<'a> {
     pub method: &'a Method,
     pub mapped: Option<Target>,
 }
@@ -26,7 +26,7 @@ impl Errors {
     }
 }
 
-pub fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<'a>>, syn::Error> {
+pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<'a>>, syn::Error> {
     let mut errors = Errors::default();
     let item = &model.item;
     if let Some((_, path, _)) = &item.trait_ {

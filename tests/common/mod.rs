@@ -4,6 +4,7 @@
 //!
 //! Every test binary compiles this module, and each uses only part of it.
 #![allow(dead_code)]
+#![allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

@@ -10,6 +10,10 @@
 //! router's end of its link set down (nothing it sends arrives).
 //! (Included with `#[path]` by the binaries that use it; needs root and `ip`.)
 
+#![allow(
+    unreachable_pub,
+    reason = "test helpers, shared by test and bench binaries"
+)]
 #![allow(dead_code)]
 
 use std::path::Path;

@@ -2,6 +2,10 @@
 //! 127.0.0.1/localhost signed by it, a client certificate, and a second CA that signed nothing
 //! the server has. (Included with `#[path]` by the TLS tests and `benches/cross_host.rs`.)
 
+#![allow(
+    unreachable_pub,
+    reason = "test helpers, shared by test and bench binaries"
+)]
 #![allow(dead_code)]
 
 use std::path::PathBuf;

@@ -1,15 +1,9 @@
 //! TLS beyond the first process: proxies of a TLS server passed to spawned processes (as
 //! arguments, and inside a queue and a dict of another server) reconnect with the default TLS
 //! configuration the child inherited; a child without one fails with `Error::Tls` saying why.
-//! And the `manager` command serving with TLS, reached by `info` and `shutdown` with TLS.
-
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use manager::sync::{BlockingDictProxy, BlockingListProxy, BlockingQueueProxy};
-use manager::{AuthKey, BlockingManager, ConnectOptions, Error, Process};
+use manager::{Error, Process};
 
 use super::common::{ChildGuard, InProcessServer, TempPath};
 use super::pki::Pki;
@@ -71,7 +65,7 @@ fn plain_unix_server(socket: &TempPath) -> InProcessServer {
     )
 }
 
-pub fn proxies_that_travel_reconnect_with_the_inherited_tls_configuration() {
+pub(crate) fn proxies_that_travel_reconnect_with_the_inherited_tls_configuration() {
     let pki = Pki::new();
     let server = tls_server(pki.server(), &manager::process::authkey());
     // The server name left empty: each address's host (127.0.0.1, in the certificate).
@@ -104,7 +98,7 @@ pub fn proxies_that_travel_reconnect_with_the_inherited_tls_configuration() {
     assert_eq!(counter.add(0).unwrap(), 62);
 }
 
-pub fn a_process_without_tls_configuration_fails_with_a_tls_error() {
+pub(crate) fn a_process_without_tls_configuration_fails_with_a_tls_error() {
     let pki = Pki::new();
     let server = tls_server(pki.server(), &manager::process::authkey());
     let _default = DefaultTls::set(None);
@@ -142,140 +136,4 @@ pub fn a_process_without_tls_configuration_fails_with_a_tls_error() {
         );
     }
     assert_eq!(counter.add(0).unwrap(), 1, "nothing was added");
-}
-
-/// A `manager` process, killed and reaped when dropped.
-struct Command_(Child);
-
-impl Drop for Command_ {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `manager ARGS` with `key` as its authkey.
-fn manager_command(key: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_manager"));
-    command
-        .args(args)
-        .env("MANAGER_AUTHKEY", key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Runs `manager ARGS` to its end: its exit code, stdout and stderr.
-fn run(key: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = manager_command(key, args).output().expect("run manager");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
-}
-
-pub fn the_command_serves_and_is_reached_with_tls() {
-    let pki = Pki::new();
-    let key = format!("cli-tls-{}", std::process::id());
-    let path = |name: &str| pki.path(name).display().to_string();
-    let (cert, server_key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
-    let (client_cert, client_key) = (path("client.pem"), path("client.key"));
-    let mut serve = manager_command(
-        &key,
-        &[
-            "serve",
-            "--address",
-            "0.0.0.0:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &server_key,
-            "--tls-client-ca",
-            &ca,
-        ],
-    );
-    let mut served = Command_(serve.spawn().expect("spawn manager serve"));
-    let stdout = served.0.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = lines
-        .recv_timeout(Duration::from_secs(60))
-        .expect("manager serve announces its address");
-    let port = line
-        .strip_prefix("serving on 0.0.0.0:")
-        .unwrap_or_else(|| panic!("unexpected announcement {line:?}"));
-    let address = format!("127.0.0.1:{port}");
-
-    // `info` with the CA and a client certificate; the name checked is 127.0.0.1 (--address).
-    let with_tls = [
-        "--address",
-        &address,
-        "--tls-ca",
-        &ca,
-        "--tls-client-cert",
-        &client_cert,
-        "--tls-client-key",
-        &client_key,
-    ];
-    let (code, out, err) = run(&key, &[&["info", "--json"][..], &with_tls].concat());
-    assert_eq!(code, Some(0), "info over TLS failed: {err}");
-    assert!(out.contains("\"connections\""), "{out}");
-    // A library client with the same settings is served too.
-    let client = BlockingManager::connect_with(
-        &manager::Address::tcp(address.clone()),
-        &AuthKey::from(key.as_str()),
-        &ConnectOptions::new().tls(pki.client_with_cert()),
-    )
-    .unwrap();
-    let list: BlockingListProxy<i64> = client.list(&[1, 2]).unwrap();
-    assert_eq!(list.to_vec().unwrap(), vec![1, 2]);
-
-    // Without TLS, with the wrong name, without the client certificate: refused, saying why.
-    let (code, _, err) = run(&key, &["info", "--address", &address]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("requires TLS"), "{err}");
-    let wrong_name = [&with_tls[..], &["--tls-server-name", "elsewhere.test"]].concat();
-    let (code, _, err) = run(&key, &[&["info"][..], &wrong_name].concat());
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("not trusted"), "{err}");
-    let (code, _, err) = run(&key, &["info", "--address", &address, "--tls-ca", &ca]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("client certificate"), "{err}");
-    // Usage: a client certificate needs its key.
-    let (code, _, err) = run(
-        &key,
-        &[
-            "info",
-            "--address",
-            &address,
-            "--tls-ca",
-            &ca,
-            "--tls-client-cert",
-            &client_cert,
-        ],
-    );
-    assert_eq!(code, Some(2), "{err}");
-
-    drop(list);
-    drop(client);
-    let (code, out, err) = run(&key, &[&["shutdown"][..], &with_tls].concat());
-    assert_eq!(code, Some(0), "shutdown over TLS failed: {err}");
-    assert!(out.contains("shut down"), "{out}");
-    let status = served.0.wait().expect("wait for manager serve");
-    let mut serve_err = String::new();
-    let _ = served
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut serve_err);
-    assert!(
-        status.success(),
-        "manager serve ended with {status}: {serve_err}"
-    );
-    // Served on 0.0.0.0 with TLS: no warning about plaintext.
-    assert!(!serve_err.contains("warning: serving on"), "{serve_err}");
 }

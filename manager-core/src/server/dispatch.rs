@@ -102,7 +102,7 @@ impl Connection {
             let mut de = postcard::Deserializer::from_bytes(&frame[args_at..]);
             let call = referent.dispatch(
                 index,
-                &mut <dyn erased_serde::Deserializer>::erase(&mut de),
+                &mut <dyn erased_serde::Deserializer<'_>>::erase(&mut de),
                 context,
             );
             let left = de.finalize().map(|rest| rest.len()).unwrap_or(0);

@@ -92,8 +92,16 @@ pub struct Server {
     python: Option<Listener>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("address", &self.state.address)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Stops a running server from anywhere (another task, another thread, a signal handler).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ShutdownHandle(CancellationToken);
 
 impl ShutdownHandle {
@@ -275,7 +283,7 @@ impl Args<'_> {
         match self {
             Args::Native(bytes) => {
                 let mut de = postcard::Deserializer::from_bytes(bytes);
-                let made = f(&mut <dyn erased_serde::Deserializer>::erase(&mut de));
+                let made = f(&mut <dyn erased_serde::Deserializer<'_>>::erase(&mut de));
                 match de.finalize().map(|rest| rest.len()).unwrap_or(0) {
                     0 => Ok(made),
                     left => Err(format!(
@@ -283,7 +291,7 @@ impl Args<'_> {
                     )),
                 }
             }
-            Args::Value(value) => Ok(f(&mut <dyn erased_serde::Deserializer>::erase(value))),
+            Args::Value(value) => Ok(f(&mut <dyn erased_serde::Deserializer<'_>>::erase(value))),
         }
     }
 }

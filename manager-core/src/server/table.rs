@@ -128,6 +128,7 @@ impl ObjectTable {
 }
 
 #[cfg(test)]
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod tests {
     use super::*;
 

@@ -35,17 +35,27 @@ use crate::proxy::shape::Checked;
 use crate::registry::{Register, Registry};
 use crate::value::{to_value, Value};
 
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod barrier;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod condition;
 mod containers;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod dict;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod event;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod list;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod lock;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod namespace;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod queue;
 pub(crate) mod release;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod semaphore;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod shared_value;
 mod wait;
 

@@ -22,11 +22,8 @@ use clap::{Args, Parser, Subcommand};
 use manager::{Address, AuthKey, ConnectOptions, Error, Manager, Server, ServerConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
-#[path = "manager/authkey.rs"]
 mod authkey;
-#[path = "manager/table.rs"]
 mod table;
-#[path = "manager/tls.rs"]
 mod tls;
 
 const ABOUT: &str =

@@ -14,7 +14,7 @@ use manager::AuthKey;
 use crate::Failure;
 
 /// The environment variable holding the authkey.
-pub const ENV: &str = "MANAGER_AUTHKEY";
+pub(crate) const ENV: &str = "MANAGER_AUTHKEY";
 
 /// What to tell a user who gave no key.
 const NO_KEY_HINT: &str =
@@ -22,7 +22,7 @@ const NO_KEY_HINT: &str =
 
 /// The key of a client command (`info`, `shutdown`): from `--authkey-file` if given, else from
 /// `MANAGER_AUTHKEY`. With neither there is nothing to authenticate with.
-pub fn client_key(file: Option<&Path>) -> Result<AuthKey, Failure> {
+pub(crate) fn client_key(file: Option<&Path>) -> Result<AuthKey, Failure> {
     if let Some(path) = file {
         return read_key_file(path);
     }
@@ -36,7 +36,7 @@ pub fn client_key(file: Option<&Path>) -> Result<AuthKey, Failure> {
 /// The key of `serve`: `--authkey-file`, else a key freshly written to `--generate-authkey-file`,
 /// else `MANAGER_AUTHKEY`. With none of them the server refuses to start: a server without a key
 /// the operator chose would either be open to anyone or unusable.
-pub fn server_key(file: Option<&Path>, generate: Option<&Path>) -> Result<AuthKey, Failure> {
+pub(crate) fn server_key(file: Option<&Path>, generate: Option<&Path>) -> Result<AuthKey, Failure> {
     if let Some(path) = file {
         return read_key_file(path);
     }

@@ -10,7 +10,7 @@ use manager::{Address, TlsClientConfig, TlsServerConfig};
 
 /// `serve`'s TLS options: with `--tls-cert` and `--tls-key`, every native connection is TLS.
 #[derive(Debug, Args)]
-pub struct ServeTls {
+pub(crate) struct ServeTls {
     /// Serve TLS with the certificate chain in this PEM file (the server's certificate first,
     /// then any intermediates); needs --tls-key
     #[arg(long, value_name = "PATH", requires = "tls_key")]
@@ -28,7 +28,7 @@ pub struct ServeTls {
 
 impl ServeTls {
     /// The server's TLS configuration, if TLS was asked for.
-    pub fn config(&self) -> Option<TlsServerConfig> {
+    pub(crate) fn config(&self) -> Option<TlsServerConfig> {
         let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
         let config = TlsServerConfig::new(cert, key);
         Some(match &self.tls_client_ca {
@@ -40,7 +40,7 @@ impl ServeTls {
 
 /// The TLS options of `info` and `shutdown`: with `--tls-ca`, the client connects with TLS.
 #[derive(Debug, Args)]
-pub struct ClientTls {
+pub(crate) struct ClientTls {
     /// Connect with TLS, trusting only the CA certificates in this PEM file to have signed the
     /// server's certificate
     #[arg(long, value_name = "PATH")]
@@ -63,12 +63,12 @@ pub struct ClientTls {
 
 impl ClientTls {
     /// Whether any TLS option was given.
-    pub fn given(&self) -> bool {
+    pub(crate) fn given(&self) -> bool {
         self.tls_ca.is_some()
     }
 
     /// The client's TLS configuration for a server at `address`, if TLS was asked for.
-    pub fn config(&self, address: &Address) -> Option<TlsClientConfig> {
+    pub(crate) fn config(&self, address: &Address) -> Option<TlsClientConfig> {
         let ca = self.tls_ca.as_ref()?;
         let name = match (&self.tls_server_name, address) {
             (Some(name), _) => name.clone(),

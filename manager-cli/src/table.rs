@@ -6,7 +6,7 @@ use std::time::Duration;
 use manager::DebugInfo;
 
 /// Renders `info` as text, ending with a newline.
-pub fn render(info: &DebugInfo) -> String {
+pub(crate) fn render(info: &DebugInfo) -> String {
     let mut out = String::new();
     out.push_str(&format!("server       {}\n", info.address));
     out.push_str(&format!(
