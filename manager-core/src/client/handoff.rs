@@ -40,6 +40,9 @@ use tokio_util::codec::Decoder;
 
 use crate::wire::{self, FrameDecoder};
 
+#[cfg(test)]
+mod model;
+
 /// How much a read asks the socket for, at least.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -110,6 +113,8 @@ macro_rules! word {
     };
 }
 word!(std::sync::atomic::AtomicU8);
+#[cfg(test)]
+word!(loom::sync::atomic::AtomicU8);
 
 /// A cell of bytes that only the holder of the word touches.
 pub(super) trait Inbox: Send {
