@@ -532,85 +532,57 @@ async fn waiting_async_method_does_not_block_other_calls() {
     server.stop().await;
 }
 
-/// Four threads share one blocking proxy and call without any deadline, as in the hang found
-/// in a benchmark run (one caller parked for good, its reply unread in the socket, the reader
-/// task asleep): every call must return. A watchdog fails the test, rather than letting it
-/// hang, when no call completes for `STALL`; each thread also runs a blocking caller against
-/// an async task on the same connection, so that callers who read the socket themselves and
-/// the reader task hand the socket back and forth all the time.
-fn four_threads_share_a_blocking_proxy_without_deadlines(address: Address) {
-    const THREADS: u64 = 4;
-    const CALLS: u64 = 25_000;
-    const STALL: Duration = Duration::from_secs(30);
+/// Four threads on one blocking proxy and two async tasks on the same connection call without
+/// any deadline, as in the hang found in a benchmark run (one caller parked for good, its
+/// reply unread in the socket, the reader task asleep): every call must return within a
+/// generous ceiling (see `common::stress`). The blocking callers read the socket themselves
+/// and the reader task reads the tasks' replies, so the socket changes hands all the time. The
+/// connection is made on the background I/O thread (a blocking manager), or on a runtime with
+/// two workers (`on_runtime`), where the I/O driver may run beside the reader task.
+fn threads_and_tasks_share_a_connection_without_deadlines(address: Address, on_runtime: bool) {
+    const CALLS: u64 = 20_000;
     let server = InProcessServer::start(registry(), address, AuthKey::random());
-    let manager = server.connect();
-    assert_eq!(manager.connection().default_timeout(), None);
-    let echo = manager.create(&ECHO_BLOCKING, ()).unwrap();
-    let progress = std::sync::Arc::new(AtomicU64::new(0));
-    let (done, finished) = mpsc::channel();
-    for thread in 0..THREADS {
-        let (echo, progress, done) = (echo.clone(), progress.clone(), done.clone());
-        std::thread::spawn(move || {
-            for i in 0..CALLS {
-                let tag = thread * 1_000_000 + i;
-                let (got, _) = echo.echo(tag, String::new()).unwrap();
-                assert_eq!(got, tag);
-                progress.fetch_add(1, Ordering::Relaxed);
-            }
-            let _ = done.send(());
-        });
-    }
-    // Async callers on the same connection keep the reader task reading too.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let async_echo = echo.clone().into_async();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let background = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let (got, _) = async_echo.echo(n, String::new()).await.unwrap();
-                    assert_eq!(got, n);
-                    n += 1;
-                }
-            })
+    let echo = if on_runtime {
+        server.runtime().block_on(async {
+            let manager = Manager::connect(server.address(), server.authkey())
+                .await
+                .unwrap();
+            let echo = manager.create(&ECHO, ()).await.unwrap();
+            assert_eq!(manager.connection().default_timeout(), None);
+            echo.into_blocking()
         })
+    } else {
+        let manager = server.connect();
+        assert_eq!(manager.connection().default_timeout(), None);
+        manager.create(&ECHO_BLOCKING, ()).unwrap()
     };
-    let mut finished_threads = 0;
-    let mut last = (0, std::time::Instant::now());
-    while finished_threads < THREADS {
-        match finished.recv_timeout(Duration::from_millis(200)) {
-            Ok(()) => finished_threads += 1,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(e) => panic!("a calling thread died: {e}"),
-        }
-        let now = progress.load(Ordering::Relaxed);
-        if now != last.0 {
-            last = (now, std::time::Instant::now());
-        }
-        assert!(
-            last.1.elapsed() < STALL,
-            "no call returned for {STALL:?} after {now} calls: a caller waits for a reply nobody reads"
-        );
-    }
-    stop.store(true, Ordering::Relaxed);
-    background.join().expect("the async caller failed");
-    assert_eq!(progress.load(Ordering::Relaxed), THREADS * CALLS);
+    let async_echo = echo.clone().into_async();
+    common::stress::every_call_returns(
+        4,
+        2,
+        CALLS,
+        move |tag| echo.echo(tag, String::new()).unwrap().0,
+        move |tag| {
+            let echo = async_echo.clone();
+            async move { echo.echo(tag, String::new()).await.unwrap().0 }
+        },
+    );
 }
 
 #[test]
-fn four_threads_share_a_blocking_tcp_proxy_without_deadlines() {
-    four_threads_share_a_blocking_proxy_without_deadlines(Address::local_tcp());
+fn threads_and_tasks_share_a_tcp_connection_without_deadlines() {
+    threads_and_tasks_share_a_connection_without_deadlines(Address::local_tcp(), false);
 }
 
 #[test]
-fn four_threads_share_a_blocking_unix_proxy_without_deadlines() {
+fn threads_and_tasks_share_a_unix_connection_without_deadlines() {
     let socket = TempPath::socket("no-deadlines");
-    four_threads_share_a_blocking_proxy_without_deadlines(Address::unix(socket.path()));
+    threads_and_tasks_share_a_connection_without_deadlines(Address::unix(socket.path()), false);
+}
+
+#[test]
+fn threads_and_tasks_share_a_tcp_connection_made_on_a_runtime_without_deadlines() {
+    threads_and_tasks_share_a_connection_without_deadlines(Address::local_tcp(), true);
 }
 
 /// A peer that accepts the connection and never answers the handshake (a server whose host

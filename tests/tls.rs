@@ -134,6 +134,31 @@ fn client_that_trusts_the_ca_creates_and_calls() {
     });
 }
 
+/// Four threads on one blocking proxy and two async tasks share one TLS connection and call
+/// without any deadline: every call must return within a generous ceiling (see
+/// `common::stress`). Over TLS the reader task reads every reply (the session lives on the
+/// I/O thread), for blocked threads and tasks alike.
+fn threads_and_tasks_share_a_tls_connection_without_deadlines() {
+    const CALLS: u64 = 5_000;
+    let pki = Pki::new();
+    let server = tls_server(pki.server(), &AuthKey::random());
+    let manager = connect(&server, pki.client()).unwrap();
+    assert_eq!(manager.connection().default_timeout(), None);
+    let counter = manager.create(&COUNTER, (0,)).unwrap();
+    let async_counter = counter.clone().into_async();
+    let tag_of = |data: Vec<u8>| u64::from_le_bytes(data.try_into().expect("8 bytes back"));
+    common::stress::every_call_returns(
+        4,
+        2,
+        CALLS,
+        move |tag| tag_of(counter.echo(tag.to_le_bytes().to_vec()).unwrap()),
+        move |tag| {
+            let counter = async_counter.clone();
+            async move { tag_of(counter.echo(tag.to_le_bytes().to_vec()).await.unwrap()) }
+        },
+    );
+}
+
 fn authkey_is_still_required_over_tls() {
     let pki = Pki::new();
     let server = tls_server(pki.server(), &AuthKey::random());
@@ -269,6 +294,7 @@ fn main() {
     manager::init();
     common::run_tests(vec![
         case!(client_that_trusts_the_ca_creates_and_calls),
+        case!(threads_and_tasks_share_a_tls_connection_without_deadlines),
         case!(authkey_is_still_required_over_tls),
         case!(client_that_does_not_trust_the_server_is_refused_and_the_server_goes_on),
         case!(client_without_tls_is_told_the_server_requires_it_and_the_server_goes_on),

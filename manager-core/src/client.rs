@@ -25,6 +25,7 @@ use crate::transport::{self, write_frames, Outbox, ReadHalf, Stream};
 use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
 
 mod direct;
+mod handoff;
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
 #[derive(Debug)]
