@@ -119,9 +119,12 @@ pub(super) fn create_args(
             }
             let items = match args.pop() {
                 None => Vec::new(),
-                Some(Value::List(items)) | Some(Value::Tuple(items)) => items,
+                Some(Value::List(items))
+                | Some(Value::Tuple(items))
+                | Some(Value::Set(items))
+                | Some(Value::FrozenSet(items)) => items,
                 Some(Value::Str(text)) => text.chars().map(|c| Value::Str(c.into())).collect(),
-                Some(Value::Bytes(bytes)) => bytes
+                Some(Value::Bytes(bytes)) | Some(Value::ByteArray(bytes)) => bytes
                     .into_iter()
                     .map(|b| Value::Int(i128::from(b)))
                     .collect(),
@@ -395,12 +398,18 @@ pub(super) fn translate(
                     "reverse" => reverse = value,
                     "key" if value == Value::None => {}
                     "key" => {
+                        let function = match &value {
+                            Value::Opaque(function) => function.class().to_string(),
+                            other => other.python_type().to_string(),
+                        };
                         return Err((
                             "TypeError",
-                            "sort(key=...) is not supported by a Rust manager server: it cannot \
-                             run Python code (sort without a key, or sort on the client)"
-                                .to_string(),
-                        ))
+                            format!(
+                                "sort(key={function}) is not supported by a Rust manager server: \
+                                 it cannot run Python code (sort without a key, or sort on the \
+                                 client)"
+                            ),
+                        ));
                     }
                     other => {
                         return Err((
@@ -646,6 +655,8 @@ pub(super) fn unhashable(value: &Value) -> Option<&'static str> {
     match value {
         Value::List(_) => Some("list"),
         Value::Map(_) => Some("dict"),
+        Value::Set(_) => Some("set"),
+        Value::ByteArray(_) => Some("bytearray"),
         Value::Tuple(items) => items.iter().find_map(unhashable),
         _ => None,
     }

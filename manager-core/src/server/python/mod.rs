@@ -267,9 +267,35 @@ where
     state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// How requests are unpickled: as `PyConnection::recv` does, with the default options.
+/// How requests are unpickled: any object outside the allow-list (a `datetime`, a
+/// dataclass) is kept symbolically, never imported or called, and stored as a
+/// [`Value::Opaque`]: its pickle, which goes back to CPython clients as it came.
 fn decode_options() -> pickle::DecodeOptions {
-    pickle::DecodeOptions::default()
+    pickle::DecodeOptions {
+        opaque_globals: true,
+        ..Default::default()
+    }
+}
+
+/// `repr(value)` for a CPython client: this server's rendering of plain data, or, for what
+/// only Python can print as Python does (an opaque object, a set, a big int), a pickle of the
+/// call `builtins.repr(value)`, which the client's unpickler makes. The server runs nothing;
+/// the client calls `repr` on a value it would have unpickled anyway.
+fn python_repr(state: &State, value: Value) -> PyValue {
+    if !crate::python::repr::needs_python(&value) {
+        return PyValue::str(crate::python::repr::repr(&value));
+    }
+    client_repr(to_python(state, value))
+}
+
+fn client_repr(value: PyValue) -> PyValue {
+    PyValue::Object(Box::new(crate::python::PyObject::Reduce {
+        func: PyValue::Object(Box::new(crate::python::PyObject::Global {
+            module: "builtins".into(),
+            name: "repr".into(),
+        })),
+        args: PyValue::Tuple(vec![value]),
+    }))
 }
 
 /// The message of a request that could not be unpickled, logged at warn level once per kind
@@ -293,9 +319,11 @@ fn retarget(value: &mut Value, from: Option<&Address>, to: Option<&Address>) {
     };
     match value {
         Value::Proxy(token) if &token.address == from => token.address = to.clone(),
-        Value::List(items) | Value::Tuple(items) => items
-            .iter_mut()
-            .for_each(|v| retarget(v, Some(from), Some(to))),
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            items
+                .iter_mut()
+                .for_each(|v| retarget(v, Some(from), Some(to)))
+        }
         Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
             retarget(k, Some(from), Some(to));
             retarget(v, Some(from), Some(to));
@@ -781,7 +809,7 @@ fn finish(state: &State, value: Value, after: Post) -> PyValue {
     match after {
         Post::Keep | Post::KeyErrorOf(_) | Post::DefaultIfMissing(_) => convert(value),
         Post::Nothing => PyValue::None,
-        Post::Repr => PyValue::str(crate::python::repr::repr(&value)),
+        Post::Repr => python_repr(state, value),
         Post::Concat(other) => match value {
             Value::List(mut items) => {
                 items.extend(other);
@@ -829,6 +857,16 @@ fn finish(state: &State, value: Value, after: Post) -> PyValue {
                     .collect(),
                 _ => Vec::new(),
             };
+            if pairs.iter().any(|(k, v)| {
+                crate::python::repr::needs_python(k) || crate::python::repr::needs_python(v)
+            }) {
+                return client_repr(PyValue::Dict(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| (convert(k), convert(v)))
+                        .collect(),
+                ));
+            }
             PyValue::str(crate::python::repr::repr_dict(&pairs))
         }
         Post::Dict => match value {
