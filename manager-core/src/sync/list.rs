@@ -40,6 +40,43 @@ fn bounds(start: Option<i64>, stop: Option<i64>, len: usize) -> std::ops::Range<
     start..stop.max(start)
 }
 
+/// The most items `repeat` may make, so that no client can make the server build a list of
+/// any size it likes.
+pub const MAX_REPEATED_ITEMS: usize = 1 << 22;
+
+/// The positions `list[start:stop:step]` names in a list of `len`, as Python's
+/// `slice.indices` computes them.
+fn extended(start: Option<i64>, stop: Option<i64>, step: i64, len: usize) -> Vec<usize> {
+    let len = len as i128;
+    let step = i128::from(step);
+    let (lower, upper) = if step < 0 { (-1, len - 1) } else { (0, len) };
+    let clamp = |v: Option<i64>, default: i128| match v.map(i128::from) {
+        None => default,
+        Some(i) if i < 0 => (i + len).max(lower),
+        Some(i) => i.min(upper),
+    };
+    let (start, stop) = if step < 0 {
+        (clamp(start, upper), clamp(stop, lower))
+    } else {
+        (clamp(start, lower), clamp(stop, upper))
+    };
+    let mut positions = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < stop) || (step < 0 && i > stop) {
+        positions.push(i as usize);
+        i += step;
+    }
+    positions
+}
+
+fn zero_step(method: &str) -> RemoteError {
+    error(
+        RemoteErrorKind::InvalidValue,
+        method,
+        "slice step cannot be zero",
+    )
+}
+
 impl ListObject {
     /// A list of `items` (the arguments of `create`).
     pub fn new((items,): (Vec<Value>,), ctx: &CallContext) -> Result<ListObject, RemoteError> {
@@ -215,6 +252,93 @@ impl ListObject {
     pub fn delslice(&mut self, start: Option<i64>, stop: Option<i64>) {
         let range = bounds(start, stop, self.items.len());
         self.items.drain(range);
+    }
+
+    /// Replaces the items `list[start:stop:step]` names with `items`, one for one (Python's
+    /// `list[::2] = items`); a step of 1 is [`setslice`](Self::setslice).
+    pub fn set_extended_slice(
+        &mut self,
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: i64,
+        items: Vec<Value>,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        const METHOD: &str = "set_extended_slice";
+        if step == 0 {
+            return Err(zero_step(METHOD));
+        }
+        if step == 1 {
+            return self.setslice(start, stop, items, ctx);
+        }
+        let positions = extended(start, stop, step, self.items.len());
+        if positions.len() != items.len() {
+            return Err(error(
+                RemoteErrorKind::InvalidValue,
+                METHOD,
+                format!(
+                    "attempt to assign sequence of size {} to extended slice of size {}",
+                    items.len(),
+                    positions.len()
+                ),
+            ));
+        }
+        let stored: Vec<Stored> = items
+            .into_iter()
+            .map(|item| Stored::new(ctx, item, typeids::LIST, METHOD))
+            .collect::<Result<_, _>>()?;
+        for (at, item) in positions.into_iter().zip(stored) {
+            self.items[at] = item;
+        }
+        Ok(())
+    }
+
+    /// Removes the items `list[start:stop:step]` names (Python's `del list[::2]`).
+    pub fn del_extended_slice(
+        &mut self,
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: i64,
+    ) -> Result<(), RemoteError> {
+        if step == 0 {
+            return Err(zero_step("del_extended_slice"));
+        }
+        let mut doomed = vec![false; self.items.len()];
+        for at in extended(start, stop, step, self.items.len()) {
+            doomed[at] = true;
+        }
+        let mut doomed = doomed.into_iter();
+        self.items.retain(|_| !doomed.next().unwrap_or(false));
+        Ok(())
+    }
+
+    /// Repeats the items in place, `n` times over (Python's `list *= n`; `n <= 0` empties the
+    /// list). A list past [`MAX_REPEATED_ITEMS`] is refused.
+    pub fn repeat(&mut self, n: i64, ctx: &CallContext) -> Result<(), RemoteError> {
+        if n <= 0 {
+            self.items.clear();
+            return Ok(());
+        }
+        let total = (self.items.len() as u128).saturating_mul(n as u128);
+        if total > MAX_REPEATED_ITEMS as u128 {
+            return Err(error(
+                RemoteErrorKind::Limit,
+                "repeat",
+                format!("a manager server builds lists of at most {MAX_REPEATED_ITEMS} items by repetition"),
+            ));
+        }
+        let copies: Vec<Value> = self
+            .items
+            .iter()
+            .map(|stored| stored.value.clone())
+            .collect();
+        for _ in 1..n {
+            for value in &copies {
+                self.items
+                    .push(Stored::new(ctx, value.clone(), typeids::LIST, "repeat")?);
+            }
+        }
+        Ok(())
     }
 
     /// Removes every item.

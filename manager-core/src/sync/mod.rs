@@ -45,12 +45,13 @@ mod namespace;
 mod queue;
 mod semaphore;
 mod shared_value;
+mod typecode;
 
 pub use barrier::{BarrierProxy, BlockingBarrierProxy};
 pub use condition::{BlockingConditionProxy, ConditionProxy};
 pub use dict::{BlockingDictProxy, DictProxy};
 pub use event::{BlockingEventProxy, EventProxy};
-pub use list::{BlockingListProxy, ListProxy};
+pub use list::{BlockingListProxy, ListProxy, MAX_REPEATED_ITEMS};
 pub use lock::{
     BlockingLockGuard, BlockingLockProxy, BlockingRLockProxy, LockGuard, LockProxy, RLockProxy,
 };

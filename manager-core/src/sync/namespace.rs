@@ -76,6 +76,14 @@ impl NamespaceObject {
     pub fn names(&self) -> Vec<String> {
         self.attributes.keys().cloned().collect()
     }
+
+    /// Every attribute and its value, in the order they were first set.
+    pub fn items(&self, ctx: &CallContext) -> Vec<(String, Value)> {
+        self.attributes
+            .iter()
+            .map(|(name, stored)| (name.clone(), stored.give(ctx)))
+            .collect()
+    }
 }
 
 /// A shared namespace (Python's `NamespaceProxy`): attributes of any serde type, by name.
