@@ -62,6 +62,18 @@ impl Opaque {
         Ok(Opaque { class, pickle })
     }
 
+    /// The opaque value the opcodes `body` build, of class `class`.
+    pub(crate) fn from_body(class: &str, body: &[u8]) -> Opaque {
+        let mut pickle = Vec::with_capacity(body.len() + 3);
+        pickle.extend_from_slice(&[0x80, 4]);
+        pickle.extend_from_slice(body);
+        pickle.push(b'.');
+        Opaque {
+            class: class.to_string(),
+            pickle,
+        }
+    }
+
     /// The object's class as the pickle names it: `datetime.datetime`, `__main__.Point`.
     pub fn class(&self) -> &str {
         &self.class

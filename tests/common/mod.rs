@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use manager::{Address, AuthKey, Process, Registry, Server, ServerConfig, ShutdownHandle};
 
+pub mod python;
+
 /// How long any single wait may last before the test fails instead of hanging. Generous on
 /// purpose: it only exists to turn a hang into a failure, never to measure speed.
 pub const TIMEOUT: Duration = Duration::from_secs(30);

@@ -886,6 +886,8 @@ enum Node {
     Extend(usize, Vec<usize>),
     /// Entries set on an object (`SETITEMS` on what `REDUCE` made: an `OrderedDict`).
     SetItems(usize, Vec<(usize, usize)>),
+    /// A value kept in its pickled form (a str with a lone surrogate).
+    Opaque(Opaque),
     /// A node whose content was moved out while building the result.
     Taken,
 }
@@ -1245,8 +1247,18 @@ impl<'a> Machine<'a> {
                     };
                     let at = self.pos;
                     let bytes = self.take(len, "a str")?;
-                    let s = self.utf8(at, bytes)?;
-                    self.push(Node::Str(s));
+                    match self.utf8(at, bytes) {
+                        Ok(s) => self.push(Node::Str(s)),
+                        // A str with a lone surrogate (`'\ud800'`, pickled as UTF-8 with
+                        // surrogatepass) has no Rust form: kept as the opcode that makes it.
+                        Err(_) if self.options.opaque_globals => {
+                            let mut body = vec![0x8d];
+                            body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                            body.extend_from_slice(bytes);
+                            self.push(Node::Opaque(Opaque::from_body("builtins.str", &body)));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 // bytes: SHORT_BINBYTES, BINBYTES, BINBYTES8; BYTEARRAY8
                 b'C' | b'B' | 0x8e | 0x96 => {
@@ -1748,6 +1760,7 @@ impl Builder<'_> {
             Node::Bool(b) => Shape::Leaf(PyValue::Bool(*b)),
             Node::Int(i) => Shape::Leaf(PyValue::Int(*i)),
             Node::BigInt(b) => Shape::Leaf(PyValue::BigInt(b.clone())),
+            Node::Opaque(o) => Shape::Leaf(PyValue::Opaque(o.clone())),
             Node::Float(f) => Shape::Leaf(PyValue::Float(*f)),
             Node::Str(s) => Shape::Leaf(PyValue::Str(s.clone())),
             Node::Bytes(b) => Shape::Leaf(PyValue::Bytes(b.clone())),

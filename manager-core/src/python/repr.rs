@@ -18,6 +18,10 @@ pub fn needs_python(value: &Value) -> bool {
     match value {
         Value::Opaque(_) | Value::Set(_) | Value::FrozenSet(_) | Value::BigInt(_) => true,
         Value::List(items) | Value::Tuple(items) => items.iter().any(needs_python),
+        // A slice, a complex number or an exception, as a tagged one-entry map.
+        Value::Map(pairs) if matches!(pairs.as_slice(), [(Value::Str(tag), _)] if tag.starts_with("$py:")) => {
+            true
+        }
         Value::Map(pairs) => pairs
             .iter()
             .any(|(k, v)| needs_python(k) || needs_python(v)),

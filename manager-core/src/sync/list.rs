@@ -77,7 +77,55 @@ fn zero_step(method: &str) -> RemoteError {
     )
 }
 
+/// `key(value)` for the builtins `sort_by_builtin` honours, or Python's `TypeError` message.
+fn builtin_key(key: &str, value: &Value) -> Result<Value, String> {
+    match (key, value) {
+        ("abs", Value::Bool(b)) => Ok(Value::Int(i128::from(*b))),
+        ("abs", Value::Int(i)) => Ok(i.checked_abs().map_or(Value::Float(f64::MAX), Value::Int)),
+        ("abs", Value::Float(f)) => Ok(Value::Float(f.abs())),
+        ("abs", other) => Err(format!(
+            "bad operand type for abs(): '{}'",
+            other.python_type()
+        )),
+        ("len", Value::Str(s)) => Ok(Value::Int(s.chars().count() as i128)),
+        ("len", Value::Bytes(b) | Value::ByteArray(b)) => Ok(Value::Int(b.len() as i128)),
+        (
+            "len",
+            Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items),
+        ) => Ok(Value::Int(items.len() as i128)),
+        ("len", Value::Map(entries)) => Ok(Value::Int(entries.len() as i128)),
+        ("len", other) => Err(format!(
+            "object of type '{}' has no len()",
+            other.python_type()
+        )),
+        (other, _) => Err(format!("sort(key={other}) is not one of abs and len")),
+    }
+}
+
 impl ListObject {
+    /// Reorders the items by `keys` (one per item) in Python's order, stably.
+    fn sort_by_keys(&mut self, keys: &[Value], reverse: bool) -> Result<(), RemoteError> {
+        let mut failed = None;
+        let mut sorted: Vec<usize> = (0..self.items.len()).collect();
+        sorted.sort_by(|&a, &b| {
+            let (a, b) = (&keys[a], &keys[b]);
+            match a.python_cmp(b) {
+                Ok(order) if reverse => order.reverse(),
+                Ok(order) => order,
+                Err(message) => {
+                    failed.get_or_insert(message);
+                    std::cmp::Ordering::Equal
+                }
+            }
+        });
+        if let Some(message) = failed {
+            return Err(error(RemoteErrorKind::BadArguments, "sort", message));
+        }
+        let mut items: Vec<Option<Stored>> = self.items.drain(..).map(Some).collect();
+        self.items = sorted.into_iter().filter_map(|i| items[i].take()).collect();
+        Ok(())
+    }
+
     /// A list of `items` (the arguments of `create`).
     pub fn new((items,): (Vec<Value>,), ctx: &CallContext) -> Result<ListObject, RemoteError> {
         let items = items
@@ -158,25 +206,20 @@ impl ListObject {
     /// Python cannot compare are an `InvalidValue` error (Python's `TypeError` message) and
     /// leave the list as it was.
     pub fn sort(&mut self, reverse: bool) -> Result<(), RemoteError> {
-        let mut failed = None;
-        let mut sorted: Vec<usize> = (0..self.items.len()).collect();
-        sorted.sort_by(|&a, &b| {
-            let (a, b) = (&self.items[a].value, &self.items[b].value);
-            match a.python_cmp(b) {
-                Ok(order) if reverse => order.reverse(),
-                Ok(order) => order,
-                Err(message) => {
-                    failed.get_or_insert(message);
-                    std::cmp::Ordering::Equal
-                }
-            }
-        });
-        if let Some(message) = failed {
-            return Err(error(RemoteErrorKind::BadArguments, "sort", message));
-        }
-        let mut items: Vec<Option<Stored>> = self.items.drain(..).map(Some).collect();
-        self.items = sorted.into_iter().filter_map(|i| items[i].take()).collect();
-        Ok(())
+        let keys: Vec<Value> = self.items.iter().map(|s| s.value.clone()).collect();
+        self.sort_by_keys(&keys, reverse)
+    }
+
+    /// Sorts as [`sort`](Self::sort) does, by `key(item)` for one of the builtins a server can
+    /// apply without running Python code: `"abs"` or `"len"` (Python's `sort(key=abs)`).
+    pub fn sort_by_builtin(&mut self, key: String, reverse: bool) -> Result<(), RemoteError> {
+        let keys = self
+            .items
+            .iter()
+            .map(|stored| builtin_key(&key, &stored.value))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| error(RemoteErrorKind::BadArguments, "sort", message))?;
+        self.sort_by_keys(&keys, reverse)
     }
 
     /// How many items equal `item`.

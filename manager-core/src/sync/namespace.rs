@@ -33,7 +33,7 @@ fn no_attribute(method: &str, name: &str) -> RemoteError {
         RemoteErrorKind::Attribute,
         typeids::NAMESPACE,
         method,
-        format!("'Namespace' object has no attribute {name:?}"),
+        format!("'Namespace' object has no attribute '{name}'"),
     )
 }
 

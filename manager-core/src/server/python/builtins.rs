@@ -301,10 +301,17 @@ pub(super) fn translate(
         },
         ("list", "sort") => {
             let mut reverse = Value::Bool(false);
+            let mut by = None;
             for (name, value) in kwds {
                 match name.as_str() {
                     "reverse" => reverse = value,
                     "key" if value == Value::None => {}
+                    // Builtins the server can apply itself, without running Python code.
+                    "key" if matches!(&value, Value::Opaque(f) if matches!(f.class(), "builtins.abs" | "builtins.len")) => {
+                        if let Value::Opaque(function) = &value {
+                            by = Some(function.type_name().to_string());
+                        }
+                    }
                     "key" => {
                         let function = match &value {
                             Value::Opaque(function) => function.class().to_string(),
@@ -337,7 +344,14 @@ pub(super) fn translate(
                 Value::Bool(b) => b,
                 other => other.exact_int().is_some_and(|i| i != 0),
             };
-            same("sort", vec![Value::Bool(reverse)], Vec::new())
+            match by {
+                Some(key) => same(
+                    "sort_by_builtin",
+                    vec![Value::Str(key), Value::Bool(reverse)],
+                    Vec::new(),
+                ),
+                None => same("sort", vec![Value::Bool(reverse)], Vec::new()),
+            }
         }
         // Read-only list arithmetic: the list is read at once and the result computed here, as
         // CPython's server returns `list + other` and `list * n` by value.
@@ -452,7 +466,11 @@ pub(super) fn translate(
             if args.is_empty() || args.len() > 2 {
                 return Err((
                     "TypeError",
-                    format!("get expected 1 or 2 arguments, got {}", args.len()),
+                    if args.is_empty() {
+                        "get expected at least 1 argument, got 0".to_string()
+                    } else {
+                        format!("get expected at most 2 arguments, got {}", args.len())
+                    },
                 ));
             }
             let default = args.get(1).cloned().unwrap_or_default();
@@ -495,16 +513,26 @@ pub(super) fn translate(
                 Some(Value::Map(entries)) => entries,
                 Some(Value::List(items)) | Some(Value::Tuple(items)) => items
                     .into_iter()
-                    .map(|pair| match pair {
+                    .enumerate()
+                    .map(|(i, pair)| match pair {
                         Value::Tuple(mut kv) | Value::List(mut kv) if kv.len() == 2 => {
                             let v = kv.pop().unwrap_or_default();
                             Ok((kv.pop().unwrap_or_default(), v))
                         }
+                        Value::Tuple(kv) | Value::List(kv) => Err((
+                            "ValueError",
+                            format!(
+                                "dictionary update sequence element #{i} has length {}; 2 is \
+                                 required",
+                                kv.len()
+                            ),
+                        )),
                         _ => Err((
                             "TypeError",
-                            "dictionary update sequence element has the wrong length; 2 is \
-                             required"
-                                .to_string(),
+                            format!(
+                                "cannot convert dictionary update sequence element #{i} to a \
+                                 sequence"
+                            ),
                         )),
                     })
                     .collect::<Result<_, _>>()?,
@@ -620,6 +648,27 @@ pub(super) fn required(method: &str, param: &str) -> bool {
     }
 }
 
+/// CPython's words for a required argument left out of a built-in type's method, `given`
+/// being how many were passed (as 3.10 and later print them; 3.8 and 3.9 name some methods
+/// without their class).
+fn missing(method: &str, param: &str, given: usize) -> String {
+    match method {
+        "append" | "extend" | "remove" | "count" => {
+            format!("list.{method}() takes exactly one argument ({given} given)")
+        }
+        "insert" => format!("insert expected 2 arguments, got {given}"),
+        "index" | "setdefault" | "pop" | "get" => {
+            format!("{method} expected at least 1 argument, got {given}")
+        }
+        // CPython's own words, with their empty name.
+        "__setitem__" => format!(" expected 2 arguments, got {given}"),
+        "put" | "put_nowait" => {
+            format!("Queue.{method}() missing 1 required positional argument: '{param}'")
+        }
+        _ => format!("{method}() missing 1 required positional argument: '{param}'"),
+    }
+}
+
 /// Arranges positional and keyword arguments in the order of the method's parameters. For a
 /// built-in type's method (`builtin`: the name the client called), a required parameter left
 /// out is a `TypeError` in CPython's words.
@@ -637,15 +686,14 @@ pub(super) fn arrange(
             args.len()
         )));
     }
+    let given = args.len();
     let mut arranged = args;
     for param in &params[arranged.len()..] {
         match kwds.iter().position(|(k, _)| k == param) {
             Some(i) => arranged.push(kwds.remove(i).1),
             None => match builtin {
                 Some(method) if required(method, param) => {
-                    return Err(bad(format!(
-                        "{method}() missing 1 required positional argument: '{param}'"
-                    )))
+                    return Err(bad(missing(method, param, given)))
                 }
                 _ => arranged.push(default_for(param)),
             },

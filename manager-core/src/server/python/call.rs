@@ -76,7 +76,7 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
         Ok(t) => t,
         // A method the server does not serve is a #TRACEBACK, as CPython's server reports a
         // name outside `exposed`; what the method itself would raise is an #ERROR.
-        Err(("AttributeError", message)) => return traceback("AttributeError", &message),
+        Err(("AttributeError", message)) => return not_exposed(&request.method, &message),
         Err((exception, message)) => {
             return raise("builtins", exception, vec![PyValue::str(message)])
         }
@@ -99,8 +99,8 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
             )));
         }
         _ => {
-            return traceback(
-                "AttributeError",
+            return not_exposed(
+                &request.method,
                 &format!(
                     "method {:?} of {:?} object is not in exposed={:?}",
                     request.method,

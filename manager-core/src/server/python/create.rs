@@ -78,14 +78,8 @@ pub(super) fn create_args(
                 Some(Value::Tuple(items)) | Some(Value::List(items)) => {
                     Ok(Value::Tuple(vec![Value::List(items), typecode]))
                 }
-                Some(Value::Int(n)) => Ok(Value::Tuple(vec![
-                    Value::List(vec![Value::Int(0); n.clamp(0, 1 << 24) as usize]),
-                    typecode,
-                ])),
-                Some(other @ (Value::Str(_) | Value::Opaque(_) | Value::Bytes(_))) => {
-                    Ok(Value::Tuple(vec![Value::List(iterate(other)?), typecode]))
-                }
-                _ => Err("Array(typecode, sequence) needs a sequence".into()),
+                Some(other) => Ok(Value::Tuple(vec![Value::List(iterate(other)?), typecode])),
+                None => Err("Array(typecode, sequence) needs a sequence".into()),
             }
         }
         "Queue" | "JoinableQueue" => Ok(Value::Tuple(vec![args

@@ -402,6 +402,23 @@ fn traceback(exception: &str, message: &str) -> PyValue {
     )
 }
 
+/// The `#TRACEBACK` of a method the object does not serve, as CPython's server words it: its
+/// `AttributeError`, then the `KeyError` of the fallback it looked for (the line a client
+/// shows last).
+fn not_exposed(method: &str, message: &str) -> PyValue {
+    reply(
+        "#TRACEBACK",
+        PyValue::str(format!(
+            "Traceback (most recent call last):\n  (raised by a Rust manager server)\n\
+             AttributeError: {message}\n\n\
+             During handling of the above exception, another exception occurred:\n\n\
+             Traceback (most recent call last):\n  (raised by a Rust manager server)\n\
+             KeyError: {}\n",
+            crate::python::repr::repr(&Value::Str(method.to_string()))
+        )),
+    )
+}
+
 /// An `#ERROR` reply: CPython clients raise the exception itself.
 fn raise(module: &str, name: &str, args: Vec<PyValue>) -> PyValue {
     reply(
