@@ -770,6 +770,78 @@ fn cpython_proxy_surface_is_served() {
     );
 }
 
+/// A factory whose parameters are named for CPython's keyword arguments, and one whose are not.
+mod keywords {
+    use manager::{Register, Registry};
+
+    pub struct Pair {
+        x: i64,
+        y: i64,
+    }
+
+    #[manager::shared]
+    impl Pair {
+        pub fn get(&self) -> (i64, i64) {
+            (self.x, self.y)
+        }
+    }
+
+    pub fn registry() -> Registry {
+        let mut registry = Registry::new();
+        registry
+            .register(
+                Register::factory("Pair", |(x, y): (i64, i64)| Pair { x, y }).params(["x", "y"]),
+            )
+            .unwrap();
+        registry
+            .register(Register::factory("Bare", |(x,): (i64,)| Pair { x, y: 0 }))
+            .unwrap();
+        registry
+    }
+}
+
+const KEYWORDS: &str = r#"
+import sys
+from multiprocessing.managers import BaseManager, RemoteError
+
+host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+mgr = BaseManager(address=(host, port), authkey=key)
+mgr.register("Pair")
+mgr.register("Bare")
+mgr.connect()
+def error(call):
+    try:
+        return repr(call())
+    except RemoteError as e:
+        return "RemoteError: " + [l for l in str(e).splitlines() if l.strip() and l[0] != "-"][-1]
+print(mgr.Pair(1, y=3).get(), mgr.Pair(y=4, x=2).get(), mgr.Bare(5).get())
+print(error(lambda: mgr.Pair(1, z=2)))
+print(error(lambda: mgr.Pair(1, x=2)))
+print(error(lambda: mgr.Pair(y=2)))
+print(error(lambda: mgr.Bare(x=1)).split(":")[0:2])
+"#;
+
+/// Keyword arguments of a registered typeid's create (`manager.Pair(1, y=3)`) reach the
+/// factory by the names `Register::params` gives its parameters, with CPython's `TypeError`s
+/// for names it lacks; a factory without names refuses keywords, saying so.
+#[test]
+fn cpython_creates_take_keyword_arguments_by_the_names_the_registry_gives() {
+    for python in interpreters() {
+        let (_server, host, port) = server(keywords::registry());
+        let out = run_python(&python, KEYWORDS, &host, &port);
+        assert_eq!(
+            out,
+            "(1, 3) (2, 4) (5, 0)\n\
+             RemoteError: TypeError: Pair() got an unexpected keyword argument 'z'\n\
+             RemoteError: TypeError: Pair() got multiple values for argument 'x'\n\
+             RemoteError: TypeError: Pair() missing 1 required positional argument: 'x'\n\
+             ['RemoteError', ' TypeError']\n",
+            "{}",
+            python.display()
+        );
+    }
+}
+
 const UNREGISTERED: &str = r#"
 import sys
 from multiprocessing.managers import BaseManager

@@ -8,6 +8,7 @@ pub(super) fn create_args(
     typeid: &str,
     args: Vec<Value>,
     kwds: Vec<(String, Value)>,
+    params: Option<&[String]>,
 ) -> Result<Value, String> {
     let kw = |name: &str| kwds.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let pairs = |value: Value| -> Result<Value, String> {
@@ -23,10 +24,16 @@ pub(super) fn create_args(
         }
     };
     let plain = |args: Vec<Value>, kwds: &Vec<(String, Value)>| -> Result<Value, String> {
-        if !kwds.is_empty() {
-            return Err("keyword arguments are not accepted here".into());
+        if kwds.is_empty() {
+            return Ok(Value::Tuple(args));
         }
-        Ok(Value::Tuple(args))
+        let Some(params) = params else {
+            return Err(format!(
+                "{typeid}() takes no keyword arguments here: the server does not know the names \
+                 of its factory's parameters (Register::params names them)"
+            ));
+        };
+        by_name(typeid, params, args, kwds.clone())
     };
     let mut args = args;
     match typeid {
@@ -101,6 +108,48 @@ pub(super) fn create_args(
         "Lock" | "RLock" | "Event" | "Condition" => Ok(Value::Tuple(Vec::new())),
         _ => plain(args, &kwds),
     }
+}
+
+/// Positional and keyword arguments in the order of `params`, the factory's parameters. Trailing
+/// parameters left out stay out (the factory may take fewer); one left out before a given one
+/// is a `TypeError`, as is a keyword that names no parameter or one given twice.
+fn by_name(
+    typeid: &str,
+    params: &[String],
+    args: Vec<Value>,
+    mut kwds: Vec<(String, Value)>,
+) -> Result<Value, String> {
+    if args.len() > params.len() {
+        return Err(format!(
+            "{typeid}() takes {} positional arguments but {} were given",
+            params.len(),
+            args.len()
+        ));
+    }
+    let mut arranged = args;
+    let mut missing = None;
+    for param in &params[arranged.len()..] {
+        match kwds.iter().position(|(k, _)| k == param) {
+            Some(i) => {
+                if let Some(missing) = missing {
+                    return Err(format!(
+                        "{typeid}() missing 1 required positional argument: '{missing}'"
+                    ));
+                }
+                arranged.push(kwds.remove(i).1);
+            }
+            None => {
+                missing.get_or_insert(param);
+            }
+        }
+    }
+    if let Some((k, _)) = kwds.first() {
+        return Err(match params.iter().position(|p| p == k) {
+            Some(_) => format!("{typeid}() got multiple values for argument '{k}'"),
+            None => format!("{typeid}() got an unexpected keyword argument '{k}'"),
+        });
+    }
+    Ok(Value::Tuple(arranged))
 }
 
 /// The typecode of `Value` and `Array` (a one-character str), as the factory takes it.

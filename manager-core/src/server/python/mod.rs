@@ -544,7 +544,8 @@ async fn control(
                 }
             }
             let owner = refs.owner(state);
-            let args = match create_args(&typeid, request.args, request.kwds) {
+            let params = state.registry.get(&typeid).and_then(|e| e.params.clone());
+            let args = match create_args(&typeid, request.args, request.kwds, params.as_deref()) {
                 Ok(args) => args,
                 Err(message) => return (traceback("TypeError", &message), After::Continue),
             };
