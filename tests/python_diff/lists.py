@@ -42,6 +42,8 @@ t *= 2
 show("imul", lambda: t[:])
 t *= 0
 show("imul zero", lambda: (t[:], len(t)))
+t *= 2 ** 40
+show("imul of an empty list by a huge number", lambda: t[:])
 show("reversed", lambda: list(reversed(m.list([1, 2, 3]))))
 show("iterate by index", lambda: [x for x in m.list([1, 2, 3])])
 srt = m.list([3, 1.5, True, -2, 10])

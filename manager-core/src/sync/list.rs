@@ -362,6 +362,10 @@ impl ListObject {
             self.items.clear();
             return Ok(());
         }
+        if self.items.is_empty() {
+            // Nothing to repeat, however large `n` is: no loop over it.
+            return Ok(());
+        }
         let total = (self.items.len() as u128).saturating_mul(n as u128);
         if total > MAX_REPEATED_ITEMS as u128 {
             return Err(error(
