@@ -1,7 +1,12 @@
-//! CPython interpreters for the tests that run Python clients or servers.
+//! CPython interpreters for the tests that run Python clients or servers, and a server for
+//! their scripts.
 
 use std::path::PathBuf;
 use std::process::Command;
+
+use manager::{Address, AuthKey, Registry, ServerConfig};
+
+use super::InProcessServer;
 
 /// Every CPython 3 interpreter on the machine: `python3`, and those under `$(pyenv root)`.
 pub fn interpreters() -> Vec<PathBuf> {
@@ -35,4 +40,51 @@ pub fn interpreters() -> Vec<PathBuf> {
         eprintln!("SKIPPED: no CPython 3.8+ interpreter found (python3, or under `pyenv root`)");
     }
     found
+}
+
+/// A server of `registry` taking CPython clients on a free TCP port: the server, and the
+/// host and port CPython clients connect to.
+pub fn server(registry: Registry) -> (InProcessServer, String, String) {
+    let mut config = ServerConfig::default();
+    config.python_address = Some(Address::tcp("127.0.0.1:0"));
+    let server = InProcessServer::start_with(
+        registry,
+        Address::local_tcp(),
+        AuthKey::from("py-key"),
+        config,
+    );
+    let manager = server.connect();
+    let Some(Address::Tcp(at)) = manager.connection().python_address().cloned() else {
+        panic!("the server takes no CPython clients");
+    };
+    let (host, port) = at.rsplit_once(':').expect("host:port");
+    let (host, port) = (host.to_string(), port.to_string());
+    (server, host, port)
+}
+
+/// Runs `script` with every CPython found against a server of the built-in types, and checks
+/// that it prints `expected`.
+pub fn assert_sync_script_prints(script: &str, expected: &str) {
+    for python in interpreters() {
+        let (_server, host, port) = server(manager::sync::registry());
+        let out = run_python(&python, script, &host, &port);
+        assert_eq!(out, expected, "{}", python.display());
+    }
+}
+
+/// Runs `script` with `python`, passing host, port and key; returns its stdout.
+pub fn run_python(python: &PathBuf, script: &str, host: &str, port: &str) -> String {
+    let output = Command::new(python)
+        .args(["-c", script, host, port, "py-key"])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "{} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        python.display(),
+        output.status
+    );
+    stdout
 }

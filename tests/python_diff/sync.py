@@ -59,4 +59,7 @@ def worker():
     done.set()
 threading.Thread(target=worker).start()
 show("another thread", lambda: (done.wait(5), results[:]))
+import re
+show("str of a queue", lambda: re.sub("0x[0-9a-f]+", "0x?", str(m.Queue())))
+show("str of an event", lambda: str(m.Event()).startswith("<threading.Event "))
 show("pool", lambda: type(m.Pool(1)).__name__)

@@ -57,6 +57,13 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
         return traceback("KeyError", &format!("'{}'", id_to_hex(id)));
     };
     let is_builtin = builtin(&entry);
+    if is_builtin && matches!(request.method.as_str(), "__repr__" | "__str__") {
+        if let Some(class) = python_class(&entry.typeid) {
+            // CPython's server prints repr(referent); 3.8 prints these so (later versions add
+            // the state after the address), and the address is the object's id here.
+            return ok(PyValue::str(format!("<{class} object at 0x{id:x}>")));
+        }
+    }
     if is_builtin && matches!(request.method.as_str(), "update" | "extend") {
         if let Some(first) = request.args.first_mut() {
             *first = read_through(me, std::mem::take(first)).await;
