@@ -30,6 +30,7 @@ pub mod sync;
 pub mod tls;
 mod transport;
 pub mod value;
+mod value_py;
 pub mod wire;
 
 pub use address::Address;

@@ -64,6 +64,8 @@ pub(crate) struct Entry {
     pub(crate) exposed: Vec<bool>,
     pub(crate) method_to_typeid: Vec<Option<Arc<str>>>,
     pub(crate) create_method: bool,
+    /// The names of the factory's parameters, when given ([`Register::params`]).
+    pub(crate) params: Option<Arc<[String]>>,
     pub(crate) source: Source,
     pub(crate) from_result: FromResult,
 }
@@ -104,6 +106,7 @@ pub struct Register<T: Shared> {
     exposed: Option<Vec<String>>,
     method_to_typeid: Vec<(String, String)>,
     create_method: Option<bool>,
+    params: Option<Vec<String>>,
     from_result: FromResult,
     _type: PhantomData<fn() -> T>,
 }
@@ -127,6 +130,7 @@ impl<T: Shared> Register<T> {
             exposed: None,
             method_to_typeid: Vec::new(),
             create_method: None,
+            params: None,
             from_result: identity_conversion::<T>(),
             _type: PhantomData,
         }
@@ -205,6 +209,19 @@ impl<T: Shared> Register<T> {
     /// to true when the typeid has a shared instance or a factory.
     pub fn create_method(mut self, allowed: bool) -> Self {
         self.create_method = Some(allowed);
+        self
+    }
+
+    /// Names the factory's parameters, in order, so that CPython clients may pass them by
+    /// keyword (`manager.Pair(1, y=3)` for a factory of `(x, y)`); without it, a create with
+    /// keyword arguments is a `TypeError` that says so. Rust clients pass arguments by
+    /// position.
+    pub fn params<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.params = Some(names.into_iter().map(Into::into).collect());
         self
     }
 
@@ -289,6 +306,7 @@ impl<T: Shared> Register<T> {
             exposed,
             method_to_typeid: mapping,
             create_method,
+            params: self.params.map(Arc::from),
             source: self.source,
             from_result: self.from_result,
         })

@@ -50,7 +50,23 @@ pub enum Value {
     Map(Vec<(Value, Value)>),
     /// A reference to a server-side object: a proxy stored inside a container.
     Proxy(Token),
+    /// A Python `set`, in the order it was pickled; equal to any set or frozenset of the same
+    /// items. A Rust client reads it as a sequence (`Vec<T>`, `HashSet<T>`).
+    Set(Vec<Value>),
+    /// A Python `frozenset`, as [`Value::Set`].
+    FrozenSet(Vec<Value>),
+    /// A Python `bytearray`; equal to the bytes it holds. A Rust client reads it as bytes.
+    ByteArray(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A Python `int` beyond `i128`, as little-endian two's complement in its shortest form
+    /// (as pickle carries it). Reading it as a Rust integer is an error.
+    BigInt(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A Python object the server keeps as its pickle (a `datetime`, a `Decimal`, an
+    /// instance of a class): see [`Opaque`]. Reading it as any other Rust type is an error
+    /// that names its class.
+    Opaque(Opaque),
 }
+
+pub use crate::value_py::Opaque;
 
 /// How deeply a [`Value`] may nest when it is decoded.
 pub const MAX_DEPTH: usize = 128;
@@ -73,6 +89,11 @@ enum ValueDef {
     Tuple(Vec<Value>),
     Map(Vec<(Value, Value)>),
     Proxy(Token),
+    Set(Vec<Value>),
+    FrozenSet(Vec<Value>),
+    ByteArray(#[serde(with = "serde_bytes")] Vec<u8>),
+    BigInt(#[serde(with = "serde_bytes")] Vec<u8>),
+    Opaque(Opaque),
 }
 
 impl<'de> Deserialize<'de> for Value {
@@ -114,7 +135,14 @@ impl PartialEq for Value {
                 }
             }
             (Value::Str(a), Value::Str(b)) => a == b,
-            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Bytes(a) | Value::ByteArray(a), Value::Bytes(b) | Value::ByteArray(b)) => {
+                a == b
+            }
+            (Value::Set(a) | Value::FrozenSet(a), Value::Set(b) | Value::FrozenSet(b)) => {
+                same_items(a, b)
+            }
+            (Value::BigInt(a), Value::BigInt(b)) => a == b,
+            (Value::Opaque(a), Value::Opaque(b)) => a == b,
             (Value::List(a), Value::List(b)) => a == b,
             (Value::Tuple(a), Value::Tuple(b)) => a == b,
             (Value::Map(a), Value::Map(b)) => a == b,
@@ -126,13 +154,43 @@ impl PartialEq for Value {
 
 impl Eq for Value {}
 
-/// Consistent with equality: a bool, an int and a float of an integral value hash alike.
+/// Whether two sets hold the same items, whatever their order.
+fn same_items(a: &[Value], b: &[Value]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let b: std::collections::HashSet<&Value> = b.iter().collect();
+    a.iter().all(|item| b.contains(item))
+}
+
+/// Consistent with equality: a bool, an int and a float of an integral value hash alike; a
+/// set and a frozenset hash alike whatever their order; bytes and a bytearray alike.
 impl Hash for Value {
     fn hash<H: Hasher>(&self, state: &mut H) {
         if let Some(int) = self.exact_int() {
             std::mem::discriminant(&Value::Int(0)).hash(state);
             int.hash(state);
             return;
+        }
+        match self {
+            Value::ByteArray(b) => {
+                std::mem::discriminant(&Value::Bytes(Vec::new())).hash(state);
+                b.hash(state);
+                return;
+            }
+            Value::Set(items) | Value::FrozenSet(items) => {
+                std::mem::discriminant(&Value::Set(Vec::new())).hash(state);
+                // The same for any order: a sum of the items' own hashes, each taken with a
+                // fixed-key hasher.
+                let sum = items.iter().fold(0u64, |sum, item| {
+                    let mut hasher = std::hash::DefaultHasher::new();
+                    item.hash(&mut hasher);
+                    sum.wrapping_add(hasher.finish())
+                });
+                sum.hash(state);
+                return;
+            }
+            _ => {}
         }
         std::mem::discriminant(self).hash(state);
         match self {
@@ -143,6 +201,9 @@ impl Hash for Value {
             Value::List(items) | Value::Tuple(items) => items.hash(state),
             Value::Map(entries) => entries.hash(state),
             Value::Proxy(token) => token.hash(state),
+            Value::BigInt(b) => b.hash(state),
+            Value::Opaque(o) => o.hash(state),
+            Value::Set(_) | Value::FrozenSet(_) | Value::ByteArray(_) => {}
         }
     }
 }
@@ -172,6 +233,7 @@ impl Value {
             Value::Bool(b) => Some(f64::from(u8::from(b))),
             Value::Int(i) => Some(i as f64),
             Value::Float(f) => Some(f),
+            Value::BigInt(ref b) => Some(crate::value_py::big_to_f64(b)),
             _ => None,
         };
         match (self, other) {
@@ -201,11 +263,13 @@ impl Value {
     }
 
     /// The name of the Python type a CPython client sees for this value.
-    pub fn python_type(&self) -> &'static str {
+    pub fn python_type(&self) -> &str {
         match self {
             Value::None => "NoneType",
             Value::Map(_) => "dict",
             Value::Proxy(_) => "BaseProxy",
+            Value::BigInt(_) => "int",
+            Value::Opaque(o) => o.type_name(),
             other => other.kind(),
         }
     }
@@ -223,6 +287,11 @@ impl Value {
             Value::Tuple(_) => "tuple",
             Value::Map(_) => "map",
             Value::Proxy(_) => "proxy",
+            Value::Set(_) => "set",
+            Value::FrozenSet(_) => "frozenset",
+            Value::ByteArray(_) => "bytearray",
+            Value::BigInt(_) => "big int",
+            Value::Opaque(_) => "opaque Python object",
         }
     }
 
@@ -236,9 +305,10 @@ impl Value {
     fn collect_tokens<'a>(&'a self, found: &mut Vec<&'a Token>) {
         match self {
             Value::Proxy(token) => found.push(token),
-            Value::List(items) | Value::Tuple(items) => {
-                items.iter().for_each(|v| v.collect_tokens(found))
-            }
+            Value::List(items)
+            | Value::Tuple(items)
+            | Value::Set(items)
+            | Value::FrozenSet(items) => items.iter().for_each(|v| v.collect_tokens(found)),
             Value::Map(entries) => entries.iter().for_each(|(k, v)| {
                 k.collect_tokens(found);
                 v.collect_tokens(found);
@@ -296,6 +366,24 @@ impl fmt::Display for Value {
                 "<proxy {} #{} at {}>",
                 token.typeid, token.id, token.address
             ),
+            Value::Set(items) | Value::FrozenSet(items) => {
+                let frozen = matches!(self, Value::FrozenSet(_));
+                match (frozen, items.is_empty()) {
+                    (false, true) => f.write_str("set()"),
+                    (true, true) => f.write_str("frozenset()"),
+                    _ => {
+                        f.write_str(if frozen { "frozenset({" } else { "{" })?;
+                        seq(f, items)?;
+                        f.write_str(if frozen { "})" } else { "}" })
+                    }
+                }
+            }
+            Value::ByteArray(b) => write!(f, "bytearray(b{:?})", String::from_utf8_lossy(b)),
+            Value::BigInt(b) => match crate::value_py::big_decimal(b) {
+                Some(digits) => f.write_str(&digits),
+                None => write!(f, "<an int of {} bytes>", b.len()),
+            },
+            Value::Opaque(o) => write!(f, "{o}"),
         }
     }
 }
@@ -512,6 +600,11 @@ fn own_variant(variant: &str, content: Value) -> Result<Value, ValueError> {
                 .collect::<Result<_, _>>()?,
         ),
         ("Proxy", content) => Value::Proxy(from_value(content)?),
+        ("Set", Value::List(items)) => Value::Set(items),
+        ("FrozenSet", Value::List(items)) => Value::FrozenSet(items),
+        ("ByteArray", Value::Bytes(b)) => Value::ByteArray(b),
+        ("BigInt", Value::Bytes(b)) => Value::BigInt(b),
+        ("Opaque", content) => Value::Opaque(from_value(content)?),
         (_, content) => content,
     })
 }
@@ -537,6 +630,23 @@ fn own_parts(value: Value) -> (&'static str, Value) {
             ),
         ),
         Value::Proxy(token) => ("Proxy", Value::Map(token_entries(token))),
+        Value::Set(items) => ("Set", Value::List(items)),
+        Value::FrozenSet(items) => ("FrozenSet", Value::List(items)),
+        Value::ByteArray(b) => ("ByteArray", Value::Bytes(b)),
+        Value::BigInt(b) => ("BigInt", Value::Bytes(b)),
+        Value::Opaque(o) => (
+            "Opaque",
+            Value::Map(vec![
+                (
+                    Value::Str("class".into()),
+                    Value::Str(o.class().to_string()),
+                ),
+                (
+                    Value::Str("pickle".into()),
+                    Value::Bytes(o.pickle().to_vec()),
+                ),
+            ]),
+        ),
     }
 }
 
@@ -714,11 +824,22 @@ impl Value {
             Value::List(_) | Value::Tuple(_) => de::Unexpected::Seq,
             Value::Map(_) => de::Unexpected::Map,
             Value::Proxy(_) => de::Unexpected::Other("a proxy"),
+            Value::Set(_) | Value::FrozenSet(_) => de::Unexpected::Seq,
+            Value::ByteArray(b) => de::Unexpected::Bytes(b),
+            Value::BigInt(_) => de::Unexpected::Other("an integer beyond 128 bits"),
+            Value::Opaque(o) => de::Unexpected::Other(o.class()),
         }
     }
 
     fn invalid<E: de::Error>(&self, expected: &dyn de::Expected) -> E {
-        E::invalid_type(self.unexpected(), expected)
+        match self {
+            Value::Opaque(o) => E::custom(format_args!(
+                "a Python {} object (kept by the server as its pickle, never built) cannot be \
+                 read as {expected}; read it as a Value or an Opaque",
+                o.class()
+            )),
+            _ => E::invalid_type(self.unexpected(), expected),
+        }
     }
 }
 
@@ -763,6 +884,9 @@ impl<'de> de::Deserializer<'de> for Value {
             Value::List(items) | Value::Tuple(items) => visit_seq(items, visitor),
             Value::Map(entries) => visit_map(entries, visitor),
             Value::Proxy(token) => Value::Map(token_entries(token)).deserialize_any(visitor),
+            Value::Set(items) | Value::FrozenSet(items) => visit_seq(items, visitor),
+            Value::ByteArray(b) => visitor.visit_byte_buf(b),
+            other @ (Value::BigInt(_) | Value::Opaque(_)) => Err(other.invalid(&visitor)),
         }
     }
 
@@ -820,7 +944,7 @@ impl<'de> de::Deserializer<'de> for Value {
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
         match self {
-            Value::Bytes(b) => visitor.visit_byte_buf(b),
+            Value::Bytes(b) | Value::ByteArray(b) => visitor.visit_byte_buf(b),
             Value::Str(s) => visitor.visit_string(s),
             Value::List(items) | Value::Tuple(items) => visit_seq(items, visitor),
             other => Err(other.invalid(&visitor)),
@@ -872,8 +996,11 @@ impl<'de> de::Deserializer<'de> for Value {
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
         match self {
-            Value::List(items) | Value::Tuple(items) => visit_seq(items, visitor),
-            Value::Bytes(bytes) => visit_seq(
+            Value::List(items)
+            | Value::Tuple(items)
+            | Value::Set(items)
+            | Value::FrozenSet(items) => visit_seq(items, visitor),
+            Value::Bytes(bytes) | Value::ByteArray(bytes) => visit_seq(
                 bytes.into_iter().map(|b| Value::Int(b.into())).collect(),
                 visitor,
             ),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use manager::{Address, AuthKey, Process, Registry, Server, ServerConfig, ShutdownHandle};
 
+pub mod python;
 pub mod stress;
 
 /// How long any single wait may last before the test fails instead of hanging. Generous on

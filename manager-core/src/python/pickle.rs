@@ -31,14 +31,16 @@
 //! Protocol 2's renamed modules (`__builtin__`, `exceptions`, `Queue`) are read as their
 //! Python 3 names. [`DecodeOptions::proxy_classes`] adds user proxy classes;
 //! [`DecodeOptions::opaque_globals`] keeps any other global symbolically as a [`PyObject`]
-//! (still never resolved; meant for tools and tests, not for a server).
+//! (still never resolved, nor called: the manager server uses it to keep such objects as
+//! [`Value::Opaque`]s, see [`PyValue::into_value`]).
 //!
 //! Limits: every length prefix is checked against the bytes actually left before anything is
 //! allocated; nesting is bounded ([`DecodeOptions::max_depth`]); memo references that would
 //! copy a shared object many times (a "billion laughs" pickle) are bounded
 //! ([`DecodeOptions::max_copied_nodes`], [`DecodeOptions::max_copied_bytes`]); recursive
-//! structures (a list containing itself) are refused; integers must fit an `i128`; trailing
-//! bytes after `STOP` are refused. No input makes the decoder panic.
+//! structures (a list containing itself) are refused; integers beyond `i128` are kept as
+//! [`PyValue::BigInt`]; trailing bytes after `STOP` are refused. No input makes the decoder
+//! panic.
 //!
 //! # Encoding
 //!
@@ -63,7 +65,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::address::Address;
-use crate::value::Value;
+use crate::value::{Opaque, Value};
 use crate::wire::Token;
 
 /// The module of CPython's manager classes.
@@ -206,8 +208,11 @@ pub enum PyValue {
     None,
     /// `True` or `False`.
     Bool(bool),
-    /// An `int` (pickled integers beyond `i128` are refused).
+    /// An `int` within `i128`.
     Int(i128),
+    /// An `int` beyond `i128`: little-endian two's complement, shortest form (as `LONG1` and
+    /// `LONG4` carry it).
+    BigInt(Vec<u8>),
     /// A `float`.
     Float(f64),
     /// A `complex`.
@@ -251,6 +256,9 @@ pub enum PyValue {
     /// Any other object, kept symbolically; only produced with
     /// [`DecodeOptions::opaque_globals`].
     Object(Box<PyObject>),
+    /// An object already in its opaque form (its pickle): written as it is. Made by
+    /// [`PyValue::from_value`] from a [`Value::Opaque`].
+    Opaque(Opaque),
 }
 
 /// A proxy pickled by `BaseProxy.__reduce__`: `RebuildProxy(func, token, serializer, kwds)`.
@@ -382,6 +390,50 @@ pub enum PyObject {
         /// The state.
         state: PyValue,
     },
+    /// `obj.extend(items)` or `obj.append(item)` for each (`APPEND`/`APPENDS` on an object,
+    /// as a `deque` is pickled).
+    Extend {
+        /// The object.
+        obj: PyValue,
+        /// The items.
+        items: Vec<PyValue>,
+    },
+    /// `obj[key] = value` for each entry (`SETITEM`/`SETITEMS` on an object, as an
+    /// `OrderedDict` or a `defaultdict` is pickled).
+    SetItems {
+        /// The object.
+        obj: PyValue,
+        /// The entries.
+        entries: Vec<(PyValue, PyValue)>,
+    },
+    /// `cls.__new__(cls, *args, **kwargs)` (`NEWOBJ_EX`).
+    NewObjEx {
+        /// The class.
+        cls: PyValue,
+        /// The argument tuple.
+        args: PyValue,
+        /// The keyword arguments.
+        kwargs: PyValue,
+    },
+}
+
+impl PyObject {
+    /// The class (or function) that builds the object, `module.name`, as the pickle names it.
+    pub fn class_name(&self) -> String {
+        let of = |value: &PyValue| match value {
+            PyValue::Object(object) => object.class_name(),
+            PyValue::Opaque(opaque) => opaque.class().to_string(),
+            other => other.kind().to_string(),
+        };
+        match self {
+            PyObject::Global { module, name } => format!("{module}.{name}"),
+            PyObject::Reduce { func, .. } => of(func),
+            PyObject::NewObj { cls, .. } | PyObject::NewObjEx { cls, .. } => of(cls),
+            PyObject::Build { obj, .. }
+            | PyObject::Extend { obj, .. }
+            | PyObject::SetItems { obj, .. } => of(obj),
+        }
+    }
 }
 
 impl PyValue {
@@ -404,7 +456,7 @@ impl PyValue {
         match self {
             PyValue::None => "NoneType",
             PyValue::Bool(_) => "bool",
-            PyValue::Int(_) => "int",
+            PyValue::Int(_) | PyValue::BigInt(_) => "int",
             PyValue::Float(_) => "float",
             PyValue::Complex { .. } => "complex",
             PyValue::Str(_) => "str",
@@ -419,7 +471,7 @@ impl PyValue {
             PyValue::Token(_) => "Token",
             PyValue::Proxy(_) => "proxy",
             PyValue::Exception(_) => "exception",
-            PyValue::Object(_) => "object",
+            PyValue::Object(_) | PyValue::Opaque(_) => "object",
         }
     }
 
@@ -436,27 +488,30 @@ impl PyValue {
     /// | Python | [`Value`] |
     /// |---|---|
     /// | `None`, `bool`, `int`, `float`, `str`, `bytes`, `list`, `tuple`, `dict` | the same kind |
-    /// | `bytearray` | [`Value::Bytes`] |
-    /// | `set`, `frozenset` | [`Value::List`], in pickled order |
+    /// | an `int` beyond `i128` | [`Value::BigInt`] |
+    /// | `bytearray`, `set`, `frozenset` | [`Value::ByteArray`], [`Value::Set`], [`Value::FrozenSet`] |
+    /// | any other object ([`PyValue::Object`]) | [`Value::Opaque`]: its class and pickle |
     /// | `Token`, a pickled proxy | [`Value::Proxy`] (the proxy class and its `kwds` are dropped) |
     /// | `slice(a, b, c)` | `{SLICE_TAG: (a, b, c)}` |
     /// | `complex(re, im)` | `{COMPLEX_TAG: (re, im)}` |
     /// | an exception | `{EXCEPTION_TAG: (module, name, args, state or None)}` |
     ///
     /// The tagged one-entry maps (see [`SLICE_TAG`] and the others) come back as the Python
-    /// shapes through [`PyValue::from_value`]; sets, bytearrays and proxy classes do not. A
-    /// [`PyValue::Object`] has no `Value` form and is an error.
+    /// shapes through [`PyValue::from_value`], as every kind does except proxy classes
+    /// (proxies come back as `AutoProxy`).
     pub fn into_value(self) -> Result<Value, PickleError> {
         Ok(match self {
             PyValue::None => Value::None,
             PyValue::Bool(b) => Value::Bool(b),
             PyValue::Int(i) => Value::Int(i),
+            PyValue::BigInt(b) => Value::BigInt(b),
             PyValue::Float(f) => Value::Float(f),
             PyValue::Str(s) => Value::Str(s),
-            PyValue::Bytes(b) | PyValue::ByteArray(b) => Value::Bytes(b),
-            PyValue::List(items) | PyValue::Set(items) | PyValue::FrozenSet(items) => {
-                Value::List(values(items)?)
-            }
+            PyValue::Bytes(b) => Value::Bytes(b),
+            PyValue::ByteArray(b) => Value::ByteArray(b),
+            PyValue::List(items) => Value::List(values(items)?),
+            PyValue::Set(items) => Value::Set(values(items)?),
+            PyValue::FrozenSet(items) => Value::FrozenSet(values(items)?),
             PyValue::Tuple(items) => Value::Tuple(values(items)?),
             PyValue::Dict(entries) => Value::Map(
                 entries
@@ -490,15 +545,8 @@ impl PyValue {
                     },
                 ]),
             ),
-            PyValue::Object(object) => {
-                return Err(PickleError::Invalid {
-                    offset: None,
-                    message: format!(
-                        "a Python object ({}) has no Value form",
-                        describe_object(&object)
-                    ),
-                })
-            }
+            PyValue::Object(object) => Value::Opaque(Opaque::of_object(&object)?),
+            PyValue::Opaque(opaque) => Value::Opaque(opaque),
         })
     }
 
@@ -513,9 +561,16 @@ impl PyValue {
             Value::None => PyValue::None,
             Value::Bool(b) => PyValue::Bool(b),
             Value::Int(i) => PyValue::Int(i),
+            Value::BigInt(b) => PyValue::BigInt(b),
             Value::Float(f) => PyValue::Float(f),
             Value::Str(s) => PyValue::Str(s),
             Value::Bytes(b) => PyValue::Bytes(b),
+            Value::ByteArray(b) => PyValue::ByteArray(b),
+            Value::Set(items) => PyValue::Set(items.into_iter().map(PyValue::from).collect()),
+            Value::FrozenSet(items) => {
+                PyValue::FrozenSet(items.into_iter().map(PyValue::from).collect())
+            }
+            Value::Opaque(opaque) => PyValue::Opaque(opaque),
             Value::List(items) => PyValue::List(items.into_iter().map(PyValue::from).collect()),
             Value::Tuple(items) => PyValue::Tuple(items.into_iter().map(PyValue::from).collect()),
             Value::Proxy(token) => PyValue::Proxy(Box::new(PyProxy::auto(token, None))),
@@ -647,8 +702,12 @@ fn describe_object(object: &PyObject) -> String {
     match object {
         PyObject::Global { module, name } => format!("{module}.{name}"),
         PyObject::Reduce { func, .. } => format!("a call of {}", describe(func)),
-        PyObject::NewObj { cls, .. } => format!("an instance of {}", describe(cls)),
-        PyObject::Build { obj, .. } => describe(obj),
+        PyObject::NewObj { cls, .. } | PyObject::NewObjEx { cls, .. } => {
+            format!("an instance of {}", describe(cls))
+        }
+        PyObject::Build { obj, .. }
+        | PyObject::Extend { obj, .. }
+        | PyObject::SetItems { obj, .. } => describe(obj),
     }
 }
 
@@ -726,7 +785,8 @@ pub struct DecodeOptions {
     /// How many `str`/`bytes` bytes may be copied through memo references. Default 64 MiB.
     pub max_copied_bytes: usize,
     /// Keep globals outside the allow-list as [`PyObject`]s instead of refusing them. They are
-    /// never resolved or called either way. Default off: a server should leave it off.
+    /// never resolved or called either way. Default off. The manager server turns it on, and
+    /// stores such objects as [`Value::Opaque`]s.
     pub opaque_globals: bool,
     /// More proxy classes, `(module, name)`, accepted as the first argument of
     /// `RebuildProxy` besides those of `multiprocessing.managers`.
@@ -803,6 +863,7 @@ enum Node {
     None,
     Bool(bool),
     Int(i128),
+    BigInt(Vec<u8>),
     Float(f64),
     Str(String),
     Bytes(Vec<u8>),
@@ -819,9 +880,32 @@ enum Node {
     },
     Reduce(usize, usize),
     NewObj(usize, usize),
+    NewObjEx(usize, usize, usize),
     Build(usize, usize),
+    /// Items appended to an object (`APPENDS` on what `REDUCE` made: a `deque`).
+    Extend(usize, Vec<usize>),
+    /// Entries set on an object (`SETITEMS` on what `REDUCE` made: an `OrderedDict`).
+    SetItems(usize, Vec<(usize, usize)>),
+    /// A value kept in its pickled form (a str with a lone surrogate).
+    Opaque(Opaque),
     /// A node whose content was moved out while building the result.
     Taken,
+}
+
+impl Node {
+    /// Whether the node is an object built by a class (so `APPEND`/`SETITEM` on it are calls of
+    /// its methods, kept symbolically).
+    fn is_object(&self) -> bool {
+        matches!(
+            self,
+            Node::Reduce(..)
+                | Node::NewObj(..)
+                | Node::NewObjEx(..)
+                | Node::Build(..)
+                | Node::Extend(..)
+                | Node::SetItems(..)
+        )
+    }
 }
 
 struct Machine<'a> {
@@ -991,8 +1075,16 @@ impl<'a> Machine<'a> {
             self.used(item);
         }
         match &mut self.arena[list] {
-            Node::List(existing) => {
+            Node::List(existing) | Node::Extend(_, existing) => {
                 existing.extend(items);
+                Ok(())
+            }
+            node if node.is_object() && self.options.opaque_globals => {
+                // The object keeps its identity, as with BUILD.
+                let before = std::mem::replace(node, Node::Taken);
+                let inner = self.node(before);
+                self.used(inner);
+                self.arena[list] = Node::Extend(inner, items);
                 Ok(())
             }
             _ => Err(self.invalid(offset, "APPEND to something that is not a list")),
@@ -1011,9 +1103,18 @@ impl<'a> Machine<'a> {
         for &item in &items {
             self.used(item);
         }
+        let pairs = items.chunks_exact(2).map(|pair| (pair[0], pair[1]));
         match &mut self.arena[dict] {
-            Node::Dict(entries) => {
-                entries.extend(items.chunks_exact(2).map(|pair| (pair[0], pair[1])));
+            Node::Dict(entries) | Node::SetItems(_, entries) => {
+                entries.extend(pairs);
+                Ok(())
+            }
+            node if node.is_object() && self.options.opaque_globals => {
+                let pairs = pairs.collect();
+                let before = std::mem::replace(node, Node::Taken);
+                let inner = self.node(before);
+                self.used(inner);
+                self.arena[dict] = Node::SetItems(inner, pairs);
                 Ok(())
             }
             _ => Err(self.invalid(offset, "SETITEM on something that is not a dict")),
@@ -1122,8 +1223,7 @@ impl<'a> Machine<'a> {
                 0x8a => {
                     let n = self.u8("a LONG1 length")?;
                     let bytes = self.take(u64::from(n), "a LONG1")?;
-                    let v = int_from_le(bytes).map_err(|m| PickleError::Limit(m.to_string()))?;
-                    self.push(Node::Int(v));
+                    self.push(int_node(bytes));
                 }
                 0x8b => {
                     let n = i32::from_le_bytes(self.array("a LONG4 length")?);
@@ -1131,8 +1231,7 @@ impl<'a> Machine<'a> {
                         return Err(self.invalid(offset, "LONG4 with a negative length"));
                     }
                     let bytes = self.take(n as u64, "a LONG4")?;
-                    let v = int_from_le(bytes).map_err(|m| PickleError::Limit(m.to_string()))?;
-                    self.push(Node::Int(v));
+                    self.push(int_node(bytes));
                 }
                 // BINFLOAT: big-endian
                 b'G' => {
@@ -1148,8 +1247,18 @@ impl<'a> Machine<'a> {
                     };
                     let at = self.pos;
                     let bytes = self.take(len, "a str")?;
-                    let s = self.utf8(at, bytes)?;
-                    self.push(Node::Str(s));
+                    match self.utf8(at, bytes) {
+                        Ok(s) => self.push(Node::Str(s)),
+                        // A str with a lone surrogate (`'\ud800'`, pickled as UTF-8 with
+                        // surrogatepass) has no Rust form: kept as the opcode that makes it.
+                        Err(_) if self.options.opaque_globals => {
+                            let mut body = vec![0x8d];
+                            body.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                            body.extend_from_slice(bytes);
+                            self.push(Node::Opaque(Opaque::from_body("builtins.str", &body)));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 // bytes: SHORT_BINBYTES, BINBYTES, BINBYTES8; BYTEARRAY8
                 b'C' | b'B' | 0x8e | 0x96 => {
@@ -1266,6 +1375,16 @@ impl<'a> Machine<'a> {
                     self.global(&module, &name)?;
                 }
                 // Objects: REDUCE, NEWOBJ, BUILD. Nothing is called: they become nodes.
+                // NEWOBJ_EX: cls, args, kwargs.
+                0x92 => {
+                    let kwargs = self.pop(offset)?;
+                    let args = self.pop(offset)?;
+                    let cls = self.pop(offset)?;
+                    for index in [cls, args, kwargs] {
+                        self.used(index);
+                    }
+                    self.push(Node::NewObjEx(cls, args, kwargs));
+                }
                 b'R' | 0x81 => {
                     let args = self.pop(offset)?;
                     let callable = self.pop(offset)?;
@@ -1327,6 +1446,14 @@ fn classify(module: &str, name: &str, options: &DecodeOptions) -> Option<Known> 
     Some(known)
 }
 
+/// The node of a `LONG1`/`LONG4` integer: an `Int` within `i128`, else a `BigInt`.
+fn int_node(bytes: &[u8]) -> Node {
+    match int_from_le(bytes) {
+        Ok(v) => Node::Int(v),
+        Err(_) => Node::BigInt(crate::value_py::shortest(bytes.to_vec())),
+    }
+}
+
 /// A little-endian two's complement integer (`LONG1`/`LONG4`), refused beyond `i128`.
 fn int_from_le(bytes: &[u8]) -> Result<i128, &'static str> {
     let Some(&last) = bytes.last() else {
@@ -1369,7 +1496,10 @@ enum Shape {
     Global(String, String),
     Reduce(usize, usize),
     NewObj(usize, usize),
+    NewObjEx(usize, usize, usize),
     Build(usize, usize),
+    Extend(usize, Vec<usize>),
+    SetItems(usize, Vec<(usize, usize)>),
 }
 
 #[derive(Clone, Copy)]
@@ -1385,6 +1515,12 @@ enum OpaqueKind {
     Reduce,
     NewObj,
     Build,
+    /// Pops the object, then this many items.
+    Extend(usize),
+    /// Pops the object, then this many entries.
+    SetItems(usize),
+    /// Pops the class, the arguments and the keyword arguments.
+    NewObjEx,
 }
 
 /// What is left to do. Values are built on an output stack: a `Visit` pushes one value, the
@@ -1530,6 +1666,34 @@ impl Builder<'_> {
                         _ => return Err(shape_error("an exception built twice")),
                     }
                 }
+                Task::Opaque(OpaqueKind::Extend(n)) => {
+                    let items = pop_values(&mut out, n)?;
+                    let obj = pop_value(&mut out)?;
+                    out.push(PyValue::Object(Box::new(PyObject::Extend { obj, items })));
+                }
+                Task::Opaque(OpaqueKind::SetItems(n)) => {
+                    let flat = pop_values(&mut out, 2 * n)?;
+                    let obj = pop_value(&mut out)?;
+                    let mut entries = Vec::with_capacity(n);
+                    let mut flat = flat.into_iter();
+                    while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                        entries.push((k, v));
+                    }
+                    out.push(PyValue::Object(Box::new(PyObject::SetItems {
+                        obj,
+                        entries,
+                    })));
+                }
+                Task::Opaque(OpaqueKind::NewObjEx) => {
+                    let kwargs = pop_value(&mut out)?;
+                    let args = pop_value(&mut out)?;
+                    let cls = pop_value(&mut out)?;
+                    out.push(PyValue::Object(Box::new(PyObject::NewObjEx {
+                        cls,
+                        args,
+                        kwargs,
+                    })));
+                }
                 Task::Opaque(kind) => {
                     let second = pop_value(&mut out)?;
                     let first = pop_value(&mut out)?;
@@ -1542,7 +1706,10 @@ impl Builder<'_> {
                             cls: first,
                             args: second,
                         },
-                        OpaqueKind::Build => PyObject::Build {
+                        OpaqueKind::Build
+                        | OpaqueKind::Extend(_)
+                        | OpaqueKind::SetItems(_)
+                        | OpaqueKind::NewObjEx => PyObject::Build {
                             obj: first,
                             state: second,
                         },
@@ -1569,6 +1736,8 @@ impl Builder<'_> {
                 Node::Dict(entries) => return Ok(Shape::Dict(entries)),
                 Node::Set(items) => return Ok(Shape::Seq(SeqKind::Set, items)),
                 Node::FrozenSet(items) => return Ok(Shape::Seq(SeqKind::FrozenSet, items)),
+                Node::Extend(o, items) => return Ok(Shape::Extend(o, items)),
+                Node::SetItems(o, entries) => return Ok(Shape::SetItems(o, entries)),
                 // Small nodes stay: parents inspect globals and objects in place.
                 other => self.arena[index] = other,
             }
@@ -1590,6 +1759,8 @@ impl Builder<'_> {
             Node::None => Shape::Leaf(PyValue::None),
             Node::Bool(b) => Shape::Leaf(PyValue::Bool(*b)),
             Node::Int(i) => Shape::Leaf(PyValue::Int(*i)),
+            Node::BigInt(b) => Shape::Leaf(PyValue::BigInt(b.clone())),
+            Node::Opaque(o) => Shape::Leaf(PyValue::Opaque(o.clone())),
             Node::Float(f) => Shape::Leaf(PyValue::Float(*f)),
             Node::Str(s) => Shape::Leaf(PyValue::Str(s.clone())),
             Node::Bytes(b) => Shape::Leaf(PyValue::Bytes(b.clone())),
@@ -1602,7 +1773,10 @@ impl Builder<'_> {
             Node::Global { module, name, .. } => Shape::Global(module.clone(), name.clone()),
             Node::Reduce(f, a) => Shape::Reduce(*f, *a),
             Node::NewObj(c, a) => Shape::NewObj(*c, *a),
+            Node::NewObjEx(c, a, k) => Shape::NewObjEx(*c, *a, *k),
             Node::Build(o, s) => Shape::Build(*o, *s),
+            Node::Extend(o, items) => Shape::Extend(*o, items.clone()),
+            Node::SetItems(o, entries) => Shape::SetItems(*o, entries.clone()),
             Node::Taken => return Err(shape_error("an object is used after it was consumed")),
         })
     }
@@ -1743,6 +1917,29 @@ impl Builder<'_> {
                 }
                 _ => self.opaque(OpaqueKind::Build, obj, state, tasks, child)?,
             },
+            Shape::NewObjEx(cls, args, kwargs) => {
+                self.opaque(OpaqueKind::NewObjEx, cls, args, tasks, child)?;
+                // The keyword arguments are built last, so they are popped first.
+                tasks.insert(tasks.len() - 2, child(kwargs));
+            }
+            Shape::Extend(obj, items) => {
+                self.opaque(OpaqueKind::Extend(items.len()), obj, obj, tasks, child)?;
+                // Replace the object's second visit by the items.
+                tasks.pop();
+                let object = tasks.pop();
+                tasks.extend(items.into_iter().rev().map(child));
+                tasks.extend(object);
+            }
+            Shape::SetItems(obj, entries) => {
+                self.opaque(OpaqueKind::SetItems(entries.len()), obj, obj, tasks, child)?;
+                tasks.pop();
+                let object = tasks.pop();
+                for (k, v) in entries.into_iter().rev() {
+                    tasks.push(child(v));
+                    tasks.push(child(k));
+                }
+                tasks.extend(object);
+            }
         }
         Ok(())
     }
@@ -2059,6 +2256,18 @@ pub fn encode_with(value: &PyValue, options: &EncodeOptions) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// The opcodes that write `value`, without `PROTO`, `FRAME` and `STOP` (what an opaque value
+/// keeps, and what goes inside a larger pickle).
+pub(crate) fn encode_body(value: &PyValue) -> Result<Vec<u8>, PickleError> {
+    let mut body = Vec::new();
+    Encoder {
+        out: &mut body,
+        max_depth: EncodeOptions::default().max_depth,
+    }
+    .value(value, 0)?;
+    Ok(body)
+}
+
 /// Items per `APPENDS`/`SETITEMS`/`ADDITEMS` batch, as CPython writes them.
 const BATCH: usize = 1000;
 
@@ -2199,6 +2408,20 @@ impl Encoder<'_> {
             PyValue::Bool(true) => self.out.push(0x88),
             PyValue::Bool(false) => self.out.push(0x89),
             PyValue::Int(i) => self.int(*i),
+            PyValue::BigInt(b) => {
+                match u8::try_from(b.len()) {
+                    Ok(n) => self.out.extend_from_slice(&[0x8a, n]),
+                    Err(_) => {
+                        self.out.push(0x8b);
+                        let n = i32::try_from(b.len()).map_err(|_| {
+                            PickleError::Encode("an integer of more than 2 GiB".into())
+                        })?;
+                        self.out.extend_from_slice(&n.to_le_bytes());
+                    }
+                }
+                self.out.extend_from_slice(b);
+            }
+            PyValue::Opaque(opaque) => self.out.extend_from_slice(opaque.body()),
             PyValue::Float(f) => self.float(*f),
             PyValue::Complex { re, im } => {
                 self.global("builtins", "complex");
@@ -2267,6 +2490,27 @@ impl Encoder<'_> {
                 PyObject::Reduce { func, args } => self.pair(func, args, b'R', depth)?,
                 PyObject::NewObj { cls, args } => self.pair(cls, args, 0x81, depth)?,
                 PyObject::Build { obj, state } => self.pair(obj, state, b'b', depth)?,
+                PyObject::NewObjEx { cls, args, kwargs } => {
+                    self.value(cls, depth + 1)?;
+                    self.value(args, depth + 1)?;
+                    self.value(kwargs, depth + 1)?;
+                    self.out.push(0x92);
+                }
+                PyObject::Extend { obj, items } => {
+                    self.value(obj, depth + 1)?;
+                    self.batched(items, b'e', depth)?;
+                }
+                PyObject::SetItems { obj, entries } => {
+                    self.value(obj, depth + 1)?;
+                    for chunk in entries.chunks(BATCH) {
+                        self.out.push(b'(');
+                        for (k, v) in chunk {
+                            self.value(k, depth + 1)?;
+                            self.value(v, depth + 1)?;
+                        }
+                        self.out.push(b'u');
+                    }
+                }
             },
         }
         Ok(())
@@ -2297,6 +2541,11 @@ impl fmt::Display for PyValue {
             PyValue::Bool(true) => f.write_str("True"),
             PyValue::Bool(false) => f.write_str("False"),
             PyValue::Int(i) => write!(f, "{i}"),
+            PyValue::BigInt(b) => match crate::value_py::big_decimal(b) {
+                Some(digits) => f.write_str(&digits),
+                None => write!(f, "<an int of {} bytes>", b.len()),
+            },
+            PyValue::Opaque(o) => write!(f, "{o}"),
             PyValue::Float(x) => write!(f, "{x:?}"),
             PyValue::Complex { re, im } => write!(f, "({re:?}{im:+?}j)"),
             PyValue::Str(s) => write!(f, "{s:?}"),
@@ -2667,18 +2916,26 @@ mod tests {
             let bytes = encode(&int(i)).unwrap();
             assert_eq!(decode(&bytes).unwrap(), int(i), "{i}");
         }
-        // 2**127 takes 17 bytes: refused, clearly.
+        // 2**127 takes 17 bytes: a BigInt, written back the same.
         let mut long = vec![0x80, 4, 0x8a, 17];
         long.extend_from_slice(&[0; 15]);
         long.extend_from_slice(&[0x80, 0x00, b'.']);
-        let e = decode(&long).unwrap_err();
-        assert!(matches!(e, PickleError::Limit(_)), "{e}");
-        assert!(e.to_string().contains("128 bits"), "{e}");
+        let mut two_127 = vec![0; 15];
+        two_127.extend_from_slice(&[0x80, 0x00]);
+        assert_eq!(decode(&long).unwrap(), PyValue::BigInt(two_127.clone()));
+        let again = encode_with(
+            &PyValue::BigInt(two_127),
+            &EncodeOptions {
+                frame: false,
+                ..Default::default()
+            },
+        );
+        assert_eq!(again.unwrap(), long);
         // -2**127 - 1 too.
         let mut long = vec![0x80, 4, 0x8a, 17];
         long.extend_from_slice(&[0xff; 15]);
         long.extend_from_slice(&[0x7f, 0xff, b'.']);
-        assert!(matches!(decode(&long), Err(PickleError::Limit(_))));
+        assert!(matches!(decode(&long), Ok(PyValue::BigInt(b)) if b.len() == 17));
         // A 17-byte encoding of a small number is fine (sign extension).
         let mut padded = vec![0x80, 4, 0x8a, 17, 5];
         padded.extend_from_slice(&[0; 16]);
@@ -2946,8 +3203,9 @@ mod tests {
         ]);
         let value = py.into_value().unwrap();
         let Value::List(items) = &value else { panic!() };
-        assert_eq!(items[0], Value::List(vec![Value::Int(1), Value::Int(2)]));
-        assert_eq!(items[2], Value::Bytes(b"ba".to_vec()));
+        assert_eq!(items[0], Value::Set(vec![Value::Int(1), Value::Int(2)]));
+        assert_eq!(items[1], Value::FrozenSet(vec![Value::Str("a".into())]));
+        assert_eq!(items[2], Value::ByteArray(b"ba".to_vec()));
         assert_eq!(
             items[3],
             Value::Map(vec![(
@@ -2964,11 +3222,14 @@ mod tests {
                 (Value::Str("a".into()), Value::Int(2))
             ])
         );
-        // Back: tagged maps become the Python shapes again; sets stay lists.
+        // Back: tagged maps become the Python shapes again; sets and bytearrays keep their
+        // types.
         let PyValue::List(back) = PyValue::from_value(value) else {
             panic!()
         };
-        assert_eq!(back[0], PyValue::List(vec![int(1), int(2)]));
+        assert_eq!(back[0], PyValue::Set(vec![int(1), int(2)]));
+        assert_eq!(back[1], PyValue::FrozenSet(vec![s("a")]));
+        assert_eq!(back[2], PyValue::ByteArray(b"ba".to_vec()));
         assert_eq!(back[3], PyValue::slice(int(1), PyValue::None, int(-1)));
         assert_eq!(back[4], PyValue::Complex { re: 1.0, im: -2.5 });
         assert_eq!(back[5], PyValue::Exception(exception));
@@ -2976,12 +3237,26 @@ mod tests {
         // A map that only looks a bit like a tag stays a dict.
         let lookalike = Value::Map(vec![(Value::Str(SLICE_TAG.into()), Value::Int(1))]);
         assert!(matches!(PyValue::from_value(lookalike), PyValue::Dict(_)));
-        // Opaque objects have no Value form.
+        // Other objects become opaque values: their class and pickle, written back as they
+        // came.
         let object = PyValue::Object(Box::new(PyObject::Global {
             module: "m".into(),
             name: "n".into(),
         }));
-        assert!(object.into_value().is_err());
+        let Value::Opaque(opaque) = object.into_value().unwrap() else {
+            panic!("not opaque")
+        };
+        assert_eq!(opaque.class(), "m.n");
+        assert_eq!(opaque.pickle(), b"\x80\x04\x8c\x01m\x8c\x01n\x93.");
+        let inside = PyValue::List(vec![PyValue::from_value(Value::Opaque(opaque))]);
+        let framed = EncodeOptions {
+            frame: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            encode_with(&inside, &framed).unwrap(),
+            b"\x80\x04](\x8c\x01m\x8c\x01n\x93e."
+        );
     }
 
     #[test]

@@ -10,6 +10,25 @@ pub fn repr(value: &Value) -> String {
     out
 }
 
+/// Whether only Python can print `value` as Python does: it holds an opaque object (whose
+/// `repr` is its class's code), a set (printed in its hash order), or an int beyond `i128`.
+/// The server then sends `repr(value)` for the client to evaluate (see
+/// `builtins.repr` in the CPython server), rather than this module's rendering.
+pub fn needs_python(value: &Value) -> bool {
+    match value {
+        Value::Opaque(_) | Value::Set(_) | Value::FrozenSet(_) | Value::BigInt(_) => true,
+        Value::List(items) | Value::Tuple(items) => items.iter().any(needs_python),
+        // A slice, a complex number or an exception, as a tagged one-entry map.
+        Value::Map(pairs) if matches!(pairs.as_slice(), [(Value::Str(tag), _)] if tag.starts_with("$py:")) => {
+            true
+        }
+        Value::Map(pairs) => pairs
+            .iter()
+            .any(|(k, v)| needs_python(k) || needs_python(v)),
+        _ => false,
+    }
+}
+
 /// `repr` of a dict given as its `(key, value)` pairs, in order.
 pub fn repr_dict(pairs: &[(Value, Value)]) -> String {
     let mut out = String::new();
@@ -44,6 +63,25 @@ fn write(out: &mut String, value: &Value) {
             "<proxy, typeid {:?} id {}>",
             token.typeid, token.id
         )),
+        // In stored order: Python prints a set in its hash order (see `needs_python`).
+        Value::Set(items) if items.is_empty() => out.push_str("set()"),
+        Value::FrozenSet(items) if items.is_empty() => out.push_str("frozenset()"),
+        Value::Set(items) | Value::FrozenSet(items) => {
+            let frozen = matches!(value, Value::FrozenSet(_));
+            out.push_str(if frozen { "frozenset({" } else { "{" });
+            items_of(out, items);
+            out.push_str(if frozen { "})" } else { "}" });
+        }
+        Value::ByteArray(b) => {
+            out.push_str("bytearray(");
+            bytes(out, b);
+            out.push(')');
+        }
+        Value::BigInt(b) => match crate::value_py::big_decimal(b) {
+            Some(digits) => out.push_str(&digits),
+            None => out.push_str(&format!("<an int of {} bytes>", b.len())),
+        },
+        Value::Opaque(o) => out.push_str(&format!("<{} object>", o.class())),
     }
 }
 

@@ -48,7 +48,92 @@ fn bounds(start: Option<i64>, stop: Option<i64>, len: usize) -> std::ops::Range<
     start..stop.max(start)
 }
 
+/// The most items `repeat` may make, so that no client can make the server build a list of
+/// any size it likes.
+pub const MAX_REPEATED_ITEMS: usize = 1 << 22;
+
+/// The positions `list[start:stop:step]` names in a list of `len`, as Python's
+/// `slice.indices` computes them.
+fn extended(start: Option<i64>, stop: Option<i64>, step: i64, len: usize) -> Vec<usize> {
+    let len = len as i128;
+    let step = i128::from(step);
+    let (lower, upper) = if step < 0 { (-1, len - 1) } else { (0, len) };
+    let clamp = |v: Option<i64>, default: i128| match v.map(i128::from) {
+        None => default,
+        Some(i) if i < 0 => (i + len).max(lower),
+        Some(i) => i.min(upper),
+    };
+    let (start, stop) = if step < 0 {
+        (clamp(start, upper), clamp(stop, lower))
+    } else {
+        (clamp(start, lower), clamp(stop, upper))
+    };
+    let mut positions = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < stop) || (step < 0 && i > stop) {
+        positions.push(i as usize);
+        i += step;
+    }
+    positions
+}
+
+fn zero_step(method: &str) -> RemoteError {
+    error(
+        RemoteErrorKind::InvalidValue,
+        method,
+        "slice step cannot be zero",
+    )
+}
+
+/// `key(value)` for the builtins `sort_by_builtin` honours, or Python's `TypeError` message.
+fn builtin_key(key: &str, value: &Value) -> Result<Value, String> {
+    match (key, value) {
+        ("abs", Value::Bool(b)) => Ok(Value::Int(i128::from(*b))),
+        ("abs", Value::Int(i)) => Ok(i.checked_abs().map_or(Value::Float(f64::MAX), Value::Int)),
+        ("abs", Value::Float(f)) => Ok(Value::Float(f.abs())),
+        ("abs", other) => Err(format!(
+            "bad operand type for abs(): '{}'",
+            other.python_type()
+        )),
+        ("len", Value::Str(s)) => Ok(Value::Int(s.chars().count() as i128)),
+        ("len", Value::Bytes(b) | Value::ByteArray(b)) => Ok(Value::Int(b.len() as i128)),
+        (
+            "len",
+            Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items),
+        ) => Ok(Value::Int(items.len() as i128)),
+        ("len", Value::Map(entries)) => Ok(Value::Int(entries.len() as i128)),
+        ("len", other) => Err(format!(
+            "object of type '{}' has no len()",
+            other.python_type()
+        )),
+        (other, _) => Err(format!("sort(key={other}) is not one of abs and len")),
+    }
+}
+
 impl ListObject {
+    /// Reorders the items by `keys` (one per item) in Python's order, stably.
+    fn sort_by_keys(&mut self, keys: &[Value], reverse: bool) -> Result<(), RemoteError> {
+        let mut failed = None;
+        let mut sorted: Vec<usize> = (0..self.items.len()).collect();
+        sorted.sort_by(|&a, &b| {
+            let (a, b) = (&keys[a], &keys[b]);
+            match a.python_cmp(b) {
+                Ok(order) if reverse => order.reverse(),
+                Ok(order) => order,
+                Err(message) => {
+                    failed.get_or_insert(message);
+                    std::cmp::Ordering::Equal
+                }
+            }
+        });
+        if let Some(message) = failed {
+            return Err(error(RemoteErrorKind::BadArguments, "sort", message));
+        }
+        let mut items: Vec<Option<Stored>> = self.items.drain(..).map(Some).collect();
+        self.items = sorted.into_iter().filter_map(|i| items[i].take()).collect();
+        Ok(())
+    }
+
     /// A list of `items` (the arguments of `create`).
     pub fn new((items,): (Vec<Value>,), ctx: &CallContext) -> Result<ListObject, RemoteError> {
         let items = items
@@ -156,25 +241,20 @@ impl ListObject {
     /// Python cannot compare are an `InvalidValue` error (Python's `TypeError` message) and
     /// leave the list as it was.
     pub fn sort(&mut self, reverse: bool) -> Result<(), RemoteError> {
-        let mut failed = None;
-        let mut sorted: Vec<usize> = (0..self.items.len()).collect();
-        sorted.sort_by(|&a, &b| {
-            let (a, b) = (&self.items[a].value, &self.items[b].value);
-            match a.python_cmp(b) {
-                Ok(order) if reverse => order.reverse(),
-                Ok(order) => order,
-                Err(message) => {
-                    failed.get_or_insert(message);
-                    std::cmp::Ordering::Equal
-                }
-            }
-        });
-        if let Some(message) = failed {
-            return Err(error(RemoteErrorKind::BadArguments, "sort", message));
-        }
-        let mut items: Vec<Option<Stored>> = self.items.drain(..).map(Some).collect();
-        self.items = sorted.into_iter().filter_map(|i| items[i].take()).collect();
-        Ok(())
+        let keys: Vec<Value> = self.items.iter().map(|s| s.value.clone()).collect();
+        self.sort_by_keys(&keys, reverse)
+    }
+
+    /// Sorts as [`sort`](Self::sort) does, by `key(item)` for one of the builtins a server can
+    /// apply without running Python code: `"abs"` or `"len"` (Python's `sort(key=abs)`).
+    pub fn sort_by_builtin(&mut self, key: String, reverse: bool) -> Result<(), RemoteError> {
+        let keys = self
+            .items
+            .iter()
+            .map(|stored| builtin_key(&key, &stored.value))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|message| error(RemoteErrorKind::BadArguments, "sort", message))?;
+        self.sort_by_keys(&keys, reverse)
     }
 
     /// How many items equal `item`.
@@ -250,6 +330,97 @@ impl ListObject {
     pub fn delslice(&mut self, start: Option<i64>, stop: Option<i64>) {
         let range = bounds(start, stop, self.items.len());
         self.items.drain(range);
+    }
+
+    /// Replaces the items `list[start:stop:step]` names with `items`, one for one (Python's
+    /// `list[::2] = items`); a step of 1 is [`setslice`](Self::setslice).
+    pub fn set_extended_slice(
+        &mut self,
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: i64,
+        items: Vec<Value>,
+        ctx: &CallContext,
+    ) -> Result<(), RemoteError> {
+        const METHOD: &str = "set_extended_slice";
+        if step == 0 {
+            return Err(zero_step(METHOD));
+        }
+        if step == 1 {
+            return self.setslice(start, stop, items, ctx);
+        }
+        let positions = extended(start, stop, step, self.items.len());
+        if positions.len() != items.len() {
+            return Err(error(
+                RemoteErrorKind::InvalidValue,
+                METHOD,
+                format!(
+                    "attempt to assign sequence of size {} to extended slice of size {}",
+                    items.len(),
+                    positions.len()
+                ),
+            ));
+        }
+        let stored: Vec<Stored> = items
+            .into_iter()
+            .map(|item| Stored::new(ctx, item, typeids::LIST, METHOD))
+            .collect::<Result<_, _>>()?;
+        for (at, item) in positions.into_iter().zip(stored) {
+            self.items[at] = item;
+        }
+        Ok(())
+    }
+
+    /// Removes the items `list[start:stop:step]` names (Python's `del list[::2]`).
+    pub fn del_extended_slice(
+        &mut self,
+        start: Option<i64>,
+        stop: Option<i64>,
+        step: i64,
+    ) -> Result<(), RemoteError> {
+        if step == 0 {
+            return Err(zero_step("del_extended_slice"));
+        }
+        let mut doomed = vec![false; self.items.len()];
+        for at in extended(start, stop, step, self.items.len()) {
+            doomed[at] = true;
+        }
+        let mut doomed = doomed.into_iter();
+        self.items.retain(|_| !doomed.next().unwrap_or(false));
+        Ok(())
+    }
+
+    /// Repeats the items in place, `n` times over (Python's `list *= n`; `n <= 0` empties the
+    /// list). A list past [`MAX_REPEATED_ITEMS`] is refused.
+    pub fn repeat(&mut self, n: i64, ctx: &CallContext) -> Result<(), RemoteError> {
+        if n <= 0 {
+            self.items.clear();
+            return Ok(());
+        }
+        if self.items.is_empty() {
+            // Nothing to repeat, however large `n` is: no loop over it.
+            return Ok(());
+        }
+        let total = (self.items.len() as u128).saturating_mul(n as u128);
+        if total > MAX_REPEATED_ITEMS as u128 {
+            return Err(error(
+                RemoteErrorKind::Limit,
+                "repeat",
+                format!("a manager server builds lists of at most {MAX_REPEATED_ITEMS} items by repetition"),
+            ));
+        }
+        let copies: Vec<Value> = self
+            .items
+            .iter()
+            .map(|stored| stored.value.clone())
+            .collect();
+        for _ in 1..n {
+            for value in &copies {
+                self.items
+                    .push(Stored::new(ctx, value.clone(), typeids::LIST, "repeat")?);
+            }
+        }
+        Ok(())
     }
 
     /// Removes every item.

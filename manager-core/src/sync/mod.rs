@@ -57,13 +57,14 @@ pub(crate) mod release;
 mod semaphore;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod shared_value;
+mod typecode;
 mod wait;
 
 pub use barrier::{BarrierProxy, BlockingBarrierProxy};
 pub use condition::{BlockingConditionProxy, ConditionProxy};
 pub use dict::{BlockingDictProxy, DictObject, DictProxy};
 pub use event::{BlockingEventProxy, EventProxy};
-pub use list::{BlockingListProxy, ListObject, ListProxy};
+pub use list::{BlockingListProxy, ListObject, ListProxy, MAX_REPEATED_ITEMS};
 pub use lock::{BlockingLockProxy, BlockingRLockProxy, LockProxy, RLockProxy};
 pub use namespace::{BlockingNamespaceProxy, NamespaceProxy};
 pub use queue::{

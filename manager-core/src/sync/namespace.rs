@@ -33,7 +33,7 @@ fn no_attribute(method: &str, name: &str) -> RemoteError {
         RemoteErrorKind::Attribute,
         typeids::NAMESPACE,
         method,
-        format!("'Namespace' object has no attribute {name:?}"),
+        format!("'Namespace' object has no attribute '{name}'"),
     )
 }
 
@@ -75,6 +75,14 @@ impl NamespaceObject {
     /// The names of the attributes, in the order they were first set.
     pub fn names(&self) -> Vec<String> {
         self.attributes.keys().cloned().collect()
+    }
+
+    /// Every attribute and its value, in the order they were first set.
+    pub fn items(&self, ctx: &CallContext) -> Vec<(String, Value)> {
+        self.attributes
+            .iter()
+            .map(|(name, stored)| (name.clone(), stored.give(ctx)))
+            .collect()
     }
 }
 

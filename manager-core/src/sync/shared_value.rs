@@ -3,19 +3,26 @@
 
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::sync::typecode::{coerce, CreateArgs, TYPECODES};
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
 
 /// The server side of a shared value.
 pub struct ValueObject {
     value: Stored,
+    typecode: Option<String>,
 }
 
 impl ValueObject {
-    /// A shared value holding `value` (the argument of `create`).
-    pub fn new((value,): (Value,), ctx: &CallContext) -> Result<ValueObject, RemoteError> {
+    /// A shared value holding `value` (the argument of `create`; a CPython client adds the
+    /// typecode of `manager.Value(typecode, value)`, which Python does not check either).
+    pub fn new(
+        CreateArgs(value, typecode): CreateArgs<Value>,
+        ctx: &CallContext,
+    ) -> Result<ValueObject, RemoteError> {
         Ok(ValueObject {
             value: Stored::new(ctx, value, typeids::VALUE, "create")?,
+            typecode,
         })
     }
 }
@@ -31,6 +38,11 @@ impl ValueObject {
     pub fn set(&mut self, value: Value, ctx: &CallContext) -> Result<(), RemoteError> {
         self.value = Stored::new(ctx, value, typeids::VALUE, "set")?;
         Ok(())
+    }
+
+    /// The typecode given at creation, if any, and the value.
+    pub fn typed(&self, ctx: &CallContext) -> (Option<String>, Value) {
+        (self.typecode.clone(), self.value.give(ctx))
     }
 }
 
@@ -64,16 +76,35 @@ builtin_proxy! {
 /// The server side of a shared array: a sequence whose length never changes.
 pub struct ArrayObject {
     items: Vec<Stored>,
+    typecode: Option<String>,
 }
 
 impl ArrayObject {
-    /// An array of `items` (the argument of `create`).
-    pub fn new((items,): (Vec<Value>,), ctx: &CallContext) -> Result<ArrayObject, RemoteError> {
+    /// An array of `items` (the argument of `create`). A CPython client adds the typecode of
+    /// `manager.Array(typecode, items)`; then every item must be what `array.array` of that
+    /// typecode takes (see [`coerce`]), as in Python.
+    pub fn new(
+        CreateArgs(items, typecode): CreateArgs<Vec<Value>>,
+        ctx: &CallContext,
+    ) -> Result<ArrayObject, RemoteError> {
+        if let Some(code) = &typecode {
+            if !TYPECODES.contains(&code.as_str()) {
+                return Err(RemoteError::new(
+                    RemoteErrorKind::InvalidValue,
+                    typeids::ARRAY,
+                    "create",
+                    "bad typecode (must be b, B, u, h, H, i, I, l, L, q, Q, f or d)",
+                ));
+            }
+        }
         let items = items
             .into_iter()
-            .map(|item| Stored::new(ctx, item, typeids::ARRAY, "create"))
+            .map(|item| {
+                let item = coerce(typecode.as_deref(), item, "create")?;
+                Stored::new(ctx, item, typeids::ARRAY, "create")
+            })
             .collect::<Result<_, _>>()?;
-        Ok(ArrayObject { items })
+        Ok(ArrayObject { items, typecode })
     }
 
     fn at(&self, index: i64, method: &str) -> Result<usize, RemoteError> {
@@ -117,6 +148,7 @@ impl ArrayObject {
         ctx: &CallContext,
     ) -> Result<(), RemoteError> {
         let at = self.at(index, "setitem")?;
+        let item = coerce(self.typecode.as_deref(), item, "setitem")?;
         self.items[at] = Stored::new(ctx, item, typeids::ARRAY, "setitem")?;
         Ok(())
     }
@@ -137,7 +169,10 @@ impl ArrayObject {
         }
         self.items = items
             .into_iter()
-            .map(|item| Stored::new(ctx, item, typeids::ARRAY, "assign"))
+            .map(|item| {
+                let item = coerce(self.typecode.as_deref(), item, "assign")?;
+                Stored::new(ctx, item, typeids::ARRAY, "assign")
+            })
             .collect::<Result<_, _>>()?;
         Ok(())
     }
@@ -145,6 +180,11 @@ impl ArrayObject {
     /// Every item, in order.
     pub fn to_vec(&self, ctx: &CallContext) -> Vec<Value> {
         self.items.iter().map(|stored| stored.give(ctx)).collect()
+    }
+
+    /// The typecode given at creation, if any, and every item.
+    pub fn typed(&self, ctx: &CallContext) -> (Option<String>, Vec<Value>) {
+        (self.typecode.clone(), self.to_vec(ctx))
     }
 }
 

@@ -10,183 +10,6 @@ pub(super) fn builtin(entry: &Entry) -> bool {
     entry.type_name.starts_with("manager_core::sync::")
 }
 
-/// The names a CPython proxy may call on the object, as its `create` reply lists them.
-pub(super) fn exposed_of(state: &State, id: u64) -> PyValue {
-    let entry = state.table.lock().entry(id).cloned();
-    let names: Vec<String> = match entry {
-        Some(entry) if builtin(&entry) => python_names(&entry.typeid)
-            .iter()
-            .map(|n| n.to_string())
-            .collect(),
-        Some(entry) => entry.exposed_names(),
-        None => Vec::new(),
-    };
-    PyValue::Tuple(names.into_iter().map(PyValue::Str).collect())
-}
-
-/// The exposed names of CPython's proxies for the built-in typeids.
-pub(super) fn python_names(typeid: &str) -> &'static [&'static str] {
-    match typeid {
-        "list" => &[
-            "__contains__",
-            "__delitem__",
-            "__getitem__",
-            "__len__",
-            "__setitem__",
-            "append",
-            "count",
-            "extend",
-            "index",
-            "insert",
-            "pop",
-            "remove",
-            "reverse",
-        ],
-        "dict" => &[
-            "__contains__",
-            "__delitem__",
-            "__getitem__",
-            "__len__",
-            "__setitem__",
-            "clear",
-            "copy",
-            "get",
-            "items",
-            "keys",
-            "pop",
-            "popitem",
-            "setdefault",
-            "update",
-            "values",
-        ],
-        "Namespace" => &["__getattribute__", "__setattr__", "__delattr__"],
-        "Value" => &["get", "set"],
-        "Array" => &["__len__", "__getitem__", "__setitem__"],
-        "Queue" | "JoinableQueue" => &[
-            "empty",
-            "full",
-            "get",
-            "get_nowait",
-            "join",
-            "put",
-            "put_nowait",
-            "qsize",
-            "task_done",
-        ],
-        "Event" => &["is_set", "set", "clear", "wait"],
-        "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => &["acquire", "release"],
-        "Condition" => &["acquire", "release", "wait", "notify", "notify_all"],
-        "Barrier" => &["__getattribute__", "wait", "abort", "reset"],
-        _ => &[],
-    }
-}
-
-/// The arguments of a built-in type's factory, from what CPython's `SyncManager` sends.
-pub(super) fn create_args(
-    typeid: &str,
-    args: Vec<Value>,
-    kwds: Vec<(String, Value)>,
-) -> Result<Value, String> {
-    let kw = |name: &str| kwds.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let pairs = |value: Value| -> Result<Value, String> {
-        match value {
-            Value::Map(entries) => Ok(Value::List(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| Value::Tuple(vec![k, v]))
-                    .collect(),
-            )),
-            Value::List(items) | Value::Tuple(items) => Ok(Value::List(items)),
-            other => Err(format!("cannot make a dict from a {}", other.kind())),
-        }
-    };
-    let plain = |args: Vec<Value>, kwds: &Vec<(String, Value)>| -> Result<Value, String> {
-        if !kwds.is_empty() {
-            return Err("keyword arguments are not accepted here".into());
-        }
-        Ok(Value::Tuple(args))
-    };
-    let mut args = args;
-    match typeid {
-        // list(iterable): the items of a list or tuple, the characters of a str, the bytes of
-        // bytes, the keys of a dict, as Python's list() takes them.
-        "list" => {
-            if args.len() > 1 {
-                return Err(format!(
-                    "list expected at most 1 argument, got {}",
-                    args.len()
-                ));
-            }
-            let items = match args.pop() {
-                None => Vec::new(),
-                Some(Value::List(items)) | Some(Value::Tuple(items)) => items,
-                Some(Value::Str(text)) => text.chars().map(|c| Value::Str(c.into())).collect(),
-                Some(Value::Bytes(bytes)) => bytes
-                    .into_iter()
-                    .map(|b| Value::Int(i128::from(b)))
-                    .collect(),
-                Some(Value::Map(entries)) => entries.into_iter().map(|(k, _)| k).collect(),
-                Some(other) => {
-                    return Err(format!("'{}' object is not iterable", other.python_type()))
-                }
-            };
-            Ok(Value::Tuple(vec![Value::List(items)]))
-        }
-        "dict" => {
-            let mut items = match args.pop() {
-                Some(value) => pairs(value)?,
-                None => Value::List(Vec::new()),
-            };
-            if let Value::List(items) = &mut items {
-                for (k, v) in kwds {
-                    items.push(Value::Tuple(vec![Value::Str(k), v]));
-                }
-            }
-            Ok(Value::Tuple(vec![items]))
-        }
-        "Namespace" => Ok(Value::Tuple(vec![Value::List(
-            kwds.into_iter()
-                .map(|(k, v)| Value::Tuple(vec![Value::Str(k), v]))
-                .collect(),
-        )])),
-        // Value(typecode, value, lock=True), Array(typecode, sequence, lock=True): the typecode
-        // and lock mean nothing to a value that holds any type.
-        "Value" => match args.into_iter().nth(1).or_else(|| kw("value")) {
-            Some(value) => Ok(Value::Tuple(vec![value])),
-            None => Err("Value(typecode, value) needs a value".into()),
-        },
-        "Array" => match args.into_iter().nth(1).or_else(|| kw("sequence")) {
-            Some(Value::Tuple(items)) | Some(Value::List(items)) => {
-                Ok(Value::Tuple(vec![Value::List(items)]))
-            }
-            Some(Value::Int(n)) => Ok(Value::Tuple(vec![Value::List(vec![
-                Value::Int(0);
-                n.clamp(0, 1 << 24)
-                    as usize
-            ])])),
-            _ => Err("Array(typecode, sequence) needs a sequence".into()),
-        },
-        "Queue" | "JoinableQueue" => Ok(Value::Tuple(vec![args
-            .pop()
-            .or_else(|| kw("maxsize"))
-            .unwrap_or(Value::Int(0))])),
-        "Semaphore" | "BoundedSemaphore" => Ok(Value::Tuple(vec![args
-            .pop()
-            .or_else(|| kw("value"))
-            .unwrap_or(Value::Int(1))])),
-        "Barrier" => {
-            let parties = args.first().cloned().or_else(|| kw("parties"));
-            let timeout = args.get(2).cloned().or_else(|| kw("timeout"));
-            match parties {
-                Some(parties) => Ok(Value::Tuple(vec![parties, timeout.unwrap_or(Value::None)])),
-                None => Err("Barrier(parties) needs parties".into()),
-            }
-        }
-        "Lock" | "RLock" | "Event" | "Condition" => Ok(Value::Tuple(Vec::new())),
-        _ => plain(args, &kwds),
-    }
-}
-
 /// How a CPython request to a built-in type maps onto its Rust method.
 pub(super) struct Translated {
     pub(super) method: &'static str,
@@ -218,79 +41,25 @@ pub(super) enum Post {
     ReprDict,
     /// `KeyError(key)`, as `dict[key]` raises it.
     KeyErrorOf(Value),
-}
-
-pub(super) fn slice_bounds(value: &Value) -> Option<Result<(Value, Value), String>> {
-    let Value::Map(entries) = value else {
-        return None;
-    };
-    match entries.as_slice() {
-        [(Value::Str(tag), Value::Tuple(parts))] if tag == crate::python::pickle::SLICE_TAG => {
-            match parts.as_slice() {
-                [start, stop, Value::None] | [start, stop, Value::Int(1)] => {
-                    Some(Ok((start.clone(), stop.clone())))
-                }
-                _ => Some(Err("slices with a step are not supported".into())),
-            }
-        }
-        _ => None,
-    }
-}
-
-/// The `(start, stop, step)` of a pickled slice, whatever its step.
-fn slice_parts(value: &Value) -> Option<(Value, Value, Value)> {
-    let Value::Map(entries) = value else {
-        return None;
-    };
-    match entries.as_slice() {
-        [(Value::Str(tag), Value::Tuple(parts))] if tag == crate::python::pickle::SLICE_TAG => {
-            match parts.as_slice() {
-                [start, stop, step] => Some((start.clone(), stop.clone(), step.clone())),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-/// The positions `seq[start:stop:step]` takes from a sequence of `len`, as Python's
-/// `slice.indices` computes them.
-pub(super) fn slice_positions(
-    (start, stop, step): &(Value, Value, Value),
-    len: usize,
-) -> Result<Vec<usize>, String> {
-    let int = |v: &Value| match v {
-        Value::None => Ok(None),
-        Value::Int(i) => Ok(Some(*i)),
-        Value::Bool(b) => Ok(Some(i128::from(*b))),
-        other => Err(format!(
-            "slice indices must be integers or None or have an __index__ method, not {}",
-            other.python_type()
-        )),
-    };
-    let len = len as i128;
-    let step = int(step)?.unwrap_or(1);
-    if step == 0 {
-        return Err("slice step cannot be zero".into());
-    }
-    let (lower, upper) = if step < 0 { (-1, len - 1) } else { (0, len) };
-    let clamp = |v: Option<i128>, default: i128| match v {
-        None => default,
-        Some(i) if i < 0 => (i + len).max(lower),
-        Some(i) => i.min(upper),
-    };
-    let (start, stop) = if step < 0 {
-        (clamp(int(start)?, upper), clamp(int(stop)?, lower))
-    } else {
-        (clamp(int(start)?, lower), clamp(int(stop)?, upper))
-    };
-    let mut positions = Vec::new();
-    let mut i = start;
-    while (step > 0 && i < stop) || (step < 0 && i > stop) {
-        positions.push(i as usize);
-        i += step;
-    }
-    Ok(positions)
+    /// The position of the item in `list[start:stop]` (`list.index(x, start, stop)`), read
+    /// from the whole list.
+    IndexIn(Value, (Value, Value, Value)),
+    /// A `multiprocessing.managers.Namespace` of the attributes the value lists (its
+    /// `_getvalue()`), or `repr()` of it.
+    Namespace {
+        repr: bool,
+    },
+    /// `array.array(typecode, items)` of the `(typecode, items)` the value is, sliced if asked
+    /// (an `Array`'s `_getvalue()` or slice), or `repr()` of it.
+    Array {
+        slice: Option<(Value, Value, Value)>,
+        repr: bool,
+    },
+    /// `multiprocessing.managers.Value(typecode, value)` of the `(typecode, value)` the value
+    /// is (a `Value`'s `_getvalue()`), or `repr()` of it.
+    SharedValue {
+        repr: bool,
+    },
 }
 
 pub(super) fn translate(
@@ -348,11 +117,23 @@ pub(super) fn translate(
                         };
                         return Err((exception, message));
                     }
-                    Translated {
-                        method: "to_vec",
-                        args: Vec::new(),
-                        kwds,
-                        after: Post::Slice(parts),
+                    if typeid == "Array" {
+                        Translated {
+                            method: "typed",
+                            args: Vec::new(),
+                            kwds,
+                            after: Post::Array {
+                                slice: Some(parts),
+                                repr: false,
+                            },
+                        }
+                    } else {
+                        Translated {
+                            method: "to_vec",
+                            args: Vec::new(),
+                            kwds,
+                            after: Post::Slice(parts),
+                        }
                     }
                 }
                 None => return unsupported(),
@@ -360,20 +141,79 @@ pub(super) fn translate(
             None => same("getitem", args, kwds),
         },
         ("list", "__setitem__") | ("Array", "__setitem__") => match slice_bounds(&first) {
-            Some(bounds) if typeid == "list" => {
-                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
+            Some(Ok((start, stop))) if typeid == "list" => {
                 let items = args.pop().unwrap_or_default();
                 same("setslice", vec![start, stop, items], kwds)
             }
-            Some(_) => return unsupported(),
+            Some(Err(_)) if typeid == "list" => {
+                let (start, stop, step) = stepped(&first)?;
+                let items = args.pop().unwrap_or_default();
+                same("set_extended_slice", vec![start, stop, step, items], kwds)
+            }
+            // array.array takes only an array into a slice, which no client can send here.
+            Some(_) => {
+                let item = args.get(1).map_or("NoneType", Value::python_type);
+                return Err((
+                    "TypeError",
+                    format!("can only assign array (not \"{item}\") to array slice"),
+                ));
+            }
             None => same("setitem", args, kwds),
         },
         ("list", "__delitem__") => match slice_bounds(&first) {
-            Some(bounds) => {
-                let (start, stop) = bounds.map_err(|e| ("TypeError", e))?;
-                same("delslice", vec![start, stop], kwds)
+            Some(Ok((start, stop))) => same("delslice", vec![start, stop], kwds),
+            Some(Err(_)) => {
+                let (start, stop, step) = stepped(&first)?;
+                same("del_extended_slice", vec![start, stop, step], kwds)
             }
             None => same("delitem", args, kwds),
+        },
+        ("list", "__imul__") => match args.as_slice() {
+            [count] if count.exact_int().is_some() && !matches!(count, Value::Float(_)) => {
+                Translated {
+                    method: "repeat",
+                    args: vec![Value::Int(
+                        count.exact_int().unwrap_or(0).clamp(-1, 1 << 40),
+                    )],
+                    kwds,
+                    after: Post::Nothing,
+                }
+            }
+            [other] => {
+                return Err((
+                    "TypeError",
+                    format!(
+                        "can't multiply sequence by non-int of type '{}'",
+                        other.python_type()
+                    ),
+                ))
+            }
+            _ => return Err(("TypeError", "expected 1 argument".into())),
+        },
+        ("Namespace", "#GETVALUE" | "__repr__" | "__str__") => Translated {
+            method: "items",
+            args,
+            kwds,
+            after: Post::Namespace {
+                repr: method != "#GETVALUE",
+            },
+        },
+        ("Array", "#GETVALUE" | "__repr__" | "__str__") => Translated {
+            method: "typed",
+            args,
+            kwds,
+            after: Post::Array {
+                slice: None,
+                repr: method != "#GETVALUE",
+            },
+        },
+        ("Value", "#GETVALUE" | "__repr__" | "__str__") => Translated {
+            method: "typed",
+            args,
+            kwds,
+            after: Post::SharedValue {
+                repr: method != "#GETVALUE",
+            },
         },
         // CPython's server answers these with repr(referent).
         ("list", "__repr__" | "__str__") => Translated {
@@ -390,17 +230,30 @@ pub(super) fn translate(
         },
         ("list", "sort") => {
             let mut reverse = Value::Bool(false);
+            let mut by = None;
             for (name, value) in kwds {
                 match name.as_str() {
                     "reverse" => reverse = value,
                     "key" if value == Value::None => {}
+                    // Builtins the server can apply itself, without running Python code.
+                    "key" if matches!(&value, Value::Opaque(f) if matches!(f.class(), "builtins.abs" | "builtins.len")) => {
+                        if let Value::Opaque(function) = &value {
+                            by = Some(function.type_name().to_string());
+                        }
+                    }
                     "key" => {
+                        let function = match &value {
+                            Value::Opaque(function) => function.class().to_string(),
+                            other => other.python_type().to_string(),
+                        };
                         return Err((
                             "TypeError",
-                            "sort(key=...) is not supported by a Rust manager server: it cannot \
-                             run Python code (sort without a key, or sort on the client)"
-                                .to_string(),
-                        ))
+                            format!(
+                                "sort(key={function}) is not supported by a Rust manager server: \
+                                 it cannot run Python code (sort without a key, or sort on the \
+                                 client)"
+                            ),
+                        ));
                     }
                     other => {
                         return Err((
@@ -420,7 +273,14 @@ pub(super) fn translate(
                 Value::Bool(b) => b,
                 other => other.exact_int().is_some_and(|i| i != 0),
             };
-            same("sort", vec![Value::Bool(reverse)], Vec::new())
+            match by {
+                Some(key) => same(
+                    "sort_by_builtin",
+                    vec![Value::Str(key), Value::Bool(reverse)],
+                    Vec::new(),
+                ),
+                None => same("sort", vec![Value::Bool(reverse)], Vec::new()),
+            }
         }
         // Read-only list arithmetic: the list is read at once and the result computed here, as
         // CPython's server returns `list + other` and `list * n` by value.
@@ -468,10 +328,39 @@ pub(super) fn translate(
             kwds,
             after: Post::Reversed,
         },
-        ("list", "index") => same("index", args.into_iter().take(1).collect(), kwds),
+        ("list", "index") if args.len() > 1 => {
+            if args.len() > 3 {
+                return Err((
+                    "TypeError",
+                    format!("index expected at most 3 arguments, got {}", args.len()),
+                ));
+            }
+            let mut args = args.into_iter();
+            let item = args.next().unwrap_or_default();
+            let bounds = (
+                args.next().unwrap_or_default(),
+                args.next().unwrap_or_default(),
+                Value::None,
+            );
+            if let Err(message) = slice_positions(&bounds, 0) {
+                return Err(("TypeError", message));
+            }
+            Translated {
+                method: "to_vec",
+                args: Vec::new(),
+                kwds,
+                after: Post::IndexIn(item, bounds),
+            }
+        }
+        ("list", "index") => same("index", args, kwds),
         ("list", name) => match name {
             "append" => same("append", args, kwds),
             "count" => same("count", args, kwds),
+            "extend" if args.len() == 1 => {
+                let items =
+                    iterate(args.pop().unwrap_or_default()).map_err(|e| ("TypeError", e))?;
+                same("extend", vec![Value::List(items)], kwds)
+            }
             "extend" => same("extend", args, kwds),
             "insert" => same("insert", args, kwds),
             "pop" => same("pop", args, kwds),
@@ -506,7 +395,11 @@ pub(super) fn translate(
             if args.is_empty() || args.len() > 2 {
                 return Err((
                     "TypeError",
-                    format!("get expected 1 or 2 arguments, got {}", args.len()),
+                    if args.is_empty() {
+                        "get expected at least 1 argument, got 0".to_string()
+                    } else {
+                        format!("get expected at most 2 arguments, got {}", args.len())
+                    },
                 ));
             }
             let default = args.get(1).cloned().unwrap_or_default();
@@ -549,16 +442,26 @@ pub(super) fn translate(
                 Some(Value::Map(entries)) => entries,
                 Some(Value::List(items)) | Some(Value::Tuple(items)) => items
                     .into_iter()
-                    .map(|pair| match pair {
+                    .enumerate()
+                    .map(|(i, pair)| match pair {
                         Value::Tuple(mut kv) | Value::List(mut kv) if kv.len() == 2 => {
                             let v = kv.pop().unwrap_or_default();
                             Ok((kv.pop().unwrap_or_default(), v))
                         }
+                        Value::Tuple(kv) | Value::List(kv) => Err((
+                            "ValueError",
+                            format!(
+                                "dictionary update sequence element #{i} has length {}; 2 is \
+                                 required",
+                                kv.len()
+                            ),
+                        )),
                         _ => Err((
                             "TypeError",
-                            "dictionary update sequence element has the wrong length; 2 is \
-                             required"
-                                .to_string(),
+                            format!(
+                                "cannot convert dictionary update sequence element #{i} to a \
+                                 sequence"
+                            ),
                         )),
                     })
                     .collect::<Result<_, _>>()?,
@@ -638,73 +541,4 @@ pub(super) fn translate(
             same(method, args, kwds)
         }
     })
-}
-
-/// The Python type name of what makes `value` unhashable (a list, a dict, or a tuple holding
-/// one), if anything does.
-pub(super) fn unhashable(value: &Value) -> Option<&'static str> {
-    match value {
-        Value::List(_) => Some("list"),
-        Value::Map(_) => Some("dict"),
-        Value::Tuple(items) => items.iter().find_map(unhashable),
-        _ => None,
-    }
-}
-
-/// The default of a parameter a CPython client left out.
-pub(super) fn default_for(param: &str) -> Value {
-    match param {
-        "block" | "blocking" => Value::Bool(true),
-        "n" => Value::Int(1),
-        "owner" => Value::Int(0),
-        _ => Value::None,
-    }
-}
-
-/// Whether a built-in type's parameter must be given, as CPython's methods require it (the item
-/// of `put`/`append`/`insert`, the key and value of `d[k] = v`, ...): left out, it is a
-/// `TypeError`, never a stored `None`. `pop`'s index is optional.
-pub(super) fn required(method: &str, param: &str) -> bool {
-    match param {
-        "item" | "key" | "value" | "items" | "name" | "obj" => true,
-        "index" => method != "pop",
-        _ => false,
-    }
-}
-
-/// Arranges positional and keyword arguments in the order of the method's parameters. For a
-/// built-in type's method (`builtin`: the name the client called), a required parameter left
-/// out is a `TypeError` in CPython's words.
-pub(super) fn arrange(
-    params: &[&str],
-    args: Vec<Value>,
-    mut kwds: Vec<(String, Value)>,
-    builtin: Option<&str>,
-) -> Result<Value, RemoteError> {
-    let bad = |message: String| RemoteError::new(RemoteErrorKind::BadArguments, "", "", message);
-    if args.len() > params.len() {
-        return Err(bad(format!(
-            "takes {} positional arguments but {} were given",
-            params.len(),
-            args.len()
-        )));
-    }
-    let mut arranged = args;
-    for param in &params[arranged.len()..] {
-        match kwds.iter().position(|(k, _)| k == param) {
-            Some(i) => arranged.push(kwds.remove(i).1),
-            None => match builtin {
-                Some(method) if required(method, param) => {
-                    return Err(bad(format!(
-                        "{method}() missing 1 required positional argument: '{param}'"
-                    )))
-                }
-                _ => arranged.push(default_for(param)),
-            },
-        }
-    }
-    if let Some((k, _)) = kwds.first() {
-        return Err(bad(format!("got an unexpected keyword argument {k:?}")));
-    }
-    Ok(Value::Tuple(arranged))
 }

@@ -45,8 +45,23 @@ use crate::value::to_value;
 use crate::value::Value;
 use crate::wire::{Reply, Token};
 
+mod arguments;
 mod builtins;
+mod call;
+mod control;
+mod create;
+mod names;
+mod results;
+mod slices;
+use arguments::*;
 use builtins::*;
+use call::call;
+use control::control;
+
+use create::*;
+use names::*;
+use results::*;
+use slices::*;
 
 /// What the CPython clients of a server hold together, and the `#PROXY` references waiting
 /// for their client's `decref`.
@@ -267,9 +282,14 @@ where
     state.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// How requests are unpickled: as `PyConnection::recv` does, with the default options.
+/// How requests are unpickled: any object outside the allow-list (a `datetime`, a
+/// dataclass) is kept symbolically, never imported or called, and stored as a
+/// [`Value::Opaque`]: its pickle, which goes back to CPython clients as it came.
 fn decode_options() -> pickle::DecodeOptions {
-    pickle::DecodeOptions::default()
+    pickle::DecodeOptions {
+        opaque_globals: true,
+        ..Default::default()
+    }
 }
 
 /// The message of a request that could not be unpickled, logged at warn level once per kind
@@ -293,9 +313,11 @@ fn retarget(value: &mut Value, from: Option<&Address>, to: Option<&Address>) {
     };
     match value {
         Value::Proxy(token) if &token.address == from => token.address = to.clone(),
-        Value::List(items) | Value::Tuple(items) => items
-            .iter_mut()
-            .for_each(|v| retarget(v, Some(from), Some(to))),
+        Value::List(items) | Value::Tuple(items) | Value::Set(items) | Value::FrozenSet(items) => {
+            items
+                .iter_mut()
+                .for_each(|v| retarget(v, Some(from), Some(to)))
+        }
         Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
             retarget(k, Some(from), Some(to));
             retarget(v, Some(from), Some(to));
@@ -386,6 +408,23 @@ fn traceback(exception: &str, message: &str) -> PyValue {
     )
 }
 
+/// The `#TRACEBACK` of a method the object does not serve, as CPython's server words it: its
+/// `AttributeError`, then the `KeyError` of the fallback it looked for (the line a client
+/// shows last).
+fn not_exposed(method: &str, message: &str) -> PyValue {
+    reply(
+        "#TRACEBACK",
+        PyValue::str(format!(
+            "Traceback (most recent call last):\n  (raised by a Rust manager server)\n\
+             AttributeError: {message}\n\n\
+             During handling of the above exception, another exception occurred:\n\n\
+             Traceback (most recent call last):\n  (raised by a Rust manager server)\n\
+             KeyError: {}\n",
+            crate::python::repr::repr(&Value::Str(method.to_string()))
+        )),
+    )
+}
+
 /// An `#ERROR` reply: CPython clients raise the exception itself.
 fn raise(module: &str, name: &str, args: Vec<PyValue>) -> PyValue {
     reply(
@@ -405,6 +444,13 @@ fn error_reply(error: RemoteError) -> PyValue {
         RemoteErrorKind::Empty => raise("queue", "Empty", Vec::new()),
         RemoteErrorKind::Full => raise("queue", "Full", Vec::new()),
         RemoteErrorKind::BrokenBarrier => raise("threading", "BrokenBarrierError", Vec::new()),
+        // A list past the size `l *= n` may make; a number out of an array's typecode's range.
+        RemoteErrorKind::Limit if error.typeid == "list" && error.method == "repeat" => {
+            raise("builtins", "MemoryError", message())
+        }
+        RemoteErrorKind::Limit if error.typeid == "Array" => {
+            raise("builtins", "OverflowError", message())
+        }
         RemoteErrorKind::Runtime | RemoteErrorKind::Limit => {
             raise("builtins", "RuntimeError", message())
         }
@@ -419,433 +465,30 @@ fn error_reply(error: RemoteError) -> PyValue {
     }
 }
 
+/// The `#TRACEBACK` form of an error reply: how CPython's server answers a control request
+/// (`create`) whose callable raised, so its clients raise `RemoteError` with the text.
+fn as_traceback(reply: PyValue) -> PyValue {
+    match reply {
+        PyValue::Tuple(parts) => match parts.as_slice() {
+            [PyValue::Str(kind), PyValue::Exception(e)] if kind == "#ERROR" => {
+                let message = e.args.first().map(|m| match m {
+                    PyValue::Str(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                traceback(&e.qualified_name(), &message.unwrap_or_default())
+            }
+            _ => PyValue::Tuple(parts),
+        },
+        other => other,
+    }
+}
+
 fn single_ident(request: &Request) -> Result<u64, PyValue> {
     match request.args.as_slice() {
         [Value::Str(ident)] => {
             id_from_hex(ident).ok_or_else(|| traceback("KeyError", &format!("{ident:?}")))
         }
         _ => Err(traceback("TypeError", "expected one ident")),
-    }
-}
-
-/// A control request (`ident` is `None`).
-async fn control(
-    me: &Arc<Connection>,
-    mut request: Request,
-    methods: &mut bool,
-) -> (PyValue, After) {
-    let state = &me.state;
-    let refs = &state.python;
-    let answer = match request.method.as_str() {
-        "dummy" => ok(PyValue::None),
-        "accept_connection" => {
-            *methods = true;
-            ok(PyValue::None)
-        }
-        "shutdown" => return (ok(PyValue::None), After::Stop),
-        "number_of_objects" => ok(PyValue::Int(state.table.lock().len() as i128)),
-        "debug_info" => {
-            let info = state.debug_info();
-            let lines: Vec<String> = info
-                .objects
-                .iter()
-                .map(|o| {
-                    format!(
-                        "  {}:       refcount={}\n    {}",
-                        id_to_hex(o.id),
-                        o.refcount,
-                        o.type_name
-                    )
-                })
-                .collect();
-            ok(PyValue::str(lines.join("\n")))
-        }
-        "create" => {
-            if request.args.is_empty() {
-                return (
-                    traceback("TypeError", "create needs a typeid"),
-                    After::Continue,
-                );
-            }
-            let Value::Str(typeid) = request.args.remove(0) else {
-                return (traceback("TypeError", "a typeid is a str"), After::Continue);
-            };
-            let owner = refs.owner(state);
-            let args = match create_args(&typeid, request.args, request.kwds) {
-                Ok(args) => args,
-                Err(message) => return (traceback("TypeError", &message), After::Continue),
-            };
-            let created = if runs_factory(state, &typeid) {
-                // A factory is user code: it runs on a worker thread, as a plain method does.
-                let typeid = typeid.clone();
-                state
-                    .on_worker(move || owner.create(&typeid, Args::Value(args)))
-                    .await
-                    .unwrap_or_else(|panic| {
-                        Reply::Error(RemoteError::new(
-                            RemoteErrorKind::Panic,
-                            "",
-                            "create",
-                            panic_message(&panic),
-                        ))
-                    })
-            } else {
-                owner.create(&typeid, Args::Value(args))
-            };
-            match created {
-                Reply::Proxy(token) => ok(PyValue::Tuple(vec![
-                    PyValue::str(id_to_hex(token.id)),
-                    exposed_of(state, token.id),
-                ])),
-                Reply::Error(e) => error_reply(e),
-                other => traceback("RuntimeError", &format!("unexpected {other:?}")),
-            }
-        }
-        "incref" => match single_ident(&request) {
-            Ok(id) => match refs.owner(state).acquire(id) {
-                Some(_) => ok(PyValue::None),
-                None => traceback("KeyError", &format!("'{}'", id_to_hex(id))),
-            },
-            Err(reply) => reply,
-        },
-        "decref" => match single_ident(&request) {
-            Ok(id) => {
-                // The reference a #PROXY reply handed to a method connection, if one waits.
-                let handed = {
-                    let mut handed = refs.handed.lock();
-                    let taken = handed.get_mut(&id).and_then(|waiting| waiting.pop());
-                    if handed.get(&id).is_some_and(|w| w.is_empty()) {
-                        handed.remove(&id);
-                    }
-                    taken
-                };
-                match handed.and_then(|conn| conn.upgrade()) {
-                    Some(conn) if conn.held.lock().contains_key(&id) => conn.decref(id),
-                    _ => refs.owner(state).decref(id),
-                }
-                ok(PyValue::None)
-            }
-            Err(reply) => reply,
-        },
-        "get_methods" => match request.args.as_slice() {
-            [Value::Proxy(token)] => ok(exposed_of(state, token.id)),
-            _ => traceback("TypeError", "get_methods takes a token"),
-        },
-        other => traceback("AssertionError", &format!("{other:?} unrecognized")),
-    };
-    (answer, After::Continue)
-}
-
-/// The most items `list * n` may make.
-const MAX_REPEATED_ITEMS: i128 = 1 << 22;
-
-/// A method call on an object.
-async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
-    let Some(id) = request.ident.as_deref().and_then(id_from_hex) else {
-        return traceback("KeyError", &format!("{:?}", request.ident));
-    };
-    let object = me.state.table.lock().get(id);
-    let Some((entry, referent)) = object else {
-        return traceback("KeyError", &format!("'{}'", id_to_hex(id)));
-    };
-    let is_builtin = builtin(&entry);
-    let translated = if is_builtin {
-        translate(&entry.typeid, &request.method, request.args, request.kwds)
-    } else {
-        Ok(Translated {
-            method: "",
-            args: request.args,
-            kwds: request.kwds,
-            after: Post::Keep,
-        })
-    };
-    let translated = match translated {
-        Ok(t) => t,
-        // A method the server does not serve is a #TRACEBACK, as CPython's server reports a
-        // name outside `exposed`; what the method itself would raise is an #ERROR.
-        Err(("AttributeError", message)) => return traceback("AttributeError", &message),
-        Err((exception, message)) => {
-            return raise("builtins", exception, vec![PyValue::str(message)])
-        }
-    };
-    let name = if is_builtin {
-        translated.method
-    } else {
-        request.method.as_str()
-    };
-    let index = match entry.method(name) {
-        Some((index, true)) => index,
-        _ if request.method == "#GETVALUE"
-            || request.method == "__repr__"
-            || request.method == "__str__" =>
-        {
-            return ok(PyValue::str(format!(
-                "<{} object {}>",
-                entry.typeid,
-                id_to_hex(id)
-            )));
-        }
-        _ => {
-            return traceback(
-                "AttributeError",
-                &format!(
-                    "method {:?} of {:?} object is not in exposed={:?}",
-                    request.method,
-                    entry.type_name,
-                    entry.exposed_names()
-                ),
-            )
-        }
-    };
-    let arranged = match arrange(
-        entry.methods[index].params,
-        translated.args,
-        translated.kwds,
-        is_builtin.then_some(request.method.as_str()),
-    ) {
-        Ok(args) => args,
-        Err(mut e) => {
-            e.typeid = entry.typeid.to_string();
-            e.method = request.method.clone();
-            return error_reply(e);
-        }
-    };
-    let context: CallContext = me.context(id);
-    let dispatched = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        Args::Value(arranged).decode(|de| referent.dispatch(index, de, context))
-    }));
-    let call = match dispatched {
-        Ok(Ok(Ok(call))) => call,
-        Ok(Ok(Err(e))) => return error_reply(dispatch_error(&entry, &request.method, e)),
-        Ok(Err(message)) => return traceback("TypeError", &message),
-        Err(panic) => return traceback("RuntimeError", &panic_message(&panic)),
-    };
-    let mut ticket = Activity::start(&me.state, &entry, index, id, me.id);
-    // As for native clients: a plain body runs on a worker thread, never in this task.
-    let outcome = match call {
-        Call::Ready(job) => me.state.on_worker(job).await,
-        Call::Locking(lock) => {
-            let job = lock.await;
-            me.state.on_worker(job).await
-        }
-        Call::Async(call) => AssertUnwindSafe(call).catch_unwind().await,
-    };
-    if !matches!(outcome, Ok(Outcome::Value(_) | Outcome::Object(_))) {
-        ticket.failed();
-    }
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(panic) => {
-            return traceback(
-                "RuntimeError",
-                &format!("the method panicked: {}", panic_message(&panic)),
-            )
-        }
-    };
-    match outcome {
-        Outcome::Failed(e) => error_reply(e),
-        Outcome::Raised(raised) => {
-            let type_name = raised.type_name();
-            let value = to_value(&*raised as &dyn erased_serde::Serialize).ok();
-            match raised.into_any().downcast::<RemoteError>() {
-                Ok(remote) => match translated.after {
-                    Post::KeyErrorOf(key) if remote.kind == RemoteErrorKind::Key => {
-                        raise("builtins", "KeyError", vec![PyValue::from_value(key)])
-                    }
-                    Post::DefaultIfMissing(mut default) if remote.kind == RemoteErrorKind::Key => {
-                        retarget(
-                            &mut default,
-                            Some(&me.state.address),
-                            me.state.python_address.as_ref(),
-                        );
-                        ok(finish(&me.state, default, Post::Keep))
-                    }
-                    _ => error_reply(*remote),
-                },
-                // A user error type: Python gets an Exception carrying its name and value.
-                Err(_) => raise(
-                    "builtins",
-                    "Exception",
-                    vec![
-                        PyValue::str(type_name),
-                        value.map(PyValue::from_value).unwrap_or_default(),
-                    ],
-                ),
-            }
-        }
-        Outcome::Value(value) => {
-            let mapped = entry.method_to_typeid[index].clone();
-            if let Some(target) = mapped {
-                return proxy_reply(me, &entry, name, &target, value.into_any());
-            }
-            let value: &dyn erased_serde::Serialize = &*value;
-            match to_value(value) {
-                Ok(mut value) => {
-                    retarget(
-                        &mut value,
-                        Some(&me.state.address),
-                        me.state.python_address.as_ref(),
-                    );
-                    if let (Post::Repeat(n), Value::List(items)) = (&translated.after, &value) {
-                        // A client must not make the server build a list of any size it likes.
-                        if (items.len() as i128).saturating_mul(*n) > MAX_REPEATED_ITEMS {
-                            return raise(
-                                "builtins",
-                                "MemoryError",
-                                vec![PyValue::str(format!(
-                                    "a manager server builds lists of at most \
-                                     {MAX_REPEATED_ITEMS} items by repetition"
-                                ))],
-                            );
-                        }
-                    }
-                    ok(finish(&me.state, value, translated.after))
-                }
-                Err(e) => reply(
-                    "#UNSERIALIZABLE",
-                    PyValue::str(format!("the result cannot be sent: {e}")),
-                ),
-            }
-        }
-        Outcome::Object(value) => match entry.method_to_typeid[index].clone() {
-            Some(target) => proxy_reply(me, &entry, name, &target, value),
-            None => traceback(
-                "RuntimeError",
-                "a result meant for a typeid has none mapped",
-            ),
-        },
-    }
-}
-
-/// The proxy CPython's own server would pickle for an object: the registered proxy class of a
-/// built-in typeid, else an `AutoProxy` that carries its exposed methods (without them the
-/// receiving client would ask for them over a connection it does not authenticate).
-fn python_proxy(state: &State, token: Token) -> PyValue {
-    let class = match token.typeid.as_str() {
-        "list" => Some("ListProxy"),
-        "dict" => Some("DictProxy"),
-        "Namespace" => Some("NamespaceProxy"),
-        "Value" => Some("ValueProxy"),
-        "Array" => Some("ArrayProxy"),
-        "Event" => Some("EventProxy"),
-        "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => Some("AcquirerProxy"),
-        "Condition" => Some("ConditionProxy"),
-        "Barrier" => Some("BarrierProxy"),
-        _ => None,
-    };
-    let builtin = state
-        .table
-        .lock()
-        .entry(token.id)
-        .is_some_and(|entry| builtin(entry));
-    match class {
-        Some(class) if builtin => PyValue::Proxy(Box::new(PyProxy::of_class(class, token))),
-        _ => {
-            let PyValue::Tuple(names) = exposed_of(state, token.id) else {
-                unreachable!("exposed_of returns a tuple")
-            };
-            let names: Vec<&str> = names.iter().filter_map(PyValue::as_str).collect();
-            PyValue::Proxy(Box::new(PyProxy::auto(token, Some(&names))))
-        }
-    }
-}
-
-/// Converts a result for a CPython client, proxies included.
-fn to_python(state: &State, value: Value) -> PyValue {
-    match value {
-        Value::Proxy(token) => python_proxy(state, token),
-        Value::List(items) => {
-            PyValue::List(items.into_iter().map(|v| to_python(state, v)).collect())
-        }
-        Value::Tuple(items) => {
-            PyValue::Tuple(items.into_iter().map(|v| to_python(state, v)).collect())
-        }
-        Value::Map(entries) if entries.iter().any(|(k, v)| has_proxy(k) || has_proxy(v)) => {
-            PyValue::Dict(
-                entries
-                    .into_iter()
-                    .map(|(k, v)| (to_python(state, k), to_python(state, v)))
-                    .collect(),
-            )
-        }
-        other => PyValue::from_value(other),
-    }
-}
-
-fn has_proxy(value: &Value) -> bool {
-    !value.tokens().is_empty()
-}
-
-fn finish(state: &State, value: Value, after: Post) -> PyValue {
-    let convert = |value| to_python(state, value);
-    match after {
-        Post::Keep | Post::KeyErrorOf(_) | Post::DefaultIfMissing(_) => convert(value),
-        Post::Nothing => PyValue::None,
-        Post::Repr => PyValue::str(crate::python::repr::repr(&value)),
-        Post::Concat(other) => match value {
-            Value::List(mut items) => {
-                items.extend(other);
-                convert(Value::List(items))
-            }
-            other => convert(other),
-        },
-        Post::Repeat(n) => match value {
-            Value::List(items) => {
-                let n = usize::try_from(n.max(0)).unwrap_or(0);
-                convert(Value::List(
-                    std::iter::repeat_n(items, n).flatten().collect(),
-                ))
-            }
-            other => convert(other),
-        },
-        Post::Reversed => match value {
-            Value::List(mut items) => {
-                items.reverse();
-                convert(Value::List(items))
-            }
-            other => convert(other),
-        },
-        Post::Slice(parts) => match value {
-            // The indices were checked when the request was translated.
-            Value::List(items) => {
-                let positions = slice_positions(&parts, items.len()).unwrap_or_default();
-                convert(Value::List(
-                    positions.into_iter().map(|i| items[i].clone()).collect(),
-                ))
-            }
-            other => convert(other),
-        },
-        Post::ReprDict => {
-            let pairs: Vec<(Value, Value)> = match value {
-                Value::List(pairs) => pairs
-                    .into_iter()
-                    .filter_map(|pair| match pair {
-                        Value::Tuple(mut kv) if kv.len() == 2 => {
-                            let v = kv.pop()?;
-                            Some((kv.pop()?, v))
-                        }
-                        _ => None,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            };
-            PyValue::str(crate::python::repr::repr_dict(&pairs))
-        }
-        Post::Dict => match value {
-            Value::List(pairs) => PyValue::Dict(
-                pairs
-                    .into_iter()
-                    .map(|pair| match pair {
-                        Value::Tuple(mut kv) if kv.len() == 2 => {
-                            let v = kv.pop().unwrap_or_default();
-                            (convert(kv.pop().unwrap_or_default()), convert(v))
-                        }
-                        other => (convert(other), PyValue::None),
-                    })
-                    .collect(),
-            ),
-            other => convert(other),
-        },
     }
 }
 

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""CPython clients against CPython's own SyncManager server and against `manager serve`, in the
+same run: the figures a Python user sees when switching servers.
+
+    cargo build --release
+    python3 benches/python_servers.py                       # target/release/manager
+    python3 benches/python_servers.py --manager PATH --quick
+
+For each server it measures, with client processes started by this script:
+  - round trip: one client, `len(d)` on a dict proxy, median of rounds (microseconds);
+  - throughput: 1, 4 and 16 client processes calling `len(d)` for a fixed time (calls/s);
+  - create + drop: one client making and dropping `m.list()` proxies (objects/s);
+  - queue: one process puts, another gets (items/s);
+  - server CPU per call: the server process's user + system time from /proc/<pid>/stat over
+    the throughput runs, divided by the calls made (microseconds per call). On a 2-core machine
+    the clients' own CPU caps the throughput figures; this one is what the server controls.
+
+Standard library only. A table goes to stderr, the figures as JSON to stdout.
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import time
+from multiprocessing.managers import SyncManager
+
+KEY = b"bench-key"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, from /proc/<pid>/stat (fields 14 and 15)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def connect(port):
+    mp.current_process().authkey = KEY
+    m = SyncManager(address=("127.0.0.1", port), authkey=KEY)
+    m.connect()
+    return m
+
+
+def caller(port, seconds, start, out):
+    """Calls len(d) from `start` for `seconds`; puts the number of calls."""
+    m = connect(port)
+    d = m.dict(a=1)
+    len(d)
+    while time.time() < start:
+        time.sleep(0.001)
+    end = start + seconds
+    calls = 0
+    while time.time() < end:
+        for _ in range(50):
+            len(d)
+        calls += 50
+    out.put(calls)
+
+
+def getter(port, count, out):
+    m = connect(port)
+    q = m.Queue()
+    out.put(q)
+    for _ in range(count):
+        q.get()
+    out.put("done")
+
+
+def measure(port, pid, quick):
+    figures = {}
+    m = connect(port)
+    d = m.dict(a=1)
+    rounds = []
+    for _ in range(5 if quick else 15):
+        n = 200 if quick else 1000
+        began = time.perf_counter()
+        for _ in range(n):
+            len(d)
+        rounds.append((time.perf_counter() - began) / n * 1e6)
+    figures["round trip (us)"] = statistics.median(rounds)
+    seconds = 1.0 if quick else 3.0
+    cpu_calls = [0.0, 0]
+    for clients in (1, 4, 16):
+        out = mp.Queue()
+        start = time.time() + 1.0 + clients * 0.1
+        procs = [mp.Process(target=caller, args=(port, seconds, start, out)) for _ in range(clients)]
+        for p in procs:
+            p.start()
+        while time.time() < start:
+            time.sleep(0.001)
+        cpu_before = cpu_seconds(pid)
+        calls = sum(out.get() for _ in procs)
+        cpu_after = cpu_seconds(pid)
+        for p in procs:
+            p.join()
+        figures["throughput, %d clients (calls/s)" % clients] = calls / seconds
+        cpu_calls[0] += cpu_after - cpu_before
+        cpu_calls[1] += calls
+    figures["server CPU per call (us)"] = cpu_calls[0] / max(cpu_calls[1], 1) * 1e6
+    n = 100 if quick else 500
+    began = time.perf_counter()
+    for _ in range(n):
+        made = m.list()
+        del made
+    figures["create + drop (objects/s)"] = n / (time.perf_counter() - began)
+    n = 500 if quick else 3000
+    out = mp.Queue()
+    consumer = mp.Process(target=getter, args=(port, n, out))
+    consumer.start()
+    q = out.get()
+    began = time.perf_counter()
+    for i in range(n):
+        q.put(i)
+    assert out.get() == "done"
+    figures["queue put + get between processes (items/s)"] = n / (time.perf_counter() - began)
+    consumer.join()
+    return figures
+
+
+def cpython_server():
+    code = (
+        "import multiprocessing, sys\n"
+        "from multiprocessing.managers import SyncManager\n"
+        "multiprocessing.current_process().authkey = %r\n"
+        "s = SyncManager(address=('127.0.0.1', 0), authkey=%r).get_server()\n"
+        "print(s.address[1], flush=True)\n"
+        "s.serve_forever()\n" % (KEY, KEY)
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    return proc, int(proc.stdout.readline())
+
+
+def rust_server(binary):
+    env = dict(os.environ, MANAGER_AUTHKEY=KEY.decode(), MANAGER_LOG="error")
+    proc = subprocess.Popen(
+        [binary, "serve", "--address", "127.0.0.1:0", "--python-address", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    port = None
+    while port is None:
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit("manager serve exited")
+        if line.startswith("serving CPython clients on "):
+            port = int(line.rsplit(":", 1)[1])
+    return proc, port
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manager", default="target/release/manager", help="the manager binary")
+    parser.add_argument("--quick", action="store_true", help="a smoke run")
+    args = parser.parse_args()
+    results = {}
+    for name, start in (("CPython", cpython_server), ("ours", lambda: rust_server(args.manager))):
+        proc, port = start()
+        try:
+            results[name] = measure(port, proc.pid, args.quick)
+        finally:
+            proc.kill()
+            proc.wait()
+    width = max(len(k) for k in results["CPython"])
+    sys.stderr.write("%-*s %14s %14s %8s\n" % (width, "figure", "CPython", "ours", "ratio"))
+    for key in results["CPython"]:
+        a, b = results["CPython"][key], results["ours"][key]
+        sys.stderr.write("%-*s %14.1f %14.1f %7.2fx\n" % (width, key, a, b, b / a if a else 0))
+    json.dump({"python": sys.version.split()[0], "results": results}, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import *
+
+d = m.dict(a=1)
+d["b"] = 2
+d["none"] = None
+show("getitem", lambda: (d["a"], d["none"], len(d)))
+show("missing key", lambda: d["zz"])
+show("get", lambda: (d.get("none", "default"), d.get("zz", "default"), d.get("zz")))
+show("get arity", lambda: d.get())
+show("pop default", lambda: (d.pop("none", "default"), d.pop("zz", "default")))
+show("pop missing", lambda: d.pop("zz"))
+show("setdefault", lambda: (d.setdefault("c", 3), d.setdefault("c", 4), d["c"]))
+show("setdefault without key", lambda: d.setdefault())
+show("setitem without value", lambda: d.__setitem__("k"))
+d.update({"e": 5}, f=6)
+d.update([("g", 7)])
+show("update", lambda: sorted(d.items()))
+show("update arity", lambda: d.update({"a": 1}, {"b": 2}))
+show("update bad sequence", lambda: d.update([(1, 2, 3)]))
+show("keys values items", lambda: (list(d.keys()), list(d.values()), list(d.items())))
+show("contains", lambda: ("a" in d, "zz" in d))
+show("copy", lambda: d.copy())
+show("popitem", lambda: (d.popitem(), len(d)))
+show("popitem empty", lambda: m.dict().popitem())
+del d["a"]
+show("delitem", lambda: "a" in d)
+show("delitem missing", lambda: d.__delitem__("zz"))
+show("str", lambda: str(m.dict({"a": [1e16, True], 2: None, (1, 2): b"x"})))
+src = m.dict(x=1, y=2)
+dst = m.dict(z=3)
+dst.update(src)
+show("update from a proxy", lambda: dst.copy())
+show("dict of a proxy", lambda: m.dict(src).copy())
+show("dict of pairs and kwds", lambda: m.dict([("p", 1)], q=2).copy())
+n = m.dict()
+n[1] = "a"
+show("numeric keys", lambda: (n[1.0], n[True], 1.0 in n, len(n)))
+n[1.0] = "b"
+show("numeric key replaced", lambda: (len(n), n[1], list(n.keys())))
+for label, key in (("list key", [1]), ("dict key", {"a": 1}), ("set key", {1}),
+                   ("tuple with list key", (1, [2])), ("bytearray key", bytearray(b"x"))):
+    show(label, lambda: n.__setitem__(key, 2))
+show("after refused keys", lambda: n.copy())
+show("clear", lambda: (d.clear(), len(d)))
+show("iterate", lambda: sorted(k for k in m.dict(a=1, b=2)))
+show("list of dict proxy", lambda: sorted(list(m.dict(a=1, b=2))))
