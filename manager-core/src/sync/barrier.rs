@@ -362,7 +362,7 @@ impl crate::manager::Manager {
         parties: u64,
         timeout: Option<Duration>,
     ) -> Result<BarrierProxy, Error> {
-        self.create_dynamic(typeids::BARRIER, (parties, timeout.map(seconds)))
+        self.create_dynamic(typeids::BARRIER, (parties, timeout.and_then(seconds)))
             .await
             .map(crate::proxy::Proxy::from_base)
     }
@@ -377,7 +377,7 @@ impl crate::manager::BlockingManager {
         parties: u64,
         timeout: Option<Duration>,
     ) -> Result<BlockingBarrierProxy, Error> {
-        self.create_dynamic(typeids::BARRIER, (parties, timeout.map(seconds)))
+        self.create_dynamic(typeids::BARRIER, (parties, timeout.and_then(seconds)))
             .map(crate::proxy::Proxy::from_base)
     }
 }

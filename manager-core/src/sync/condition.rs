@@ -24,9 +24,7 @@ use crate::context::CallContext;
 use crate::error::{Error, RemoteError};
 use crate::proxy::Proxy;
 use crate::sync::lock::{Holder, LockCore};
-use crate::sync::release::{
-    acquire_call, call, current_owner, BlockingLockGuard, LockGuard, Release,
-};
+use crate::sync::release::{call, current_owner, BlockingLockGuard, LockGuard, OwnedLock};
 use crate::sync::wait::{runtime_error, seconds, timeout_of, wait_mode, Wait};
 use crate::sync::{builtin_proxy, typeids, Typed};
 
@@ -287,41 +285,29 @@ impl ConditionObject {
 pub struct ConditionProxy(Typed<()>);
 
 impl ConditionProxy {
-    async fn acquire_as(
-        &self,
-        owner: u64,
-        blocking: bool,
-        timeout: Option<f64>,
-    ) -> Result<bool, Error> {
-        acquire_call(
-            self.base(),
-            "acquire",
-            (blocking, timeout, owner),
-            ("release", (owner,)),
-        )
-        .await
+    fn owned(&self) -> OwnedLock<'_> {
+        OwnedLock(self.base())
     }
 
     /// Waits until the lock is acquired (at once when the caller already owns it).
     pub async fn acquire(&self) -> Result<(), Error> {
-        self.acquire_as(current_owner(), true, None).await.map(drop)
+        self.owned().acquire().await
     }
 
     /// Waits at most `timeout` for the lock: whether it was acquired.
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.acquire_as(current_owner(), true, seconds(timeout))
-            .await
+        self.owned().acquire_timeout(timeout).await
     }
 
     /// Acquires the lock if it is free or already the caller's, without waiting: whether it
     /// was acquired.
     pub async fn try_acquire(&self) -> Result<bool, Error> {
-        self.acquire_as(current_owner(), false, None).await
+        self.owned().try_acquire().await
     }
 
     /// Releases one level of the lock; a `Runtime` error when the caller does not own it.
     pub async fn release(&self) -> Result<(), Error> {
-        call(self.base(), "release", (current_owner(),)).await
+        self.owned().release().await
     }
 
     /// Whether the lock is held (by anyone).
@@ -337,9 +323,7 @@ impl ConditionProxy {
     /// Waits until the lock is acquired and returns a guard that releases this level when
     /// dropped (Python's `with condition:`).
     pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
-        let owner = current_owner();
-        self.acquire_as(owner, true, None).await?;
-        Ok(LockGuard::new(self.base(), Release::Owner(owner)))
+        self.owned().lock().await
     }
 
     /// Releases the lock, waits until notified, and re-acquires the lock (Python's

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
@@ -26,6 +27,7 @@ use crate::client::{Connection, Response};
 use crate::error::{Error, RemoteError};
 use crate::proxy::shape::Checked;
 use crate::proxy::BaseProxy;
+use crate::sync::wait::seconds;
 use crate::wire::{self, Reply};
 
 /// The owner id the calling thread or task sends to an `RLock` or a `Condition`: a hash of the
@@ -339,5 +341,55 @@ impl<'a> BlockingLockGuard<'a> {
     /// Releases now and waits for the server's answer.
     pub fn release(self) -> Result<(), Error> {
         crate::proxy::blocking::run(self.0.release())
+    }
+}
+
+/// The client half of a lock owned by its caller, through its connection: an `RLock`, and a
+/// `Condition`'s lock. The owner is the calling task or thread ([`current_owner`]).
+pub(crate) struct OwnedLock<'a>(pub(crate) &'a BaseProxy);
+
+impl<'a> OwnedLock<'a> {
+    async fn acquire_as(
+        &self,
+        owner: u64,
+        blocking: bool,
+        timeout: Option<f64>,
+    ) -> Result<bool, Error> {
+        acquire_call(
+            self.0,
+            "acquire",
+            (blocking, timeout, owner),
+            ("release", (owner,)),
+        )
+        .await
+    }
+
+    /// Waits until the lock is acquired (at once when the caller already owns it).
+    pub(crate) async fn acquire(&self) -> Result<(), Error> {
+        self.acquire_as(current_owner(), true, None).await.map(drop)
+    }
+
+    /// Waits at most `timeout` for the lock: whether it was acquired.
+    pub(crate) async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.acquire_as(current_owner(), true, seconds(timeout))
+            .await
+    }
+
+    /// Acquires the lock if it is free or already the caller's, without waiting.
+    pub(crate) async fn try_acquire(&self) -> Result<bool, Error> {
+        self.acquire_as(current_owner(), false, None).await
+    }
+
+    /// Releases one level; a `Runtime` error when the caller does not own the lock.
+    pub(crate) async fn release(&self) -> Result<(), Error> {
+        call(self.0, "release", (current_owner(),)).await
+    }
+
+    /// Acquires the lock and returns a guard that releases this level, as the owner that
+    /// acquired it, wherever it is dropped.
+    pub(crate) async fn lock(&self) -> Result<LockGuard<'a>, Error> {
+        let owner = current_owner();
+        self.acquire_as(owner, true, None).await?;
+        Ok(LockGuard::new(self.0, Release::Owner(owner)))
     }
 }
