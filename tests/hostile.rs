@@ -1569,7 +1569,9 @@ fn cancels_of_ids_that_are_not_running_are_ignored() {
             let napping = raw.call(probe, "nap", &enc(&(60_000u64,))).await;
             raw.must_send(&request(&Request::Cancel { id: napping }, &[]))
                 .await;
-            // The next answer is the ping's: the nap was dropped, not answered.
+            // The nap is stopped where it waits and answered `Cancelled` (a caller that gave
+            // up on an acquisition learns whether it got it), and nothing else is.
+            raw.error(napping, &[RemoteErrorKind::Cancelled]).await;
             raw.ping().await;
             assert_eq!(raw.value::<i64>(probe, "add", &enc(&(2i64,))).await, 2);
         })

@@ -119,7 +119,9 @@ pub enum Request<'a> {
         object: u64,
     },
     /// Stop the call with this request id, if it is still running (its caller gave up). No
-    /// response; the call's answer, if it comes first, is ignored by the client.
+    /// response of its own: a call it stops is answered with a `Cancelled` error, and one that
+    /// had finished already has been answered with its result (which the client ignores, or
+    /// undoes, as an abandoned acquisition's).
     Cancel {
         /// The request id of the call.
         id: u64,

@@ -220,14 +220,11 @@ pub(crate) fn parse_item(item: TokenStream) -> syn::Result<Model> {
     for impl_item in &item.items {
         let ImplItem::Fn(f) = impl_item else { continue };
         let receiver = match f.sig.inputs.first() {
-            Some(FnArg::Receiver(r)) if r.colon_token.is_none() && r.reference.is_some() => {
-                if r.mutability.is_some() {
-                    Receiver::Mut
-                } else {
-                    Receiver::Ref
-                }
-            }
-            Some(FnArg::Receiver(_)) => Receiver::Other,
+            Some(FnArg::Receiver(r)) => match &r.kind {
+                syn::ReceiverKind::Reference(_, _, Some(_)) => Receiver::Mut,
+                syn::ReceiverKind::Reference(_, _, None) => Receiver::Ref,
+                _ => Receiver::Other,
+            },
             _ => Receiver::None,
         };
         let mut params = Vec::new();

@@ -29,7 +29,7 @@ impl Errors {
 pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<'a>>, syn::Error> {
     let mut errors = Errors::default();
     let item = &model.item;
-    if let Some((_, path, _)) = &item.trait_ {
+    if let Some((path, _)) = &item.trait_ {
         errors.push(syn::Error::new_spanned(
             path,
             "#[shared] goes on an inherent impl block (`impl MyType { ... }`), not on a trait impl",
@@ -200,7 +200,7 @@ fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
             "it is generic, and the server cannot choose a type parameter from the bytes on the wire".into(),
         ));
     }
-    if let Some(unsafety) = &sig.unsafety {
+    if let syn::Safety::Unsafe(unsafety) = &sig.safety {
         errors.push(cannot(unsafety, "it is `unsafe`".into()));
     }
     for param in &method.params {
