@@ -35,7 +35,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use manager::sync::BlockingListProxy;
+use manager::sync::ListBlockingProxy;
 use manager::{
     Address, AuthKey, BaseManager, BlockingManager, Proxy, Registry, Server, ServerConfig,
 };
@@ -94,7 +94,7 @@ fn hold(address: &str) -> manager::Result<()> {
 fn wait(address: &str, token: &str) -> manager::Result<()> {
     let manager = connect(address)?;
     let token: manager::Token = serde_json::from_str(token).expect("a token as JSON");
-    let lock: manager::sync::BlockingLockProxy = manager.attach(&token)?;
+    let lock: manager::sync::LockBlockingProxy = manager.attach(&token)?;
     println!("waiting");
     lock.acquire()?;
     println!("acquired");
@@ -258,7 +258,7 @@ fn idle_cost(count: usize, liveness: Duration, window: Duration) -> Result<[f64;
 }
 
 /// The round trips, in microseconds, of `rounds` rounds of `calls` calls on each of `lists`.
-fn round_trips(lists: &[&BlockingListProxy<i64>], rounds: usize, calls: usize) -> Vec<Vec<f64>> {
+fn round_trips(lists: &[&ListBlockingProxy<i64>], rounds: usize, calls: usize) -> Vec<Vec<f64>> {
     let mut times = vec![Vec::new(); lists.len()];
     for _ in 0..rounds {
         for (list, times) in lists.iter().zip(&mut times) {
@@ -288,7 +288,7 @@ fn tls_against_plain(rounds: usize, calls: usize) -> Result<(), manager::Error> 
         .server_tls(pki.server())
         .tls(pki.client())
         .start(registry)?;
-    let (a, b): (BlockingListProxy<i64>, BlockingListProxy<i64>) =
+    let (a, b): (ListBlockingProxy<i64>, ListBlockingProxy<i64>) =
         (plain.list(&[1])?, tls.list(&[1])?);
     let mut times = round_trips(&[&a, &b], rounds, calls);
     let (plain_us, tls_us) = (

@@ -2,7 +2,7 @@
 //! processes at once, and a list kept inside a dict.
 //! Run with `cargo run --example containers`.
 
-use manager::sync::{BlockingDictProxy, BlockingListProxy, BlockingNamespaceProxy};
+use manager::sync::{DictBlockingProxy, ListBlockingProxy, NamespaceBlockingProxy};
 use manager::{sync, Address, BaseManager, Process};
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +18,8 @@ pub struct Report {
 #[manager::entry]
 pub fn worker(
     numbers: Vec<u64>,
-    reports: BlockingDictProxy<String, Report>,
-    settings: BlockingNamespaceProxy,
+    reports: DictBlockingProxy<String, Report>,
+    settings: NamespaceBlockingProxy,
 ) -> manager::Result<()> {
     let me = manager::current_process_name().to_string();
     let scale: u64 = settings.get("scale")?;
@@ -31,7 +31,7 @@ pub fn worker(
             squares,
         },
     )?;
-    let log: BlockingListProxy<String> = settings.get("log")?;
+    let log: ListBlockingProxy<String> = settings.get("log")?;
     log.append(&format!("{me} squared {} numbers", numbers.len()))?;
     Ok(())
 }
@@ -68,7 +68,7 @@ pub fn run() -> manager::Result<()> {
     for report in &all {
         println!("{}: {:?}", report.worker, report.squares);
     }
-    let log: BlockingListProxy<String> = settings.get("log")?;
+    let log: ListBlockingProxy<String> = settings.get("log")?;
     println!("log entries: {}", log.len()?);
 
     let total = manager.value(&0u64)?;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use manager::sync::{BlockingBarrierProxy, BlockingEventProxy, BlockingListProxy};
+use manager::sync::{BarrierBlockingProxy, EventBlockingProxy, ListBlockingProxy};
 use manager::{sync, Address, BaseManager, Process};
 
 /// How many worker processes take part.
@@ -12,9 +12,9 @@ const WORKERS: u64 = 3;
 /// A worker: waits for the start signal, does its part, then meets the others at the barrier.
 #[manager::entry]
 pub fn worker(
-    start: BlockingEventProxy,
-    finish: BlockingBarrierProxy,
-    log: BlockingListProxy<String>,
+    start: EventBlockingProxy,
+    finish: BarrierBlockingProxy,
+    log: ListBlockingProxy<String>,
 ) -> manager::Result<()> {
     start.wait()?;
     log.append(&format!("{} started", manager::current_process_name()))?;

@@ -2,7 +2,7 @@
 //! caps how many workers run at once, and a lock released by the server when its holder is
 //! killed. Run with `cargo run --example locks`.
 
-use manager::sync::{BlockingLockProxy, BlockingSemaphoreProxy, BlockingValueProxy};
+use manager::sync::{LockBlockingProxy, SemaphoreBlockingProxy, ValueBlockingProxy};
 use manager::{sync, Address, BaseManager, Process};
 
 /// How many worker processes take part.
@@ -13,9 +13,9 @@ const ROUNDS: u64 = 25;
 /// A worker: increments the shared counter under the lock, holding a semaphore permit.
 #[manager::entry]
 pub fn worker(
-    lock: BlockingLockProxy,
-    slots: BlockingSemaphoreProxy,
-    counter: BlockingValueProxy<u64>,
+    lock: LockBlockingProxy,
+    slots: SemaphoreBlockingProxy,
+    counter: ValueBlockingProxy<u64>,
 ) -> manager::Result<()> {
     let _slot = slots.lock()?; // at most two workers inside at once
     for _ in 0..ROUNDS {
@@ -28,7 +28,7 @@ pub fn worker(
 
 /// Takes the lock and then waits to be killed.
 #[manager::entry]
-pub fn holder(lock: BlockingLockProxy, ready: BlockingValueProxy<bool>) -> manager::Result<()> {
+pub fn holder(lock: LockBlockingProxy, ready: ValueBlockingProxy<bool>) -> manager::Result<()> {
     lock.acquire()?;
     ready.set(&true)?;
     std::thread::sleep(std::time::Duration::from_secs(600));

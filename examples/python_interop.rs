@@ -210,9 +210,9 @@ pub fn run() -> manager::Result<()> {
         id,
         instance: 0,
     };
-    let queue: manager::sync::BlockingQueueProxy<Job> =
+    let queue: manager::sync::QueueBlockingProxy<Job> =
         manager.attach(&token(queue_id, "Queue"))?;
-    let dict: manager::sync::BlockingDictProxy<String, i64> =
+    let dict: manager::sync::DictBlockingProxy<String, i64> =
         manager.attach(&token(dict_id, "dict"))?;
     for (name, n) in [("a", 2), ("b", 4)] {
         queue.put(&Job {

@@ -6,7 +6,7 @@
 //! forks: every process here is spawned by running this executable again. Run with
 //! `cargo run --example spawn_list`.
 
-use manager::sync::{BlockingListProxy, ListObject};
+use manager::sync::{ListBlockingProxy, ListObject};
 use manager::{current_process_name, Address, BaseManager, Process, Register, Registry, Typeid};
 
 /// The seed's `top_level_function`: a new built-in list, made in the server process, that says
@@ -28,7 +28,7 @@ pub(crate) fn registry() -> manager::Result<Registry> {
 }
 
 /// The proxy type is the built-in list's, as the seed's `proxytype=ListProxy`.
-const GET_MY_ITEMS: Typeid<BlockingListProxy<String>> = Typeid::new("get_my_items");
+const GET_MY_ITEMS: Typeid<ListBlockingProxy<String>> = Typeid::new("get_my_items");
 
 /// Process A: starts the manager, and keeps it running while process B uses it.
 #[manager::entry]

@@ -2,7 +2,7 @@
 //! write their results into a shared dict, and the main process waits with `join()`.
 //! Run with `cargo run --example worker_pool`.
 
-use manager::sync::{BlockingDictProxy, BlockingJoinableQueueProxy};
+use manager::sync::{DictBlockingProxy, JoinableQueueBlockingProxy};
 use manager::{sync, Address, BaseManager, Process};
 use serde::{Deserialize, Serialize};
 
@@ -41,8 +41,8 @@ fn collatz_steps(mut n: u64) -> u64 {
 /// A worker process: takes jobs until it gets `None`, marking each one done.
 #[manager::entry]
 pub fn worker(
-    jobs: BlockingJoinableQueueProxy<Option<Job>>,
-    results: BlockingDictProxy<u64, Done>,
+    jobs: JoinableQueueBlockingProxy<Option<Job>>,
+    results: DictBlockingProxy<u64, Done>,
 ) -> manager::Result<()> {
     let me = manager::current_process_name().to_string();
     loop {

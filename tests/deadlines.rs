@@ -160,7 +160,7 @@ fn built_in_blocking_calls_that_miss_their_deadline_time_out_and_lose_nothing() 
     let other = server.connect();
     let lock = manager.lock().unwrap();
     let held = lock.lock().unwrap();
-    let theirs: manager::sync::BlockingLockProxy =
+    let theirs: manager::sync::LockBlockingProxy =
         other.attach(manager::Proxy::base(&lock).token()).unwrap();
     assert_times_out("lock.acquire", || {
         theirs.clone().with_timeout(short).acquire()

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{wait_until, within, ChildGuard, TIMEOUT};
 use manager::sync::{
-    BlockingListProxy, BlockingLockProxy, BlockingRLockProxy, BlockingSemaphoreProxy,
+    ListBlockingProxy, LockBlockingProxy, RLockBlockingProxy, SemaphoreBlockingProxy,
 };
 use manager::{Address, BaseManager, BlockingManager, DebugInfo, Error, Process, Token};
 use serde::{Deserialize, Serialize};
@@ -105,10 +105,10 @@ fn doomed_client(
     hold: bool,
 ) -> manager::Result<()> {
     let manager = BaseManager::new(address).connect()?;
-    let lock: BlockingLockProxy = manager.attach(&shared.lock)?;
-    let rlock: BlockingRLockProxy = manager.attach(&shared.rlock)?;
-    let semaphore: BlockingSemaphoreProxy = manager.attach(&shared.semaphore)?;
-    let log: BlockingListProxy<u64> = manager.attach(&shared.log)?;
+    let lock: LockBlockingProxy = manager.attach(&shared.lock)?;
+    let rlock: RLockBlockingProxy = manager.attach(&shared.rlock)?;
+    let semaphore: SemaphoreBlockingProxy = manager.attach(&shared.semaphore)?;
+    let log: ListBlockingProxy<u64> = manager.attach(&shared.log)?;
     let mine = manager.list::<u64>(&[])?;
     let dict = manager.dict::<String, u64>(&[])?;
     log.append(&index)?;
@@ -457,7 +457,7 @@ fn a_client_whose_server_is_killed_gets_connection_closed_on_every_call() {
     closed("a later create", manager.list::<u64>(&[1]));
     closed(
         "a later attach",
-        manager.attach::<BlockingListProxy<u64>>(&token),
+        manager.attach::<ListBlockingProxy<u64>>(&token),
     );
     drop(list.clone());
     runtime.block_on(async {

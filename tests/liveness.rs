@@ -113,7 +113,7 @@ fn a_vanished_client_loses_its_lock_to_another() {
     let lock = vanishing.lock().unwrap();
     lock.acquire().unwrap();
     let other = client(server.address());
-    let lock_there: manager::sync::BlockingLockProxy = other.attach(lock.base().token()).unwrap();
+    let lock_there: manager::sync::LockBlockingProxy = other.attach(lock.base().token()).unwrap();
     let before = other.debug_info().unwrap();
     assert_eq!(before.connections, 2);
 

@@ -24,7 +24,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use manager::sync::{BlockingListProxy, BlockingLockProxy, BlockingQueueProxy};
+use manager::sync::{ListBlockingProxy, LockBlockingProxy, QueueBlockingProxy};
 use manager::{Address, BlockingManager, ConnectOptions, Error, Proxy, Server, ServerConfig};
 use netns::{Host, Net};
 
@@ -90,7 +90,7 @@ fn hold(address: &str) -> manager::Result<()> {
 fn wait(address: &str, token: &str) -> manager::Result<()> {
     let manager = connect(address)?;
     let token: manager::Token = serde_json::from_str(token).expect("a token as JSON");
-    let lock: BlockingLockProxy = manager.attach(&token)?;
+    let lock: LockBlockingProxy = manager.attach(&token)?;
     println!("waiting");
     lock.acquire()?;
     println!("acquired");
@@ -102,8 +102,8 @@ fn wait(address: &str, token: &str) -> manager::Result<()> {
 /// more: prints how each ended and when, after the cut.
 fn call(address: &str) -> manager::Result<()> {
     let manager = connect(address)?;
-    let list: BlockingListProxy<i64> = manager.list(&[])?;
-    let queue: BlockingQueueProxy<i64> = manager.queue(0)?;
+    let list: ListBlockingProxy<i64> = manager.list(&[])?;
+    let queue: QueueBlockingProxy<i64> = manager.queue(0)?;
     let (done, pending) = mpsc::channel();
     std::thread::spawn(move || {
         let got = queue.get();

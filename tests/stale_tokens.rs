@@ -11,7 +11,7 @@
 mod common;
 
 use common::InProcessServer;
-use manager::sync::{BlockingDictProxy, BlockingListProxy, BlockingQueueProxy};
+use manager::sync::{DictBlockingProxy, ListBlockingProxy, QueueBlockingProxy};
 use manager::{Address, Error, Process, Proxy, RemoteErrorKind, Token};
 
 /// The error of a refused stale token, and that it says what happened.
@@ -26,7 +26,7 @@ fn expect_stale<T: std::fmt::Debug>(result: manager::Result<T>, says: &str) {
 
 /// In a spawned child: reads the list it was given.
 #[manager::entry]
-fn read_list(list: BlockingListProxy<i64>) -> manager::Result<()> {
+fn read_list(list: ListBlockingProxy<i64>) -> manager::Result<()> {
     list.to_vec()?;
     Ok(())
 }
@@ -41,16 +41,16 @@ fn a_token_of_an_earlier_run_is_refused_after_a_restart() {
         InProcessServer::start(manager::sync::registry(), Address::local_tcp(), key.clone());
     let address = first.address().clone();
     let old_client = first.connect();
-    let old_list: BlockingListProxy<i64> = old_client.list(&[1, 2, 3]).unwrap();
-    let old_queue: BlockingQueueProxy<i64> = old_client.queue(0).unwrap();
+    let old_list: ListBlockingProxy<i64> = old_client.list(&[1, 2, 3]).unwrap();
+    let old_queue: QueueBlockingProxy<i64> = old_client.queue(0).unwrap();
     let (old_list_token, old_queue_token) = (token_of(&old_list), token_of(&old_queue));
     drop(first);
 
     // The same address, a new run: its first objects get the ids the first run's had.
     let second = InProcessServer::start(manager::sync::registry(), address.clone(), key);
     let client = second.connect();
-    let list: BlockingListProxy<i64> = client.list(&[10]).unwrap();
-    let dict: BlockingDictProxy<String, i64> = client.dict(&[]).unwrap();
+    let list: ListBlockingProxy<i64> = client.list(&[10]).unwrap();
+    let dict: DictBlockingProxy<String, i64> = client.dict(&[]).unwrap();
     assert_eq!(
         token_of(&list).id,
         old_list_token.id,
@@ -66,11 +66,11 @@ fn a_token_of_an_earlier_run_is_refused_after_a_restart() {
     // Attached by a client: refused, not an old list token appended into someone else's list,
     // nor an old queue token come back as a proxy onto a dict.
     expect_stale(
-        client.attach::<BlockingListProxy<i64>>(&old_list_token),
+        client.attach::<ListBlockingProxy<i64>>(&old_list_token),
         "earlier run of the server",
     );
     expect_stale(
-        client.attach::<BlockingQueueProxy<i64>>(&old_queue_token),
+        client.attach::<QueueBlockingProxy<i64>>(&old_queue_token),
         "the server restarted",
     );
     assert_eq!(
@@ -84,16 +84,16 @@ fn a_token_of_an_earlier_run_is_refused_after_a_restart() {
     let mut wrong_type = token_of(&dict);
     wrong_type.typeid = "Queue".into();
     expect_stale(
-        client.attach::<BlockingQueueProxy<i64>>(&wrong_type),
+        client.attach::<QueueBlockingProxy<i64>>(&wrong_type),
         "not the Queue",
     );
     // Of this run and typeid: attached as before.
-    let again: BlockingListProxy<i64> = client.attach(&token_of(&list)).unwrap();
+    let again: ListBlockingProxy<i64> = client.attach(&token_of(&list)).unwrap();
     again.append(&11).unwrap();
     assert_eq!(list.to_vec().unwrap(), vec![10, 11]);
 
     // Stored in a container of the new run: refused.
-    let holder: BlockingListProxy<BlockingListProxy<i64>> = client.list(&[]).unwrap();
+    let holder: ListBlockingProxy<ListBlockingProxy<i64>> = client.list(&[]).unwrap();
     match holder.append(&old_list) {
         Err(e) => assert!(e.to_string().contains("earlier run"), "{e}"),
         Ok(()) => panic!("a container of the new run stored a proxy of the old one"),

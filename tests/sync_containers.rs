@@ -6,7 +6,7 @@
 mod common;
 
 use common::{wait_until, ChildGuard, InProcessServer};
-use manager::sync::{BlockingDictProxy, BlockingListProxy};
+use manager::sync::{DictBlockingProxy, ListBlockingProxy};
 use manager::{Address, BaseManager, Error, Process, Proxy as _, RemoteErrorKind};
 use serde::{Deserialize, Serialize};
 
@@ -190,12 +190,12 @@ fn reading_with_the_wrong_type_is_a_decode_error_for_that_caller_only() {
         .list(&["one".to_string(), "two".to_string()])
         .unwrap();
     // Another client, with another idea of the element type, shares the same list.
-    let numbers: BlockingListProxy<i64> = manager
+    let numbers: ListBlockingProxy<i64> = manager
         .create_dynamic("list", (Vec::<manager::value::Value>::new(),))
         .map(manager::Proxy::from_base)
         .unwrap();
     numbers.append(&3).unwrap();
-    let same_list_as_numbers: BlockingListProxy<i64> =
+    let same_list_as_numbers: ListBlockingProxy<i64> =
         manager::Proxy::from_base(words.base().clone());
     match same_list_as_numbers.get(0) {
         Err(Error::Decode { what, message }) => {
@@ -212,7 +212,7 @@ fn reading_with_the_wrong_type_is_a_decode_error_for_that_caller_only() {
 fn a_proxy_stored_in_a_container_keeps_its_object_alive() {
     let server = server();
     let manager = server.connect();
-    let registry: BlockingDictProxy<String, BlockingListProxy<String>> = manager.dict(&[]).unwrap();
+    let registry: DictBlockingProxy<String, ListBlockingProxy<String>> = manager.dict(&[]).unwrap();
     let jobs = manager.list(&["first".to_string()]).unwrap();
     registry.insert(&"jobs".into(), &jobs).unwrap();
     drop(jobs);
@@ -246,7 +246,7 @@ fn a_proxy_stored_in_a_container_keeps_its_object_alive() {
         id: ghost_id,
         instance: 0,
     };
-    let values: BlockingListProxy<manager::value::Value> = manager.list(&[]).unwrap();
+    let values: ListBlockingProxy<manager::value::Value> = manager.list(&[]).unwrap();
     let error = values
         .append(&manager::value::Value::Proxy(forged))
         .unwrap_err();
@@ -254,7 +254,7 @@ fn a_proxy_stored_in_a_container_keeps_its_object_alive() {
 }
 
 #[manager::entry]
-fn append_from_child(address: Address, jobs: BlockingDictProxy<String, BlockingListProxy<String>>) {
+fn append_from_child(address: Address, jobs: DictBlockingProxy<String, ListBlockingProxy<String>>) {
     let _ = address;
     let list = jobs
         .get(&"jobs".into())
@@ -267,7 +267,7 @@ fn append_from_child(address: Address, jobs: BlockingDictProxy<String, BlockingL
 fn a_proxy_taken_out_of_a_container_works_in_another_process() {
     let server = server();
     let manager = server.connect();
-    let jobs: BlockingDictProxy<String, BlockingListProxy<String>> = manager.dict(&[]).unwrap();
+    let jobs: DictBlockingProxy<String, ListBlockingProxy<String>> = manager.dict(&[]).unwrap();
     jobs.insert(&"jobs".into(), &manager.list(&[]).unwrap())
         .unwrap();
     let mut child = ChildGuard(
@@ -286,7 +286,7 @@ fn a_proxy_taken_out_of_a_container_works_in_another_process() {
 }
 
 #[manager::entry]
-fn read_list_after_parent_dropped(list: BlockingListProxy<i64>) -> manager::Result<()> {
+fn read_list_after_parent_dropped(list: ListBlockingProxy<i64>) -> manager::Result<()> {
     assert_eq!(list.to_vec()?, vec![1, 2, 3]);
     list.append(&4)?;
     Ok(())
@@ -298,7 +298,7 @@ fn a_proxy_passed_to_a_process_stays_valid_after_the_parent_drops_it() {
     let list = observer.list(&[1i64, 2, 3]).unwrap();
     let list_id = list.base().token().id;
     let reader = server.connect();
-    let probe: BlockingListProxy<i64> = reader.attach(list.base().token()).unwrap();
+    let probe: ListBlockingProxy<i64> = reader.attach(list.base().token()).unwrap();
     let mut child = ChildGuard(Process::spawn(read_list_after_parent_dropped, (list,)).unwrap());
     // `list` moved into the spawn and is gone here; the child attached before spawn returned.
     assert!(child.join().success());
@@ -381,7 +381,7 @@ impl Board {
 }
 
 fn factories_and_methods_return_built_in_containers() {
-    use manager::sync::BlockingQueueProxy;
+    use manager::sync::QueueBlockingProxy;
     use manager::{Register, Typeid};
 
     let mut registry = manager::sync::registry();
@@ -397,7 +397,7 @@ fn factories_and_methods_return_built_in_containers() {
     let manager = server.connect();
 
     // A factory's list, with the list's own proxy type (Python's `proxytype=ListProxy`).
-    const GET_MY_ITEMS: Typeid<BlockingListProxy<String>> = Typeid::new("get_my_items");
+    const GET_MY_ITEMS: Typeid<ListBlockingProxy<String>> = Typeid::new("get_my_items");
     let items = manager.create(&GET_MY_ITEMS, ()).unwrap();
     items.append(&"appended".to_string()).unwrap();
     assert_eq!(
@@ -408,12 +408,12 @@ fn factories_and_methods_return_built_in_containers() {
     // A method's list, dict and queue, each a new server-side object.
     const BOARD: Typeid<BoardBlockingProxy> = Typeid::new("board");
     let board = manager.create(&BOARD, ()).unwrap();
-    let tasks: BlockingListProxy<String> = board.tasks().unwrap();
+    let tasks: ListBlockingProxy<String> = board.tasks().unwrap();
     tasks.append(&"second".to_string()).unwrap();
     assert_eq!(tasks.len().unwrap(), 2);
-    let scores: BlockingDictProxy<String, i64> = board.scores().unwrap();
+    let scores: DictBlockingProxy<String, i64> = board.scores().unwrap();
     assert_eq!(scores.get(&"b".to_string()).unwrap(), Some(2));
-    let inbox: BlockingQueueProxy<String> = board.inbox().unwrap();
+    let inbox: QueueBlockingProxy<String> = board.inbox().unwrap();
     inbox.put(&"one".to_string()).unwrap();
     inbox.put(&"two".to_string()).unwrap();
     assert!(

@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{wait_until, ChildGuard, InProcessServer, INTENTIONAL, TIMEOUT};
 use manager::proxy::shape::Fallible;
 use manager::sync::{
-    BlockingBoundedSemaphoreProxy, BlockingConditionProxy, BlockingListProxy, BlockingLockProxy,
-    BlockingRLockProxy, BlockingSemaphoreProxy,
+    BoundedSemaphoreBlockingProxy, ConditionBlockingProxy, ListBlockingProxy, LockBlockingProxy,
+    RLockBlockingProxy, SemaphoreBlockingProxy,
 };
 use manager::{
     BlockingManager, Error, Manager, Process, Proxy as _, Register, Registry, RemoteError,
@@ -122,13 +122,13 @@ fn runtime() -> tokio::runtime::Runtime {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Guarded {
     /// `with lock:` (the guard).
-    Lock(BlockingLockProxy),
+    Lock(LockBlockingProxy),
     /// `with rlock:` and a nested `acquire`/`release`.
-    RLock(BlockingRLockProxy),
+    RLock(RLockBlockingProxy),
     /// `with semaphore:` on a `BoundedSemaphore(1)`.
-    Semaphore(BlockingBoundedSemaphoreProxy),
+    Semaphore(BoundedSemaphoreBlockingProxy),
     /// `acquire`/`release` of a condition's lock.
-    Condition(BlockingConditionProxy),
+    Condition(ConditionBlockingProxy),
 }
 
 fn increment(counter: &CounterBlockingProxy) -> manager::Result<()> {
@@ -213,7 +213,7 @@ fn each_lock_excludes_every_other_process() {
 /// re-entering it once per round: tasks are distinct owners.
 #[manager::entry]
 fn count_in_tasks(
-    rlock: BlockingRLockProxy,
+    rlock: RLockBlockingProxy,
     counter: CounterBlockingProxy,
     tasks: u32,
     rounds: u32,
@@ -284,7 +284,7 @@ fn timeouts_and_non_blocking_attempts_answer_false() {
 
     // Lock.
     let lock = a.lock().unwrap();
-    let lock_b: BlockingLockProxy = other_client(&b, &lock);
+    let lock_b: LockBlockingProxy = other_client(&b, &lock);
     lock.acquire().unwrap();
     assert!(!lock_b.acquire_timeout(SHORT).unwrap());
     assert!(!lock_b.try_acquire().unwrap());
@@ -299,7 +299,7 @@ fn timeouts_and_non_blocking_attempts_answer_false() {
 
     // RLock: another client and another thread of the same client are other owners.
     let rlock = a.rlock().unwrap();
-    let rlock_b: BlockingRLockProxy = other_client(&b, &rlock);
+    let rlock_b: RLockBlockingProxy = other_client(&b, &rlock);
     rlock.acquire().unwrap();
     assert!(!rlock_b.acquire_timeout(SHORT).unwrap());
     assert!(!rlock_b.try_acquire().unwrap());
@@ -328,7 +328,7 @@ fn timeouts_and_non_blocking_attempts_answer_false() {
 
     // Condition: a wait that times out answers false and still re-acquires the lock.
     let condition = a.condition().unwrap();
-    let condition_b: BlockingConditionProxy = other_client(&b, &condition);
+    let condition_b: ConditionBlockingProxy = other_client(&b, &condition);
     condition.acquire().unwrap();
     assert!(!condition_b.acquire_timeout(SHORT).unwrap());
     assert!(!condition.wait_timeout(SHORT).unwrap());
@@ -389,7 +389,7 @@ fn releasing_what_is_not_held_follows_python() {
     let message = failure(lock.release(), RemoteErrorKind::Runtime);
     assert_eq!(message, "release unlocked lock");
     lock.acquire().unwrap();
-    let lock_b: BlockingLockProxy = other_client(&b, &lock);
+    let lock_b: LockBlockingProxy = other_client(&b, &lock);
     lock_b.release().unwrap();
     assert!(!lock.locked().unwrap());
     assert_eq!(kind(lock_b.release()), RemoteErrorKind::Runtime);
@@ -399,7 +399,7 @@ fn releasing_what_is_not_held_follows_python() {
     let message = failure(rlock.release(), RemoteErrorKind::Runtime);
     assert_eq!(message, "cannot release un-acquired lock");
     rlock.acquire().unwrap();
-    let rlock_b: BlockingRLockProxy = other_client(&b, &rlock);
+    let rlock_b: RLockBlockingProxy = other_client(&b, &rlock);
     assert_eq!(kind(rlock_b.release()), RemoteErrorKind::Runtime);
     assert!(rlock.locked().unwrap(), "a refused release changes nothing");
     rlock.release().unwrap();
@@ -440,7 +440,7 @@ fn releasing_what_is_not_held_follows_python() {
     assert_eq!(message, "cannot notify on un-acquired lock");
     assert_eq!(kind(condition.notify_all()), RemoteErrorKind::Runtime);
     condition.acquire().unwrap();
-    let condition_b: BlockingConditionProxy = other_client(&b, &condition);
+    let condition_b: ConditionBlockingProxy = other_client(&b, &condition);
     assert_eq!(kind(condition_b.notify(1)), RemoteErrorKind::Runtime);
     assert_eq!(kind(condition_b.wait()), RemoteErrorKind::Runtime);
     assert_eq!(kind(condition_b.release()), RemoteErrorKind::Runtime);
@@ -527,7 +527,7 @@ fn guards_release_when_dropped() {
     let b = server.connect();
 
     let lock = a.lock().unwrap();
-    let lock_b: BlockingLockProxy = other_client(&b, &lock);
+    let lock_b: LockBlockingProxy = other_client(&b, &lock);
     {
         let _guard = lock.lock().unwrap();
         assert!(lock.locked().unwrap());
@@ -675,18 +675,18 @@ fn a_cancelled_async_acquire_gives_back_what_it_got() {
 /// Everything a child takes or waits on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Primitives {
-    lock: BlockingLockProxy,
-    rlock: BlockingRLockProxy,
-    semaphore: BlockingSemaphoreProxy,
-    bounded: BlockingBoundedSemaphoreProxy,
-    condition: BlockingConditionProxy,
+    lock: LockBlockingProxy,
+    rlock: RLockBlockingProxy,
+    semaphore: SemaphoreBlockingProxy,
+    bounded: BoundedSemaphoreBlockingProxy,
+    condition: ConditionBlockingProxy,
 }
 
 /// A child that takes the lock, the RLock twice, two permits of the semaphore, one of the
 /// bounded semaphore and the condition's lock twice, says so in `ready`, then sits still until
 /// it is killed.
 #[manager::entry]
-fn hold_everything(all: Primitives, ready: BlockingListProxy<String>) -> manager::Result<()> {
+fn hold_everything(all: Primitives, ready: ListBlockingProxy<String>) -> manager::Result<()> {
     let _guard = all.lock.lock()?;
     all.rlock.acquire()?;
     all.rlock.acquire()?;
@@ -724,7 +724,7 @@ fn a_killed_holder_releases_everything_it_held() {
 
     // Another client waits for the lock; the holder's death hands it over.
     let waiter = server.connect();
-    let lock_w: BlockingLockProxy = other_client(&waiter, &all.lock);
+    let lock_w: LockBlockingProxy = other_client(&waiter, &all.lock);
     let (acquired, wait) = mpsc::channel();
     let waiting = std::thread::spawn(move || {
         let result = lock_w.acquire();
@@ -820,10 +820,10 @@ fn a_killed_waiter_takes_nothing() {
     all.rlock.release().unwrap();
     all.semaphore.release().unwrap();
     let other = server.connect();
-    assert!(other_client::<BlockingLockProxy>(&other, &all.lock)
+    assert!(other_client::<LockBlockingProxy>(&other, &all.lock)
         .try_acquire()
         .unwrap());
-    assert!(other_client::<BlockingRLockProxy>(&other, &all.rlock)
+    assert!(other_client::<RLockBlockingProxy>(&other, &all.rlock)
         .try_acquire()
         .unwrap());
     assert_eq!(all.semaphore.get_value().unwrap(), 1);
@@ -837,8 +837,8 @@ fn a_killed_waiter_takes_nothing() {
 /// appends `index` to `woke`.
 #[manager::entry]
 fn wait_once(
-    condition: BlockingConditionProxy,
-    woke: BlockingListProxy<u32>,
+    condition: ConditionBlockingProxy,
+    woke: ListBlockingProxy<u32>,
     index: u32,
 ) -> manager::Result<()> {
     let _guard = condition.lock()?;
@@ -859,7 +859,7 @@ fn a_killed_notified_waiter_passes_its_notification_on() {
 
     // Then a waiter of this process.
     let b = server.connect();
-    let condition_b: BlockingConditionProxy = other_client(&b, &condition);
+    let condition_b: ConditionBlockingProxy = other_client(&b, &condition);
     let (returned, wait) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let result = condition_b.lock().and_then(|_guard| condition_b.wait());
@@ -953,10 +953,10 @@ fn notify_wakes_waiters_in_order_and_notify_all_wakes_the_rest() {
 /// A child that waits until `counter` reaches `threshold`, then appends `threshold` to `done`.
 #[manager::entry]
 fn wait_for_threshold(
-    condition: BlockingConditionProxy,
+    condition: ConditionBlockingProxy,
     counter: CounterBlockingProxy,
     threshold: i64,
-    done: BlockingListProxy<i64>,
+    done: ListBlockingProxy<i64>,
 ) -> manager::Result<()> {
     let _guard = condition.lock()?;
     let reached = condition.wait_for(|| Ok(counter.get()? >= threshold), None)?;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::{wait_until, wait_until_async, within, ChildGuard, InProcessServer, TIMEOUT};
 use manager::proxy::shape::Fallible;
 use manager::sync::{
-    BlockingBarrierProxy, BlockingEventProxy, BlockingJoinableQueueProxy, BlockingListProxy,
-    BlockingQueueProxy, EventProxy, QueueProxy,
+    BarrierBlockingProxy, EventBlockingProxy, EventProxy, JoinableQueueBlockingProxy,
+    ListBlockingProxy, QueueBlockingProxy, QueueProxy,
 };
 use manager::{BaseManager, BlockingManager, Error, Manager, Process, Proxy as _, RemoteErrorKind};
 use serde::{Deserialize, Serialize};
@@ -54,7 +54,7 @@ struct Job {
 fn queue_is_fifo_and_reports_its_size() {
     let server = server();
     let manager = server.connect();
-    let queue: BlockingQueueProxy<Job> = manager.queue(0).unwrap();
+    let queue: QueueBlockingProxy<Job> = manager.queue(0).unwrap();
     assert_eq!(queue.maxsize().unwrap(), 0);
     assert!(queue.empty().unwrap());
     assert!(!queue.full().unwrap());
@@ -111,7 +111,7 @@ fn queue_is_fifo_and_reports_its_size() {
 fn bounded_queue_is_full_and_put_times_out() {
     let server = server();
     let manager = server.connect();
-    let queue: BlockingQueueProxy<i64> = manager.queue(2).unwrap();
+    let queue: QueueBlockingProxy<i64> = manager.queue(2).unwrap();
     assert_eq!(queue.maxsize().unwrap(), 2);
     queue.put(&1).unwrap();
     assert!(queue.put_nowait(&2).unwrap());
@@ -151,7 +151,7 @@ fn bounded_queue_is_full_and_put_times_out() {
 fn a_blocked_get_is_released_by_a_put() {
     let server = server();
     let manager = server.connect();
-    let queue: BlockingQueueProxy<String> = manager.queue(0).unwrap();
+    let queue: QueueBlockingProxy<String> = manager.queue(0).unwrap();
     let getters: Vec<_> = (0..3)
         .map(|_| {
             let queue = queue.clone();
@@ -172,7 +172,7 @@ fn a_blocked_get_is_released_by_a_put() {
 }
 
 #[manager::entry]
-fn produce(queue: BlockingQueueProxy<Option<u32>>, count: u32, consumers: u32) {
+fn produce(queue: QueueBlockingProxy<Option<u32>>, count: u32, consumers: u32) {
     for item in 0..count {
         queue.put(&Some(item)).expect("put");
     }
@@ -184,8 +184,8 @@ fn produce(queue: BlockingQueueProxy<Option<u32>>, count: u32, consumers: u32) {
 #[manager::entry]
 fn consume(
     id: u32,
-    queue: BlockingQueueProxy<Option<u32>>,
-    results: BlockingQueueProxy<(u32, u32)>,
+    queue: QueueBlockingProxy<Option<u32>>,
+    results: QueueBlockingProxy<(u32, u32)>,
 ) {
     while let Some(item) = queue.get().expect("get") {
         results.put(&(id, item)).expect("report");
@@ -198,8 +198,8 @@ fn producer_and_consumer_processes_share_a_queue() {
     let server = server();
     let manager = server.connect();
     // Bounded, so that the producer also waits for the consumers.
-    let queue: BlockingQueueProxy<Option<u32>> = manager.queue(10).unwrap();
-    let results: BlockingQueueProxy<(u32, u32)> = manager.queue(0).unwrap();
+    let queue: QueueBlockingProxy<Option<u32>> = manager.queue(10).unwrap();
+    let results: QueueBlockingProxy<(u32, u32)> = manager.queue(0).unwrap();
     let mut children: Vec<ChildGuard> = (0..CONSUMERS)
         .map(|id| {
             ChildGuard(Process::spawn(consume, (id, queue.clone(), results.clone())).unwrap())
@@ -232,7 +232,7 @@ fn producer_and_consumer_processes_share_a_queue() {
 }
 
 #[manager::entry]
-fn work(queue: BlockingJoinableQueueProxy<Option<u32>>, processed: BlockingListProxy<u32>) {
+fn work(queue: JoinableQueueBlockingProxy<Option<u32>>, processed: ListBlockingProxy<u32>) {
     loop {
         let item = queue.get().expect("get");
         if let Some(item) = item {
@@ -251,10 +251,10 @@ fn joinable_queue_join_returns_after_every_task_done() {
     const ITEMS: u32 = 60;
     let server = server();
     let manager = server.connect();
-    let queue: BlockingJoinableQueueProxy<Option<u32>> = manager.joinable_queue(0).unwrap();
+    let queue: JoinableQueueBlockingProxy<Option<u32>> = manager.joinable_queue(0).unwrap();
     // Nothing put yet: join returns at once.
     queue.join().unwrap();
-    let processed: BlockingListProxy<u32> = manager.list(&[]).unwrap();
+    let processed: ListBlockingProxy<u32> = manager.list(&[]).unwrap();
     for item in 0..ITEMS {
         queue.put(&Some(item)).unwrap();
     }
@@ -296,7 +296,7 @@ fn joinable_queue_join_returns_after_every_task_done() {
 }
 
 #[manager::entry]
-fn get_one(queue: BlockingQueueProxy<i64>, results: BlockingQueueProxy<i64>) {
+fn get_one(queue: QueueBlockingProxy<i64>, results: QueueBlockingProxy<i64>) {
     let item = queue.get().expect("get");
     results.put(&item).expect("report");
 }
@@ -304,8 +304,8 @@ fn get_one(queue: BlockingQueueProxy<i64>, results: BlockingQueueProxy<i64>) {
 fn a_killed_getter_loses_no_item_and_stops_waiting() {
     let server = server();
     let manager = server.connect();
-    let queue: BlockingQueueProxy<i64> = manager.queue(0).unwrap();
-    let results: BlockingQueueProxy<i64> = manager.queue(0).unwrap();
+    let queue: QueueBlockingProxy<i64> = manager.queue(0).unwrap();
+    let results: QueueBlockingProxy<i64> = manager.queue(0).unwrap();
     // The first getter waits longest: a put would go to it if it were still counted.
     let mut first = ChildGuard(Process::spawn(get_one, (queue.clone(), results.clone())).unwrap());
     wait_for_count("waiting gets", 1, || queue.n_waiting_get());
@@ -325,14 +325,14 @@ fn a_killed_getter_loses_no_item_and_stops_waiting() {
 }
 
 #[manager::entry]
-fn put_one(queue: BlockingQueueProxy<i64>, item: i64) {
+fn put_one(queue: QueueBlockingProxy<i64>, item: i64) {
     queue.put(&item).expect("put");
 }
 
 fn a_killed_putter_puts_nothing() {
     let server = server();
     let manager = server.connect();
-    let queue: BlockingQueueProxy<i64> = manager.queue(1).unwrap();
+    let queue: QueueBlockingProxy<i64> = manager.queue(1).unwrap();
     queue.put(&1).unwrap();
     let mut putter = ChildGuard(Process::spawn(put_one, (queue.clone(), 99i64)).unwrap());
     wait_for_count("waiting puts", 1, || queue.n_waiting_put());
@@ -423,7 +423,7 @@ fn two_hundred_waiters_on_one_event_are_released_by_one_set() {
 fn an_event_waiter_released_by_set_returns_true_even_if_cleared_at_once() {
     let server = server();
     let manager = server.connect();
-    let event: BlockingEventProxy = manager.event().unwrap();
+    let event: EventBlockingProxy = manager.event().unwrap();
     let waiter = {
         let event = event.clone();
         std::thread::spawn(move || event.wait_timeout(TIMEOUT))
@@ -439,7 +439,7 @@ fn an_event_waiter_released_by_set_returns_true_even_if_cleared_at_once() {
 }
 
 #[manager::entry]
-fn meet(barrier: BlockingBarrierProxy, results: BlockingQueueProxy<u64>) {
+fn meet(barrier: BarrierBlockingProxy, results: QueueBlockingProxy<u64>) {
     let index = barrier.wait().expect("wait at the barrier");
     results.put(&index).expect("report");
 }
@@ -449,7 +449,7 @@ fn barrier_trips_for_n_processes_with_distinct_indices() {
     let server = server();
     let manager = server.connect();
     let barrier = manager.barrier(PARTIES, None).unwrap();
-    let results: BlockingQueueProxy<u64> = manager.queue(0).unwrap();
+    let results: QueueBlockingProxy<u64> = manager.queue(0).unwrap();
     assert_eq!(barrier.parties().unwrap(), PARTIES);
     for round in 0..2 {
         let mut children: Vec<ChildGuard> = (0..PARTIES - 1)
@@ -477,7 +477,7 @@ fn barrier_trips_for_n_processes_with_distinct_indices() {
 }
 
 /// Runs `parties` threads through `barrier` and returns their indices.
-fn round(barrier: &BlockingBarrierProxy, parties: u64) -> BTreeSet<u64> {
+fn round(barrier: &BarrierBlockingProxy, parties: u64) -> BTreeSet<u64> {
     let threads: Vec<_> = (0..parties)
         .map(|_| {
             let barrier = barrier.clone();
@@ -492,7 +492,7 @@ fn round(barrier: &BlockingBarrierProxy, parties: u64) -> BTreeSet<u64> {
 
 /// Starts a thread waiting at `barrier` and returns once the barrier counts it.
 fn waiting_thread(
-    barrier: &BlockingBarrierProxy,
+    barrier: &BarrierBlockingProxy,
     expected: u64,
 ) -> std::thread::JoinHandle<manager::Result<u64>> {
     let thread = {
@@ -573,7 +573,7 @@ fn barrier_abort_reset_and_timeouts_follow_python() {
 }
 
 #[manager::entry]
-fn wait_at(barrier: BlockingBarrierProxy) -> manager::Result<()> {
+fn wait_at(barrier: BarrierBlockingProxy) -> manager::Result<()> {
     barrier.wait().map(drop)
 }
 
@@ -602,8 +602,8 @@ fn a_killed_barrier_waiter_stops_counting() {
 
 #[manager::entry]
 fn pass_list_back(
-    inbox: BlockingQueueProxy<BlockingListProxy<i64>>,
-    outbox: BlockingQueueProxy<BlockingListProxy<i64>>,
+    inbox: QueueBlockingProxy<ListBlockingProxy<i64>>,
+    outbox: QueueBlockingProxy<ListBlockingProxy<i64>>,
 ) -> manager::Result<()> {
     let list = inbox.get()?;
     list.append(&4)?;
@@ -613,8 +613,8 @@ fn pass_list_back(
 fn a_proxy_put_in_a_queue_works_in_another_process() {
     let server = server();
     let manager = server.connect();
-    let inbox: BlockingQueueProxy<BlockingListProxy<i64>> = manager.queue(0).unwrap();
-    let outbox: BlockingQueueProxy<BlockingListProxy<i64>> = manager.queue(0).unwrap();
+    let inbox: QueueBlockingProxy<ListBlockingProxy<i64>> = manager.queue(0).unwrap();
+    let outbox: QueueBlockingProxy<ListBlockingProxy<i64>> = manager.queue(0).unwrap();
     let list = manager.list(&[1i64, 2, 3]).unwrap();
     let list_id = list.base().token().id;
     inbox.put(&list).unwrap();
@@ -674,7 +674,7 @@ fn python_typeids_are_served() {
         .collect();
     assert_eq!(typeids, ["Queue", "JoinableQueue", "Event", "Barrier"]);
     // A negative maxsize is no limit, as in Python.
-    let unbounded: BlockingQueueProxy<u8> = BlockingQueueProxy::from_base(
+    let unbounded: QueueBlockingProxy<u8> = QueueBlockingProxy::from_base(
         manager
             .create_dynamic("Queue", (-5i64,))
             .expect("a negative maxsize"),

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use manager::sync::BlockingListProxy;
+use manager::sync::ListBlockingProxy;
 use manager::{AuthKey, BlockingManager, ConnectOptions};
 use pki::Pki;
 
@@ -103,7 +103,7 @@ fn the_command_serves_and_is_reached_with_tls() {
         &ConnectOptions::new().tls(pki.client_with_cert()),
     )
     .unwrap();
-    let list: BlockingListProxy<i64> = client.list(&[1, 2]).unwrap();
+    let list: ListBlockingProxy<i64> = client.list(&[1, 2]).unwrap();
     assert_eq!(list.to_vec().unwrap(), vec![1, 2]);
 
     // Without TLS, with the wrong name, without the client certificate: refused, saying why.

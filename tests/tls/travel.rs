@@ -2,7 +2,7 @@
 //! arguments, and inside a queue and a dict of another server) reconnect with the default TLS
 //! configuration the child inherited; a child without one fails with `Error::Tls` saying why.
 
-use manager::sync::{BlockingDictProxy, BlockingListProxy, BlockingQueueProxy};
+use manager::sync::{DictBlockingProxy, ListBlockingProxy, QueueBlockingProxy};
 use manager::{Error, Process};
 
 use super::common::{ChildGuard, InProcessServer, TempPath};
@@ -39,9 +39,9 @@ fn add_in_child(counter: CounterBlockingProxy, n: i64) -> manager::Result<()> {
 /// each, and writes what happened to `report`.
 #[manager::entry]
 fn take_and_add(
-    queue: BlockingQueueProxy<CounterBlockingProxy>,
-    dict: BlockingDictProxy<String, CounterBlockingProxy>,
-    report: BlockingListProxy<String>,
+    queue: QueueBlockingProxy<CounterBlockingProxy>,
+    dict: DictBlockingProxy<String, CounterBlockingProxy>,
+    report: ListBlockingProxy<String>,
 ) -> manager::Result<()> {
     let describe = |taken: manager::Result<CounterBlockingProxy>| match taken {
         Ok(counter) => match counter.add(10) {
@@ -82,11 +82,11 @@ pub(crate) fn proxies_that_travel_reconnect_with_the_inherited_tls_configuration
     let socket = TempPath::socket("tls-travel");
     let plain = plain_unix_server(&socket);
     let containers = plain.connect();
-    let queue: BlockingQueueProxy<CounterBlockingProxy> = containers.queue(0).unwrap();
+    let queue: QueueBlockingProxy<CounterBlockingProxy> = containers.queue(0).unwrap();
     queue.put(&counter).unwrap();
-    let dict: BlockingDictProxy<String, CounterBlockingProxy> = containers.dict(&[]).unwrap();
+    let dict: DictBlockingProxy<String, CounterBlockingProxy> = containers.dict(&[]).unwrap();
     dict.insert(&"counter".to_string(), &counter).unwrap();
-    let report: BlockingListProxy<String> = containers.list(&[]).unwrap();
+    let report: ListBlockingProxy<String> = containers.list(&[]).unwrap();
     let mut child = ChildGuard(
         Process::spawn(take_and_add, (queue.clone(), dict.clone(), report.clone())).unwrap(),
     );
@@ -118,11 +118,11 @@ pub(crate) fn a_process_without_tls_configuration_fails_with_a_tls_error() {
     let socket = TempPath::socket("tls-none");
     let plain = plain_unix_server(&socket);
     let containers = plain.connect();
-    let queue: BlockingQueueProxy<CounterBlockingProxy> = containers.queue(0).unwrap();
+    let queue: QueueBlockingProxy<CounterBlockingProxy> = containers.queue(0).unwrap();
     queue.put(&counter).unwrap();
-    let dict: BlockingDictProxy<String, CounterBlockingProxy> = containers.dict(&[]).unwrap();
+    let dict: DictBlockingProxy<String, CounterBlockingProxy> = containers.dict(&[]).unwrap();
     dict.insert(&"counter".to_string(), &counter).unwrap();
-    let report: BlockingListProxy<String> = containers.list(&[]).unwrap();
+    let report: ListBlockingProxy<String> = containers.list(&[]).unwrap();
     let mut child = ChildGuard(
         Process::spawn(take_and_add, (queue.clone(), dict.clone(), report.clone())).unwrap(),
     );

@@ -332,7 +332,7 @@ builtin_proxy! {
     BarrierProxy,
     /// A shared barrier (Python's `manager.Barrier(parties, timeout=...)`), with blocking
     /// methods.
-    BlockingBarrierProxy {
+    BarrierBlockingProxy {
         /// Waits until `parties` waiters have arrived and returns this waiter's index; a
         /// `BrokenBarrier` remote error when the barrier is or becomes broken, times out, or
         /// is reset while waiting.
@@ -376,7 +376,7 @@ impl crate::manager::BlockingManager {
         &self,
         parties: u64,
         timeout: Option<Duration>,
-    ) -> Result<BlockingBarrierProxy, Error> {
+    ) -> Result<BarrierBlockingProxy, Error> {
         self.create_dynamic(typeids::BARRIER, (parties, timeout.and_then(seconds)))
             .map(crate::proxy::Proxy::from_base)
     }

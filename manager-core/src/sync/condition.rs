@@ -390,10 +390,10 @@ builtin_proxy! {
     /// A shared condition variable with its own re-entrant lock (Python's
     /// `manager.Condition()`), with blocking methods.
     ///
-    /// The lock is owned like a [`BlockingRLockProxy`](crate::sync::BlockingRLockProxy)'s: by
+    /// The lock is owned like a [`RLockBlockingProxy`](crate::sync::RLockBlockingProxy)'s: by
     /// the calling thread, through this connection. `wait`, `notify` and `notify_all` need the
     /// caller to hold it.
-    BlockingConditionProxy {
+    ConditionBlockingProxy {
         /// Waits until the lock is acquired (at once when the caller already owns it).
         fn acquire(&self) -> Result<(), Error>;
         /// Waits at most `timeout` for the lock: whether it was acquired.
@@ -422,7 +422,7 @@ builtin_proxy! {
     }
 }
 
-impl BlockingConditionProxy {
+impl ConditionBlockingProxy {
     /// Waits until the lock is acquired and returns a guard that releases this level when
     /// dropped (Python's `with condition:`).
     pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
@@ -471,7 +471,7 @@ impl crate::manager::Manager {
 impl crate::manager::BlockingManager {
     /// A new shared condition variable with a re-entrant lock of its own (Python's
     /// `manager.Condition()`).
-    pub fn condition(&self) -> Result<BlockingConditionProxy, Error> {
+    pub fn condition(&self) -> Result<ConditionBlockingProxy, Error> {
         self.create_dynamic(typeids::CONDITION, ())
             .map(Proxy::from_base)
     }

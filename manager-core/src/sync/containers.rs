@@ -7,8 +7,8 @@ use crate::error::Error;
 use crate::manager::{BlockingManager, Manager};
 use crate::proxy::Proxy;
 use crate::sync::{
-    encode, typeids, ArrayProxy, BlockingArrayProxy, BlockingDictProxy, BlockingListProxy,
-    BlockingNamespaceProxy, BlockingValueProxy, DictProxy, Element, ListProxy, NamespaceProxy,
+    encode, typeids, ArrayBlockingProxy, ArrayProxy, DictBlockingProxy, DictProxy, Element,
+    ListBlockingProxy, ListProxy, NamespaceBlockingProxy, NamespaceProxy, ValueBlockingProxy,
     ValueProxy,
 };
 use crate::value::Value;
@@ -69,7 +69,7 @@ impl Manager {
 
 impl BlockingManager {
     /// A new shared list holding `items` (Python: `manager.list(items)`).
-    pub fn list<T: Element>(&self, items: &[T]) -> Result<BlockingListProxy<T>, Error> {
+    pub fn list<T: Element>(&self, items: &[T]) -> Result<ListBlockingProxy<T>, Error> {
         let base = self.create_dynamic(typeids::LIST, (values(items)?,))?;
         Ok(Proxy::from_base(base))
     }
@@ -78,25 +78,25 @@ impl BlockingManager {
     pub fn dict<K: Element, V: Element>(
         &self,
         items: &[(K, V)],
-    ) -> Result<BlockingDictProxy<K, V>, Error> {
+    ) -> Result<DictBlockingProxy<K, V>, Error> {
         let base = self.create_dynamic(typeids::DICT, (pairs(items)?,))?;
         Ok(Proxy::from_base(base))
     }
 
     /// A new, empty shared namespace (Python: `manager.Namespace()`).
-    pub fn namespace(&self) -> Result<BlockingNamespaceProxy, Error> {
+    pub fn namespace(&self) -> Result<NamespaceBlockingProxy, Error> {
         let base = self.create_dynamic(typeids::NAMESPACE, (Vec::<(String, Value)>::new(),))?;
         Ok(Proxy::from_base(base))
     }
 
     /// A new shared value holding `value` (Python: `manager.Value(typecode, value)`).
-    pub fn value<T: Element>(&self, value: &T) -> Result<BlockingValueProxy<T>, Error> {
+    pub fn value<T: Element>(&self, value: &T) -> Result<ValueBlockingProxy<T>, Error> {
         let base = self.create_dynamic(typeids::VALUE, (encode(value)?,))?;
         Ok(Proxy::from_base(base))
     }
 
     /// A new fixed-length shared array holding `items` (Python: `manager.Array(typecode, items)`).
-    pub fn array<T: Element>(&self, items: &[T]) -> Result<BlockingArrayProxy<T>, Error> {
+    pub fn array<T: Element>(&self, items: &[T]) -> Result<ArrayBlockingProxy<T>, Error> {
         let base = self.create_dynamic(typeids::ARRAY, (values(items)?,))?;
         Ok(Proxy::from_base(base))
     }

@@ -335,7 +335,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 builtin_proxy! {
     DictProxy<K, V>,
     /// A shared dictionary from `K` to `V` (Python's `DictProxy`), with blocking methods.
-    BlockingDictProxy {
+    DictBlockingProxy {
         /// The value for `key`, if any.
         fn get(&self, key: &K) -> Result<Option<V>, Error>;
         /// The value for `key`; a `Key` error when there is none (Python's `dict[key]`).

@@ -167,7 +167,7 @@ impl EventProxy {
 builtin_proxy! {
     EventProxy,
     /// A shared event (Python's `manager.Event()`), with blocking methods.
-    BlockingEventProxy {
+    EventBlockingProxy {
         /// Sets the flag, releasing every waiter.
         fn set(&self) -> Result<(), Error>;
         /// Clears the flag.
@@ -195,7 +195,7 @@ impl crate::manager::Manager {
 
 impl crate::manager::BlockingManager {
     /// A new shared event, clear (Python: `manager.Event()`).
-    pub fn event(&self) -> Result<BlockingEventProxy, Error> {
+    pub fn event(&self) -> Result<EventBlockingProxy, Error> {
         self.create_dynamic(typeids::EVENT, ())
             .map(crate::proxy::Proxy::from_base)
     }

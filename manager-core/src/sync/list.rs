@@ -567,7 +567,7 @@ impl<T: Element> ListProxy<T> {
 builtin_proxy! {
     ListProxy<T>,
     /// A shared list of `T` (Python's `ListProxy`), with blocking methods.
-    BlockingListProxy {
+    ListBlockingProxy {
         /// Appends `item`.
         fn append(&self, item: &T) -> Result<(), Error>;
         /// Appends every item of `items`.

@@ -412,7 +412,7 @@ builtin_proxy! {
     /// It is not owned: any client may release it, as in Python. When the connection that
     /// acquired it closes (the process exits or is killed) while it is held, the server
     /// releases it.
-    BlockingLockProxy {
+    LockBlockingProxy {
         /// Waits until the lock is acquired.
         fn acquire(&self) -> Result<(), Error>;
         /// Waits at most `timeout` for the lock: whether it was acquired.
@@ -428,7 +428,7 @@ builtin_proxy! {
     }
 }
 
-impl BlockingLockProxy {
+impl LockBlockingProxy {
     /// Waits until the lock is acquired and returns a guard that releases it when dropped
     /// (Python's `with lock:`).
     pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
@@ -496,7 +496,7 @@ builtin_proxy! {
     /// again (each acquire needs its release), and only the owner may release it. When the
     /// owner's connection closes (the process exits or is killed), the server releases it
     /// however deep it was held.
-    BlockingRLockProxy {
+    RLockBlockingProxy {
         /// Waits until the lock is acquired (at once when the caller already owns it).
         fn acquire(&self) -> Result<(), Error>;
         /// Waits at most `timeout` for the lock: whether it was acquired.
@@ -513,7 +513,7 @@ builtin_proxy! {
     }
 }
 
-impl BlockingRLockProxy {
+impl RLockBlockingProxy {
     /// Waits until the lock is acquired and returns a guard that releases this level when
     /// dropped (Python's `with rlock:`).
     pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
@@ -539,12 +539,12 @@ impl crate::manager::Manager {
 
 impl crate::manager::BlockingManager {
     /// A new shared lock (Python's `manager.Lock()`).
-    pub fn lock(&self) -> Result<BlockingLockProxy, Error> {
+    pub fn lock(&self) -> Result<LockBlockingProxy, Error> {
         self.create_dynamic(typeids::LOCK, ()).map(Proxy::from_base)
     }
 
     /// A new shared re-entrant lock (Python's `manager.RLock()`).
-    pub fn rlock(&self) -> Result<BlockingRLockProxy, Error> {
+    pub fn rlock(&self) -> Result<RLockBlockingProxy, Error> {
         self.create_dynamic(typeids::RLOCK, ())
             .map(Proxy::from_base)
     }

@@ -6,7 +6,7 @@
 //! clients of any value type and any language. The client side is a typed proxy
 //! (`ListProxy<T>`, `QueueProxy<T>`, ...) that converts through serde; a value of the wrong
 //! type is a decode error for that caller only. Every proxy has a blocking twin
-//! (`BlockingListProxy<T>`, ...) for code without a runtime.
+//! (`ListBlockingProxy<T>`, ...) for code without a runtime.
 //!
 //! Start a server that hosts them with [`registry`]:
 //!
@@ -60,21 +60,21 @@ mod shared_value;
 mod typecode;
 mod wait;
 
-pub use barrier::{BarrierProxy, BlockingBarrierProxy};
-pub use condition::{BlockingConditionProxy, ConditionProxy};
-pub use dict::{BlockingDictProxy, DictObject, DictProxy};
-pub use event::{BlockingEventProxy, EventProxy};
-pub use list::{BlockingListProxy, ListObject, ListProxy, MAX_REPEATED_ITEMS};
-pub use lock::{BlockingLockProxy, BlockingRLockProxy, LockProxy, RLockProxy};
-pub use namespace::{BlockingNamespaceProxy, NamespaceProxy};
+pub use barrier::{BarrierBlockingProxy, BarrierProxy};
+pub use condition::{ConditionBlockingProxy, ConditionProxy};
+pub use dict::{DictBlockingProxy, DictObject, DictProxy};
+pub use event::{EventBlockingProxy, EventProxy};
+pub use list::{ListBlockingProxy, ListObject, ListProxy, MAX_REPEATED_ITEMS};
+pub use lock::{LockBlockingProxy, LockProxy, RLockBlockingProxy, RLockProxy};
+pub use namespace::{NamespaceBlockingProxy, NamespaceProxy};
 pub use queue::{
-    BlockingJoinableQueueProxy, BlockingQueueProxy, JoinableQueueProxy, QueueObject, QueueProxy,
+    JoinableQueueBlockingProxy, JoinableQueueProxy, QueueBlockingProxy, QueueObject, QueueProxy,
 };
 pub use release::{BlockingLockGuard, LockGuard};
 pub use semaphore::{
-    BlockingBoundedSemaphoreProxy, BlockingSemaphoreProxy, BoundedSemaphoreProxy, SemaphoreProxy,
+    BoundedSemaphoreBlockingProxy, BoundedSemaphoreProxy, SemaphoreBlockingProxy, SemaphoreProxy,
 };
-pub use shared_value::{ArrayProxy, BlockingArrayProxy, BlockingValueProxy, ValueProxy};
+pub use shared_value::{ArrayBlockingProxy, ArrayProxy, ValueBlockingProxy, ValueProxy};
 
 /// The typeids of the built-in types, as Python's `SyncManager` names them.
 pub mod typeids {

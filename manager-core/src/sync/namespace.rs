@@ -120,7 +120,7 @@ impl NamespaceProxy {
 builtin_proxy! {
     NamespaceProxy,
     /// A shared namespace (Python's `NamespaceProxy`), with blocking methods.
-    BlockingNamespaceProxy {
+    NamespaceBlockingProxy {
         /// The attribute `name`, decoded as `T`; an `Attribute` error when it is not set.
         fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T, Error>;
         /// Sets the attribute `name` to `value`.

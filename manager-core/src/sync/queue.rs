@@ -519,14 +519,14 @@ macro_rules! blocking_queue {
 blocking_queue! {
     QueueProxy,
     /// A shared FIFO queue of `T` (Python's `manager.Queue()`), with blocking methods.
-    BlockingQueueProxy {}
+    QueueBlockingProxy {}
 }
 
 blocking_queue! {
     JoinableQueueProxy,
     /// A shared FIFO queue of `T` with `task_done` and `join` (Python's
     /// `manager.JoinableQueue()`), with blocking methods.
-    BlockingJoinableQueueProxy {
+    JoinableQueueBlockingProxy {
         /// Marks one item taken from the queue as processed; a `Runtime` error when every
         /// item put has already been marked.
         fn task_done(&self) -> Result<(), Error>;
@@ -564,7 +564,7 @@ impl crate::manager::Manager {
 impl crate::manager::BlockingManager {
     /// A new shared queue holding at most `maxsize` items, 0 for no limit (Python:
     /// `manager.Queue(maxsize)`).
-    pub fn queue<T: Element>(&self, maxsize: u64) -> Result<BlockingQueueProxy<T>, Error> {
+    pub fn queue<T: Element>(&self, maxsize: u64) -> Result<QueueBlockingProxy<T>, Error> {
         self.create_dynamic(typeids::QUEUE, (maxsize_arg(maxsize),))
             .map(crate::proxy::Proxy::from_base)
     }
@@ -574,7 +574,7 @@ impl crate::manager::BlockingManager {
     pub fn joinable_queue<T: Element>(
         &self,
         maxsize: u64,
-    ) -> Result<BlockingJoinableQueueProxy<T>, Error> {
+    ) -> Result<JoinableQueueBlockingProxy<T>, Error> {
         self.create_dynamic(typeids::JOINABLE_QUEUE, (maxsize_arg(maxsize),))
             .map(crate::proxy::Proxy::from_base)
     }

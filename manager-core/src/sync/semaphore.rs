@@ -353,7 +353,7 @@ semaphore_proxy! {
     ///
     /// Permits a process still holds when its connection closes (it exits or is killed) are
     /// given back, up to the initial value.
-    BlockingSemaphoreProxy,
+    SemaphoreBlockingProxy,
     "Gives a permit back (any client may, and the value may exceed the initial value)."
 }
 
@@ -369,7 +369,7 @@ semaphore_proxy! {
     ///
     /// Permits a process still holds when its connection closes (it exits or is killed) are
     /// given back.
-    BlockingBoundedSemaphoreProxy,
+    BoundedSemaphoreBlockingProxy,
     "Gives a permit back; an `InvalidValue` error (\"Semaphore released too many times\") when the value would exceed its initial value."
 }
 
@@ -392,14 +392,14 @@ impl crate::manager::Manager {
 
 impl crate::manager::BlockingManager {
     /// A new shared semaphore with `value` permits (Python's `manager.Semaphore(value)`).
-    pub fn semaphore(&self, value: u64) -> Result<BlockingSemaphoreProxy, Error> {
+    pub fn semaphore(&self, value: u64) -> Result<SemaphoreBlockingProxy, Error> {
         self.create_dynamic(typeids::SEMAPHORE, (value,))
             .map(Proxy::from_base)
     }
 
     /// A new shared bounded semaphore with `value` permits (Python's
     /// `manager.BoundedSemaphore(value)`).
-    pub fn bounded_semaphore(&self, value: u64) -> Result<BlockingBoundedSemaphoreProxy, Error> {
+    pub fn bounded_semaphore(&self, value: u64) -> Result<BoundedSemaphoreBlockingProxy, Error> {
         self.create_dynamic(typeids::BOUNDED_SEMAPHORE, (value,))
             .map(Proxy::from_base)
     }

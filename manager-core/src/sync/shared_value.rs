@@ -65,7 +65,7 @@ impl<T: Element> ValueProxy<T> {
 builtin_proxy! {
     ValueProxy<T>,
     /// One shared value of type `T` (Python's `ValueProxy`), with blocking methods.
-    BlockingValueProxy {
+    ValueBlockingProxy {
         /// The value.
         fn get(&self) -> Result<T, Error>;
         /// Replaces the value.
@@ -228,7 +228,7 @@ impl<T: Element> ArrayProxy<T> {
 builtin_proxy! {
     ArrayProxy<T>,
     /// A fixed-length shared array of `T` (Python's `Array`), with blocking methods.
-    BlockingArrayProxy {
+    ArrayBlockingProxy {
         /// The number of items (fixed at creation).
         fn len(&self) -> Result<u64, Error>;
         /// Whether the array has no items.
