@@ -30,16 +30,13 @@ mod netns;
 #[path = "../tests/common/pki.rs"]
 mod pki;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use manager::sync::ListBlockingProxy;
 use manager::{
     Address, AuthKey, BaseManager, BlockingManager, Proxy, Registry, Server, ServerConfig,
 };
-use netns::{Host, Net};
+use netns::{Host, Net, Part};
 
 const ROLE: &str = "MANAGER_XHOST_ROLE";
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -128,63 +125,21 @@ fn play(role: &str) -> ! {
     std::process::exit(0)
 }
 
-/// A part running in a namespace; killed and reaped when dropped.
-struct Part {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-impl Part {
-    fn start(net: &Net, host: Host, role: &str, args: &[&str]) -> Part {
-        let exe = std::env::current_exe().expect("this binary");
-        let mut child = net
-            .command(host, &exe)
-            .args(args)
-            .env(ROLE, role)
-            .env("MANAGER_AUTHKEY", format!("xhost-{}", std::process::id()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start a part in a namespace");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Part {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    fn expect(&self, word: &str) -> String {
-        let line = self
-            .lines
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("no {word:?} line in time"));
-        match line.strip_prefix(word) {
-            Some(rest) => rest.trim().to_string(),
-            None => panic!("expected {word:?}, got {line:?}"),
-        }
-    }
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `role` on `host` with `args`, this binary's authkey, and [`PATIENCE`] for its lines.
+fn part(net: &Net, host: Host, role: &str, args: &[&str]) -> Part {
+    let key = format!("xhost-{}", std::process::id());
+    Part::start(
+        net,
+        host,
+        &[(ROLE, role), ("MANAGER_AUTHKEY", &key)],
+        args,
+        PATIENCE,
+    )
 }
 
 /// The server in its namespace: the part, its pid and its address.
 fn server(net: &Net, liveness: Duration) -> (Part, u32, String) {
-    let part = Part::start(
+    let part = part(
         net,
         Host::Server,
         "server",
@@ -202,9 +157,9 @@ fn server(net: &Net, liveness: Duration) -> (Part, u32, String) {
 fn cut_to_release(liveness: Duration) -> Result<f64, String> {
     let net = Net::make(&[Host::Server, Host::A, Host::B])?;
     let (_server, _, address) = server(&net, liveness);
-    let holder = Part::start(&net, Host::A, "holder", &[&address]);
+    let holder = part(&net, Host::A, "holder", &[&address]);
     let token = holder.expect("holding");
-    let waiter = Part::start(&net, Host::B, "waiter", &[&address, &token]);
+    let waiter = part(&net, Host::B, "waiter", &[&address, &token]);
     waiter.expect("waiting");
     std::thread::sleep(Duration::from_millis(300));
     let cut = Instant::now();
@@ -232,7 +187,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn idle_cost(count: usize, liveness: Duration, window: Duration) -> Result<[f64; 3], String> {
     let net = Net::make(&[Host::Server, Host::A])?;
     let (_server, server_pid, address) = server(&net, liveness);
-    let clients = Part::start(&net, Host::A, "idle", &[&address, &count.to_string()]);
+    let clients = part(&net, Host::A, "idle", &[&address, &count.to_string()]);
     let line = clients.expect("connected");
     let client_pid: u32 = line
         .split(' ')

@@ -19,14 +19,12 @@ mod common;
 #[path = "common/netns.rs"]
 mod netns;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use manager::sync::{ListBlockingProxy, LockBlockingProxy, QueueBlockingProxy};
 use manager::{Address, BlockingManager, ConnectOptions, Error, Proxy, Server, ServerConfig};
-use netns::{Host, Net};
+use netns::{Host, Net, Part};
 
 /// The liveness bound of the server and the clients.
 const LIVENESS: Duration = Duration::from_secs(2);
@@ -150,68 +148,16 @@ fn play(role: &str) -> ! {
 
 // The test side.
 
-/// A process playing a part inside a namespace; killed and reaped when dropped.
-struct Part {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-}
-
-impl Part {
-    fn start(net: &Net, host: Host, role: &str, args: &[&str]) -> Part {
-        let exe = std::env::current_exe().expect("the test binary");
-        let mut child = net
-            .command(host, &exe)
-            .args(args)
-            .env(ROLE, role)
-            .env("MANAGER_AUTHKEY", format!("netns-{}", std::process::id()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start a part in a namespace");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Part {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    /// The rest of the next line, which must start with `word`.
-    fn expect(&self, word: &str) -> String {
-        let line = self
-            .lines
-            .recv_timeout(PATIENCE)
-            .unwrap_or_else(|_| panic!("no {word:?} line in time"));
-        match line.strip_prefix(word) {
-            Some(rest) => rest.trim().to_string(),
-            None => panic!("expected {word:?}, got {line:?}"),
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        writeln!(stdin, "{line}").expect("write to a part");
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `role` on `host` with `args`, this binary's authkey, and [`PATIENCE`] for its lines.
+fn part(net: &Net, host: Host, role: &str, args: &[&str]) -> Part {
+    let key = format!("netns-{}", std::process::id());
+    Part::start(
+        net,
+        host,
+        &[(ROLE, role), ("MANAGER_AUTHKEY", &key)],
+        args,
+        PATIENCE,
+    )
 }
 
 /// The network, or `None` (printed) where namespaces cannot be made.
@@ -231,7 +177,7 @@ fn network(hosts: &[Host]) -> Option<Net> {
 
 /// The server, listening in its namespace: the part and the address it serves on.
 fn server(net: &Net) -> (Part, String) {
-    let server = Part::start(
+    let server = part(
         net,
         Host::Server,
         "server",
@@ -246,9 +192,9 @@ fn a_vanished_lock_holder_frees_the_lock_within_the_bound() {
         return;
     };
     let (_server, address) = server(&net);
-    let mut holder = Part::start(&net, Host::A, "holder", &[&address]);
+    let mut holder = part(&net, Host::A, "holder", &[&address]);
     let token = holder.expect("holding");
-    let waiter = Part::start(&net, Host::B, "waiter", &[&address, &token]);
+    let waiter = part(&net, Host::B, "waiter", &[&address, &token]);
     waiter.expect("waiting");
     // The waiter's acquire reaches the server and waits there behind the holder.
     std::thread::sleep(Duration::from_millis(300));
@@ -271,7 +217,7 @@ fn every_call_fails_within_the_bound_when_the_servers_host_vanishes() {
     let (_server, address) = server(&net);
     let mut callers: Vec<Part> = [Host::A, Host::B]
         .into_iter()
-        .map(|host| Part::start(&net, host, "caller", &[&address]))
+        .map(|host| part(&net, host, "caller", &[&address]))
         .collect();
     for caller in &callers {
         caller.expect("ready");

@@ -16,9 +16,12 @@
 )]
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
 
 /// One host of the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,5 +244,82 @@ impl Drop for Net {
                 eprintln!("cannot remove network namespace {name}: {e}");
             }
         }
+    }
+}
+
+/// A process playing a part inside a namespace: this binary again, run by [`Net::command`]
+/// with `env` (which tells it its part) and `args`. It talks in lines on stdin and stdout;
+/// it is killed and reaped when dropped.
+pub struct Part {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    patience: Duration,
+}
+
+impl Part {
+    /// Starts the part on `host`; [`Part::expect`] waits at most `patience` for a line.
+    pub fn start(
+        net: &Net,
+        host: Host,
+        env: &[(&str, &str)],
+        args: &[&str],
+        patience: Duration,
+    ) -> Part {
+        let exe = std::env::current_exe().expect("this binary");
+        let mut command = net.command(host, &exe);
+        command
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start a part in a namespace");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Part {
+            child,
+            stdin,
+            lines,
+            patience,
+        }
+    }
+
+    /// The rest of the next line, which must start with `word`.
+    pub fn expect(&self, word: &str) -> String {
+        let line = self
+            .lines
+            .recv_timeout(self.patience)
+            .unwrap_or_else(|_| panic!("no {word:?} line in time"));
+        match line.strip_prefix(word) {
+            Some(rest) => rest.trim().to_string(),
+            None => panic!("expected {word:?}, got {line:?}"),
+        }
+    }
+
+    /// Sends the part a line.
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        writeln!(stdin, "{line}").expect("write to a part");
+    }
+
+    /// Whether the part's process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
