@@ -108,9 +108,7 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Shape for Fallible<T, E> {
     ) -> Result<Result<T, E>, Error> {
         match &response.reply {
             Reply::Value => Ok(Ok(decode(response.payload(), || what(proxy, method))?)),
-            Reply::Raised { type_name } => Ok(Err(decode(response.payload(), || {
-                format!("the {type_name} raised by {}.{method}", proxy.token.typeid)
-            })?)),
+            Reply::Raised { type_name } => Ok(Err(raised(proxy, method, type_name, &response)?)),
             _ => Err(unexpected(proxy, response, method, "a value")),
         }
     }
@@ -147,9 +145,7 @@ impl<P: Proxy, E: DeserializeOwned> Shape for MappedFallible<P, E> {
         response: Response,
     ) -> Result<Result<P, E>, Error> {
         match &response.reply {
-            Reply::Raised { type_name } => Ok(Err(decode(response.payload(), || {
-                format!("the {type_name} raised by {}.{method}", proxy.token.typeid)
-            })?)),
+            Reply::Raised { type_name } => Ok(Err(raised(proxy, method, type_name, &response)?)),
             _ => Mapped::<P>::from_response(proxy, method, response).map(Ok),
         }
     }
@@ -172,6 +168,18 @@ impl Shape for Dynamic {
             _ => Err(unexpected(proxy, response, method, "a value or a proxy")),
         }
     }
+}
+
+/// The error `E` a method raised (a `Reply::Raised` named `type_name`).
+fn raised<E: DeserializeOwned>(
+    proxy: &BaseProxy,
+    method: &str,
+    type_name: &str,
+    response: &Response,
+) -> Result<E, Error> {
+    decode(response.payload(), || {
+        format!("the {type_name} raised by {}.{method}", proxy.token.typeid)
+    })
 }
 
 fn what(proxy: &BaseProxy, method: &str) -> String {

@@ -75,6 +75,23 @@ pub(super) fn to_python(state: &State, value: Value) -> PyValue {
     }
 }
 
+/// `(key, value)` tuples, as the pairs of a Python dict (anything else a key without a value).
+fn python_pairs(state: &State, pairs: Vec<Value>) -> Vec<(PyValue, PyValue)> {
+    pairs
+        .into_iter()
+        .map(|pair| match pair {
+            Value::Tuple(mut kv) if kv.len() == 2 => {
+                let v = kv.pop().unwrap_or_default();
+                (
+                    to_python(state, kv.pop().unwrap_or_default()),
+                    to_python(state, v),
+                )
+            }
+            other => (to_python(state, other), PyValue::None),
+        })
+        .collect()
+}
+
 fn has_proxy(value: &Value) -> bool {
     !value.tokens().is_empty()
 }
@@ -147,18 +164,7 @@ pub(super) fn finish(state: &State, value: Value, after: Post) -> Result<PyValue
             PyValue::str(crate::python::repr::repr_dict(&pairs))
         }
         Post::Dict => match value {
-            Value::List(pairs) => PyValue::Dict(
-                pairs
-                    .into_iter()
-                    .map(|pair| match pair {
-                        Value::Tuple(mut kv) if kv.len() == 2 => {
-                            let v = kv.pop().unwrap_or_default();
-                            (convert(kv.pop().unwrap_or_default()), convert(v))
-                        }
-                        other => (convert(other), PyValue::None),
-                    })
-                    .collect(),
-            ),
+            Value::List(pairs) => PyValue::Dict(python_pairs(state, pairs)),
             other => convert(other),
         },
         Post::IndexIn(item, bounds) => match value {
@@ -182,16 +188,7 @@ pub(super) fn finish(state: &State, value: Value, after: Post) -> Result<PyValue
         },
         Post::Namespace { repr } => {
             let attributes = match value {
-                Value::List(pairs) => pairs
-                    .into_iter()
-                    .map(|pair| match pair {
-                        Value::Tuple(mut kv) if kv.len() == 2 => {
-                            let v = kv.pop().unwrap_or_default();
-                            (convert(kv.pop().unwrap_or_default()), convert(v))
-                        }
-                        other => (convert(other), PyValue::None),
-                    })
-                    .collect(),
+                Value::List(pairs) => python_pairs(state, pairs),
                 _ => Vec::new(),
             };
             let namespace = object(PyObject::Build {
