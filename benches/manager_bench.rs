@@ -80,6 +80,21 @@ impl Bench {
     }
 }
 
+/// `Bench`'s getter again, declared quick: the server runs it where it reads the request, with
+/// no hand-off to a worker thread (`#[shared(quick = [...])]`), the opt-in fast path.
+#[derive(Debug)]
+pub struct QuickBench {
+    x: i64,
+}
+
+#[manager::shared(quick = [get_x])]
+impl QuickBench {
+    /// Returns `x`.
+    pub fn get_x(&self) -> i64 {
+        self.x
+    }
+}
+
 /// What `get_x` of the shared instance (and of the raw server) answers.
 const X: i64 = 42;
 
@@ -90,6 +105,7 @@ fn registry() -> manager::Result<Registry> {
     let mut registry = Registry::new();
     registry.register(Register::shared("shared", Bench { x: X }))?;
     registry.register(Register::shared("slow", Bench { x: X }))?;
+    registry.register(Register::shared("quick", QuickBench { x: X }))?;
     registry.register(Register::factory("obj", |(x,): (i64,)| Bench { x }))?;
     Ok(registry)
 }
@@ -97,6 +113,7 @@ fn registry() -> manager::Result<Registry> {
 const SHARED: Typeid<BenchProxy> = Typeid::new("shared");
 const SHARED_BLOCKING: Typeid<BenchBlockingProxy> = Typeid::new("shared");
 const OBJ: Typeid<BenchProxy, (i64,)> = Typeid::new("obj");
+const QUICK: Typeid<QuickBenchProxy> = Typeid::new("quick");
 /// Object A of the isolation figures (the slow calls); object B, the getter's, is `SHARED`.
 const SLOW: Typeid<BenchProxy> = Typeid::new("slow");
 
@@ -285,6 +302,8 @@ impl RawClient {
 enum Target {
     Raw,
     Ours,
+    /// Ours, calling the getter declared quick.
+    Quick,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
@@ -740,6 +759,10 @@ async fn job_throughput(
     };
     let manager = BaseManager::new(ours.clone()).connect_async().await?;
     let proxy = manager.create(&SHARED, ()).await?;
+    let quick = match windows.iter().any(|w| w.target == Target::Quick) {
+        true => Some(manager.create(&QUICK, ()).await?),
+        false => None,
+    };
     // A short warm-up of both, then wait for the windows.
     if let Some(raw_client) = raw_client.as_mut() {
         raw_round(raw_client, 200).await?;
@@ -764,26 +787,10 @@ async fn job_throughput(
                 }
                 (calls, Instant::now())
             }
-            Target::Ours => {
-                let mut loops = tokio::task::JoinSet::new();
-                for _ in 0..tasks {
-                    let proxy = proxy.clone();
-                    loops.spawn(async move {
-                        let mut calls = 0u64;
-                        while Instant::now() < end {
-                            check_x(proxy.get_x().await?)?;
-                            calls += 1;
-                        }
-                        Ok::<_, BoxError>((calls, Instant::now()))
-                    });
-                }
-                let (mut calls, mut finished) = (0, began);
-                while let Some(done) = loops.join_next().await {
-                    let (n, at) = done??;
-                    calls += n;
-                    finished = finished.max(at);
-                }
-                (calls, finished)
+            Target::Ours => ours_windows(&proxy, tasks, began, end).await?,
+            Target::Quick => {
+                let quick = quick.as_ref().ok_or("no quick proxy")?;
+                ours_windows(quick, tasks, began, end).await?
             }
         };
         results.push(WindowResult {
@@ -794,6 +801,51 @@ async fn job_throughput(
         });
     }
     Ok(ThroughputResult { windows: results })
+}
+
+/// A proxy whose `get_x` a throughput window calls.
+trait Getter: Clone + Send + Sync + 'static {
+    fn get(&self) -> impl std::future::Future<Output = manager::Result<i64>> + Send;
+}
+
+impl Getter for BenchProxy {
+    fn get(&self) -> impl std::future::Future<Output = manager::Result<i64>> + Send {
+        self.get_x()
+    }
+}
+
+impl Getter for QuickBenchProxy {
+    fn get(&self) -> impl std::future::Future<Output = manager::Result<i64>> + Send {
+        self.get_x()
+    }
+}
+
+/// `tasks` loops calling `get_x` until `end`; the calls made and when the last loop ended.
+async fn ours_windows<P: Getter>(
+    proxy: &P,
+    tasks: u32,
+    began: Instant,
+    end: Instant,
+) -> Res<(u64, Instant)> {
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..tasks {
+        let proxy = proxy.clone();
+        loops.spawn(async move {
+            let mut calls = 0u64;
+            while Instant::now() < end {
+                check_x(proxy.get().await?)?;
+                calls += 1;
+            }
+            Ok::<_, BoxError>((calls, Instant::now()))
+        });
+    }
+    let (mut calls, mut finished) = (0, began);
+    while let Some(done) = loops.join_next().await {
+        let (n, at) = done??;
+        calls += n;
+        finished = finished.max(at);
+    }
+    Ok((calls, finished))
 }
 
 /// What an echo round talks to.
@@ -867,7 +919,7 @@ async fn job_echo(
                     raw_rates.push(rate);
                     raw_samples.push(samples);
                 }
-                Target::Ours => {
+                Target::Ours | Target::Quick => {
                     let (rate, samples) = echo_round(size, round, Echo::Ours(&proxy)).await?;
                     ours_rates.push(rate);
                     ours_samples.push(samples);
@@ -1849,6 +1901,7 @@ impl Suite<'_> {
             let key = match window.target {
                 Target::Raw => "raw",
                 Target::Ours => "ours",
+                Target::Quick => "quick",
             };
             rates.entry(key).or_default().push(rate);
         }
@@ -1859,8 +1912,11 @@ impl Suite<'_> {
         eprintln!("throughput (get_x over TCP, each client its own process and connection)");
         let mut raw16 = None;
         for clients in [1usize, 4, 16] {
-            let rates =
-                self.throughput_run(&raw.tcp, tcp, clients, 1, &[Target::Raw, Target::Ours])?;
+            let targets: &[Target] = match clients {
+                16 => &[Target::Raw, Target::Ours, Target::Quick],
+                _ => &[Target::Raw, Target::Ours],
+            };
+            let rates = self.throughput_run(&raw.tcp, tcp, clients, 1, targets)?;
             let (ours, raw_rate) = (median(&rates["ours"]), median(&rates["raw"]));
             let mut figure = Figure::new(
                 &format!("tput.clients.{clients}"),
@@ -1877,9 +1933,23 @@ impl Suite<'_> {
                 raw16 = Some(raw_rate);
             }
             self.push(figure);
+            if clients == 16 {
+                self.push(
+                    Figure::new(
+                        "tput.clients.16.quick",
+                        "throughput, 16 clients, quick get_x",
+                        Unit::CallsPerSec,
+                        median(&rates["quick"]),
+                        Some(raw_rate),
+                    )
+                    .note(
+                        "quick get_x: declared #[shared(quick = [get_x])], runs with no hand-off",
+                    ),
+                );
+            }
             self.detail(&format!("tput.clients.{clients}"), &rates);
         }
-        let rates = self.throughput_run(&raw.tcp, tcp, 1, 16, &[Target::Ours])?;
+        let rates = self.throughput_run(&raw.tcp, tcp, 1, 16, &[Target::Ours, Target::Quick])?;
         let ours = median(&rates["ours"]);
         self.push(
             Figure::new(
@@ -1890,6 +1960,16 @@ impl Suite<'_> {
                 raw16,
             )
             .goal(Goal::RatioAtLeast(0.8))
+            .note("raw: the raw baseline with 16 clients"),
+        );
+        self.push(
+            Figure::new(
+                "tput.one_conn.16.quick",
+                "throughput, 1 connection, 16 tasks, quick get_x",
+                Unit::CallsPerSec,
+                median(&rates["quick"]),
+                raw16,
+            )
             .note("raw: the raw baseline with 16 clients"),
         );
         self.detail("tput.one_conn.16", &rates);

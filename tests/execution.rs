@@ -198,6 +198,55 @@ impl Probe {
     }
 }
 
+/// An object whose type declares some methods quick (`#[shared(quick = [...])]`): they run
+/// where the server reads the request. `lie` is declared quick but is not.
+#[derive(Debug, Default)]
+pub struct Quickie {
+    value: i64,
+}
+
+/// The name of the server thread that runs the current call.
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("").to_string()
+}
+
+#[manager::shared(quick = [get, bump, whereabouts, lie])]
+impl Quickie {
+    /// The value.
+    pub fn get(&self) -> i64 {
+        self.value
+    }
+
+    /// Adds one under the write lock; returns the new value.
+    pub fn bump(&mut self) -> i64 {
+        self.value += 1;
+        self.value
+    }
+
+    /// The name of the thread this call ran on.
+    pub fn whereabouts(&self) -> String {
+        thread_name()
+    }
+
+    /// Holds the write lock for `ms` milliseconds (a plain method, not quick); returns the
+    /// value it saw.
+    pub fn hold_mut(&mut self, ms: u64) -> i64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        self.value
+    }
+
+    /// Declared quick, but sleeps `ms` milliseconds; returns the thread it ran on.
+    pub fn lie(&self, ms: u64) -> String {
+        std::thread::sleep(Duration::from_millis(ms));
+        thread_name()
+    }
+}
+
+/// The name the server's worker threads have (`server::workers`).
+const WORKER_THREAD: &str = "manager-worker";
+
+const QUICKIE: Typeid<QuickieBlockingProxy> = Typeid::new("quickie");
+
 const PROBE: Typeid<ProbeBlockingProxy, (i64,)> = Typeid::new("probe");
 const PROBE_ASYNC: Typeid<ProbeProxy, (i64,)> = Typeid::new("probe");
 const SHARED_PROBE: Typeid<ProbeBlockingProxy> = Typeid::new("shared_probe");
@@ -216,6 +265,9 @@ fn probe_registry() -> Registry {
         .register(Register::factory("probe", move |(value,): (i64,)| {
             Probe::new(value, board.clone())
         }))
+        .unwrap();
+    registry
+        .register(Register::factory("quickie", |()| Quickie::default()))
         .unwrap();
     registry
 }
@@ -354,9 +406,14 @@ fn config_with_workers(workers: usize) -> ServerConfig {
 
 /// `info.running`: the calls of `method` on probes running now.
 fn running(info: &DebugInfo, method: &str) -> Vec<RunningCall> {
+    running_of(info, "probe", method)
+}
+
+/// `info.running`: the calls of `method` on objects of `typeid`.
+fn running_of(info: &DebugInfo, typeid: &str, method: &str) -> Vec<RunningCall> {
     info.running
         .iter()
-        .filter(|c| c.typeid == "probe" && c.method == method)
+        .filter(|c| c.typeid == typeid && c.method == method)
         .cloned()
         .collect()
 }
@@ -928,6 +985,117 @@ fn an_async_method_calls_another_object_through_an_async_proxy() {
     assert_eq!(through_async.unwrap(), Ok(3), "from an async client");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Quick methods.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the server's runtime has a thread to spare for quick calls (it keeps one free).
+fn quick_calls_possible() -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores < 2 {
+        eprintln!("    (one CPU: the server's runtime has one thread, so no call runs quick)");
+    }
+    cores >= 2
+}
+
+/// Quick methods run where the server reads the request, not on a worker thread, and keep
+/// the object's lock rules: a quick `&mut self` call waits for a plain one that holds the
+/// write lock (and then runs on a worker, as any call that waited for its lock).
+fn quick_methods_run_where_they_are_read_and_keep_the_lock_rules() {
+    let manager = start(ServerConfig::default());
+    let object = manager.create(&QUICKIE, ()).unwrap();
+    assert_eq!(object.bump().unwrap(), 1);
+    assert_eq!(object.get().unwrap(), 1);
+    let thread = object.whereabouts().unwrap();
+    if quick_calls_possible() {
+        assert_ne!(
+            thread, WORKER_THREAD,
+            "a quick method ran on a worker thread"
+        );
+    }
+
+    // With quick calls turned off, every plain method runs on a worker thread.
+    let mut config = ServerConfig::default();
+    config.quick_calls = false;
+    let off = start(config);
+    let plain = off.create(&QUICKIE, ()).unwrap();
+    assert_eq!(plain.whereabouts().unwrap(), WORKER_THREAD);
+
+    // A quick `&mut self` call waits for the write lock another call holds.
+    let holder = object.clone();
+    let held = background("the plain call holding the write lock", move || {
+        holder.hold_mut(1000).unwrap()
+    });
+    wait_until("the write lock to be held", || {
+        let info = manager.debug_info().map_err(|e| e.to_string())?;
+        match running_of(&info, "quickie", "hold_mut").is_empty() {
+            true => Err("not yet".into()),
+            false => Ok(()),
+        }
+    });
+    assert_eq!(object.bump().unwrap(), 2);
+    assert!(
+        held.is_finished(),
+        "the quick bump ran while another call held the write lock"
+    );
+    assert_eq!(held.join(), 1, "the holder saw the value before the bump");
+}
+
+/// A method declared quick that blocks (`lie`, 3 s) holds only its own connection and one
+/// of the server's threads, never the server: another client creates and calls meanwhile.
+/// Caught taking too long, it runs on worker threads from then on, so the next slow `lie`
+/// holds up not even the other threads of its connection.
+fn a_quick_method_that_blocks_stalls_no_other_client_and_is_demoted() {
+    if !quick_calls_possible() {
+        return;
+    }
+    let manager = start(ServerConfig::default());
+    let object = manager.create(&QUICKIE, ()).unwrap();
+    // Watched from another connection: the lie holds up its own connection's reading.
+    let other = connect(&manager);
+    let liar = object.clone();
+    let first = background("the first lie", move || liar.lie(SLOW_MS).unwrap());
+    wait_until("the lie to run", || {
+        let info = other.debug_info().map_err(|e| e.to_string())?;
+        match running_of(&info, "quickie", "lie").is_empty() {
+            true => Err("not yet".into()),
+            false => Ok(()),
+        }
+    });
+    let fresh = quick("a create and a call from another client", || {
+        let fresh = other.create(&QUICKIE, ()).unwrap();
+        assert_eq!(fresh.bump().unwrap(), 1);
+        fresh
+    });
+    assert!(
+        !first.is_finished(),
+        "the other client's calls returned only after the lie"
+    );
+    assert_ne!(first.join(), WORKER_THREAD, "the first lie ran quick");
+
+    // Demoted: the next lie runs on a worker, and the connection's other threads go on.
+    let liar = object.clone();
+    let second = background("the second lie", move || liar.lie(SLOW_MS).unwrap());
+    wait_until("the second lie to run", || {
+        let info = manager.debug_info().map_err(|e| e.to_string())?;
+        match running_of(&info, "quickie", "lie").is_empty() {
+            true => Err("not yet".into()),
+            false => Ok(()),
+        }
+    });
+    assert_eq!(
+        quick("a call on the same connection", || object.get().unwrap()),
+        0
+    );
+    assert!(!second.is_finished());
+    assert_eq!(
+        second.join(),
+        WORKER_THREAD,
+        "the demoted lie ran quick again"
+    );
+    drop(fresh);
+}
+
 fn main() {
     manager::init();
     common::run_tests(vec![
@@ -943,5 +1111,7 @@ fn main() {
         case!(a_plain_method_calls_another_object_through_a_proxy_argument),
         case!(a_plain_method_calls_another_object_through_a_proxy_it_attaches),
         case!(an_async_method_calls_another_object_through_an_async_proxy),
+        case!(quick_methods_run_where_they_are_read_and_keep_the_lock_rules),
+        case!(a_quick_method_that_blocks_stalls_no_other_client_and_is_demoted),
     ]);
 }

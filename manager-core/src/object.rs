@@ -42,6 +42,10 @@ pub struct MethodDesc {
     pub receiver: Receiver,
     /// Whether it is an `async fn`.
     pub is_async: bool,
+    /// Whether `#[shared(quick = [...])]` lists it: a plain method that never blocks and
+    /// finishes in microseconds, which the server runs where it read the request instead of
+    /// handing it to a worker thread (see `ServerConfig::quick_calls`).
+    pub quick: bool,
     /// The typeid its result is turned into, when `#[shared(method_to_typeid)]` maps it.
     pub method_to_typeid: Option<&'static str>,
     /// The Rust type of the value the method produces (the `T` of a `Result<T, E>`).

@@ -9,6 +9,7 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -68,9 +69,26 @@ pub(crate) struct Entry {
     pub(crate) params: Option<Arc<[String]>>,
     pub(crate) source: Source,
     pub(crate) from_result: FromResult,
+    /// Per method: whether it runs as a quick call (`#[shared(quick = [...])]`), until it is
+    /// caught taking too long for one (see `server::quick`).
+    pub(crate) quick: Arc<[AtomicBool]>,
 }
 
 impl Entry {
+    /// Whether method `index` runs as a quick call.
+    pub(crate) fn is_quick(&self, index: usize) -> bool {
+        self.quick
+            .get(index)
+            .is_some_and(|quick| quick.load(Ordering::Relaxed))
+    }
+
+    /// Makes method `index` run on worker threads from now on; true the first time.
+    pub(crate) fn demote(&self, index: usize) -> bool {
+        self.quick
+            .get(index)
+            .is_some_and(|quick| quick.swap(false, Ordering::Relaxed))
+    }
+
     /// The index of `method` if the type has it, and whether it is exposed.
     pub(crate) fn method(&self, method: &str) -> Option<(usize, bool)> {
         self.methods
@@ -309,6 +327,10 @@ impl<T: Shared> Register<T> {
             params: self.params.map(Arc::from),
             source: self.source,
             from_result: self.from_result,
+            quick: methods
+                .iter()
+                .map(|m| AtomicBool::new(m.quick && !m.is_async))
+                .collect(),
         })
     }
 }

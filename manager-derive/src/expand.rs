@@ -220,6 +220,7 @@ impl Gen<'_> {
             _ => quote!(#krate::__private::Receiver::Shared),
         };
         let is_async = method.sig.asyncness.is_some();
+        let quick = exposed.quick;
         let mapped = match &exposed.mapped {
             Some(Target::Typeid(typeid)) => quote!(::core::option::Option::Some(#typeid)),
             Some(Target::Type(path)) => quote_spanned! {path.span()=>
@@ -238,6 +239,7 @@ impl Gen<'_> {
                 params: &[ #(#params),* ],
                 receiver: #receiver,
                 is_async: #is_async,
+                quick: #quick,
                 method_to_typeid: #mapped,
                 returns: || ::core::any::TypeId::of::<#produced>(),
                 returns_name: #produced_name,

@@ -77,6 +77,9 @@ impl Parse for Mapping {
 pub(crate) struct Args {
     pub exposed: Option<(Span, Vec<Name>)>,
     pub method_to_typeid: Vec<Mapping>,
+    /// `quick = [...]`: methods that never block and finish in microseconds, run by the
+    /// server where it reads the request instead of on a worker thread.
+    pub quick: Option<(Span, Vec<Name>)>,
     pub krate: Option<Path>,
     /// `proxies = false`: generate the dispatcher only (for types whose proxies are written by
     /// hand, such as the built-in containers).
@@ -88,6 +91,7 @@ impl Parse for Args {
         let mut args = Args {
             exposed: None,
             method_to_typeid: Vec::new(),
+            quick: None,
             krate: None,
             proxies: true,
         };
@@ -96,7 +100,7 @@ impl Parse for Args {
             let key: syn::Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
                 syn::Error::new(
                     e.span(),
-                    "expected one of `exposed`, `method_to_typeid`, `crate`, `proxies`",
+                    "expected one of `exposed`, `method_to_typeid`, `quick`, `crate`, `proxies`",
                 )
             })?;
             let eq = input
@@ -117,6 +121,21 @@ impl Parse for Args {
                     bracketed!(content in input);
                     let names = Punctuated::<Name, Token![,]>::parse_terminated(&content)?;
                     args.exposed = Some((key.span(), names.into_iter().collect()));
+                }
+                "quick" => {
+                    eq?;
+                    if args.quick.is_some() {
+                        return Err(syn::Error::new(key.span(), "`quick` is given twice"));
+                    }
+                    if !input.peek(syn::token::Bracket) {
+                        return Err(input.error(
+                            "expected the method names in brackets, as in `quick = [get_x, len]`",
+                        ));
+                    }
+                    let content;
+                    bracketed!(content in input);
+                    let names = Punctuated::<Name, Token![,]>::parse_terminated(&content)?;
+                    args.quick = Some((key.span(), names.into_iter().collect()));
                 }
                 "method_to_typeid" => {
                     eq?;
@@ -147,7 +166,7 @@ impl Parse for Args {
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
-                        format!("unknown argument `{other}`: expected one of `exposed`, `method_to_typeid`, `crate`, `proxies`"),
+                        format!("unknown argument `{other}`: expected one of `exposed`, `method_to_typeid`, `quick`, `crate`, `proxies`"),
                     ))
                 }
             }

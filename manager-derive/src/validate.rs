@@ -11,6 +11,8 @@ use crate::parse::{Args, Method, Model, Receiver, Target};
 pub(crate) struct Exposed<'a> {
     pub method: &'a Method,
     pub mapped: Option<Target>,
+    /// Listed in `quick = [...]`.
+    pub quick: bool,
 }
 
 /// Collects errors so that the user sees all of them at once.
@@ -124,6 +126,50 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
         }
     }
 
+    let mut quick = HashSet::new();
+    for name in args.quick.iter().flat_map(|(_, names)| names) {
+        if !quick.insert(name.value.clone()) {
+            errors.push(syn::Error::new(
+                name.span,
+                format!("`{}` is listed in `quick` twice", name.value),
+            ));
+            continue;
+        }
+        match by_name(&name.value) {
+            None => errors.push(syn::Error::new(
+                name.span,
+                format!(
+                    "`quick` names `{}`, which is not a method of this impl block{}",
+                    name.value,
+                    available(model)
+                ),
+            )),
+            Some(method) if !chosen.iter().any(|c| std::ptr::eq(*c, method)) => {
+                errors.push(syn::Error::new(
+                    name.span,
+                    format!(
+                        "`quick` names `{}`, which is not exposed; add it to `exposed`{}",
+                        name.value,
+                        if method.is_pub {
+                            ""
+                        } else {
+                            " (or make it `pub`)"
+                        }
+                    ),
+                ))
+            }
+            Some(method) if method.sig.asyncness.is_some() => errors.push(syn::Error::new(
+                name.span,
+                format!(
+                    "`quick` names `{}`, an `async fn`: async methods never hold a thread \
+                     while they wait, so `quick` is only for plain methods",
+                    name.value
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+
     if let Some(error) = errors.0 {
         return Err(error);
     }
@@ -131,6 +177,7 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
         .into_iter()
         .map(|method| Exposed {
             mapped: mapped.get(&method.name()).cloned(),
+            quick: quick.contains(&method.name()),
             method,
         })
         .collect())

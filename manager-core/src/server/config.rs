@@ -34,6 +34,12 @@ pub struct ServerConfig {
     /// after the other from paying it on each, at the price of that much CPU time after each
     /// call. `Duration::ZERO` turns it off.
     pub worker_spin: Duration,
+    /// Whether methods declared `#[shared(quick = [...])]` run where their request was read,
+    /// with no hand-off to a worker thread (most of a small call's cost). A quick call that
+    /// runs longer than a millisecond is logged and its method runs on workers from then on;
+    /// at most one fewer run at once than the runtime has threads. Default `true`; `false`
+    /// runs every plain method on a worker thread.
+    pub quick_calls: bool,
     /// How long a native connection may carry nothing from its client before the server drops
     /// it as vanished (its host lost power or network: no FIN ever comes), releasing what it
     /// held (references, locks, permits, waits) as for a closed connection. Clients ping at a
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
             max_in_flight: 1024,
             max_workers: 256,
             worker_spin: Duration::from_micros(SPIN_MICROS),
+            quick_calls: true,
             slow_call_threshold: Duration::from_secs(1),
             liveness_timeout: Duration::from_secs(30),
             max_objects_per_connection: 1 << 22,

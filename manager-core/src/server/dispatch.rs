@@ -1,7 +1,8 @@
 //! Running a call: the checks, the decoding of its arguments, and where its body runs.
 //!
-//! Nothing a user wrote runs in the connection's read loop. A plain method's body runs on a
-//! worker thread (`workers`) once its object's lock is held; waiting for that lock, and the
+//! Nothing a user wrote runs in the connection's read loop, except methods their type declares
+//! quick (`quick`). A plain method's body runs on a worker thread (`workers`) once its object's
+//! lock is held; waiting for that lock, and the
 //! whole of an `async` method, happen in tokio tasks, where waiting costs no thread. The reply
 //! is written by whoever finishes the call (see `transport::Outbox`), so a plain call crosses
 //! threads once, from the reader to a worker.
@@ -148,7 +149,13 @@ impl Connection {
             _permit: permit,
         };
         match call {
-            Call::Ready(job) => self.run_on_worker(running, job),
+            Call::Ready(job) => match self.state.quick.admit(&running.entry, running.index) {
+                Some(admitted) => {
+                    let outcome = admitted.run(&running.entry, running.index, job);
+                    self.complete(running, outcome);
+                }
+                None => self.run_on_worker(running, job),
+            },
             Call::Locking(lock) => {
                 // Waiting for the object's lock costs no thread: a task waits, and hands the
                 // body to a worker once it holds the lock.

@@ -37,6 +37,7 @@ mod config;
 mod connection;
 mod dispatch;
 mod python;
+mod quick;
 mod refs;
 mod reply;
 mod table;
@@ -61,6 +62,8 @@ struct State {
     python: python::PythonRefs,
     /// The threads that run plain method bodies.
     workers: workers::Workers,
+    /// Which quick calls may run where they were read.
+    quick: quick::Quick,
     /// The calls running now, and per-method statistics.
     activity: activity::Activity,
     /// This run of the server: a random number, never 0, in every token it issues.
@@ -161,6 +164,7 @@ impl Server {
                 python_address: python.as_ref().map(|(_, bound)| bound.clone()),
                 python: python::PythonRefs::default(),
                 workers: workers::Workers::new(config.max_workers, config.worker_spin),
+                quick: quick::Quick::new(config.quick_calls),
                 activity: activity::Activity::default(),
                 instance: rand::random::<u64>() | 1,
                 config,

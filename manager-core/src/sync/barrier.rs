@@ -190,7 +190,13 @@ impl BarrierObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [parties, n_waiting, broken]
+)]
 impl BarrierObject {
     /// Waits until `parties` waiters have arrived, for at most `timeout` seconds (the
     /// barrier's default timeout when `None`), and returns this waiter's index, from 0 to

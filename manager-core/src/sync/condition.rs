@@ -168,7 +168,13 @@ impl Default for ConditionObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [release, notify, notify_all, locked, n_waiting]
+)]
 impl ConditionObject {
     /// Python's `acquire(blocking, timeout)` of the condition's lock, for the thread or task
     /// `owner` of the caller: whether it was acquired.

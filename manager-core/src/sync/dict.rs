@@ -97,7 +97,13 @@ impl DictObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [get, getitem, setitem, remove, pop, popitem, contains_key, len, is_empty, setdefault]
+)]
 impl DictObject {
     /// The value for `key`, if any.
     pub fn get(&self, key: Value, ctx: &CallContext) -> Option<Value> {

@@ -47,7 +47,13 @@ impl EventObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [set, clear, is_set, n_waiting]
+)]
 impl EventObject {
     /// Sets the flag, releasing every waiter.
     pub fn set(&self) {

@@ -184,7 +184,13 @@ impl ListObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [append, extend, pop, len, is_empty, getitem, setitem]
+)]
 impl ListObject {
     /// Appends `item`.
     pub fn append(&mut self, item: Value, ctx: &CallContext) -> Result<(), RemoteError> {

@@ -255,7 +255,13 @@ impl Default for LockObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [release, locked, n_waiting]
+)]
 impl LockObject {
     /// Python's `acquire(blocking, timeout)`: whether the lock was acquired. `timeout` is in
     /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.
@@ -307,7 +313,13 @@ impl Default for RLockObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [release, locked, n_waiting]
+)]
 impl RLockObject {
     /// Python's `acquire(blocking, timeout)` for the thread or task `owner` of the caller:
     /// whether the lock was acquired (again, when `owner` already holds it).

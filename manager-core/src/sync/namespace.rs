@@ -37,7 +37,13 @@ fn no_attribute(method: &str, name: &str) -> RemoteError {
     )
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [getattr, setattr, delattr, hasattr]
+)]
 impl NamespaceObject {
     /// The attribute `name`; an `Attribute` error when it is not set.
     pub fn getattr(&self, name: String, ctx: &CallContext) -> Result<Value, RemoteError> {

@@ -233,7 +233,13 @@ impl QueueObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [put_nowait, get_nowait, qsize, empty, full, maxsize, task_done, n_waiting_get, n_waiting_put]
+)]
 impl QueueObject {
     /// Puts `item` at the back (Python's `put(item, block=True, timeout=None)`). With `block`,
     /// waits for room, for at most `timeout` seconds if given; a `Full` error when there is

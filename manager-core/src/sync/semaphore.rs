@@ -180,7 +180,13 @@ impl BoundedSemaphoreObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [release, get_value, n_waiting]
+)]
 impl SemaphoreObject {
     /// Python's `acquire(blocking, timeout)`: whether a permit was taken. `timeout` is in
     /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.
@@ -210,7 +216,13 @@ impl SemaphoreObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [release, get_value, n_waiting]
+)]
 impl BoundedSemaphoreObject {
     /// Python's `acquire(blocking, timeout)`: whether a permit was taken. `timeout` is in
     /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.

@@ -27,7 +27,13 @@ impl ValueObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [get, set, typed]
+)]
 impl ValueObject {
     /// The value.
     pub fn get(&self, ctx: &CallContext) -> Value {
@@ -122,7 +128,13 @@ impl ArrayObject {
     }
 }
 
-#[crate::shared(crate = "crate", proxies = false)]
+#[crate::shared(
+    crate = "crate",
+    proxies = false,
+    // Bounded by their arguments and results, never by the size of the object, and never
+    // waiting: no worker thread needed (see `server::quick`).
+    quick = [len, is_empty, getitem, setitem]
+)]
 impl ArrayObject {
     /// The number of items (fixed at creation).
     pub fn len(&self) -> u64 {

@@ -141,9 +141,13 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
         Err(panic) => return traceback("RuntimeError", &panic_message(&panic)),
     };
     let mut ticket = Activity::start(&me.state, &entry, index, id, me.id);
-    // As for native clients: a plain body runs on a worker thread, never in this task.
+    // As for native clients: a plain body runs on a worker thread, never in this task, unless
+    // its method is quick (see `server::quick`).
     let outcome = match call {
-        Call::Ready(job) => me.state.on_worker(job).await,
+        Call::Ready(job) => match me.state.quick.admit(&entry, index) {
+            Some(admitted) => admitted.run(&entry, index, job),
+            None => me.state.on_worker(job).await,
+        },
         Call::Locking(lock) => {
             let job = lock.await;
             me.state.on_worker(job).await

@@ -1,0 +1,197 @@
+//! Quick calls: plain methods that their type declares never block
+//! (`#[shared(quick = [...])]`) run where the server read the request, with no hand-off.
+//!
+//! Handing a body to a worker thread costs a thread wake-up, which is most of the cost of a
+//! small call. A method that only reads or updates its object (a getter, a counter, a
+//! container's `len` or `append`) gains nothing from a thread of its own, so its type may list
+//! it as quick: its body then runs in the connection's read loop, on one of the runtime's
+//! threads, as the part of an `async` method before its first wait does. The object's lock is
+//! taken without waiting (a quick call whose object's lock is held by another call waits for
+//! it in a task and then runs on a worker, as any plain call does).
+//!
+//! A wrong declaration must not stop the server, so a watcher guards the quick calls. While
+//! one runs, tokio's I/O driver may go unpolled: the runtime's other threads may all be asleep,
+//! waiting to be told of work that only the driver would find. A quick call that has run for
+//! a [`TICK`] is taken for one that blocks: the watcher wakes the runtime (a no-op task sent
+//! from outside it), so another thread takes over the driver and the other connections are
+//! served again within about a tick. When the call ends, its method is demoted: logged once,
+//! and run on worker threads from then on. Until then, the connection that made the call is
+//! not read (its read loop runs the call).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::object::{Job, Outcome};
+use crate::registry::Entry;
+
+/// A quick call that runs longer than this blocks: the runtime is woken, and its method is
+/// demoted when it ends.
+pub(super) const TICK: Duration = Duration::from_millis(1);
+
+/// The watcher sleeps once no quick call has started for this many ticks.
+const IDLE_TICKS: u32 = 200;
+
+/// The server's quick calls and their watcher (see the module documentation).
+#[derive(Debug)]
+pub(super) struct Quick {
+    enabled: bool,
+    shared: Arc<Watched>,
+}
+
+#[derive(Debug)]
+struct Watched {
+    /// Quick calls started and finished (so, running: the difference).
+    started: AtomicU64,
+    finished: AtomicU64,
+    /// Whether the watcher sleeps (and must be woken by the next quick call).
+    asleep: AtomicBool,
+    /// Whether the watcher thread has been started, and the server is stopping.
+    state: Mutex<WatcherState>,
+    wake: Condvar,
+    /// The runtime to wake when a quick call blocks.
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+#[derive(Debug, Default)]
+struct WatcherState {
+    started: bool,
+    stopping: bool,
+}
+
+impl Quick {
+    /// Quick calls for a server on the current runtime; `enabled` false runs every plain
+    /// method on a worker thread (`ServerConfig::quick_calls`).
+    pub(super) fn new(enabled: bool) -> Quick {
+        Quick {
+            enabled,
+            shared: Arc::new(Watched {
+                started: AtomicU64::new(0),
+                finished: AtomicU64::new(0),
+                asleep: AtomicBool::new(true),
+                state: Mutex::new(WatcherState::default()),
+                wake: Condvar::new(),
+                runtime: tokio::runtime::Handle::try_current().ok(),
+            }),
+        }
+    }
+
+    /// Whether a call of method `index` of `entry` runs quick.
+    pub(super) fn admit(&self, entry: &Entry, index: usize) -> Option<Admitted<'_>> {
+        (self.enabled && entry.is_quick(index)).then_some(Admitted(&self.shared))
+    }
+}
+
+impl Drop for Quick {
+    fn drop(&mut self) {
+        self.shared.state.lock().stopping = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+/// A call that runs quick.
+pub(super) struct Admitted<'a>(&'a Arc<Watched>);
+
+impl Admitted<'_> {
+    /// Runs the body here; a body that turns out to block demotes its method.
+    pub(super) fn run(self, entry: &Entry, index: usize, job: Job) -> std::thread::Result<Outcome> {
+        let watched = self.0;
+        // SeqCst here and where the watcher goes to sleep: each side writes one and then reads
+        // the other, so at least one of them sees the other's write.
+        watched.started.fetch_add(1, Ordering::SeqCst);
+        if watched.asleep.load(Ordering::SeqCst) {
+            watched.wake_watcher();
+        }
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        let took = started.elapsed();
+        watched.finished.fetch_add(1, Ordering::Relaxed);
+        if took > TICK && entry.demote(index) {
+            let method = entry.methods[index].name;
+            tracing::warn!(
+                typeid = &*entry.typeid,
+                method,
+                "{method} of {:?} is declared quick but ran for {took:.1?}, holding up its \
+                 connection meanwhile; it runs on worker threads from now on (remove it from \
+                 `#[shared(quick = [...])]`)",
+                &*entry.typeid,
+            );
+        }
+        outcome
+    }
+}
+
+impl Watched {
+    /// Wakes the watcher, starting its thread the first time.
+    fn wake_watcher(self: &Arc<Self>) {
+        let mut state = self.state.lock();
+        if !self.asleep.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if state.started {
+            drop(state);
+            self.wake.notify_one();
+            return;
+        }
+        state.started = true;
+        drop(state);
+        let watched = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("manager-quick-watch".into())
+            .spawn(move || watched.watch());
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the watcher of quick calls: {e}");
+        }
+    }
+
+    /// Every tick while quick calls happen: a call that has been running for a whole tick
+    /// wakes the runtime, once per such call.
+    fn watch(self: Arc<Self>) {
+        let mut idle = 0u32;
+        let mut last_started = self.started.load(Ordering::Relaxed);
+        let mut last_finished = self.finished.load(Ordering::Relaxed);
+        let mut woken_at = None;
+        loop {
+            std::thread::sleep(TICK);
+            let started = self.started.load(Ordering::Relaxed);
+            let finished = self.finished.load(Ordering::Relaxed);
+            // Running a tick ago and none finished since: a call has run for a tick at least.
+            let stuck = last_started > last_finished && finished == last_finished;
+            if stuck && woken_at != Some(finished) {
+                woken_at = Some(finished);
+                if let Some(runtime) = &self.runtime {
+                    // From outside the runtime, a task goes to its shared queue and wakes a
+                    // sleeping thread, which then polls the I/O driver.
+                    drop(runtime.spawn(async {}));
+                }
+            }
+            idle = if started == last_started && started == finished {
+                idle + 1
+            } else {
+                0
+            };
+            (last_started, last_finished) = (started, finished);
+            if idle >= IDLE_TICKS {
+                let mut state = self.state.lock();
+                if state.stopping {
+                    return;
+                }
+                self.asleep.store(true, Ordering::SeqCst);
+                // A call that started after the last look finds `asleep` true and wakes us,
+                // or started before we set it and shows in the counters.
+                if self.started.load(Ordering::SeqCst) == started {
+                    self.wake.wait(&mut state);
+                }
+                self.asleep.store(false, Ordering::Relaxed);
+                if state.stopping {
+                    return;
+                }
+                idle = 0;
+                last_started = self.started.load(Ordering::Relaxed);
+                last_finished = self.finished.load(Ordering::Relaxed);
+            }
+        }
+    }
+}
