@@ -181,6 +181,9 @@ async fn serve<S>(state: Arc<State>, stream: S, fd: Option<RawFd>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    // Buffered: CPython sends a small request's header and pickle in one write, which one read
+    // then takes whole (unbuffered, the header and the pickle were a read each).
+    let stream = tokio::io::BufReader::with_capacity(16 * 1024, stream);
     let mut conn = PyConnection::new(stream).with_max_frame(state.config.max_frame);
     let handshake = tokio::select! {
         result = tokio::time::timeout(state.config.handshake_timeout, conn.server_handshake(&state.authkey)) => result,
