@@ -5,9 +5,11 @@
 
 use proc_macro::TokenStream;
 
+mod ctxt;
 mod entry;
 mod expand;
 mod parse;
+mod proxy;
 mod validate;
 
 /// Shares the methods of an impl block with other processes.
