@@ -188,7 +188,7 @@ impl Gen<'_> {
     fn dispatcher(&self) -> TokenStream {
         let krate = self.krate;
         let self_ty = &self.names.self_ty;
-        let where_clause = self.where_clause(self.exposed);
+        let where_clause = self.where_clause(self.exposed, false);
         let descs = self.exposed.iter().map(|e| self.method_desc(e));
         let arms = self
             .exposed
@@ -395,19 +395,32 @@ impl Gen<'_> {
     /// The where clause of a generated item that uses `exposed`'s types:
     /// `for<'__m> Point: RemoteArgument, ...`. The requirement is checked once, with a clear
     /// message, by [`Gen::type_checks`]; with it, the item assumes it and reports nothing more.
+    ///
+    /// With `client`, for a proxy's method: what a mapped method returns stays in the server,
+    /// so the client side needs nothing of it.
     pub(crate) fn where_clause<'e>(
         &self,
         exposed: impl IntoIterator<Item = &'e Exposed<'e>>,
+        client: bool,
     ) -> TokenStream {
         let krate = self.krate;
-        let mut seen = std::collections::HashSet::new();
-        let bounds: Vec<TokenStream> = exposed
-            .into_iter()
-            .flat_map(|e| self.requirements(e))
-            .filter(|r| r.bounded)
-            .filter(|r| seen.insert((r.kind, r.ty.to_string())))
-            .map(|r| {
-                let (ty, bound) = (&r.ty, r.kind.bound());
+        // One bound per type: the strongest it needs (`RemoteResult` implies the others).
+        let mut needs: Vec<(String, TokenStream, Kind)> = Vec::new();
+        for r in exposed.into_iter().flat_map(|e| self.requirements(e)) {
+            if !r.bounded || is_plain_serde(&r.ty) || (client && r.kind == Kind::Object) {
+                continue;
+            }
+            let key = r.ty.to_string();
+            match needs.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, _, kind)) if *kind != r.kind.bound_kind() => *kind = Kind::Result,
+                Some(_) => {}
+                None => needs.push((key, r.ty, r.kind.bound_kind())),
+            }
+        }
+        let bounds: Vec<TokenStream> = needs
+            .iter()
+            .map(|(_, ty, kind)| {
+                let bound = kind.bound();
                 quote!(for<'__m> #ty: #krate::__private::#bound)
             })
             .collect();
@@ -457,6 +470,14 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// The kind whose trait is the where clause's bound.
+    fn bound_kind(self) -> Kind {
+        match self {
+            Kind::ResultAlias => Kind::Result,
+            kind => kind,
+        }
+    }
+
     fn bound(self) -> syn::Ident {
         let name = match self {
             Kind::Argument => "RemoteArgument",
@@ -488,4 +509,56 @@ pub(crate) struct Requirement {
     checked: bool,
     /// Assumed in where clauses.
     bounded: bool,
+}
+
+/// Whether `ty` (as tokens) is a standard type that is always serde, `Send` and `'static`
+/// (`i64`, `String`, `Vec<u8>`, `Option<bool>`, tuples of those...): such a type needs no
+/// where clause, which keeps the generated API's docs and `cargo expand` plain.
+fn is_plain_serde(ty: &TokenStream) -> bool {
+    let Ok(ty) = syn::parse2::<Type>(ty.clone()) else {
+        return false;
+    };
+    fn plain(ty: &Type) -> bool {
+        match ty {
+            Type::Tuple(t) => t.elems.iter().all(plain),
+            Type::Paren(p) => plain(&p.elem),
+            Type::Path(p) if p.qself.is_none() => {
+                let Some(last) = p.path.segments.last() else {
+                    return false;
+                };
+                let name = last.ident.to_string();
+                match &last.arguments {
+                    syn::PathArguments::None => matches!(
+                        name.as_str(),
+                        "bool"
+                            | "char"
+                            | "i8"
+                            | "i16"
+                            | "i32"
+                            | "i64"
+                            | "i128"
+                            | "isize"
+                            | "u8"
+                            | "u16"
+                            | "u32"
+                            | "u64"
+                            | "u128"
+                            | "usize"
+                            | "f32"
+                            | "f64"
+                            | "String"
+                    ),
+                    syn::PathArguments::AngleBracketed(args)
+                        if matches!(name.as_str(), "Vec" | "Option" | "Box") =>
+                    {
+                        args.args.len() == 1
+                            && matches!(args.args.first(), Some(syn::GenericArgument::Type(t)) if plain(t))
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+    plain(&ty)
 }

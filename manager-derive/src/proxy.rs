@@ -279,7 +279,7 @@ impl Gen<'_> {
             }
         };
         let asyncness = if blocking { quote!() } else { quote!(async) };
-        let where_clause = self.where_clause([exposed]);
+        let where_clause = self.where_clause([exposed], true);
         // A method mapped to a type is spanned on that type, so that a type without proxies
         // is one error, there.
         let span = match &exposed.mapped {
