@@ -8,15 +8,31 @@
 //! in the server and returns the result by value, or, for methods mapped by
 //! `method_to_typeid`, as a proxy to another server-side object.
 //!
-//! ```no_run
-//! use manager::{shared, BaseManager, Register, Registry, Typeid, Address};
+//! # Tutorial
+//!
+//! **1. Share a type.** [`#[shared]`](macro@shared) on its impl block generates the server's
+//! dispatcher and two client proxies, `PairProxy` (async) and `PairBlockingProxy`, with one
+//! method per `pub` method taking `&self` or `&mut self`. Arguments and results travel as serde
+//! values; each proxy method returns `manager::Result<_>`, whose error is the call's own
+//! (connection, timeout, a panic in the method). [`example_generated`] shows the generated API.
+//!
+//! **2. Build the registry in an [`#[entry]`](macro@entry) function**, so that the server, a
+//! child process running a copy of this program, can build the same registry there.
+//!
+//! **3. Start the server and call.** [`init()`] first in `main` (in the child, it runs the
+//! server and exits); [`BaseManager::start`] spawns it and connects; [`BlockingManager::create`]
+//! makes an object from its typeid and returns its proxy.
+//!
+//! ```
+//! use manager::{shared, Address, BaseManager, Register, Registry, Typeid};
 //!
 //! pub struct Pair { x: i64, y: i64 }
 //!
 //! #[shared]
 //! impl Pair {
-//!     pub fn get_x(&self) -> i64 { self.x }
-//!     pub fn set_x(&mut self, x: i64) { self.x = x }
+//!     pub fn get_x(&self) -> i64 { self.x }            // &self: shares the read lock
+//!     pub fn set_x(&mut self, x: i64) { self.x = x }   // &mut self: takes the write lock
+//!     pub fn sum(&self) -> i64 { self.x + self.y }
 //! }
 //!
 //! #[manager::entry]
@@ -34,10 +50,22 @@
 //!     let pair = manager.create(&GET_PAIR, ())?;
 //!     pair.set_x(7)?;
 //!     assert_eq!(pair.get_x()?, 7);
+//!     assert_eq!(pair.sum()?, 13);
 //!     manager.shutdown()
 //! }
 //! ```
 //!
-//! See the README for the tour of every feature, and `examples/` for the seed's scripts.
+//! **4. Go async, or pass proxies on.** `pair.into_async()` is the same proxy with `async`
+//! methods (use [`BaseManager::start_async`] / [`Manager`] in async code). Proxies are serde
+//! values: pass one to a child started with [`Process::spawn`], and it calls the same object.
+//! `pair.with_timeout(d)` bounds each call.
+//!
+//! **Next:** the [`#[shared]`](macro@shared) reference (what may be shared, locks, errors,
+//! timeouts, `method_to_typeid`, every argument), [`#[entry]`](macro@entry), the built-in
+//! shared types in [`sync`] (Python's `manager.list()`, `dict()`, `Lock()`, `Queue()`...),
+//! [`python`] for CPython clients, and the README for the tour of every feature.
 
 pub use manager_core::*;
+
+#[cfg(any(doc, test))]
+pub mod example_generated;

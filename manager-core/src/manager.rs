@@ -34,9 +34,24 @@ pub enum NoCreate {}
 ///
 /// It is Python's `manager.register('get_pair', proxytype=...)` on the client, as a constant:
 ///
-/// ```ignore
+/// ```
+/// # use manager_core::{Address, BaseManager, Register, Registry, Typeid};
+/// # pub struct Pair { x: i64, y: i64 }
+/// # #[manager_core::shared(crate = "manager_core")]
+/// # impl Pair { pub fn sum(&self) -> i64 { self.x + self.y } }
+/// # #[manager_core::entry(crate = "manager_core")]
+/// # fn registry() -> manager_core::Result<Registry> {
+/// #     let mut registry = Registry::new();
+/// #     registry.register(Register::factory("get_pair", |(x, y): (i64, i64)| Pair { x, y }))?;
+/// #     Ok(registry)
+/// # }
+/// # fn main() -> manager_core::Result<()> {
+/// # manager_core::init();
+/// # let manager = BaseManager::new(Address::local_tcp()).start(registry)?;
 /// const GET_PAIR: Typeid<PairBlockingProxy, (i64, i64)> = Typeid::new("get_pair");
 /// let pair = manager.create(&GET_PAIR, (1, 3))?;
+/// assert_eq!(pair.sum()?, 4);
+/// # manager.shutdown() }
 /// ```
 ///
 /// A typeid declared with [`Typeid::without_create`] has no create method: passing it to
@@ -90,11 +105,16 @@ impl<P: Proxy> Typeid<P, (), NoCreate> {
 /// How to reach (or start) a manager server: its address, the authkey, the server's limits, and
 /// TLS when it is reached across machines.
 ///
-/// ```no_run
-/// # use manager_core::{BaseManager, Address};
-/// let manager = BaseManager::new(Address::tcp("127.0.0.1:50000"));
+/// ```
+/// # use manager_core::{sync, BaseManager, Address};
+/// # fn main() -> manager_core::Result<()> {
+/// # manager_core::init();
+/// let server = BaseManager::new(Address::local_tcp()).start(sync::registry)?;
+/// // Another client of the same server (in this process here; usually another program).
+/// let manager = BaseManager::new(server.address().clone());
 /// let client = manager.connect()?;
-/// # Ok::<(), manager_core::Error>(())
+/// # drop(client);
+/// # server.shutdown() }
 /// ```
 #[derive(Debug, Clone)]
 pub struct BaseManager {

@@ -12,13 +12,19 @@ pub use ::serde;
 pub use ::serde_bytes::{ByteBuf, Bytes};
 pub use ::tokio::sync::RwLock;
 
+// The traits below carry their requirements as supertraits, so that a generated item whose
+// where clause names one (`where for<'__m> Point: RemoteArgument`) may use everything serde
+// offers for the type. The `for<'__m>` keeps rustc from rejecting a clause that is false:
+// then the item just cannot be used, and the one error the user sees is the check that
+// `assert_argument` (and its siblings) makes, spanned on their own type.
+
 /// An argument type of a `#[shared]` method.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an argument of a method called from another process",
     label = "an argument must implement serde's `Serialize` and `DeserializeOwned`",
     note = "arguments travel between processes by value: derive `serde::Serialize` and `serde::Deserialize` for it"
 )]
-pub trait RemoteArgument {}
+pub trait RemoteArgument: ::serde::Serialize + ::serde::de::DeserializeOwned {}
 impl<T: ::serde::Serialize + ::serde::de::DeserializeOwned> RemoteArgument for T {}
 
 /// A result type of a `#[shared]` method.
@@ -27,20 +33,124 @@ impl<T: ::serde::Serialize + ::serde::de::DeserializeOwned> RemoteArgument for T
     label = "a result must implement serde's `Serialize` and `DeserializeOwned`, and be `Send + 'static`",
     note = "results travel by value: derive `serde::Serialize` and `serde::Deserialize` for it, or map the method with `method_to_typeid` to return a proxy"
 )]
-pub trait RemoteResult {}
+pub trait RemoteResult:
+    ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static
+{
+}
 impl<T: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static> RemoteResult for T {}
+
+/// A result written as a one-argument `Result<T>` alias (`io::Result<T>`): a plain value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned to another process",
+    label = "a `Result` alias with one argument is a plain value to `#[shared]`, and must implement serde's `Serialize` and `DeserializeOwned`",
+    note = "only a return type written `Result<T, E>` is a fallible result (an `Err` reaches the caller as `Ok(Err(e))`); write the error type out, one that serde can send: `Result<T, String>` with `.map_err(|e| e.to_string())`"
+)]
+pub trait RemoteResultAlias: RemoteResult {}
+impl<T: RemoteResult> RemoteResultAlias for T {}
 
 /// The result type of a `method_to_typeid` method.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot become a server-side object",
     label = "a `method_to_typeid` result must be `Send + 'static`"
 )]
-pub trait RemoteObject {}
+pub trait RemoteObject: Send + 'static {}
 impl<T: Send + 'static> RemoteObject for T {}
+
+/// Implemented by a `#[shared]` type for the marker of each method it exposes. The hidden
+/// methods `#[shared]` puts on the proxies for the methods it leaves out require it, so that
+/// calling one says so, and lists the exposed ones.
+#[diagnostic::on_unimplemented(
+    message = "this method of `{Self}` is not exposed to other processes",
+    label = "not exposed by `#[shared]`",
+    note = "`#[shared]` exposes the methods listed in `exposed = [...]`, or without that list every `pub` method that takes `&self` or `&mut self` (`pub(crate)` is not enough)"
+)]
+pub trait Exposes<Method> {}
 
 /// Checks, at compile time, that `T` can be an argument.
 pub const fn assert_argument<T: RemoteArgument>() {}
 /// Checks, at compile time, that `T` can be returned.
 pub const fn assert_result<T: RemoteResult>() {}
+/// Checks, at compile time, that the one-argument `Result` alias `T` can be returned.
+pub const fn assert_result_alias<T: RemoteResultAlias>() {}
 /// Checks, at compile time, that `T` can become an object.
 pub const fn assert_object<T: RemoteObject>() {}
+
+/// What every proxy type `#[shared]` generates has, written once: the struct around a
+/// [`BaseProxy`], `Clone`, `Debug`, serde (a proxy travels to other processes as its token),
+/// [`Proxy`], the switch to the other flavour (`into_async` / `into_blocking`) and
+/// `with_timeout`. `#[shared]` invokes it twice per type, for `XProxy` and `XBlockingProxy`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __manager_proxy_type {
+    (
+        $(#[doc = $doc:expr])*
+        $name:ident, $other_fn:ident -> $other:ident, $other_doc:expr
+    ) => {
+        $(#[doc = $doc])*
+        pub struct $name {
+            base: $crate::__private::BaseProxy,
+        }
+
+        #[automatically_derived]
+        impl ::core::clone::Clone for $name {
+            fn clone(&self) -> Self {
+                $name { base: ::core::clone::Clone::clone(&self.base) }
+            }
+        }
+
+        #[automatically_derived]
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_tuple(::core::stringify!($name)).field(&self.base).finish()
+            }
+        }
+
+        #[automatically_derived]
+        impl $crate::__private::serde::Serialize for $name {
+            fn serialize<__S: $crate::__private::serde::Serializer>(
+                &self,
+                serializer: __S,
+            ) -> ::core::result::Result<__S::Ok, __S::Error> {
+                $crate::__private::serde::Serialize::serialize(&self.base, serializer)
+            }
+        }
+
+        #[automatically_derived]
+        impl<'de> $crate::__private::serde::Deserialize<'de> for $name {
+            fn deserialize<__D: $crate::__private::serde::Deserializer<'de>>(
+                deserializer: __D,
+            ) -> ::core::result::Result<Self, __D::Error> {
+                ::core::result::Result::map(
+                    <$crate::__private::BaseProxy as $crate::__private::serde::Deserialize<'de>>::deserialize(deserializer),
+                    |base| $name { base },
+                )
+            }
+        }
+
+        #[automatically_derived]
+        impl $crate::__private::Proxy for $name {
+            fn from_base(base: $crate::__private::BaseProxy) -> Self {
+                $name { base }
+            }
+
+            fn base(&self) -> &$crate::__private::BaseProxy {
+                &self.base
+            }
+        }
+
+        impl $name {
+            #[doc = $other_doc]
+            pub fn $other_fn(self) -> $other {
+                $other { base: self.base }
+            }
+
+            /// The same proxy, whose calls fail with `Error::Timeout` after `timeout` (and
+            /// are cancelled on the server when they are `async` methods still waiting).
+            pub fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
+                self.base.set_timeout(::core::option::Option::Some(timeout));
+                self
+            }
+        }
+    };
+}
+pub use crate::__manager_proxy_type as proxy_type;

@@ -2,89 +2,96 @@
 //! (`::manager::__private::...`, `::core::...`, `::std::...`), so it works with
 //! `#![no_implicit_prelude]` and reads plainly in `cargo expand`.
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Path, Type};
 
-use crate::parse::{parse_item, Args, Method, Model, Receiver, Target};
-use crate::validate::{validate, Exposed};
+use crate::ctxt::Ctxt;
+use crate::parse::{is_result_alias, parse_item, shared_args, Model, Receiver, Target};
+use crate::validate::{borrowed, validate, Exposed};
 
-/// The `#[shared]` macro. On an error the user's impl block is still emitted, so the only
-/// errors the user sees are the real ones.
+/// The `#[shared]` macro: parse, validate, then expand, every stage reporting to one [`Ctxt`].
+/// The user's impl block is always emitted. On an error, the proxies are still emitted with
+/// the methods that passed (see [`Gen::fallback`]), so that the only errors the user sees are
+/// the real ones and their editor still knows `XProxy` and `XBlockingProxy`.
 pub(crate) fn shared(args: TokenStream, item: TokenStream) -> TokenStream {
-    let args: Args = match syn::parse2(args) {
-        Ok(args) => args,
-        Err(e) => return with_error(item, e),
+    let cx = Ctxt::new();
+    let args = shared_args(&cx, args);
+    let Some(model) = parse_item(&cx, item.clone()) else {
+        return with_errors(item, cx);
     };
-    let model = match parse_item(item.clone()) {
-        Ok(model) => model,
-        Err(e) => return with_error(item, e),
-    };
-    let exposed = match validate(&args, &model) {
-        Ok(exposed) => exposed,
-        Err(e) => return with_error(item, e),
-    };
+    let exposed = validate(&cx, &args, &model);
+    let names = Names::new(&cx, &model);
     let krate: Path = args
         .krate
         .clone()
         .unwrap_or_else(|| syn::parse_quote!(::manager));
-    let names = match Names::new(&model) {
-        Ok(names) => names,
-        Err(e) => return with_error(item, e),
-    };
-    let gen = Gen {
+    let impl_block = &model.item;
+    let gen = names.as_ref().map(|names| Gen {
         krate: &krate,
         model: &model,
-        names: &names,
+        names,
         exposed: &exposed,
-    };
-    let impl_block = &model.item;
-    let dispatcher = gen.dispatcher();
+    });
+    if let Err(error) = cx.check() {
+        let error = error.to_compile_error();
+        let stubs = gen
+            .filter(|_| args.proxies)
+            .map(|gen| gen.fallback())
+            .unwrap_or_default();
+        return quote! { #impl_block #error #stubs };
+    }
+    let gen = gen.expect("Names::new reports why it found no name");
     let checks = gen.type_checks();
-    let (async_proxy, blocking_proxy) = if args.proxies {
-        (gen.proxy(false), gen.proxy(true))
+    let dispatcher = gen.dispatcher();
+    let proxies = if args.proxies {
+        gen.proxies(true)
     } else {
-        (TokenStream::new(), TokenStream::new())
+        TokenStream::new()
     };
     quote! {
         #impl_block
         #checks
         #dispatcher
-        #async_proxy
-        #blocking_proxy
+        #proxies
     }
 }
 
-fn with_error(item: TokenStream, error: syn::Error) -> TokenStream {
-    let error = error.to_compile_error();
+fn with_errors(item: TokenStream, cx: Ctxt) -> TokenStream {
+    let error = cx
+        .check()
+        .err()
+        .map(|e| e.to_compile_error())
+        .unwrap_or_default();
     quote! { #item #error }
 }
 
 /// The names of the type and of the generated proxies.
-struct Names {
-    self_ty: Type,
-    ident: syn::Ident,
-    proxy: syn::Ident,
-    blocking: syn::Ident,
+pub(crate) struct Names {
+    pub(crate) self_ty: Type,
+    pub(crate) ident: syn::Ident,
+    pub(crate) proxy: syn::Ident,
+    pub(crate) blocking: syn::Ident,
 }
 
 impl Names {
-    fn new(model: &Model) -> syn::Result<Names> {
+    fn new(cx: &Ctxt, model: &Model) -> Option<Names> {
         let self_ty = (*model.item.self_ty).clone();
-        let Type::Path(path) = &self_ty else {
-            return Err(syn::Error::new(
-                self_ty.span(),
-                "#[shared] needs a named type: `impl MyType { ... }`",
-            ));
+        let ident = match &self_ty {
+            Type::Path(path) if path.qself.is_none() => {
+                path.path.segments.last().map(|s| s.ident.clone())
+            }
+            _ => None,
         };
-        let ident = path
-            .path
-            .segments
-            .last()
-            .map(|s| s.ident.clone())
-            .ok_or_else(|| syn::Error::new(self_ty.span(), "#[shared] needs a named type"))?;
-        Ok(Names {
+        let Some(ident) = ident else {
+            cx.error_spanned_by(
+                &self_ty,
+                "#[shared] needs a named type: `impl MyType { ... }`",
+            );
+            return None;
+        };
+        Some(Names {
             proxy: format_ident!("{}Proxy", ident),
             blocking: format_ident!("{}BlockingProxy", ident),
             ident,
@@ -94,7 +101,7 @@ impl Names {
 }
 
 /// How a parameter travels: the type decoded on the server and how it is passed to the method.
-enum Wire {
+pub(crate) enum Wire {
     /// Decoded as the parameter's own type and moved in.
     Owned(Type),
     /// `Vec<u8>`: one block of bytes.
@@ -107,7 +114,7 @@ enum Wire {
     Ref(Type),
 }
 
-fn wire_of(ty: &Type) -> Wire {
+pub(crate) fn wire_of(ty: &Type) -> Wire {
     match ty {
         Type::Reference(r) => match &*r.elem {
             Type::Slice(s) if is_u8(&s.elem) => Wire::ByteSlice,
@@ -129,7 +136,7 @@ fn is_u8(ty: &Type) -> bool {
     matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident("u8"))
 }
 
-fn is_byte_vec(ty: &Type) -> bool {
+pub(crate) fn is_byte_vec(ty: &Type) -> bool {
     let Type::Path(p) = ty else { return false };
     let Some(last) = p.path.segments.last() else {
         return false;
@@ -164,15 +171,16 @@ fn replace_self(tokens: TokenStream, self_ty: &Type) -> TokenStream {
         .collect()
 }
 
-struct Gen<'a> {
-    krate: &'a Path,
-    model: &'a Model,
-    names: &'a Names,
-    exposed: &'a [Exposed<'a>],
+/// What every generator needs: the crate path, the impl block, the names, the exposed methods.
+pub(crate) struct Gen<'a> {
+    pub(crate) krate: &'a Path,
+    pub(crate) model: &'a Model,
+    pub(crate) names: &'a Names,
+    pub(crate) exposed: &'a [Exposed<'a>],
 }
 
 impl Gen<'_> {
-    fn outside(&self, ty: &Type) -> TokenStream {
+    pub(crate) fn outside(&self, ty: &Type) -> TokenStream {
         replace_self(ty.to_token_stream(), &self.names.self_ty)
     }
 
@@ -180,7 +188,7 @@ impl Gen<'_> {
     fn dispatcher(&self) -> TokenStream {
         let krate = self.krate;
         let self_ty = &self.names.self_ty;
-        let (impl_generics, _, where_clause) = self.model.item.generics.split_for_impl();
+        let where_clause = self.where_clause(self.exposed, false);
         let descs = self.exposed.iter().map(|e| self.method_desc(e));
         let arms = self
             .exposed
@@ -188,7 +196,8 @@ impl Gen<'_> {
             .enumerate()
             .map(|(i, e)| self.dispatch_arm(i, e));
         quote! {
-            impl #impl_generics #krate::__private::Shared for #self_ty #where_clause {
+            #[automatically_derived]
+            impl #krate::__private::Shared for #self_ty #where_clause {
                 const METHODS: &'static [#krate::__private::MethodDesc] = &[ #(#descs),* ];
 
                 fn dispatch(
@@ -332,298 +341,226 @@ impl Gen<'_> {
         }
     }
 
-    /// Static checks that give a clear message, on the user's own type, when an argument or a
-    /// result cannot travel between processes.
-    fn type_checks(&self) -> TokenStream {
-        let krate = self.krate;
-        let mut checks = Vec::new();
-        for exposed in self.exposed {
-            let method = exposed.method;
-            for param in &method.params {
-                let wire = match wire_of(&param.ty) {
-                    Wire::Owned(ty) | Wire::Unsized(ty) | Wire::Ref(ty) => self.outside(&ty),
-                    Wire::ByteVec | Wire::ByteSlice => continue,
-                };
-                let span = param.ty.span();
-                checks.push(quote_spanned!(span=> #krate::__private::assert_argument::<#wire>();));
-            }
-            let (produced, error) = match &method.returns.result {
-                Some((ok, err)) => (ok, Some(err)),
-                None => (&method.returns.ty, None),
-            };
-            let produced_out = self.outside(produced);
-            let span = produced.span();
-            if exposed.mapped.is_some() {
-                checks.push(
-                    quote_spanned!(span=> #krate::__private::assert_object::<#produced_out>();),
-                );
-            } else {
-                checks.push(
-                    quote_spanned!(span=> #krate::__private::assert_result::<#produced_out>();),
-                );
-            }
-            if let Some(err) = error {
-                let err_out = self.outside(err);
-                let span = err.span();
-                checks.push(quote_spanned!(span=> #krate::__private::assert_result::<#err_out>();));
+    /// What `exposed` needs of each type it sends or receives: one [`Requirement`] per
+    /// argument and result type, in the order written.
+    pub(crate) fn requirements(&self, exposed: &Exposed<'_>) -> Vec<Requirement> {
+        let method = exposed.method;
+        let mut out = Vec::new();
+        let mut push = |kind: Kind, ty: &Type, span: proc_macro2::Span, checked: bool| {
+            out.push(Requirement {
+                kind,
+                ty: self.outside(ty),
+                span,
+                checked,
+                // A type that borrows names lifetimes the where clause does not declare.
+                bounded: borrowed(ty).is_none(),
+            });
+        };
+        for param in &method.params {
+            let span = param.ty.span();
+            match wire_of(&param.ty) {
+                Wire::Owned(ty) | Wire::Ref(ty) => push(Kind::Argument, &ty, span, true),
+                Wire::Unsized(ty) => {
+                    // Decoded as `String` or `Vec<T>`; the check is on the user's `T`, so
+                    // that its error points at their type.
+                    push(Kind::Argument, &ty, span, false);
+                    if let Type::Reference(r) = &param.ty {
+                        if let Type::Slice(slice) = &*r.elem {
+                            push(Kind::Argument, &slice.elem, slice.elem.span(), true);
+                        }
+                    }
+                }
+                Wire::ByteVec | Wire::ByteSlice => {}
             }
         }
+        let returned = &method.returns.ty;
+        match (&method.returns.result, &exposed.mapped) {
+            (Some((ok, err)), mapped) => {
+                let kind = if mapped.is_some() {
+                    Kind::Object
+                } else {
+                    Kind::Result
+                };
+                push(kind, ok, ok.span(), true);
+                push(Kind::Result, err, err.span(), true);
+            }
+            (None, Some(_)) => push(Kind::Object, returned, returned.span(), true),
+            (None, None) if is_result_alias(returned) => {
+                push(Kind::ResultAlias, returned, returned.span(), true);
+            }
+            (None, None) if is_byte_vec(returned) => {}
+            (None, None) => push(Kind::Result, returned, returned.span(), true),
+        }
+        out
+    }
+
+    /// The where clause of a generated item that uses `exposed`'s types:
+    /// `for<'__m> Point: RemoteArgument, ...`. The requirement is checked once, with a clear
+    /// message, by [`Gen::type_checks`]; with it, the item assumes it and reports nothing more.
+    ///
+    /// With `client`, for a proxy's method: what a mapped method returns stays in the server,
+    /// so the client side needs nothing of it.
+    pub(crate) fn where_clause<'e>(
+        &self,
+        exposed: impl IntoIterator<Item = &'e Exposed<'e>>,
+        client: bool,
+    ) -> TokenStream {
+        let krate = self.krate;
+        // One bound per type: the strongest it needs (`RemoteResult` implies the others).
+        let mut needs: Vec<(String, TokenStream, Kind)> = Vec::new();
+        for r in exposed.into_iter().flat_map(|e| self.requirements(e)) {
+            if !r.bounded || is_plain_serde(&r.ty) || (client && r.kind == Kind::Object) {
+                continue;
+            }
+            let key = r.ty.to_string();
+            match needs.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, _, kind)) if *kind != r.kind.bound_kind() => *kind = Kind::Result,
+                Some(_) => {}
+                None => needs.push((key, r.ty, r.kind.bound_kind())),
+            }
+        }
+        let bounds: Vec<TokenStream> = needs
+            .iter()
+            .map(|(_, ty, kind)| {
+                let bound = kind.bound();
+                quote!(for<'__m> #ty: #krate::__private::#bound)
+            })
+            .collect();
+        if bounds.is_empty() {
+            TokenStream::new()
+        } else {
+            quote!(where #(#bounds),*)
+        }
+    }
+
+    /// Static checks that give a clear message, on the user's own type, when an argument or a
+    /// result cannot travel between processes: one error per missing trait, and none anywhere
+    /// else (the generated items carry the requirement in their where clauses).
+    fn type_checks(&self) -> TokenStream {
+        let krate = self.krate;
+        let checks = self
+            .exposed
+            .iter()
+            .flat_map(|e| self.requirements(e))
+            .filter(|r| r.checked)
+            .map(|r| {
+                let (ty, assert) = (&r.ty, r.kind.assert());
+                quote_spanned!(r.span=> #krate::__private::#assert::<#ty>();)
+            });
         let self_ty = &self.names.self_ty;
         quote! {
             const _: () = {
-                // `async` so that rustc checks this body with the items, before the bodies of
-                // the proxies and of the dispatcher: the first error the user sees is then the
-                // clear one, on their own type, not a serde bound deep in the generated code.
-                #[allow(dead_code, clippy::extra_unused_type_parameters, clippy::unused_async)]
-                async fn __manager_assert_remote_types() {
+                #[allow(dead_code, clippy::extra_unused_type_parameters)]
+                fn __manager_assert_remote_types() {
                     let _ = ::core::marker::PhantomData::<#self_ty>;
                     #(#checks)*
                 }
             };
         }
     }
+}
 
-    /// The async (`TProxy`) or blocking (`TBlockingProxy`) client proxy.
-    fn proxy(&self, blocking: bool) -> TokenStream {
-        let krate = self.krate;
-        let names = self.names;
-        let ty_ident = &names.ident;
-        let (name, other, kind, other_fn, other_kind) = if blocking {
-            (
-                &names.blocking,
-                &names.proxy,
-                "blocking",
-                format_ident!("into_async"),
-                "async",
-            )
-        } else {
-            (
-                &names.proxy,
-                &names.blocking,
-                "async",
-                format_ident!("into_blocking"),
-                "blocking",
-            )
-        };
-        let doc = format!(
-            "The {kind} client proxy of [`{ty_ident}`], generated by `#[shared]`: one method for each exposed method, run in the manager server."
-        );
-        let other_doc = format!("The same proxy with the {other_kind} API.");
-        let methods = self.exposed.iter().map(|e| self.proxy_method(e, blocking));
-        // Once per type: what a method mapped to this type (`method_to_typeid = { m: T }`)
-        // returns.
-        let proxies = (!blocking).then(|| {
-            let self_ty = &names.self_ty;
-            let (proxy, blocking) = (&names.proxy, &names.blocking);
-            let typeid = ty_ident.to_string();
-            quote! {
-                #[automatically_derived]
-                impl #krate::proxy::SharedProxies for #self_ty {
-                    type Proxy = #proxy;
-                    type BlockingProxy = #blocking;
-                    const TYPEID: &'static str = #typeid;
-                }
-            }
-        });
-        quote! {
-            #proxies
+/// What a type must be to travel: the kinds of [`Requirement`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Argument,
+    Result,
+    /// A result written as a one-argument `Result<T>` alias: a plain value, with its own message.
+    ResultAlias,
+    /// What a `method_to_typeid` method returns: it stays in the server.
+    Object,
+}
 
-            #[doc = #doc]
-            pub struct #name {
-                base: #krate::__private::BaseProxy,
-            }
-
-            impl ::core::clone::Clone for #name {
-                fn clone(&self) -> Self {
-                    #name { base: ::core::clone::Clone::clone(&self.base) }
-                }
-            }
-
-            impl ::core::fmt::Debug for #name {
-                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                    f.debug_tuple(::core::stringify!(#name)).field(&self.base).finish()
-                }
-            }
-
-            impl #krate::__private::serde::Serialize for #name {
-                fn serialize<__S: #krate::__private::serde::Serializer>(
-                    &self,
-                    serializer: __S,
-                ) -> ::core::result::Result<__S::Ok, __S::Error> {
-                    #krate::__private::serde::Serialize::serialize(&self.base, serializer)
-                }
-            }
-
-            impl<'de> #krate::__private::serde::Deserialize<'de> for #name {
-                fn deserialize<__D: #krate::__private::serde::Deserializer<'de>>(
-                    deserializer: __D,
-                ) -> ::core::result::Result<Self, __D::Error> {
-                    ::core::result::Result::map(
-                        <#krate::__private::BaseProxy as #krate::__private::serde::Deserialize<'de>>::deserialize(deserializer),
-                        |base| #name { base },
-                    )
-                }
-            }
-
-            impl #krate::__private::Proxy for #name {
-                fn from_base(base: #krate::__private::BaseProxy) -> Self {
-                    #name { base }
-                }
-
-                fn base(&self) -> &#krate::__private::BaseProxy {
-                    &self.base
-                }
-            }
-
-            impl #name {
-                #[doc = #other_doc]
-                pub fn #other_fn(self) -> #other {
-                    #other { base: self.base }
-                }
-
-                /// The same proxy, whose calls fail with `Error::Timeout` after `timeout` (and
-                /// are cancelled on the server when they are `async` methods still waiting).
-                pub fn with_timeout(mut self, timeout: ::core::time::Duration) -> Self {
-                    self.base.set_timeout(::core::option::Option::Some(timeout));
-                    self
-                }
-
-                #(#methods)*
-            }
+impl Kind {
+    /// The kind whose trait is the where clause's bound.
+    fn bound_kind(self) -> Kind {
+        match self {
+            Kind::ResultAlias => Kind::Result,
+            kind => kind,
         }
     }
 
-    fn proxy_method(&self, exposed: &Exposed<'_>, blocking: bool) -> TokenStream {
-        let krate = self.krate;
-        let method: &Method = exposed.method;
-        let ident = &method.sig.ident;
-        let name = method.name();
-        let docs = &method.docs;
-        let lifetimes = method
-            .sig
-            .generics
-            .params
-            .iter()
-            .filter(|p| matches!(p, syn::GenericParam::Lifetime(_)));
-        let lifetimes: Vec<_> = lifetimes.collect();
-        let params: Vec<(syn::Ident, TokenStream)> = method
-            .params
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let ident =
-                    if syn::parse_str::<syn::Ident>(&p.name).is_ok() && !p.name.starts_with("__") {
-                        syn::Ident::new(&p.name, Span::call_site())
-                    } else {
-                        format_ident!("arg{}", i)
-                    };
-                (ident, self.outside(&p.ty))
-            })
-            .collect();
-        let sig_params = params.iter().map(|(ident, ty)| quote!(#ident: #ty));
-        let sent = params
-            .iter()
-            .zip(&method.params)
-            .map(|((ident, _), p)| match wire_of(&p.ty) {
-                Wire::ByteVec | Wire::ByteSlice => {
-                    quote!(#krate::__private::Bytes::new(&#ident[..]))
-                }
-                _ => quote!(&#ident),
-            });
-        let args = quote!(( #(#sent,)* ));
-        let call = if blocking {
-            quote!(call_blocking)
-        } else {
-            quote!(call)
+    fn bound(self) -> syn::Ident {
+        let name = match self {
+            Kind::Argument => "RemoteArgument",
+            Kind::Result | Kind::ResultAlias => "RemoteResult",
+            Kind::Object => "RemoteObject",
         };
-        let wait = if blocking { quote!() } else { quote!(.await) };
-        let shapes = quote!(#krate::proxy::shape);
-        let typed = match &exposed.mapped {
-            Some(Target::Type(path)) => {
-                let assoc = if blocking {
-                    quote_spanned!(path.span()=> BlockingProxy)
-                } else {
-                    quote_spanned!(path.span()=> Proxy)
+        format_ident!("{}", name)
+    }
+
+    fn assert(self) -> syn::Ident {
+        let name = match self {
+            Kind::Argument => "assert_argument",
+            Kind::Result => "assert_result",
+            Kind::ResultAlias => "assert_result_alias",
+            Kind::Object => "assert_object",
+        };
+        format_ident!("{}", name)
+    }
+}
+
+/// One type an exposed method sends or receives, and what it must be.
+pub(crate) struct Requirement {
+    kind: Kind,
+    /// The type, written as outside the impl block (`Self` replaced).
+    ty: TokenStream,
+    /// The user's type, where the check's error points.
+    span: proc_macro2::Span,
+    /// Checked by [`Gen::type_checks`] (else only assumed, as implied by a checked one).
+    checked: bool,
+    /// Assumed in where clauses.
+    bounded: bool,
+}
+
+/// Whether `ty` (as tokens) is a standard type that is always serde, `Send` and `'static`
+/// (`i64`, `String`, `Vec<u8>`, `Option<bool>`, tuples of those...): such a type needs no
+/// where clause, which keeps the generated API's docs and `cargo expand` plain.
+fn is_plain_serde(ty: &TokenStream) -> bool {
+    let Ok(ty) = syn::parse2::<Type>(ty.clone()) else {
+        return false;
+    };
+    fn plain(ty: &Type) -> bool {
+        match ty {
+            Type::Tuple(t) => t.elems.iter().all(plain),
+            Type::Paren(p) => plain(&p.elem),
+            Type::Path(p) if p.qself.is_none() => {
+                let Some(last) = p.path.segments.last() else {
+                    return false;
                 };
-                Some(quote_spanned! {path.span()=>
-                    <#path as #krate::proxy::SharedProxies>::#assoc
-                })
+                let name = last.ident.to_string();
+                match &last.arguments {
+                    syn::PathArguments::None => matches!(
+                        name.as_str(),
+                        "bool"
+                            | "char"
+                            | "i8"
+                            | "i16"
+                            | "i32"
+                            | "i64"
+                            | "i128"
+                            | "isize"
+                            | "u8"
+                            | "u16"
+                            | "u32"
+                            | "u64"
+                            | "u128"
+                            | "usize"
+                            | "f32"
+                            | "f64"
+                            | "String"
+                    ),
+                    syn::PathArguments::AngleBracketed(args)
+                        if matches!(name.as_str(), "Vec" | "Option" | "Box") =>
+                    {
+                        args.args.len() == 1
+                            && matches!(args.args.first(), Some(syn::GenericArgument::Type(t)) if plain(t))
+                    }
+                    _ => false,
+                }
             }
-            _ => None,
-        };
-        let (generics, output, body) = match (&exposed.mapped, &method.returns.result) {
-            // Spanned on the user's type, so that a type without proxies is one error there.
-            (Some(Target::Type(path)), None) => {
-                let proxy = typed.expect("a typed mapping");
-                (
-                    quote!(<#(#lifetimes),*>),
-                    proxy.clone(),
-                    quote_spanned!(path.span()=> self.base.#call::<#shapes::Mapped<#proxy>>(#name, #args) #wait),
-                )
-            }
-            (Some(Target::Type(path)), Some((_, err))) => {
-                let proxy = typed.expect("a typed mapping");
-                let err = self.outside(err);
-                (
-                    quote!(<#(#lifetimes),*>),
-                    quote_spanned!(path.span()=> ::core::result::Result<#proxy, #err>),
-                    quote_spanned!(path.span()=> self.base.#call::<#shapes::MappedFallible<#proxy, #err>>(#name, #args) #wait),
-                )
-            }
-            (Some(_), None) => (
-                quote!(<#(#lifetimes,)* __P: #krate::__private::Proxy>),
-                quote!(__P),
-                quote!(self.base.#call::<#shapes::Mapped<__P>>(#name, #args) #wait),
-            ),
-            (Some(_), Some((_, err))) => {
-                let err = self.outside(err);
-                (
-                    quote!(<#(#lifetimes,)* __P: #krate::__private::Proxy>),
-                    quote!(::core::result::Result<__P, #err>),
-                    quote!(self.base.#call::<#shapes::MappedFallible<__P, #err>>(#name, #args) #wait),
-                )
-            }
-            (None, Some((ok, err))) => {
-                let (ok, err) = (self.outside(ok), self.outside(err));
-                (
-                    quote!(<#(#lifetimes),*>),
-                    quote!(::core::result::Result<#ok, #err>),
-                    quote!(self.base.#call::<#shapes::Fallible<#ok, #err>>(#name, #args) #wait),
-                )
-            }
-            (None, None) if is_byte_vec(&method.returns.ty) => (
-                quote!(<#(#lifetimes),*>),
-                quote!(::std::vec::Vec<u8>),
-                quote! {
-                    ::core::result::Result::map(
-                        self.base.#call::<#shapes::Plain<#krate::__private::ByteBuf>>(#name, #args) #wait,
-                        #krate::__private::ByteBuf::into_vec,
-                    )
-                },
-            ),
-            (None, None) => {
-                let ret = self.outside(&method.returns.ty);
-                (
-                    quote!(<#(#lifetimes),*>),
-                    ret.clone(),
-                    quote!(self.base.#call::<#shapes::Plain<#ret>>(#name, #args) #wait),
-                )
-            }
-        };
-        let asyncness = if blocking { quote!() } else { quote!(async) };
-        // A method mapped to a type is spanned on that type, so that a type without proxies
-        // is one error, there.
-        let span = match &exposed.mapped {
-            Some(Target::Type(path)) => path.span(),
-            _ => Span::call_site(),
-        };
-        quote_spanned! {span=>
-            #(#docs)*
-            pub #asyncness fn #ident #generics (&self, #(#sig_params),*)
-                -> ::core::result::Result<#output, #krate::__private::Error>
-            {
-                #body
-            }
+            _ => false,
         }
     }
+    plain(&ty)
 }

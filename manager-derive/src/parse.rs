@@ -2,10 +2,10 @@
 
 use proc_macro2::{Span, TokenStream};
 use syn::parse::{Parse, ParseStream};
+
+use crate::ctxt::Ctxt;
 use syn::punctuated::Punctuated;
-use syn::{
-    braced, bracketed, FnArg, ImplItem, ItemImpl, LitStr, Pat, Path, ReturnType, Token, Type,
-};
+use syn::{FnArg, ImplItem, ItemImpl, LitStr, Pat, Path, ReturnType, Token, Type};
 
 /// A method name as written in the attribute: an identifier or a string.
 #[derive(Clone)]
@@ -86,96 +86,193 @@ pub(crate) struct Args {
     pub proxies: bool,
 }
 
-impl Parse for Args {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let mut args = Args {
-            exposed: None,
-            method_to_typeid: Vec::new(),
-            quick: None,
-            krate: None,
-            proxies: true,
-        };
-        let mut seen_mapping = false;
-        while !input.is_empty() {
-            let key: syn::Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    "expected one of `exposed`, `method_to_typeid`, `quick`, `crate`, `proxies`",
-                )
-            })?;
-            let eq = input
-                .parse::<Token![=]>()
-                .map_err(|e| syn::Error::new(e.span(), format!("expected `=` after `{key}`")));
-            match key.to_string().as_str() {
-                "exposed" => {
-                    eq?;
-                    if args.exposed.is_some() {
-                        return Err(syn::Error::new(key.span(), "`exposed` is given twice"));
-                    }
-                    if !input.peek(syn::token::Bracket) {
-                        return Err(input.error(
-                            "expected the method names in brackets, as in `exposed = [get_x, set_x]`",
-                        ));
-                    }
-                    let content;
-                    bracketed!(content in input);
-                    let names = Punctuated::<Name, Token![,]>::parse_terminated(&content)?;
-                    args.exposed = Some((key.span(), names.into_iter().collect()));
+/// The arguments `#[shared(...)]` takes.
+const SHARED_ARGS: &[&str] = &["exposed", "method_to_typeid", "quick", "crate", "proxies"];
+
+/// Parses `#[shared(...)]`'s arguments. Every error is reported to `cx` and the argument in
+/// error is left at its default, so validation still runs on the rest.
+pub(crate) fn shared_args(cx: &Ctxt, tokens: TokenStream) -> Args {
+    let mut args = Args {
+        exposed: None,
+        method_to_typeid: Vec::new(),
+        quick: None,
+        krate: None,
+        proxies: true,
+    };
+    arguments(cx, tokens, "#[shared]", SHARED_ARGS, |key, input| {
+        match key.to_string().as_str() {
+            "exposed" => {
+                if !input.peek(syn::token::Bracket) {
+                    return Err(input.error(
+                        "expected the method names in brackets, as in `exposed = [get_x, set_x]`",
+                    ));
                 }
-                "quick" => {
-                    eq?;
-                    if args.quick.is_some() {
-                        return Err(syn::Error::new(key.span(), "`quick` is given twice"));
-                    }
-                    if !input.peek(syn::token::Bracket) {
-                        return Err(input.error(
-                            "expected the method names in brackets, as in `quick = [get_x, len]`",
-                        ));
-                    }
-                    let content;
-                    bracketed!(content in input);
-                    let names = Punctuated::<Name, Token![,]>::parse_terminated(&content)?;
-                    args.quick = Some((key.span(), names.into_iter().collect()));
-                }
-                "method_to_typeid" => {
-                    eq?;
-                    if seen_mapping {
-                        return Err(syn::Error::new(key.span(), "`method_to_typeid` is given twice"));
-                    }
-                    seen_mapping = true;
-                    if !input.peek(syn::token::Brace) {
-                        return Err(input.error(
-                            "expected the mapping in braces, as in `method_to_typeid = { get_item: \"ItemWrapper\" }`",
-                        ));
-                    }
-                    let content;
-                    braced!(content in input);
-                    let pairs = Punctuated::<Mapping, Token![,]>::parse_terminated(&content)?;
-                    args.method_to_typeid = pairs.into_iter().collect();
-                }
-                "crate" => {
-                    eq?;
-                    let lit: LitStr = input.parse()?;
-                    args.krate = Some(lit.parse()?);
-                }
-                "proxies" => {
-                    eq?;
-                    let lit: syn::LitBool = input.parse()?;
-                    args.proxies = lit.value;
-                }
-                other => {
-                    return Err(syn::Error::new(
-                        key.span(),
-                        format!("unknown argument `{other}`: expected one of `exposed`, `method_to_typeid`, `quick`, `crate`, `proxies`"),
-                    ))
-                }
+                let names = in_group(input, Punctuated::<Name, Token![,]>::parse_terminated)?;
+                args.exposed = Some((key.span(), names.into_iter().collect()));
             }
-            if !input.is_empty() {
-                input.parse::<Token![,]>()?;
+            "quick" => {
+                if !input.peek(syn::token::Bracket) {
+                    return Err(input.error(
+                        "expected the method names in brackets, as in `quick = [get_x, len]`",
+                    ));
+                }
+                let names = in_group(input, Punctuated::<Name, Token![,]>::parse_terminated)?;
+                args.quick = Some((key.span(), names.into_iter().collect()));
+            }
+            "method_to_typeid" => {
+                if !input.peek(syn::token::Brace) {
+                    return Err(input.error(
+                        "expected the mapping in braces, as in `method_to_typeid = { get_item: \"ItemWrapper\" }`",
+                    ));
+                }
+                let pairs = in_group(input, Punctuated::<Mapping, Token![,]>::parse_terminated)?;
+                args.method_to_typeid = pairs.into_iter().collect();
+            }
+            "crate" => args.krate = Some(crate_path(input)?),
+            _ => {
+                let lit: syn::LitBool = input.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "expected `true` or `false`, as in `proxies = false`",
+                    )
+                })?;
+                args.proxies = lit.value;
             }
         }
-        Ok(args)
+        Ok(())
+    });
+    args
+}
+
+/// Parses the contents of the next `[...]` or `{...}` with `parser`, as a stream of its own,
+/// so that an error inside is one error (not also "unexpected token" for the rest).
+fn in_group<T>(
+    input: ParseStream<'_>,
+    parser: impl syn::parse::Parser<Output = T>,
+) -> syn::Result<T> {
+    let group: proc_macro2::Group = input.parse()?;
+    parser.parse2(group.stream())
+}
+
+/// `crate = "path"`: the path of the `manager` crate, for crates that rename it.
+pub(crate) fn crate_path(input: ParseStream<'_>) -> syn::Result<Path> {
+    let lit: LitStr = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected the path of the `manager` crate in a string, as in `crate = \"::manager\"`",
+        )
+    })?;
+    lit.parse().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "`{}` is not a path, as in `crate = \"::manager\"`",
+                lit.value()
+            ),
+        )
+    })
+}
+
+/// Parses `key = value, ...` arguments of the attribute `what`. `value` parses the value of a
+/// key of `known`, each at most once. Every unknown or repeated key, missing `=`, bad value or
+/// missing `,` is reported to `cx`, spanned on its token; parsing then skips to the next `,`
+/// and goes on, so one build shows every mistake.
+pub(crate) fn arguments(
+    cx: &Ctxt,
+    tokens: TokenStream,
+    what: &str,
+    known: &[&str],
+    mut value: impl FnMut(&syn::Ident, ParseStream<'_>) -> syn::Result<()>,
+) {
+    let expected = match known {
+        [only] => format!("`{only}`"),
+        _ => format!(
+            "one of {}",
+            known
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let parser = |input: ParseStream<'_>| {
+        let mut seen: Vec<String> = Vec::new();
+        while !input.is_empty() {
+            if let Err(error) = one_argument(input, what, known, &expected, &mut seen, &mut value) {
+                cx.syn_error(error);
+                skip_to_comma(input);
+            }
+            if input.is_empty() {
+                break;
+            }
+            if let Err(error) = input.parse::<Token![,]>() {
+                cx.syn_error(syn::Error::new(
+                    error.span(),
+                    "expected `,` between the arguments",
+                ));
+                skip_to_comma(input);
+                let _ = input.parse::<Token![,]>();
+            }
+        }
+        Ok(())
+    };
+    if let Err(error) = syn::parse::Parser::parse2(parser, tokens) {
+        cx.syn_error(error);
     }
+}
+
+fn one_argument(
+    input: ParseStream<'_>,
+    what: &str,
+    known: &[&str],
+    expected: &str,
+    seen: &mut Vec<String>,
+    value: &mut impl FnMut(&syn::Ident, ParseStream<'_>) -> syn::Result<()>,
+) -> syn::Result<()> {
+    let key: syn::Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            format!("expected an argument of {what}: {expected}"),
+        )
+    })?;
+    let name = key.to_string();
+    if !known.contains(&name.as_str()) {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("unknown argument `{name}` of {what}: expected {expected}"),
+        ));
+    }
+    if seen.contains(&name) {
+        return Err(syn::Error::new(
+            key.span(),
+            format!("`{name}` is given twice; give each argument of {what} once"),
+        ));
+    }
+    seen.push(name.clone());
+    input
+        .parse::<Token![=]>()
+        .map_err(|e| syn::Error::new(e.span(), format!("expected `=` after `{name}`")))?;
+    value(&key, input)?;
+    if !input.is_empty() && !input.peek(Token![,]) {
+        return Err(input.error(format!(
+            "unexpected tokens after the value of `{name}`; separate the arguments with `,`"
+        )));
+    }
+    Ok(())
+}
+
+/// Skips the tokens of an argument in error, up to (not including) the next `,`.
+fn skip_to_comma(input: ParseStream<'_>) {
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tree, next)) = rest.token_tree() {
+            if matches!(&tree, proc_macro2::TokenTree::Punct(p) if p.as_char() == ',') {
+                break;
+            }
+            rest = next;
+        }
+        Ok(((), rest))
+    });
 }
 
 /// How a method takes `self`.
@@ -228,13 +325,18 @@ pub(crate) struct Model {
     pub methods: Vec<Method>,
 }
 
-pub(crate) fn parse_item(item: TokenStream) -> syn::Result<Model> {
-    let item: ItemImpl = syn::parse2(item).map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "#[shared] goes on an inherent impl block: `impl MyType { ... }`",
-        )
-    })?;
+/// Parses the impl block. `None` (with the error reported) when it is not an impl block.
+pub(crate) fn parse_item(cx: &Ctxt, item: TokenStream) -> Option<Model> {
+    let item: ItemImpl = match syn::parse2(item) {
+        Ok(item) => item,
+        Err(e) => {
+            cx.error_at(
+                e.span(),
+                "#[shared] goes on an inherent impl block: `impl MyType { ... }`",
+            );
+            return None;
+        }
+    };
     let mut methods = Vec::new();
     for impl_item in &item.items {
         let ImplItem::Fn(f) = impl_item else { continue };
@@ -284,7 +386,7 @@ pub(crate) fn parse_item(item: TokenStream) -> syn::Result<Model> {
                 .collect(),
         });
     }
-    Ok(Model { item, methods })
+    Some(Model { item, methods })
 }
 
 /// Whether `ty` is `&CallContext` (any path ending in `CallContext`): the server passes it,
@@ -320,4 +422,23 @@ fn result_parts(ty: &Type) -> Option<(Type, Type)> {
         [ok, err] => Some(((*ok).clone(), (*err).clone())),
         _ => None,
     }
+}
+
+/// Whether `ty` is written as a one-argument `Result<T>` (`io::Result<T>`, `fmt::Result` has
+/// none): an alias whose error type the macro cannot see, so the value is sent as it is.
+pub(crate) fn is_result_alias(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return false;
+    };
+    last.ident == "Result"
+        && args
+            .args
+            .iter()
+            .filter(|a| matches!(a, syn::GenericArgument::Type(_)))
+            .count()
+            == 1
 }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use quote::ToTokens;
 use syn::Type;
 
+use crate::ctxt::Ctxt;
 use crate::parse::{Args, Method, Model, Receiver, Target};
 
 /// A method that clients may call, with its position in the dispatch table.
@@ -15,30 +16,18 @@ pub(crate) struct Exposed<'a> {
     pub quick: bool,
 }
 
-/// Collects errors so that the user sees all of them at once.
-#[derive(Default)]
-struct Errors(Option<syn::Error>);
-
-impl Errors {
-    fn push(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-}
-
-pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<'a>>, syn::Error> {
-    let mut errors = Errors::default();
+/// Checks the arguments against the impl block, reporting every error to `cx`. Returns the
+/// exposed methods that passed, so that a failed expansion can still emit proxies with them.
+pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Exposed<'a>> {
     let item = &model.item;
     if let Some((path, _)) = &item.trait_ {
-        errors.push(syn::Error::new_spanned(
+        cx.syn_error(syn::Error::new_spanned(
             path,
             "#[shared] goes on an inherent impl block (`impl MyType { ... }`), not on a trait impl",
         ));
     }
     if !item.generics.params.is_empty() {
-        errors.push(syn::Error::new_spanned(
+        cx.syn_error(syn::Error::new_spanned(
             &item.generics.params,
             "#[shared] does not support generic impl blocks: a server must know the concrete type it holds",
         ));
@@ -51,7 +40,7 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
             let mut seen = HashSet::new();
             for name in names {
                 if !seen.insert(name.value.clone()) {
-                    errors.push(syn::Error::new(
+                    cx.syn_error(syn::Error::new(
                         name.span,
                         format!("`{}` is exposed twice", name.value),
                     ));
@@ -59,7 +48,7 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
                 }
                 match by_name(&name.value) {
                     Some(method) => chosen.push(method),
-                    None => errors.push(syn::Error::new(
+                    None => cx.syn_error(syn::Error::new(
                         name.span,
                         format!(
                             "`exposed` names `{}`, which is not a method of this impl block{}",
@@ -78,31 +67,26 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
         ),
     }
 
-    let explicit = args.exposed.is_some();
-    for method in &chosen {
-        check_callable(method, explicit, &mut errors);
-    }
-
     let mut mapped = std::collections::HashMap::new();
     for mapping in &args.method_to_typeid {
         let name = &mapping.method;
         if let Target::Typeid(typeid) = &mapping.target {
             if typeid.value().is_empty() {
-                errors.push(syn::Error::new(
+                cx.syn_error(syn::Error::new(
                     typeid.span(),
                     "the typeid must not be empty",
                 ));
             }
         }
         if mapped.contains_key(&name.value) {
-            errors.push(syn::Error::new(
+            cx.syn_error(syn::Error::new(
                 name.span,
                 format!("`{}` is mapped twice", name.value),
             ));
             continue;
         }
         match by_name(&name.value) {
-            None => errors.push(syn::Error::new(
+            None => cx.syn_error(syn::Error::new(
                 name.span,
                 format!(
                     "`method_to_typeid` names `{}`, which is not a method of this impl block{}",
@@ -111,7 +95,7 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
                 ),
             )),
             Some(method) if !chosen.iter().any(|c| std::ptr::eq(*c, method)) => {
-                errors.push(syn::Error::new(
+                cx.syn_error(syn::Error::new(
                     name.span,
                     format!(
                         "`method_to_typeid` names `{}`, which is not exposed; add it to `exposed`{}",
@@ -129,14 +113,14 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
     let mut quick = HashSet::new();
     for name in args.quick.iter().flat_map(|(_, names)| names) {
         if !quick.insert(name.value.clone()) {
-            errors.push(syn::Error::new(
+            cx.syn_error(syn::Error::new(
                 name.span,
                 format!("`{}` is listed in `quick` twice", name.value),
             ));
             continue;
         }
         match by_name(&name.value) {
-            None => errors.push(syn::Error::new(
+            None => cx.syn_error(syn::Error::new(
                 name.span,
                 format!(
                     "`quick` names `{}`, which is not a method of this impl block{}",
@@ -145,7 +129,7 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
                 ),
             )),
             Some(method) if !chosen.iter().any(|c| std::ptr::eq(*c, method)) => {
-                errors.push(syn::Error::new(
+                cx.syn_error(syn::Error::new(
                     name.span,
                     format!(
                         "`quick` names `{}`, which is not exposed; add it to `exposed`{}",
@@ -158,11 +142,11 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
                     ),
                 ))
             }
-            Some(method) if method.sig.asyncness.is_some() => errors.push(syn::Error::new(
+            Some(method) if method.sig.asyncness.is_some() => cx.syn_error(syn::Error::new(
                 name.span,
                 format!(
-                    "`quick` names `{}`, an `async fn`: async methods never hold a thread \
-                     while they wait, so `quick` is only for plain methods",
+                    "`quick` names `{}`, an `async fn`: an async method holds no thread while \
+                     it waits, so `quick` is for plain methods only",
                     name.value
                 ),
             )),
@@ -170,17 +154,20 @@ pub(crate) fn validate<'a>(args: &Args, model: &'a Model) -> Result<Vec<Exposed<
         }
     }
 
-    if let Some(error) = errors.0 {
-        return Err(error);
-    }
-    Ok(chosen
+    let explicit = args.exposed.is_some();
+    chosen.retain(|method| {
+        let before = cx.error_count();
+        check_callable(method, explicit, cx);
+        cx.error_count() == before
+    });
+    chosen
         .into_iter()
         .map(|method| Exposed {
             mapped: mapped.get(&method.name()).cloned(),
             quick: quick.contains(&method.name()),
             method,
         })
-        .collect())
+        .collect()
 }
 
 fn available(model: &Model) -> String {
@@ -197,7 +184,7 @@ fn available(model: &Model) -> String {
     }
 }
 
-fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
+fn check_callable(method: &Method, explicit: bool, cx: &Ctxt) {
     let name = method.name();
     let sig = &method.sig;
     let hint = if explicit {
@@ -213,24 +200,24 @@ fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
         )
     };
     if name == "into_async" || name == "into_blocking" {
-        errors.push(syn::Error::new_spanned(
+        cx.syn_error(syn::Error::new_spanned(
             &sig.ident,
             format!("method `{name}` cannot be shared under this name: the generated proxies have a method `{name}` of their own, which switches between the async and the blocking proxy; rename it{hint}"),
         ));
     }
     if name == "with_timeout" {
-        errors.push(syn::Error::new_spanned(
+        cx.syn_error(syn::Error::new_spanned(
             &sig.ident,
             format!("method `{name}` cannot be shared under this name: the generated proxies have a method `{name}` of their own, which sets the deadline of their calls; rename it{hint}"),
         ));
     }
     match method.receiver {
         Receiver::Ref | Receiver::Mut => {}
-        Receiver::None => errors.push(cannot(
+        Receiver::None => cx.syn_error(cannot(
             &sig.ident,
             "it takes no `self`, so there is no object to call it on".into(),
         )),
-        Receiver::Other => errors.push(cannot(
+        Receiver::Other => cx.syn_error(cannot(
             // `Receiver::Other` comes from a first input that is a receiver.
             &sig.inputs[0],
             "it must take `&self` or `&mut self` (the server keeps the object)".into(),
@@ -242,24 +229,24 @@ fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
         .iter()
         .find(|p| !matches!(p, syn::GenericParam::Lifetime(_)))
     {
-        errors.push(cannot(
+        cx.syn_error(cannot(
             generic,
             "it is generic, and the server cannot choose a type parameter from the bytes on the wire".into(),
         ));
     }
     if let syn::Safety::Unsafe(unsafety) = &sig.safety {
-        errors.push(cannot(unsafety, "it is `unsafe`".into()));
+        cx.syn_error(cannot(unsafety, "it is `unsafe`".into()));
     }
     for param in &method.params {
         match &param.ty {
-            Type::Reference(r) if r.mutability.is_some() => errors.push(cannot(
+            Type::Reference(r) if r.mutability.is_some() => cx.syn_error(cannot(
                 r,
                 format!(
                     "its argument `{}` is a `&mut` reference, and a change to it could not reach the caller's process",
                     param.name
                 ),
             )),
-            Type::ImplTrait(t) => errors.push(cannot(
+            Type::ImplTrait(t) => cx.syn_error(cannot(
                 t,
                 format!("its argument `{}` is an `impl Trait`, which has no concrete type to decode", param.name),
             )),
@@ -267,13 +254,19 @@ fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
         }
     }
     let ret = &method.returns.ty;
+    if is_io_result(ret) {
+        cx.error_spanned_by(
+            ret,
+            format!("method `{name}` cannot return `io::Result<T>` to another process: `io::Error` cannot be sent (it is not serde); return `Result<T, String>` with `.map_err(|e| e.to_string())`, or another error type that derives `Serialize` and `Deserialize`{hint}"),
+        );
+    }
     if let Type::ImplTrait(t) = ret {
-        errors.push(cannot(
+        cx.syn_error(cannot(
             t,
             "it returns an `impl Trait`, which has no concrete type to send".into(),
         ));
     } else if let Some(borrow) = borrowed(ret) {
-        errors.push(cannot(
+        cx.syn_error(cannot(
             &borrow,
             "it returns a borrowed value, and results travel to the caller by value; return an owned type".into(),
         ));
@@ -282,7 +275,7 @@ fn check_callable(method: &Method, explicit: bool, errors: &mut Errors) {
 
 /// The tokens of the borrow in `ty`: the whole type when it is a reference, else the first
 /// reference or lifetime inside it.
-fn borrowed(ty: &Type) -> Option<proc_macro2::TokenStream> {
+pub(crate) fn borrowed(ty: &Type) -> Option<proc_macro2::TokenStream> {
     fn walk(tokens: proc_macro2::TokenStream) -> Option<proc_macro2::TokenStream> {
         let mut tokens = tokens.into_iter();
         while let Some(token) = tokens.next() {
@@ -311,4 +304,12 @@ fn borrowed(ty: &Type) -> Option<proc_macro2::TokenStream> {
         return Some(ty.to_token_stream());
     }
     walk(ty.to_token_stream())
+}
+
+/// Whether `ty` is written `io::Result<T>` (`std::io::Result<T>`): its error type is
+/// `io::Error`, which has no serde impls and, by the orphan rule, never can.
+fn is_io_result(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let segments: Vec<_> = path.path.segments.iter().collect();
+    matches!(segments.as_slice(), [.., io, last] if io.ident == "io" && last.ident == "Result")
 }

@@ -10,7 +10,7 @@
 //!
 //! Start a server that hosts them with [`registry`]:
 //!
-//! ```no_run
+//! ```
 //! use manager_core::{sync, Address, BaseManager};
 //! # fn main() -> manager_core::Result<()> {
 //! manager_core::init();
@@ -18,7 +18,7 @@
 //! let list = manager.list(&[1, 2, 3])?;
 //! list.append(&4)?;
 //! assert_eq!(list.to_vec()?, vec![1, 2, 3, 4]);
-//! # Ok(()) }
+//! # manager.shutdown() }
 //! ```
 //!
 //! Proxies can be stored in containers (a queue inside a dict): the container keeps the object

@@ -1,0 +1,6 @@
+// `#[entry]` goes on a free function.
+
+#[manager::entry]
+struct Worker;
+
+fn main() {}
