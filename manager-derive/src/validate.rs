@@ -6,7 +6,7 @@ use quote::ToTokens;
 use syn::Type;
 
 use crate::ctxt::Ctxt;
-use crate::parse::{Args, Method, Model, Receiver, Target};
+use crate::parse::{Args, Method, Model, Name, Receiver, Target};
 
 /// A method that clients may call, with its position in the dispatch table.
 pub(crate) struct Exposed<'a> {
@@ -85,28 +85,8 @@ pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Expo
             ));
             continue;
         }
-        match by_name(&name.value) {
-            None => cx.syn_error(syn::Error::new(
-                name.span,
-                format!(
-                    "`method_to_typeid` names `{}`, which is not a method of this impl block{}",
-                    name.value,
-                    available(model)
-                ),
-            )),
-            Some(method) if !chosen.iter().any(|c| std::ptr::eq(*c, method)) => {
-                cx.syn_error(syn::Error::new(
-                    name.span,
-                    format!(
-                        "`method_to_typeid` names `{}`, which is not exposed; add it to `exposed`{}",
-                        name.value,
-                        if method.is_pub { "" } else { " (or make it `pub`)" }
-                    ),
-                ))
-            }
-            Some(_) => {
-                mapped.insert(name.value.clone(), mapping.target.clone());
-            }
+        if exposed_method(cx, model, &chosen, "method_to_typeid", name).is_some() {
+            mapped.insert(name.value.clone(), mapping.target.clone());
         }
     }
 
@@ -119,29 +99,7 @@ pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Expo
             ));
             continue;
         }
-        match by_name(&name.value) {
-            None => cx.syn_error(syn::Error::new(
-                name.span,
-                format!(
-                    "`quick` names `{}`, which is not a method of this impl block{}",
-                    name.value,
-                    available(model)
-                ),
-            )),
-            Some(method) if !chosen.iter().any(|c| std::ptr::eq(*c, method)) => {
-                cx.syn_error(syn::Error::new(
-                    name.span,
-                    format!(
-                        "`quick` names `{}`, which is not exposed; add it to `exposed`{}",
-                        name.value,
-                        if method.is_pub {
-                            ""
-                        } else {
-                            " (or make it `pub`)"
-                        }
-                    ),
-                ))
-            }
+        match exposed_method(cx, model, &chosen, "quick", name) {
             Some(method) if method.sig.asyncness.is_some() => cx.syn_error(syn::Error::new(
                 name.span,
                 format!(
@@ -150,7 +108,7 @@ pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Expo
                     name.value
                 ),
             )),
-            Some(_) => {}
+            _ => {}
         }
     }
 
@@ -168,6 +126,44 @@ pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Expo
             method,
         })
         .collect()
+}
+
+/// The exposed method that argument `arg` names with `name`, or `None` after reporting that it
+/// names no method, or one that is not exposed.
+fn exposed_method<'a>(
+    cx: &Ctxt,
+    model: &'a Model,
+    chosen: &[&'a Method],
+    arg: &str,
+    name: &Name,
+) -> Option<&'a Method> {
+    let Some(method) = model.methods.iter().find(|m| m.name() == name.value) else {
+        cx.syn_error(syn::Error::new(
+            name.span,
+            format!(
+                "`{arg}` names `{}`, which is not a method of this impl block{}",
+                name.value,
+                available(model)
+            ),
+        ));
+        return None;
+    };
+    if !chosen.iter().any(|c| std::ptr::eq(*c, method)) {
+        cx.syn_error(syn::Error::new(
+            name.span,
+            format!(
+                "`{arg}` names `{}`, which is not exposed; add it to `exposed`{}",
+                name.value,
+                if method.is_pub {
+                    ""
+                } else {
+                    " (or make it `pub`)"
+                }
+            ),
+        ));
+        return None;
+    }
+    Some(method)
 }
 
 fn available(model: &Model) -> String {
