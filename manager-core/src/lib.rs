@@ -23,6 +23,7 @@ pub mod manager;
 pub mod object;
 pub mod process;
 pub mod proxy;
+#[cfg(feature = "python")]
 pub mod python;
 pub mod registry;
 pub mod server;

@@ -66,6 +66,10 @@ pub(crate) struct Entry {
     pub(crate) method_to_typeid: Vec<Option<Arc<str>>>,
     pub(crate) create_method: bool,
     /// The names of the factory's parameters, when given ([`Register::params`]).
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by CPython clients' connections")
+    )]
     pub(crate) params: Option<Arc<[String]>>,
     pub(crate) source: Source,
     pub(crate) from_result: FromResult,

@@ -375,6 +375,10 @@ async fn read_welcome<S: AsyncRead + Unpin>(stream: &mut S) -> Result<crate::wir
 
 impl Accepted {
     /// The stream as accepted, for a protocol that runs no TLS (CPython clients).
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by CPython clients' connections")
+    )]
     pub(crate) fn into_plain(self) -> Stream {
         self.stream
     }

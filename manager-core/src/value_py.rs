@@ -14,6 +14,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "python")]
 use crate::python::pickle::{self, PickleError, PyValue};
 
 /// A Python object the server keeps as the pickle that builds it, never building it.
@@ -35,6 +36,7 @@ impl Opaque {
     /// form. Nothing in it is imported or called. Plain data (an int, a list) is not an
     /// opaque object and is refused, as is anything the codec refuses (persistent ids,
     /// out-of-band buffers, recursive structures).
+    #[cfg(feature = "python")]
     pub fn from_pickle(data: &[u8]) -> Result<Opaque, PickleError> {
         let options = pickle::DecodeOptions {
             opaque_globals: true,
@@ -52,6 +54,7 @@ impl Opaque {
 
     /// The opaque form of a decoded object: its class, and the pickle our encoder writes for
     /// it.
+    #[cfg(feature = "python")]
     pub(crate) fn of_object(object: &pickle::PyObject) -> Result<Opaque, PickleError> {
         let class = object.class_name();
         let body = pickle::encode_body(&PyValue::Object(Box::new(object.clone())))?;
@@ -63,6 +66,7 @@ impl Opaque {
     }
 
     /// The opaque value the opcodes `body` build, of class `class`.
+    #[cfg(feature = "python")]
     pub(crate) fn from_body(class: &str, body: &[u8]) -> Opaque {
         let mut pickle = Vec::with_capacity(body.len() + 3);
         pickle.extend_from_slice(&[0x80, 4]);
@@ -91,6 +95,7 @@ impl Opaque {
 
     /// The opcodes that build the object, without `PROTO` and `STOP`: what goes inside a
     /// larger pickle.
+    #[cfg(feature = "python")]
     pub(crate) fn body(&self) -> &[u8] {
         &self.pickle[2..self.pickle.len() - 1]
     }
@@ -147,7 +152,15 @@ impl<'de> Deserialize<'de> for Opaque {
     /// inside a larger pickle is always one well-formed object.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opaque, D::Error> {
         let parts = OpaqueParts::deserialize(deserializer)?;
-        Opaque::from_pickle(&parts.pickle).map_err(serde::de::Error::custom)
+        #[cfg(feature = "python")]
+        return Opaque::from_pickle(&parts.pickle).map_err(serde::de::Error::custom);
+        // Without CPython support nothing here reads the pickle: it is kept as it came, and
+        // checked by the server it goes back to before any CPython client sees it.
+        #[cfg(not(feature = "python"))]
+        Ok(Opaque {
+            class: parts.class,
+            pickle: parts.pickle,
+        })
     }
 }
 
@@ -157,6 +170,7 @@ impl<'de> Deserialize<'de> for Opaque {
 
 /// The shortest little-endian two's complement form of an integer (as pickle's `LONG1` and
 /// `LONG4` write it).
+#[cfg(feature = "python")]
 pub(crate) fn shortest(mut bytes: Vec<u8>) -> Vec<u8> {
     while bytes.len() > 1 {
         let (last, prev) = (bytes[bytes.len() - 1], bytes[bytes.len() - 2]);

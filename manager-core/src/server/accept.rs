@@ -35,9 +35,13 @@ impl Server {
             tokio::select! {
                 _ = state.stop.cancelled() => break,
                 accepted = python_client => match accepted {
+                    #[cfg(feature = "python")]
                     Ok(accepted) => {
                         connections.spawn(super::python::handle_python(state.clone(), accepted.into_plain()));
                     }
+                    // Without CPython support no such listener is bound (`Server::bind`).
+                    #[cfg(not(feature = "python"))]
+                    Ok(accepted) => drop(accepted),
                     Err(e) => {
                         tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -66,6 +70,7 @@ impl Server {
         {
             tracing::warn!("some connections did not close within 5 s of shutdown");
         }
+        #[cfg(feature = "python")]
         state.python.release();
         tracing::info!(address = %state.address, "manager server stopped");
         Ok(())

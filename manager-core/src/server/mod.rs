@@ -36,6 +36,7 @@ mod activity;
 mod config;
 mod connection;
 mod dispatch;
+#[cfg(feature = "python")]
 mod python;
 mod quick;
 mod refs;
@@ -59,6 +60,7 @@ struct State {
     /// Where CPython clients connect, when the server takes them.
     python_address: Option<Address>,
     /// The references CPython clients hold.
+    #[cfg(feature = "python")]
     python: python::PythonRefs,
     /// The threads that run plain method bodies.
     workers: workers::Workers,
@@ -138,10 +140,18 @@ impl Server {
             None => None,
         };
         let (listener, address) = Listener::bind(address, tls).await?;
-        let python = match &config.python_address {
-            Some(python) => Some(Listener::bind(python, None).await?),
-            None => None,
-        };
+        let python =
+            match &config.python_address {
+                #[cfg(feature = "python")]
+                Some(python) => Some(Listener::bind(python, None).await?),
+                #[cfg(not(feature = "python"))]
+                Some(_) => return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "ServerConfig::python_address is set, but this build has no CPython support \
+                     (the `python` feature, on by default)",
+                ))),
+                None => None,
+            };
         let mut table = table::ObjectTable::default();
         let mut shared = HashMap::new();
         for entry in registry.entries() {
@@ -161,7 +171,10 @@ impl Server {
                 connections: AtomicU64::new(0),
                 next_connection: AtomicU64::new(1),
                 stop: CancellationToken::new(),
-                python_address: python.as_ref().map(|(_, bound)| bound.clone()),
+                python_address: python
+                    .as_ref()
+                    .map(|(_, bound): &(Listener, Address)| bound.clone()),
+                #[cfg(feature = "python")]
                 python: python::PythonRefs::default(),
                 workers: workers::Workers::new(config.max_workers, config.worker_spin),
                 quick: quick::Quick::new(config.quick_calls),
@@ -206,6 +219,10 @@ impl State {
 
     /// Runs `work` on a worker thread and waits for its result without holding a thread:
     /// user code (a plain method's body, a factory) run for a task that must not block.
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by CPython clients' connections")
+    )]
     async fn on_worker<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
@@ -274,6 +291,10 @@ pub(crate) enum Args<'a> {
     /// Postcard bytes from a native client (a tuple, to the end of the frame).
     Native(&'a [u8]),
     /// A value tuple built from another protocol's arguments (CPython's).
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by CPython clients' connections")
+    )]
     Value(Value),
 }
 

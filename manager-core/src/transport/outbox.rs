@@ -44,6 +44,10 @@ impl Outbox {
     }
 
     /// An outbox with no socket to write to directly: everything goes through the queue.
+    #[cfg_attr(
+        not(feature = "python"),
+        allow(dead_code, reason = "used by CPython clients' connections")
+    )]
     pub(crate) fn queue_only() -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
         Outbox::with_socket(None)
     }
