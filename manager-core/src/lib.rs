@@ -28,6 +28,7 @@ pub mod registry;
 pub mod server;
 pub mod sync;
 pub mod tls;
+pub mod trace;
 mod transport;
 pub mod value;
 mod value_py;
