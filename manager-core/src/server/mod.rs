@@ -148,6 +148,7 @@ impl Server {
                 shared.insert(entry.typeid.clone(), id);
             }
         }
+        let activity = activity::Activity::new(&registry);
         Ok(Server {
             state: Arc::new(State {
                 registry,
@@ -161,7 +162,7 @@ impl Server {
                 python_address: python.as_ref().map(|(_, bound)| bound.clone()),
                 python: python::PythonRefs::default(),
                 workers: workers::Workers::new(config.max_workers, config.worker_spin),
-                activity: activity::Activity::default(),
+                activity,
                 instance: rand::random::<u64>() | 1,
                 config,
             }),
