@@ -25,6 +25,7 @@ use tokio::signal::unix::{signal, SignalKind};
 mod authkey;
 mod table;
 mod tls;
+mod types;
 
 const ABOUT: &str =
     "Run a manager server hosting the built-in shared types, or inspect and stop one";
@@ -206,6 +207,12 @@ struct InfoArgs {
     /// Print the server's DebugInfo as JSON instead of a table
     #[arg(long)]
     json: bool,
+
+    /// Print what the server serves instead: each typeid with its Rust type, create method,
+    /// and exposed methods (parameters, result, async or not, method_to_typeid target, doc
+    /// line); with --json, as JSON
+    #[arg(long, conflicts_with = "python")]
+    types: bool,
 
     /// The server is a CPython manager (multiprocessing.managers): print its object count
     /// and its own debug_info() text
@@ -435,6 +442,21 @@ fn info(args: InfoArgs) -> Result<(), Failure> {
             ));
         }
         return python_info(&args);
+    }
+    if args.types {
+        let types = with_manager(
+            &args.client,
+            |manager| async move { manager.describe().await },
+        )?;
+        let text = if args.json {
+            let mut json = serde_json::to_string_pretty(&types)
+                .map_err(|e| Failure::failed(format!("cannot encode the answer as JSON: {e}")))?;
+            json.push('\n');
+            json
+        } else {
+            types::render(&types)
+        };
+        return print(&text);
     }
     let info = with_manager(
         &args.client,

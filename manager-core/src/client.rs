@@ -98,8 +98,9 @@ struct Inner {
     timeout_ns: AtomicU64,
     /// This connection's number in this process, for its calls' spans.
     id: u64,
-    /// Whether the server takes `Request::TracedCall` (its `Hello` said so).
-    traced_calls: AtomicBool,
+    /// What the server's `Hello` said it understands (`wire::features`); 0 for a server that
+    /// predates it.
+    features: AtomicU64,
 }
 
 /// The number of the next connection this process opens.
@@ -289,7 +290,7 @@ impl Connection {
             max_frame: wire::DEFAULT_MAX_FRAME,
             timeout_ns: AtomicU64::new(0),
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
-            traced_calls: AtomicBool::new(false),
+            features: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
         let liveness = match welcome.liveness {
@@ -337,8 +338,8 @@ impl Connection {
             .await?;
         match expect_control(response)? {
             ControlReply::Hello(hello) => {
-                let traced = hello.features & wire::features::TRACE_CONTEXT != 0;
-                self.inner.traced_calls.store(traced, Ordering::Relaxed);
+                let known = hello.features & wire::features::ALL;
+                self.inner.features.store(known, Ordering::Relaxed);
                 Ok(())
             }
             ControlReply::Pong => Ok(()),
@@ -353,9 +354,14 @@ impl Connection {
         self.inner.id
     }
 
+    /// Whether the server said it understands `feature` (one of `wire::features`).
+    pub fn server_has(&self, feature: u64) -> bool {
+        self.inner.features.load(Ordering::Relaxed) & feature == feature
+    }
+
     /// Whether calls may carry a trace context (the server understands it).
     pub(crate) fn traces_calls(&self) -> bool {
-        self.inner.traced_calls.load(Ordering::Relaxed)
+        self.server_has(wire::features::TRACE_CONTEXT)
     }
 
     /// Like [`Connection::connect`], for code without a runtime: the connection's I/O runs on a

@@ -18,6 +18,7 @@ pub mod address;
 pub mod auth;
 pub mod client;
 pub mod context;
+pub mod describe;
 pub mod error;
 pub mod manager;
 pub mod object;

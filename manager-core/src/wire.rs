@@ -177,8 +177,10 @@ pub struct Hello {
 pub mod features {
     /// Calls may be sent as [`super::Request::TracedCall`].
     pub const TRACE_CONTEXT: u64 = 1;
+    /// The server answers [`super::Control::Describe`].
+    pub const DESCRIBE: u64 = 2;
     /// Every feature this side knows.
-    pub const ALL: u64 = TRACE_CONTEXT;
+    pub const ALL: u64 = TRACE_CONTEXT | DESCRIBE;
 }
 
 /// Requests about the server rather than about one object.
@@ -197,6 +199,9 @@ pub enum Control {
         /// The object's id.
         object: u64,
     },
+    /// What each typeid is and offers. Sent only to a server whose [`Hello`] lists
+    /// [`features::DESCRIBE`].
+    Describe,
 }
 
 /// The head of a response frame.
@@ -241,6 +246,8 @@ pub enum ControlReply {
     Methods(Vec<String>),
     /// The answer to a [`Control::Ping`] that carried the client's [`Hello`]: the server's.
     Hello(Hello),
+    /// The answer to [`Control::Describe`], sorted by typeid.
+    Describe(Vec<crate::describe::TypeInfo>),
 }
 
 /// A snapshot of a server's objects and connections.

@@ -182,6 +182,11 @@ impl Gen<'_> {
         let self_ty = &self.names.self_ty;
         let (impl_generics, _, where_clause) = self.model.item.generics.split_for_impl();
         let descs = self.exposed.iter().map(|e| self.method_desc(e));
+        let docs = crate::describe::docs(
+            krate,
+            &self.names.ident.to_string(),
+            self.exposed.iter().map(|e| e.method),
+        );
         let arms = self
             .exposed
             .iter()
@@ -190,6 +195,7 @@ impl Gen<'_> {
         quote! {
             impl #impl_generics #krate::__private::Shared for #self_ty #where_clause {
                 const METHODS: &'static [#krate::__private::MethodDesc] = &[ #(#descs),* ];
+                #docs
 
                 fn dispatch(
                     this: ::std::sync::Arc<#krate::__private::RwLock<Self>>,

@@ -5,6 +5,7 @@
 
 use proc_macro::TokenStream;
 
+mod describe;
 mod entry;
 mod expand;
 mod parse;

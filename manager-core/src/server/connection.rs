@@ -226,6 +226,7 @@ impl Connection {
             }
             Control::DebugInfo => ControlReply::DebugInfo(self.state.debug_info()),
             Control::Shutdown => ControlReply::ShuttingDown,
+            Control::Describe => ControlReply::Describe(self.state.registry.describe()),
             Control::Methods { object } => {
                 let entry = {
                     let held = self.held.lock();
