@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use manager::trace::{Propagation, TraceContext};
 use manager::{
     Address, AuthKey, BlockingManager, Register, Registry, Server, ServerConfig, Typeid,
 };
@@ -61,8 +62,41 @@ fn registry() -> Registry {
     registry
 }
 
+/// The context the propagation hooks of the last test inject, as an OpenTelemetry layer's
+/// span would hold it.
+const INJECTED: TraceContext = TraceContext {
+    trace_id: 0x0af7651916cd43dd8448eb211c80319c,
+    span_id: 0xb7ad6b7169203331,
+    flags: 1,
+};
+
+/// Hooks as an OpenTelemetry bridge installs them: the client's context comes from its span
+/// (here, a fixed one), and the server hands the remote parent to its span (here, a log line).
+fn install_propagation() {
+    manager::trace::set_propagation(Propagation {
+        inject: |_span| Some(INJECTED),
+        extract: |_span, parent| {
+            tracing::info!(traceparent = %parent.traceparent(), "remote parent");
+        },
+    });
+}
+
+/// The client mode: one call to the server at `address`, with a subscriber and the hooks.
+fn client(address: &str) -> ! {
+    install_propagation();
+    manager::process::init_logging();
+    let address: Address = address.parse().expect("an address");
+    let manager = BlockingManager::connect(&address, &AuthKey::from(KEY)).expect("connect");
+    let relay = manager.create(&RELAY, ()).expect("create");
+    assert_eq!(relay.echo(11).expect("echo"), 11);
+    std::process::exit(0)
+}
+
 /// The server mode: serves at a free port, prints it, and stops when stdin closes.
 fn serve() -> ! {
+    if std::env::var_os("TRACING_TEST_HOOKS").is_some() {
+        install_propagation();
+    }
     manager::process::init_logging();
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
@@ -95,8 +129,13 @@ struct ServerChild {
 
 impl ServerChild {
     fn start() -> ServerChild {
+        Self::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> ServerChild {
         let mut child = Command::new(std::env::current_exe().expect("the test binary"))
             .env("TRACING_TEST_SERVE", "1")
+            .envs(env.iter().copied())
             .env("MANAGER_LOG", "debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::piped())
@@ -350,14 +389,49 @@ fn without_a_subscriber_a_call_carries_no_context() {
     );
 }
 
+fn propagation_hooks_supply_and_receive_the_context() {
+    let mut server = ServerChild::start_with(&[("TRACING_TEST_HOOKS", "1")]);
+    let status = Command::new(std::env::current_exe().expect("the test binary"))
+        .env("TRACING_TEST_CLIENT", server.address.to_string())
+        .env("MANAGER_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run the client");
+    assert!(status.success(), "the client failed: {status}");
+    let mut line = String::new();
+    let extracted = loop {
+        line.clear();
+        assert!(
+            server.log.read_line(&mut line).expect("the log") > 0,
+            "no remote parent line"
+        );
+        let plain = strip_ansi(&line);
+        if plain.contains("remote parent") {
+            break plain;
+        }
+    };
+    eprintln!("server: {}", extracted.trim_end());
+    assert!(extracted.contains(&INJECTED.traceparent()), "{extracted}");
+    let served = server.finished("echo");
+    assert_eq!(served["trace_id"], INJECTED.trace_hex());
+    assert_eq!(served["parent_id"], INJECTED.span_hex());
+}
+
 fn main() {
     if std::env::var_os("TRACING_TEST_SERVE").is_some() {
         serve();
+    }
+    if let Some(address) = std::env::var_os("TRACING_TEST_CLIENT") {
+        client(&address.to_string_lossy());
     }
     manager::init();
     common::run_tests(vec![
         case!(the_server_span_is_the_child_of_the_client_span),
         case!(a_call_from_a_method_body_continues_the_trace),
         case!(without_a_subscriber_a_call_carries_no_context),
+        case!(propagation_hooks_supply_and_receive_the_context),
     ]);
 }
