@@ -197,10 +197,11 @@ impl Connection {
             Request::Control {
                 id,
                 op: Control::Ping,
-            } if !args.is_empty() => {
+            } if wire::take::<wire::Hello>(args, "hello").is_ok() => {
                 // A client's Hello after a ping's head (see `wire::Hello`): answer with ours.
-                // A later client's may say more: what follows the fields known here is not read.
-                let (_theirs, _) = wire::take::<wire::Hello>(args, "hello")?;
+                // (A later client's may say more: what follows the fields known here is not
+                // read. Bytes that are no Hello are ignored, as after any head without
+                // arguments: the ping gets its pong.)
                 let hello = wire::Hello {
                     features: wire::features::ALL,
                 };
