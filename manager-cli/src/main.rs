@@ -116,8 +116,8 @@ Examples:
   manager info --address unix:/run/manager.sock --authkey-file ./manager.key --json | jq '.objects'
 
   # what it serves: typeids and their methods, as text or JSON
-  manager info --address 127.0.0.1:50000 --types
-  manager info --address 127.0.0.1:50000 --types --json | jq '.[].typeid'
+  MANAGER_AUTHKEY=s3cret manager info --address 127.0.0.1:50000 --types
+  MANAGER_AUTHKEY=s3cret manager info --address 127.0.0.1:50000 --types --json | jq '.[].typeid'
 
   # a server with TLS: the CA that signed its certificate (and, if the server asks for one,
   # this client's certificate); the name checked is the host of --address unless given

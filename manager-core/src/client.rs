@@ -320,7 +320,7 @@ impl Connection {
     }
 
     /// Tells the server what this client understands and learns what it does (`wire::Hello`):
-    /// one round trip, pipelined behind nothing. A server that predates `Hello` answers the
+    /// one round trip, once per connection. A server that predates `Hello` answers the
     /// ping with a pong.
     async fn greet(&self, timeout: Duration) -> Result<(), Error> {
         let response = self

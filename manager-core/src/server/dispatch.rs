@@ -277,7 +277,6 @@ impl Connection {
         }
         let reply = self.finish_call(entry, index, outcome);
         if !span.is_disabled() {
-            let _entered = span.enter();
             trace::finished(&span, &entry.typeid, finished_outcome(&reply));
         }
         // Counted before the caller can see the reply: a debug_info() it sends next counts it.
