@@ -377,6 +377,9 @@ enum Job {
         warmup: u32,
         iters: u32,
         rounds: u32,
+        /// Whether the client listens to the manager's spans (a `tracing` subscriber).
+        #[serde(default)]
+        traced: bool,
     },
     /// `tasks` concurrent loops of `get_x` on one connection, counted within each window.
     Throughput {
@@ -561,6 +564,16 @@ struct SlowLoadResult {
     phases: Vec<SlowCounts>,
 }
 
+/// Installs a `tracing` subscriber that listens to the manager's call spans (and keeps them
+/// in its registry, as any subscriber does) without writing them anywhere: the cost of the
+/// spans and of the trace context, not of a log's I/O.
+fn listen_to_calls() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_target("manager_core", tracing::Level::DEBUG);
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(filter));
+}
+
 /// Every client process: run the job, write its result to `out`.
 #[manager::entry]
 fn client(job: Job, out: PathBuf, parent: u32) -> Res<()> {
@@ -576,10 +589,16 @@ fn client(job: Job, out: PathBuf, parent: u32) -> Res<()> {
             warmup,
             iters,
             rounds,
-        } => write_json(
-            &out,
-            &job_latency(&runtime, &raw, &ours, proxy, warmup, iters, rounds)?,
-        ),
+            traced,
+        } => {
+            if traced {
+                listen_to_calls();
+            }
+            write_json(
+                &out,
+                &job_latency(&runtime, &raw, &ours, proxy, warmup, iters, rounds)?,
+            )
+        }
         Job::Throughput {
             raw,
             ours,
@@ -1771,6 +1790,46 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// A server in this process, listening to its own call spans (see [`listen_to_calls`]).
+struct TracedServer {
+    address: Address,
+    runtime: Option<Runtime>,
+    stop: manager::ShutdownHandle,
+}
+
+impl TracedServer {
+    fn start() -> Res<TracedServer> {
+        listen_to_calls();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let server = runtime.block_on(manager::Server::bind(
+            registry()?,
+            &Address::local_tcp(),
+            manager::process::authkey(),
+            ServerConfig::default(),
+        ))?;
+        let address = server.address().clone();
+        let stop = server.shutdown_handle();
+        runtime.spawn(server.serve_forever());
+        Ok(TracedServer {
+            address,
+            runtime: Some(runtime),
+            stop,
+        })
+    }
+}
+
+impl Drop for TracedServer {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
 struct Suite<'a> {
     options: &'a Options,
     plan: Plan,
@@ -1807,6 +1866,7 @@ impl Suite<'_> {
                     warmup: self.plan.latency_warmup,
                     iters: self.plan.latency_iters,
                     rounds: self.plan.latency_rounds,
+                    traced: false,
                 };
                 let result: LatencyResult = run_client(&self.work, &job, timeout)?;
                 let kind = match proxy {
@@ -1834,6 +1894,44 @@ impl Suite<'_> {
                 ));
                 self.detail(&id, &result);
             }
+        }
+        self.latency_traced(raw, tcp)
+    }
+
+    /// The round trip with `tracing` subscribers listening, against raw in the same job: on
+    /// the client only (the server's spans disabled), then on both sides (a server in this
+    /// process, which listens). Without a subscriber the spans cost one relaxed load each.
+    fn latency_traced(&mut self, raw: &RawReady, tcp: &Address) -> Res<()> {
+        eprintln!("round trips with a tracing subscriber (TCP, blocking proxy)");
+        let traced_server = TracedServer::start()?;
+        let p = &self.plan;
+        let per_call = Duration::from_micros(500);
+        let timeout =
+            per_call * (p.latency_warmup + p.latency_iters * p.latency_rounds) * 2 + secs(60);
+        let cases = [
+            ("client", "client side", tcp.clone()),
+            ("both", "both sides", traced_server.address.clone()),
+        ];
+        for (tag, label, ours) in cases {
+            let job = Job::Latency {
+                raw: raw.tcp.clone(),
+                ours,
+                proxy: ProxyKind::Blocking,
+                warmup: self.plan.latency_warmup,
+                iters: self.plan.latency_iters,
+                rounds: self.plan.latency_rounds,
+                traced: true,
+            };
+            let result: LatencyResult = run_client(&self.work, &job, timeout)?;
+            let id = format!("rtt.tcp.blocking.traced_{tag}");
+            self.push(Figure::new(
+                &format!("{id}.median"),
+                &format!("rtt with tracing, {label}"),
+                Unit::Micros,
+                result.ours.median_us,
+                Some(result.raw.median_us),
+            ));
+            self.detail(&id, &result);
         }
         Ok(())
     }

@@ -1299,7 +1299,7 @@ fn unknown_control_ops_close_the_connection() {
         run(each_closes(
             suite,
             "control op",
-            &[vec![6, 1, 5], vec![6, 1, 99], vec![6, 1, 4], vec![6, 1]],
+            &[vec![6, 1, 6], vec![6, 1, 99], vec![6, 1, 4], vec![6, 1]],
         ))
     });
 }
@@ -1368,6 +1368,49 @@ fn trailing_bytes_after_a_head_without_arguments_are_ignored() {
             raw.must_send(&bytes).await;
             assert_eq!(raw.reply(50).await.0, Reply::Control(ControlReply::Pong));
             assert_eq!(raw.refcount(probe).await, Some(2));
+        })
+    });
+}
+
+/// A ping followed by a `Hello` (what this crate's clients send on connecting) is answered
+/// with the server's hello, whatever features the client claims; a traced call, with any trace
+/// context, runs as a call.
+fn a_hello_is_answered_and_a_traced_call_runs() {
+    case(|suite| {
+        run(async {
+            let mut raw = Raw::open(suite).await;
+            let hello = manager::wire::Hello { features: u64::MAX };
+            let ping = Request::Control {
+                id: 60,
+                op: Control::Ping,
+            };
+            raw.must_send(&request(&ping, &enc(&hello))).await;
+            let answer = manager::wire::Hello {
+                features: manager::wire::features::ALL,
+            };
+            assert_eq!(
+                raw.reply(60).await.0,
+                Reply::Control(ControlReply::Hello(answer))
+            );
+            let probe = raw.probe(3).await;
+            for trace in [0u128, u128::MAX] {
+                let id = raw.id();
+                let call = Request::TracedCall {
+                    id,
+                    object: probe,
+                    method: "add",
+                    trace: manager::trace::TraceContext {
+                        trace_id: trace,
+                        span_id: trace as u64,
+                        flags: 0xff,
+                    },
+                };
+                raw.must_send(&request(&call, &enc(&(1i64,)))).await;
+                let (reply, payload) = raw.reply(id).await;
+                assert_eq!(reply, Reply::Value);
+                assert!(postcard::from_bytes::<i64>(&payload).is_ok());
+            }
+            raw.ping().await;
         })
     });
 }
@@ -2120,6 +2163,7 @@ fn main() {
         case!(lengths_past_the_end_of_the_frame_close_the_connection),
         case!(ids_overflowing_u64_and_cut_heads_close_the_connection),
         case!(trailing_bytes_after_a_head_without_arguments_are_ignored),
+        case!(a_hello_is_answered_and_a_traced_call_runs),
         case!(calls_on_unknown_object_ids_are_unknown_object_errors),
         case!(objects_of_other_connections_cannot_be_called_or_released),
         case!(attach_of_missing_ids_fails_and_attach_of_a_foreign_id_is_counted),

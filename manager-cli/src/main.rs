@@ -25,6 +25,7 @@ use tokio::signal::unix::{signal, SignalKind};
 mod authkey;
 mod table;
 mod tls;
+mod types;
 
 const ABOUT: &str =
     "Run a manager server hosting the built-in shared types, or inspect and stop one";
@@ -94,17 +95,29 @@ Examples:
   manager info --address unix:/run/manager.sock --authkey-file ./manager.key";
 
 const INFO_LONG_ABOUT: &str = "\
-Print the objects a server holds (id, typeid, Rust type, reference count) and its number of open \
-connections, this one included.
+Print the objects a server holds (id, typeid, Rust type, reference count), its number of open \
+connections, this one included, the calls running now (with their age) and, per typeid and \
+method, the calls made, their errors and their total and mean time.
+
+--types prints what the server serves instead: each typeid with its Rust type, whether clients \
+may create it, and its exposed methods as signatures (parameter and result types as written, \
+async or not, the typeid a method_to_typeid result becomes) with the summary of each doc comment.
 
 --json prints the server's DebugInfo as JSON instead: {\"objects\": [{\"id\", \"typeid\", \
 \"type_name\", \"refcount\"}, ...], \"connections\": N, \"address\": {\"Tcp\": \"host:port\"} or \
-{\"Unix\": \"/path\"}}.";
+{\"Unix\": \"/path\"}, \"running\": [...], \"methods\": [...]}; with --types, a list of \
+{\"typeid\", \"type_name\", \"create_method\", \"source\", \"params\", \"methods\": [{\"name\", \
+\"params\": [{\"name\", \"ty\"}], \"returns\", \"receiver\", \"is_async\", \"method_to_typeid\", \
+\"doc\"}], \"events\"}.";
 
 const INFO_EXAMPLES: &str = "\
 Examples:
   MANAGER_AUTHKEY=s3cret manager info --address 127.0.0.1:50000
   manager info --address unix:/run/manager.sock --authkey-file ./manager.key --json | jq '.objects'
+
+  # what it serves: typeids and their methods, as text or JSON
+  MANAGER_AUTHKEY=s3cret manager info --address 127.0.0.1:50000 --types
+  MANAGER_AUTHKEY=s3cret manager info --address 127.0.0.1:50000 --types --json | jq '.[].typeid'
 
   # a server with TLS: the CA that signed its certificate (and, if the server asks for one,
   # this client's certificate); the name checked is the host of --address unless given
@@ -141,7 +154,7 @@ enum Command {
     /// Serve the built-in shared types at an address until told to stop
     #[command(long_about = SERVE_LONG_ABOUT, after_long_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
-    /// Print the objects and connections of a running server
+    /// Print the objects, connections and calls of a running server, or what it serves
     #[command(long_about = INFO_LONG_ABOUT, after_long_help = INFO_EXAMPLES)]
     Info(InfoArgs),
     /// Ask a running server to stop
@@ -206,6 +219,12 @@ struct InfoArgs {
     /// Print the server's DebugInfo as JSON instead of a table
     #[arg(long)]
     json: bool,
+
+    /// Print what the server serves instead: each typeid with its Rust type, create method,
+    /// and exposed methods (parameters, result, async or not, method_to_typeid target, doc
+    /// line); with --json, as JSON
+    #[arg(long, conflicts_with = "python")]
+    types: bool,
 
     /// The server is a CPython manager (multiprocessing.managers): print its object count
     /// and its own debug_info() text
@@ -435,6 +454,21 @@ fn info(args: InfoArgs) -> Result<(), Failure> {
             ));
         }
         return python_info(&args);
+    }
+    if args.types {
+        let types = with_manager(
+            &args.client,
+            |manager| async move { manager.describe().await },
+        )?;
+        let text = if args.json {
+            let mut json = serde_json::to_string_pretty(&types)
+                .map_err(|e| Failure::failed(format!("cannot encode the answer as JSON: {e}")))?;
+            json.push('\n');
+            json
+        } else {
+            types::render(&types)
+        };
+        return print(&text);
     }
     let info = with_manager(
         &args.client,

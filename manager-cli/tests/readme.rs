@@ -209,6 +209,7 @@ fn localize(line: &str, dir: &Path, port: u16) -> String {
         .replace("./manager.key", &format!("{dir}/manager.key"))
         // jq is not assumed: the JSON must still name the objects.
         .replace("| jq '.objects'", "| grep -q '\"objects\"'")
+        .replace("| jq '.[].typeid'", "| grep -q '\"typeid\"'")
 }
 
 /// A shell script that runs `lines` (already localized) in order, each `manager serve` in the

@@ -96,7 +96,15 @@ struct Inner {
     max_frame: usize,
     /// The default deadline of a call, in nanoseconds; 0 for none.
     timeout_ns: AtomicU64,
+    /// This connection's number in this process, for its calls' spans.
+    id: u64,
+    /// What the server's `Hello` said it understands (`wire::features`); 0 for a server that
+    /// predates it.
+    features: AtomicU64,
 }
+
+/// The number of the next connection this process opens.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// One authenticated connection to a manager server, shared by every proxy made through it.
 #[derive(Clone)]
@@ -281,6 +289,8 @@ impl Connection {
             close_reason: Mutex::new(None),
             max_frame: wire::DEFAULT_MAX_FRAME,
             timeout_ns: AtomicU64::new(0),
+            id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+            features: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
         let liveness = match welcome.liveness {
@@ -304,7 +314,54 @@ impl Connection {
                 tokio::spawn(read_responses(weak, reader));
             }),
         }
-        Ok(Connection { inner })
+        let conn = Connection { inner };
+        conn.greet(options.connect_timeout).await?;
+        Ok(conn)
+    }
+
+    /// Tells the server what this client understands and learns what it does (`wire::Hello`):
+    /// one round trip, once per connection. A server that predates `Hello` answers the
+    /// ping with a pong.
+    async fn greet(&self, timeout: Duration) -> Result<(), Error> {
+        let response = self
+            .request_with(
+                |id, buf| {
+                    let op = Control::Ping;
+                    wire::put(buf, &Request::Control { id, op }, "request")?;
+                    let hello = wire::Hello {
+                        features: wire::features::ALL,
+                    };
+                    wire::put(buf, &hello, "hello")
+                },
+                Some(timeout),
+            )
+            .await?;
+        match expect_control(response)? {
+            ControlReply::Hello(hello) => {
+                let known = hello.features & wire::features::ALL;
+                self.inner.features.store(known, Ordering::Relaxed);
+                Ok(())
+            }
+            ControlReply::Pong => Ok(()),
+            other => Err(Error::Protocol(format!(
+                "expected an answer to the hello, got {other:?}"
+            ))),
+        }
+    }
+
+    /// This connection's number in this process (in its calls' spans).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Whether the server said it understands `feature` (one of `wire::features`).
+    pub fn server_has(&self, feature: u64) -> bool {
+        self.inner.features.load(Ordering::Relaxed) & feature == feature
+    }
+
+    /// Whether calls may carry a trace context (the server understands it).
+    pub(crate) fn traces_calls(&self) -> bool {
+        self.server_has(wire::features::TRACE_CONTEXT)
     }
 
     /// Like [`Connection::connect`], for code without a runtime: the connection's I/O runs on a
@@ -547,6 +604,34 @@ impl Connection {
     ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + 'a {
         move |id, buf| {
             wire::put(buf, &Request::Call { id, object, method }, "request")?;
+            wire::put(buf, args, "the arguments")
+        }
+    }
+
+    /// Builds the frame of a call of `method` on `object` with `args`, with the trace context
+    /// of the client's span when there is one (and the server takes it). Records the request
+    /// id in `span`.
+    pub(crate) fn traced_call_frame<'a, A: Serialize>(
+        object: u64,
+        method: &'a str,
+        args: &'a A,
+        span: &'a tracing::Span,
+        trace: Option<crate::trace::TraceContext>,
+    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + 'a {
+        move |id, buf| {
+            span.record("request", id);
+            match trace {
+                None => wire::put(buf, &Request::Call { id, object, method }, "request")?,
+                Some(trace) => {
+                    let request = Request::TracedCall {
+                        id,
+                        object,
+                        method,
+                        trace,
+                    };
+                    wire::put(buf, &request, "request")?
+                }
+            }
             wire::put(buf, args, "the arguments")
         }
     }

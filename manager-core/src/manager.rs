@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::client::{background_runtime, ensure_blocking_allowed, ConnectOptions, Connection};
+use crate::describe::TypeInfo;
 use crate::error::Error;
 use crate::process::{self, EntryFn, ServerProcess};
 use crate::proxy::{proxy_from, BaseProxy, Proxy};
@@ -354,6 +355,14 @@ impl Manager {
         debug_reply(self.conn.control(Control::DebugInfo).await?)
     }
 
+    /// What each typeid the server serves is and offers: its Rust type, create method, exposed
+    /// methods with their parameters, result, receiver, `async` or not, `method_to_typeid`
+    /// target and doc line. Sorted by typeid.
+    pub async fn describe(&self) -> Result<Vec<TypeInfo>, Error> {
+        describe_allowed(&self.conn)?;
+        describe_reply(self.conn.control(Control::Describe).await?)
+    }
+
     /// Stops the server. Proxies made through it fail from then on.
     pub async fn shutdown(&self) -> Result<(), Error> {
         shutdown_reply(self.conn.control(Control::Shutdown).await)?;
@@ -442,6 +451,12 @@ impl BlockingManager {
         debug_reply(self.0.conn.control_blocking(Control::DebugInfo)?)
     }
 
+    /// Blocking form of [`Manager::describe`].
+    pub fn describe(&self) -> Result<Vec<TypeInfo>, Error> {
+        describe_allowed(&self.0.conn)?;
+        describe_reply(self.0.conn.control_blocking(Control::Describe)?)
+    }
+
     /// Blocking form of [`Manager::shutdown`].
     pub fn shutdown(&self) -> Result<(), Error> {
         shutdown_reply(self.0.conn.control_blocking(Control::Shutdown))?;
@@ -476,6 +491,26 @@ fn debug_reply(reply: ControlReply) -> Result<DebugInfo, Error> {
         ControlReply::DebugInfo(info) => Ok(info),
         other => Err(Error::Protocol(format!(
             "expected debug info, got {other:?}"
+        ))),
+    }
+}
+
+/// A server that predates `describe` would close the connection on the request: refused here.
+fn describe_allowed(conn: &Connection) -> Result<(), Error> {
+    if conn.server_has(crate::wire::features::DESCRIBE) {
+        Ok(())
+    } else {
+        Err(Error::Protocol(
+            "the server predates describe(): it did not list it in its hello".into(),
+        ))
+    }
+}
+
+fn describe_reply(reply: ControlReply) -> Result<Vec<TypeInfo>, Error> {
+    match reply {
+        ControlReply::Describe(types) => Ok(types),
+        other => Err(Error::Protocol(format!(
+            "expected a description, got {other:?}"
         ))),
     }
 }

@@ -226,6 +226,10 @@ pub trait Shared: Send + Sync + Sized + 'static {
     /// The methods the impl block exposes, in dispatch order.
     const METHODS: &'static [MethodDesc];
 
+    /// The methods' parameter and result types and doc lines, in the order of `METHODS`, for
+    /// descriptions (`describe()`); a hand-written implementation may leave it empty.
+    const DOCS: &'static [crate::describe::MethodDoc] = &[];
+
     /// Decodes the arguments of method number `method` and returns the call, ready to run.
     fn dispatch(
         this: Arc<RwLock<Self>>,

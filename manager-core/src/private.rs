@@ -2,6 +2,7 @@
 //! without notice.
 
 pub use crate::context::CallContext;
+pub use crate::describe::MethodDoc;
 pub use crate::object::{decode_args, Call, DispatchError, MethodDesc, Outcome, Receiver, Shared};
 pub use crate::process::{decode_entry_args, EntryPoint, IntoEntryOutcome};
 pub use crate::{BaseProxy, Error, Proxy};

@@ -62,6 +62,8 @@ pub(crate) struct Entry {
     pub(crate) typeid: Arc<str>,
     pub(crate) type_name: &'static str,
     pub(crate) methods: &'static [MethodDesc],
+    /// The methods' types and doc lines, for descriptions (may be empty).
+    pub(crate) docs: &'static [crate::describe::MethodDoc],
     pub(crate) exposed: Vec<bool>,
     pub(crate) method_to_typeid: Vec<Option<Arc<str>>>,
     pub(crate) create_method: bool,
@@ -325,6 +327,7 @@ impl<T: Shared> Register<T> {
             typeid: Arc::from(self.typeid.as_str()),
             type_name: std::any::type_name::<T>(),
             methods,
+            docs: T::DOCS,
             exposed,
             method_to_typeid: mapping,
             create_method,
@@ -402,6 +405,17 @@ impl Registry {
         let mut names: Vec<String> = self.entries.keys().map(|k| k.to_string()).collect();
         names.sort();
         names
+    }
+
+    /// What each typeid is and offers (see [`crate::describe`]), sorted by typeid.
+    pub fn describe(&self) -> Vec<crate::describe::TypeInfo> {
+        let mut types: Vec<_> = self
+            .entries
+            .values()
+            .map(|e| crate::describe::describe(e))
+            .collect();
+        types.sort_by(|a, b| a.typeid.cmp(&b.typeid));
+        types
     }
 
     pub(crate) fn get(&self, typeid: &str) -> Option<&Arc<Entry>> {

@@ -146,6 +146,41 @@ pub enum Request<'a> {
         /// What is asked.
         op: Control,
     },
+    /// A [`Request::Call`] with the trace context of the client's span of it. Sent only to a
+    /// server whose [`Hello`] lists [`features::TRACE_CONTEXT`]: a server of protocol 2 that
+    /// predates it would refuse the variant.
+    TracedCall {
+        /// Request id, echoed in the response.
+        id: u64,
+        /// The object's id.
+        object: u64,
+        /// The method's name.
+        method: &'a str,
+        /// The client's span of the call.
+        trace: crate::trace::TraceContext,
+    },
+}
+
+/// What a client and a server tell each other they understand beyond [`PROTOCOL_VERSION`].
+///
+/// A client sends it after the head of its first [`Control::Ping`], where a server that
+/// predates it ignores it (trailing bytes after a control head are not read) and answers
+/// [`ControlReply::Pong`]; a server that knows it answers [`ControlReply::Hello`] with its own.
+/// So peers of protocol 2 with and without it keep working together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Hello {
+    /// A bit set of [`features`].
+    pub features: u64,
+}
+
+/// The bits of [`Hello::features`].
+pub mod features {
+    /// Calls may be sent as [`super::Request::TracedCall`].
+    pub const TRACE_CONTEXT: u64 = 1;
+    /// The server answers [`super::Control::Describe`].
+    pub const DESCRIBE: u64 = 2;
+    /// Every feature this side knows.
+    pub const ALL: u64 = TRACE_CONTEXT | DESCRIBE;
 }
 
 /// Requests about the server rather than about one object.
@@ -164,6 +199,9 @@ pub enum Control {
         /// The object's id.
         object: u64,
     },
+    /// What each typeid is and offers. Sent only to a server whose [`Hello`] lists
+    /// [`features::DESCRIBE`].
+    Describe,
 }
 
 /// The head of a response frame.
@@ -206,6 +244,10 @@ pub enum ControlReply {
     ShuttingDown,
     /// The answer to [`Control::Methods`].
     Methods(Vec<String>),
+    /// The answer to a [`Control::Ping`] that carried the client's [`Hello`]: the server's.
+    Hello(Hello),
+    /// The answer to [`Control::Describe`], sorted by typeid.
+    Describe(Vec<crate::describe::TypeInfo>),
 }
 
 /// A snapshot of a server's objects and connections.

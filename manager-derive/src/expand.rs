@@ -190,6 +190,11 @@ impl Gen<'_> {
         let self_ty = &self.names.self_ty;
         let where_clause = self.where_clause(self.exposed, false);
         let descs = self.exposed.iter().map(|e| self.method_desc(e));
+        let docs = crate::describe::docs(
+            krate,
+            &self.names.ident.to_string(),
+            self.exposed.iter().map(|e| e.method),
+        );
         let arms = self
             .exposed
             .iter()
@@ -199,6 +204,7 @@ impl Gen<'_> {
             #[automatically_derived]
             impl #krate::__private::Shared for #self_ty #where_clause {
                 const METHODS: &'static [#krate::__private::MethodDesc] = &[ #(#descs),* ];
+                #docs
 
                 fn dispatch(
                     this: ::std::sync::Arc<#krate::__private::RwLock<Self>>,

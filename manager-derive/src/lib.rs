@@ -8,6 +8,7 @@
 use proc_macro::TokenStream;
 
 mod ctxt;
+mod describe;
 mod entry;
 mod expand;
 mod parse;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use crate::client::{expect_token, Connection, Response};
 use crate::error::Error;
@@ -190,14 +191,24 @@ impl BaseProxy {
             // takes the blocking path, so the future completes where it is first polled.
             return self.call_blocking::<S>(method, args);
         }
+        let (span, trace) = self.call_span(method);
         let response = self
             .conn
             .request_with(
-                Connection::call_frame(self.token.id, method, &args),
+                Connection::traced_call_frame(self.token.id, method, &args, &span, trace),
                 self.timeout(),
             )
-            .await?;
-        S::from_response(self, method, response)
+            .instrument(span.clone())
+            .await;
+        crate::trace::client_finished(&span, &response);
+        S::from_response(self, method, response?)
+    }
+
+    /// The client's span of a call of `method`, and the trace context to send with it.
+    fn call_span(&self, method: &str) -> (tracing::Span, Option<crate::trace::TraceContext>) {
+        let (span, trace) =
+            crate::trace::client_span(&self.token.typeid, method, self.token.id, self.conn.id());
+        (span, trace.filter(|_| self.conn.traces_calls()))
     }
 
     /// The blocking form of [`BaseProxy::call`]: the one primitive of every blocking call.
@@ -206,11 +217,16 @@ impl BaseProxy {
         method: &str,
         args: impl Serialize,
     ) -> Result<S::Output, Error> {
-        let response = self.conn.request_blocking_with(
-            Connection::call_frame(self.token.id, method, &args),
-            self.timeout(),
-        )?;
-        S::from_response(self, method, response)
+        let (span, trace) = self.call_span(method);
+        let response = {
+            let _entered = span.enter();
+            self.conn.request_blocking_with(
+                Connection::traced_call_frame(self.token.id, method, &args, &span, trace),
+                self.timeout(),
+            )
+        };
+        crate::trace::client_finished(&span, &response);
+        S::from_response(self, method, response?)
     }
 
     /// Calls `method` with `args` (a tuple; `()` for none) and decodes the result as `R`.

@@ -152,7 +152,15 @@ impl Connection {
         let args_at = frame.len() - args.len();
         match request {
             Request::Call { id, object, method } => {
-                self.call(id, object, method, frame.clone(), args_at);
+                self.call(id, object, method, frame.clone(), args_at, None);
+            }
+            Request::TracedCall {
+                id,
+                object,
+                method,
+                trace,
+            } => {
+                self.call(id, object, method, frame.clone(), args_at, Some(trace));
             }
             Request::Cancel { id } => {
                 if let Some(call) = self.calls.lock().remove(&id) {
@@ -186,6 +194,19 @@ impl Connection {
                 let reply = self.attach(object, typeid, instance);
                 self.send(id, reply);
             }
+            Request::Control {
+                id,
+                op: Control::Ping,
+            } if wire::take::<wire::Hello>(args, "hello").is_ok() => {
+                // A client's Hello after a ping's head (see `wire::Hello`): answer with ours.
+                // (A later client's may say more: what follows the fields known here is not
+                // read. Bytes that are no Hello are ignored, as after any head without
+                // arguments: the ping gets its pong.)
+                let hello = wire::Hello {
+                    features: wire::features::ALL,
+                };
+                self.send(id, Reply::Control(ControlReply::Hello(hello)));
+            }
             Request::Control { id, op } => {
                 let reply = self.control(op);
                 let stopping = matches!(reply, Reply::Control(ControlReply::ShuttingDown));
@@ -206,6 +227,7 @@ impl Connection {
             }
             Control::DebugInfo => ControlReply::DebugInfo(self.state.debug_info()),
             Control::Shutdown => ControlReply::ShuttingDown,
+            Control::Describe => ControlReply::Describe(self.state.registry.describe()),
             Control::Methods { object } => {
                 let entry = {
                     let held = self.held.lock();

@@ -29,6 +29,7 @@ use crate::context::CallContext;
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::object::{Call, DispatchError, Job, Outcome};
 use crate::registry::{Entry, FactoryError, Source};
+use crate::trace::{self, TraceContext};
 use crate::wire::Reply;
 
 /// A call between its dispatch and its reply.
@@ -37,6 +38,10 @@ pub(super) struct Running {
     entry: Arc<Entry>,
     index: usize,
     ticket: Ticket,
+    /// The call's span (disabled when no subscriber listens), and the trace context its body
+    /// runs in.
+    span: tracing::Span,
+    trace: Option<TraceContext>,
     /// One of the connection's `max_in_flight`.
     _permit: OwnedSemaphorePermit,
 }
@@ -49,7 +54,10 @@ impl Connection {
         method: &str,
         frame: Bytes,
         args_at: usize,
+        parent: Option<TraceContext>,
     ) {
+        let (span, trace) = trace::server_span(method, object_id, self.id, id, parent.as_ref());
+        let _entered = span.enter();
         let object = {
             // The connection's references keep the object in the table while `held` is locked.
             let held = self.held.lock();
@@ -58,7 +66,7 @@ impl Connection {
                 .flatten()
         };
         let Some((entry, referent)) = object else {
-            return self.send_error(RemoteError::new(
+            return self.refuse(&span, RemoteError::new(
                 RemoteErrorKind::UnknownObject,
                 "",
                 method,
@@ -68,7 +76,8 @@ impl Connection {
         let index = match entry.method(method) {
             Some((index, true)) => index,
             Some((_, false)) => {
-                return self.send_error(
+                return self.refuse(
+                    &span,
                     RemoteError::new(
                         RemoteErrorKind::NotExposed,
                         &*entry.typeid,
@@ -83,7 +92,8 @@ impl Connection {
                 )
             }
             None => {
-                return self.send_error(
+                return self.refuse(
+                    &span,
                     RemoteError::new(
                         RemoteErrorKind::NoSuchMethod,
                         &*entry.typeid,
@@ -116,9 +126,10 @@ impl Connection {
         }));
         let call = match dispatched {
             Ok(Ok(call)) => call,
-            Ok(Err(e)) => return self.send_error(dispatch_error(&entry, method, e), id),
+            Ok(Err(e)) => return self.refuse(&span, dispatch_error(&entry, method, e), id),
             Err(panic) => {
-                return self.send_error(
+                return self.refuse(
+                    &span,
                     RemoteError::new(
                         RemoteErrorKind::Panic,
                         &*entry.typeid,
@@ -131,7 +142,8 @@ impl Connection {
         };
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             // Not reached: the read loop read this request with a permit free.
-            return self.send_error(
+            return self.refuse(
+                &span,
                 RemoteError::new(
                     RemoteErrorKind::Limit,
                     &*entry.typeid,
@@ -146,12 +158,19 @@ impl Connection {
             ticket: Activity::start(&self.state, &entry, index, object_id, self.id),
             entry,
             index,
+            span: span.clone(),
+            trace,
             _permit: permit,
         };
+        drop(_entered);
         match call {
             Call::Ready(job) => match self.state.quick.admit(&running.entry, running.index) {
                 Some(admitted) => {
-                    let outcome = admitted.run(&running.entry, running.index, job);
+                    let outcome = {
+                        let _entered = running.span.enter();
+                        let _scope = trace::Scope::enter(running.trace);
+                        admitted.run(&running.entry, running.index, job)
+                    };
                     self.complete(running, outcome);
                 }
                 None => self.run_on_worker(running, job),
@@ -200,13 +219,25 @@ impl Connection {
                             ))));
                             return;
                         }
-                        outcome = AssertUnwindSafe(call).catch_unwind() => outcome,
+                        outcome = trace::Traced::new(
+                            AssertUnwindSafe(call).catch_unwind(),
+                            &running.span,
+                            running.trace,
+                        ) => outcome,
                     };
                     conn.calls.lock().remove(&id);
                     conn.complete(running, outcome);
                 });
             }
         }
+    }
+
+    /// Answers a call refused before it ran (no such object or method, bad arguments).
+    fn refuse(&self, span: &tracing::Span, error: RemoteError, id: u64) {
+        if !span.is_disabled() {
+            trace::finished(span, &error.typeid, trace::outcome_of_error(&error));
+        }
+        self.send_error(error, id);
     }
 
     /// Runs a plain method's body (its object's lock held) on a worker thread, which also
@@ -218,7 +249,11 @@ impl Connection {
                 // Queued behind busy workers while its client went away: nobody waits for it.
                 return;
             }
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(job));
+            let outcome = {
+                let _entered = running.span.enter();
+                let _scope = trace::Scope::enter(running.trace);
+                std::panic::catch_unwind(AssertUnwindSafe(job))
+            };
             conn.complete(running, outcome);
         }));
     }
@@ -235,6 +270,8 @@ impl Connection {
             entry,
             index,
             mut ticket,
+            span,
+            trace: _,
             _permit,
         } = running;
         let entry = &*entry;
@@ -250,6 +287,9 @@ impl Connection {
             ticket.failed();
         }
         let reply = self.finish_call(entry, index, outcome);
+        if !span.is_disabled() {
+            trace::finished(&span, &entry.typeid, finished_outcome(&reply));
+        }
         // Counted before the caller can see the reply: a debug_info() it sends next counts it.
         drop(ticket);
         self.send_reply(id, reply, (&entry.typeid, entry.methods[index].name));
@@ -395,6 +435,15 @@ impl Connection {
                 format!("typeid {typeid:?} has no factory"),
             ),
         }
+    }
+}
+
+/// How a call ended, for its span.
+fn finished_outcome(reply: &Finished) -> std::borrow::Cow<'static, str> {
+    match reply {
+        Finished::Payload(Reply::Raised { .. }, _) => "raised".into(),
+        Finished::Reply(Reply::Error(error)) => trace::outcome_of_error(error),
+        _ => "ok".into(),
     }
 }
 

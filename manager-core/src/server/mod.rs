@@ -161,6 +161,7 @@ impl Server {
                 shared.insert(entry.typeid.clone(), id);
             }
         }
+        let activity = activity::Activity::new(&registry);
         Ok(Server {
             state: Arc::new(State {
                 registry,
@@ -178,7 +179,7 @@ impl Server {
                 python: python::PythonRefs::default(),
                 workers: workers::Workers::new(config.max_workers, config.worker_spin),
                 quick: quick::Quick::new(config.quick_calls),
-                activity: activity::Activity::default(),
+                activity,
                 instance: rand::random::<u64>() | 1,
                 config,
             }),

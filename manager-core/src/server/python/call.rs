@@ -141,11 +141,17 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
         Err(panic) => return traceback("RuntimeError", &panic_message(&panic)),
     };
     let mut ticket = Activity::start(&me.state, &entry, index, id, me.id);
+    // A span as for native calls, with no parent (CPython sends no trace context) and no
+    // request id (its protocol has none).
+    let (span, _) = crate::trace::server_span(&request.method, id, me.id, 0, None);
     // As for native clients: a plain body runs on a worker thread, never in this task, unless
     // its method is quick (see `server::quick`).
     let outcome = match call {
         Call::Ready(job) => match me.state.quick.admit(&entry, index) {
-            Some(admitted) => admitted.run(&entry, index, job),
+            Some(admitted) => {
+                let _entered = span.enter();
+                admitted.run(&entry, index, job)
+            }
             None => me.state.on_worker(job).await,
         },
         Call::Locking(lock) => {
@@ -156,6 +162,15 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
     };
     if !matches!(outcome, Ok(Outcome::Value(_) | Outcome::Object(_))) {
         ticket.failed();
+    }
+    if !span.is_disabled() {
+        let ended = match &outcome {
+            Ok(Outcome::Value(_) | Outcome::Object(_)) => "ok".into(),
+            Ok(Outcome::Raised(_)) => "raised".into(),
+            Ok(Outcome::Failed(e)) => crate::trace::outcome_of_error(e),
+            Err(_) => "panic".into(),
+        };
+        crate::trace::finished(&span, &entry.typeid, ended);
     }
     let outcome = match outcome {
         Ok(outcome) => outcome,
