@@ -302,9 +302,11 @@ async fn reconnect(inner: &Arc<Inner>, resume: &Resume) -> Result<(), Attempt> {
     };
     let (welcome, handshake) = match stream.handshake_client(&resume.authkey).await {
         Ok(done) => done,
-        Err(e @ (Error::Auth(_) | Error::Protocol(_) | Error::Tls(_))) => {
+        // Refused: the key is not the server's (any more). A handshake cut short is retried.
+        Err(e @ Error::Auth(_)) if e.to_string().contains("refused our authkey") => {
             return Err(Attempt::Gone(e.to_string()))
         }
+        Err(e @ (Error::Protocol(_) | Error::Tls(_))) => return Err(Attempt::Gone(e.to_string())),
         Err(e) => return Err(Attempt::Retry(e.to_string())),
     };
     let received = inner.received.load(Ordering::Acquire);
