@@ -285,14 +285,19 @@ fn a_cut_longer_than_the_grace_period_expires_the_session() {
         }
         other => panic!("expected SessionExpired, got {other:?}"),
     }
-    assert!(cut.elapsed() < Duration::from_secs(20), "{:?}", cut.elapsed());
+    assert!(
+        cut.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        cut.elapsed()
+    );
     assert!(matches!(queue.put(&1), Err(Error::SessionExpired(_))));
-    wait_until("the server to release the expired session", || {
-        match observer.number_of_objects() {
+    wait_until(
+        "the server to release the expired session",
+        || match observer.number_of_objects() {
             Ok(n) if n == baseline => Ok(()),
             other => Err(format!("{other:?}")),
-        }
-    });
+        },
+    );
     relay.heal();
     assert!(matches!(lock.release(), Err(Error::SessionExpired(_))));
     std::mem::forget((queue, lock, manager));

@@ -124,12 +124,20 @@ impl Handshake {
     pub(crate) fn session(&self) -> SessionKeys {
         let id_mac = self
             .key
-            .mac(b"manager-session-id", &self.client_nonce, &self.server_nonce)
+            .mac(
+                b"manager-session-id",
+                &self.client_nonce,
+                &self.server_nonce,
+            )
             .finalize()
             .into_bytes();
         let secret = self
             .key
-            .mac(b"manager-session-secret", &self.client_nonce, &self.server_nonce)
+            .mac(
+                b"manager-session-secret",
+                &self.client_nonce,
+                &self.server_nonce,
+            )
             .finalize()
             .into_bytes();
         let mut id = [0u8; 8];

@@ -293,14 +293,15 @@ impl Connection {
             let (welcome, handshake) = stream.handshake_client(authkey).await?;
             Ok::<_, Error>((stream, welcome, handshake))
         };
-        let (stream, welcome, handshake) = tokio::time::timeout(options.connect_timeout, connecting)
-            .await
-            .map_err(|_| {
-                Error::Timeout(format!(
-                    "`connect` to {address} (ConnectOptions::connect_timeout of {:?})",
-                    options.connect_timeout
-                ))
-            })??;
+        let (stream, welcome, handshake) =
+            tokio::time::timeout(options.connect_timeout, connecting)
+                .await
+                .map_err(|_| {
+                    Error::Timeout(format!(
+                        "`connect` to {address} (ConnectOptions::connect_timeout of {:?})",
+                        options.connect_timeout
+                    ))
+                })??;
         let resumable = options.resume && !welcome.session_grace.is_zero();
         let (outbox, rx) = if resumable {
             Outbox::resumable(&stream)?

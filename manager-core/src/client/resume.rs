@@ -154,7 +154,12 @@ fn socket_failed(reason: &str) -> bool {
 /// Socket number `socket` of the connection ended, for `reason`: the session is resumed on a
 /// new socket when it may be (`resumable`, or, when `None`, when the reason is the socket's),
 /// else every call fails.
-pub(super) fn link_broken(inner: &Arc<Inner>, socket: u64, reason: String, resumable: Option<bool>) {
+pub(super) fn link_broken(
+    inner: &Arc<Inner>,
+    socket: u64,
+    reason: String,
+    resumable: Option<bool>,
+) {
     let resumable = resumable.unwrap_or_else(|| socket_failed(&reason));
     let direct = {
         let mut link = inner.link.write();
@@ -296,7 +301,9 @@ async fn reconnect(inner: &Arc<Inner>, resume: &Resume) -> Result<(), Attempt> {
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
             ) =>
         {
-            return Err(Attempt::Gone(format!("nothing listens at {address}: {source}")))
+            return Err(Attempt::Gone(format!(
+                "nothing listens at {address}: {source}"
+            )))
         }
         Err(e) => return Err(Attempt::Retry(e.to_string())),
     };
@@ -316,7 +323,10 @@ async fn reconnect(inner: &Arc<Inner>, resume: &Resume) -> Result<(), Attempt> {
         received,
     };
     let retry = |e: Error| Attempt::Retry(e.to_string());
-    stream.send_message(&request, "request").await.map_err(retry)?;
+    stream
+        .send_message(&request, "request")
+        .await
+        .map_err(retry)?;
     let answer = stream
         .read_message(64 * 1024, "response")
         .await

@@ -141,7 +141,10 @@ async fn start_session(
     // The first frame, if short, is read here: it may resume a session. Whatever it is
     // otherwise goes to the read loop ahead of the rest.
     let first = if resumable {
-        let liveness = state.config.liveness_timeout.max(Duration::from_millis(100));
+        let liveness = state
+            .config
+            .liveness_timeout
+            .max(Duration::from_millis(100));
         tokio::select! {
             first = stream.read_first(MAX_RESUME_FRAME) => first?,
             () = tokio::time::sleep(liveness) => return Ok(()),

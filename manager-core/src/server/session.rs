@@ -157,9 +157,8 @@ pub(super) async fn resume(
     id: u64,
     proof: &[u8; 32],
 ) -> Result<Resuming, RemoteError> {
-    let refuse = |message: String| {
-        RemoteError::new(RemoteErrorKind::SessionExpired, "", "resume", message)
-    };
+    let refuse =
+        |message: String| RemoteError::new(RemoteErrorKind::SessionExpired, "", "resume", message);
     let Some(conn) = state.sessions.lock().get(&id).cloned() else {
         return Err(refuse(format!(
             "this server has no session {id:016x}: its grace period \
