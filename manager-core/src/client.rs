@@ -687,7 +687,7 @@ fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
                 other => Err(format!("an answer to no request: {other:?}")),
             };
         }
-        if received % resume::ACK_EVERY == 0 || frame.len() >= resume::ACK_BYTES {
+        if received.is_multiple_of(resume::ACK_EVERY) || frame.len() >= resume::ACK_BYTES {
             resume::acknowledge(inner, received);
         }
     }

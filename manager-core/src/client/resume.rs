@@ -170,7 +170,11 @@ pub(super) fn link_broken(
         link.direct.clone()
     };
     match &inner.resume {
-        Some(resume) if resumable && !inner.closed.load(Ordering::Acquire) => {
+        Some(resume)
+            if resumable
+                && !inner.closed.load(Ordering::Acquire)
+                && inner.outbox.is_resumable() =>
+        {
             tracing::info!(
                 "the connection to {} broke ({reason}); resuming its session",
                 inner.address

@@ -82,7 +82,7 @@ impl State {
 impl Connection {
     /// Whether the session may be resumed should this socket break.
     pub(super) fn resumable(&self) -> bool {
-        self.session.is_some() && !self.closed.is_cancelled()
+        self.session.is_some() && !self.closed.is_cancelled() && self.outbox.is_resumable()
     }
 
     /// The socket broke: the session waits for its client for `session_grace`, then ends.

@@ -51,7 +51,14 @@ struct Replay {
     sent: u64,
     /// The frames after the `sent - log.len()`th, in order.
     log: VecDeque<Bytes>,
+    /// Their bytes.
+    bytes: usize,
 }
+
+/// The most a replay log holds: a peer that acknowledges less than this (it acknowledges every
+/// 64 frames, and every frame of 1 MiB or more) has stopped acknowledging, and its session is
+/// no longer kept for resumption rather than held in memory without bound.
+const MAX_UNACKNOWLEDGED: usize = 64 << 20;
 
 impl Replay {
     /// Forgets the frames up to the `received`th; an error if the peer claims more than was
@@ -64,7 +71,9 @@ impl Replay {
                 self.sent
             ));
         }
-        self.log.drain(..(received - first) as usize);
+        for frame in self.log.drain(..(received - first) as usize) {
+            self.bytes -= frame.len();
+        }
         Ok(())
     }
 }
@@ -212,8 +221,22 @@ impl Outbox {
     fn keep(link: &mut Link, frame: &Bytes) {
         if let Some(replay) = &mut link.replay {
             replay.sent += 1;
+            replay.bytes += frame.len();
             replay.log.push_back(frame.clone());
+            if replay.bytes > MAX_UNACKNOWLEDGED {
+                tracing::warn!(
+                    "the peer acknowledged nothing of the last {} bytes sent to it: its session \
+                     will not be resumed should the connection break",
+                    replay.bytes
+                );
+                link.replay = None;
+            }
         }
+    }
+
+    /// Whether this outbox still keeps what it sends for a resumption of its session.
+    pub(crate) fn is_resumable(&self) -> bool {
+        self.link.lock().replay.is_some()
     }
 
     fn queue(&self, link: &Link, frame: Bytes) -> bool {
