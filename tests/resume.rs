@@ -14,9 +14,13 @@
 //! - a cut longer than the session's grace period: the client's pending and later calls fail
 //!   with `SessionExpired`, and the server holds none of its objects;
 //! - a connection the client drops still releases at once (no grace period for a close);
-//! - a resume with a stolen session id and no secret is refused.
+//! - a resume with a stolen session id and no secret is refused;
+//! - with TLS (the `tls` feature), async and blocking callers across a cut: the same.
 
 mod common;
+#[cfg(feature = "tls")]
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -369,4 +373,65 @@ fn a_stolen_session_id_does_not_resume() {
         other => panic!("{other:?}"),
     }
     assert_eq!(list.to_vec().unwrap(), vec![1]);
+}
+
+/// Over TLS (the reader task reads every reply there), an async caller and a blocking one
+/// across a 3 s cut: every call once, in order.
+#[cfg(feature = "tls")]
+#[test]
+fn a_short_cut_over_tls_loses_nothing_for_async_and_blocking_callers() {
+    let pki = pki::Pki::new();
+    let mut config = ServerConfig::default();
+    config.liveness_timeout = LIVENESS;
+    config.session_grace = Duration::from_secs(20);
+    config.tls = Some(pki.server());
+    let server = InProcessServer::start_with(
+        manager::sync::registry(),
+        Address::local_tcp(),
+        AuthKey::from(KEY),
+        config,
+    );
+    let relay = Relay::to(server.address());
+    let base = BaseManager::new(relay.address.clone())
+        .authkey(KEY)
+        .liveness_timeout(LIVENESS)
+        .tls(pki.client());
+    let manager = base.clone().connect().unwrap();
+    let list: ListBlockingProxy<u64> = manager.list(&[]).unwrap();
+    let token = list.base().token().clone();
+    let blocking = {
+        let list = list.clone();
+        std::thread::spawn(move || {
+            for i in 0..300u64 {
+                list.append(&i)?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok::<_, Error>(())
+        })
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let other: ListBlockingProxy<u64> = manager.list(&[]).unwrap();
+    let other_token = other.base().token().clone();
+    let asynchronous = runtime.spawn(async move {
+        let manager = base.connect_async().await?;
+        let list: manager::sync::ListProxy<u64> = manager.attach(&other_token).await?;
+        for i in 0..300u64 {
+            list.append(&i).await?;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok::<_, Error>(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    relay.cut();
+    std::thread::sleep(CUT);
+    relay.heal();
+    blocking.join().unwrap().expect("no blocking call failed");
+    runtime
+        .block_on(asynchronous)
+        .unwrap()
+        .expect("no async call failed");
+    let want: Vec<u64> = (0..300).collect();
+    assert_eq!(list.to_vec().unwrap(), want);
+    assert_eq!(other.to_vec().unwrap(), want);
+    assert_eq!(token.id, list.base().token().id);
 }
