@@ -62,9 +62,14 @@ const MAX_UNACKNOWLEDGED: usize = 64 << 20;
 
 impl Replay {
     /// Forgets the frames up to the `received`th; an error if the peer claims more than was
-    /// sent, or fewer than it acknowledged before (those frames are forgotten).
-    fn forget(&mut self, received: u64) -> Result<(), String> {
+    /// sent, or, when it is to be sent what follows (`resuming`), fewer than it acknowledged
+    /// before (those frames are forgotten). An acknowledgement older than one before (sent
+    /// again after a resume) says nothing new.
+    fn forget(&mut self, received: u64, resuming: bool) -> Result<(), String> {
         let first = self.sent - self.log.len() as u64;
+        if received < first && !resuming {
+            return Ok(());
+        }
         if received > self.sent || received < first {
             return Err(format!(
                 "the peer says it received {received} frames; {first} to {} are known",
@@ -145,7 +150,7 @@ impl Outbox {
     /// the peer claims what cannot be (it broke the protocol).
     pub(crate) fn acked(&self, received: u64) -> Result<(), String> {
         match &mut self.link.lock().replay {
-            Some(replay) => replay.forget(received),
+            Some(replay) => replay.forget(received, false),
             None => Ok(()),
         }
     }
@@ -164,7 +169,7 @@ impl Outbox {
         let Some(replay) = &mut link.replay else {
             return Err("the session has ended".into());
         };
-        replay.forget(received)?;
+        replay.forget(received, true)?;
         for frame in &replay.log {
             self.queued.queue(frame.len());
             let _ = tx.send(frame.clone());
@@ -335,5 +340,71 @@ impl Queued {
             }
             drained.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 4])
+    }
+
+    fn kept(outbox: &Outbox) -> Vec<u8> {
+        let link = outbox.link.lock();
+        let replay = link.replay.as_ref().expect("resumable");
+        replay.log.iter().map(|f| f[0]).collect()
+    }
+
+    /// What a resumable outbox sends is kept until acknowledged, sent on while detached, and
+    /// what follows the peer's count is queued first on the next connection.
+    #[test]
+    fn frames_are_kept_until_acknowledged_and_replayed_after_the_peers_count() {
+        let (outbox, _rx) = Outbox::with_socket(None, true);
+        for n in 1..=3 {
+            assert!(outbox.enqueue(frame(n)));
+        }
+        outbox.acked(1).unwrap();
+        assert_eq!(kept(&outbox), [2, 3]);
+        outbox.detach();
+        assert!(outbox.send(frame(4)), "kept while broken");
+        // An acknowledgement older than the last says nothing; one past what was sent is a
+        // broken protocol.
+        outbox.acked(0).unwrap();
+        assert!(outbox.acked(5).is_err());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        {
+            let mut link = outbox.link.lock();
+            link.replay.as_mut().unwrap().forget(2, true).unwrap();
+            for frame in &link.replay.as_ref().unwrap().log {
+                tx.send(frame.clone()).unwrap();
+            }
+            link.tx = Some(tx);
+        }
+        assert!(outbox.enqueue(frame(5)));
+        let sent: Vec<u8> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| f[0])
+            .collect();
+        assert_eq!(sent, [3, 4, 5], "what the peer missed, then what is new");
+        // A peer that asks for what was forgotten cannot be resumed.
+        assert!(outbox
+            .link
+            .lock()
+            .replay
+            .as_mut()
+            .unwrap()
+            .forget(1, true)
+            .is_err());
+    }
+
+    /// An outbox that is not resumable keeps nothing and fails once its connection is gone.
+    #[test]
+    fn a_plain_outbox_keeps_nothing() {
+        let (outbox, rx) = Outbox::with_socket(None, false);
+        assert!(outbox.enqueue(frame(1)));
+        drop(rx);
+        assert!(!outbox.enqueue(frame(2)));
+        assert!(!outbox.is_resumable());
     }
 }
