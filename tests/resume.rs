@@ -15,7 +15,8 @@
 //!   with `SessionExpired`, and the server holds none of its objects;
 //! - a connection the client drops still releases at once (no grace period for a close);
 //! - a resume with a stolen session id and no secret is refused;
-//! - with TLS (the `tls` feature), async and blocking callers across a cut: the same.
+//! - with TLS (the `tls` feature), async and blocking callers across a cut: the same;
+//! - a server of protocol 2 is refused for its version, clearly.
 
 mod common;
 #[cfg(feature = "tls")]
@@ -434,4 +435,44 @@ fn a_short_cut_over_tls_loses_nothing_for_async_and_blocking_callers() {
     assert_eq!(list.to_vec().unwrap(), want);
     assert_eq!(other.to_vec().unwrap(), want);
     assert_eq!(token.id, list.base().token().id);
+}
+
+/// A server of protocol 2 (its welcome has no `session_grace`) is told apart by its version,
+/// not taken for a broken peer.
+#[test]
+fn a_server_of_protocol_2_is_refused_for_its_version() {
+    use tokio::io::AsyncWriteExt;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let address = Address::from(listener.local_addr().unwrap());
+    runtime.spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        manager::auth::server_handshake(&mut stream, &AuthKey::from(KEY))
+            .await
+            .unwrap();
+        // Protocol 2's welcome: version, address, refusal, CPython address, liveness.
+        let welcome = (
+            2u32,
+            address_of(&stream),
+            None::<String>,
+            None::<Address>,
+            Duration::from_secs(30),
+        );
+        let body = postcard::to_stdvec(&welcome).unwrap();
+        stream.write_u32(body.len() as u32).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        let _ = tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    match BaseManager::new(address).authkey(KEY).connect() {
+        Err(Error::Protocol(message)) => {
+            assert!(message.contains("protocol version 2"), "{message}")
+        }
+        other => panic!("expected a protocol error, got {:?}", other.map(|_| ())),
+    }
+}
+
+fn address_of(stream: &tokio::net::TcpStream) -> Address {
+    Address::from(stream.local_addr().unwrap())
 }
