@@ -265,6 +265,22 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Whether the peer runs on this host (loopback TCP, or a Unix socket): a reset from it is
+    /// its process closing its socket (or dying), never a network cutting a link.
+    pub(crate) fn peer_is_local(&self) -> bool {
+        let loopback = |s: &TcpStream| s.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+        match self {
+            Stream::Tcp(s) => loopback(s),
+            Stream::Unix(_) => true,
+            #[cfg(feature = "tls")]
+            Stream::TlsServer(s) => loopback(s.get_ref().0),
+            #[cfg(feature = "tls")]
+            Stream::TlsClient(_) => false,
+        }
+    }
+}
+
 /// Runs a handshake function on whichever kind of stream this is.
 impl Stream {
     pub(crate) async fn handshake_server(

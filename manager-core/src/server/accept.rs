@@ -235,12 +235,19 @@ async fn serve(
     superseded: tokio_util::sync::CancellationToken,
 ) {
     use tokio::io::AsyncReadExt as _;
+    let local = stream.peer_is_local();
     with_split!(stream, |reader, writer| {
         let write_task = tokio::spawn(write_frames(writer, rx, conn.outbox.written()));
         let reader = std::io::Cursor::new(first).chain(reader);
         let ended = conn.read_requests(reader, superseded).await;
-        match ended {
-            Ok(Ended::Broken(why)) if conn.resumable() => {
+        let broken = match &ended {
+            Ok(Ended::Broken(why)) => Some(why.clone()),
+            // A reset from this host is a process closing its socket, or dying: a close.
+            Ok(Ended::Failed(why)) if !local => Some(why.clone()),
+            _ => None,
+        };
+        match (broken, ended) {
+            (Some(why), _) if conn.resumable() => {
                 // What the session sends from here on is kept for its next socket.
                 conn.outbox.detach();
                 write_task.abort();
@@ -254,7 +261,7 @@ async fn serve(
                 );
                 conn.park();
             }
-            ended => {
+            (_, ended) => {
                 if let Err(e) = ended {
                     tracing::debug!("closing a connection: {e}");
                 }

@@ -44,7 +44,9 @@ pub struct ServerConfig {
     /// TCP sockets get keepalive probes and `TCP_USER_TIMEOUT` for the same bound. Default 30 s.
     pub liveness_timeout: Duration,
     /// How long the server keeps the session of a native connection that broke (a read error,
-    /// a reset, or silence past `liveness_timeout`; not a close by either side) for its client
+    /// a reset, or silence past `liveness_timeout`; not a close by either side, nor a reset
+    /// from a client on this host, loopback or a Unix socket, which only its process closing
+    /// the socket, or dying, can cause) for its client
     /// to reconnect and resume it: meanwhile the session's references, locks, permits and
     /// calls in flight stay as they were, and replies are kept to be sent on resume. Past it
     /// the session ends as a closed connection does (everything it held is released) and the

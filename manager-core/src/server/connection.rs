@@ -56,9 +56,12 @@ pub(super) enum Ended {
     /// The client closed it, or the server closed it (stopping, or a reply that cannot be
     /// sent): the session ends.
     Closed,
-    /// The socket broke (a read error, a reset, or silence past the liveness bound), or a new
-    /// connection resumed the session: the session may be resumed.
+    /// The socket went silent past the liveness bound, or a new connection resumed the
+    /// session: the session may be resumed.
     Broken(String),
+    /// Reading the socket failed (a reset): the session may be resumed, unless the peer is on
+    /// this host, whose reset means its process closed the socket or died.
+    Failed(String),
 }
 
 impl Connection {
@@ -176,7 +179,7 @@ impl Connection {
                 Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
                     return Err(Error::Protocol(format!("bad frame: {e}")))
                 }
-                Some(Err(e)) => return Ok(Ended::Broken(format!("reading failed: {e}"))),
+                Some(Err(e)) => return Ok(Ended::Failed(format!("reading failed: {e}"))),
                 Some(Ok(frame)) => {
                     self.handle(frame.freeze())?;
                     // Counted once handled: a resume sends again only what was not.
