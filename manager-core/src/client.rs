@@ -93,6 +93,8 @@ struct Inner {
     link: parking_lot::RwLock<resume::Link>,
     /// How many response frames of the session have been delivered.
     received: AtomicU64,
+    /// The bytes of the replies delivered since the last acknowledgement.
+    unacked_bytes: AtomicU64,
     /// How to resume the session when the socket breaks; `None` when the server or the
     /// options have resumption off.
     resume: Option<resume::Resume>,
@@ -319,6 +321,7 @@ impl Connection {
             outbox,
             link: parking_lot::RwLock::new(resume::Link::default()),
             received: AtomicU64::new(0),
+            unacked_bytes: AtomicU64::new(0),
             resume: resumable.then(|| resume::Resume {
                 authkey: authkey.clone(),
                 options: options.clone(),
@@ -687,7 +690,13 @@ fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
                 other => Err(format!("an answer to no request: {other:?}")),
             };
         }
-        if received.is_multiple_of(resume::ACK_EVERY) || frame.len() >= resume::ACK_BYTES {
+        // Every so many replies, or bytes of replies (what the server keeps until then).
+        let bytes = inner
+            .unacked_bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        let bytes = bytes + frame.len() as u64;
+        if received.is_multiple_of(resume::ACK_EVERY) || bytes >= resume::ACK_BYTES {
+            inner.unacked_bytes.store(0, Ordering::Relaxed);
             resume::acknowledge(inner, received);
         }
     }
@@ -818,8 +827,7 @@ impl Drop for AbandonOnDrop<'_> {
 /// Pings the server every third of `liveness` while socket number `socket` serves the
 /// connection. A ping unanswered for `liveness` means the server's host has vanished, or the
 /// link to it (no FIN or RST ever comes over a half-open connection): the socket is taken for
-/// broken (see `resume`). The pings also tell the server that this client lives, and carry
-/// the acknowledgement of what it received.
+/// broken (see `resume`). The pings also tell the server that this client lives.
 async fn keep_alive(inner: std::sync::Weak<Inner>, liveness: Duration, socket: u64) {
     let liveness = liveness.max(Duration::from_millis(100));
     loop {
@@ -829,9 +837,6 @@ async fn keep_alive(inner: std::sync::Weak<Inner>, liveness: Duration, socket: u
         };
         if inner.closed.load(Ordering::Acquire) || inner.link.read().number() != socket {
             return;
-        }
-        if inner.resume.is_some() {
-            resume::acknowledge(&inner, inner.received.load(Ordering::Relaxed));
         }
         let conn = Connection { inner };
         let ping = conn.request_with(Connection::control_frame(Control::Ping), Some(liveness));

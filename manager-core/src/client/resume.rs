@@ -3,7 +3,7 @@
 //!
 //! Both sides count the frames of a session, each in the order it sends them (the outbox's
 //! lock orders them), and keep every frame they sent until the peer acknowledges it: the
-//! client with [`Request::Ack`] every [`ACK_EVERY`] replies (and at each ping), the server
+//! client with [`Request::Ack`] every [`ACK_EVERY`] replies or [`ACK_BYTES`] of them, the server
 //! answering with how many requests it has read. When the socket breaks (a read error, a
 //! reset, a ping unanswered for the liveness bound; not a close by the server, which ends the
 //! session), the client:
@@ -45,8 +45,8 @@ use crate::wire::{self, ControlReply, Reply, Request, ResponseHead};
 /// The client acknowledges the replies it received every this many.
 pub(super) const ACK_EVERY: u64 = 64;
 
-/// A reply at least this large is acknowledged at once (the server keeps it until then).
-pub(super) const ACK_BYTES: usize = 1 << 20;
+/// The client acknowledges the replies it received once they add up to this many bytes.
+pub(super) const ACK_BYTES: u64 = 1 << 20;
 
 /// The longest wait between two attempts to reconnect.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);

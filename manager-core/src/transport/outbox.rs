@@ -56,7 +56,7 @@ struct Replay {
 }
 
 /// The most a replay log holds: a peer that acknowledges less than this (it acknowledges every
-/// 64 frames, and every frame of 1 MiB or more) has stopped acknowledging, and its session is
+/// 64 frames, and every 1 MiB of them) has stopped acknowledging, and its session is
 /// no longer kept for resumption rather than held in memory without bound.
 const MAX_UNACKNOWLEDGED: usize = 64 << 20;
 
