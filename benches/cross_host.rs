@@ -5,7 +5,12 @@
 //!    by a client on another host waiting for it; with `liveness_timeout` = 2 s (five times)
 //!    and with the default, 30 s (once). The server drops a connection silent for the whole
 //!    timeout L, and a client pings every L/3, so the release comes between 2L/3 and L after
-//!    the cut: 1.3-2 s and 20-30 s.
+//!    the cut: 1.3-2 s and 20-30 s. (With `session_grace` = 0: with a grace period the
+//!    session, and the lock, are kept that much longer for the client to come back.)
+//! 4. **Cut to resume**: a client appending to a list every 5 ms has its link cut for 3 s
+//!    (past its liveness bound of 2 s and the server's: both take the socket for broken), then
+//!    restored: the time from the link coming back to the first append completing, which is
+//!    the reconnect with its backoff, the handshake and the resume (five times).
 //! 2. **Idle probes**: the cost of liveness pings on a server with 1,000 idle connections (one
 //!    client process on another host): the server's and the client's CPU time, and the bytes
 //!    that crossed the server's link (both ways, with TCP/IP headers and ACKs), per minute,
@@ -59,10 +64,11 @@ fn until_stdin_closes() {
     }
 }
 
-fn serve(address: &str, liveness_ms: &str) -> manager::Result<()> {
+fn serve(address: &str, liveness_ms: &str, grace_ms: &str) -> manager::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let mut config = ServerConfig::default();
     config.liveness_timeout = Duration::from_millis(liveness_ms.parse().expect("ms"));
+    config.session_grace = Duration::from_millis(grace_ms.parse().expect("ms"));
     let server = runtime.block_on(Server::bind(
         manager::sync::registry(),
         &Address::tcp(address),
@@ -109,10 +115,51 @@ fn idle(address: &str, count: &str) -> manager::Result<()> {
     Ok(())
 }
 
+/// Milliseconds since the epoch: the parts and the bench share the machine's clock.
+fn wall_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+}
+
+/// Appends to a list every 5 ms until stdin says `report`; then prints the longest wait for
+/// one append and when it ended (wall clock).
+fn pace(address: &str) -> manager::Result<()> {
+    let manager = BlockingManager::connect_with(
+        &Address::tcp(address),
+        &manager::process::authkey(),
+        &manager::ConnectOptions::new().liveness_timeout(Duration::from_secs(2)),
+    )?;
+    let list: ListBlockingProxy<u64> = manager.list(&[])?;
+    let (tx, stop) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _ = tx.send(());
+    });
+    println!("pacing");
+    let (mut longest, mut end, mut i) = (Duration::ZERO, 0, 0u64);
+    while stop.try_recv().is_err() {
+        let start = Instant::now();
+        list.append(&i)?;
+        i += 1;
+        if start.elapsed() > longest {
+            (longest, end) = (start.elapsed(), wall_ms());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let once = list.to_vec()? == (0..i).collect::<Vec<u64>>();
+    println!("gap {} {end} {once}", longest.as_millis());
+    until_stdin_closes();
+    Ok(())
+}
+
 fn play(role: &str) -> ! {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match (role, args.as_slice()) {
-        ("server", [address, liveness_ms]) => serve(address, liveness_ms),
+        ("server", [address, liveness_ms, grace_ms]) => serve(address, liveness_ms, grace_ms),
+        ("pacer", [address]) => pace(address),
         ("holder", [address]) => hold(address),
         ("waiter", [address, token]) => wait(address, token),
         ("idle", [address, count]) => idle(address, count),
@@ -137,8 +184,9 @@ fn part(net: &Net, host: Host, role: &str, args: &[&str]) -> Part {
     )
 }
 
-/// The server in its namespace: the part, its pid and its address.
-fn server(net: &Net, liveness: Duration) -> (Part, u32, String) {
+/// The server in its namespace (sessions kept for `grace`): the part, its pid and its
+/// address.
+fn server(net: &Net, liveness: Duration, grace: Duration) -> (Part, u32, String) {
     let part = part(
         net,
         Host::Server,
@@ -146,6 +194,7 @@ fn server(net: &Net, liveness: Duration) -> (Part, u32, String) {
         &[
             &format!("{}:0", Host::Server.ip()),
             &liveness.as_millis().to_string(),
+            &grace.as_millis().to_string(),
         ],
     );
     let line = part.expect("listening");
@@ -156,7 +205,7 @@ fn server(net: &Net, liveness: Duration) -> (Part, u32, String) {
 /// Cut to release: the seconds from cutting the holder's host off to the waiter's acquire.
 fn cut_to_release(liveness: Duration) -> Result<f64, String> {
     let net = Net::make(&[Host::Server, Host::A, Host::B])?;
-    let (_server, _, address) = server(&net, liveness);
+    let (_server, _, address) = server(&net, liveness, Duration::ZERO);
     let holder = part(&net, Host::A, "holder", &[&address]);
     let token = holder.expect("holding");
     let waiter = part(&net, Host::B, "waiter", &[&address, &token]);
@@ -166,6 +215,31 @@ fn cut_to_release(liveness: Duration) -> Result<f64, String> {
     net.cut(Host::A)?;
     waiter.expect("acquired");
     Ok(cut.elapsed().as_secs_f64())
+}
+
+/// Cut to resume: the milliseconds from a 3 s cut's end to the first append completing.
+fn cut_to_resume() -> Result<u128, String> {
+    let net = Net::make(&[Host::Server, Host::A])?;
+    let (_server, _, address) = server(&net, Duration::from_secs(2), Duration::from_secs(10));
+    let mut pacer = part(&net, Host::A, "pacer", &[&address]);
+    pacer.expect("pacing");
+    std::thread::sleep(Duration::from_millis(500));
+    net.cut(Host::A)?;
+    std::thread::sleep(Duration::from_secs(3));
+    net.heal(Host::A)?;
+    let healed = wall_ms();
+    std::thread::sleep(Duration::from_secs(3));
+    pacer.say("report");
+    let line = pacer.expect("gap");
+    let fields: Vec<&str> = line.split(' ').collect();
+    let [_, end, once] = fields.as_slice() else {
+        return Err(format!("a report: {line}"));
+    };
+    if *once != "true" {
+        return Err(format!("the appends were not each once, in order: {line}"));
+    }
+    let end: u128 = end.parse().map_err(|e| format!("{line}: {e}"))?;
+    Ok(end.saturating_sub(healed))
 }
 
 /// CPU time (user + system) of process `pid`, in seconds.
@@ -186,7 +260,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// server's link, with `count` idle connections and `liveness`, measured over `window`.
 fn idle_cost(count: usize, liveness: Duration, window: Duration) -> Result<[f64; 3], String> {
     let net = Net::make(&[Host::Server, Host::A])?;
-    let (_server, server_pid, address) = server(&net, liveness);
+    let (_server, server_pid, address) = server(&net, liveness, Duration::from_secs(10));
     let clients = part(&net, Host::A, "idle", &[&address, &count.to_string()]);
     let line = clients.expect("connected");
     let client_pid: u32 = line
@@ -298,14 +372,26 @@ fn main() {
             .join(", ")
     };
     println!(
-        "cut to release, liveness_timeout 2 s: {} (bound: 1.33-2 s)",
+        "cut to release, liveness_timeout 2 s, session_grace 0: {} (bound: 1.33-2 s)",
         show(&fast)
+    );
+    let mut resumes = Vec::new();
+    for _ in 0..5 {
+        resumes.push(format!("{} ms", cut_to_resume().expect("a cut")));
+    }
+    println!(
+        "cut to resume, 3 s cut, liveness_timeout 2 s: the first call completed {} after the \
+         link came back",
+        resumes.join(", ")
     );
     if quick {
         println!("cut to release, default 30 s: not measured (--quick); 20-30 s by the schedule");
     } else {
         let default = cut_to_release(Duration::from_secs(30)).expect("a cut");
-        println!("cut to release, default liveness_timeout 30 s: {default:.1} s (bound: 20-30 s)");
+        println!(
+            "cut to release, default liveness_timeout 30 s, session_grace 0: {default:.1} s \
+             (bound: 20-30 s)"
+        );
     }
     for (liveness, window) in [
         (

@@ -1436,6 +1436,8 @@ struct Options {
     unix: Option<PathBuf>,
     /// `ServerConfig::worker_spin` of our servers, when not the default.
     worker_spin: Option<Duration>,
+    /// `ServerConfig::session_grace` of our servers, when not the default.
+    session_grace: Option<Duration>,
 }
 
 const USAGE: &str = "\
@@ -1451,6 +1453,9 @@ usage: cargo bench --bench manager_bench -- [OPTIONS]
   --memory-objects N   objects for the memory figure (default 1,000,000; 100,000 quick)
   --worker-spin-us N   our servers' ServerConfig::worker_spin in microseconds (0: off), to
                        measure the execution model with and without it
+  --session-grace-ms N our servers' ServerConfig::session_grace in milliseconds (0: no
+                       resumable sessions, so no replay logs or acknowledgements), to
+                       measure what resumption costs a round trip
 
   --profile SIDE       no figures: play one side of get_x round trips in this process, for
                        a profiler (raw, async, blocking: the client; server, raw-server:
@@ -1464,6 +1469,9 @@ impl Options {
         let mut config = ServerConfig::default();
         if let Some(spin) = self.worker_spin {
             config.worker_spin = spin;
+        }
+        if let Some(grace) = self.session_grace {
+            config.session_grace = grace;
         }
         config
     }
@@ -1480,6 +1488,7 @@ impl Options {
             calls: 20_000,
             unix: None,
             worker_spin: None,
+            session_grace: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -1502,6 +1511,13 @@ impl Options {
                         }
                     }
                     options.only = Some(groups);
+                }
+                "--session-grace-ms" => {
+                    options.session_grace = Some(Duration::from_millis(
+                        value("--session-grace-ms")?
+                            .parse()
+                            .map_err(|e| format!("--session-grace-ms: {e}"))?,
+                    ));
                 }
                 "--worker-spin-us" => {
                     options.worker_spin = Some(Duration::from_micros(

@@ -6,6 +6,7 @@
 #   benches/profile.sh --unix       # every side, a Unix socket
 #   SIDES="blocking raw" benches/profile.sh
 #
+# PROFILE_SESSION_GRACE_MS=0 counts without resumable sessions (what they cost).
 # Each side runs twice under callgrind (LOW and HIGH round trips); the difference divided by
 # the difference in calls is the cost of one call, free of start-up. The other side runs in a
 # child process, which valgrind does not follow. Annotated profiles of the HIGH runs are left

@@ -87,6 +87,8 @@ impl Relay {
 fn server() -> InProcessServer {
     let mut config = ServerConfig::default();
     config.liveness_timeout = LIVENESS;
+    // A vanished client's session is kept this long after the bound, for it to resume.
+    config.session_grace = LIVENESS;
     InProcessServer::start_with(
         manager::sync::registry(),
         Address::local_tcp(),
@@ -104,7 +106,8 @@ fn client(address: &Address) -> manager::BlockingManager {
 }
 
 /// A client holding a `Lock` vanishes behind a cut link: the server drops it within the bound
-/// and releases the lock, which a second client then acquires; its objects are released.
+/// (the liveness timeout, then the session's grace period, for it to come back) and releases
+/// the lock, which a second client then acquires; its objects are released.
 #[test]
 fn a_vanished_client_loses_its_lock_to_another() {
     let server = server();

@@ -83,7 +83,9 @@ pub(crate) fn run(side: Side, calls: u64, unix: Option<std::path::PathBuf>) -> R
             }
         }
         Side::Async => {
-            let server = BaseManager::new(address).start(registry)?;
+            let server = BaseManager::new(address)
+                .config(server_config())
+                .start(registry)?;
             let address = server.address().clone();
             runtime.block_on(async {
                 let manager = BaseManager::new(address).connect_async().await?;
@@ -96,7 +98,9 @@ pub(crate) fn run(side: Side, calls: u64, unix: Option<std::path::PathBuf>) -> R
             server.shutdown()?;
         }
         Side::Blocking => {
-            let server = BaseManager::new(address).start(registry)?;
+            let server = BaseManager::new(address)
+                .config(server_config())
+                .start(registry)?;
             let manager = BaseManager::new(server.address().clone()).connect()?;
             let proxy = manager.create(&SHARED_BLOCKING, ())?;
             for _ in 0..calls {
@@ -111,7 +115,7 @@ pub(crate) fn run(side: Side, calls: u64, unix: Option<std::path::PathBuf>) -> R
                 let key = manager::process::authkey();
                 // No worker spin: under callgrind the spin's instructions would measure how slow
                 // the run is made, not the work of a call.
-                let mut config = ServerConfig::default();
+                let mut config = server_config();
                 config.worker_spin = std::time::Duration::ZERO;
                 let server = Server::bind(registry()?, &address, key, config).await?;
                 let stop = server.shutdown_handle();
@@ -271,4 +275,15 @@ fn client(address: Address, raw: bool, calls: u64) -> Res<()> {
         }
         Ok(())
     })
+}
+
+/// The configuration of our servers: the default, or with `PROFILE_SESSION_GRACE_MS` as its
+/// `session_grace` (0: no resumable sessions, so no replay logs and no acknowledgements, to
+/// count what they cost).
+fn server_config() -> ServerConfig {
+    let mut config = ServerConfig::default();
+    if let Ok(ms) = std::env::var("PROFILE_SESSION_GRACE_MS") {
+        config.session_grace = std::time::Duration::from_millis(ms.parse().expect("milliseconds"));
+    }
+    config
 }

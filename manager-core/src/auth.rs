@@ -93,9 +93,98 @@ fn nonce() -> [u8; NONCE] {
     bytes
 }
 
+/// What one handshake leaves both sides with: its two nonces, and the key, from which the
+/// session of a connection is made (see [`Handshake::session`]) and a resume is proven.
+#[derive(Clone)]
+pub(crate) struct Handshake {
+    key: AuthKey,
+    server_nonce: [u8; NONCE],
+    client_nonce: [u8; NONCE],
+}
+
+/// The session a connection starts: its id, and the secret that proves a later connection
+/// resumes it. Both sides derive them from the authkey and the handshake's nonces, so neither
+/// ever crosses the wire.
+#[derive(Clone)]
+pub(crate) struct SessionKeys {
+    pub(crate) id: u64,
+    secret: [u8; MAC],
+}
+
+impl fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionKeys")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handshake {
+    /// The session this handshake starts (when the connection does not resume another).
+    pub(crate) fn session(&self) -> SessionKeys {
+        let id_mac = self
+            .key
+            .mac(
+                b"manager-session-id",
+                &self.client_nonce,
+                &self.server_nonce,
+            )
+            .finalize()
+            .into_bytes();
+        let secret = self
+            .key
+            .mac(
+                b"manager-session-secret",
+                &self.client_nonce,
+                &self.server_nonce,
+            )
+            .finalize()
+            .into_bytes();
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&id_mac[..8]);
+        SessionKeys {
+            id: u64::from_le_bytes(id),
+            secret: secret.into(),
+        }
+    }
+
+    /// The proof that this connection resumes `session`: an HMAC, under the session's secret,
+    /// of its id and of this handshake's nonces (so that a proof seen once cannot be replayed
+    /// on another connection).
+    pub(crate) fn resume_proof(&self, session: &SessionKeys) -> [u8; MAC] {
+        self.resume_mac(session).finalize().into_bytes().into()
+    }
+
+    /// Whether `proof` proves, on this connection, the holding of `session`'s secret.
+    pub(crate) fn verify_resume(&self, session: &SessionKeys, proof: &[u8; MAC]) -> bool {
+        self.resume_mac(session).verify_slice(proof).is_ok()
+    }
+
+    fn resume_mac(&self, session: &SessionKeys) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&session.secret)
+            .expect("HMAC accepts keys of any length");
+        mac.update(b"manager-resume");
+        mac.update(&session.id.to_le_bytes());
+        mac.update(&self.client_nonce);
+        mac.update(&self.server_nonce);
+        mac
+    }
+}
+
 /// Runs the server side of the handshake. On a wrong key the client is told so, and
 /// [`Error::Auth`] is returned.
 pub async fn server_handshake<S>(stream: &mut S, key: &AuthKey) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    server_handshake_keys(stream, key).await.map(drop)
+}
+
+/// [`server_handshake`], giving back the handshake's nonces.
+pub(crate) async fn server_handshake_keys<S>(
+    stream: &mut S,
+    key: &AuthKey,
+) -> Result<Handshake, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -135,12 +224,29 @@ where
         .into_bytes();
     reply[1..].copy_from_slice(&proof);
     stream.write_all(&reply).await?;
-    Ok(())
+    let mut client = [0u8; NONCE];
+    client.copy_from_slice(client_nonce);
+    Ok(Handshake {
+        key: key.clone(),
+        server_nonce,
+        client_nonce: client,
+    })
 }
 
 /// Runs the client side of the handshake: proves the key to the server and checks the server's
 /// proof in turn.
 pub async fn client_handshake<S>(stream: &mut S, key: &AuthKey) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    client_handshake_keys(stream, key).await.map(drop)
+}
+
+/// [`client_handshake`], giving back the handshake's nonces.
+pub(crate) async fn client_handshake_keys<S>(
+    stream: &mut S,
+    key: &AuthKey,
+) -> Result<Handshake, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -192,7 +298,14 @@ where
     }
     key.mac(b"manager-server", &client_nonce, server_nonce)
         .verify_slice(&reply[1..])
-        .map_err(|_| Error::Auth("the server could not prove it holds the authkey".into()))
+        .map_err(|_| Error::Auth("the server could not prove it holds the authkey".into()))?;
+    let mut server = [0u8; NONCE];
+    server.copy_from_slice(server_nonce);
+    Ok(Handshake {
+        key: key.clone(),
+        server_nonce: server,
+        client_nonce,
+    })
 }
 
 #[cfg(test)]
@@ -255,6 +368,38 @@ mod tests {
         b.read_exact(&mut reply).await.unwrap();
         assert_eq!(reply[0], STATUS_OK);
         server.await.unwrap().unwrap();
+    }
+
+    /// Both sides derive the same session; a resume proof holds only for the session and the
+    /// connection it was made for.
+    #[tokio::test]
+    async fn a_resume_proof_is_bound_to_its_session_and_connection() {
+        async fn pair(key: &AuthKey) -> (Handshake, Handshake) {
+            let (mut a, mut b) = tokio::io::duplex(256);
+            let server = tokio::spawn({
+                let key = key.clone();
+                async move { server_handshake_keys(&mut a, &key).await }
+            });
+            let client = client_handshake_keys(&mut b, key).await.unwrap();
+            (server.await.unwrap().unwrap(), client)
+        }
+        let key = AuthKey::from("secret");
+        let (first_server, first_client) = pair(&key).await;
+        let session = first_client.session();
+        assert_eq!(session.id, first_server.session().id);
+        let (server, client) = pair(&key).await;
+        let proof = client.resume_proof(&session);
+        assert!(server.verify_resume(&first_server.session(), &proof));
+        // Replayed on a third connection, or made for another session: refused.
+        let (other_server, _) = pair(&key).await;
+        assert!(!other_server.verify_resume(&session, &proof));
+        assert!(!server.verify_resume(&server.session(), &proof));
+        // The id alone, without the secret: refused.
+        let forged = SessionKeys {
+            id: session.id,
+            secret: [0; MAC],
+        };
+        assert!(!server.verify_resume(&session, &client.resume_proof(&forged)));
     }
 
     #[test]

@@ -21,11 +21,12 @@ use tokio_util::codec::FramedRead;
 use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::Error;
-use crate::transport::{self, write_frames, Outbox, ReadHalf, Stream};
+use crate::transport::{self, Outbox, ReadHalf};
 use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
 
 mod direct;
 mod handoff;
+mod resume;
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
 #[derive(Debug)]
@@ -84,10 +85,21 @@ struct Inner {
     address: Address,
     server_address: Address,
     python_address: Option<Address>,
-    /// Where requests go: written by their caller, or queued for the writer task.
+    /// Where requests go: written by their caller, or queued for the writer task. It outlives
+    /// a broken socket when the session may be resumed (it keeps what it sent until the
+    /// server acknowledges it).
     outbox: Outbox,
-    /// The socket, for blocked callers to use from their own thread (plain TCP and Unix).
-    direct: Option<Arc<direct::Direct>>,
+    /// The socket the connection uses now, and the tasks that serve it (see `resume`).
+    link: parking_lot::RwLock<resume::Link>,
+    /// How many response frames of the session have been delivered.
+    received: AtomicU64,
+    /// The bytes of the replies delivered since the last acknowledgement.
+    unacked_bytes: AtomicU64,
+    /// How to resume the session when the socket breaks; `None` when the server or the
+    /// options have resumption off.
+    resume: Option<resume::Resume>,
+    /// Whether the connection failed because its session could not be resumed.
+    expired: AtomicBool,
     /// The calls waiting for their response, by request id (ids are ours: a fast hash).
     pending: Mutex<FastMap<u64, Pending>>,
     next_id: AtomicU64,
@@ -147,6 +159,17 @@ pub struct ConnectOptions {
     /// third of this or of the server's own `liveness_timeout`, whichever is shorter.
     /// Default 30 s.
     pub liveness_timeout: Duration,
+    /// Whether a connection that breaks (a read error, a reset, or a ping unanswered for
+    /// `liveness_timeout`; not a close by either side) reconnects by itself and resumes its
+    /// session, for as long as the server keeps it (its `ServerConfig::session_grace`): calls
+    /// in flight then complete exactly once, and callers see only the delay. When it cannot,
+    /// every pending and later call fails with [`Error::SessionExpired`] (or
+    /// [`Error::ConnectionClosed`] when nothing listens at the address any more). Off, a
+    /// break fails every call with [`Error::ConnectionClosed`] at once. Default on.
+    pub resume: bool,
+    /// How long the client waits before its first attempt to reconnect after a break; each
+    /// failed attempt doubles it, up to 1 s. Default 50 ms.
+    pub reconnect_delay: Duration,
 }
 
 impl Default for ConnectOptions {
@@ -155,6 +178,8 @@ impl Default for ConnectOptions {
             tls: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
+            resume: true,
+            reconnect_delay: Duration::from_millis(50),
         }
     }
 }
@@ -187,6 +212,20 @@ impl ConnectOptions {
     /// Connects with TLS, configured by `tls`.
     pub fn tls(mut self, tls: crate::tls::TlsClientConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Turns the resumption of a broken connection's session on or off (see
+    /// [`ConnectOptions::resume`]).
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Waits `delay` before the first attempt to reconnect after a break (see
+    /// [`ConnectOptions::reconnect_delay`]).
+    pub fn reconnect_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_delay = delay;
         self
     }
 }
@@ -261,28 +300,44 @@ impl Connection {
     ) -> Result<Connection, Error> {
         let connecting = async {
             let mut stream = transport::connect(address, options.tls.as_ref()).await?;
-            let welcome = stream.handshake_client(authkey).await?;
-            Ok::<_, Error>((stream, welcome))
+            let (welcome, handshake) = stream.handshake_client(authkey).await?;
+            Ok::<_, Error>((stream, welcome, handshake))
         };
-        let (stream, welcome) = tokio::time::timeout(options.connect_timeout, connecting)
-            .await
-            .map_err(|_| {
-                Error::Timeout(format!(
-                    "`connect` to {address} (ConnectOptions::connect_timeout of {:?})",
-                    options.connect_timeout
-                ))
-            })??;
-        let direct = stream
-            .plain_socket()?
-            .map(|fd| Arc::new(direct::Direct::new(fd, wire::DEFAULT_MAX_FRAME)));
-        let (outbox, rx) = Outbox::new(&stream)?;
-        let written = outbox.written();
+        let (stream, welcome, handshake) =
+            tokio::time::timeout(options.connect_timeout, connecting)
+                .await
+                .map_err(|_| {
+                    Error::Timeout(format!(
+                        "`connect` to {address} (ConnectOptions::connect_timeout of {:?})",
+                        options.connect_timeout
+                    ))
+                })??;
+        let resumable = options.resume && !welcome.session_grace.is_zero();
+        let (outbox, rx) = if resumable {
+            Outbox::resumable(&stream)?
+        } else {
+            Outbox::new(&stream)?
+        };
+        let liveness = match welcome.liveness {
+            Duration::ZERO => options.liveness_timeout,
+            server => server.min(options.liveness_timeout),
+        };
         let inner = Arc::new(Inner {
             address: address.clone(),
             server_address: welcome.address,
             python_address: welcome.python_address,
             outbox,
-            direct: direct.clone(),
+            link: parking_lot::RwLock::new(resume::Link::default()),
+            received: AtomicU64::new(0),
+            unacked_bytes: AtomicU64::new(0),
+            resume: resumable.then(|| resume::Resume {
+                authkey: authkey.clone(),
+                options: options.clone(),
+                keys: handshake.session(),
+                grace: welcome.session_grace,
+                runtime: Handle::current(),
+            }),
+            expired: AtomicBool::new(false),
             pending: Mutex::new(FastMap::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -292,28 +347,7 @@ impl Connection {
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             features: AtomicU64::new(0),
         });
-        let weak = Arc::downgrade(&inner);
-        let liveness = match welcome.liveness {
-            Duration::ZERO => options.liveness_timeout,
-            server => server.min(options.liveness_timeout),
-        };
-        tokio::spawn(keep_alive(weak.clone(), liveness));
-        match (stream, direct) {
-            (Stream::Tcp(s), Some(direct)) => {
-                let (reader, writer) = s.into_split();
-                tokio::spawn(write_frames(writer, rx, written));
-                tokio::spawn(read_plain(weak, direct, reader));
-            }
-            (Stream::Unix(s), Some(direct)) => {
-                let (reader, writer) = s.into_split();
-                tokio::spawn(write_frames(writer, rx, written));
-                tokio::spawn(read_plain(weak, direct, reader));
-            }
-            (stream, _) => transport::with_split!(stream, |reader, writer| {
-                tokio::spawn(write_frames(writer, rx, written));
-                tokio::spawn(read_responses(weak, reader));
-            }),
-        }
+        resume::start_link(&inner, stream, rx, liveness)?;
         let conn = Connection { inner };
         conn.greet(options.connect_timeout).await?;
         Ok(conn)
@@ -403,7 +437,12 @@ impl Connection {
 
     fn closed_error(&self) -> Error {
         let reason = self.inner.close_reason.lock().clone();
-        Error::ConnectionClosed(reason.unwrap_or_else(|| "closed".to_string()))
+        let reason = reason.unwrap_or_else(|| "closed".to_string());
+        if self.inner.expired.load(Ordering::Acquire) {
+            Error::SessionExpired(reason)
+        } else {
+            Error::ConnectionClosed(reason)
+        }
     }
 
     /// The deadline every call on this connection gets unless its proxy sets its own; `None`
@@ -561,13 +600,15 @@ impl Connection {
         let started = Instant::now();
         let id = self.send_request(build, Pending::Blocking(done))?;
         let deadline = timeout.and_then(|limit| started.checked_add(limit));
-        if let Some(direct) = &self.inner.direct {
-            // Read the reply on this thread, unless the reader task is reading right now.
+        let (socket, direct) = self.inner.link.read().direct();
+        if let Some(direct) = direct {
+            // Read the reply on this thread, unless the reader task is reading right now. A
+            // break hands the wait to the channel: the reply comes once the session resumes.
             let waited = direct.read_until(
                 || wait.try_recv().ok(),
                 deadline,
                 |frame| deliver(&self.inner, frame),
-                |reason| Connection::fail_all(&self.inner, reason),
+                |reason| resume::link_broken(&self.inner, socket, reason, None),
             );
             match waited {
                 direct::Waited::Done(result) => return result,
@@ -679,9 +720,14 @@ impl Connection {
         expect_control(self.request_blocking(Self::control_frame(op))?)
     }
 
-    /// Fails every pending call: the connection is gone.
-    fn fail_all(inner: &Inner, reason: String) {
+    /// Fails every pending call: the connection is gone (its session expired, when
+    /// `expired`).
+    fn fail_all(inner: &Inner, reason: String, expired: bool) {
+        if expired {
+            inner.expired.store(true, Ordering::Release);
+        }
         inner.closed.store(true, Ordering::Release);
+        inner.outbox.close();
         // The first reason stays: it says why (a later one only says the socket then closed).
         let reason = inner
             .close_reason
@@ -689,8 +735,14 @@ impl Connection {
             .get_or_insert_with(|| reason.clone())
             .clone();
         let pending = std::mem::take(&mut *inner.pending.lock());
+        let expired = inner.expired.load(Ordering::Acquire);
         for (_, waiter) in pending {
-            let _ = waiter.deliver(Err(Error::ConnectionClosed(reason.clone())));
+            let error = if expired {
+                Error::SessionExpired(reason.clone())
+            } else {
+                Error::ConnectionClosed(reason.clone())
+            };
+            let _ = waiter.deliver(Err(error));
         }
     }
 
@@ -714,6 +766,25 @@ fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
     let (head, payload) =
         wire::take::<ResponseHead>(&frame, "response").map_err(|e| e.to_string())?;
     let payload_at = frame.len() - payload.len();
+    if inner.resume.is_some() {
+        let received = inner.received.fetch_add(1, Ordering::Relaxed) + 1;
+        if head.id == 0 {
+            // Not an answer: the server says how many requests it has read.
+            return match head.reply {
+                Reply::Control(ControlReply::Received(read)) => inner.outbox.acked(read),
+                other => Err(format!("an answer to no request: {other:?}")),
+            };
+        }
+        // Every so many replies, or bytes of replies (what the server keeps until then).
+        let bytes = inner
+            .unacked_bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        let bytes = bytes + frame.len() as u64;
+        if received.is_multiple_of(resume::ACK_EVERY) || bytes >= resume::ACK_BYTES {
+            inner.unacked_bytes.store(0, Ordering::Relaxed);
+            resume::acknowledge(inner, received);
+        }
+    }
     let response = Response {
         reply: head.reply,
         frame: frame.clone(),
@@ -731,15 +802,17 @@ fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
     Ok(())
 }
 
-/// The reader task of a plain TCP or Unix connection, which blocked callers share.
+/// The reader task of a plain TCP or Unix connection's socket number `socket`, which blocked
+/// callers share.
 async fn read_plain<H: direct::SocketReadHalf>(
     inner: std::sync::Weak<Inner>,
     direct: Arc<direct::Direct>,
     reader: H,
+    socket: u64,
 ) {
     let ended = direct::read_replies(inner.clone(), direct, reader).await;
     if let (Some(reason), Some(inner)) = (ended, inner.upgrade()) {
-        Connection::fail_all(&inner, reason);
+        resume::link_broken(&inner, socket, reason, None);
     }
 }
 
@@ -753,8 +826,8 @@ fn expect_control(response: Response) -> Result<ControlReply, Error> {
     }
 }
 
-/// The reader task of a TLS connection.
-async fn read_responses<R: ReadHalf>(inner: std::sync::Weak<Inner>, reader: R) {
+/// The reader task of a TLS connection's socket number `socket`.
+async fn read_responses<R: ReadHalf>(inner: std::sync::Weak<Inner>, reader: R, socket: u64) {
     let mut frames = FramedRead::new(reader, wire::frame_codec(wire::DEFAULT_MAX_FRAME));
     let reason = loop {
         let Some(frame) = frames.next().await else {
@@ -770,7 +843,7 @@ async fn read_responses<R: ReadHalf>(inner: std::sync::Weak<Inner>, reader: R) {
         }
     };
     if let Some(inner) = inner.upgrade() {
-        Connection::fail_all(&inner, reason);
+        resume::link_broken(&inner, socket, reason, None);
     }
 }
 
@@ -836,18 +909,18 @@ impl Drop for AbandonOnDrop<'_> {
     }
 }
 
-/// Pings the server every third of `liveness` while the connection lives. A ping unanswered
-/// for `liveness` means the server's host has vanished (no FIN or RST ever comes over a
-/// half-open connection): every pending call fails, and the socket is shut down so that
-/// callers blocked reading it wake up. The pings also tell the server that this client lives.
-async fn keep_alive(inner: std::sync::Weak<Inner>, liveness: Duration) {
+/// Pings the server every third of `liveness` while socket number `socket` serves the
+/// connection. A ping unanswered for `liveness` means the server's host has vanished, or the
+/// link to it (no FIN or RST ever comes over a half-open connection): the socket is taken for
+/// broken (see `resume`). The pings also tell the server that this client lives.
+async fn keep_alive(inner: std::sync::Weak<Inner>, liveness: Duration, socket: u64) {
     let liveness = liveness.max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(liveness / 3).await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        if inner.closed.load(Ordering::Acquire) {
+        if inner.closed.load(Ordering::Acquire) || inner.link.read().number() != socket {
             return;
         }
         let conn = Connection { inner };
@@ -855,17 +928,12 @@ async fn keep_alive(inner: std::sync::Weak<Inner>, liveness: Duration) {
         match ping.await {
             Ok(_) => {}
             Err(Error::Timeout(_)) => {
-                Connection::fail_all(
-                    &conn.inner,
-                    format!(
-                        "the server at {} did not answer a ping for {liveness:?} \
-                         (ConnectOptions::liveness_timeout): its host may have vanished",
-                        conn.inner.address
-                    ),
+                let reason = format!(
+                    "the server at {} did not answer a ping for {liveness:?} \
+                     (ConnectOptions::liveness_timeout): its host may have vanished",
+                    conn.inner.address
                 );
-                if let Some(direct) = &conn.inner.direct {
-                    direct.shut_down();
-                }
+                resume::link_broken(&conn.inner, socket, reason, Some(true));
                 return;
             }
             Err(_) => return,

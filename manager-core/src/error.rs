@@ -66,6 +66,14 @@ pub enum Error {
     /// feature or of a Unix socket.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The connection broke (it was not closed by either side) and could not be resumed: the
+    /// server no longer had its session (the grace period, `ServerConfig::session_grace`,
+    /// passed before the client got back, or the server restarted), or it could not be
+    /// reached within it. What the session held on the server (references, locks, permits)
+    /// has been released; calls in flight then may or may not have run. Every pending and
+    /// later call on the connection fails with this error.
+    #[error("the session with the manager expired: {0}")]
+    SessionExpired(String),
 }
 
 impl Error {
@@ -108,6 +116,7 @@ impl Error {
             Error::BlockingInAsync => Error::BlockingInAsync,
             Error::Timeout(m) => Error::Timeout(m.clone()),
             Error::Tls(m) => Error::Tls(m.clone()),
+            Error::SessionExpired(m) => Error::SessionExpired(m.clone()),
         }
     }
 
@@ -183,6 +192,10 @@ pub enum RemoteErrorKind {
     /// one that names an object of another typeid: refused rather than attached to whatever
     /// object now has its id.
     StaleToken,
+    /// A connection that broke asked to resume its session, and the server no longer has it:
+    /// the session's grace period (`ServerConfig::session_grace`) passed first, or the server
+    /// restarted. Its references, locks and permits were released.
+    SessionExpired,
 }
 
 impl std::fmt::Display for RemoteErrorKind {
@@ -210,6 +223,7 @@ impl std::fmt::Display for RemoteErrorKind {
             RemoteErrorKind::Cancelled => "cancelled",
             RemoteErrorKind::Other => "error",
             RemoteErrorKind::StaleToken => "stale token",
+            RemoteErrorKind::SessionExpired => "session expired",
         };
         f.write_str(text)
     }

@@ -163,6 +163,14 @@ impl BaseManager {
         self
     }
 
+    /// Whether a connection that breaks reconnects by itself and resumes its session (default
+    /// on; see [`ConnectOptions::resume`]). The server keeps a broken connection's session for
+    /// [`ServerConfig::session_grace`].
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.options.resume = resume;
+        self
+    }
+
     /// Gives up connecting after `timeout`, from dialling to the end of the handshake (default
     /// 30 s; see [`ConnectOptions::connect_timeout`]).
     pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {

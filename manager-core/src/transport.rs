@@ -75,13 +75,13 @@ impl Accepted {
     pub(crate) async fn handshake_server(
         self,
         key: &crate::auth::AuthKey,
-    ) -> Result<Stream, Error> {
+    ) -> Result<(Stream, crate::auth::Handshake), Error> {
         let mut stream = match (self.stream, self.tls) {
             (Stream::Tcp(tcp), Some(tls)) => tls.accept(tcp).await?,
             (stream, _) => stream,
         };
-        stream.handshake_server(key).await?;
-        Ok(stream)
+        let handshake = stream.handshake_server(key).await?;
+        Ok((stream, handshake))
     }
 }
 
@@ -265,19 +265,35 @@ impl Stream {
     }
 }
 
+impl Stream {
+    /// Whether the peer runs on this host (loopback TCP, or a Unix socket): a reset from it is
+    /// its process closing its socket (or dying), never a network cutting a link.
+    pub(crate) fn peer_is_local(&self) -> bool {
+        let loopback = |s: &TcpStream| s.peer_addr().is_ok_and(|a| a.ip().is_loopback());
+        match self {
+            Stream::Tcp(s) => loopback(s),
+            Stream::Unix(_) => true,
+            #[cfg(feature = "tls")]
+            Stream::TlsServer(s) => loopback(s.get_ref().0),
+            #[cfg(feature = "tls")]
+            Stream::TlsClient(_) => false,
+        }
+    }
+}
+
 /// Runs a handshake function on whichever kind of stream this is.
 impl Stream {
     pub(crate) async fn handshake_server(
         &mut self,
         key: &crate::auth::AuthKey,
-    ) -> Result<(), Error> {
+    ) -> Result<crate::auth::Handshake, Error> {
         match self {
-            Stream::Tcp(s) => crate::auth::server_handshake(s, key).await,
-            Stream::Unix(s) => crate::auth::server_handshake(s, key).await,
+            Stream::Tcp(s) => crate::auth::server_handshake_keys(s, key).await,
+            Stream::Unix(s) => crate::auth::server_handshake_keys(s, key).await,
             #[cfg(feature = "tls")]
-            Stream::TlsServer(s) => crate::auth::server_handshake(s, key).await,
+            Stream::TlsServer(s) => crate::auth::server_handshake_keys(s, key).await,
             #[cfg(feature = "tls")]
-            Stream::TlsClient(s) => crate::auth::server_handshake(s, key).await,
+            Stream::TlsClient(s) => crate::auth::server_handshake_keys(s, key).await,
         }
     }
 
@@ -286,8 +302,18 @@ impl Stream {
         &mut self,
         welcome: &crate::wire::Welcome,
     ) -> Result<(), Error> {
+        self.send_message(welcome, "welcome").await
+    }
+
+    /// Sends one frame holding `message`, before the stream is split (a welcome, a resume and
+    /// its answer).
+    pub(crate) async fn send_message<T: serde::Serialize>(
+        &mut self,
+        message: &T,
+        what: &str,
+    ) -> Result<(), Error> {
         let mut buf = crate::wire::start_frame(64);
-        crate::wire::put(&mut buf, welcome, "welcome")?;
+        crate::wire::put(&mut buf, message, what)?;
         let frame = crate::wire::finish(buf, crate::wire::DEFAULT_MAX_FRAME)?;
         match self {
             Stream::Tcp(s) => s.write_all(&frame).await?,
@@ -309,27 +335,22 @@ impl Stream {
     pub(crate) async fn handshake_client(
         &mut self,
         key: &crate::auth::AuthKey,
-    ) -> Result<crate::wire::Welcome, Error> {
+    ) -> Result<(crate::wire::Welcome, crate::auth::Handshake), Error> {
+        async fn both<S: AsyncRead + AsyncWrite + Unpin>(
+            s: &mut S,
+            key: &crate::auth::AuthKey,
+        ) -> Result<(crate::wire::Welcome, crate::auth::Handshake), Error> {
+            let handshake = crate::auth::client_handshake_keys(s, key).await?;
+            Ok((read_welcome(s).await?, handshake))
+        }
         match self {
-            Stream::Tcp(s) => {
-                crate::auth::client_handshake(s, key).await?;
-                read_welcome(s).await
-            }
-            Stream::Unix(s) => {
-                crate::auth::client_handshake(s, key).await?;
-                read_welcome(s).await
-            }
+            Stream::Tcp(s) => both(s, key).await,
+            Stream::Unix(s) => both(s, key).await,
             #[cfg(feature = "tls")]
-            Stream::TlsServer(s) => {
-                crate::auth::client_handshake(s, key).await?;
-                read_welcome(s).await
-            }
+            Stream::TlsServer(s) => both(s, key).await,
             #[cfg(feature = "tls")]
             Stream::TlsClient(s) => {
-                let result = match crate::auth::client_handshake(s, key).await {
-                    Ok(()) => read_welcome(s).await,
-                    Err(e) => Err(e),
-                };
+                let result = both(s, key).await;
                 // A refusal at the TLS level (of our certificate, say) reads as a closed
                 // connection to the authkey handshake: report the TLS failure.
                 s.explain(result)
@@ -342,18 +363,106 @@ impl Stream {
 pub(crate) trait ReadHalf: AsyncRead + Unpin + Send + 'static {}
 impl<T: AsyncRead + Unpin + Send + 'static> ReadHalf for T {}
 
-/// Reads the server's welcome frame, which follows a successful handshake.
-async fn read_welcome<S: AsyncRead + Unpin>(stream: &mut S) -> Result<crate::wire::Welcome, Error> {
+/// Reads one frame of at most `max` bytes, before the stream is split.
+async fn read_message<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+    what: &str,
+) -> Result<Vec<u8>, Error> {
     use tokio::io::AsyncReadExt;
-    const MAX_WELCOME: usize = 64 * 1024;
     let len = stream.read_u32().await? as usize;
-    if len > MAX_WELCOME {
+    if len > max {
         return Err(Error::Protocol(format!(
-            "welcome frame of {len} bytes is too large"
+            "{what} frame of {len} bytes is too large"
         )));
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// The first frame of a connection as the server reads it before its read loop: the bytes
+/// read (the read loop reads them first), and the frame when it is short enough to be read
+/// whole.
+#[derive(Debug, Default)]
+pub(crate) struct FirstFrame {
+    /// Every byte read, from the length prefix on.
+    pub(crate) raw: Vec<u8>,
+    /// The frame, when it was at most as long as asked.
+    pub(crate) body: Option<Vec<u8>>,
+    /// The client closed the connection before sending anything.
+    pub(crate) ended: bool,
+}
+
+async fn read_first<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> io::Result<FirstFrame> {
+    use tokio::io::AsyncReadExt;
+    let mut prefix = [0u8; 4];
+    if stream.read(&mut prefix[..1]).await? == 0 {
+        return Ok(FirstFrame {
+            ended: true,
+            ..FirstFrame::default()
+        });
+    }
+    stream.read_exact(&mut prefix[1..]).await?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    let mut raw = prefix.to_vec();
+    if len > max {
+        return Ok(FirstFrame {
+            raw,
+            ..FirstFrame::default()
+        });
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    raw.extend_from_slice(&body);
+    Ok(FirstFrame {
+        raw,
+        body: Some(body),
+        ended: false,
+    })
+}
+
+impl Stream {
+    /// Reads the length prefix of the first frame, and the frame when it is at most `max`
+    /// bytes long (see [`FirstFrame`]).
+    pub(crate) async fn read_first(&mut self, max: usize) -> io::Result<FirstFrame> {
+        match self {
+            Stream::Tcp(s) => read_first(s, max).await,
+            Stream::Unix(s) => read_first(s, max).await,
+            #[cfg(feature = "tls")]
+            Stream::TlsServer(s) => read_first(s, max).await,
+            #[cfg(feature = "tls")]
+            Stream::TlsClient(s) => read_first(s, max).await,
+        }
+    }
+
+    /// Reads one frame of at most `max` bytes, before the stream is split (the first frame of
+    /// a connection, which may resume a session; the answer to it).
+    pub(crate) async fn read_message(&mut self, max: usize, what: &str) -> Result<Vec<u8>, Error> {
+        match self {
+            Stream::Tcp(s) => read_message(s, max, what).await,
+            Stream::Unix(s) => read_message(s, max, what).await,
+            #[cfg(feature = "tls")]
+            Stream::TlsServer(s) => read_message(s, max, what).await,
+            #[cfg(feature = "tls")]
+            Stream::TlsClient(s) => read_message(s, max, what).await,
+        }
+    }
+}
+
+/// Reads the server's welcome frame, which follows a successful handshake.
+async fn read_welcome<S: AsyncRead + Unpin>(stream: &mut S) -> Result<crate::wire::Welcome, Error> {
+    const MAX_WELCOME: usize = 64 * 1024;
+    let body = read_message(stream, MAX_WELCOME, "welcome").await?;
+    // The version first, so that a server of another version is told apart from a broken one
+    // (the rest of its welcome may not decode).
+    let (protocol, _) = crate::wire::take::<u32>(&body, "the welcome's protocol version")?;
+    if protocol != crate::wire::PROTOCOL_VERSION {
+        return Err(Error::Protocol(format!(
+            "the server speaks protocol version {protocol}, this client {}",
+            crate::wire::PROTOCOL_VERSION
+        )));
+    }
     let welcome: crate::wire::Welcome = crate::wire::decode_payload(&body, "welcome")?;
     if let Some(reason) = welcome.refused {
         return Err(Error::Remote(crate::error::RemoteError::new(
@@ -361,13 +470,6 @@ async fn read_welcome<S: AsyncRead + Unpin>(stream: &mut S) -> Result<crate::wir
             "",
             "connect",
             reason,
-        )));
-    }
-    if welcome.protocol != crate::wire::PROTOCOL_VERSION {
-        return Err(Error::Protocol(format!(
-            "the server speaks protocol version {}, this client {}",
-            welcome.protocol,
-            crate::wire::PROTOCOL_VERSION
         )));
     }
     Ok(welcome)

@@ -69,8 +69,10 @@ impl tokio_util::codec::Decoder for FrameDecoder {
 }
 
 /// The version of this protocol; a client refuses a server that speaks another. (2: tokens
-/// name the server run that issued them, and `Attach` carries the token's typeid and run.)
-pub const PROTOCOL_VERSION: u32 = 2;
+/// name the server run that issued them, and `Attach` carries the token's typeid and run. 3:
+/// sessions outlive a broken connection: [`Request::Resume`], [`Request::Ack`], and the
+/// welcome's `session_grace`.)
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The first frame a server sends after a successful handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +88,9 @@ pub struct Welcome {
     /// How long the server lets a connection carry nothing before it drops it as vanished
     /// (`ServerConfig::liveness_timeout`): the client pings often enough.
     pub liveness: std::time::Duration,
+    /// How long the server keeps the session of a connection that broke (not closed by either
+    /// side) for its client to resume (`ServerConfig::session_grace`); zero when it does not.
+    pub session_grace: std::time::Duration,
 }
 
 /// The head of a request frame sent by a client.
@@ -147,8 +152,8 @@ pub enum Request<'a> {
         op: Control,
     },
     /// A [`Request::Call`] with the trace context of the client's span of it. Sent only to a
-    /// server whose [`Hello`] lists [`features::TRACE_CONTEXT`]: a server of protocol 2 that
-    /// predates it would refuse the variant.
+    /// server whose [`Hello`] lists [`features::TRACE_CONTEXT`]: a server that predates it
+    /// would refuse the variant.
     TracedCall {
         /// Request id, echoed in the response.
         id: u64,
@@ -159,6 +164,29 @@ pub enum Request<'a> {
         /// The client's span of the call.
         trace: crate::trace::TraceContext,
     },
+    /// The client has received `received` response frames of this session: the server may
+    /// forget them (it keeps every frame it sent until the client says so, to send again what
+    /// a broken connection lost). Answered with a [`ControlReply::Received`] of id 0, which
+    /// says as much the other way.
+    Ack {
+        /// How many response frames the client has received in this session.
+        received: u64,
+    },
+    /// Only as the first frame of a connection: resume the session `session` of a connection
+    /// that broke, rather than start a new one. `proof` is [`crate::auth`]'s resume proof,
+    /// which only the holder of that session's secret (made from the authkey at its first
+    /// handshake) can compute for this connection's handshake. Answered, before anything else,
+    /// with a [`ControlReply::Resumed`] of id 0, or an error of kind `SessionExpired`; then
+    /// the server sends again the response frames after the `received`th, and the client the
+    /// request frames after the one the answer names.
+    Resume {
+        /// The session's id.
+        session: u64,
+        /// The proof of holding the session's secret, bound to this connection's handshake.
+        proof: [u8; 32],
+        /// How many response frames of the session the client has received.
+        received: u64,
+    },
 }
 
 /// What a client and a server tell each other they understand beyond [`PROTOCOL_VERSION`].
@@ -166,7 +194,7 @@ pub enum Request<'a> {
 /// A client sends it after the head of its first [`Control::Ping`], where a server that
 /// predates it ignores it (trailing bytes after a control head are not read) and answers
 /// [`ControlReply::Pong`]; a server that knows it answers [`ControlReply::Hello`] with its own.
-/// So peers of protocol 2 with and without it keep working together.
+/// So peers of one protocol version with and without a feature keep working together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Hello {
     /// A bit set of [`features`].
@@ -248,6 +276,12 @@ pub enum ControlReply {
     Hello(Hello),
     /// The answer to [`Control::Describe`], sorted by typeid.
     Describe(Vec<crate::describe::TypeInfo>),
+    /// The answer to [`Request::Ack`]: how many request frames of this session the server has
+    /// read, which the client may forget.
+    Received(u64),
+    /// The answer to [`Request::Resume`]: the session is resumed, and the server has read this
+    /// many of its request frames (the client sends again those after them).
+    Resumed(u64),
 }
 
 /// A snapshot of a server's objects and connections.

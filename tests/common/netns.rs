@@ -7,7 +7,7 @@
 //!
 //! [`Net::cut`] makes a host vanish without a FIN, an RST or an ICMP error: in the router, a
 //! blackhole route for the host's address (silently discards what is sent to it), then the
-//! router's end of its link set down (nothing it sends arrives).
+//! router's end of its link set down (nothing it sends arrives). [`Net::heal`] undoes it.
 //! (Included with `#[path]` by the binaries that use it; needs root and `ip`.)
 
 #![allow(
@@ -233,6 +233,26 @@ impl Net {
         self.run(
             router,
             &["ip", "link", "set", &format!("r-{}", host.tag()), "down"],
+        )
+    }
+
+    /// Undoes [`Net::cut`]: `host` is reachable again (its connections, if their ends still
+    /// live, go on).
+    pub fn heal(&self, host: Host) -> Result<(), String> {
+        let router = &self.router;
+        self.run(
+            router,
+            &["ip", "link", "set", &format!("r-{}", host.tag()), "up"],
+        )?;
+        self.run(
+            router,
+            &[
+                "ip",
+                "route",
+                "del",
+                "blackhole",
+                &format!("{}/32", host.ip()),
+            ],
         )
     }
 }

@@ -50,6 +50,12 @@ impl Direct {
         let _ = rustix::net::shutdown(&self.socket.0, rustix::net::Shutdown::Both);
     }
 
+    /// Takes the socket from its readers for good, once nobody reads it (false while someone
+    /// does): the socket broke, and nothing more may be delivered from it.
+    pub(super) fn retire(&self) -> bool {
+        self.handoff.retire()
+    }
+
     /// Reads the socket on this thread until `done` says the reply it waits for has arrived,
     /// or `deadline` passes (see [`Handoff::read_until`]).
     pub(super) fn read_until<T>(

@@ -324,6 +324,15 @@ impl<P: Prims> Handoff<P> {
         }
     }
 
+    /// Takes the word for good if it is free (true): the socket broke, and from here on a
+    /// caller finds it busy and waits for its reply to come another way, and the reader task
+    /// (stopped first) never reads again.
+    pub(super) fn retire(&self) -> bool {
+        self.word
+            .compare_exchange(FREE, HELD, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
     /// A caller gives the word back. If the reader task stepped aside meanwhile and something
     /// came that this caller did not read, the task is woken to read it (it forgot the
     /// socket's readiness when it stepped aside).

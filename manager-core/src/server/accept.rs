@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use super::connection::Connection;
+use super::connection::{Connection, Ended};
 use super::{Server, State};
 use crate::error::Error;
-use crate::transport::{with_split, write_frames, Accepted, Outbox};
+use crate::transport::{with_split, write_frames, Accepted, FirstFrame, Outbox, Stream};
 use crate::wire;
 
 impl Server {
@@ -72,6 +72,7 @@ impl Server {
         }
         #[cfg(feature = "python")]
         state.python.release();
+        state.end_sessions();
         tracing::info!(address = %state.address, "manager server stopped");
         Ok(())
     }
@@ -85,8 +86,8 @@ async fn handle_connection(state: Arc<State>, accepted: Accepted) {
         ) => result,
         _ = state.stop.cancelled() => return,
     };
-    let mut stream = match handshake {
-        Ok(Ok(stream)) => stream,
+    let (mut stream, handshake) = match handshake {
+        Ok(Ok(done)) => done,
         Ok(Err(Error::Auth(message))) => {
             tracing::warn!("refused a client with a wrong authkey: {message}");
             return;
@@ -117,36 +118,167 @@ async fn handle_connection(state: Arc<State>, accepted: Accepted) {
         refused: refused.clone(),
         python_address: state.python_address.clone(),
         liveness: state.config.liveness_timeout,
+        session_grace: state.config.session_grace,
     };
     let welcomed = stream.send_welcome(&welcome).await;
     if let Some(reason) = refused {
         tracing::warn!("refused a client: {reason}");
     }
-    if welcome.refused.is_some() || welcomed.is_err() {
-        state.connections.fetch_sub(1, Ordering::Relaxed);
-        return;
-    }
-    let (outbox, rx) = match Outbox::new(&stream) {
-        Ok(outbox) => outbox,
-        Err(e) => {
-            tracing::warn!("closing a connection: {e}");
-            state.connections.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
-    };
-    with_split!(stream, |reader, writer| {
-        let write_task = tokio::spawn(write_frames(writer, rx, outbox.written()));
-        let conn = Arc::new(Connection::new(state.clone(), outbox));
-        if let Err(e) = conn.read_requests(reader).await {
+    if welcome.refused.is_none() && welcomed.is_ok() {
+        if let Err(e) = start_session(&state, stream, &handshake).await {
             tracing::debug!("closing a connection: {e}");
         }
-        // Calls still running for this client are cancelled: nobody will read their answers,
-        // and a call waiting (on a queue, a lock) must stop waiting.
-        conn.close();
-        drop(conn);
-        let _ = write_task.await;
-    });
+    }
     state.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The longest first frame read whole to see whether it resumes a session (a resume is far
+/// shorter; a longer frame is a request, left to the read loop).
+const MAX_RESUME_FRAME: usize = 128;
+
+/// Serves an authenticated connection: a new session, or the one its first frame resumes.
+async fn start_session(
+    state: &Arc<State>,
+    mut stream: Stream,
+    handshake: &crate::auth::Handshake,
+) -> Result<(), Error> {
+    let resumable = !state.config.session_grace.is_zero();
+    // The first frame, if short, is read here: it may resume a session. Whatever it is
+    // otherwise goes to the read loop ahead of the rest.
+    let first = if resumable {
+        let liveness = state
+            .config
+            .liveness_timeout
+            .max(Duration::from_millis(100));
+        tokio::select! {
+            first = stream.read_first(MAX_RESUME_FRAME) => first?,
+            () = tokio::time::sleep(liveness) => return Ok(()),
+            _ = state.stop.cancelled() => return Ok(()),
+        }
+    } else {
+        FirstFrame::default()
+    };
+    if first.ended {
+        return Ok(());
+    }
+    let resume = first.body.as_deref().and_then(|body| {
+        match wire::take::<wire::Request<'_>>(body, "request") {
+            Ok((
+                wire::Request::Resume {
+                    session,
+                    proof,
+                    received,
+                },
+                [],
+            )) => Some((session, proof, received)),
+            _ => None,
+        }
+    });
+    let Some((session, proof, received)) = resume else {
+        let (outbox, rx) = if resumable {
+            Outbox::resumable(&stream)?
+        } else {
+            Outbox::new(&stream)?
+        };
+        let keys = resumable.then(|| handshake.session());
+        let conn = Arc::new(Connection::new(state.clone(), outbox, keys));
+        state.open_session(&conn);
+        let superseded = conn
+            .session
+            .as_ref()
+            .map_or_else(Default::default, |s| s.superseded());
+        serve(conn, stream, rx, first.raw, superseded).await;
+        return Ok(());
+    };
+    let resuming = match super::session::resume(state, handshake, session, &proof).await {
+        Ok(resuming) => resuming,
+        Err(refused) => {
+            let answer = wire::ResponseHead {
+                id: 0,
+                reply: wire::Reply::Error(refused),
+            };
+            let _ = stream.send_message(&answer, "response").await;
+            return Ok(());
+        }
+    };
+    let conn = resuming.conn.clone();
+    let read = conn.received.load(Ordering::Relaxed);
+    let answer = wire::ResponseHead {
+        id: 0,
+        reply: wire::Reply::Control(wire::ControlReply::Resumed(read)),
+    };
+    // The answer before anything the session sends again: the socket is not the outbox's yet.
+    stream.send_message(&answer, "response").await?;
+    let rx = match conn.outbox.attach(&stream, received) {
+        Ok(rx) => rx,
+        Err(why) => {
+            // The client claims what cannot be: the session cannot go on.
+            tracing::warn!("session of connection {} cannot be resumed: {why}", conn.id);
+            drop(resuming);
+            conn.end_session();
+            conn.close();
+            return Ok(());
+        }
+    };
+    tracing::info!(
+        "connection {} resumed its session (the server had read {read} of its requests, the \
+         client {received} of its replies)",
+        conn.id
+    );
+    let superseded = resuming.go_live();
+    serve(conn, stream, rx, Vec::new(), superseded).await;
+    Ok(())
+}
+
+/// Serves one socket of a connection's session until it closes (the session ends) or breaks
+/// (the session is parked, for its client to resume). `first` holds the bytes read already.
+async fn serve(
+    conn: Arc<Connection>,
+    stream: Stream,
+    rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+    first: Vec<u8>,
+    superseded: tokio_util::sync::CancellationToken,
+) {
+    use tokio::io::AsyncReadExt as _;
+    let local = stream.peer_is_local();
+    with_split!(stream, |reader, writer| {
+        let write_task = tokio::spawn(write_frames(writer, rx, conn.outbox.written()));
+        let reader = std::io::Cursor::new(first).chain(reader);
+        let ended = conn.read_requests(reader, superseded).await;
+        let broken = match &ended {
+            Ok(Ended::Broken(why)) => Some(why.clone()),
+            // A reset from this host is a process closing its socket, or dying: a close.
+            Ok(Ended::Failed(why)) if !local => Some(why.clone()),
+            _ => None,
+        };
+        match (broken, ended) {
+            (Some(why), _) if conn.resumable() => {
+                // What the session sends from here on is kept for its next socket.
+                conn.outbox.detach();
+                write_task.abort();
+                let _ = write_task.await;
+                conn.outbox.writer_stopped();
+                tracing::info!(
+                    "connection {} broke ({why}); its session is kept for {:?} \
+                     (ServerConfig::session_grace)",
+                    conn.id,
+                    conn.state.config.session_grace
+                );
+                conn.park();
+            }
+            (_, ended) => {
+                if let Err(e) = ended {
+                    tracing::debug!("closing a connection: {e}");
+                }
+                // Calls still running for this client are cancelled: nobody will read their
+                // answers, and a call waiting (on a queue, a lock) must stop waiting.
+                conn.end_session();
+                conn.close();
+                drop(conn);
+                let _ = write_task.await;
+            }
+        }
+    });
 }
 
 /// Logs plain calls that run past `ServerConfig::slow_call_threshold`, until the server stops.

@@ -8,6 +8,9 @@ use crate::wire;
 /// The default of [`ServerConfig::worker_spin`], in microseconds.
 const SPIN_MICROS: u64 = 50;
 
+/// The default of [`ServerConfig::session_grace`].
+const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(10);
+
 /// Limits and timeouts of a server.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -46,6 +49,17 @@ pub struct ServerConfig {
     /// third of it (the server tells them in its welcome). CPython clients cannot ping: their
     /// TCP sockets get keepalive probes and `TCP_USER_TIMEOUT` for the same bound. Default 30 s.
     pub liveness_timeout: Duration,
+    /// How long the server keeps the session of a native connection that broke (a read error,
+    /// a reset, or silence past `liveness_timeout`; not a close by either side, nor a reset
+    /// from a client on this host, loopback or a Unix socket, which only its process closing
+    /// the socket, or dying, can cause) for its client
+    /// to reconnect and resume it: meanwhile the session's references, locks, permits and
+    /// calls in flight stay as they were, and replies are kept to be sent on resume. Past it
+    /// the session ends as a closed connection does (everything it held is released) and the
+    /// client's calls fail with `Error::SessionExpired`. A vanished client's lock is thus
+    /// held for `liveness_timeout` plus this. `Duration::ZERO` turns resumption off (a broken
+    /// connection is closed at once). Default 10 s.
+    pub session_grace: Duration,
     /// A plain call that has run longer than this is logged once, with its typeid, method and
     /// duration (and again when it finishes).
     pub slow_call_threshold: Duration,
@@ -77,6 +91,7 @@ impl Default for ServerConfig {
             quick_calls: true,
             slow_call_threshold: Duration::from_secs(1),
             liveness_timeout: Duration::from_secs(30),
+            session_grace: DEFAULT_SESSION_GRACE,
             max_objects_per_connection: 1 << 22,
             tls: None,
             max_queued_reply_bytes: 4 << 20,

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,13 +45,37 @@ pub(super) struct Connection {
     pub(super) in_flight: Arc<Semaphore>,
     /// The async calls running, by request id, so that a client can cancel one.
     pub(super) calls: Mutex<FastMap<u64, CancellationToken>>,
+    /// The session this connection is, when it may outlive a broken socket (`session`).
+    pub(super) session: Option<super::session::Session>,
+    /// How many request frames of the session the read loop has handled.
+    pub(super) received: AtomicU64,
+}
+
+/// How a connection's read loop ended, when the client did not break the protocol.
+pub(super) enum Ended {
+    /// The client closed it, or the server closed it (stopping, or a reply that cannot be
+    /// sent): the session ends.
+    Closed,
+    /// The socket went silent past the liveness bound, or a new connection resumed the
+    /// session: the session may be resumed.
+    Broken(String),
+    /// Reading the socket failed (a reset): the session may be resumed, unless the peer is on
+    /// this host, whose reset means its process closed the socket or died.
+    Failed(String),
 }
 
 impl Connection {
-    /// A connection of `state`'s, replying through `outbox`.
-    pub(super) fn new(state: Arc<State>, outbox: Outbox) -> Connection {
+    /// A connection of `state`'s, replying through `outbox`; a session that may be resumed
+    /// when it has `keys`.
+    pub(super) fn new(
+        state: Arc<State>,
+        outbox: Outbox,
+        keys: Option<crate::auth::SessionKeys>,
+    ) -> Connection {
         Connection {
             id: state.next_connection(),
+            session: keys.map(super::session::Session::new),
+            received: AtomicU64::new(0),
             held: Mutex::new(FastMap::default()),
             outbox,
             closed: state.stop.child_token(),
@@ -81,14 +106,20 @@ impl Connection {
         }
     }
 
+    /// Reads and handles requests until the connection ends; `superseded` ends it as broken
+    /// (a new connection resumes the session).
     pub(super) async fn read_requests<R: ReadHalf>(
         self: &Arc<Self>,
         reader: R,
-    ) -> Result<(), Error> {
+        superseded: CancellationToken,
+    ) -> Result<Ended, Error> {
         let mut frames = FramedRead::new(reader, wire::frame_codec(self.state.config.max_frame));
         // Made once: a new one per request would register and unregister a waiter each time.
         let closed = self.closed.cancelled();
         tokio::pin!(closed);
+        let superseded = superseded.cancelled();
+        tokio::pin!(superseded);
+        let mut received = self.received.load(Ordering::Relaxed);
         let max_queued = self.state.config.max_queued_reply_bytes as u64;
         // A client pings when it has nothing to say; one silent for `liveness` is gone. The
         // timer is re-armed only when it fires (a frame just notes the time).
@@ -106,22 +137,25 @@ impl Connection {
             // takes permits, so one is still free when the request read next needs it.)
             if self.in_flight.available_permits() == 0 {
                 tokio::select! {
-                    _ = &mut closed => return Ok(()),
+                    _ = &mut closed => return Ok(Ended::Closed),
                     permit = self.in_flight.acquire() => if permit.is_err() {
-                        return Ok(());
+                        return Ok(Ended::Closed);
                     },
                 }
             }
             // A client that does not read its answers is not read from either.
             if !self.outbox.queued().is_below(max_queued) {
                 tokio::select! {
-                    _ = &mut closed => return Ok(()),
+                    _ = &mut closed => return Ok(Ended::Closed),
                     () = self.outbox.queued().below(max_queued) => {}
                 }
             }
             let frame = tokio::select! {
                 biased;
-                _ = &mut closed => return Ok(()),
+                _ = &mut closed => return Ok(Ended::Closed),
+                _ = &mut superseded => {
+                    return Ok(Ended::Broken("a new connection resumed the session".into()))
+                }
                 frame = frames.next() => frame,
                 () = &mut silence => {
                     let quiet = last_heard.elapsed();
@@ -131,7 +165,9 @@ impl Connection {
                              (ServerConfig::liveness_timeout), its host may have vanished",
                             self.id
                         );
-                        return Ok(());
+                        return Ok(Ended::Broken(format!(
+                            "nothing from the client for {quiet:.1?}"
+                        )));
                     }
                     silence.as_mut().reset(last_heard + liveness);
                     continue;
@@ -139,9 +175,17 @@ impl Connection {
             };
             last_heard = tokio::time::Instant::now();
             match frame {
-                None => return Ok(()),
-                Some(Err(e)) => return Err(Error::Protocol(format!("bad frame: {e}"))),
-                Some(Ok(frame)) => self.handle(frame.freeze())?,
+                None => return Ok(Ended::Closed),
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(Error::Protocol(format!("bad frame: {e}")))
+                }
+                Some(Err(e)) => return Ok(Ended::Failed(format!("reading failed: {e}"))),
+                Some(Ok(frame)) => {
+                    self.handle(frame.freeze())?;
+                    // Counted once handled: a resume sends again only what was not.
+                    received += 1;
+                    self.received.store(received, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -214,6 +258,16 @@ impl Connection {
                 if stopping {
                     self.state.stop.cancel();
                 }
+            }
+            Request::Ack { received } => {
+                self.outbox.acked(received).map_err(Error::Protocol)?;
+                let mine = self.received.load(Ordering::Relaxed);
+                self.send(0, Reply::Control(ControlReply::Received(mine)));
+            }
+            Request::Resume { .. } => {
+                return Err(Error::Protocol(
+                    "a resume is the first frame of a connection, or nothing".into(),
+                ))
             }
         }
         Ok(())

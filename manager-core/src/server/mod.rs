@@ -8,12 +8,14 @@
 //! - `dispatch`: running a call (plain bodies on `workers`, `async` methods in tasks);
 //! - `workers`: the threads that run plain method bodies;
 //! - `refs`: which objects a connection holds, and how many references;
+//! - `session`: sessions that outlive a broken connection, and their resumption;
 //! - `reply`: encoding replies;
 //! - `activity`: the calls running now and per-method statistics;
 //! - `table`: the object table; `python`: CPython clients.
 //!
-//! Each connection owns the references its proxies hold; when it closes, for any reason,
-//! every reference it held is released. See `ARCHITECTURE.md` for the path of one call.
+//! Each connection owns the references its proxies hold; when it closes, every reference it
+//! held is released. A native connection whose socket breaks (rather than being closed) is
+//! kept for its client to resume for `ServerConfig::session_grace` (`session`). See `ARCHITECTURE.md` for the path of one call.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +43,7 @@ mod python;
 mod quick;
 mod refs;
 mod reply;
+mod session;
 mod table;
 mod workers;
 
@@ -70,6 +73,9 @@ struct State {
     activity: activity::Activity,
     /// This run of the server: a random number, never 0, in every token it issues.
     instance: u64,
+    /// The native connections that may be resumed should their socket break (or that broke
+    /// and wait for their client), by session id.
+    sessions: Mutex<HashMap<u64, Arc<connection::Connection>>>,
 }
 
 impl State {
@@ -181,6 +187,7 @@ impl Server {
                 quick: quick::Quick::new(config.quick_calls),
                 activity,
                 instance: rand::random::<u64>() | 1,
+                sessions: Mutex::new(HashMap::new()),
                 config,
             }),
             listener,

@@ -8,6 +8,7 @@
 //! one lock), and what the socket does not take goes to the queue, behind which every later
 //! frame then waits. TLS sessions are written by their writer task only.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,15 +24,63 @@ use crate::wire;
 
 /// A connection's outgoing frames (see the module documentation).
 pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Bytes>,
     queued: Arc<Queued>,
-    /// Held while a frame is queued or written directly, so that frames go out whole and in
-    /// the order they were sent.
-    order: Mutex<()>,
-    /// A duplicate of the socket's descriptor (plain TCP and Unix sockets), for direct writes.
-    socket: Option<OwnedFd>,
+    /// Where frames go now, locked while a frame is queued or written directly, so that
+    /// frames go out whole and in the order they were sent.
+    link: Mutex<Link>,
     /// The buffer of the last frame written directly, for the next frame.
     spare: Mutex<Option<BytesMut>>,
+}
+
+/// The socket an outbox writes to now, if any, and what it keeps to send again.
+struct Link {
+    /// The writer task's queue; `None` while the connection is broken (or closed).
+    tx: Option<mpsc::UnboundedSender<Bytes>>,
+    /// A duplicate of the socket's descriptor (plain TCP and Unix sockets), for direct writes.
+    socket: Option<OwnedFd>,
+    /// The frames the peer has not said it received, for a session that outlives a broken
+    /// connection; `None` for a connection that ends with its socket.
+    replay: Option<Replay>,
+}
+
+/// The frames sent and not yet acknowledged by the peer, to send again on a new connection of
+/// the session: a sequence, the peer acknowledging how many it has received.
+#[derive(Default)]
+struct Replay {
+    /// How many frames were sent in the session.
+    sent: u64,
+    /// The frames after the `sent - log.len()`th, in order.
+    log: VecDeque<Bytes>,
+    /// Their bytes.
+    bytes: usize,
+}
+
+/// The most a replay log holds: a peer that acknowledges less than this (it acknowledges every
+/// 64 frames, and every 1 MiB of them) has stopped acknowledging, and its session is
+/// no longer kept for resumption rather than held in memory without bound.
+const MAX_UNACKNOWLEDGED: usize = 64 << 20;
+
+impl Replay {
+    /// Forgets the frames up to the `received`th; an error if the peer claims more than was
+    /// sent, or, when it is to be sent what follows (`resuming`), fewer than it acknowledged
+    /// before (those frames are forgotten). An acknowledgement older than one before (sent
+    /// again after a resume) says nothing new.
+    fn forget(&mut self, received: u64, resuming: bool) -> Result<(), String> {
+        let first = self.sent - self.log.len() as u64;
+        if received < first && !resuming {
+            return Ok(());
+        }
+        if received > self.sent || received < first {
+            return Err(format!(
+                "the peer says it received {received} frames; {first} to {} are known",
+                self.sent
+            ));
+        }
+        for frame in self.log.drain(..(received - first) as usize) {
+            self.bytes -= frame.len();
+        }
+        Ok(())
+    }
 }
 
 /// The largest frame buffer an outbox keeps for the next frame.
@@ -40,7 +89,16 @@ const MAX_SPARE: usize = 4 << 20;
 impl Outbox {
     /// An outbox for `stream`, and the receiver its writer task takes frames from.
     pub(crate) fn new(stream: &Stream) -> io::Result<(Outbox, mpsc::UnboundedReceiver<Bytes>)> {
-        Ok(Outbox::with_socket(stream.plain_socket()?))
+        Ok(Outbox::with_socket(stream.plain_socket()?, false))
+    }
+
+    /// An outbox for `stream` that keeps what it sends until the peer acknowledges it (see
+    /// [`Outbox::acked`]), so that a new connection of the same session can send again what a
+    /// broken one lost ([`Outbox::attach`]).
+    pub(crate) fn resumable(
+        stream: &Stream,
+    ) -> io::Result<(Outbox, mpsc::UnboundedReceiver<Bytes>)> {
+        Ok(Outbox::with_socket(stream.plain_socket()?, true))
     }
 
     /// An outbox with no socket to write to directly: everything goes through the queue.
@@ -49,19 +107,80 @@ impl Outbox {
         allow(dead_code, reason = "used by CPython clients' connections")
     )]
     pub(crate) fn queue_only() -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
-        Outbox::with_socket(None)
+        Outbox::with_socket(None, false)
     }
 
-    fn with_socket(socket: Option<OwnedFd>) -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
+    fn with_socket(
+        socket: Option<OwnedFd>,
+        resumable: bool,
+    ) -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let outbox = Outbox {
-            tx,
             queued: Arc::new(Queued::default()),
-            order: Mutex::new(()),
-            socket,
+            link: Mutex::new(Link {
+                tx: Some(tx),
+                socket,
+                replay: resumable.then(Replay::default),
+            }),
             spare: Mutex::new(None),
         };
         (outbox, rx)
+    }
+
+    /// The connection broke: from here on frames are only kept, to be sent on the next
+    /// connection ([`Outbox::attach`]). The caller stops the writer task, then calls
+    /// [`Outbox::writer_stopped`].
+    pub(crate) fn detach(&self) {
+        let mut link = self.link.lock();
+        link.tx = None;
+        link.socket = None;
+    }
+
+    /// The writer task of the broken connection has stopped: what it had queued is dropped
+    /// (the replay log keeps it).
+    pub(crate) fn writer_stopped(&self) {
+        self.queued.reset();
+    }
+
+    /// The session ended: nothing more is sent or kept.
+    pub(crate) fn close(&self) {
+        let mut link = self.link.lock();
+        link.tx = None;
+        link.socket = None;
+        link.replay = None;
+    }
+
+    /// The peer has received the first `received` frames: they are forgotten. An error when
+    /// the peer claims what cannot be (it broke the protocol).
+    pub(crate) fn acked(&self, received: u64) -> Result<(), String> {
+        match &mut self.link.lock().replay {
+            Some(replay) => replay.forget(received, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Goes on over a new connection, `stream`, of the same session, whose peer has received
+    /// the first `received` frames: the frames after them are queued first, then every frame
+    /// sent from here on. Returns the receiver of the new writer task.
+    pub(crate) fn attach(
+        &self,
+        stream: &Stream,
+        received: u64,
+    ) -> Result<mpsc::UnboundedReceiver<Bytes>, String> {
+        let socket = stream.plain_socket().map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut link = self.link.lock();
+        let Some(replay) = &mut link.replay else {
+            return Err("the session has ended".into());
+        };
+        replay.forget(received, true)?;
+        for frame in &replay.log {
+            self.queued.queue(frame.len());
+            let _ = tx.send(frame.clone());
+        }
+        link.tx = Some(tx);
+        link.socket = socket;
+        Ok(rx)
     }
 
     /// What the writer task reports each write to (see [`super::write_frames`]).
@@ -90,7 +209,8 @@ impl Outbox {
         }
     }
 
-    /// Keeps a written frame's buffer for the next frame, unless it is too large to keep.
+    /// Keeps a written frame's buffer for the next frame, unless it is too large to keep (or
+    /// the replay log still holds it).
     fn keep_spare(&self, frame: Bytes) {
         if let Ok(buf) = frame.try_into_mut() {
             if buf.capacity() <= MAX_SPARE {
@@ -101,16 +221,44 @@ impl Outbox {
 
     /// Queues `frame` for the writer task; false when the connection is gone.
     pub(crate) fn enqueue(&self, frame: Bytes) -> bool {
-        let _order = self.order.lock();
-        self.queue(frame)
+        let mut link = self.link.lock();
+        Outbox::keep(&mut link, &frame);
+        self.queue(&link, frame)
     }
 
-    fn queue(&self, frame: Bytes) -> bool {
+    /// Counts `frame` as sent in the session, and keeps it until the peer acknowledges it.
+    fn keep(link: &mut Link, frame: &Bytes) {
+        if let Some(replay) = &mut link.replay {
+            replay.sent += 1;
+            replay.bytes += frame.len();
+            replay.log.push_back(frame.clone());
+            if replay.bytes > MAX_UNACKNOWLEDGED {
+                tracing::warn!(
+                    "the peer acknowledged nothing of the last {} bytes sent to it: its session \
+                     will not be resumed should the connection break",
+                    replay.bytes
+                );
+                link.replay = None;
+            }
+        }
+    }
+
+    /// Whether this outbox still keeps what it sends for a resumption of its session.
+    pub(crate) fn is_resumable(&self) -> bool {
+        self.link.lock().replay.is_some()
+    }
+
+    fn queue(&self, link: &Link, frame: Bytes) -> bool {
+        let kept = link.replay.is_some();
+        let Some(tx) = &link.tx else {
+            // Broken: the frame goes out on the next connection of the session, if one comes.
+            return kept;
+        };
         let len = frame.len();
         self.queued.queue(len);
-        if self.tx.send(frame).is_err() {
+        if tx.send(frame).is_err() {
             self.queued.written(len);
-            return false;
+            return kept;
         }
         true
     }
@@ -119,22 +267,23 @@ impl Outbox {
     /// socket takes it now; queues what is left for the writer task. False when the
     /// connection is gone.
     pub(crate) fn send(&self, frame: Bytes) -> bool {
-        let Some(socket) = &self.socket else {
-            return self.enqueue(frame);
+        let mut link = self.link.lock();
+        Outbox::keep(&mut link, &frame);
+        let Some(socket) = &link.socket else {
+            return self.queue(&link, frame);
         };
-        let order = self.order.lock();
         if self.queued.bytes() != 0 {
-            return self.queue(frame);
+            return self.queue(&link, frame);
         }
         match try_send(socket, &frame) {
             Ok(n) if n == frame.len() => {
-                drop(order);
+                drop(link);
                 self.keep_spare(frame);
                 true
             }
-            Ok(n) => self.queue(frame.slice(n..)),
+            Ok(n) => self.queue(&link, frame.slice(n..)),
             // The writer task meets the same error, and the reader closes the connection.
-            Err(_) => self.queue(frame),
+            Err(_) => self.queue(&link, frame),
         }
     }
 }
@@ -171,6 +320,12 @@ impl Queued {
         self.drained.notify_waiters();
     }
 
+    /// Nothing is queued any more (the writer task of a broken connection has stopped).
+    fn reset(&self) {
+        self.bytes.store(0, Ordering::Release);
+        self.drained.notify_waiters();
+    }
+
     fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
     }
@@ -189,5 +344,71 @@ impl Queued {
             }
             drained.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 4])
+    }
+
+    fn kept(outbox: &Outbox) -> Vec<u8> {
+        let link = outbox.link.lock();
+        let replay = link.replay.as_ref().expect("resumable");
+        replay.log.iter().map(|f| f[0]).collect()
+    }
+
+    /// What a resumable outbox sends is kept until acknowledged, sent on while detached, and
+    /// what follows the peer's count is queued first on the next connection.
+    #[test]
+    fn frames_are_kept_until_acknowledged_and_replayed_after_the_peers_count() {
+        let (outbox, _rx) = Outbox::with_socket(None, true);
+        for n in 1..=3 {
+            assert!(outbox.enqueue(frame(n)));
+        }
+        outbox.acked(1).unwrap();
+        assert_eq!(kept(&outbox), [2, 3]);
+        outbox.detach();
+        assert!(outbox.send(frame(4)), "kept while broken");
+        // An acknowledgement older than the last says nothing; one past what was sent is a
+        // broken protocol.
+        outbox.acked(0).unwrap();
+        assert!(outbox.acked(5).is_err());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        {
+            let mut link = outbox.link.lock();
+            link.replay.as_mut().unwrap().forget(2, true).unwrap();
+            for frame in &link.replay.as_ref().unwrap().log {
+                tx.send(frame.clone()).unwrap();
+            }
+            link.tx = Some(tx);
+        }
+        assert!(outbox.enqueue(frame(5)));
+        let sent: Vec<u8> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|f| f[0])
+            .collect();
+        assert_eq!(sent, [3, 4, 5], "what the peer missed, then what is new");
+        // A peer that asks for what was forgotten cannot be resumed.
+        assert!(outbox
+            .link
+            .lock()
+            .replay
+            .as_mut()
+            .unwrap()
+            .forget(1, true)
+            .is_err());
+    }
+
+    /// An outbox that is not resumable keeps nothing and fails once its connection is gone.
+    #[test]
+    fn a_plain_outbox_keeps_nothing() {
+        let (outbox, rx) = Outbox::with_socket(None, false);
+        assert!(outbox.enqueue(frame(1)));
+        drop(rx);
+        assert!(!outbox.enqueue(frame(2)));
+        assert!(!outbox.is_resumable());
     }
 }

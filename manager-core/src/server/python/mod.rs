@@ -94,7 +94,7 @@ impl PythonRefs {
 fn pseudo_connection(state: &Arc<State>) -> Arc<Connection> {
     // Nothing is ever sent to it: what it would queue is dropped.
     let (outbox, _) = Outbox::queue_only();
-    Arc::new(Connection::new(state.clone(), outbox))
+    Arc::new(Connection::new(state.clone(), outbox, None))
 }
 
 /// Serves one CPython client connection.
