@@ -26,6 +26,7 @@ use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Tok
 
 mod direct;
 mod handoff;
+pub mod streams;
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
 #[derive(Debug)]
@@ -96,6 +97,8 @@ struct Inner {
     max_frame: usize,
     /// The default deadline of a call, in nanoseconds; 0 for none.
     timeout_ns: AtomicU64,
+    /// The open streams' sinks, by the request id that opened them (see `streams`).
+    streams: Mutex<FastMap<u64, streams::Sink>>,
 }
 
 /// One authenticated connection to a manager server, shared by every proxy made through it.
@@ -281,6 +284,7 @@ impl Connection {
             close_reason: Mutex::new(None),
             max_frame: wire::DEFAULT_MAX_FRAME,
             timeout_ns: AtomicU64::new(0),
+            streams: Mutex::new(FastMap::default()),
         });
         let weak = Arc::downgrade(&inner);
         let liveness = match welcome.liveness {
@@ -607,6 +611,8 @@ impl Connection {
         for (_, waiter) in pending {
             let _ = waiter.deliver(Err(Error::ConnectionClosed(reason.clone())));
         }
+        // A stream whose sink is gone ends with the connection's error.
+        inner.streams.lock().clear();
     }
 
     /// Releases a proxy token that arrived for a call nobody waits for any more.
@@ -633,6 +639,9 @@ fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
         reply: head.reply,
         frame: frame.clone(),
         payload_at,
+    };
+    let Some(response) = streams::deliver(inner, head.id, response) else {
+        return Ok(());
     };
     let waiter = inner.pending.lock().remove(&head.id);
     match waiter {

@@ -20,6 +20,7 @@ use crate::wire::{Control, ControlReply, Request, Token};
 
 pub(crate) mod blocking;
 mod in_values;
+mod stream;
 pub mod shape;
 
 pub use in_values::decode_value;

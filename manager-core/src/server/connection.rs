@@ -44,6 +44,8 @@ pub(super) struct Connection {
     pub(super) in_flight: Arc<Semaphore>,
     /// The async calls running, by request id, so that a client can cancel one.
     pub(super) calls: Mutex<FastMap<u64, CancellationToken>>,
+    /// The streams it has open (see `streams`).
+    pub(super) streams: super::streams::Streams,
 }
 
 impl Connection {
@@ -57,6 +59,7 @@ impl Connection {
             cleanups: Mutex::new(HashMap::new()),
             in_flight: Arc::new(Semaphore::new(state.config.max_in_flight.max(1))),
             calls: Mutex::new(FastMap::default()),
+            streams: super::streams::Streams::new(),
             state,
         }
     }
@@ -158,6 +161,8 @@ impl Connection {
                 if let Some(call) = self.calls.lock().remove(&id) {
                     call.cancel();
                 }
+                // A stream call whose caller gave up after it opened.
+                self.stream_cancel(id);
             }
             Request::Create { id, typeid } if runs_factory(&self.state, typeid) => {
                 // A factory is user code: it runs on a worker thread, as a plain method does.
@@ -194,6 +199,8 @@ impl Connection {
                     self.state.stop.cancel();
                 }
             }
+            Request::StreamCredit { id, n } => self.stream_credit(id, n),
+            Request::StreamCancel { id } => self.stream_cancel(id),
         }
         Ok(())
     }

@@ -40,6 +40,7 @@ mod python;
 mod quick;
 mod refs;
 mod reply;
+mod streams;
 mod table;
 mod workers;
 

@@ -238,5 +238,10 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
                 "a result meant for a typeid has none mapped",
             ),
         },
+        // Dropping the stream stops its producer before it made anything.
+        Outcome::Stream(_) => traceback(
+            "RuntimeError",
+            "this method returns a stream, which CPython clients cannot receive yet",
+        ),
     }
 }
