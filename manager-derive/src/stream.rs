@@ -7,8 +7,26 @@ use proc_macro2::TokenStream;
 use quote::quote;
 use syn::Type;
 
+use crate::ctxt::Ctxt;
 use crate::expand::Gen;
 use crate::parse::Method;
+
+/// Reports a stream method that `method_to_typeid` maps (its items are values, not objects),
+/// and says whether it did.
+pub(crate) fn refuse_mapped_stream(cx: &Ctxt, method: &Method) -> bool {
+    if stream_item(&method.returns.ty).is_none() {
+        return false;
+    }
+    cx.error_spanned_by(
+        &method.returns.ty,
+        format!(
+            "`{}` returns a stream, which `method_to_typeid` cannot map: a stream's items \
+             travel by value",
+            method.name()
+        ),
+    );
+    true
+}
 
 /// The item type `T` of a return type written `Stream<T>`.
 pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
