@@ -226,9 +226,11 @@ fn a_slow_consumer_keeps_the_server_within_the_window() {
             );
         }
         drop(stream);
-        wait_until("the producer to be dropped", || match source.alive().unwrap() {
-            0 => Ok(()),
-            n => Err(format!("{n} alive")),
+        wait_until("the producer to be dropped", || {
+            match source.alive().unwrap() {
+                0 => Ok(()),
+                n => Err(format!("{n} alive")),
+            }
         });
     }
 }
@@ -246,9 +248,11 @@ fn dropping_the_stream_stops_the_producer() {
         let taken: Vec<u64> = stream.take(500).map(Result::unwrap).collect();
         assert_eq!(taken.len(), 500);
         // `take` has dropped the stream.
-        wait_until("the producer to be dropped", || match source.alive().unwrap() {
-            0 => Ok(()),
-            n => Err(format!("{n} alive")),
+        wait_until("the producer to be dropped", || {
+            match source.alive().unwrap() {
+                0 => Ok(()),
+                n => Err(format!("{n} alive")),
+            }
         });
         let produced = settled(&source);
         assert!(
@@ -317,12 +321,13 @@ fn a_client_that_dies_mid_stream_frees_the_producer() {
     });
     child.0.kill().unwrap();
     let _ = child.join();
-    wait_until("the dead client's producer to be dropped", || {
-        match source.alive().unwrap() {
+    wait_until(
+        "the dead client's producer to be dropped",
+        || match source.alive().unwrap() {
             0 => Ok(()),
             n => Err(format!("{n} alive")),
-        }
-    });
+        },
+    );
     let produced = settled(&source);
     assert!(
         produced <= 10 + 2 * u64::from(STREAM_WINDOW),

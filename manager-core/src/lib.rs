@@ -36,6 +36,7 @@ pub mod wire;
 
 pub use address::Address;
 pub use auth::AuthKey;
+pub use client::streams::{BlockingStream, RemoteStream};
 pub use client::{ConnectOptions, Connection};
 pub use context::{CallContext, Retained};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
@@ -44,9 +45,8 @@ pub use object::{Call, Outcome, Shared};
 pub use process::{current_process_name, init, Process, ServerProcess};
 pub use proxy::{BaseProxy, CallResult, Payload, Proxy};
 pub use registry::{Register, Registry};
-pub use stream::Stream;
-pub use client::streams::{BlockingStream, RemoteStream};
 pub use server::{Server, ServerConfig, ShutdownHandle};
+pub use stream::Stream;
 pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use wire::{DebugInfo, MethodStats, ObjectInfo, RunningCall, Token};
 

@@ -119,8 +119,7 @@ pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Expo
         cx.error_count() == before
     });
     chosen.retain(|method| {
-        !(mapped.contains_key(&method.name())
-            && crate::stream::refuse_mapped_stream(cx, method))
+        !(mapped.contains_key(&method.name()) && crate::stream::refuse_mapped_stream(cx, method))
     });
     chosen
         .into_iter()
