@@ -1360,7 +1360,7 @@ fn requests_trickled_one_byte_at_a_time_are_served() {
 // ---------------------------------------------------------------------------------------------
 // Well-framed bodies that do not decode.
 
-/// Request kinds that do not exist (the first unused index, a large one, u32::MAX and a varint
+/// Request kinds that do not exist (one well past the last kind, a large one, u32::MAX and a varint
 /// overflowing u32): each closes its connection without an answer.
 fn unknown_request_kinds_close_the_connection() {
     case(|suite| {
@@ -1368,8 +1368,9 @@ fn unknown_request_kinds_close_the_connection() {
             suite,
             "request kind",
             &[
-                vec![7],
-                vec![7, 1, 2, 3],
+                // Well past the last kind (8, `StreamCancel`).
+                vec![30],
+                vec![30, 1, 2, 3],
                 varint(200),
                 varint(u32::MAX as u64),
                 vec![0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
@@ -1681,7 +1682,7 @@ fn methods_of_unknown_or_foreign_objects_are_refused() {
             match raw.control(Control::Methods { object: own }).await {
                 Reply::Control(ControlReply::Methods(mut names)) => {
                     names.sort();
-                    assert_eq!(names, ["add", "echo", "get", "nap"]);
+                    assert_eq!(names, ["add", "echo", "get", "nap", "numbers"]);
                 }
                 other => panic!("{other:?}"),
             }

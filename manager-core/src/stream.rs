@@ -37,11 +37,11 @@ pub(crate) enum Producer {
 /// as the caller consumes it (see the [module documentation](self)).
 ///
 /// ```
-/// use manager::{shared, Stream};
+/// use manager_core::Stream;
 ///
 /// pub struct Numbers;
 ///
-/// #[shared]
+/// #[manager_core::shared(crate = "manager_core")] // `#[manager::shared]` through the facade
 /// impl Numbers {
 ///     /// `0..n`, produced as the caller reads them.
 ///     pub fn count(&self, n: u64) -> Stream<u64> {
