@@ -28,7 +28,7 @@ use std::time::Duration;
 use common::{wait_until, within, ChildGuard, TempPath, TIMEOUT};
 use manager::value::Value;
 use manager::wire::{
-    Control, ControlReply, DebugInfo, Reply, Request, ResponseHead, Token, Welcome,
+    Control, ControlReply, DebugInfo, Reply, Request, ResponseHead, Token, Welcome, STREAM_WINDOW,
 };
 use manager::{
     Address, AuthKey, BlockingManager, Manager, Process, Register, Registry, RemoteError,
@@ -75,6 +75,11 @@ impl Probe {
         tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
         ms
     }
+
+    /// 0, 1, 2... without end: a stream method.
+    pub fn numbers(&self) -> manager::Stream<u64> {
+        manager::Stream::iter(0..)
+    }
 }
 
 const PROBE: Typeid<ProbeBlockingProxy, (i64,)> = Typeid::new("probe");
@@ -87,7 +92,7 @@ fn registry() -> Registry {
     registry
         .register(
             Register::factory("probe", |(value,): (i64,)| Probe { value })
-                .exposed(["add", "get", "echo", "nap"]),
+                .exposed(["add", "get", "echo", "nap", "numbers"]),
         )
         .unwrap();
     registry
@@ -1055,6 +1060,87 @@ fn an_empty_frame_closes_the_connection_and_nothing_after_it_runs() {
     });
 }
 
+/// Credit a client grants beyond the window (`u32::MAX`, again and again), and credit or
+/// cancels for streams that do not exist, neither panic the server nor make it send more than
+/// a window ahead of what was granted: the stream stays bounded and the connection serves on.
+fn stream_credit_past_the_window_and_for_unknown_streams_is_ignored() {
+    case(|suite| {
+        run(async {
+            let mut raw = Raw::open(suite).await;
+            let probe = raw.probe(0).await;
+            for id in [0, 999_999, u64::MAX] {
+                raw.must_send(&request(&Request::StreamCredit { id, n: u32::MAX }, &[]))
+                    .await;
+                raw.must_send(&request(&Request::StreamCancel { id }, &[]))
+                    .await;
+            }
+            raw.ping().await;
+            let stream = raw.call(probe, "numbers", &[]).await;
+            match raw.reply(stream).await.0 {
+                Reply::StreamOpened { window } => assert_eq!(window, STREAM_WINDOW),
+                other => panic!("expected a stream, got {other:?}"),
+            }
+            const CREDITS: u64 = 3;
+            for _ in 0..CREDITS {
+                raw.must_send(&request(
+                    &Request::StreamCredit {
+                        id: stream,
+                        n: u32::MAX,
+                    },
+                    &[],
+                ))
+                .await;
+            }
+            // Items are on their way; a ping's answer comes after those sent before it.
+            let ping = raw.id();
+            raw.must_send(&request(
+                &Request::Control {
+                    id: ping,
+                    op: Control::Ping,
+                },
+                &[],
+            ))
+            .await;
+            let mut items = 0u64;
+            loop {
+                let (head, payload) = raw.response().await;
+                match head.reply {
+                    Reply::StreamItem if head.id == stream => {
+                        let item: u64 = postcard::from_bytes(&payload).unwrap();
+                        assert_eq!(item, items, "items in order");
+                        items += 1;
+                    }
+                    Reply::Control(ControlReply::Pong) if head.id == ping => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            // Each grant can add at most a window: the bound holds whatever the timing.
+            let bound = u64::from(STREAM_WINDOW) * (1 + CREDITS);
+            assert!(items <= bound, "{items} items sent, more than {bound}");
+            raw.must_send(&request(&Request::StreamCancel { id: stream }, &[]))
+                .await;
+            // Items sent before the cancel may still arrive: skip them up to a ping's answer.
+            let ping = raw.id();
+            raw.must_send(&request(
+                &Request::Control {
+                    id: ping,
+                    op: Control::Ping,
+                },
+                &[],
+            ))
+            .await;
+            loop {
+                let (head, _) = raw.response().await;
+                match head.reply {
+                    Reply::StreamItem if head.id == stream => {}
+                    Reply::Control(ControlReply::Pong) if head.id == ping => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        })
+    });
+}
+
 /// A length prefix of 2^32-1: refused before anything is allocated for it; the server's peak
 /// memory stays far below 4 GiB.
 fn a_length_prefix_of_u32_max_closes_the_connection() {
@@ -1274,7 +1360,7 @@ fn requests_trickled_one_byte_at_a_time_are_served() {
 // ---------------------------------------------------------------------------------------------
 // Well-framed bodies that do not decode.
 
-/// Request kinds that do not exist (the first unused index, a large one, u32::MAX and a varint
+/// Request kinds that do not exist (one well past the last kind, a large one, u32::MAX and a varint
 /// overflowing u32): each closes its connection without an answer.
 fn unknown_request_kinds_close_the_connection() {
     case(|suite| {
@@ -1282,8 +1368,9 @@ fn unknown_request_kinds_close_the_connection() {
             suite,
             "request kind",
             &[
-                vec![7],
-                vec![7, 1, 2, 3],
+                // Well past the last kind (8, `StreamCancel`).
+                vec![30],
+                vec![30, 1, 2, 3],
                 varint(200),
                 varint(u32::MAX as u64),
                 vec![0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
@@ -1638,7 +1725,7 @@ fn methods_of_unknown_or_foreign_objects_are_refused() {
             match raw.control(Control::Methods { object: own }).await {
                 Reply::Control(ControlReply::Methods(mut names)) => {
                     names.sort();
-                    assert_eq!(names, ["add", "echo", "get", "nap"]);
+                    assert_eq!(names, ["add", "echo", "get", "nap", "numbers"]);
                 }
                 other => panic!("{other:?}"),
             }
@@ -2180,6 +2267,7 @@ fn main() {
         case!(connections_dropped_at_every_stage_leave_nothing_behind),
         case!(a_deeply_nested_value_is_refused_without_overflowing_the_stack),
         case!(a_client_that_never_reads_cannot_grow_the_servers_memory_without_bound),
+        case!(stream_credit_past_the_window_and_for_unknown_streams_is_ignored),
         case!(the_server_survived_every_case_and_exits_cleanly),
     ]);
 }

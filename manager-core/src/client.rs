@@ -27,6 +27,7 @@ use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Tok
 mod direct;
 mod handoff;
 mod resume;
+pub mod streams;
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
 #[derive(Debug)]
@@ -113,6 +114,8 @@ struct Inner {
     /// What the server's `Hello` said it understands (`wire::features`); 0 for a server that
     /// predates it.
     features: AtomicU64,
+    /// The open streams' sinks, by the request id that opened them (see `streams`).
+    streams: Mutex<FastMap<u64, streams::Sink>>,
 }
 
 /// The number of the next connection this process opens.
@@ -346,6 +349,7 @@ impl Connection {
             timeout_ns: AtomicU64::new(0),
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             features: AtomicU64::new(0),
+            streams: Mutex::new(FastMap::default()),
         });
         resume::start_link(&inner, stream, rx, liveness)?;
         let conn = Connection { inner };
@@ -744,6 +748,8 @@ impl Connection {
             };
             let _ = waiter.deliver(Err(error));
         }
+        // A stream whose sink is gone ends with the connection's error.
+        inner.streams.lock().clear();
     }
 
     /// Releases a proxy token that arrived for a call nobody waits for any more.
@@ -789,6 +795,9 @@ fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
         reply: head.reply,
         frame: frame.clone(),
         payload_at,
+    };
+    let Some(response) = streams::deliver(inner, head.id, response) else {
+        return Ok(());
     };
     let waiter = inner.pending.lock().remove(&head.id);
     match waiter {

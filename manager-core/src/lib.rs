@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod python;
 pub mod registry;
 pub mod server;
+pub mod stream;
 pub mod sync;
 pub mod tls;
 pub mod trace;
@@ -38,6 +39,7 @@ pub mod wire;
 
 pub use address::Address;
 pub use auth::AuthKey;
+pub use client::streams::{BlockingStream, RemoteStream};
 pub use client::{ConnectOptions, Connection};
 pub use context::{CallContext, Retained};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
@@ -47,6 +49,7 @@ pub use process::{current_process_name, init, Process, ServerProcess};
 pub use proxy::{BaseProxy, CallResult, Payload, Proxy};
 pub use registry::{Register, Registry};
 pub use server::{Server, ServerConfig, ShutdownHandle};
+pub use stream::Stream;
 pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use wire::{DebugInfo, MethodStats, ObjectInfo, RunningCall, Token};
 

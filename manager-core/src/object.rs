@@ -66,6 +66,9 @@ pub enum Outcome {
     Object(Box<dyn Any + Send>),
     /// The call failed before the method ran, or the method panicked.
     Failed(crate::error::RemoteError),
+    /// A stream method's [`Stream`](crate::Stream): the server sends its items as the caller
+    /// consumes them.
+    Stream(crate::stream::ErasedStream),
 }
 
 impl std::fmt::Debug for Outcome {
@@ -75,6 +78,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::Raised(_) => f.write_str("Outcome::Raised(..)"),
             Outcome::Object(_) => f.write_str("Outcome::Object(..)"),
             Outcome::Failed(error) => f.debug_tuple("Outcome::Failed").field(error).finish(),
+            Outcome::Stream(_) => f.write_str("Outcome::Stream(..)"),
         }
     }
 }
@@ -95,6 +99,11 @@ impl Outcome {
             Ok(value) => Outcome::Value(Box::new(value)),
             Err(error) => Outcome::Raised(Box::new(error)),
         }
+    }
+
+    /// A stream of values, sent as the caller consumes them.
+    pub fn stream<T: Serialize + Send + 'static>(stream: crate::Stream<T>) -> Self {
+        Outcome::Stream(stream.into_erased())
     }
 
     /// A result that becomes a new server-side object.

@@ -71,8 +71,15 @@ impl tokio_util::codec::Decoder for FrameDecoder {
 /// The version of this protocol; a client refuses a server that speaks another. (2: tokens
 /// name the server run that issued them, and `Attach` carries the token's typeid and run. 3:
 /// sessions outlive a broken connection: [`Request::Resume`], [`Request::Ack`], and the
-/// welcome's `session_grace`.)
+/// welcome's `session_grace`; and stream methods: [`Reply::StreamOpened`],
+/// [`Reply::StreamItem`], [`Reply::StreamEnd`], [`Request::StreamCredit`],
+/// [`Request::StreamCancel`].)
 pub const PROTOCOL_VERSION: u32 = 3;
+
+/// How many items of one stream the server sends ahead of what its client has consumed: the
+/// credit a stream opens with. The client grants more with [`Request::StreamCredit`] as it
+/// consumes, so neither side ever holds more than this many items of one stream.
+pub const STREAM_WINDOW: u32 = 64;
 
 /// The first frame a server sends after a successful handshake.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +194,20 @@ pub enum Request<'a> {
         /// How many response frames of the session the client has received.
         received: u64,
     },
+    /// The client consumed `n` items of the stream opened by request `id`: the server may send
+    /// `n` more. No response. (Credit past [`STREAM_WINDOW`] items ahead is ignored.)
+    StreamCredit {
+        /// The request id of the call that opened the stream.
+        id: u64,
+        /// How many items were consumed since the last credit.
+        n: u32,
+    },
+    /// The client dropped the stream opened by request `id`: the server stops its producer.
+    /// No response (items already on their way are ignored by the client).
+    StreamCancel {
+        /// The request id of the call that opened the stream.
+        id: u64,
+    },
 }
 
 /// What a client and a server tell each other they understand beyond [`PROTOCOL_VERSION`].
@@ -257,6 +278,21 @@ pub enum Reply {
     Error(RemoteError),
     /// The answer to a [`Control`] request.
     Control(ControlReply),
+    /// The method returned a stream: its items follow as [`Reply::StreamItem`]s with this
+    /// response's id, then one [`Reply::StreamEnd`]. The server sends at most `window` items
+    /// ahead of the credit the client grants ([`Request::StreamCredit`]).
+    StreamOpened {
+        /// The initial credit, in items ([`STREAM_WINDOW`]).
+        window: u32,
+    },
+    /// One item of a stream; it follows the head, encoded as a method's value is.
+    StreamItem,
+    /// The stream ended: its producer ran out (`None`) or failed (the error is the stream's
+    /// last item). Nothing of the stream follows.
+    StreamEnd {
+        /// Why the producer stopped, if it failed (an error it returned, or a panic).
+        error: Option<RemoteError>,
+    },
 }
 
 /// The answer to a [`Control`] request.

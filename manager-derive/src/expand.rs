@@ -9,6 +9,7 @@ use syn::{Path, Type};
 
 use crate::ctxt::Ctxt;
 use crate::parse::{is_result_alias, parse_item, shared_args, Model, Receiver, Target};
+use crate::stream::stream_item;
 use crate::validate::{borrowed, validate, Exposed};
 
 /// The `#[shared]` macro: parse, validate, then expand, every stage reporting to one [`Ctxt`].
@@ -298,6 +299,9 @@ impl Gen<'_> {
             (Some(_), Some(_)) => quote!(#krate::__private::Outcome::object_result(__ret)),
             (Some(_), None) => quote!(#krate::__private::Outcome::object(__ret)),
             (None, Some(_)) => quote!(#krate::__private::Outcome::result(__ret)),
+            (None, None) if stream_item(&method.returns.ty).is_some() => {
+                quote!(#krate::__private::Outcome::stream(__ret))
+            }
             (None, None) if is_byte_vec(&method.returns.ty) => {
                 quote!(#krate::__private::Outcome::value(#krate::__private::ByteBuf::from(__ret)))
             }
@@ -395,6 +399,10 @@ impl Gen<'_> {
                 push(Kind::ResultAlias, returned, returned.span(), true);
             }
             (None, None) if is_byte_vec(returned) => {}
+            (None, None) if stream_item(returned).is_some() => {
+                let item = stream_item(returned).expect("checked");
+                push(Kind::Result, item, item.span(), true);
+            }
             (None, None) => push(Kind::Result, returned, returned.span(), true),
         }
         out

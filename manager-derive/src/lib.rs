@@ -13,6 +13,7 @@ mod entry;
 mod expand;
 mod parse;
 mod proxy;
+mod stream;
 mod validate;
 
 #[doc = include_str!("doc/shared.md")]

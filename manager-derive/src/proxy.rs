@@ -8,6 +8,7 @@ use syn::spanned::Spanned;
 
 use crate::expand::{is_byte_vec, wire_of, Gen, Wire};
 use crate::parse::{Method, Receiver, Target};
+use crate::stream::stream_item;
 use crate::validate::Exposed;
 
 /// The proxies' own methods: an exposed method cannot have these names.
@@ -258,6 +259,11 @@ impl Gen<'_> {
                     quote!(::core::result::Result<#ok, #err>),
                     quote!(self.base.#call::<#shapes::Fallible<#ok, #err>>(#name, #args) #wait),
                 )
+            }
+            (None, None) if stream_item(&method.returns.ty).is_some() => {
+                let item = stream_item(&method.returns.ty).expect("checked");
+                let (output, body) = self.stream_proxy(method, item, &args, blocking);
+                (quote!(<#(#lifetimes),*>), output, body)
             }
             (None, None) if is_byte_vec(&method.returns.ty) => (
                 quote!(<#(#lifetimes),*>),

@@ -118,6 +118,9 @@ pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Expo
         check_callable(method, explicit, cx);
         cx.error_count() == before
     });
+    chosen.retain(|method| {
+        !(mapped.contains_key(&method.name()) && crate::stream::refuse_mapped_stream(cx, method))
+    });
     chosen
         .into_iter()
         .map(|method| Exposed {

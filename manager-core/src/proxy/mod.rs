@@ -22,6 +22,7 @@ use crate::wire::{Control, ControlReply, Request, Token};
 pub(crate) mod blocking;
 mod in_values;
 pub mod shape;
+mod stream;
 
 pub use in_values::decode_value;
 pub(crate) use in_values::take_attach_failure;

@@ -49,6 +49,8 @@ pub(super) struct Connection {
     pub(super) session: Option<super::session::Session>,
     /// How many request frames of the session the read loop has handled.
     pub(super) received: AtomicU64,
+    /// The streams it has open (see `streams`).
+    pub(super) streams: super::streams::Streams,
 }
 
 /// How a connection's read loop ended, when the client did not break the protocol.
@@ -82,6 +84,7 @@ impl Connection {
             cleanups: Mutex::new(HashMap::new()),
             in_flight: Arc::new(Semaphore::new(state.config.max_in_flight.max(1))),
             calls: Mutex::new(FastMap::default()),
+            streams: super::streams::Streams::new(),
             state,
         }
     }
@@ -210,6 +213,8 @@ impl Connection {
                 if let Some(call) = self.calls.lock().remove(&id) {
                     call.cancel();
                 }
+                // A stream call whose caller gave up after it opened.
+                self.stream_cancel(id);
             }
             Request::Create { id, typeid } if runs_factory(&self.state, typeid) => {
                 // A factory is user code: it runs on a worker thread, as a plain method does.
@@ -269,6 +274,8 @@ impl Connection {
                     "a resume is the first frame of a connection, or nothing".into(),
                 ))
             }
+            Request::StreamCredit { id, n } => self.stream_credit(id, n),
+            Request::StreamCancel { id } => self.stream_cancel(id),
         }
         Ok(())
     }

@@ -264,7 +264,7 @@ impl Connection {
     }
 
     /// Sends the reply of a call that ran to its end (or panicked).
-    fn complete(&self, running: Running, outcome: std::thread::Result<Outcome>) {
+    fn complete(self: &Arc<Self>, running: Running, outcome: std::thread::Result<Outcome>) {
         let Running {
             id,
             entry,
@@ -285,6 +285,11 @@ impl Connection {
         });
         if matches!(outcome, Outcome::Failed(_) | Outcome::Raised(_)) {
             ticket.failed();
+        }
+        if let Outcome::Stream(stream) = outcome {
+            // The call is done once the stream is open; its items follow on their own.
+            drop(ticket);
+            return self.open_stream(id, entry, index, stream);
         }
         let reply = self.finish_call(entry, index, outcome);
         if !span.is_disabled() {
@@ -320,6 +325,12 @@ impl Connection {
                     "the method's result is meant for a typeid, but none is mapped",
                 ))),
             },
+            Outcome::Stream(_) => Finished::Reply(Reply::Error(RemoteError::new(
+                RemoteErrorKind::Conversion,
+                &*entry.typeid,
+                method,
+                "the method returns a stream, which cannot be sent here",
+            ))),
         }
     }
 

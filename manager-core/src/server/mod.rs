@@ -44,6 +44,7 @@ mod quick;
 mod refs;
 mod reply;
 mod session;
+mod streams;
 mod table;
 mod workers;
 

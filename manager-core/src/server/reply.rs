@@ -70,13 +70,13 @@ pub(super) enum Finished {
 }
 
 /// A reply that could not be encoded.
-struct EncodeFailed {
+pub(super) struct EncodeFailed {
     /// The object a proxy reply was handing over, to be released.
     proxy: Option<u64>,
-    error: Error,
+    pub(super) error: Error,
 }
 
-fn encode_response(
+pub(super) fn encode_response(
     mut buf: BytesMut,
     id: u64,
     finished: Finished,

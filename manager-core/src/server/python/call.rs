@@ -168,6 +168,8 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
             Ok(Outcome::Value(_) | Outcome::Object(_)) => "ok".into(),
             Ok(Outcome::Raised(_)) => "raised".into(),
             Ok(Outcome::Failed(e)) => crate::trace::outcome_of_error(e),
+            // Refused below: CPython clients cannot take a stream yet.
+            Ok(Outcome::Stream(_)) => "stream refused".into(),
             Err(_) => "panic".into(),
         };
         crate::trace::finished(&span, &entry.typeid, ended);
@@ -253,5 +255,10 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
                 "a result meant for a typeid has none mapped",
             ),
         },
+        // Dropping the stream stops its producer before it made anything.
+        Outcome::Stream(_) => traceback(
+            "RuntimeError",
+            "this method returns a stream, which CPython clients cannot receive yet",
+        ),
     }
 }
