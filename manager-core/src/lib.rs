@@ -19,6 +19,7 @@ pub mod auth;
 pub mod client;
 pub mod context;
 pub mod error;
+pub mod events;
 pub mod manager;
 pub mod object;
 pub mod process;
