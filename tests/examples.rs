@@ -229,3 +229,13 @@ fn python_interop_runs_the_seed_consumer_in_cpython() {
         "{out}"
     );
 }
+
+#[test]
+fn job_board_workers_hear_of_every_job_and_claim_each_once() {
+    let out = run("job_board");
+    let lines = lines(&out);
+    assert_eq!(lines[0], "3 workers subscribed");
+    assert_eq!(lines[1], "30 of 30 jobs claimed, each once");
+    assert!(lines[2].starts_with("claimed by "), "{out}");
+    assert_eq!(lines[3], "subscriptions open after the workers left: 0");
+}

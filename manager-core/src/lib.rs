@@ -20,6 +20,7 @@ pub mod client;
 pub mod context;
 pub mod describe;
 pub mod error;
+pub mod events;
 pub mod manager;
 pub mod object;
 pub mod process;
