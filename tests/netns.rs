@@ -192,6 +192,29 @@ fn append(address: &str) -> manager::Result<()> {
     Ok(())
 }
 
+/// Like `append`, through a list proxy that arrived inside a value (the item of another
+/// list): it reaches the server over this process's connection for the token's address, not
+/// the manager's, and that connection resumes after a cut as the manager's does.
+fn append_arrived(address: &str) -> manager::Result<()> {
+    let manager = connect(address)?;
+    let made: ListBlockingProxy<u64> = manager.list(&[])?;
+    let outer: ListBlockingProxy<ListBlockingProxy<u64>> = manager.list(&[made])?;
+    let list = outer.get(0)?;
+    println!("ready");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    for i in 0..1000u64 {
+        list.append(&i)?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = list.to_vec()?;
+    println!(
+        "outcome in_order={}",
+        got == (0..1000).collect::<Vec<u64>>()
+    );
+    Ok(())
+}
+
 /// Creates a lock, acquires it and prints its token; on `release` releases it and says how
 /// that went.
 fn hold_then_release(address: &str) -> manager::Result<()> {
@@ -277,6 +300,7 @@ fn play(role: &str) -> ! {
         ("waiter", [address, token]) => wait(address, token),
         ("caller", [address]) => call(address),
         ("appender", [address]) => append(address),
+        ("arrived_appender", [address]) => append_arrived(address),
         ("releaser", [address]) => hold_then_release(address),
         ("watcher", [address]) => watch(address),
         ("expirer", [address]) => expire(address),
@@ -420,6 +444,24 @@ fn a_short_cut_loses_and_repeats_no_call() {
     );
 }
 
+/// The same cut, for a proxy that arrived inside a value: its connection (made from its
+/// token) resumes too, and nothing is lost or repeated.
+fn a_proxy_that_arrived_in_a_value_resumes_after_a_short_cut() {
+    let Some(net) = network(&[Host::Server, Host::A]) else {
+        return;
+    };
+    let (_server, address) = server(&net);
+    let mut appender = part(&net, Host::A, "arrived_appender", &[&address]);
+    appender.expect("ready");
+    appender.say("go");
+    std::thread::sleep(Duration::from_millis(1500));
+    net.cut(Host::A).expect("cut the client's host off");
+    std::thread::sleep(SHORT_CUT);
+    net.heal(Host::A).expect("bring the client's host back");
+    let outcome = appender.expect("outcome");
+    assert_eq!(outcome, "in_order=true", "after a {SHORT_CUT:?} cut");
+}
+
 /// A lock held across a 3 s cut stays its holder's, and the holder releases it after.
 fn a_lock_held_across_a_short_cut_stays_held() {
     let Some(net) = network(&[Host::Server, Host::A, Host::B]) else {
@@ -498,6 +540,7 @@ fn main() {
         case!(a_vanished_lock_holder_frees_the_lock_within_the_bound),
         case!(every_call_fails_within_the_bound_when_the_servers_host_vanishes),
         case!(a_short_cut_loses_and_repeats_no_call),
+        case!(a_proxy_that_arrived_in_a_value_resumes_after_a_short_cut),
         case!(a_lock_held_across_a_short_cut_stays_held),
         case!(a_cut_past_the_grace_period_expires_the_session_and_frees_everything),
     ]);

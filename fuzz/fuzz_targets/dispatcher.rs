@@ -202,6 +202,7 @@ fn call(target: &Arc<RwLock<Target>>, index: usize, args: &[u8], context: CallCo
         }
         Outcome::Object(_) => panic!("no method is mapped to a typeid"),
         Outcome::Failed(error) => panic!("a call failed: {error}"),
+        Outcome::Stream(_) => panic!("no method of the target returns a stream"),
     }
 }
 
