@@ -160,9 +160,20 @@ fn wall_ms() -> u128 {
 /// and a release) paced over about 5 s; then says whether the list holds each once, in
 /// order, whether its references are as before, the longest wait for one append, and when
 /// that wait ended (wall clock).
-fn append(address: &str) -> manager::Result<()> {
+///
+/// With `arrived`, the appends go through a proxy that arrived inside a value (the item of
+/// another list): it reaches the server over this process's connection for the token's
+/// address, not the manager's, and that connection must resume as the manager's does.
+fn append(address: &str, arrived: bool) -> manager::Result<()> {
     let manager = connect(address)?;
-    let list: ListBlockingProxy<u64> = manager.list(&[])?;
+    let made: ListBlockingProxy<u64> = manager.list(&[])?;
+    let list = match arrived {
+        true => {
+            let outer: ListBlockingProxy<ListBlockingProxy<u64>> = manager.list(&[made])?;
+            outer.get(0)?
+        }
+        false => made,
+    };
     let id = list.base().token().id;
     let refs = |manager: &BlockingManager| -> manager::Result<Option<u64>> {
         let info = manager.debug_info()?;
@@ -188,29 +199,6 @@ fn append(address: &str) -> manager::Result<()> {
         got == (0..1000).collect::<Vec<u64>>(),
         refs(&manager)? == before,
         longest.as_millis(),
-    );
-    Ok(())
-}
-
-/// Like `append`, through a list proxy that arrived inside a value (the item of another
-/// list): it reaches the server over this process's connection for the token's address, not
-/// the manager's, and that connection resumes after a cut as the manager's does.
-fn append_arrived(address: &str) -> manager::Result<()> {
-    let manager = connect(address)?;
-    let made: ListBlockingProxy<u64> = manager.list(&[])?;
-    let outer: ListBlockingProxy<ListBlockingProxy<u64>> = manager.list(&[made])?;
-    let list = outer.get(0)?;
-    println!("ready");
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line)?;
-    for i in 0..1000u64 {
-        list.append(&i)?;
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let got = list.to_vec()?;
-    println!(
-        "outcome in_order={}",
-        got == (0..1000).collect::<Vec<u64>>()
     );
     Ok(())
 }
@@ -299,8 +287,8 @@ fn play(role: &str) -> ! {
         ("holder", [address]) => hold(address),
         ("waiter", [address, token]) => wait(address, token),
         ("caller", [address]) => call(address),
-        ("appender", [address]) => append(address),
-        ("arrived_appender", [address]) => append_arrived(address),
+        ("appender", [address]) => append(address, false),
+        ("arrived_appender", [address]) => append(address, true),
         ("releaser", [address]) => hold_then_release(address),
         ("watcher", [address]) => watch(address),
         ("expirer", [address]) => expire(address),
@@ -413,14 +401,15 @@ fn every_call_fails_within_the_bound_when_the_servers_host_vanishes() {
     }
 }
 
-/// A 3 s cut in the middle of 1,000 appends: each element once, in order, references kept;
-/// the figure is the time from the end of the cut to the appends going on.
-fn a_short_cut_loses_and_repeats_no_call() {
+/// A 3 s cut in the middle of 1,000 appends made by `role` (see `append`): each element
+/// once, in order, references kept. Prints the time from the end of the cut to the appends
+/// going on.
+fn short_cut_in_appends(role: &str) {
     let Some(net) = network(&[Host::Server, Host::A]) else {
         return;
     };
     let (_server, address) = server(&net);
-    let mut appender = part(&net, Host::A, "appender", &[&address]);
+    let mut appender = part(&net, Host::A, role, &[&address]);
     appender.expect("ready");
     appender.say("go");
     std::thread::sleep(Duration::from_millis(1500));
@@ -429,7 +418,7 @@ fn a_short_cut_loses_and_repeats_no_call() {
     net.heal(Host::A).expect("bring the client's host back");
     let healed = wall_ms();
     let outcome = appender.expect("outcome");
-    println!("after a {SHORT_CUT:?} cut in 1,000 appends: {outcome}");
+    println!("{role}: after a {SHORT_CUT:?} cut in 1,000 appends: {outcome}");
     assert!(
         outcome.starts_with("in_order=true refs_kept=true "),
         "{outcome}"
@@ -444,22 +433,15 @@ fn a_short_cut_loses_and_repeats_no_call() {
     );
 }
 
+/// The short cut, through the manager's own proxy.
+fn a_short_cut_loses_and_repeats_no_call() {
+    short_cut_in_appends("appender");
+}
+
 /// The same cut, for a proxy that arrived inside a value: its connection (made from its
 /// token) resumes too, and nothing is lost or repeated.
 fn a_proxy_that_arrived_in_a_value_resumes_after_a_short_cut() {
-    let Some(net) = network(&[Host::Server, Host::A]) else {
-        return;
-    };
-    let (_server, address) = server(&net);
-    let mut appender = part(&net, Host::A, "arrived_appender", &[&address]);
-    appender.expect("ready");
-    appender.say("go");
-    std::thread::sleep(Duration::from_millis(1500));
-    net.cut(Host::A).expect("cut the client's host off");
-    std::thread::sleep(SHORT_CUT);
-    net.heal(Host::A).expect("bring the client's host back");
-    let outcome = appender.expect("outcome");
-    assert_eq!(outcome, "in_order=true", "after a {SHORT_CUT:?} cut");
+    short_cut_in_appends("arrived_appender");
 }
 
 /// A lock held across a 3 s cut stays its holder's, and the holder releases it after.
