@@ -989,6 +989,18 @@ fn an_async_method_calls_another_object_through_an_async_proxy() {
 // Quick methods.
 // ---------------------------------------------------------------------------------------------
 
+/// Waits until the server `manager` is connected to shows a call of `method` on a quickie
+/// running (`what` names it in a timeout).
+fn wait_running(manager: &BlockingManager, method: &str, what: &str) {
+    wait_until(what, || {
+        let info = manager.debug_info().map_err(|e| e.to_string())?;
+        match running_of(&info, "quickie", method).is_empty() {
+            true => Err("not yet".into()),
+            false => Ok(()),
+        }
+    });
+}
+
 /// Whether the server's runtime has a thread to spare for quick calls (it keeps one free).
 fn quick_calls_possible() -> bool {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -1026,13 +1038,7 @@ fn quick_methods_run_where_they_are_read_and_keep_the_lock_rules() {
     let held = background("the plain call holding the write lock", move || {
         holder.hold_mut(1000).unwrap()
     });
-    wait_until("the write lock to be held", || {
-        let info = manager.debug_info().map_err(|e| e.to_string())?;
-        match running_of(&info, "quickie", "hold_mut").is_empty() {
-            true => Err("not yet".into()),
-            false => Ok(()),
-        }
-    });
+    wait_running(&manager, "hold_mut", "the write lock to be held");
     assert_eq!(object.bump().unwrap(), 2);
     // The holder reads the value at the end of its second under the write lock: had the bump
     // not waited for the lock, it would have seen 2. (Its reply may still be on its way when
@@ -1058,13 +1064,7 @@ fn a_quick_method_that_blocks_stalls_no_other_client_and_is_demoted() {
     let other = connect(&manager);
     let liar = object.clone();
     let first = background("the first lie", move || liar.lie(SLOW_MS).unwrap());
-    wait_until("the lie to run", || {
-        let info = other.debug_info().map_err(|e| e.to_string())?;
-        match running_of(&info, "quickie", "lie").is_empty() {
-            true => Err("not yet".into()),
-            false => Ok(()),
-        }
-    });
+    wait_running(&other, "lie", "the lie to run");
     let fresh = quick("a create and a call from another client", || {
         let fresh = other.create(&QUICKIE, ()).unwrap();
         assert_eq!(fresh.bump().unwrap(), 1);
@@ -1079,13 +1079,7 @@ fn a_quick_method_that_blocks_stalls_no_other_client_and_is_demoted() {
     // Demoted: the next lie runs on a worker, and the connection's other threads go on.
     let liar = object.clone();
     let second = background("the second lie", move || liar.lie(SLOW_MS).unwrap());
-    wait_until("the second lie to run", || {
-        let info = manager.debug_info().map_err(|e| e.to_string())?;
-        match running_of(&info, "quickie", "lie").is_empty() {
-            true => Err("not yet".into()),
-            false => Ok(()),
-        }
-    });
+    wait_running(&manager, "lie", "the second lie to run");
     assert_eq!(
         quick("a call on the same connection", || object.get().unwrap()),
         0
