@@ -479,10 +479,10 @@ impl Connection {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut buf = self.inner.outbox.frame_buffer();
         build(id, &mut buf)?;
-        let frame = wire::finish(buf, self.inner.max_frame)?;
+        let frame = wire::finish_buffer(buf, self.inner.max_frame)?;
         self.inner.pending.lock().insert(id, pending);
         // Checked again under the lock order the reader uses when it fails everything pending.
-        if !self.inner.outbox.send(frame) || self.is_closed() {
+        if !self.inner.outbox.send_buffer(frame) || self.is_closed() {
             self.inner.pending.lock().remove(&id);
             return Err(self.closed_error());
         }

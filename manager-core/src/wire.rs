@@ -433,7 +433,12 @@ pub(crate) fn put<T: Serialize + ?Sized>(
 }
 
 /// Fills in the length prefix of a frame made by [`start_frame`] and returns it ready to send.
-pub(crate) fn finish(mut buf: BytesMut, max_frame: usize) -> Result<Bytes, Error> {
+pub(crate) fn finish(buf: BytesMut, max_frame: usize) -> Result<Bytes, Error> {
+    finish_buffer(buf, max_frame).map(BytesMut::freeze)
+}
+
+/// [`finish`], leaving the frame in its buffer (for `Outbox::send_buffer`).
+pub(crate) fn finish_buffer(mut buf: BytesMut, max_frame: usize) -> Result<BytesMut, Error> {
     let len = buf.len() - FRAME_PREFIX;
     if len > max_frame {
         return Err(Error::Protocol(format!(
@@ -441,7 +446,7 @@ pub(crate) fn finish(mut buf: BytesMut, max_frame: usize) -> Result<Bytes, Error
         )));
     }
     buf[..FRAME_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(buf.freeze())
+    Ok(buf)
 }
 
 /// Decodes a message head from the front of `body`, returning it and the bytes after it.

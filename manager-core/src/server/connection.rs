@@ -118,9 +118,12 @@ impl Connection {
     ) -> Result<Ended, Error> {
         let mut frames = FramedRead::new(reader, wire::frame_codec(self.state.config.max_frame));
         // Made once: a new one per request would register and unregister a waiter each time.
+        // They are polled only when no frame is ready (each poll takes a lock), so before a
+        // frame is handled the tokens are asked directly.
         let closed = self.closed.cancelled();
         tokio::pin!(closed);
-        let superseded = superseded.cancelled();
+        let superseded_token = superseded;
+        let superseded = superseded_token.cancelled();
         tokio::pin!(superseded);
         let mut received = self.received.load(Ordering::Relaxed);
         let max_queued = self.state.config.max_queued_reply_bytes as u64;
@@ -155,11 +158,9 @@ impl Connection {
             }
             let frame = tokio::select! {
                 biased;
-                _ = &mut closed => return Ok(Ended::Closed),
-                _ = &mut superseded => {
-                    return Ok(Ended::Broken("a new connection resumed the session".into()))
-                }
                 frame = frames.next() => frame,
+                _ = &mut closed => return Ok(Ended::Closed),
+                _ = &mut superseded => return Ok(superseded_by_resume()),
                 () = &mut silence => {
                     let quiet = last_heard.elapsed();
                     if quiet >= liveness {
@@ -176,6 +177,15 @@ impl Connection {
                     continue;
                 }
             };
+            // A request read from a socket whose session has moved on is the new
+            // connection's to run (it is sent again there), and one read after a close is
+            // not run at all, however fast a client sends.
+            if superseded_token.is_cancelled() {
+                return Ok(superseded_by_resume());
+            }
+            if self.closed.is_cancelled() {
+                return Ok(Ended::Closed);
+            }
             last_heard = tokio::time::Instant::now();
             match frame {
                 None => return Ok(Ended::Closed),
@@ -355,4 +365,9 @@ impl Host for Connection {
             }
         }
     }
+}
+
+/// How a connection ends whose session a new connection resumed.
+fn superseded_by_resume() -> Ended {
+    Ended::Broken("a new connection resumed the session".into())
 }

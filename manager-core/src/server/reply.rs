@@ -1,6 +1,6 @@
 //! Encoding replies, and what happens when one cannot be encoded.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::connection::Connection;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
@@ -59,7 +59,7 @@ impl Connection {
             }
         };
         // A closed connection is going away; its references are released.
-        self.outbox.send(frame);
+        self.outbox.send_buffer(frame);
     }
 }
 
@@ -81,7 +81,7 @@ pub(super) fn encode_response(
     id: u64,
     finished: Finished,
     max_frame: usize,
-) -> Result<Bytes, Box<EncodeFailed>> {
+) -> Result<BytesMut, Box<EncodeFailed>> {
     let (reply, payload) = match finished {
         Finished::Reply(reply) => (reply, None),
         Finished::Payload(reply, payload) => (reply, Some(payload)),
@@ -96,5 +96,5 @@ pub(super) fn encode_response(
         let value: &dyn erased_serde::Serialize = &*payload;
         wire::put(&mut buf, value, "the method's result").map_err(failed)?;
     }
-    wire::finish(buf, max_frame).map_err(failed)
+    wire::finish_buffer(buf, max_frame).map_err(failed)
 }

@@ -157,7 +157,7 @@ impl Connection {
             self.state.config.max_frame,
         ) {
             Ok(frame) => {
-                self.outbox.send(frame);
+                self.outbox.send_buffer(frame);
                 Ok(())
             }
             Err(failed) => Err(RemoteError::new(

@@ -8,7 +8,6 @@
 //! one lock), and what the socket does not take goes to the queue, behind which every later
 //! frame then waits. TLS sessions are written by their writer task only.
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +18,7 @@ use parking_lot::Mutex;
 use rustix::net::SendFlags;
 use tokio::sync::{mpsc, Notify};
 
+use super::replay::{Replay, COPY_AT_MOST};
 use super::Stream;
 use crate::wire;
 
@@ -43,45 +43,10 @@ struct Link {
     replay: Option<Replay>,
 }
 
-/// The frames sent and not yet acknowledged by the peer, to send again on a new connection of
-/// the session: a sequence, the peer acknowledging how many it has received.
-#[derive(Default)]
-struct Replay {
-    /// How many frames were sent in the session.
-    sent: u64,
-    /// The frames after the `sent - log.len()`th, in order.
-    log: VecDeque<Bytes>,
-    /// Their bytes.
-    bytes: usize,
-}
-
 /// The most a replay log holds: a peer that acknowledges less than this (it acknowledges every
 /// 64 frames, and every 1 MiB of them) has stopped acknowledging, and its session is
 /// no longer kept for resumption rather than held in memory without bound.
 const MAX_UNACKNOWLEDGED: usize = 64 << 20;
-
-impl Replay {
-    /// Forgets the frames up to the `received`th; an error if the peer claims more than was
-    /// sent, or, when it is to be sent what follows (`resuming`), fewer than it acknowledged
-    /// before (those frames are forgotten). An acknowledgement older than one before (sent
-    /// again after a resume) says nothing new.
-    fn forget(&mut self, received: u64, resuming: bool) -> Result<(), String> {
-        let first = self.sent - self.log.len() as u64;
-        if received < first && !resuming {
-            return Ok(());
-        }
-        if received > self.sent || received < first {
-            return Err(format!(
-                "the peer says it received {received} frames; {first} to {} are known",
-                self.sent
-            ));
-        }
-        for frame in self.log.drain(..(received - first) as usize) {
-            self.bytes -= frame.len();
-        }
-        Ok(())
-    }
-}
 
 /// The largest frame buffer an outbox keeps for the next frame.
 const MAX_SPARE: usize = 4 << 20;
@@ -174,9 +139,9 @@ impl Outbox {
             return Err("the session has ended".into());
         };
         replay.forget(received, true)?;
-        for frame in &replay.log {
+        for frame in replay.frames() {
             self.queued.queue(frame.len());
-            let _ = tx.send(frame.clone());
+            let _ = tx.send(frame);
         }
         link.tx = Some(tx);
         link.socket = socket;
@@ -222,21 +187,20 @@ impl Outbox {
     /// Queues `frame` for the writer task; false when the connection is gone.
     pub(crate) fn enqueue(&self, frame: Bytes) -> bool {
         let mut link = self.link.lock();
-        Outbox::keep(&mut link, &frame);
+        Outbox::keep(&mut link, &frame, || frame.clone());
         self.queue(&link, frame)
     }
 
-    /// Counts `frame` as sent in the session, and keeps it until the peer acknowledges it.
-    fn keep(link: &mut Link, frame: &Bytes) {
+    /// Counts `frame` as sent in the session, and keeps it until the peer acknowledges it (a
+    /// large one as the `Bytes` that `share` gives).
+    fn keep(link: &mut Link, frame: &[u8], share: impl FnOnce() -> Bytes) {
         if let Some(replay) = &mut link.replay {
-            replay.sent += 1;
-            replay.bytes += frame.len();
-            replay.log.push_back(frame.clone());
-            if replay.bytes > MAX_UNACKNOWLEDGED {
+            replay.keep(frame, share);
+            if replay.bytes() > MAX_UNACKNOWLEDGED {
                 tracing::warn!(
                     "the peer acknowledged nothing of the last {} bytes sent to it: its session \
                      will not be resumed should the connection break",
-                    replay.bytes
+                    replay.bytes()
                 );
                 link.replay = None;
             }
@@ -268,24 +232,62 @@ impl Outbox {
     /// connection is gone.
     pub(crate) fn send(&self, frame: Bytes) -> bool {
         let mut link = self.link.lock();
-        Outbox::keep(&mut link, &frame);
-        let Some(socket) = &link.socket else {
-            return self.queue(&link, frame);
-        };
-        if self.queued.bytes() != 0 {
-            return self.queue(&link, frame);
-        }
-        match try_send(socket, &frame) {
-            Ok(n) if n == frame.len() => {
+        Outbox::keep(&mut link, &frame, || frame.clone());
+        match self.write_now(&link, &frame) {
+            Written::All => {
                 drop(link);
                 self.keep_spare(frame);
                 true
             }
-            Ok(n) => self.queue(&link, frame.slice(n..)),
-            // The writer task meets the same error, and the reader closes the connection.
-            Err(_) => self.queue(&link, frame),
+            Written::From(n) => self.queue(&link, frame.slice(n..)),
         }
     }
+
+    /// [`Outbox::send`] for a frame still in its buffer (as [`wire::finish_buffer`] leaves it):
+    /// a small frame written whole keeps its buffer for the next frame as it is, with no
+    /// `Bytes` made of it (which costs an allocation for its shared header).
+    pub(crate) fn send_buffer(&self, frame: BytesMut) -> bool {
+        if frame.len() > COPY_AT_MOST {
+            // Kept by reference in the replay log, so shared anyway.
+            return self.send(frame.freeze());
+        }
+        let mut link = self.link.lock();
+        Outbox::keep(&mut link, &frame, || Bytes::copy_from_slice(&frame));
+        match self.write_now(&link, &frame) {
+            Written::All => {
+                drop(link);
+                if frame.capacity() <= MAX_SPARE {
+                    *self.spare.lock() = Some(frame);
+                }
+                true
+            }
+            Written::From(n) => self.queue(&link, frame.freeze().slice(n..)),
+        }
+    }
+
+    /// Writes what the socket takes of `frame` now, if nothing is queued before it; the rest
+    /// is for the writer task's queue.
+    fn write_now(&self, link: &Link, frame: &[u8]) -> Written {
+        let Some(socket) = &link.socket else {
+            return Written::From(0);
+        };
+        if self.queued.bytes() != 0 {
+            return Written::From(0);
+        }
+        match try_send(socket, frame) {
+            Ok(n) if n == frame.len() => Written::All,
+            Ok(n) => Written::From(n),
+            // The writer task meets the same error, and the reader closes the connection.
+            Err(_) => Written::From(0),
+        }
+    }
+}
+
+/// How much of a frame [`Outbox::write_now`] wrote.
+enum Written {
+    All,
+    /// The bytes from this offset on are still to be written.
+    From(usize),
 }
 
 /// Writes what the socket takes of `frame` now, without waiting, and returns how many bytes
@@ -358,7 +360,7 @@ mod tests {
     fn kept(outbox: &Outbox) -> Vec<u8> {
         let link = outbox.link.lock();
         let replay = link.replay.as_ref().expect("resumable");
-        replay.log.iter().map(|f| f[0]).collect()
+        replay.frames().map(|f| f[0]).collect()
     }
 
     /// What a resumable outbox sends is kept until acknowledged, sent on while detached, and
@@ -381,8 +383,8 @@ mod tests {
         {
             let mut link = outbox.link.lock();
             link.replay.as_mut().unwrap().forget(2, true).unwrap();
-            for frame in &link.replay.as_ref().unwrap().log {
-                tx.send(frame.clone()).unwrap();
+            for frame in link.replay.as_ref().unwrap().frames() {
+                tx.send(frame).unwrap();
             }
             link.tx = Some(tx);
         }
