@@ -15,11 +15,11 @@ use bytes::Bytes;
 use foldhash::HashMap as FastMap;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
+use super::in_flight::InFlight;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::runs_factory;
+use super::dispatch::{runs_factory, Work};
 use super::{panic_message, Args, State};
 use crate::context::{Cleanup, Host, Retained};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
@@ -42,7 +42,7 @@ pub(super) struct Connection {
     /// releasing a lock the client holds.
     pub(super) cleanups: Mutex<HashMap<u64, Cleanup>>,
     /// Permits for calls in flight (`ServerConfig::max_in_flight`).
-    pub(super) in_flight: Arc<Semaphore>,
+    pub(super) in_flight: Arc<InFlight>,
     /// The async calls running, by request id, so that a client can cancel one.
     pub(super) calls: Mutex<FastMap<u64, CancellationToken>>,
     /// The session this connection is, when it may outlive a broken socket (`session`).
@@ -82,7 +82,7 @@ impl Connection {
             outbox,
             closed: state.stop.child_token(),
             cleanups: Mutex::new(HashMap::new()),
-            in_flight: Arc::new(Semaphore::new(state.config.max_in_flight.max(1))),
+            in_flight: InFlight::new(state.config.max_in_flight),
             calls: Mutex::new(FastMap::default()),
             streams: super::streams::Streams::new(),
             state,
@@ -141,12 +141,10 @@ impl Connection {
             // With `max_in_flight` calls running (on workers, in tasks, or waiting for either),
             // the socket is left unread and TCP pushes back on the client. (Only this task
             // takes permits, so one is still free when the request read next needs it.)
-            if self.in_flight.available_permits() == 0 {
+            if !self.in_flight.has_room() {
                 tokio::select! {
                     _ = &mut closed => return Ok(Ended::Closed),
-                    permit = self.in_flight.acquire() => if permit.is_err() {
-                        return Ok(Ended::Closed);
-                    },
+                    () = self.in_flight.room() => {}
                 }
             }
             // A client that does not read its answers is not read from either.
@@ -228,15 +226,15 @@ impl Connection {
             }
             Request::Create { id, typeid } if runs_factory(&self.state, typeid) => {
                 // A factory is user code: it runs on a worker thread, as a plain method does.
-                let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                let Some(permit) = self.in_flight.try_take() else {
                     return Err(Error::Protocol("no call permit for a create".into()));
                 };
                 let (conn, typeid) = (self.clone(), typeid.to_string());
-                self.state.workers.spawn(Box::new(move || {
+                self.state.workers.spawn(Work::Other(Box::new(move || {
                     let _permit = permit;
                     let reply = conn.create(&typeid, Args::Native(&frame[args_at..]));
                     conn.send(id, reply);
-                }));
+                })));
             }
             Request::Create { id, typeid } => {
                 let reply = self.create(typeid, Args::Native(&frame[args_at..]));

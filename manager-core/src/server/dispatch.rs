@@ -19,7 +19,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use tokio::sync::OwnedSemaphorePermit;
+use super::in_flight::Permit;
+use super::workers::{Boxed, Run};
 
 use super::activity::{Activity, Ticket};
 use super::connection::Connection;
@@ -43,7 +44,29 @@ pub(super) struct Running {
     span: tracing::Span,
     trace: Option<TraceContext>,
     /// One of the connection's `max_in_flight`.
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
+}
+
+/// What the server's worker threads do.
+pub(super) enum Work {
+    /// A plain method's body, its object's lock held, and the call it answers (not boxed
+    /// again: the body is a box already).
+    Call {
+        conn: Arc<Connection>,
+        running: Running,
+        job: Job,
+    },
+    /// Other user code: a factory, a CPython client's call.
+    Other(Boxed),
+}
+
+impl Run for Work {
+    fn run(self) {
+        match self {
+            Work::Call { conn, running, job } => conn.run_call(running, job),
+            Work::Other(work) => work(),
+        }
+    }
 }
 
 impl Connection {
@@ -140,7 +163,7 @@ impl Connection {
                 )
             }
         };
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+        let Some(permit) = self.in_flight.try_take() else {
             // Not reached: the read loop read this request with a permit free.
             return self.refuse(
                 &span,
@@ -243,19 +266,25 @@ impl Connection {
     /// Runs a plain method's body (its object's lock held) on a worker thread, which also
     /// writes the reply.
     fn run_on_worker(self: &Arc<Self>, running: Running, job: Job) {
-        let conn = self.clone();
-        self.state.workers.spawn(Box::new(move || {
-            if conn.closed.is_cancelled() {
-                // Queued behind busy workers while its client went away: nobody waits for it.
-                return;
-            }
-            let outcome = {
-                let _entered = running.span.enter();
-                let _scope = trace::Scope::enter(running.trace);
-                std::panic::catch_unwind(AssertUnwindSafe(job))
-            };
-            conn.complete(running, outcome);
-        }));
+        self.state.workers.spawn(Work::Call {
+            conn: self.clone(),
+            running,
+            job,
+        });
+    }
+
+    /// A plain method's body, on a worker thread.
+    fn run_call(self: Arc<Self>, running: Running, job: Job) {
+        if self.closed.is_cancelled() {
+            // Queued behind busy workers while its client went away: nobody waits for it.
+            return;
+        }
+        let outcome = {
+            let _entered = running.span.enter();
+            let _scope = trace::Scope::enter(running.trace);
+            std::panic::catch_unwind(AssertUnwindSafe(job))
+        };
+        self.complete(running, outcome);
     }
 
     /// The context a method of `object` sees for a call from this connection.

@@ -38,6 +38,7 @@ mod activity;
 mod config;
 mod connection;
 mod dispatch;
+mod in_flight;
 #[cfg(feature = "python")]
 mod python;
 mod quick;
@@ -67,7 +68,7 @@ struct State {
     #[cfg(feature = "python")]
     python: python::PythonRefs,
     /// The threads that run plain method bodies.
-    workers: workers::Workers,
+    workers: workers::Workers<dispatch::Work>,
     /// Which quick calls may run where they were read.
     quick: quick::Quick,
     /// The calls running now, and per-method statistics.
@@ -237,9 +238,9 @@ impl State {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::Result<T> {
         let (tx, rx) = futures::channel::oneshot::channel();
-        self.workers.spawn(Box::new(move || {
+        self.workers.spawn(dispatch::Work::Other(Box::new(move || {
             let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
-        }));
+        })));
         rx.await
             .unwrap_or_else(|_| Err(Box::new("the worker thread was stopped") as _))
     }

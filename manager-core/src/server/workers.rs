@@ -27,7 +27,19 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 /// Work for a worker thread.
-pub(crate) type Work = Box<dyn FnOnce() + Send>;
+pub(crate) trait Run: Send + 'static {
+    /// Does the work.
+    fn run(self);
+}
+
+/// Work as a closure, boxed.
+pub(crate) type Boxed = Box<dyn FnOnce() + Send>;
+
+impl Run for Boxed {
+    fn run(self) {
+        self()
+    }
+}
 
 /// How long a worker thread waits for work before it leaves.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -40,13 +52,14 @@ const FRESH: Duration = Duration::from_micros(50);
 /// this long gets another thread (its workers are blocked, or busier than they looked).
 const TICK: Duration = Duration::from_micros(100);
 
-/// A bounded, growing pool of worker threads (see the module documentation).
-pub(crate) struct Workers {
-    shared: Arc<Pool>,
+/// A bounded, growing pool of worker threads (see the module documentation), doing work of
+/// type `W` (an enum of the server's kinds of work, so that the common kind needs no box).
+pub(crate) struct Workers<W: Run = Boxed> {
+    shared: Arc<Pool<W>>,
 }
 
-struct Pool {
-    state: Mutex<PoolState>,
+struct Pool<W> {
+    state: Mutex<PoolState<W>>,
     /// The queue's length, for a spinning worker to watch without the lock.
     pending: AtomicUsize,
     /// Idle workers wait on it.
@@ -68,9 +81,8 @@ struct Pool {
     taken: AtomicU64,
 }
 
-#[derive(Default)]
-struct PoolState {
-    queue: VecDeque<Work>,
+struct PoolState<W> {
+    queue: VecDeque<W>,
     /// Threads started and not yet gone.
     threads: usize,
     /// Threads waiting for work.
@@ -86,10 +98,26 @@ struct PoolState {
     stopping: bool,
 }
 
-impl Workers {
+impl<W> Default for PoolState<W> {
+    fn default() -> Self {
+        PoolState {
+            queue: VecDeque::new(),
+            threads: 0,
+            idle: 0,
+            spinning: false,
+            slots: 0,
+            free_slots: Vec::new(),
+            watchdog: false,
+            watching: false,
+            stopping: false,
+        }
+    }
+}
+
+impl<W: Run> Workers<W> {
     /// A pool of at most `max` threads (at least one), one of which, when idle, watches the
     /// queue for `spin` before it sleeps.
-    pub(crate) fn new(max: usize, spin: Duration) -> Workers {
+    pub(crate) fn new(max: usize, spin: Duration) -> Workers<W> {
         let max = max.max(1);
         Workers {
             shared: Arc::new(Pool {
@@ -111,7 +139,7 @@ impl Workers {
     /// Runs `work` on a worker thread: the spinning one, or one that has just started other
     /// work and will be back for it, or an idle one, or a new one while there are fewer than
     /// the bound, else the first to become free.
-    pub(crate) fn spawn(&self, work: Work) {
+    pub(crate) fn spawn(&self, work: W) {
         let pool = &self.shared;
         let mut state = pool.state.lock();
         state.queue.push_back(work);
@@ -132,7 +160,7 @@ impl Workers {
     }
 }
 
-impl Drop for Workers {
+impl<W: Run> Drop for Workers<W> {
     fn drop(&mut self) {
         // Idle threads and the watchdog leave now; busy ones after their call.
         self.shared.state.lock().stopping = true;
@@ -141,9 +169,9 @@ impl Drop for Workers {
     }
 }
 
-impl Pool {
+impl<W: Run> Pool<W> {
     /// How many workers are busy with work started less than [`FRESH`] ago.
-    fn fresh(&self, state: &PoolState) -> usize {
+    fn fresh(&self, state: &PoolState<W>) -> usize {
         let now = self.now();
         let fresh = FRESH.as_nanos() as u64;
         self.started[..state.slots]
@@ -158,7 +186,7 @@ impl Pool {
     }
 
     /// Gets one more thread to the queue: an idle one, else a new one below the bound.
-    fn add_taker(self: &Arc<Self>, mut state: parking_lot::MutexGuard<'_, PoolState>) {
+    fn add_taker(self: &Arc<Self>, mut state: parking_lot::MutexGuard<'_, PoolState<W>>) {
         if state.idle + usize::from(state.spinning) >= state.queue.len() {
             drop(state);
             self.work.notify_one();
@@ -197,7 +225,7 @@ impl Pool {
     }
 
     /// Makes sure the watchdog looks at the queue (starting it the first time).
-    fn watch_queue(self: &Arc<Self>, state: &mut PoolState) {
+    fn watch_queue(self: &Arc<Self>, state: &mut PoolState<W>) {
         if state.watching {
             state.watching = false;
             self.watch.notify_one();
@@ -307,8 +335,8 @@ impl Pool {
 
 /// Runs one piece of work; a panic (the work catches its own, this is a last resort) must not
 /// take the thread's bookkeeping with it.
-fn run(work: Work) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+fn run<W: Run>(work: W) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.run())).is_err() {
         tracing::error!("a worker's work panicked");
     }
 }
@@ -320,7 +348,7 @@ mod tests {
 
     #[test]
     fn runs_everything_and_never_more_than_the_bound_at_once() {
-        let workers = Workers::new(3, Duration::from_micros(50));
+        let workers = Workers::<Boxed>::new(3, Duration::from_micros(50));
         let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (done, finished) = mpsc::channel();
@@ -343,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_blocked_worker_does_not_hold_up_the_others() {
-        let workers = Workers::new(4, Duration::ZERO);
+        let workers = Workers::<Boxed>::new(4, Duration::ZERO);
         let (release, blocked) = mpsc::channel::<()>();
         workers.spawn(Box::new(move || {
             let _ = blocked.recv_timeout(Duration::from_secs(20));
