@@ -35,7 +35,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{direct, keep_alive, read_plain, read_responses, Connection, Inner};
+use super::{background_runtime, direct, keep_alive, read_plain, read_responses, Connection, Inner};
 use crate::address::Address;
 use crate::auth::{AuthKey, SessionKeys};
 use crate::error::Error;
@@ -104,7 +104,11 @@ pub(super) fn start_link(
     // not installed yet.
     let mut link = inner.link.write();
     let number = link.number + 1;
-    let mut tasks = vec![tokio::spawn(keep_alive(weak.clone(), liveness, number))];
+    // The keep-alive's timer lives on the client's own runtime, not the caller's: a runtime
+    // with a timer armed pays for it at every park (about 700 instructions a call on a
+    // current-thread runtime), and the pings need no runtime of the caller's.
+    let keep_alive = background_runtime().spawn(keep_alive(weak.clone(), liveness, number));
+    let mut tasks = vec![keep_alive];
     match (stream, direct.clone()) {
         (Stream::Tcp(s), Some(direct)) => {
             let (reader, writer) = s.into_split();
