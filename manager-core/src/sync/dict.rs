@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::sync::items::{read, BlockingItems, RemoteItems};
+use crate::sync::items::{read, BlockingItems, RemoteItems, Walk};
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
 use crate::Stream;
@@ -121,48 +121,17 @@ impl DictObject {
         };
         Stream::try_iter(std::iter::from_fn(move || {
             let dict = read(&this);
-            let Walk::Going { next, last } = &mut walk else {
-                return match walk {
-                    Walk::SizeChanged => Some(Err(CHANGED_SIZE)),
-                    _ => None,
-                };
+            let (key, entry) = match walk.step(&dict.map, size)? {
+                Ok(at) => dict
+                    .map
+                    .get_index(at)
+                    .expect("step gives a position in the map"),
+                Err(message) => return Some(Err(message)),
             };
-            if dict.map.len() != size {
-                walk = Walk::SizeChanged;
-                return Some(Err(CHANGED_SIZE));
-            }
-            if let Some(last) = last {
-                if dict.map.get_index_of(last) != Some(*next - 1) {
-                    walk = Walk::Ended;
-                    return Some(Err(KEYS_CHANGED));
-                }
-            }
-            let Some((key, entry)) = dict.map.get_index(*next) else {
-                walk = Walk::Ended;
-                return None;
-            };
-            *next += 1;
-            *last = Some(key.clone());
             Some(Ok(pick(key, entry, &ctx)))
         }))
     }
 }
-
-/// Where a dict's stream is.
-enum Walk {
-    /// At position `next`, having produced `last` before it.
-    Going { next: usize, last: Option<Value> },
-    /// The size changed: every pull fails.
-    SizeChanged,
-    /// Ran out, or failed for changed keys: nothing more.
-    Ended,
-}
-
-/// What Python's dict iterator raises (a `RuntimeError`) when the dict's size changes under it.
-const CHANGED_SIZE: &str = "dictionary changed size during iteration";
-
-/// What Python's dict iterator raises when the keys change under it, its size the same.
-const KEYS_CHANGED: &str = "dictionary keys changed during iteration";
 
 #[crate::shared(
     crate = "crate",
