@@ -217,11 +217,13 @@ impl DictObject {
             .collect()
     }
 
-    /// The keys one by one, as Python's `for key in dict` sees them: read by position when
-    /// the stream produces each (a window ahead of the caller at most), so a value changed
-    /// meanwhile is seen; if the dictionary's size changes, the stream ends with Python's
-    /// `RuntimeError: dictionary changed size during iteration`. It keeps the dictionary's
-    /// value alive while it runs.
+    /// The keys one by one, each read when it is produced (Python's `for key in dict`).
+    ///
+    /// Read by position when the stream produces each (a window ahead of the caller at most).
+    /// If the dictionary's size changes meanwhile, the stream ends with Python's
+    /// `RuntimeError: dictionary changed size during iteration`; if a removal moved the keys
+    /// still to come (the size the same), with `dictionary keys changed during iteration`. It
+    /// keeps the dictionary's value alive while it runs.
     pub fn iter(&self, ctx: &CallContext) -> Stream<Value> {
         self.walk(ctx, |key, _, ctx| {
             ctx.hand_out(key);
@@ -229,8 +231,9 @@ impl DictObject {
         })
     }
 
-    /// The entries one by one, each a `(key, value)` tuple, as [`iter`](Self::iter) reads
-    /// them (Python's `for key, value in dict.items()`).
+    /// The entries one by one, each a `(key, value)` tuple read when it is produced.
+    ///
+    /// As [`iter`](Self::iter) reads the keys (Python's `for key, value in dict.items()`).
     pub fn iter_items(&self, ctx: &CallContext) -> Stream<Value> {
         self.walk(ctx, |key, entry, ctx| {
             ctx.hand_out(key);

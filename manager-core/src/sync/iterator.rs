@@ -72,8 +72,10 @@ impl IteratorObject {
 
 #[crate::shared(crate = "crate", proxies = false)]
 impl IteratorObject {
-    /// The next item (Python's `__next__`): an `Empty` error once there is none (CPython
-    /// clients get `StopIteration`), the producer's error as a `Runtime` one.
+    /// The next item (Python's `__next__`).
+    ///
+    /// An `Empty` error once there is none (CPython clients get `StopIteration`), the
+    /// producer's error as a `Runtime` one.
     pub fn next(&mut self) -> Result<Value, RemoteError> {
         const METHOD: &str = "next";
         // Taken out while it runs: if it panics, it is dropped, and the iterator is over.
@@ -110,11 +112,12 @@ impl IteratorObject {
         }
     }
 
-    /// Stops the stream and drops its producer (a generator's `close`); later calls of
-    /// [`next`](Self::next) find it exhausted. `args` are the positional arguments the caller
-    /// gave, which must be none (Python's `close()` takes none). A built-in container's
-    /// iterator has no `close` in CPython, and is an `Attribute` error here too, whatever the
-    /// arguments (Python looks for the attribute first).
+    /// Stops the stream and drops its producer (a generator's `close`).
+    ///
+    /// Later calls of [`next`](Self::next) find it exhausted. `args` are the positional
+    /// arguments the caller gave, which must be none (Python's `close()` takes none). A
+    /// built-in container's iterator has no `close` in CPython, and is an `Attribute` error
+    /// here too, whatever the arguments (Python looks for the attribute first).
     pub fn close(&mut self, args: Vec<Value>) -> Result<(), RemoteError> {
         if let Some(class) = self.class {
             return Err(error(

@@ -451,10 +451,12 @@ impl ListObject {
         self.items.iter().map(|stored| stored.give(ctx)).collect()
     }
 
-    /// The items one by one, as Python's list iterator gives them: an index that advances,
-    /// each item read as it is stored when the stream produces it (a window ahead of the
-    /// caller at most), so that items changed or appended meanwhile are seen; the stream ends
-    /// when the index passes the end. It keeps the list's value alive while it runs.
+    /// The items one by one, each read when it is produced (Python's `for x in list`).
+    ///
+    /// As Python's list iterator: an index that advances, each item read as it is stored when
+    /// the stream produces it (a window ahead of the caller at most), so that items changed or
+    /// appended meanwhile are seen; the stream ends when the index passes the end. It keeps
+    /// the list's value alive while it runs.
     pub fn iter(&self, ctx: &CallContext) -> Stream<Value> {
         let Some(this) = ctx.this::<ListObject>() else {
             // A detached call (a unit test): no live object to come back to.
