@@ -401,9 +401,10 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// server reads each when it sends it, at most a stream window
     /// ([`STREAM_WINDOW`](crate::wire::STREAM_WINDOW)) ahead of what the stream has yielded.
     /// If the dictionary's size changes meanwhile (an insert or a removal by any client), the
-    /// stream ends with an error, as Python raises `RuntimeError: dictionary changed size
-    /// during iteration`; for a copy that cannot fail, use [`keys`](Self::keys). Dropping the
-    /// stream stops the server's iterator.
+    /// stream ends with an error (kind `Runtime`), as Python raises `RuntimeError: dictionary
+    /// changed size during iteration`; so it does, with `dictionary keys changed during
+    /// iteration`, when a removal and an insert moved the keys still to come. For a copy that
+    /// cannot fail, use [`keys`](Self::keys). Dropping the stream stops the server's iterator.
     pub async fn iter(&self) -> Result<RemoteItems<K>, Error> {
         let stream = self.0.base.call_stream::<Value>("iter", ()).await?;
         Ok(RemoteItems::new(stream, self.0.base.connection()))

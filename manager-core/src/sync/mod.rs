@@ -111,8 +111,8 @@ pub mod typeids {
     /// `Condition`: [`super::ConditionProxy`].
     pub const CONDITION: &str = "Condition";
     /// `Iterator`: what a CPython client gets for a stream (`for key in dict`), served one
-    /// item per `__next__`; no create method, and no Rust proxy (Rust clients take streams
-    /// whole: [`super::DictProxy::iter`]).
+    /// item per `__next__`; no create method, and no Rust proxy (Rust clients receive a
+    /// stream as one: [`super::DictProxy::iter`]).
     pub const ITERATOR: &str = "Iterator";
 }
 
