@@ -51,6 +51,10 @@ except KeyError as e:
 d.update({"c": 3}, e=5)
 check(d.pop("c") == 3 and d.pop("nope", 7) == 7 and d.setdefault("f", 6) == 6, "dict pop/setdefault")
 check(d.copy() == {"a": 1, "b": 2, "e": 5, "f": 6}, "dict copy")
+check(list(d) == ["a", "b", "e", "f"] and [k for k in d] == list(d), "dict iterate")
+# An iterator left half-way: released with the client's other proxies when it exits.
+left = iter(d)
+check(next(left) == "a", "dict next")
 
 ns = m.Namespace(x=1)
 ns.y = [1, "two"]
@@ -586,5 +590,130 @@ fn a_rust_client_calls_objects_in_a_cpython_manager() {
                 std::panic::resume_unwind(panic);
             }
         }
+    }
+}
+
+/// A type with stream methods, for CPython clients: each stream reaches them as an
+/// `Iterator` proxy.
+mod numbers {
+    use futures::StreamExt;
+    use manager::Stream;
+
+    pub struct Numbers;
+
+    #[manager::shared]
+    impl Numbers {
+        /// `0..n`, from an iterator.
+        pub fn count(&self, n: u64) -> Stream<u64> {
+            Stream::iter(0..n)
+        }
+        /// `0..n`, from a `futures::Stream` that waits on the runtime's timer for each.
+        pub fn count_async(&self, n: u64) -> Stream<u64> {
+            Stream::from_stream(futures::stream::iter(0..n).then(|i| async move {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                i
+            }))
+        }
+        /// `0..n`, then an error.
+        pub fn failing(&self, n: u64) -> Stream<u64> {
+            Stream::try_iter((0..=n).map(move |i| {
+                if i < n {
+                    Ok(i)
+                } else {
+                    Err(format!("no item {i}"))
+                }
+            }))
+        }
+    }
+
+    pub fn registry(with_builtins: bool) -> manager::Registry {
+        let mut registry = manager::Registry::new();
+        if with_builtins {
+            manager::sync::register(&mut registry).unwrap();
+        }
+        registry
+            .register(manager::Register::factory("Numbers", |()| Numbers))
+            .unwrap();
+        registry
+    }
+}
+
+const STREAMS: &str = r#"
+import sys
+from multiprocessing.managers import BaseManager, IteratorProxy, RemoteError
+
+def last_line(e):
+    return [l for l in str(e).splitlines() if l.strip() and not l.startswith("---")][-1]
+
+host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+BaseManager.register('Iterator', proxytype=IteratorProxy, create_method=False)
+BaseManager.register('Numbers')
+m = BaseManager(address=(host, port), authkey=key)
+m.connect()
+n = m.Numbers()
+try:
+    print(list(n.count(5)), list(n.count_async(3)), type(n.count(1)).__name__)
+except RemoteError as e:
+    print("refused:", last_line(e))
+    sys.exit(0)
+it = n.failing(2)
+print(next(it), next(it))
+try:
+    next(it)
+except RuntimeError as e:
+    print("RuntimeError:", e)
+print(next(it, "ended"))
+it = n.count(10)
+print(next(it))
+it.close()
+print(next(it, "closed"))
+try:
+    it.send(None)
+except RemoteError as e:
+    print("send:", last_line(e))
+del it
+before = m._number_of_objects()
+it = n.count(10)
+next(it)
+during = m._number_of_objects() - before
+del it
+print("objects:", during, m._number_of_objects() - before)
+"#;
+
+#[test]
+fn cpython_clients_iterate_stream_methods() {
+    for python in interpreters() {
+        let (served, host, port) = server(numbers::registry(true));
+        let out = run_python(&python, STREAMS, &host, &port);
+        assert_eq!(
+            out,
+            "[0, 1, 2, 3, 4] [0, 1, 2] IteratorProxy\n\
+             0 1\n\
+             RuntimeError: no item 2\n\
+             ended\n\
+             0\n\
+             closed\n\
+             send: KeyError: 'send'\n\
+             objects: 1 0\n",
+            "{}",
+            python.display()
+        );
+        // The Numbers object goes with the client; every Iterator went with its proxy.
+        let observer = served.connect();
+        wait_until("the client's objects to be released", || {
+            match observer.number_of_objects() {
+                Ok(0) => Ok(()),
+                other => Err(format!("{other:?} {:?}", observer.debug_info())),
+            }
+        });
+        // A server without the built-in types has no Iterator typeid: the call says so.
+        let (_bare, host, port) = server(numbers::registry(false));
+        let out = run_python(&python, STREAMS, &host, &port);
+        assert!(
+            out.starts_with("refused: RuntimeError: this method returns a stream")
+                && out.contains("Iterator"),
+            "{}: {out}",
+            python.display()
+        );
     }
 }

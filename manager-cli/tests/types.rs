@@ -156,3 +156,37 @@ fn info_types_json_describes_each_method() {
     );
     assert_eq!(set["doc"], "Changes the wrapped item.");
 }
+
+#[test]
+fn info_types_lists_the_builtin_iteration_methods() {
+    let text = info_types(manager::sync::registry(), &[]);
+    let block = |typeid: &str| -> String {
+        let start = text
+            .find(&format!("\n{typeid}  ("))
+            .unwrap_or_else(|| panic!("no {typeid} in:\n{text}"));
+        let rest = &text[start + 1..];
+        rest[..rest.find("\n\n").unwrap_or(rest.len())].to_string()
+    };
+    let list = block("list");
+    assert!(
+        list.contains("fn iter(&self) -> Stream<Value>\n      The items one by one, each read when it is produced (Python's `for x in list`)."),
+        "{list}"
+    );
+    let dict = block("dict");
+    assert!(dict.contains("fn iter(&self) -> Stream<Value>"), "{dict}");
+    assert!(
+        dict.contains("fn iter_items(&self) -> Stream<Value>"),
+        "{dict}"
+    );
+    let iterator = block("Iterator");
+    assert!(
+        iterator.starts_with(
+            "Iterator  (manager_core::sync::iterator::IteratorObject)  no create method"
+        ),
+        "{iterator}"
+    );
+    assert!(
+        iterator.contains("fn next(&mut self) -> Result<Value, RemoteError>"),
+        "{iterator}"
+    );
+}

@@ -46,3 +46,63 @@ show("after refused keys", lambda: n.copy())
 show("clear", lambda: (d.clear(), len(d)))
 show("iterate", lambda: sorted(k for k in m.dict(a=1, b=2)))
 show("list of dict proxy", lambda: sorted(list(m.dict(a=1, b=2))))
+o = m.dict(x=1, y=2, z=3)
+show("for k in d", lambda: [k for k in o])
+show("list(d)", lambda: list(o))
+show("tuple of items through keys", lambda: [(k, o[k]) for k in o])
+it = iter(o)
+show("iter and next", lambda: (next(it), next(it), next(it), next(it, "end")))
+show("next after the end", lambda: next(it))
+show("type of the iterator", lambda: type(iter(o)).__name__)
+show("iterate an empty dict", lambda: list(m.dict()))
+def changed_value():
+    it = iter(o)
+    first = next(it)
+    o["y"] = 20
+    return (first, list(it))
+show("a value changed while iterating", changed_value)
+def grown():
+    it = iter(o)
+    next(it)
+    o["w"] = 4
+    return next(it)
+show("a dict that grew while iterating", grown)
+def shrunk():
+    it = iter(o)
+    next(it)
+    del o["w"]
+    try:
+        next(it)
+    except RuntimeError as e:
+        first = str(e)
+    return (first, outcome(lambda: next(it)))
+show("a dict that shrank while iterating, twice", shrunk)
+for method in ("send", "throw", "close"):
+    show("iterator " + method, lambda: getattr(iter(o), method)(None))
+def dropped():
+    before = m._number_of_objects()
+    it = iter(o)
+    first = next(it)
+    during = m._number_of_objects() - before
+    del it
+    return (first, during, m._number_of_objects() - before)
+show("an iterator dropped before the end", dropped)
+h = m.dict(a=1)
+show("iterate a dict proxy kept in a list", lambda: list(m.list([h])[0]))
+show("iterate a dict proxy whose manager is known", lambda: [list(x) for x in [h, o]])
+def keys_changed():
+    k = m.dict(x=1, y=2, z=3)
+    it = iter(k)
+    next(it)
+    del k["x"]
+    k["q"] = 4
+    return outcome(lambda: list(it)), outcome(lambda: next(it))
+show("keys changed while iterating, then", keys_changed)
+def later_key_replaced():
+    k = m.dict(x=1, y=2, z=3)
+    it = iter(k)
+    next(it)
+    del k["z"]
+    k["q"] = 4
+    return list(it)
+show("a later key replaced while iterating", later_key_replaced)

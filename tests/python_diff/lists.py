@@ -62,3 +62,22 @@ show("list of range", lambda: m.list(range(2, 12, 3))[:])
 show("list of two", lambda: m.list([1], [2]))
 show("reverse", lambda: (lambda x: (x.reverse(), x[:]))(m.list([1, 2, 3])))
 show("getvalue", lambda: m.list([1, [2]])._getvalue())
+show("for x in l", lambda: [x for x in m.list(["a", "b"])])
+show("list(l)", lambda: list(m.list([1, 2, 3])))
+def appended_while_iterating():
+    g = m.list([1, 2, 3])
+    seen = []
+    for x in g:
+        seen.append(x)
+        if x == 1:
+            g.append(4)
+    return seen
+show("appended while iterating", appended_while_iterating)
+def nested():
+    inner = m.dict(k="v")
+    return [x if isinstance(x, int) else x.copy() for x in m.list([inner, 2])]
+show("a nested proxy in a list iterated", nested)
+def dropped_list_iterator():
+    it = iter(m.list([5, 6, 7]))
+    return next(it)
+show("a list iterator dropped before the end", dropped_list_iterator)

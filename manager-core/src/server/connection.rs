@@ -363,6 +363,11 @@ impl Host for Connection {
             }
         }
     }
+
+    fn referent(&self, object: u64) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let (_, referent) = self.state.table.lock().get(object)?;
+        Some(referent.as_any())
+    }
 }
 
 /// How a connection ends whose session a new connection resumed.

@@ -4,8 +4,10 @@ use indexmap::IndexMap;
 
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::sync::items::{read, BlockingItems, RemoteItems, Walk};
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
+use crate::Stream;
 
 /// One entry: the key (kept with the references its proxies hold) and the value.
 struct Entry {
@@ -95,6 +97,40 @@ impl DictObject {
         self.map.extend(entries);
         Ok(())
     }
+
+    /// A stream of `pick(key, entry)` for each entry, read by position when the stream
+    /// produces it, as Python's dict iterator reads. A change of the dictionary's size since
+    /// the stream began ends it with Python's `RuntimeError` (and every later pull fails the
+    /// same way, as in Python); so does a change of its keys that moved the key last produced
+    /// (removed, or shifted by a removal before it), which Python also reports, rather than
+    /// skip an item unseen.
+    fn walk(
+        &self,
+        ctx: &CallContext,
+        pick: fn(&Value, &Entry, &CallContext) -> Value,
+    ) -> Stream<Value> {
+        let Some(this) = ctx.this::<DictObject>() else {
+            // A detached call (a unit test): no live object to come back to.
+            let items: Vec<Value> = self.map.iter().map(|(k, e)| pick(k, e, ctx)).collect();
+            return Stream::iter(items);
+        };
+        let (ctx, size) = (ctx.clone(), self.map.len());
+        let mut walk = Walk::Going {
+            next: 0,
+            last: None,
+        };
+        Stream::try_iter(std::iter::from_fn(move || {
+            let dict = read(&this);
+            let (key, entry) = match walk.step(&dict.map, size)? {
+                Ok(at) => dict
+                    .map
+                    .get_index(at)
+                    .expect("step gives a position in the map"),
+                Err(message) => return Some(Err(message)),
+            };
+            Some(Ok(pick(key, entry, &ctx)))
+        }))
+    }
 }
 
 #[crate::shared(
@@ -179,6 +215,30 @@ impl DictObject {
             .values()
             .map(|entry| entry.value.give(ctx))
             .collect()
+    }
+
+    /// The keys one by one, each read when it is produced (Python's `for key in dict`).
+    ///
+    /// Read by position when the stream produces each (a window ahead of the caller at most).
+    /// If the dictionary's size changes meanwhile, the stream ends with Python's
+    /// `RuntimeError: dictionary changed size during iteration`; if a removal moved the keys
+    /// still to come (the size the same), with `dictionary keys changed during iteration`. It
+    /// keeps the dictionary's value alive while it runs.
+    pub fn iter(&self, ctx: &CallContext) -> Stream<Value> {
+        self.walk(ctx, |key, _, ctx| {
+            ctx.hand_out(key);
+            key.clone()
+        })
+    }
+
+    /// The entries one by one, each a `(key, value)` tuple read when it is produced.
+    ///
+    /// As [`iter`](Self::iter) reads the keys (Python's `for key, value in dict.items()`).
+    pub fn iter_items(&self, ctx: &CallContext) -> Stream<Value> {
+        self.walk(ctx, |key, entry, ctx| {
+            ctx.hand_out(key);
+            Value::Tuple(vec![key.clone(), entry.value.give(ctx)])
+        })
     }
 
     /// The entries, in insertion order.
@@ -335,6 +395,42 @@ impl<K: Element, V: Element> DictProxy<K, V> {
         self.0
             .call_value("setdefault", (encode(key)?, encode(default)?))
             .await
+    }
+
+    /// The keys one by one, in insertion order, as Python's `for key in dict` sees them: the
+    /// server reads each when it sends it, at most a stream window
+    /// ([`STREAM_WINDOW`](crate::wire::STREAM_WINDOW)) ahead of what the stream has yielded.
+    /// If the dictionary's size changes meanwhile (an insert or a removal by any client), the
+    /// stream ends with an error (kind `Runtime`), as Python raises `RuntimeError: dictionary
+    /// changed size during iteration`; so it does, with `dictionary keys changed during
+    /// iteration`, when a removal and an insert moved the keys still to come. For a copy that
+    /// cannot fail, use [`keys`](Self::keys). Dropping the stream stops the server's iterator.
+    pub async fn iter(&self) -> Result<RemoteItems<K>, Error> {
+        let stream = self.0.base.call_stream::<Value>("iter", ()).await?;
+        Ok(RemoteItems::new(stream, self.0.base.connection()))
+    }
+
+    /// The entries one by one, as [`iter`](Self::iter) reads them (for a copy, use
+    /// [`items`](Self::items)).
+    pub async fn iter_items(&self) -> Result<RemoteItems<(K, V)>, Error> {
+        let stream = self.0.base.call_stream::<Value>("iter_items", ()).await?;
+        Ok(RemoteItems::new(stream, self.0.base.connection()))
+    }
+}
+
+impl<K: Element, V: Element> DictBlockingProxy<K, V> {
+    /// The keys one by one, as [`DictProxy::iter`] gives them, as a blocking `Iterator`.
+    pub fn iter(&self) -> Result<BlockingItems<K>, Error> {
+        let base = &self.0 .0.base;
+        let stream = base.call_stream_blocking::<Value>("iter", ())?;
+        Ok(BlockingItems::new(stream, base.connection()))
+    }
+
+    /// The entries one by one, as [`DictProxy::iter_items`] gives them.
+    pub fn iter_items(&self) -> Result<BlockingItems<(K, V)>, Error> {
+        let base = &self.0 .0.base;
+        let stream = base.call_stream_blocking::<Value>("iter_items", ())?;
+        Ok(BlockingItems::new(stream, base.connection()))
     }
 }
 

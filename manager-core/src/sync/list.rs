@@ -2,8 +2,10 @@
 
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::sync::items::{read, BlockingItems, RemoteItems};
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
+use crate::Stream;
 
 /// The server side of a shared list: its items, with the references their proxies hold.
 pub struct ListObject {
@@ -448,6 +450,25 @@ impl ListObject {
     pub fn to_vec(&self, ctx: &CallContext) -> Vec<Value> {
         self.items.iter().map(|stored| stored.give(ctx)).collect()
     }
+
+    /// The items one by one, each read when it is produced (Python's `for x in list`).
+    ///
+    /// As Python's list iterator: an index that advances, each item read as it is stored when
+    /// the stream produces it (a window ahead of the caller at most), so that items changed or
+    /// appended meanwhile are seen; the stream ends when the index passes the end. It keeps
+    /// the list's value alive while it runs.
+    pub fn iter(&self, ctx: &CallContext) -> Stream<Value> {
+        let Some(this) = ctx.this::<ListObject>() else {
+            // A detached call (a unit test): no live object to come back to.
+            return Stream::iter(self.to_vec(ctx));
+        };
+        let (ctx, mut index) = (ctx.clone(), 0);
+        Stream::iter(std::iter::from_fn(move || {
+            let item = read(&this).items.get(index).map(|stored| stored.give(&ctx));
+            index += 1;
+            item
+        }))
+    }
 }
 
 /// A shared list of `T` (Python's `ListProxy`), with async methods.
@@ -567,6 +588,26 @@ impl<T: Element> ListProxy<T> {
     pub async fn to_vec(&self) -> Result<Vec<T>, Error> {
         let items: Vec<Value> = self.0.base.call_method("to_vec", ()).await?;
         crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+    }
+
+    /// The items one by one, as Python's `for x in list` sees them: the server reads each
+    /// item when it sends it, at most a stream window
+    /// ([`STREAM_WINDOW`](crate::wire::STREAM_WINDOW)) ahead of what the stream has yielded,
+    /// so items changed or appended meanwhile (by any client) are seen, and the stream ends
+    /// when its index passes the end of the list. Dropping the stream stops the server's
+    /// iterator.
+    pub async fn iter(&self) -> Result<RemoteItems<T>, Error> {
+        let stream = self.0.base.call_stream::<Value>("iter", ()).await?;
+        Ok(RemoteItems::new(stream, self.0.base.connection()))
+    }
+}
+
+impl<T: Element> ListBlockingProxy<T> {
+    /// The items one by one, as [`ListProxy::iter`] gives them, as a blocking `Iterator`.
+    pub fn iter(&self) -> Result<BlockingItems<T>, Error> {
+        let base = &self.0 .0.base;
+        let stream = base.call_stream_blocking::<Value>("iter", ())?;
+        Ok(BlockingItems::new(stream, base.connection()))
     }
 }
 

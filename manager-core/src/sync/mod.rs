@@ -44,6 +44,9 @@ mod containers;
 mod dict;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod event;
+mod items;
+#[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
+mod iterator;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod list;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
@@ -64,6 +67,7 @@ pub use barrier::{BarrierBlockingProxy, BarrierProxy};
 pub use condition::{ConditionBlockingProxy, ConditionProxy};
 pub use dict::{DictBlockingProxy, DictObject, DictProxy};
 pub use event::{EventBlockingProxy, EventProxy};
+pub use items::{BlockingItems, RemoteItems};
 pub use list::{ListBlockingProxy, ListObject, ListProxy, MAX_REPEATED_ITEMS};
 pub use lock::{LockBlockingProxy, LockProxy, RLockBlockingProxy, RLockProxy};
 pub use namespace::{NamespaceBlockingProxy, NamespaceProxy};
@@ -106,6 +110,10 @@ pub mod typeids {
     pub const BOUNDED_SEMAPHORE: &str = "BoundedSemaphore";
     /// `Condition`: [`super::ConditionProxy`].
     pub const CONDITION: &str = "Condition";
+    /// `Iterator`: what a CPython client gets for a stream (`for key in dict`), served one
+    /// item per `__next__`; no create method, and no Rust proxy (Rust clients receive a
+    /// stream as one: [`super::DictProxy::iter`]).
+    pub const ITERATOR: &str = "Iterator";
 }
 
 /// A type that can be stored in a built-in container: any serde type (proxies included).
@@ -148,6 +156,10 @@ pub fn register(registry: &mut Registry) -> Result<(), Error> {
     lock::register(registry)?;
     semaphore::register(registry)?;
     condition::register(registry)?;
+    registry.register(
+        Register::<iterator::IteratorObject>::new(typeids::ITERATOR)
+            .from_result(iterator::IteratorObject::new),
+    )?;
     Ok(())
 }
 

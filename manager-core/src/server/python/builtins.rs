@@ -60,6 +60,10 @@ pub(super) enum Post {
     SharedValue {
         repr: bool,
     },
+    /// A call on an `Iterator`: its end (an `Empty` error) is `StopIteration`, and a
+    /// method its iterator lacks (an `Attribute` error) is answered as CPython's server
+    /// answers a missing attribute.
+    Iterator,
 }
 
 pub(super) fn translate(
@@ -486,6 +490,24 @@ pub(super) fn translate(
             kwds,
             after: Post::Dict,
         },
+        // CPython's `DictProxy` maps `__iter__` to the `Iterator` typeid: `iter` is a stream
+        // method, which a CPython client receives as an `Iterator` object (`call.rs`).
+        ("dict", "__iter__") => same("iter", args, kwds),
+        ("Iterator", "__next__") => Translated {
+            method: "next",
+            args,
+            kwds,
+            after: Post::Iterator,
+        },
+        ("Iterator", "close") => Translated {
+            method: "close",
+            args: vec![Value::List(args)],
+            kwds,
+            after: Post::Iterator,
+        },
+        // `send` and `throw`: a stream takes no values, as CPython's list and dict iterators
+        // do not.
+        ("Iterator", _) => return unsupported(),
         ("dict", name) => match name {
             "clear" => same("clear", args, kwds),
             "items" => same("items", args, kwds),

@@ -160,7 +160,10 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
         }
         Call::Async(call) => AssertUnwindSafe(call).catch_unwind().await,
     };
-    if !matches!(outcome, Ok(Outcome::Value(_) | Outcome::Object(_))) {
+    if !matches!(
+        outcome,
+        Ok(Outcome::Value(_) | Outcome::Object(_) | Outcome::Stream(_))
+    ) {
         ticket.failed();
     }
     if !span.is_disabled() {
@@ -168,8 +171,7 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
             Ok(Outcome::Value(_) | Outcome::Object(_)) => "ok".into(),
             Ok(Outcome::Raised(_)) => "raised".into(),
             Ok(Outcome::Failed(e)) => crate::trace::outcome_of_error(e),
-            // Refused below: CPython clients cannot take a stream yet.
-            Ok(Outcome::Stream(_)) => "stream refused".into(),
+            Ok(Outcome::Stream(_)) => "stream".into(),
             Err(_) => "panic".into(),
         };
         crate::trace::finished(&span, &entry.typeid, ended);
@@ -192,6 +194,12 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
                 Ok(remote) => match translated.after {
                     Post::KeyErrorOf(key) if remote.kind == RemoteErrorKind::Key => {
                         raise("builtins", "KeyError", vec![PyValue::from_value(key)])
+                    }
+                    Post::Iterator if remote.kind == RemoteErrorKind::Empty => {
+                        raise("builtins", "StopIteration", Vec::new())
+                    }
+                    Post::Iterator if remote.kind == RemoteErrorKind::Attribute => {
+                        not_exposed(&request.method, &remote.message)
                     }
                     Post::DefaultIfMissing(mut default) if remote.kind == RemoteErrorKind::Key => {
                         retarget(
@@ -255,10 +263,21 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
                 "a result meant for a typeid has none mapped",
             ),
         },
-        // Dropping the stream stops its producer before it made anything.
-        Outcome::Stream(_) => traceback(
-            "RuntimeError",
-            "this method returns a stream, which CPython clients cannot receive yet",
-        ),
+        // A CPython client takes a stream one item per call, as CPython's `IteratorProxy`.
+        Outcome::Stream(stream) => {
+            let iterator = crate::sync::typeids::ITERATOR;
+            if me.state.registry.get(iterator).is_none() {
+                // Dropping the stream stops its producer before it made anything.
+                return traceback(
+                    "RuntimeError",
+                    "this method returns a stream, which a CPython client receives as an \
+                     Iterator proxy, and this server has no typeid \"Iterator\" (register the \
+                     built-in types with manager::sync::register to add it)",
+                );
+            }
+            let class = (is_builtin && &*entry.typeid == "dict" && name == "iter")
+                .then_some("dict_keyiterator");
+            proxy_reply(me, &entry, name, iterator, Box::new((stream, class)))
+        }
     }
 }

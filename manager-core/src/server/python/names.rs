@@ -55,6 +55,7 @@ pub(super) fn python_names(typeid: &str) -> &'static [&'static str] {
             "__contains__",
             "__delitem__",
             "__getitem__",
+            "__iter__",
             "__len__",
             "__setitem__",
             "clear",
@@ -86,6 +87,7 @@ pub(super) fn python_names(typeid: &str) -> &'static [&'static str] {
         "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => &["acquire", "release"],
         "Condition" => &["acquire", "release", "wait", "notify", "notify_all"],
         "Barrier" => &["__getattribute__", "wait", "abort", "reset"],
+        "Iterator" => &["__next__", "send", "throw", "close"],
         _ => &[],
     }
 }

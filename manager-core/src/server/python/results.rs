@@ -34,6 +34,7 @@ pub(super) fn python_proxy(state: &State, token: Token) -> PyValue {
         "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => Some("AcquirerProxy"),
         "Condition" => Some("ConditionProxy"),
         "Barrier" => Some("BarrierProxy"),
+        "Iterator" => Some("IteratorProxy"),
         _ => None,
     };
     let builtin = state
@@ -101,7 +102,9 @@ fn has_proxy(value: &Value) -> bool {
 pub(super) fn finish(state: &State, value: Value, after: Post) -> Result<PyValue, PyValue> {
     let convert = |value| to_python(state, value);
     Ok(match after {
-        Post::Keep | Post::KeyErrorOf(_) | Post::DefaultIfMissing(_) => convert(value),
+        Post::Keep | Post::KeyErrorOf(_) | Post::DefaultIfMissing(_) | Post::Iterator => {
+            convert(value)
+        }
         Post::Nothing => PyValue::None,
         Post::Repr => python_repr(state, value),
         Post::Concat(other) => match value {
