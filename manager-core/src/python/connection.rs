@@ -57,7 +57,7 @@ pub const LEGACY_MESSAGE_LENGTH: usize = 20;
 const MD5_LEN: usize = 16;
 /// Payloads up to this size are written together with their header in one write (as CPython
 /// does, against Nagle's algorithm).
-const SMALL_WRITE: usize = 16 * 1024;
+pub(crate) const SMALL_WRITE: usize = 16 * 1024;
 
 /// The digest one side of a handshake used to prove it holds the authkey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,19 @@ pub async fn read_frame<R>(reader: &mut R, max: usize) -> Result<Option<Vec<u8>>
 where
     R: AsyncRead + Unpin,
 {
+    read_frame_with(reader, max, |_| {}).await
+}
+
+/// [`read_frame`], calling `on_header` with the payload's length once the header is read and
+/// the length accepted, before the payload is read.
+pub async fn read_frame_with<R>(
+    reader: &mut R,
+    max: usize,
+    on_header: impl FnOnce(usize),
+) -> Result<Option<Vec<u8>>, Error>
+where
+    R: AsyncRead + Unpin,
+{
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < header.len() {
@@ -169,6 +182,7 @@ where
         )));
     }
     let len = len as usize;
+    on_header(len);
     let mut payload = Vec::with_capacity(len.min(64 * 1024));
     (&mut *reader)
         .take(len as u64)
@@ -479,6 +493,15 @@ where
     /// connection between frames.
     pub async fn recv_bytes(&mut self) -> Result<Option<Vec<u8>>, Error> {
         read_frame(&mut self.stream, self.max_frame).await
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes), calling `on_header` with the frame's length before
+    /// its payload is read.
+    pub async fn recv_bytes_with(
+        &mut self,
+        on_header: impl FnOnce(usize),
+    ) -> Result<Option<Vec<u8>>, Error> {
+        read_frame_with(&mut self.stream, self.max_frame, on_header).await
     }
 
     /// Pickles a value and sends it (`Connection.send`).

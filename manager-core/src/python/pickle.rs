@@ -813,15 +813,18 @@ pub fn decode(data: &[u8]) -> Result<PyValue, PickleError> {
 /// Decodes one pickle. The whole of `data` must be the pickle: bytes after `STOP` are an
 /// error.
 pub fn decode_with(data: &[u8], options: &DecodeOptions) -> Result<PyValue, PickleError> {
+    // Most opcodes that make a node take 2 bytes or more; a small request (a method call) then
+    // needs no growth of these vectors.
+    let nodes = (data.len() / 4).clamp(8, 1024);
     let mut machine = Machine {
         data,
         pos: 0,
         options,
-        arena: Vec::new(),
-        uses: Vec::new(),
-        stack: Vec::new(),
+        arena: Vec::with_capacity(nodes),
+        uses: Vec::with_capacity(nodes),
+        stack: Vec::with_capacity(nodes.min(64)),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::with_capacity(nodes),
     };
     let root = machine.run()?;
     let Machine { arena, uses, .. } = machine;
@@ -917,7 +920,62 @@ struct Machine<'a> {
     uses: Vec<u32>,
     stack: Vec<usize>,
     marks: Vec<usize>,
-    memo: HashMap<u64, usize>,
+    memo: Memo,
+}
+
+/// The unpickler's memo: key -> arena index. Keys written in order from 0 (all `MEMOIZE`
+/// writes, and what CPython's `BINPUT`s write) are kept in a vector; any other key in a map, so
+/// that a key of 4 billion costs one entry, not a vector of that length.
+struct Memo {
+    /// `dense[key]`, or [`Memo::ABSENT`].
+    dense: Vec<usize>,
+    sparse: HashMap<u64, usize>,
+    /// How many keys are stored (what `MEMOIZE` takes as its key).
+    len: usize,
+}
+
+impl Memo {
+    const ABSENT: usize = usize::MAX;
+
+    fn with_capacity(capacity: usize) -> Memo {
+        Memo {
+            dense: Vec::with_capacity(capacity),
+            sparse: HashMap::new(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, key: u64) -> Option<usize> {
+        match usize::try_from(key).ok().and_then(|k| self.dense.get(k)) {
+            Some(&index) if index != Memo::ABSENT => Some(index),
+            Some(_) => None,
+            None => self.sparse.get(&key).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: u64, index: usize) {
+        match usize::try_from(key) {
+            Ok(k) if k < self.dense.len() => {
+                if self.dense[k] == Memo::ABSENT {
+                    self.len += 1;
+                }
+                self.dense[k] = index;
+            }
+            Ok(k) if k == self.dense.len() && !self.sparse.contains_key(&key) => {
+                self.dense.push(index);
+                self.len += 1;
+            }
+            _ => {
+                if self.sparse.insert(key, index).is_none() {
+                    self.len += 1;
+                }
+            }
+        }
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -1035,8 +1093,8 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_get(&mut self, offset: usize, key: u64) -> Result<(), PickleError> {
-        match self.memo.get(&key) {
-            Some(&index) => {
+        match self.memo.get(key) {
+            Some(index) => {
                 self.stack.push(index);
                 Ok(())
             }
@@ -1587,12 +1645,13 @@ impl Builder<'_> {
     }
 
     fn build(mut self, root: usize) -> Result<PyValue, PickleError> {
-        let mut tasks = vec![Task::Visit {
+        let mut tasks = Vec::with_capacity(self.arena.len().min(64) * 2);
+        tasks.push(Task::Visit {
             index: root,
             depth: 0,
             unique: true,
-        }];
-        let mut out: Vec<PyValue> = Vec::new();
+        });
+        let mut out: Vec<PyValue> = Vec::with_capacity(self.arena.len().min(64));
         while let Some(task) = tasks.pop() {
             match task {
                 Task::Visit {

@@ -36,6 +36,7 @@ use crate::address::Address;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::object::{Call, Outcome};
+use crate::python::connection::SMALL_WRITE;
 use crate::python::pickle::{self, id_from_hex, id_to_hex};
 use crate::python::{PyConnection, PyException, PyProxy, PyValue};
 use crate::registry::Entry;
@@ -154,10 +155,14 @@ fn keep_alive(fd: RawFd, liveness: std::time::Duration) {
     let _ = (fd, liveness);
 }
 
-/// CPython clients write a request as two small segments; with Nagle on their side and delayed
-/// acknowledgements on ours, each control request would stall for 40 ms. Asking for a quick
-/// acknowledgement before every read avoids it (Linux re-arms delayed ACKs, so it is done each
-/// time).
+/// CPython clients sometimes write twice before they read: a control connection's last
+/// handshake message and then its request, or a frame past 16 KiB as its header and then its
+/// payload. With Nagle on their side and delayed acknowledgements on ours, the second write
+/// would wait 40 ms for the acknowledgement of the first. Asking for a quick acknowledgement
+/// before the second is read (before a control connection's request; once a big frame's header
+/// is read) sends the pending one at once (Linux re-arms delayed ACKs, so it is done each
+/// time). A method connection's small requests need none: each waits for its reply, which
+/// carries the acknowledgement, so they are spared the system call.
 fn quick_ack(fd: Option<RawFd>) {
     #[cfg(target_os = "linux")]
     if let Some(fd) = fd {
@@ -208,10 +213,18 @@ where
     let me = pseudo_connection(&state);
     let mut methods = false;
     loop {
-        quick_ack(fd);
+        if !methods {
+            // Before the read: the request may wait behind the handshake's last message.
+            quick_ack(fd);
+        }
+        let wants_ack = |len: usize| {
+            if methods && len > SMALL_WRITE {
+                quick_ack(fd);
+            }
+        };
         let message = tokio::select! {
             _ = me.closed.cancelled() => break,
-            message = conn.recv_bytes() => message,
+            message = conn.recv_bytes_with(wants_ack) => message,
         };
         let frame = match message {
             Ok(Some(frame)) => frame,
