@@ -217,6 +217,83 @@ pub fn frame_header(len: usize, long: bool) -> Vec<u8> {
     }
 }
 
+/// [`read_frame_with`] on a blocking reader (a socket served by a thread of its own).
+pub fn read_frame_blocking<R>(
+    reader: &mut R,
+    max: usize,
+    on_header: impl FnOnce(usize),
+) -> Result<Option<Vec<u8>>, Error>
+where
+    R: std::io::Read,
+{
+    use std::io::Read;
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < header.len() {
+        let n = match reader.read(&mut header[got..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(Error::ConnectionClosed(
+                "the peer closed the connection inside a frame header".into(),
+            ));
+        }
+        got += n;
+    }
+    let len = match i32::from_be_bytes(header) {
+        -1 => {
+            let mut long = [0u8; 8];
+            reader
+                .read_exact(&mut long)
+                .map_err(|e| eof(e, "a frame header"))?;
+            u64::from_be_bytes(long)
+        }
+        n if n < 0 => {
+            return Err(Error::Protocol(format!("negative frame length {n}")));
+        }
+        n => n as u64,
+    };
+    if len > max as u64 {
+        return Err(Error::Protocol(format!(
+            "frame of {len} bytes exceeds the limit of {max} bytes"
+        )));
+    }
+    let len = len as usize;
+    on_header(len);
+    let mut payload = Vec::with_capacity(len.min(64 * 1024));
+    Read::take(&mut *reader, len as u64).read_to_end(&mut payload)?;
+    if payload.len() < len {
+        return Err(Error::ConnectionClosed(format!(
+            "the peer closed the connection inside a frame ({} of {len} bytes received)",
+            payload.len()
+        )));
+    }
+    Ok(Some(payload))
+}
+
+/// [`write_frame`] on a blocking writer: a small frame in one write, as CPython writes it.
+pub fn write_frame_blocking<W>(writer: &mut W, payload: &[u8]) -> Result<(), Error>
+where
+    W: std::io::Write,
+{
+    let header = frame_header(payload.len(), false);
+    if payload.len() <= SMALL_WRITE {
+        let mut frame = header;
+        frame.extend_from_slice(payload);
+        writer.write_all(&frame)?;
+    } else {
+        writer.write_all(&header)?;
+        writer.write_all(payload)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
 /// Writes one frame and flushes.
 pub async fn write_frame<W>(writer: &mut W, payload: &[u8]) -> Result<(), Error>
 where

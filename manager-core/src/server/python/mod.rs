@@ -54,9 +54,10 @@ mod create;
 mod names;
 mod results;
 mod slices;
+mod thread;
 use arguments::*;
 use builtins::*;
-use call::call;
+use call::{call, call_in, Exec};
 use control::control;
 
 use create::*;
@@ -70,6 +71,8 @@ use slices::*;
 pub(super) struct PythonRefs {
     owner: Mutex<Option<Arc<Connection>>>,
     handed: Mutex<HashMap<u64, Vec<Weak<Connection>>>>,
+    /// Method connections served by threads of their own (see `thread`).
+    threads: std::sync::atomic::AtomicUsize,
 }
 
 impl PythonRefs {
@@ -184,7 +187,7 @@ fn quick_ack(fd: Option<RawFd>) {
 
 async fn serve<S>(state: Arc<State>, stream: S, fd: Option<RawFd>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + thread::IntoSocket,
 {
     // Buffered: CPython sends a small request's header and pickle in one write, which one read
     // then takes whole (unbuffered, the header and the pickle were a read each).
@@ -212,6 +215,7 @@ where
     state.connections.fetch_add(1, Ordering::Relaxed);
     let me = pseudo_connection(&state);
     let mut methods = false;
+    let mut on_thread = None;
     loop {
         if !methods {
             // Before the read: the request may wait behind the handshake's last message.
@@ -234,34 +238,8 @@ where
                 break;
             }
         };
-        // A whole frame that does not unpickle (a global outside the allow-list, an int past
-        // i128, ...) is the request's fault, not the connection's: the client gets an error in
-        // its own form and the connection goes on serving that thread's other proxies.
-        let request = match pickle::decode_with(&frame, &decode_options()) {
-            Ok(request) => request,
-            Err(e) => {
-                let refused = refusal(&e.to_string());
-                if let Err(e) = conn.send(&traceback("TypeError", &refused)).await {
-                    tracing::debug!("cannot answer a CPython client: {e}");
-                    break;
-                }
-                continue;
-            }
-        };
-        let request = Request::parse(request).map(|mut request| {
-            let (native, python) = (Some(&state.address), state.python_address.as_ref());
-            request
-                .args
-                .iter_mut()
-                .for_each(|v| retarget(v, python, native));
-            request
-                .kwds
-                .iter_mut()
-                .for_each(|(_, v)| retarget(v, python, native));
-            request
-        });
-        let (reply, after) = match request {
-            Err(message) => (traceback("TypeError", &message), After::Close),
+        let (reply, after) = match request_of(&state, &frame) {
+            Err(answer) => answer,
             Ok(request) if request.ident.is_none() => control(&me, request, &mut methods).await,
             Ok(_) if !methods => (
                 traceback(
@@ -293,9 +271,58 @@ where
                 break;
             }
         }
+        if methods && on_thread.is_none() {
+            // Accepted for method calls: the rest goes to a thread of its own, if one is free.
+            on_thread = thread::slot(&state);
+            if on_thread.is_some() {
+                break;
+            }
+        }
+    }
+    if let Some(slot) = on_thread.take() {
+        if !me.closed.is_cancelled() {
+            let reader = conn.into_inner();
+            let leftover = reader.buffer().to_vec();
+            match reader.into_inner().into_socket() {
+                Ok(socket) => {
+                    return thread::serve_on_thread(state, me, socket, leftover, slot).await
+                }
+                Err(e) => tracing::debug!("cannot serve a CPython connection on a thread: {e}"),
+            }
+        }
     }
     me.close();
     state.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The request in a frame, with its proxies' addresses made native; or the reply for a frame
+/// that holds none, and whether the connection goes on.
+fn request_of(state: &State, frame: &[u8]) -> Result<Request, (PyValue, After)> {
+    // A whole frame that does not unpickle (a global outside the allow-list, an int past
+    // i128, ...) is the request's fault, not the connection's: the client gets an error in
+    // its own form and the connection goes on serving that thread's other proxies.
+    let request = match pickle::decode_with(frame, &decode_options()) {
+        Ok(request) => request,
+        Err(e) => {
+            let refused = refusal(&e.to_string());
+            return Err((traceback("TypeError", &refused), After::Continue));
+        }
+    };
+    match Request::parse(request) {
+        Ok(mut request) => {
+            let (native, python) = (Some(&state.address), state.python_address.as_ref());
+            request
+                .args
+                .iter_mut()
+                .for_each(|v| retarget(v, python, native));
+            request
+                .kwds
+                .iter_mut()
+                .for_each(|(_, v)| retarget(v, python, native));
+            Ok(request)
+        }
+        Err(message) => Err((traceback("TypeError", &message), After::Close)),
+    }
 }
 
 /// How requests are unpickled: any object outside the allow-list (a `datetime`, a
