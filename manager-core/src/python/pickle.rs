@@ -813,6 +813,10 @@ pub fn decode(data: &[u8]) -> Result<PyValue, PickleError> {
 /// Decodes one pickle. The whole of `data` must be the pickle: bytes after `STOP` are an
 /// error.
 pub fn decode_with(data: &[u8], options: &DecodeOptions) -> Result<PyValue, PickleError> {
+    // A plain tree of data (most requests) in one pass; anything else from the start, below.
+    if let Some(value) = super::tree::decode_tree(data, options.max_depth) {
+        return Ok(value);
+    }
     // Most opcodes that make a node take 2 bytes or more; a small request (a method call) then
     // needs no growth of these vectors.
     let nodes = (data.len() / 4).clamp(8, 1024);
@@ -1513,7 +1517,7 @@ fn int_node(bytes: &[u8]) -> Node {
 }
 
 /// A little-endian two's complement integer (`LONG1`/`LONG4`), refused beyond `i128`.
-fn int_from_le(bytes: &[u8]) -> Result<i128, &'static str> {
+pub(super) fn int_from_le(bytes: &[u8]) -> Result<i128, &'static str> {
     let Some(&last) = bytes.last() else {
         return Ok(0);
     };
