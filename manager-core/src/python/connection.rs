@@ -283,7 +283,8 @@ where
 {
     let header = frame_header(payload.len(), false);
     if payload.len() <= SMALL_WRITE {
-        let mut frame = header;
+        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        frame.extend_from_slice(&header);
         frame.extend_from_slice(payload);
         writer.write_all(&frame)?;
     } else {
@@ -317,7 +318,8 @@ where
 {
     let header = frame_header(payload.len(), long);
     if payload.len() <= SMALL_WRITE {
-        let mut frame = header;
+        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        frame.extend_from_slice(&header);
         frame.extend_from_slice(payload);
         writer.write_all(&frame).await?;
     } else {

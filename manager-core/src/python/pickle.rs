@@ -2302,20 +2302,24 @@ pub fn encode(value: &PyValue) -> Result<Vec<u8>, PickleError> {
 /// Encodes a value as a protocol-4 pickle. Fails only for a token whose address has no Python
 /// form or a value nested deeper than [`EncodeOptions::max_depth`].
 pub fn encode_with(value: &PyValue, options: &EncodeOptions) -> Result<Vec<u8>, PickleError> {
-    let mut body = Vec::new();
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&[0x80, 4]);
+    if options.frame {
+        // The frame's length is written once the body is.
+        out.push(0x95);
+        out.extend_from_slice(&[0; 8]);
+    }
+    let body = out.len();
     Encoder {
-        out: &mut body,
+        out: &mut out,
         max_depth: options.max_depth,
     }
     .value(value, 0)?;
-    body.push(b'.');
-    let mut out = Vec::with_capacity(body.len() + 11);
-    out.extend_from_slice(&[0x80, 4]);
+    out.push(b'.');
     if options.frame {
-        out.push(0x95);
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        let len = (out.len() - body) as u64;
+        out[body - 8..body].copy_from_slice(&len.to_le_bytes());
     }
-    out.extend_from_slice(&body);
     Ok(out)
 }
 

@@ -11,26 +11,21 @@
 
 use super::pickle::{int_from_le, PyValue};
 
-/// A value on the stack, with its height (0 for a leaf or an empty container, else one more
-/// than its highest item), which the depth limit is checked against.
-struct Item {
-    value: PyValue,
-    height: usize,
-}
-
 /// Decodes `data` if it is a plain tree no higher than `max_depth`; `None` otherwise (then the
 /// general unpickler decides).
 pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
+    let mut stack = Stack {
+        values: Vec::with_capacity(8),
+        heights: Vec::with_capacity(8),
+    };
+    let mut marks: Vec<usize> = Vec::with_capacity(4);
     let mut pos = 0usize;
-    let mut stack: Vec<Item> = Vec::with_capacity(16);
-    let mut marks: Vec<usize> = Vec::new();
     let take = |pos: &mut usize, n: usize| -> Option<&[u8]> {
         let end = pos.checked_add(n)?;
         let bytes = data.get(*pos..end)?;
         *pos = end;
         Some(bytes)
     };
-    let leaf = |value| Item { value, height: 0 };
     loop {
         let opcode = *take(&mut pos, 1)?.first()?;
         let floor = marks.last().copied().unwrap_or(0);
@@ -53,8 +48,8 @@ pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
                 if pos != data.len() || stack.len() <= floor {
                     return None;
                 }
-                let result = stack.pop()?;
-                return (result.height <= max_depth).then_some(result.value);
+                let (value, height) = stack.pop()?;
+                return (height <= max_depth).then_some(value);
             }
             b'(' => marks.push(stack.len()),
             // MEMOIZE, BINPUT, LONG_BINPUT: with no reference to come (a reference gives up),
@@ -70,30 +65,30 @@ pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
                 };
                 take(&mut pos, n)?;
             }
-            b'N' => stack.push(leaf(PyValue::None)),
-            0x88 => stack.push(leaf(PyValue::Bool(true))),
-            0x89 => stack.push(leaf(PyValue::Bool(false))),
+            b'N' => stack.leaf(PyValue::None),
+            0x88 => stack.leaf(PyValue::Bool(true)),
+            0x89 => stack.leaf(PyValue::Bool(false)),
             b'K' => {
                 let v = take(&mut pos, 1)?[0];
-                stack.push(leaf(PyValue::Int(i128::from(v))));
+                stack.leaf(PyValue::Int(i128::from(v)));
             }
             b'M' => {
                 let v = u16::from_le_bytes(take(&mut pos, 2)?.try_into().ok()?);
-                stack.push(leaf(PyValue::Int(i128::from(v))));
+                stack.leaf(PyValue::Int(i128::from(v)));
             }
             b'J' => {
                 let v = i32::from_le_bytes(take(&mut pos, 4)?.try_into().ok()?);
-                stack.push(leaf(PyValue::Int(i128::from(v))));
+                stack.leaf(PyValue::Int(i128::from(v)));
             }
             // LONG1 within i128 (a bigger one is the general path's).
             0x8a => {
                 let n = usize::from(take(&mut pos, 1)?[0]);
                 let v = int_from_le(take(&mut pos, n)?).ok()?;
-                stack.push(leaf(PyValue::Int(v)));
+                stack.leaf(PyValue::Int(v));
             }
             b'G' => {
                 let v = f64::from_be_bytes(take(&mut pos, 8)?.try_into().ok()?);
-                stack.push(leaf(PyValue::Float(v)));
+                stack.leaf(PyValue::Float(v));
             }
             // SHORT_BINUNICODE, BINUNICODE
             0x8c | b'X' => {
@@ -103,7 +98,7 @@ pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
                     u32::from_le_bytes(take(&mut pos, 4)?.try_into().ok()?) as usize
                 };
                 let s = std::str::from_utf8(take(&mut pos, n)?).ok()?;
-                stack.push(leaf(PyValue::Str(s.to_owned())));
+                stack.leaf(PyValue::Str(s.to_owned()));
             }
             // SHORT_BINBYTES, BINBYTES
             b'C' | b'B' => {
@@ -112,82 +107,78 @@ pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
                 } else {
                     u32::from_le_bytes(take(&mut pos, 4)?.try_into().ok()?) as usize
                 };
-                stack.push(leaf(PyValue::Bytes(take(&mut pos, n)?.to_vec())));
+                stack.leaf(PyValue::Bytes(take(&mut pos, n)?.to_vec()));
             }
-            b')' => stack.push(leaf(PyValue::Tuple(Vec::new()))),
-            b']' => stack.push(leaf(PyValue::List(Vec::new()))),
-            b'}' => stack.push(leaf(PyValue::Dict(Vec::new()))),
+            b')' => stack.leaf(PyValue::Tuple(Vec::new())),
+            b']' => stack.leaf(PyValue::List(Vec::new())),
+            b'}' => stack.leaf(PyValue::Dict(Vec::new())),
             // TUPLE1, TUPLE2, TUPLE3
             0x85..=0x87 => {
                 let n = usize::from(opcode - 0x84);
                 if stack.len() < floor + n {
                     return None;
                 }
-                let items = stack.split_off(stack.len() - n);
-                stack.push(container(items, PyValue::Tuple));
+                let (items, height) = stack.split_off(stack.len() - n);
+                stack.push(PyValue::Tuple(items), height);
             }
             // TUPLE, LIST
             b't' | b'l' => {
-                let mark = marks.pop()?;
-                let items = stack.split_off(mark);
-                stack.push(if opcode == b't' {
-                    container(items, PyValue::Tuple)
+                let (items, height) = stack.split_off(marks.pop()?);
+                let value = if opcode == b't' {
+                    PyValue::Tuple(items)
                 } else {
-                    container(items, PyValue::List)
-                });
+                    PyValue::List(items)
+                };
+                stack.push(value, height);
             }
             // APPEND, APPENDS
             b'a' | b'e' => {
-                let items = if opcode == b'a' {
+                let (items, height) = if opcode == b'a' {
                     if stack.len() <= floor + 1 {
                         return None;
                     }
                     stack.split_off(stack.len() - 1)
                 } else {
-                    let mark = marks.pop()?;
-                    let items = stack.split_off(mark);
+                    let items = stack.split_off(marks.pop()?);
                     if stack.len() <= marks.last().copied().unwrap_or(0) {
                         return None;
                     }
                     items
                 };
-                let list = stack.last_mut()?;
-                let PyValue::List(existing) = &mut list.value else {
+                let (list, list_height) = stack.top()?;
+                let PyValue::List(existing) = list else {
                     return None;
                 };
-                for item in items {
-                    list.height = list.height.max(item.height + 1);
-                    existing.push(item.value);
-                }
+                existing.extend(items);
+                *list_height = (*list_height).max(height);
             }
             // SETITEM, SETITEMS, DICT
             b's' | b'u' | b'd' => {
-                let items = if opcode == b's' {
+                let (items, height) = if opcode == b's' {
                     if stack.len() <= floor + 2 {
                         return None;
                     }
                     stack.split_off(stack.len() - 2)
                 } else {
-                    let mark = marks.pop()?;
-                    stack.split_off(mark)
+                    stack.split_off(marks.pop()?)
                 };
                 if items.len() % 2 == 1 {
                     return None;
                 }
                 if opcode == b'd' {
-                    stack.push(leaf(PyValue::Dict(Vec::with_capacity(items.len() / 2))));
+                    stack.leaf(PyValue::Dict(Vec::with_capacity(items.len() / 2)));
                 } else if stack.len() <= marks.last().copied().unwrap_or(0) {
                     return None;
                 }
-                let dict = stack.last_mut()?;
-                let PyValue::Dict(entries) = &mut dict.value else {
+                let (dict, dict_height) = stack.top()?;
+                let PyValue::Dict(entries) = dict else {
                     return None;
                 };
                 let mut items = items.into_iter();
                 while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                    dict.height = dict.height.max(k.height.max(v.height) + 1);
-                    entries.push((k.value, v.value));
+                    entries.push((k, v));
                 }
+                *dict_height = (*dict_height).max(height);
             }
             // Anything else (memo references, globals, objects, sets, other encodings).
             _ => return None,
@@ -195,12 +186,39 @@ pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
     }
 }
 
-/// A tuple or a list of `items`.
-fn container(items: Vec<Item>, make: fn(Vec<PyValue>) -> PyValue) -> Item {
-    let height = items.iter().map(|i| i.height + 1).max().unwrap_or(0);
-    Item {
-        value: make(items.into_iter().map(|i| i.value).collect()),
-        height,
+/// The values built so far, each with its height (0 for a leaf or an empty container, else one
+/// more than its highest item), which the depth limit is checked against.
+struct Stack {
+    values: Vec<PyValue>,
+    heights: Vec<usize>,
+}
+
+impl Stack {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn push(&mut self, value: PyValue, height: usize) {
+        self.values.push(value);
+        self.heights.push(height);
+    }
+
+    fn leaf(&mut self, value: PyValue) {
+        self.push(value, 0);
+    }
+
+    fn pop(&mut self) -> Option<(PyValue, usize)> {
+        Some((self.values.pop()?, self.heights.pop()?))
+    }
+
+    fn top(&mut self) -> Option<(&mut PyValue, &mut usize)> {
+        Some((self.values.last_mut()?, self.heights.last_mut()?))
+    }
+
+    /// The values from `at` on, and the height of a container holding them.
+    fn split_off(&mut self, at: usize) -> (Vec<PyValue>, usize) {
+        let height = self.heights.drain(at..).map(|h| h + 1).max().unwrap_or(0);
+        (self.values.split_off(at), height)
     }
 }
 
