@@ -12,8 +12,12 @@ For each server it measures, with client processes started by this script:
   - create + drop: one client making and dropping `m.list()` proxies (objects/s);
   - queue: one process puts, another gets (items/s);
   - server CPU per call: the server process's user + system time from /proc/<pid>/stat over
-    the throughput runs, divided by the calls made (microseconds per call). On a 2-core machine
-    the clients' own CPU caps the throughput figures; this one is what the server controls.
+    the throughput runs, divided by the calls made (microseconds per call), overall and for
+    each client count (with its system part). On a 2-core machine the clients' own CPU caps the
+    throughput figures; this one is what the server controls. Beside it, for each client
+    count: the clients' own CPU per call (os.times() in each client) and the cores busy
+    (clients + server CPU over the run's seconds; near 2.0 on 2 cores, the machine was the
+    bound, not the server).
 
 Standard library only. A table goes to stderr, the figures as JSON to stdout.
 """
