@@ -12,8 +12,12 @@ For each server it measures, with client processes started by this script:
   - create + drop: one client making and dropping `m.list()` proxies (objects/s);
   - queue: one process puts, another gets (items/s);
   - server CPU per call: the server process's user + system time from /proc/<pid>/stat over
-    the throughput runs, divided by the calls made (microseconds per call). On a 2-core machine
-    the clients' own CPU caps the throughput figures; this one is what the server controls.
+    the throughput runs, divided by the calls made (microseconds per call), overall and for
+    each client count (with its system part). On a 2-core machine the clients' own CPU caps the
+    throughput figures; this one is what the server controls. Beside it, for each client
+    count: the clients' own CPU per call (os.times() in each client) and the cores busy
+    (clients + server CPU over the run's seconds; near 2.0 on 2 cores, the machine was the
+    bound, not the server).
 
 Standard library only. A table goes to stderr, the figures as JSON to stdout.
 """
@@ -32,11 +36,17 @@ KEY = b"bench-key"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid):
-    """User + system CPU time of a process, from /proc/<pid>/stat (fields 14 and 15)."""
+def cpu_times(pid):
+    """User and system CPU time of a process, from /proc/<pid>/stat (fields 14 and 15)."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
+
+
+def own_cpu():
+    """This process's user + system CPU time."""
+    times = os.times()
+    return times.user + times.system
 
 
 def connect(port):
@@ -47,7 +57,8 @@ def connect(port):
 
 
 def caller(port, seconds, start, out):
-    """Calls len(d) from `start` for `seconds`; puts the number of calls."""
+    """Calls len(d) from `start` for `seconds`; puts the number of calls and the CPU time the
+    client spent making them."""
     m = connect(port)
     d = m.dict(a=1)
     len(d)
@@ -55,11 +66,12 @@ def caller(port, seconds, start, out):
         time.sleep(0.001)
     end = start + seconds
     calls = 0
+    cpu = own_cpu()
     while time.time() < end:
         for _ in range(50):
             len(d)
         calls += 50
-    out.put(calls)
+    out.put((calls, own_cpu() - cpu))
 
 
 def getter(port, count, out):
@@ -93,13 +105,26 @@ def measure(port, pid, quick):
             p.start()
         while time.time() < start:
             time.sleep(0.001)
-        cpu_before = cpu_seconds(pid)
-        calls = sum(out.get() for _ in procs)
-        cpu_after = cpu_seconds(pid)
+        user_before, sys_before = cpu_times(pid)
+        reports = [out.get() for _ in procs]
+        user_after, sys_after = cpu_times(pid)
         for p in procs:
             p.join()
+        calls = sum(n for n, _ in reports)
+        client_cpu = sum(c for _, c in reports)
+        server_user, server_sys = user_after - user_before, sys_after - sys_before
+        per_call = lambda cpu: cpu / max(calls, 1) * 1e6
         figures["throughput, %d clients (calls/s)" % clients] = calls / seconds
-        cpu_calls[0] += cpu_after - cpu_before
+        figures["  server CPU per call, %d clients (us)" % clients] = per_call(
+            server_user + server_sys
+        )
+        figures["  server system CPU per call, %d clients (us)" % clients] = per_call(server_sys)
+        figures["  clients' CPU per call, %d clients (us)" % clients] = per_call(client_cpu)
+        # Clients and server together: with 2 cores, 2.0 means the machine was the bound.
+        figures["  cores busy, %d clients" % clients] = (
+            client_cpu + server_user + server_sys
+        ) / seconds
+        cpu_calls[0] += server_user + server_sys
         cpu_calls[1] += calls
     figures["server CPU per call (us)"] = cpu_calls[0] / max(cpu_calls[1], 1) * 1e6
     n = 100 if quick else 500

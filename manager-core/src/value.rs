@@ -73,7 +73,17 @@ pub const MAX_DEPTH: usize = 128;
 
 thread_local! {
     static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// A [`Value`] on its way out of a [`Value`] deserializer into a [`Value`] (see
+    /// [`VALUE_NEWTYPE`]).
+    static HANDED: std::cell::Cell<Option<Value>> = const { std::cell::Cell::new(None) };
 }
+
+/// The newtype name through which a [`Value`] asks its deserializer for itself. Any other
+/// deserializer sees a newtype, which serde's formats (postcard, JSON) read as what it wraps, the
+/// value's usual form. A [`Value`] deserializer (the arguments of a CPython client's call, a
+/// `Value` read back from a `Value`) hands itself over whole instead of being taken apart and
+/// rebuilt node by node.
+const VALUE_NEWTYPE: &str = "$manager::Value::whole";
 
 /// The derived decoding of [`Value`], wrapped by its depth-checking `Deserialize`.
 #[derive(Deserialize)]
@@ -114,7 +124,25 @@ impl<'de> Deserialize<'de> for Value {
                 "a value nested more than {MAX_DEPTH} levels deep"
             )));
         }
-        ValueDef::deserialize(deserializer)
+        struct Whole;
+        impl<'de> Visitor<'de> for Whole {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                deserializer: D,
+            ) -> Result<Value, D::Error> {
+                ValueDef::deserialize(deserializer)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+                HANDED
+                    .take()
+                    .ok_or_else(|| E::custom("a unit where a value was expected"))
+            }
+        }
+        deserializer.deserialize_newtype_struct(VALUE_NEWTYPE, Whole)
     }
 }
 
@@ -980,6 +1008,11 @@ impl<'de> de::Deserializer<'de> for Value {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, ValueError> {
+        if name == VALUE_NEWTYPE {
+            // A `Value` is asking for itself: moved, not rebuilt.
+            HANDED.set(Some(self));
+            return visitor.visit_unit();
+        }
         if name == TOKEN_NEWTYPE {
             return match self {
                 Value::Proxy(token) => {

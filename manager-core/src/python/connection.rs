@@ -57,7 +57,7 @@ pub const LEGACY_MESSAGE_LENGTH: usize = 20;
 const MD5_LEN: usize = 16;
 /// Payloads up to this size are written together with their header in one write (as CPython
 /// does, against Nagle's algorithm).
-const SMALL_WRITE: usize = 16 * 1024;
+pub(crate) const SMALL_WRITE: usize = 16 * 1024;
 
 /// The digest one side of a handshake used to prove it holds the authkey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,19 @@ pub async fn read_frame<R>(reader: &mut R, max: usize) -> Result<Option<Vec<u8>>
 where
     R: AsyncRead + Unpin,
 {
+    read_frame_with(reader, max, |_| {}).await
+}
+
+/// [`read_frame`], calling `on_header` with the payload's length once the header is read and
+/// the length accepted, before the payload is read.
+pub async fn read_frame_with<R>(
+    reader: &mut R,
+    max: usize,
+    on_header: impl FnOnce(usize),
+) -> Result<Option<Vec<u8>>, Error>
+where
+    R: AsyncRead + Unpin,
+{
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < header.len() {
@@ -169,6 +182,7 @@ where
         )));
     }
     let len = len as usize;
+    on_header(len);
     let mut payload = Vec::with_capacity(len.min(64 * 1024));
     (&mut *reader)
         .take(len as u64)
@@ -203,6 +217,84 @@ pub fn frame_header(len: usize, long: bool) -> Vec<u8> {
     }
 }
 
+/// [`read_frame_with`] on a blocking reader (a socket served by a thread of its own).
+pub fn read_frame_blocking<R>(
+    reader: &mut R,
+    max: usize,
+    on_header: impl FnOnce(usize),
+) -> Result<Option<Vec<u8>>, Error>
+where
+    R: std::io::Read,
+{
+    use std::io::Read;
+    let mut header = [0u8; 4];
+    let mut got = 0;
+    while got < header.len() {
+        let n = match reader.read(&mut header[got..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(Error::ConnectionClosed(
+                "the peer closed the connection inside a frame header".into(),
+            ));
+        }
+        got += n;
+    }
+    let len = match i32::from_be_bytes(header) {
+        -1 => {
+            let mut long = [0u8; 8];
+            reader
+                .read_exact(&mut long)
+                .map_err(|e| eof(e, "a frame header"))?;
+            u64::from_be_bytes(long)
+        }
+        n if n < 0 => {
+            return Err(Error::Protocol(format!("negative frame length {n}")));
+        }
+        n => n as u64,
+    };
+    if len > max as u64 {
+        return Err(Error::Protocol(format!(
+            "frame of {len} bytes exceeds the limit of {max} bytes"
+        )));
+    }
+    let len = len as usize;
+    on_header(len);
+    let mut payload = Vec::with_capacity(len.min(64 * 1024));
+    Read::take(&mut *reader, len as u64).read_to_end(&mut payload)?;
+    if payload.len() < len {
+        return Err(Error::ConnectionClosed(format!(
+            "the peer closed the connection inside a frame ({} of {len} bytes received)",
+            payload.len()
+        )));
+    }
+    Ok(Some(payload))
+}
+
+/// [`write_frame`] on a blocking writer: a small frame in one write, as CPython writes it.
+pub fn write_frame_blocking<W>(writer: &mut W, payload: &[u8]) -> Result<(), Error>
+where
+    W: std::io::Write,
+{
+    let header = frame_header(payload.len(), false);
+    if payload.len() <= SMALL_WRITE {
+        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(payload);
+        writer.write_all(&frame)?;
+    } else {
+        writer.write_all(&header)?;
+        writer.write_all(payload)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
 /// Writes one frame and flushes.
 pub async fn write_frame<W>(writer: &mut W, payload: &[u8]) -> Result<(), Error>
 where
@@ -226,7 +318,8 @@ where
 {
     let header = frame_header(payload.len(), long);
     if payload.len() <= SMALL_WRITE {
-        let mut frame = header;
+        let mut frame = Vec::with_capacity(header.len() + payload.len());
+        frame.extend_from_slice(&header);
         frame.extend_from_slice(payload);
         writer.write_all(&frame).await?;
     } else {
@@ -479,6 +572,15 @@ where
     /// connection between frames.
     pub async fn recv_bytes(&mut self) -> Result<Option<Vec<u8>>, Error> {
         read_frame(&mut self.stream, self.max_frame).await
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes), calling `on_header` with the frame's length before
+    /// its payload is read.
+    pub async fn recv_bytes_with(
+        &mut self,
+        on_header: impl FnOnce(usize),
+    ) -> Result<Option<Vec<u8>>, Error> {
+        read_frame_with(&mut self.stream, self.max_frame, on_header).await
     }
 
     /// Pickles a value and sends it (`Connection.send`).

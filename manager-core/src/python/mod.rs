@@ -18,6 +18,7 @@ pub mod client;
 pub mod connection;
 pub mod pickle;
 pub mod repr;
+mod tree;
 
 pub use connection::{Digest, HandshakeInfo, PyConnection};
 pub use pickle::{

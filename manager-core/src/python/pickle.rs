@@ -813,15 +813,22 @@ pub fn decode(data: &[u8]) -> Result<PyValue, PickleError> {
 /// Decodes one pickle. The whole of `data` must be the pickle: bytes after `STOP` are an
 /// error.
 pub fn decode_with(data: &[u8], options: &DecodeOptions) -> Result<PyValue, PickleError> {
+    // A plain tree of data (most requests) in one pass; anything else from the start, below.
+    if let Some(value) = super::tree::decode_tree(data, options.max_depth) {
+        return Ok(value);
+    }
+    // Most opcodes that make a node take 2 bytes or more; a small request (a method call) then
+    // needs no growth of these vectors.
+    let nodes = (data.len() / 4).clamp(8, 1024);
     let mut machine = Machine {
         data,
         pos: 0,
         options,
-        arena: Vec::new(),
-        uses: Vec::new(),
-        stack: Vec::new(),
+        arena: Vec::with_capacity(nodes),
+        uses: Vec::with_capacity(nodes),
+        stack: Vec::with_capacity(nodes.min(64)),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::with_capacity(nodes),
     };
     let root = machine.run()?;
     let Machine { arena, uses, .. } = machine;
@@ -917,7 +924,62 @@ struct Machine<'a> {
     uses: Vec<u32>,
     stack: Vec<usize>,
     marks: Vec<usize>,
-    memo: HashMap<u64, usize>,
+    memo: Memo,
+}
+
+/// The unpickler's memo: key -> arena index. Keys written in order from 0 (all `MEMOIZE`
+/// writes, and what CPython's `BINPUT`s write) are kept in a vector; any other key in a map, so
+/// that a key of 4 billion costs one entry, not a vector of that length.
+struct Memo {
+    /// `dense[key]`, or [`Memo::ABSENT`].
+    dense: Vec<usize>,
+    sparse: HashMap<u64, usize>,
+    /// How many keys are stored (what `MEMOIZE` takes as its key).
+    len: usize,
+}
+
+impl Memo {
+    const ABSENT: usize = usize::MAX;
+
+    fn with_capacity(capacity: usize) -> Memo {
+        Memo {
+            dense: Vec::with_capacity(capacity),
+            sparse: HashMap::new(),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, key: u64) -> Option<usize> {
+        match usize::try_from(key).ok().and_then(|k| self.dense.get(k)) {
+            Some(&index) if index != Memo::ABSENT => Some(index),
+            Some(_) => None,
+            None => self.sparse.get(&key).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: u64, index: usize) {
+        match usize::try_from(key) {
+            Ok(k) if k < self.dense.len() => {
+                if self.dense[k] == Memo::ABSENT {
+                    self.len += 1;
+                }
+                self.dense[k] = index;
+            }
+            Ok(k) if k == self.dense.len() && !self.sparse.contains_key(&key) => {
+                self.dense.push(index);
+                self.len += 1;
+            }
+            _ => {
+                if self.sparse.insert(key, index).is_none() {
+                    self.len += 1;
+                }
+            }
+        }
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -1035,8 +1097,8 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_get(&mut self, offset: usize, key: u64) -> Result<(), PickleError> {
-        match self.memo.get(&key) {
-            Some(&index) => {
+        match self.memo.get(key) {
+            Some(index) => {
                 self.stack.push(index);
                 Ok(())
             }
@@ -1455,7 +1517,7 @@ fn int_node(bytes: &[u8]) -> Node {
 }
 
 /// A little-endian two's complement integer (`LONG1`/`LONG4`), refused beyond `i128`.
-fn int_from_le(bytes: &[u8]) -> Result<i128, &'static str> {
+pub(super) fn int_from_le(bytes: &[u8]) -> Result<i128, &'static str> {
     let Some(&last) = bytes.last() else {
         return Ok(0);
     };
@@ -1587,12 +1649,13 @@ impl Builder<'_> {
     }
 
     fn build(mut self, root: usize) -> Result<PyValue, PickleError> {
-        let mut tasks = vec![Task::Visit {
+        let mut tasks = Vec::with_capacity(self.arena.len().min(64) * 2);
+        tasks.push(Task::Visit {
             index: root,
             depth: 0,
             unique: true,
-        }];
-        let mut out: Vec<PyValue> = Vec::new();
+        });
+        let mut out: Vec<PyValue> = Vec::with_capacity(self.arena.len().min(64));
         while let Some(task) = tasks.pop() {
             match task {
                 Task::Visit {
@@ -2239,20 +2302,24 @@ pub fn encode(value: &PyValue) -> Result<Vec<u8>, PickleError> {
 /// Encodes a value as a protocol-4 pickle. Fails only for a token whose address has no Python
 /// form or a value nested deeper than [`EncodeOptions::max_depth`].
 pub fn encode_with(value: &PyValue, options: &EncodeOptions) -> Result<Vec<u8>, PickleError> {
-    let mut body = Vec::new();
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&[0x80, 4]);
+    if options.frame {
+        // The frame's length is written once the body is.
+        out.push(0x95);
+        out.extend_from_slice(&[0; 8]);
+    }
+    let body = out.len();
     Encoder {
-        out: &mut body,
+        out: &mut out,
         max_depth: options.max_depth,
     }
     .value(value, 0)?;
-    body.push(b'.');
-    let mut out = Vec::with_capacity(body.len() + 11);
-    out.extend_from_slice(&[0x80, 4]);
+    out.push(b'.');
     if options.frame {
-        out.push(0x95);
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        let len = (out.len() - body) as u64;
+        out[body - 8..body].copy_from_slice(&len.to_le_bytes());
     }
-    out.extend_from_slice(&body);
     Ok(out)
 }
 

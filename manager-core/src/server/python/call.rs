@@ -47,8 +47,23 @@ pub(super) async fn read_through(me: &Arc<Connection>, value: Value) -> Value {
     }
 }
 
+/// Where a call's plain body runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exec {
+    /// The connection is served by a runtime task: a plain body goes to a worker thread, unless
+    /// its method is quick.
+    Task,
+    /// The connection has a thread of its own (see `thread`), which runs the body itself.
+    Thread,
+}
+
+/// A method call on an object, from a connection served by a runtime task.
+pub(super) async fn call(me: &Arc<Connection>, request: Request) -> PyValue {
+    call_in(me, request, Exec::Task).await
+}
+
 /// A method call on an object.
-pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue {
+pub(super) async fn call_in(me: &Arc<Connection>, mut request: Request, exec: Exec) -> PyValue {
     let Some(id) = request.ident.as_deref().and_then(id_from_hex) else {
         return traceback("KeyError", &format!("{:?}", request.ident));
     };
@@ -146,7 +161,13 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
     let (span, _) = crate::trace::server_span(&request.method, id, me.id, 0, None);
     // As for native clients: a plain body runs on a worker thread, never in this task, unless
     // its method is quick (see `server::quick`).
+    // On a connection's own thread, the body runs right there, as CPython's server runs it.
+    let inline = |job: crate::object::Job| {
+        let _entered = span.enter();
+        std::panic::catch_unwind(AssertUnwindSafe(job))
+    };
     let outcome = match call {
+        Call::Ready(job) if exec == Exec::Thread => inline(job),
         Call::Ready(job) => match me.state.quick.admit(&entry, index) {
             Some(admitted) => {
                 let _entered = span.enter();
@@ -154,6 +175,7 @@ pub(super) async fn call(me: &Arc<Connection>, mut request: Request) -> PyValue 
             }
             None => me.state.on_worker(job).await,
         },
+        Call::Locking(lock) if exec == Exec::Thread => inline(lock.await),
         Call::Locking(lock) => {
             let job = lock.await;
             me.state.on_worker(job).await

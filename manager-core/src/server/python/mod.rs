@@ -36,6 +36,7 @@ use crate::address::Address;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::object::{Call, Outcome};
+use crate::python::connection::SMALL_WRITE;
 use crate::python::pickle::{self, id_from_hex, id_to_hex};
 use crate::python::{PyConnection, PyException, PyProxy, PyValue};
 use crate::registry::Entry;
@@ -53,9 +54,10 @@ mod create;
 mod names;
 mod results;
 mod slices;
+mod thread;
 use arguments::*;
 use builtins::*;
-use call::call;
+use call::{call, call_in, Exec};
 use control::control;
 
 use create::*;
@@ -69,6 +71,8 @@ use slices::*;
 pub(super) struct PythonRefs {
     owner: Mutex<Option<Arc<Connection>>>,
     handed: Mutex<HashMap<u64, Vec<Weak<Connection>>>>,
+    /// Method connections served by threads of their own (see `thread`).
+    threads: std::sync::atomic::AtomicUsize,
 }
 
 impl PythonRefs {
@@ -154,10 +158,14 @@ fn keep_alive(fd: RawFd, liveness: std::time::Duration) {
     let _ = (fd, liveness);
 }
 
-/// CPython clients write a request as two small segments; with Nagle on their side and delayed
-/// acknowledgements on ours, each control request would stall for 40 ms. Asking for a quick
-/// acknowledgement before every read avoids it (Linux re-arms delayed ACKs, so it is done each
-/// time).
+/// CPython clients sometimes write twice before they read: a control connection's last
+/// handshake message and then its request, or a frame past 16 KiB as its header and then its
+/// payload. With Nagle on their side and delayed acknowledgements on ours, the second write
+/// would wait 40 ms for the acknowledgement of the first. Asking for a quick acknowledgement
+/// before the second is read (before a control connection's request; once a big frame's header
+/// is read) sends the pending one at once (Linux re-arms delayed ACKs, so it is done each
+/// time). A method connection's small requests need none: each waits for its reply, which
+/// carries the acknowledgement, so they are spared the system call.
 fn quick_ack(fd: Option<RawFd>) {
     #[cfg(target_os = "linux")]
     if let Some(fd) = fd {
@@ -179,7 +187,7 @@ fn quick_ack(fd: Option<RawFd>) {
 
 async fn serve<S>(state: Arc<State>, stream: S, fd: Option<RawFd>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + thread::IntoSocket,
 {
     // Buffered: CPython sends a small request's header and pickle in one write, which one read
     // then takes whole (unbuffered, the header and the pickle were a read each).
@@ -207,11 +215,20 @@ where
     state.connections.fetch_add(1, Ordering::Relaxed);
     let me = pseudo_connection(&state);
     let mut methods = false;
+    let mut on_thread = None;
     loop {
-        quick_ack(fd);
+        if !methods {
+            // Before the read: the request may wait behind the handshake's last message.
+            quick_ack(fd);
+        }
+        let wants_ack = |len: usize| {
+            if methods && len > SMALL_WRITE {
+                quick_ack(fd);
+            }
+        };
         let message = tokio::select! {
             _ = me.closed.cancelled() => break,
-            message = conn.recv_bytes() => message,
+            message = conn.recv_bytes_with(wants_ack) => message,
         };
         let frame = match message {
             Ok(Some(frame)) => frame,
@@ -221,34 +238,8 @@ where
                 break;
             }
         };
-        // A whole frame that does not unpickle (a global outside the allow-list, an int past
-        // i128, ...) is the request's fault, not the connection's: the client gets an error in
-        // its own form and the connection goes on serving that thread's other proxies.
-        let request = match pickle::decode_with(&frame, &decode_options()) {
-            Ok(request) => request,
-            Err(e) => {
-                let refused = refusal(&e.to_string());
-                if let Err(e) = conn.send(&traceback("TypeError", &refused)).await {
-                    tracing::debug!("cannot answer a CPython client: {e}");
-                    break;
-                }
-                continue;
-            }
-        };
-        let request = Request::parse(request).map(|mut request| {
-            let (native, python) = (Some(&state.address), state.python_address.as_ref());
-            request
-                .args
-                .iter_mut()
-                .for_each(|v| retarget(v, python, native));
-            request
-                .kwds
-                .iter_mut()
-                .for_each(|(_, v)| retarget(v, python, native));
-            request
-        });
-        let (reply, after) = match request {
-            Err(message) => (traceback("TypeError", &message), After::Close),
+        let (reply, after) = match request_of(&state, &frame) {
+            Err(answer) => answer,
             Ok(request) if request.ident.is_none() => control(&me, request, &mut methods).await,
             Ok(_) if !methods => (
                 traceback(
@@ -280,9 +271,58 @@ where
                 break;
             }
         }
+        if methods && on_thread.is_none() {
+            // Accepted for method calls: the rest goes to a thread of its own, if one is free.
+            on_thread = thread::slot(&state);
+            if on_thread.is_some() {
+                break;
+            }
+        }
+    }
+    if let Some(slot) = on_thread.take() {
+        if !me.closed.is_cancelled() {
+            let reader = conn.into_inner();
+            let leftover = reader.buffer().to_vec();
+            match reader.into_inner().into_socket() {
+                Ok(socket) => {
+                    return thread::serve_on_thread(state, me, socket, leftover, slot).await
+                }
+                Err(e) => tracing::debug!("cannot serve a CPython connection on a thread: {e}"),
+            }
+        }
     }
     me.close();
     state.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The request in a frame, with its proxies' addresses made native; or the reply for a frame
+/// that holds none, and whether the connection goes on.
+fn request_of(state: &State, frame: &[u8]) -> Result<Request, (PyValue, After)> {
+    // A whole frame that does not unpickle (a global outside the allow-list, an int past
+    // i128, ...) is the request's fault, not the connection's: the client gets an error in
+    // its own form and the connection goes on serving that thread's other proxies.
+    let request = match pickle::decode_with(frame, &decode_options()) {
+        Ok(request) => request,
+        Err(e) => {
+            let refused = refusal(&e.to_string());
+            return Err((traceback("TypeError", &refused), After::Continue));
+        }
+    };
+    match Request::parse(request) {
+        Ok(mut request) => {
+            let (native, python) = (Some(&state.address), state.python_address.as_ref());
+            request
+                .args
+                .iter_mut()
+                .for_each(|v| retarget(v, python, native));
+            request
+                .kwds
+                .iter_mut()
+                .for_each(|(_, v)| retarget(v, python, native));
+            Ok(request)
+        }
+        Err(message) => Err((traceback("TypeError", &message), After::Close)),
+    }
 }
 
 /// How requests are unpickled: any object outside the allow-list (a `datetime`, a

@@ -1,0 +1,273 @@
+//! A CPython method connection served by a thread of its own.
+//!
+//! A CPython method connection is one client thread that waits for each reply, so it gains
+//! nothing from the runtime's multiplexing and pays for it on every call: a readiness wait
+//! (`epoll_wait`) before each read, a wake-up through the runtime, and, for a plain method, a
+//! hand-off to a worker thread and back. Once a connection is accepted for method calls, its
+//! socket leaves the runtime for a thread that blocks in `read` (the kernel wakes it with the
+//! request, one system call), runs the call there, plain bodies included (as CPython's server
+//! does, with a thread per connection), and writes the reply. A call that waits (a lock, an
+//! event, a queue) is polled once on the thread and, if it must wait, awaited there while the
+//! socket is watched through the runtime: anything the client sends meanwhile means it is
+//! gone, and the call is dropped, as on a runtime task.
+//!
+//! Threads are bounded by `ServerConfig::max_workers`; past the bound, and on a runtime that
+//! is not multi-threaded (whose driver runs only when its one thread is free), connections
+//! stay on runtime tasks.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+
+use super::*;
+use crate::python::connection::{read_frame_blocking, write_frame_blocking};
+
+/// A socket taken out of the runtime, in blocking mode.
+pub(super) enum Socket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Socket {
+    fn try_clone(&self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+        })
+    }
+
+    /// Ends both directions, which wakes a thread blocked reading it.
+    fn shutdown(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match *self {
+            Socket::Tcp(s) => (&*s).read(buf),
+            Socket::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match *self {
+            Socket::Tcp(s) => (&*s).write(buf),
+            Socket::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A runtime stream that can leave the runtime.
+pub(super) trait IntoSocket {
+    fn into_socket(self) -> std::io::Result<Socket>;
+}
+
+impl IntoSocket for tokio::net::TcpStream {
+    fn into_socket(self) -> std::io::Result<Socket> {
+        let socket = self.into_std()?;
+        socket.set_nonblocking(false)?;
+        Ok(Socket::Tcp(socket))
+    }
+}
+
+impl IntoSocket for tokio::net::UnixStream {
+    fn into_socket(self) -> std::io::Result<Socket> {
+        let socket = self.into_std()?;
+        socket.set_nonblocking(false)?;
+        Ok(Socket::Unix(socket))
+    }
+}
+
+/// A thread slot, given back when the connection's thread ends.
+pub(super) struct Slot(Arc<State>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.python.threads.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A slot for one more connection thread, if the bound and the runtime allow one.
+pub(super) fn slot(state: &Arc<State>) -> Option<Slot> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if !multi_thread {
+        return None;
+    }
+    let threads = &state.python.threads;
+    let bound = state.config.max_workers.max(1);
+    threads
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < bound).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(state.clone()))
+}
+
+/// Serves the rest of a method connection on a thread of its own; returns when the thread is
+/// done (or at once when the server stops: the socket is shut down, and the thread leaves
+/// after the call it may be running). `leftover` is what was read past the last request.
+pub(super) async fn serve_on_thread(
+    state: Arc<State>,
+    me: Arc<Connection>,
+    socket: Socket,
+    leftover: Vec<u8>,
+    slot: Slot,
+) {
+    let watcher = match socket.try_clone() {
+        Ok(watcher) => watcher,
+        Err(e) => {
+            tracing::debug!("cannot serve a CPython connection on a thread: {e}");
+            me.close();
+            state.connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let (done_tx, done_rx) = futures::channel::oneshot::channel::<()>();
+    let handle = tokio::runtime::Handle::current();
+    let spawned = {
+        let (state, me) = (state.clone(), me.clone());
+        std::thread::Builder::new()
+            .name("manager-python".into())
+            .spawn(move || {
+                let _slot = slot;
+                serve_thread(&state, &me, &handle, socket, leftover);
+                state.connections.fetch_sub(1, Ordering::Relaxed);
+                drop(done_tx);
+            })
+    };
+    if let Err(e) = spawned {
+        // The socket went with the closure: the client sees the connection close.
+        tracing::warn!("cannot start a thread for a CPython connection: {e}");
+        me.close();
+        state.connections.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    tokio::select! {
+        _ = done_rx => {}
+        _ = me.closed.cancelled() => watcher.shutdown(),
+    }
+}
+
+/// The request loop of a connection's thread.
+fn serve_thread(
+    state: &Arc<State>,
+    me: &Arc<Connection>,
+    handle: &tokio::runtime::Handle,
+    socket: Socket,
+    leftover: Vec<u8>,
+) {
+    let fd = Some(socket.as_raw_fd()).filter(|_| matches!(socket, Socket::Tcp(_)));
+    let mut reader =
+        std::io::BufReader::with_capacity(16 * 1024, std::io::Cursor::new(leftover).chain(&socket));
+    let mut methods = true;
+    loop {
+        let wants_ack = |len: usize| {
+            if len > SMALL_WRITE {
+                quick_ack(fd);
+            }
+        };
+        let frame = match read_frame_blocking(&mut reader, state.config.max_frame, wants_ack) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("closing a CPython connection: {e}");
+                break;
+            }
+        };
+        let (reply, after) = match request_of(state, &frame) {
+            Err(answer) => answer,
+            Ok(request) if request.ident.is_none() => {
+                let _entered = handle.enter();
+                futures::executor::block_on(control(me, request, &mut methods))
+            }
+            Ok(request) => match run_call(me, handle, &socket, request) {
+                Some(reply) => (reply, After::Continue),
+                None => break,
+            },
+        };
+        if me.closed.is_cancelled() {
+            break;
+        }
+        let sent = pickle::encode_with(&reply, &pickle::EncodeOptions::default())
+            .map_err(|e| Error::encode("a pickled message", e))
+            .and_then(|payload| write_frame_blocking(&mut &socket, &payload));
+        if let Err(e) = sent {
+            tracing::debug!("cannot answer a CPython client: {e}");
+            break;
+        }
+        match after {
+            After::Continue => {}
+            After::Close => break,
+            After::Stop => {
+                state.stop.cancel();
+                break;
+            }
+        }
+    }
+    // Cleanups (locks the client held) may wake runtime tasks.
+    let _entered = handle.enter();
+    me.close();
+}
+
+/// Runs one call on the connection's thread; `None` when the client went away (or the server
+/// stopped) while it waited.
+fn run_call(
+    me: &Arc<Connection>,
+    handle: &tokio::runtime::Handle,
+    socket: &Socket,
+    request: Request,
+) -> Option<PyValue> {
+    let _entered = handle.enter();
+    let mut call = std::pin::pin!(call_in(me, request, Exec::Thread));
+    // Most calls finish at their first poll: no waiting, no watching.
+    if let Some(reply) = call.as_mut().now_or_never() {
+        return Some(reply);
+    }
+    // It waits. Meanwhile a CPython client sends nothing; anything it sends means it is gone.
+    let gone = async {
+        let watched = socket.try_clone().and_then(|clone| {
+            // SAFETY: the clone owns its descriptor (a std socket), which stays open, and is
+            // the one `as_raw_fd` returns, for as long as the `AsyncFd` that owns the clone.
+            unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    clone,
+                    tokio::io::Interest::READABLE,
+                )
+            }
+            .map_err(std::io::Error::from)
+        });
+        match watched {
+            Ok(watched) => {
+                let _ = watched.readable().await;
+            }
+            // Not watched: the call's end (or the server's stop) ends the wait.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    futures::executor::block_on(async {
+        tokio::select! {
+            reply = call => Some(reply),
+            _ = gone => None,
+            _ = me.closed.cancelled() => None,
+        }
+    })
+}
