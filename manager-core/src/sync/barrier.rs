@@ -309,28 +309,28 @@ impl BarrierProxy {
 
     /// Puts the barrier back to its empty state; waiters present get a `BrokenBarrier` error.
     pub async fn reset(&self) -> Result<(), Error> {
-        self.0.base.call_method("reset", ()).await
+        self.0.raw.call_method("reset", ()).await
     }
 
     /// Breaks the barrier: waiters present and future get a `BrokenBarrier` error until
     /// [`reset`](BarrierProxy::reset).
     pub async fn abort(&self) -> Result<(), Error> {
-        self.0.base.call_method("abort", ()).await
+        self.0.raw.call_method("abort", ()).await
     }
 
     /// The number of waiters needed to trip the barrier.
     pub async fn parties(&self) -> Result<u64, Error> {
-        self.0.base.call_method("parties", ()).await
+        self.0.raw.call_method("parties", ()).await
     }
 
     /// The number of waiters in the round being filled.
     pub async fn n_waiting(&self) -> Result<u64, Error> {
-        self.0.base.call_method("n_waiting", ()).await
+        self.0.raw.call_method("n_waiting", ()).await
     }
 
     /// Whether the barrier is broken.
     pub async fn broken(&self) -> Result<bool, Error> {
-        self.0.base.call_method("broken", ()).await
+        self.0.raw.call_method("broken", ()).await
     }
 }
 

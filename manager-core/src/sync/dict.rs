@@ -236,12 +236,12 @@ pub struct DictProxy<K, V>(Typed<(K, V)>);
 
 impl<K: Element, V: Element> DictProxy<K, V> {
     fn decode<T: serde::de::DeserializeOwned>(&self, value: Value) -> Result<T, Error> {
-        crate::proxy::decode_value(self.0.base.connection(), value)
+        crate::proxy::decode_value(self.0.raw.connection(), value)
     }
 
     /// The value for `key`, if any.
     pub async fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        let value: Option<Value> = self.0.base.call_method("get", (encode(key)?,)).await?;
+        let value: Option<Value> = self.0.raw.call_method("get", (encode(key)?,)).await?;
         value.map(|v| self.decode(v)).transpose()
     }
 
@@ -261,7 +261,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 
     /// Removes `key`, returning its value if it was there.
     pub async fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        let old: Option<Value> = self.0.base.call_method("remove", (encode(key)?,)).await?;
+        let old: Option<Value> = self.0.raw.call_method("remove", (encode(key)?,)).await?;
         old.map(|v| self.decode(v)).transpose()
     }
 
@@ -279,26 +279,26 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// Whether `key` is present.
     pub async fn contains_key(&self, key: &K) -> Result<bool, Error> {
         self.0
-            .base
+            .raw
             .call_method("contains_key", (encode(key)?,))
             .await
     }
 
     /// The keys, in insertion order.
     pub async fn keys(&self) -> Result<Vec<K>, Error> {
-        let keys: Vec<Value> = self.0.base.call_method("keys", ()).await?;
+        let keys: Vec<Value> = self.0.raw.call_method("keys", ()).await?;
         self.decode(Value::List(keys))
     }
 
     /// The values, in insertion order.
     pub async fn values(&self) -> Result<Vec<V>, Error> {
-        let values: Vec<Value> = self.0.base.call_method("values", ()).await?;
+        let values: Vec<Value> = self.0.raw.call_method("values", ()).await?;
         self.decode(Value::List(values))
     }
 
     /// The entries, in insertion order.
     pub async fn items(&self) -> Result<Vec<(K, V)>, Error> {
-        let items: Vec<(Value, Value)> = self.0.base.call_method("items", ()).await?;
+        let items: Vec<(Value, Value)> = self.0.raw.call_method("items", ()).await?;
         let items = items
             .into_iter()
             .map(|(k, v)| Value::Tuple(vec![k, v]))
@@ -308,17 +308,17 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 
     /// The number of entries.
     pub async fn len(&self) -> Result<u64, Error> {
-        self.0.base.call_method("len", ()).await
+        self.0.raw.call_method("len", ()).await
     }
 
     /// Whether the dictionary is empty.
     pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.base.call_method("is_empty", ()).await
+        self.0.raw.call_method("is_empty", ()).await
     }
 
     /// Removes every entry.
     pub async fn clear(&self) -> Result<(), Error> {
-        self.0.base.call_method("clear", ()).await
+        self.0.raw.call_method("clear", ()).await
     }
 
     /// Sets every entry of `items`; if one cannot be stored, none is.

@@ -492,17 +492,17 @@ impl<T: Element> ListProxy<T> {
 
     /// How many items equal `item`.
     pub async fn count(&self, item: &T) -> Result<u64, Error> {
-        self.0.base.call_method("count", (encode(item)?,)).await
+        self.0.raw.call_method("count", (encode(item)?,)).await
     }
 
     /// The number of items.
     pub async fn len(&self) -> Result<u64, Error> {
-        self.0.base.call_method("len", ()).await
+        self.0.raw.call_method("len", ()).await
     }
 
     /// Whether the list is empty.
     pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.base.call_method("is_empty", ()).await
+        self.0.raw.call_method("is_empty", ()).await
     }
 
     /// The item at `index` (negative counts from the end).
@@ -522,8 +522,8 @@ impl<T: Element> ListProxy<T> {
 
     /// The items from `start` to `stop` (`None` for the ends), Python's `list[start:stop]`.
     pub async fn slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<Vec<T>, Error> {
-        let items: Vec<Value> = self.0.base.call_method("getslice", (start, stop)).await?;
-        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+        let items: Vec<Value> = self.0.raw.call_method("getslice", (start, stop)).await?;
+        crate::proxy::decode_value(self.0.raw.connection(), Value::List(items))
     }
 
     /// Replaces the items from `start` to `stop` with `items`.
@@ -539,17 +539,17 @@ impl<T: Element> ListProxy<T> {
 
     /// Removes the items from `start` to `stop`.
     pub async fn delete_slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<(), Error> {
-        self.0.base.call_method("delslice", (start, stop)).await
+        self.0.raw.call_method("delslice", (start, stop)).await
     }
 
     /// Removes every item.
     pub async fn clear(&self) -> Result<(), Error> {
-        self.0.base.call_method("clear", ()).await
+        self.0.raw.call_method("clear", ()).await
     }
 
     /// Reverses the items in place.
     pub async fn reverse(&self) -> Result<(), Error> {
-        self.0.base.call_method("reverse", ()).await
+        self.0.raw.call_method("reverse", ()).await
     }
 
     /// Sorts the items in place in Python's order (`reverse` for descending); items Python
@@ -560,13 +560,13 @@ impl<T: Element> ListProxy<T> {
 
     /// Whether an item equals `item`.
     pub async fn contains(&self, item: &T) -> Result<bool, Error> {
-        self.0.base.call_method("contains", (encode(item)?,)).await
+        self.0.raw.call_method("contains", (encode(item)?,)).await
     }
 
     /// Every item, in order.
     pub async fn to_vec(&self) -> Result<Vec<T>, Error> {
-        let items: Vec<Value> = self.0.base.call_method("to_vec", ()).await?;
-        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+        let items: Vec<Value> = self.0.raw.call_method("to_vec", ()).await?;
+        crate::proxy::decode_value(self.0.raw.connection(), Value::List(items))
     }
 }
 

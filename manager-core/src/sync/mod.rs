@@ -32,6 +32,7 @@ use serde::Serialize;
 use crate::context::{CallContext, Retained};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::shape::Checked;
+use crate::proxy::Proxy;
 use crate::registry::{Register, Registry};
 use crate::value::{to_value, Value};
 
@@ -212,42 +213,56 @@ pub(crate) fn encode<T: Serialize + ?Sized>(item: &T) -> Result<Value, Error> {
     to_value(item).map_err(|e| Error::encode(std::any::type_name::<T>(), e))
 }
 
-/// The common part of every typed built-in proxy.
-pub(crate) struct Typed<T> {
-    pub(crate) base: crate::proxy::BaseProxy,
+/// The common part of every typed built-in proxy: the raw proxy that `#[shared(proxies =
+/// raw)]` generated from the type's server impl (`EventObjectRawProxy`), whose methods the
+/// typed layer calls, and the element type `T` it converts.
+pub(crate) struct Typed<T, R = crate::proxy::BaseProxy> {
+    pub(crate) raw: R,
     _element: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for Typed<T> {
+impl<T, R: Clone> Clone for Typed<T, R> {
     fn clone(&self) -> Self {
         Typed {
-            base: self.base.clone(),
+            raw: self.raw.clone(),
             _element: PhantomData,
         }
     }
 }
 
-impl<T> std::fmt::Debug for Typed<T> {
+impl<T, R: Proxy> std::fmt::Debug for Typed<T, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.base.fmt(f)
+        self.raw.base().fmt(f)
+    }
+}
+
+impl<T, R: Proxy> Typed<T, R> {
+    pub(crate) fn new(base: crate::proxy::BaseProxy) -> Self {
+        Typed {
+            raw: R::from_base(base),
+            _element: PhantomData,
+        }
+    }
+
+    /// The base proxy inside.
+    pub(crate) fn base(&self) -> &crate::proxy::BaseProxy {
+        self.raw.base()
+    }
+
+    /// Decodes a value a method returned, taking over the proxies inside it.
+    pub(crate) fn decode<V: DeserializeOwned>(&self, value: Value) -> Result<V, Error> {
+        crate::proxy::decode_value(self.base().connection(), value)
     }
 }
 
 impl<T> Typed<T> {
-    pub(crate) fn new(base: crate::proxy::BaseProxy) -> Self {
-        Typed {
-            base,
-            _element: PhantomData,
-        }
-    }
-
     /// Calls a method whose errors arrive as a raised [`RemoteError`], and decodes its value.
     pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(
         &self,
         method: &str,
         args: A,
     ) -> Result<R, Error> {
-        self.base.call::<Checked<R>>(method, args).await
+        self.raw.call::<Checked<R>>(method, args).await
     }
 
     /// Like `call`, for a method returning a value whose proxies must be taken over.
@@ -257,7 +272,7 @@ impl<T> Typed<T> {
         args: A,
     ) -> Result<R, Error> {
         let value: Value = self.call(method, args).await?;
-        crate::proxy::decode_value(self.base.connection(), value)
+        self.decode(value)
     }
 }
 
@@ -279,7 +294,7 @@ macro_rules! builtin_proxy {
                 $proxy($crate::sync::Typed::new(base))
             }
             fn base(&self) -> &$crate::proxy::BaseProxy {
-                &self.0.base
+                self.0.base()
             }
         }
 
@@ -297,7 +312,7 @@ macro_rules! builtin_proxy {
 
         impl$(<$($g),*>)? serde::Serialize for $proxy$(<$($g),*>)? {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                self.0.base.serialize(serializer)
+                self.0.base().serialize(serializer)
             }
         }
 
@@ -317,9 +332,8 @@ macro_rules! builtin_proxy {
             /// The same proxy, its calls with the deadline `timeout` instead of the
             /// connection's default: a call that misses it fails with `Error::Timeout` (and
             /// the server stops a call still waiting, such as a `get` on an empty queue).
-            pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
-                self.0.base.set_timeout(Some(timeout));
-                self
+            pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
+                <Self as $crate::proxy::Proxy>::from_base(self.0.base().with_timeout(timeout))
             }
         }
 

@@ -114,12 +114,12 @@ impl NamespaceProxy {
 
     /// Whether the attribute `name` is set.
     pub async fn has(&self, name: &str) -> Result<bool, Error> {
-        self.0.base.call_method("hasattr", (name,)).await
+        self.0.raw.call_method("hasattr", (name,)).await
     }
 
     /// The names of the attributes, in the order they were first set.
     pub async fn names(&self) -> Result<Vec<String>, Error> {
-        self.0.base.call_method("names", ()).await
+        self.0.raw.call_method("names", ()).await
     }
 }
 

@@ -434,32 +434,32 @@ macro_rules! queue_methods {
 
             /// The number of items (already out of date when it arrives, as in Python).
             pub async fn qsize(&self) -> Result<u64, Error> {
-                self.0.base.call_method("qsize", ()).await
+                self.0.raw.call_method("qsize", ()).await
             }
 
             /// Whether the queue holds no item.
             pub async fn empty(&self) -> Result<bool, Error> {
-                self.0.base.call_method("empty", ()).await
+                self.0.raw.call_method("empty", ()).await
             }
 
             /// Whether the queue has a limit and holds that many items.
             pub async fn full(&self) -> Result<bool, Error> {
-                self.0.base.call_method("full", ()).await
+                self.0.raw.call_method("full", ()).await
             }
 
             /// The most items the queue holds; 0 for no limit.
             pub async fn maxsize(&self) -> Result<u64, Error> {
-                self.0.base.call_method("maxsize", ()).await
+                self.0.raw.call_method("maxsize", ()).await
             }
 
             /// How many `get`s are waiting for an item in the server (not in Python).
             pub async fn n_waiting_get(&self) -> Result<u64, Error> {
-                self.0.base.call_method("n_waiting_get", ()).await
+                self.0.raw.call_method("n_waiting_get", ()).await
             }
 
             /// How many `put`s are waiting for room in the server (not in Python).
             pub async fn n_waiting_put(&self) -> Result<u64, Error> {
-                self.0.base.call_method("n_waiting_put", ()).await
+                self.0.raw.call_method("n_waiting_put", ()).await
             }
         }
     };
@@ -478,7 +478,7 @@ impl<T: Element> JoinableQueueProxy<T> {
     /// Waits until every item put has been marked processed with
     /// [`task_done`](JoinableQueueProxy::task_done).
     pub async fn join(&self) -> Result<(), Error> {
-        self.0.base.call_method("join", ()).await
+        self.0.raw.call_method("join", ()).await
     }
 }
 

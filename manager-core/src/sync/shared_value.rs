@@ -58,8 +58,8 @@ pub struct ValueProxy<T>(Typed<T>);
 impl<T: Element> ValueProxy<T> {
     /// The value.
     pub async fn get(&self) -> Result<T, Error> {
-        let value: Value = self.0.base.call_method("get", ()).await?;
-        crate::proxy::decode_value(self.0.base.connection(), value)
+        let value: Value = self.0.raw.call_method("get", ()).await?;
+        crate::proxy::decode_value(self.0.raw.connection(), value)
     }
 
     /// Replaces the value.
@@ -206,12 +206,12 @@ pub struct ArrayProxy<T>(Typed<T>);
 impl<T: Element> ArrayProxy<T> {
     /// The number of items (fixed at creation).
     pub async fn len(&self) -> Result<u64, Error> {
-        self.0.base.call_method("len", ()).await
+        self.0.raw.call_method("len", ()).await
     }
 
     /// Whether the array has no items.
     pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.base.call_method("is_empty", ()).await
+        self.0.raw.call_method("is_empty", ()).await
     }
 
     /// The item at `index` (negative counts from the end); an `Index` error out of range.
@@ -232,8 +232,8 @@ impl<T: Element> ArrayProxy<T> {
 
     /// Every item, in order.
     pub async fn to_vec(&self) -> Result<Vec<T>, Error> {
-        let items: Vec<Value> = self.0.base.call_method("to_vec", ()).await?;
-        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+        let items: Vec<Value> = self.0.raw.call_method("to_vec", ()).await?;
+        crate::proxy::decode_value(self.0.raw.connection(), Value::List(items))
     }
 }
 
