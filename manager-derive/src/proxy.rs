@@ -93,6 +93,7 @@ impl Gen<'_> {
             .exposed
             .iter()
             .map(|e| self.proxy_method(e, Flavor::Raw));
+        let requests = self.exposed.iter().filter_map(|e| self.method_call(e));
         quote! {
             #[doc = #doc]
             #[doc(hidden)]
@@ -129,8 +130,57 @@ impl Gen<'_> {
             #[allow(dead_code, reason = "methods only CPython's proxies call are in the table too")]
             impl #raw {
                 #(#methods)*
+                #(#requests)*
             }
         }
+    }
+
+    /// For a raw proxy's method whose arguments are all owned: `m_call(args) ->
+    /// MethodCall<(A, B,)>`, the method's name and arguments as a value, for calls sent below
+    /// the proxy (a release sent without waiting, the undo of an abandoned acquisition), so that
+    /// those too are checked against the impl.
+    fn method_call(&self, exposed: &Exposed<'_>) -> Option<TokenStream> {
+        let krate = self.krate;
+        let method = exposed.method;
+        let owned = method
+            .params
+            .iter()
+            .all(|p| matches!(wire_of(&p.ty), Wire::Owned(_)));
+        if !owned
+            || exposed.mapped.is_some()
+            || stream_item(&method.returns.ty).is_some()
+            || is_byte_vec(&method.returns.ty)
+        {
+            return None;
+        }
+        let shapes = quote!(#krate::proxy::shape);
+        let shape = match &method.returns.result {
+            Some((ok, err)) => {
+                let (ok, err) = (self.outside(ok), self.outside(err));
+                quote!(#shapes::Checked<#ok, #err>)
+            }
+            None => {
+                let ret = self.outside(&method.returns.ty);
+                quote!(#shapes::Plain<#ret>)
+            }
+        };
+        let name = method.name();
+        let ident = format_ident!("{}_call", method.sig.ident);
+        let args: Vec<syn::Ident> = (0..method.params.len())
+            .map(|i| format_ident!("arg{}", i))
+            .collect();
+        let types: Vec<TokenStream> = method.params.iter().map(|p| self.outside(&p.ty)).collect();
+        let doc = format!("`{name}`'s name and arguments, for a call sent below the proxy.");
+        Some(quote! {
+            #[doc = #doc]
+            pub(crate) fn #ident(#(#args: #types),*) -> #krate::__private::MethodCall<(#(#types,)*), #shape> {
+                #krate::__private::MethodCall {
+                    method: #name,
+                    args: (#(#args,)*),
+                    shape: ::core::marker::PhantomData,
+                }
+            }
+        })
     }
 
     /// The proxies when the attribute has an error: the exposed methods that passed, so that
