@@ -339,7 +339,7 @@ builtin_proxy! {
     BarrierProxy,
     /// A shared barrier (Python's `manager.Barrier(parties, timeout=...)`), with blocking
     /// methods.
-    BarrierBlockingProxy {}
+    BarrierBlockingProxy
 }
 
 impl crate::manager::Manager {

@@ -378,7 +378,7 @@ builtin_proxy! {
     /// The lock is owned like a [`RLockBlockingProxy`](crate::sync::RLockBlockingProxy)'s: by
     /// the calling thread, through this connection. `wait`, `notify` and `notify_all` need the
     /// caller to hold it.
-    ConditionBlockingProxy {}
+    ConditionBlockingProxy
 }
 
 impl ConditionBlockingProxy {

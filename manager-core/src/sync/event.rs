@@ -171,7 +171,7 @@ impl EventProxy {
 builtin_proxy! {
     EventProxy,
     /// A shared event (Python's `manager.Event()`), with blocking methods.
-    EventBlockingProxy {}
+    EventBlockingProxy
 }
 
 impl crate::manager::Manager {

@@ -427,7 +427,7 @@ builtin_proxy! {
     /// It is not owned: any client may release it, as in Python. When the connection that
     /// acquired it closes (the process exits or is killed) while it is held, the server
     /// releases it.
-    LockBlockingProxy {}
+    LockBlockingProxy
 }
 
 impl LockBlockingProxy {
@@ -470,7 +470,7 @@ builtin_proxy! {
     /// again (each acquire needs its release), and only the owner may release it. When the
     /// owner's connection closes (the process exits or is killed), the server releases it
     /// however deep it was held.
-    RLockBlockingProxy {}
+    RLockBlockingProxy
 }
 
 impl crate::manager::Manager {

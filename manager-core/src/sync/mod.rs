@@ -31,7 +31,6 @@ use serde::Serialize;
 
 use crate::context::{CallContext, Retained};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::proxy::shape::Checked;
 use crate::proxy::Proxy;
 use crate::registry::{Register, Registry};
 use crate::value::{to_value, Value};
@@ -213,10 +212,15 @@ pub(crate) fn encode<T: Serialize + ?Sized>(item: &T) -> Result<Value, Error> {
     to_value(item).map_err(|e| Error::encode(std::any::type_name::<T>(), e))
 }
 
+/// Converts typed elements into values, for sending.
+pub(crate) fn encode_all<T: Serialize>(items: &[T]) -> Result<Vec<Value>, Error> {
+    items.iter().map(encode).collect()
+}
+
 /// The common part of every typed built-in proxy: the raw proxy that `#[shared(proxies =
 /// raw)]` generated from the type's server impl (`EventObjectRawProxy`), whose methods the
 /// typed layer calls, and the element type `T` it converts.
-pub(crate) struct Typed<T, R = crate::proxy::BaseProxy> {
+pub(crate) struct Typed<T, R> {
     pub(crate) raw: R,
     _element: PhantomData<fn() -> T>,
 }
@@ -255,39 +259,13 @@ impl<T, R: Proxy> Typed<T, R> {
     }
 }
 
-impl<T> Typed<T> {
-    /// Calls a method whose errors arrive as a raised [`RemoteError`], and decodes its value.
-    pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: A,
-    ) -> Result<R, Error> {
-        self.raw.call::<Checked<R>>(method, args).await
-    }
-
-    /// Like `call`, for a method returning a value whose proxies must be taken over.
-    pub(crate) async fn call_value<A: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: A,
-    ) -> Result<R, Error> {
-        let value: Value = self.call(method, args).await?;
-        self.decode(value)
-    }
-}
-
 /// Implements the pieces every typed built-in proxy shares: `Proxy`, serde (a proxy stored in a
-/// container or passed to a process), and the blocking twin whose methods block on the async
-/// ones.
+/// container or passed to a process), `with_timeout`, and the blocking twin's type, whose
+/// methods `#[blocking_twin]` generates from the async proxy's.
 macro_rules! builtin_proxy {
     (
         $(#[$doc:meta])*
-        $proxy:ident $(<$($g:ident),*>)?, $(#[$bdoc:meta])* $blocking:ident {
-            $(
-                $(#[$mdoc:meta])*
-                fn $method:ident $(<$($mg:ident: $mb:path),*>)? (&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
-            )*
-        }
+        $proxy:ident $(<$($g:ident),*>)?, $(#[$bdoc:meta])* $blocking:ident
     ) => {
         impl$(<$($g),*>)? $crate::proxy::Proxy for $proxy$(<$($g),*>)? {
             fn from_base(base: $crate::proxy::BaseProxy) -> Self {
@@ -332,8 +310,10 @@ macro_rules! builtin_proxy {
             /// The same proxy, its calls with the deadline `timeout` instead of the
             /// connection's default: a call that misses it fails with `Error::Timeout` (and
             /// the server stops a call still waiting, such as a `get` on an empty queue).
-            pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
-                <Self as $crate::proxy::Proxy>::from_base(self.0.base().with_timeout(timeout))
+            pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+                // The raw proxy is defined in this module, by `#[shared(proxies = raw)]`.
+                self.0.raw.base.set_timeout(Some(timeout));
+                self
             }
         }
 
@@ -384,13 +364,6 @@ macro_rules! builtin_proxy {
             pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
                 $blocking(self.0.with_timeout(timeout))
             }
-
-            $(
-                $(#[$mdoc])*
-                pub fn $method $(<$($mg: $mb),*>)? (&self $(, $arg: $ty)*) -> $ret {
-                    $crate::proxy::blocking::run(self.0.$method($($arg),*))
-                }
-            )*
         }
     };
 }

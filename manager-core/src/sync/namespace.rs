@@ -127,5 +127,5 @@ impl NamespaceProxy {
 builtin_proxy! {
     NamespaceProxy,
     /// A shared namespace (Python's `NamespaceProxy`), with blocking methods.
-    NamespaceBlockingProxy {}
+    NamespaceBlockingProxy
 }

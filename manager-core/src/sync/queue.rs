@@ -488,14 +488,14 @@ impl<T: Element> JoinableQueueProxy<T> {
 builtin_proxy! {
     QueueProxy<T>,
     /// A shared FIFO queue of `T` (Python's `manager.Queue()`), with blocking methods.
-    QueueBlockingProxy {}
+    QueueBlockingProxy
 }
 
 builtin_proxy! {
     JoinableQueueProxy<T>,
     /// A shared FIFO queue of `T` with `task_done` and `join` (Python's
     /// `manager.JoinableQueue()`), with blocking methods.
-    JoinableQueueBlockingProxy {}
+    JoinableQueueBlockingProxy
 }
 
 /// The `maxsize` argument of the factories: Python's, where 0 (or less) means no limit.

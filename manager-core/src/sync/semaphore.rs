@@ -285,7 +285,7 @@ macro_rules! semaphore_proxy {
         builtin_proxy! {
             $proxy,
             $(#[$bdoc])*
-            $blocking {}
+            $blocking
         }
 
         impl $blocking {

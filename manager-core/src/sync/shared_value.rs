@@ -4,7 +4,7 @@
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::sync::typecode::{coerce, CreateArgs, TYPECODES};
-use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
+use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
 
 /// The server side of a shared value.
@@ -71,7 +71,7 @@ impl<T: Element> ValueProxy<T> {
 builtin_proxy! {
     ValueProxy<T>,
     /// One shared value of type `T` (Python's `ValueProxy`), with blocking methods.
-    ValueBlockingProxy {}
+    ValueBlockingProxy
 }
 
 /// The server side of a shared array: a sequence whose length never changes.
@@ -222,8 +222,7 @@ impl<T: Element> ArrayProxy<T> {
 
     /// Replaces every item; `items` must have the array's length.
     pub async fn assign(&self, items: &[T]) -> Result<(), Error> {
-        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
-        self.0.raw.assign(items).await
+        self.0.raw.assign(encode_all(items)?).await
     }
 
     /// Every item, in order.
@@ -235,5 +234,5 @@ impl<T: Element> ArrayProxy<T> {
 builtin_proxy! {
     ArrayProxy<T>,
     /// A fixed-length shared array of `T` (Python's `Array`), with blocking methods.
-    ArrayBlockingProxy {}
+    ArrayBlockingProxy
 }
