@@ -86,7 +86,7 @@ pub const fn assert_object<T: RemoteObject>() {}
 macro_rules! __manager_proxy_type {
     (
         $(#[doc = $doc:expr])*
-        $name:ident, $other_fn:ident -> $other:ident, $other_doc:expr
+        $name:ident, $other_fn:ident -> $other:ident, $other_doc:expr $(, object = $object:ty)?
     ) => {
         $(#[doc = $doc])*
         pub struct $name {
@@ -138,6 +138,11 @@ macro_rules! __manager_proxy_type {
             fn base(&self) -> &$crate::__private::BaseProxy {
                 &self.base
             }
+            $(
+                fn object_type() -> ::core::option::Option<&'static str> {
+                    ::core::option::Option::Some(::core::any::type_name::<$object>())
+                }
+            )?
         }
 
         impl $name {

@@ -46,6 +46,14 @@ impl Gen<'_> {
             .map(|e| self.proxy_method(e, Flavor::Blocking));
         let stubs = not_exposed.then(|| self.not_exposed());
         let (impl_generics, _, where_clause) = self.model.item.generics.split_for_impl();
+        // The proxies of a generic impl stand for every choice of its parameters: no one type.
+        let object = self
+            .model
+            .item
+            .generics
+            .params
+            .is_empty()
+            .then(|| quote!(, object = #self_ty));
         quote! {
             #[automatically_derived]
             impl #impl_generics #krate::proxy::SharedProxies for #self_ty #where_clause {
@@ -56,12 +64,12 @@ impl Gen<'_> {
 
             #krate::__private::proxy_type! {
                 #[doc = #async_doc]
-                #proxy, into_blocking -> #blocking, "The same proxy with the blocking API."
+                #proxy, into_blocking -> #blocking, "The same proxy with the blocking API." #object
             }
 
             #krate::__private::proxy_type! {
                 #[doc = #blocking_doc]
-                #blocking, into_async -> #proxy, "The same proxy with the async API."
+                #blocking, into_async -> #proxy, "The same proxy with the async API." #object
             }
 
             impl #proxy {

@@ -125,6 +125,14 @@ pub trait Proxy: Sized {
     fn from_base(base: BaseProxy) -> Self;
     /// The base proxy inside.
     fn base(&self) -> &BaseProxy;
+    /// The Rust type of the objects this proxy stands for (its `std::any::type_name`), when it
+    /// stands for one: `create` with a [`Typeid`](crate::Typeid) of this proxy is then refused
+    /// by the server, naming both types, when the typeid makes objects of another type
+    /// (compared by name without module paths, so a client's own copy of the type agrees).
+    /// The proxies `#[shared]` generates and the built-in ones say; `None` by default.
+    fn object_type() -> Option<&'static str> {
+        None
+    }
 }
 
 /// The proxies `#[shared]` generated for a type: what a method mapped to the type by

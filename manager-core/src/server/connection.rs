@@ -216,7 +216,17 @@ impl Connection {
                 // A stream call whose caller gave up after it opened.
                 self.stream_cancel(id);
             }
-            Request::Create { id, typeid } if runs_factory(&self.state, typeid) => {
+            Request::CreateAs {
+                id,
+                typeid,
+                object_type,
+            } if self.wrong_type(typeid, object_type).is_some() => {
+                let refusal = self.wrong_type(typeid, object_type).expect("checked");
+                self.send(id, Reply::Error(refusal));
+            }
+            Request::Create { id, typeid } | Request::CreateAs { id, typeid, .. }
+                if runs_factory(&self.state, typeid) =>
+            {
                 // A factory is user code: it runs on a worker thread, as a plain method does.
                 let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
                     return Err(Error::Protocol("no call permit for a create".into()));
@@ -228,7 +238,7 @@ impl Connection {
                     conn.send(id, reply);
                 }));
             }
-            Request::Create { id, typeid } => {
+            Request::Create { id, typeid } | Request::CreateAs { id, typeid, .. } => {
                 let reply = self.create(typeid, Args::Native(&frame[args_at..]));
                 self.send(id, reply);
             }

@@ -336,7 +336,7 @@ impl BarrierProxy {
 }
 
 builtin_proxy! {
-    BarrierProxy,
+    BarrierProxy for BarrierObject,
     /// A shared barrier (Python's `manager.Barrier(parties, timeout=...)`), with blocking
     /// methods.
     BarrierBlockingProxy

@@ -371,7 +371,7 @@ impl ConditionProxy {
 }
 
 builtin_proxy! {
-    ConditionProxy,
+    ConditionProxy for ConditionObject,
     /// A shared condition variable with its own re-entrant lock (Python's
     /// `manager.Condition()`), with blocking methods.
     ///

@@ -331,7 +331,7 @@ impl<K: Element, V: Element> DictProxy<K, V> {
 }
 
 builtin_proxy! {
-    DictProxy<K, V>,
+    DictProxy<K, V> for DictObject,
     /// A shared dictionary from `K` to `V` (Python's `DictProxy`), with blocking methods.
     DictBlockingProxy
 }

@@ -169,7 +169,7 @@ impl EventProxy {
 }
 
 builtin_proxy! {
-    EventProxy,
+    EventProxy for EventObject,
     /// A shared event (Python's `manager.Event()`), with blocking methods.
     EventBlockingProxy
 }

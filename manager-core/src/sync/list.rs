@@ -569,7 +569,7 @@ impl<T: Element> ListProxy<T> {
 }
 
 builtin_proxy! {
-    ListProxy<T>,
+    ListProxy<T> for ListObject,
     /// A shared list of `T` (Python's `ListProxy`), with blocking methods.
     ListBlockingProxy
 }

@@ -421,7 +421,7 @@ impl LockProxy {
 }
 
 builtin_proxy! {
-    LockProxy,
+    LockProxy for LockObject,
     /// A shared lock (Python's `manager.Lock()`), with blocking methods.
     ///
     /// It is not owned: any client may release it, as in Python. When the connection that
@@ -463,7 +463,7 @@ impl RLockProxy {
 }
 
 builtin_proxy! {
-    RLockProxy,
+    RLockProxy for RLockObject,
     /// A shared re-entrant lock (Python's `manager.RLock()`), with blocking methods.
     ///
     /// Its owner is the calling thread, through this connection: the owner may acquire it

@@ -265,7 +265,7 @@ impl<T, R: Proxy> Typed<T, R> {
 macro_rules! builtin_proxy {
     (
         $(#[$doc:meta])*
-        $proxy:ident $(<$($g:ident),*>)?, $(#[$bdoc:meta])* $blocking:ident
+        $proxy:ident $(<$($g:ident),*>)? for $object:ty, $(#[$bdoc:meta])* $blocking:ident
     ) => {
         impl$(<$($g),*>)? $crate::proxy::Proxy for $proxy$(<$($g),*>)? {
             fn from_base(base: $crate::proxy::BaseProxy) -> Self {
@@ -273,6 +273,9 @@ macro_rules! builtin_proxy {
             }
             fn base(&self) -> &$crate::proxy::BaseProxy {
                 self.0.base()
+            }
+            fn object_type() -> Option<&'static str> {
+                Some(std::any::type_name::<$object>())
             }
         }
 
@@ -326,6 +329,9 @@ macro_rules! builtin_proxy {
             }
             fn base(&self) -> &$crate::proxy::BaseProxy {
                 self.0.base()
+            }
+            fn object_type() -> Option<&'static str> {
+                Some(std::any::type_name::<$object>())
             }
         }
 

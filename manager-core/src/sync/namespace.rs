@@ -125,7 +125,7 @@ impl NamespaceProxy {
 }
 
 builtin_proxy! {
-    NamespaceProxy,
+    NamespaceProxy for NamespaceObject,
     /// A shared namespace (Python's `NamespaceProxy`), with blocking methods.
     NamespaceBlockingProxy
 }

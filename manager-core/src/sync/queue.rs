@@ -486,13 +486,13 @@ impl<T: Element> JoinableQueueProxy<T> {
 }
 
 builtin_proxy! {
-    QueueProxy<T>,
+    QueueProxy<T> for QueueObject,
     /// A shared FIFO queue of `T` (Python's `manager.Queue()`), with blocking methods.
     QueueBlockingProxy
 }
 
 builtin_proxy! {
-    JoinableQueueProxy<T>,
+    JoinableQueueProxy<T> for QueueObject,
     /// A shared FIFO queue of `T` with `task_done` and `join` (Python's
     /// `manager.JoinableQueue()`), with blocking methods.
     JoinableQueueBlockingProxy

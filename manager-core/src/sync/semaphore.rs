@@ -214,7 +214,7 @@ impl<const BOUNDED: bool> SemaphoreObject<BOUNDED> {
 /// Defines a semaphore proxy pair over the one raw proxy: the two typeids share one client API.
 macro_rules! semaphore_proxy {
     (
-        $(#[$doc:meta])* $proxy:ident,
+        $(#[$doc:meta])* $proxy:ident for $object:ty,
         $(#[$bdoc:meta])* $blocking:ident,
         $release_doc:literal
     ) => {
@@ -283,7 +283,7 @@ macro_rules! semaphore_proxy {
         }
 
         builtin_proxy! {
-            $proxy,
+            $proxy for $object,
             $(#[$bdoc])*
             $blocking
         }
@@ -303,7 +303,7 @@ semaphore_proxy! {
     ///
     /// Permits a process still holds when its connection closes (it exits or is killed) are
     /// given back, up to the initial value.
-    SemaphoreProxy,
+    SemaphoreProxy for SemaphoreObject<false>,
     /// A shared semaphore (Python's `manager.Semaphore(value)`), with blocking methods.
     ///
     /// Permits a process still holds when its connection closes (it exits or is killed) are
@@ -318,7 +318,7 @@ semaphore_proxy! {
     ///
     /// Permits a process still holds when its connection closes (it exits or is killed) are
     /// given back.
-    BoundedSemaphoreProxy,
+    BoundedSemaphoreProxy for SemaphoreObject<true>,
     /// A shared bounded semaphore (Python's `manager.BoundedSemaphore(value)`), with blocking
     /// methods.
     ///

@@ -69,7 +69,7 @@ impl<T: Element> ValueProxy<T> {
 }
 
 builtin_proxy! {
-    ValueProxy<T>,
+    ValueProxy<T> for ValueObject,
     /// One shared value of type `T` (Python's `ValueProxy`), with blocking methods.
     ValueBlockingProxy
 }
@@ -232,7 +232,7 @@ impl<T: Element> ArrayProxy<T> {
 }
 
 builtin_proxy! {
-    ArrayProxy<T>,
+    ArrayProxy<T> for ArrayObject,
     /// A fixed-length shared array of `T` (Python's `Array`), with blocking methods.
     ArrayBlockingProxy
 }
