@@ -44,16 +44,13 @@ impl Gen<'_> {
             .exposed
             .iter()
             .map(|e| self.proxy_method(e, Flavor::Blocking));
-        let stubs = not_exposed.then(|| self.not_exposed());
+        // The hidden stubs name the impl's type, which a generic impl's proxies cannot: there,
+        // calling a method left out is rustc's own "no method named" error.
+        let generic = !self.model.item.generics.params.is_empty();
+        let stubs = (not_exposed && !generic).then(|| self.not_exposed());
         let (impl_generics, _, where_clause) = self.model.item.generics.split_for_impl();
         // The proxies of a generic impl stand for every choice of its parameters: no one type.
-        let object = self
-            .model
-            .item
-            .generics
-            .params
-            .is_empty()
-            .then(|| quote!(, object = #self_ty));
+        let object = (!generic).then(|| quote!(, object = #self_ty));
         quote! {
             #[automatically_derived]
             impl #impl_generics #krate::proxy::SharedProxies for #self_ty #where_clause {
