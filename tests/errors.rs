@@ -142,7 +142,24 @@ impl Calc {
     }
 }
 
+/// Another shared type, whose proxies a client may name for a typeid of `Calc` by mistake.
+#[derive(Debug)]
+pub struct Meter;
+
+#[manager::shared]
+impl Meter {
+    /// The reading.
+    pub fn get(&self) -> i64 {
+        0
+    }
+}
+
 const CALC: Typeid<CalcBlockingProxy, (i64,)> = Typeid::new("calc");
+/// `calc` declared with the proxy of another type: `get` has the same name and arity, so only
+/// the server's check at create tells them apart.
+const CALC_AS_METER: Typeid<MeterBlockingProxy, (i64,)> = Typeid::new("calc");
+const CALC_AS_METER_ASYNC: Typeid<MeterProxy, (i64,)> = Typeid::new("calc");
+const CALC_AS_LIST: Typeid<manager::sync::ListBlockingProxy<i64>, (i64,)> = Typeid::new("calc");
 const NARROW: Typeid<CalcBlockingProxy, (i64,)> = Typeid::new("calc_narrow");
 const GATE: Typeid<CalcBlockingProxy> = Typeid::new("gate");
 const GATE_ASYNC: Typeid<CalcProxy> = Typeid::new("gate");
@@ -287,6 +304,53 @@ fn remote_error_carries_typeid_method_and_message() {
     );
     // A remote error survives the trip intact; the connection is still usable.
     assert_eq!(calc.get().unwrap(), 1);
+}
+
+fn a_typeid_declared_with_another_types_proxy_is_refused_at_create_naming_both() {
+    let server = InProcessServer::tcp(registry());
+    let client = server.connect();
+    let check = |error: Error, proxy_for: &str| {
+        let error = remote(error, RemoteErrorKind::WrongType);
+        assert_eq!(
+            (error.typeid.as_str(), error.method.as_str()),
+            ("calc", "create")
+        );
+        assert!(
+            error.message.contains("errors::Calc") && error.message.contains(proxy_for),
+            "the message names the typeid's type and the proxy's: {error:?}"
+        );
+    };
+    check(
+        client.create(&CALC_AS_METER, (1,)).unwrap_err(),
+        "errors::Meter",
+    );
+    check(
+        client.create(&CALC_AS_LIST, (1,)).unwrap_err(),
+        "sync::list::ListObject",
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let manager = Manager::connect(server.address(), server.authkey())
+            .await
+            .unwrap();
+        check(
+            manager
+                .create(&CALC_AS_METER_ASYNC, (1,))
+                .await
+                .unwrap_err(),
+            "errors::Meter",
+        );
+    });
+    // Nothing was made, and the right declaration still works on the same connection.
+    assert_eq!(
+        client.number_of_objects().unwrap(),
+        1,
+        "only the shared gate"
+    );
+    assert_eq!(client.create(&CALC, (7,)).unwrap().get().unwrap(), 7);
+    // The untyped form is not checked, as Python's is not.
+    let base = client.create_dynamic("calc", (8,)).unwrap();
+    assert_eq!(base.call_method_blocking::<_, i64>("get", ()).unwrap(), 8);
 }
 
 fn remote_error(error: Error) -> RemoteError {
@@ -891,6 +955,7 @@ fn main() {
     common::run_tests(vec![
         case!(panic_in_method_is_error_for_caller_and_server_keeps_serving),
         case!(remote_error_carries_typeid_method_and_message),
+        case!(a_typeid_declared_with_another_types_proxy_is_refused_at_create_naming_both),
         case!(calling_non_exposed_method_names_method_and_typeid),
         case!(unknown_method_name_is_no_such_method),
         case!(wrong_argument_types_and_counts_are_bad_arguments),

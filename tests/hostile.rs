@@ -1854,6 +1854,60 @@ fn creates_of_unknown_or_sealed_typeids_are_refused() {
     });
 }
 
+/// A create that names the type its proxy stands for (`CreateAs`): a foreign, empty, giant or
+/// not-a-type name is a `WrongType` error (an unknown typeid stays `UnknownTypeid`), nothing
+/// is made, and the right name (with or without module path) makes the object.
+fn creates_naming_another_type_are_refused_and_make_nothing() {
+    case(|suite| {
+        run(async {
+            let mut raw = Raw::open(suite).await;
+            let giant = "T::".repeat(200 * 1024);
+            let before = raw.debug_info().await.objects.len();
+            let wrong = &[RemoteErrorKind::WrongType][..];
+            for (typeid, object_type, kinds) in [
+                ("probe", "hostile::Other", wrong),
+                ("probe", "", wrong),
+                ("probe", "::::<<>>", wrong),
+                // Its message is too big to send back: an `Encode` error instead.
+                (
+                    "probe",
+                    giant.as_str(),
+                    &[RemoteErrorKind::WrongType, RemoteErrorKind::Encode][..],
+                ),
+                (
+                    "nope",
+                    "hostile::Probe",
+                    &[RemoteErrorKind::UnknownTypeid][..],
+                ),
+            ] {
+                let id = raw.id();
+                let head = Request::CreateAs {
+                    id,
+                    typeid,
+                    object_type,
+                };
+                raw.must_send(&request(&head, &enc(&(1i64,)))).await;
+                raw.error(id, kinds).await;
+            }
+            assert_eq!(raw.debug_info().await.objects.len(), before);
+            for object_type in ["hostile::Probe", "Probe", "elsewhere::Probe"] {
+                let id = raw.id();
+                let head = Request::CreateAs {
+                    id,
+                    typeid: "probe",
+                    object_type,
+                };
+                raw.must_send(&request(&head, &enc(&(1i64,)))).await;
+                match raw.reply(id).await.0 {
+                    Reply::Proxy(_) => {}
+                    other => panic!("expected a proxy, got {other:?}"),
+                }
+            }
+            raw.ping().await;
+        })
+    });
+}
+
 /// Ten thousand creates written at once: exactly `max_objects_per_connection` (1000) succeed,
 /// the other 9000 are `Limit` errors; releasing ten makes room for exactly ten more; another
 /// connection has its own allowance; the thousand are released when the connection drops.
@@ -2262,6 +2316,7 @@ fn main() {
         case!(non_exposed_missing_and_giant_method_names_are_refused),
         case!(argument_bytes_of_the_wrong_shape_are_bad_arguments),
         case!(creates_of_unknown_or_sealed_typeids_are_refused),
+        case!(creates_naming_another_type_are_refused_and_make_nothing),
         case!(a_flood_of_creates_stops_at_the_per_connection_limit),
         case!(a_flood_of_pipelined_calls_is_answered_in_full_and_an_abandoned_one_is_cleaned_up),
         case!(connections_dropped_at_every_stage_leave_nothing_behind),

@@ -682,12 +682,26 @@ impl Connection {
     }
 
     /// Builds the frame of a create of `typeid` with `args`.
+    /// Builds the frame of a create of `typeid`, for a proxy that stands for objects of the
+    /// type `object_type` when it is known: then, if the server understands it, the server
+    /// checks that the typeid makes objects of that type ([`Request::CreateAs`]).
     pub(crate) fn create_frame<'a, A: Serialize>(
+        &self,
         typeid: &'a str,
+        object_type: Option<&'static str>,
         args: &'a A,
     ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + 'a {
+        let object_type = object_type.filter(|_| self.server_has(wire::features::CREATE_AS));
         move |id, buf| {
-            wire::put(buf, &Request::Create { id, typeid }, "request")?;
+            let head = match object_type {
+                Some(object_type) => Request::CreateAs {
+                    id,
+                    typeid,
+                    object_type,
+                },
+                None => Request::Create { id, typeid },
+            };
+            wire::put(buf, &head, "request")?;
             wire::put(buf, args, "the arguments")
         }
     }

@@ -196,6 +196,9 @@ pub enum RemoteErrorKind {
     /// the session's grace period (`ServerConfig::session_grace`) passed first, or the server
     /// restarted. Its references, locks and permits were released.
     SessionExpired,
+    /// A create from a client whose proxy stands for objects of another type than the typeid
+    /// makes (a `Typeid<P>` declared with the wrong proxy type `P`).
+    WrongType,
 }
 
 impl std::fmt::Display for RemoteErrorKind {
@@ -224,6 +227,7 @@ impl std::fmt::Display for RemoteErrorKind {
             RemoteErrorKind::Other => "error",
             RemoteErrorKind::StaleToken => "stale token",
             RemoteErrorKind::SessionExpired => "session expired",
+            RemoteErrorKind::WrongType => "wrong proxy type",
         };
         f.write_str(text)
     }

@@ -54,4 +54,5 @@ pub use stream::Stream;
 pub use tls::{TlsClientConfig, TlsServerConfig};
 pub use wire::{DebugInfo, MethodStats, ObjectInfo, RunningCall, Token};
 
+pub(crate) use manager_derive::blocking_twin;
 pub use manager_derive::{entry, shared};

@@ -327,9 +327,11 @@ impl Manager {
         typeid: &Typeid<P, A, Create>,
         args: A,
     ) -> Result<P, Error> {
-        self.create_dynamic(typeid.name(), args)
-            .await
-            .map(P::from_base)
+        let frame = self
+            .conn
+            .create_frame(typeid.name(), P::object_type(), &args);
+        let response = self.conn.request(frame).await?;
+        proxy_from(&self.conn, response, "create").map(P::from_base)
     }
 
     /// Creates an object of the typeid named `typeid`: the dynamic form of [`Manager::create`].
@@ -341,7 +343,7 @@ impl Manager {
     ) -> Result<BaseProxy, Error> {
         let response = self
             .conn
-            .request(Connection::create_frame(typeid, &args))
+            .request(self.conn.create_frame(typeid, None, &args))
             .await?;
         proxy_from(&self.conn, response, "create")
     }
@@ -432,13 +434,16 @@ impl BlockingManager {
         typeid: &Typeid<P, A, Create>,
         args: A,
     ) -> Result<P, Error> {
-        self.create_dynamic(typeid.name(), args).map(P::from_base)
+        let conn = &self.0.conn;
+        let frame = conn.create_frame(typeid.name(), P::object_type(), &args);
+        let response = conn.request_blocking(frame)?;
+        proxy_from(conn, response, "create").map(P::from_base)
     }
 
     /// Blocking form of [`Manager::create_dynamic`].
     pub fn create_dynamic<A: Serialize>(&self, typeid: &str, args: A) -> Result<BaseProxy, Error> {
         let conn = &self.0.conn;
-        let response = conn.request_blocking(Connection::create_frame(typeid, &args))?;
+        let response = conn.request_blocking(conn.create_frame(typeid, None, &args))?;
         proxy_from(conn, response, "create")
     }
 

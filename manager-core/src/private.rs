@@ -5,6 +5,7 @@ pub use crate::context::CallContext;
 pub use crate::describe::MethodDoc;
 pub use crate::object::{decode_args, Call, DispatchError, MethodDesc, Outcome, Receiver, Shared};
 pub use crate::process::{decode_entry_args, EntryPoint, IntoEntryOutcome};
+pub use crate::proxy::MethodCall;
 pub use crate::{BaseProxy, Error, Proxy};
 pub use ::erased_serde;
 pub use ::futures::future::BoxFuture;
@@ -85,7 +86,7 @@ pub const fn assert_object<T: RemoteObject>() {}
 macro_rules! __manager_proxy_type {
     (
         $(#[doc = $doc:expr])*
-        $name:ident, $other_fn:ident -> $other:ident, $other_doc:expr
+        $name:ident, $other_fn:ident -> $other:ident, $other_doc:expr $(, object = $object:ty)?
     ) => {
         $(#[doc = $doc])*
         pub struct $name {
@@ -137,6 +138,11 @@ macro_rules! __manager_proxy_type {
             fn base(&self) -> &$crate::__private::BaseProxy {
                 &self.base
             }
+            $(
+                fn object_type() -> ::core::option::Option<&'static str> {
+                    ::core::option::Option::Some(::core::any::type_name::<$object>())
+                }
+            )?
         }
 
         impl $name {

@@ -208,6 +208,18 @@ pub enum Request<'a> {
         /// The request id of the call that opened the stream.
         id: u64,
     },
+    /// A [`Request::Create`] from a client whose proxy stands for objects of the Rust type
+    /// `object_type` (its `std::any::type_name`, from [`crate::Proxy::object_type`]): refused,
+    /// with an error of kind `WrongType` naming both types, when the typeid makes objects of
+    /// another type. Sent only to a server whose [`Hello`] lists [`features::CREATE_AS`].
+    CreateAs {
+        /// Request id, echoed in the response.
+        id: u64,
+        /// The registered typeid.
+        typeid: &'a str,
+        /// The type of the objects the client's proxy stands for.
+        object_type: &'a str,
+    },
 }
 
 /// What a client and a server tell each other they understand beyond [`PROTOCOL_VERSION`].
@@ -228,8 +240,10 @@ pub mod features {
     pub const TRACE_CONTEXT: u64 = 1;
     /// The server answers [`super::Control::Describe`].
     pub const DESCRIBE: u64 = 2;
+    /// Creates may be sent as [`super::Request::CreateAs`].
+    pub const CREATE_AS: u64 = 4;
     /// Every feature this side knows.
-    pub const ALL: u64 = TRACE_CONTEXT | DESCRIBE;
+    pub const ALL: u64 = TRACE_CONTEXT | DESCRIBE | CREATE_AS;
 }
 
 /// Requests about the server rather than about one object.

@@ -8,7 +8,7 @@ use syn::spanned::Spanned;
 use syn::{Path, Type};
 
 use crate::ctxt::Ctxt;
-use crate::parse::{is_result_alias, parse_item, shared_args, Model, Receiver, Target};
+use crate::parse::{is_result_alias, parse_item, shared_args, Model, Proxies, Receiver, Target};
 use crate::stream::stream_item;
 use crate::validate::{borrowed, validate, Exposed};
 
@@ -38,18 +38,17 @@ pub(crate) fn shared(args: TokenStream, item: TokenStream) -> TokenStream {
     if let Err(error) = cx.check() {
         let error = error.to_compile_error();
         let stubs = gen
-            .filter(|_| args.proxies)
-            .map(|gen| gen.fallback())
+            .map(|gen| gen.fallback(args.proxies))
             .unwrap_or_default();
         return quote! { #impl_block #error #stubs };
     }
     let gen = gen.expect("Names::new reports why it found no name");
     let checks = gen.type_checks();
     let dispatcher = gen.dispatcher();
-    let proxies = if args.proxies {
-        gen.proxies(true)
-    } else {
-        TokenStream::new()
+    let proxies = match args.proxies {
+        Proxies::Typed => gen.proxies(true),
+        Proxies::Raw => gen.raw_proxy(),
+        Proxies::None => TokenStream::new(),
     };
     quote! {
         #impl_block
@@ -74,6 +73,8 @@ pub(crate) struct Names {
     pub(crate) ident: syn::Ident,
     pub(crate) proxy: syn::Ident,
     pub(crate) blocking: syn::Ident,
+    /// `TRawProxy`, for `proxies = raw`.
+    pub(crate) raw: syn::Ident,
 }
 
 impl Names {
@@ -95,6 +96,7 @@ impl Names {
         Some(Names {
             proxy: format_ident!("{}Proxy", ident),
             blocking: format_ident!("{}BlockingProxy", ident),
+            raw: format_ident!("{}RawProxy", ident),
             ident,
             self_ty,
         })
@@ -189,7 +191,8 @@ impl Gen<'_> {
     fn dispatcher(&self) -> TokenStream {
         let krate = self.krate;
         let self_ty = &self.names.self_ty;
-        let where_clause = self.where_clause(self.exposed, false);
+        let (impl_generics, _, _) = self.model.item.generics.split_for_impl();
+        let where_clause = self.with_impl_bounds(self.where_clause(self.exposed, false));
         let descs = self.exposed.iter().map(|e| self.method_desc(e));
         let docs = crate::describe::docs(
             krate,
@@ -203,7 +206,7 @@ impl Gen<'_> {
             .map(|(i, e)| self.dispatch_arm(i, e));
         quote! {
             #[automatically_derived]
-            impl #krate::__private::Shared for #self_ty #where_clause {
+            impl #impl_generics #krate::__private::Shared for #self_ty #where_clause {
                 const METHODS: &'static [#krate::__private::MethodDesc] = &[ #(#descs),* ];
                 #docs
 
@@ -447,6 +450,20 @@ impl Gen<'_> {
         }
     }
 
+    /// `where_clause` (tokens `where ...`, or none) with the impl block's own where clause
+    /// added, for an item generic as the impl block is.
+    pub(crate) fn with_impl_bounds(&self, where_clause: TokenStream) -> TokenStream {
+        let Some(own) = &self.model.item.generics.where_clause else {
+            return where_clause;
+        };
+        let own = own.predicates.iter();
+        if where_clause.is_empty() {
+            quote!(where #(#own),*)
+        } else {
+            quote!(#where_clause, #(#own),*)
+        }
+    }
+
     /// Static checks that give a clear message, on the user's own type, when an argument or a
     /// result cannot travel between processes: one error per missing trait, and none anywhere
     /// else (the generated items carry the requirement in their where clauses).
@@ -462,10 +479,11 @@ impl Gen<'_> {
                 quote_spanned!(r.span=> #krate::__private::#assert::<#ty>();)
             });
         let self_ty = &self.names.self_ty;
+        let (impl_generics, _, where_clause) = self.model.item.generics.split_for_impl();
         quote! {
             const _: () = {
                 #[allow(dead_code, clippy::extra_unused_type_parameters)]
-                fn __manager_assert_remote_types() {
+                fn __manager_assert_remote_types #impl_generics () #where_clause {
                     let _ = ::core::marker::PhantomData::<#self_ty>;
                     #(#checks)*
                 }

@@ -81,9 +81,21 @@ pub(crate) struct Args {
     /// server where it reads the request instead of on a worker thread.
     pub quick: Option<(Span, Vec<Name>)>,
     pub krate: Option<Path>,
-    /// `proxies = false`: generate the dispatcher only (for types whose proxies are written by
-    /// hand, such as the built-in containers).
-    pub proxies: bool,
+    /// `proxies = ...`: which client proxies to generate.
+    pub proxies: Proxies,
+}
+
+/// Which client proxies `#[shared]` generates.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Proxies {
+    /// `proxies = true` (the default): `XProxy` and `XBlockingProxy`.
+    Typed,
+    /// `proxies = false`: the dispatcher only.
+    None,
+    /// `proxies = raw`: one crate-private async `XRawProxy`, whose methods take and return
+    /// exactly what the server's do, for a type whose public proxies are a hand-written
+    /// layer over it (the built-in types, which store `Value`s: the layer converts `T`).
+    Raw,
 }
 
 /// The arguments `#[shared(...)]` takes.
@@ -97,7 +109,7 @@ pub(crate) fn shared_args(cx: &Ctxt, tokens: TokenStream) -> Args {
         method_to_typeid: Vec::new(),
         quick: None,
         krate: None,
-        proxies: true,
+        proxies: Proxies::Typed,
     };
     arguments(cx, tokens, "#[shared]", SHARED_ARGS, |key, input| {
         match key.to_string().as_str() {
@@ -130,13 +142,28 @@ pub(crate) fn shared_args(cx: &Ctxt, tokens: TokenStream) -> Args {
             }
             "crate" => args.krate = Some(crate_path(input)?),
             _ => {
-                let lit: syn::LitBool = input.parse().map_err(|e| {
-                    syn::Error::new(
-                        e.span(),
-                        "expected `true` or `false`, as in `proxies = false`",
-                    )
-                })?;
-                args.proxies = lit.value;
+                if input.peek(syn::Ident) {
+                    let ident: syn::Ident = input.parse()?;
+                    if ident != "raw" {
+                        return Err(syn::Error::new(
+                            ident.span(),
+                            "expected `true` or `false`, as in `proxies = false`",
+                        ));
+                    }
+                    args.proxies = Proxies::Raw;
+                } else {
+                    let lit: syn::LitBool = input.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "expected `true` or `false`, as in `proxies = false`",
+                        )
+                    })?;
+                    args.proxies = if lit.value {
+                        Proxies::Typed
+                    } else {
+                        Proxies::None
+                    };
+                }
             }
         }
         Ok(())

@@ -26,11 +26,13 @@ pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Expo
             "#[shared] goes on an inherent impl block (`impl MyType { ... }`), not on a trait impl",
         ));
     }
-    if !item.generics.params.is_empty() {
-        cx.syn_error(syn::Error::new_spanned(
-            &item.generics.params,
-            "#[shared] does not support generic impl blocks: a server must know the concrete type it holds",
-        ));
+    for param in &item.generics.params {
+        if let syn::GenericParam::Lifetime(lifetime) = param {
+            cx.syn_error(syn::Error::new_spanned(
+                lifetime,
+                "#[shared] goes on a type the server owns, which cannot borrow: remove the lifetime parameter",
+            ));
+        }
     }
 
     let by_name = |name: &str| model.methods.iter().find(|m| m.name() == name);
@@ -116,6 +118,7 @@ pub(crate) fn validate<'a>(cx: &Ctxt, args: &Args, model: &'a Model) -> Vec<Expo
     chosen.retain(|method| {
         let before = cx.error_count();
         check_callable(method, explicit, cx);
+        check_not_generic(method, &item.generics, cx);
         cx.error_count() == before
     });
     chosen.retain(|method| {
@@ -269,6 +272,51 @@ fn check_callable(method: &Method, explicit: bool, cx: &Ctxt) {
             &borrow,
             "it returns a borrowed value, and results travel to the caller by value; return an owned type".into(),
         ));
+    }
+}
+
+/// In a generic impl block, that `method`'s arguments and result name none of the block's
+/// parameters (nor `Self`, which names them): the server fixes them when it registers the type,
+/// and the proxies, which serve every choice, cannot name them.
+fn check_not_generic(method: &Method, generics: &syn::Generics, cx: &Ctxt) {
+    let names: Vec<String> = generics
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            syn::GenericParam::Type(t) => Some(t.ident.to_string()),
+            syn::GenericParam::Const(c) => Some(c.ident.to_string()),
+            syn::GenericParam::Lifetime(_) => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    fn find(tokens: proc_macro2::TokenStream, names: &[String]) -> Option<proc_macro2::Ident> {
+        tokens.into_iter().find_map(|token| match token {
+            proc_macro2::TokenTree::Ident(ident)
+                if ident == "Self" || names.iter().any(|n| ident == n) =>
+            {
+                Some(ident)
+            }
+            proc_macro2::TokenTree::Group(group) => find(group.stream(), names),
+            _ => None,
+        })
+    }
+    let types = method
+        .params
+        .iter()
+        .map(|p| &p.ty)
+        .chain([&method.returns.ty]);
+    for ty in types {
+        if let Some(ident) = find(ty.to_token_stream(), &names) {
+            cx.syn_error(syn::Error::new(
+                ident.span(),
+                format!(
+                    "method `{}` cannot be called remotely: its signature names `{ident}`, a parameter of the generic impl block, which the server fixes when it registers the type; the proxies serve every choice of it, so they cannot name it",
+                    method.name()
+                ),
+            ));
+        }
     }
 }
 

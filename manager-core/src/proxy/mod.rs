@@ -70,6 +70,33 @@ impl Drop for BaseProxy {
     }
 }
 
+/// A method's name, its arguments and the [`Shape`] of its reply, as `#[shared(proxies =
+/// raw)]` builds them (`LockObjectRawProxy::release_call()`), for a call sent below the proxy
+/// (a release sent without waiting, the undo of an abandoned acquisition): checked against the
+/// impl block like the raw proxy's methods.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct MethodCall<A, S> {
+    /// The method's name.
+    pub method: &'static str,
+    /// Its arguments, a tuple.
+    pub args: A,
+    /// The shape of its reply.
+    pub shape: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<A: Clone, S> Clone for MethodCall<A, S> {
+    fn clone(&self) -> Self {
+        MethodCall {
+            method: self.method,
+            args: self.args.clone(),
+            shape: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<A: Copy, S> Copy for MethodCall<A, S> {}
+
 /// A proxy type: anything built around a [`BaseProxy`].
 ///
 /// `#[shared]` implements it for the proxies it generates. A hand-written proxy implements it
@@ -98,6 +125,14 @@ pub trait Proxy: Sized {
     fn from_base(base: BaseProxy) -> Self;
     /// The base proxy inside.
     fn base(&self) -> &BaseProxy;
+    /// The Rust type of the objects this proxy stands for (its `std::any::type_name`), when it
+    /// stands for one: `create` with a [`Typeid`](crate::Typeid) of this proxy is then refused
+    /// by the server, naming both types, when the typeid makes objects of another type
+    /// (compared by name without module paths, so a client's own copy of the type agrees).
+    /// The proxies `#[shared]` generates and the built-in ones say; `None` by default.
+    fn object_type() -> Option<&'static str> {
+        None
+    }
 }
 
 /// The proxies `#[shared]` generated for a type: what a method mapped to the type by

@@ -10,7 +10,7 @@
 //! | [`Fallible<T, E>`] | `Result<T, E>` | `Result<T, E>` (the method's `Err` typed) |
 //! | [`Mapped<P>`] | a `method_to_typeid` result | the proxy `P` to the new object |
 //! | [`MappedFallible<P, E>`] | `Result<_, E>`, mapped | `Result<P, E>` |
-//! | [`Checked<T>`] | `Result<T, RemoteError>` | `T`, the error as [`Error::Remote`] |
+//! | [`Checked<T, E>`] | `Result<T, E>`, `E` [`RemoteError`] by default | `T`, the error as an [`Error`] |
 //! | [`Dynamic`] | anything | a [`CallResult`]: the value undecoded, or a proxy |
 //!
 //! Each is a type-level name only; none is ever built.
@@ -54,10 +54,11 @@ pub struct Mapped<P>(PhantomData<fn() -> P>);
 #[derive(Debug)]
 pub struct MappedFallible<P, E>(PhantomData<fn() -> (P, E)>);
 
-/// A method whose errors are [`RemoteError`]s (the built-in types' methods): `Err` becomes
-/// [`Error::Remote`], beside the errors of the call itself.
+/// A method whose errors are [`RemoteError`]s (the built-in types' methods), or another `E`
+/// that converts into [`Error`]: `Err` becomes that `Error` ([`Error::Remote`]), beside the
+/// errors of the call itself.
 #[derive(Debug)]
-pub struct Checked<T>(PhantomData<fn() -> T>);
+pub struct Checked<T, E = RemoteError>(PhantomData<fn() -> (T, E)>);
 
 /// Whatever came back, value or proxy, undecoded.
 #[derive(Debug)]
@@ -114,11 +115,11 @@ impl<T: DeserializeOwned, E: DeserializeOwned> Shape for Fallible<T, E> {
     }
 }
 
-impl<T: DeserializeOwned> Shape for Checked<T> {
+impl<T: DeserializeOwned, E: DeserializeOwned + Into<Error>> Shape for Checked<T, E> {
     type Output = T;
 
     fn from_response(proxy: &BaseProxy, method: &str, response: Response) -> Result<T, Error> {
-        Fallible::<T, RemoteError>::from_response(proxy, method, response)?.map_err(Error::Remote)
+        Fallible::<T, E>::from_response(proxy, method, response)?.map_err(Into::into)
     }
 }
 

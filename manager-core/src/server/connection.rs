@@ -224,7 +224,17 @@ impl Connection {
                 // A stream call whose caller gave up after it opened.
                 self.stream_cancel(id);
             }
-            Request::Create { id, typeid } if runs_factory(&self.state, typeid) => {
+            Request::CreateAs {
+                id,
+                typeid,
+                object_type,
+            } if self.wrong_type(typeid, object_type).is_some() => {
+                let refusal = self.wrong_type(typeid, object_type).expect("checked");
+                self.send(id, Reply::Error(refusal));
+            }
+            Request::Create { id, typeid } | Request::CreateAs { id, typeid, .. }
+                if runs_factory(&self.state, typeid) =>
+            {
                 // A factory is user code: it runs on a worker thread, as a plain method does.
                 let Some(permit) = self.in_flight.try_take() else {
                     return Err(Error::Protocol("no call permit for a create".into()));
@@ -236,7 +246,7 @@ impl Connection {
                     conn.send(id, reply);
                 })));
             }
-            Request::Create { id, typeid } => {
+            Request::Create { id, typeid } | Request::CreateAs { id, typeid, .. } => {
                 let reply = self.create(typeid, Args::Native(&frame[args_at..]));
                 self.send(id, reply);
             }

@@ -405,6 +405,26 @@ impl Connection {
         }
     }
 
+    /// The refusal of a create of `typeid` from a client whose proxy stands for objects of the
+    /// type `object_type`, when `typeid` makes objects of another type (an unknown typeid is
+    /// left to [`Connection::create`] to refuse). Types are compared by name without their
+    /// module paths, so that a client program that defines the type itself (its own copy of
+    /// the server's `Pair`) still agrees.
+    pub(super) fn wrong_type(&self, typeid: &str, object_type: &str) -> Option<RemoteError> {
+        let entry = self.state.registry.get(typeid)?;
+        (unqualified(entry.type_name) != unqualified(object_type)).then(|| {
+            RemoteError::new(
+                RemoteErrorKind::WrongType,
+                typeid,
+                "create",
+                format!(
+                    "typeid {typeid:?} makes `{}` objects, but the client's proxy stands for `{object_type}`: declare the typeid with the proxy of `{}`",
+                    entry.type_name, entry.type_name
+                ),
+            )
+        })
+    }
+
     pub(super) fn create(self: &Arc<Self>, typeid: &str, args: Args<'_>) -> Reply {
         let error =
             |kind, message: String| Reply::Error(RemoteError::new(kind, typeid, "create", message));
@@ -493,4 +513,34 @@ pub(super) fn runs_factory(state: &super::State, typeid: &str) -> bool {
         .registry
         .get(typeid)
         .is_some_and(|entry| entry.create_method && matches!(entry.source, Source::Factory(_)))
+}
+
+/// A type's name without the module paths in it: `app::Pair` -> `Pair`,
+/// `manager_core::sync::semaphore::SemaphoreObject<false>` -> `SemaphoreObject<false>`.
+fn unqualified(type_name: &str) -> String {
+    let mut out = String::with_capacity(type_name.len());
+    let mut rest = type_name;
+    while let Some(at) = rest.find("::") {
+        let segment = &rest[..at];
+        out.push_str(segment.trim_end_matches(|c: char| c.is_alphanumeric() || c == '_'));
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod unqualified_tests {
+    use super::unqualified;
+
+    #[test]
+    fn module_paths_are_dropped_everywhere_in_a_type_name() {
+        assert_eq!(unqualified("app::inventory::Pair"), "Pair");
+        assert_eq!(unqualified("Pair"), "Pair");
+        assert_eq!(
+            unqualified("a::Map<alloc::string::String, b::c::Item>"),
+            "Map<String, Item>"
+        );
+        assert_eq!(unqualified("m::Sem<false>"), "Sem<false>");
+    }
 }

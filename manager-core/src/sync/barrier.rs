@@ -192,7 +192,7 @@ impl BarrierObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [parties, n_waiting, broken]
@@ -290,73 +290,56 @@ pub(super) fn register(registry: &mut Registry) -> Result<(), Error> {
 ///
 /// A waiter withdraws from the barrier when the server cancels its call: when its client
 /// exits or dies (and when the client abandons the call, if it tells the server so).
-pub struct BarrierProxy(Typed<()>);
+pub struct BarrierProxy(Typed<(), BarrierObjectRawProxy>);
 
+#[crate::blocking_twin(BarrierBlockingProxy)]
 impl BarrierProxy {
     /// Waits until `parties` waiters have arrived (for at most the barrier's default timeout,
     /// if it has one), and returns this waiter's index, from 0 to `parties - 1`. A
     /// `BrokenBarrier` remote error when the barrier is or becomes broken, times out, or is
     /// reset while waiting.
     pub async fn wait(&self) -> Result<u64, Error> {
-        self.0.call("wait", (None::<f64>,)).await
+        self.0.raw.wait(None).await
     }
 
     /// Like [`wait`](BarrierProxy::wait), for at most `timeout`; when it passes, the barrier
     /// breaks and this waiter gets a `BrokenBarrier` error.
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<u64, Error> {
-        self.0.call("wait", (seconds(timeout),)).await
+        self.0.raw.wait(seconds(timeout)).await
     }
 
     /// Puts the barrier back to its empty state; waiters present get a `BrokenBarrier` error.
     pub async fn reset(&self) -> Result<(), Error> {
-        self.0.base.call_method("reset", ()).await
+        self.0.raw.reset().await
     }
 
     /// Breaks the barrier: waiters present and future get a `BrokenBarrier` error until
     /// [`reset`](BarrierProxy::reset).
     pub async fn abort(&self) -> Result<(), Error> {
-        self.0.base.call_method("abort", ()).await
+        self.0.raw.abort().await
     }
 
     /// The number of waiters needed to trip the barrier.
     pub async fn parties(&self) -> Result<u64, Error> {
-        self.0.base.call_method("parties", ()).await
+        self.0.raw.parties().await
     }
 
     /// The number of waiters in the round being filled.
     pub async fn n_waiting(&self) -> Result<u64, Error> {
-        self.0.base.call_method("n_waiting", ()).await
+        self.0.raw.n_waiting().await
     }
 
     /// Whether the barrier is broken.
     pub async fn broken(&self) -> Result<bool, Error> {
-        self.0.base.call_method("broken", ()).await
+        self.0.raw.broken().await
     }
 }
 
 builtin_proxy! {
-    BarrierProxy,
+    BarrierProxy for BarrierObject,
     /// A shared barrier (Python's `manager.Barrier(parties, timeout=...)`), with blocking
     /// methods.
-    BarrierBlockingProxy {
-        /// Waits until `parties` waiters have arrived and returns this waiter's index; a
-        /// `BrokenBarrier` remote error when the barrier is or becomes broken, times out, or
-        /// is reset while waiting.
-        fn wait(&self) -> Result<u64, Error>;
-        /// Like `wait`, for at most `timeout`; when it passes, the barrier breaks.
-        fn wait_timeout(&self, timeout: Duration) -> Result<u64, Error>;
-        /// Puts the barrier back to its empty state; waiters present get a `BrokenBarrier`
-        /// error.
-        fn reset(&self) -> Result<(), Error>;
-        /// Breaks the barrier until `reset`.
-        fn abort(&self) -> Result<(), Error>;
-        /// The number of waiters needed to trip the barrier.
-        fn parties(&self) -> Result<u64, Error>;
-        /// The number of waiters in the round being filled.
-        fn n_waiting(&self) -> Result<u64, Error>;
-        /// Whether the barrier is broken.
-        fn broken(&self) -> Result<bool, Error>;
-    }
+    BarrierBlockingProxy
 }
 
 impl crate::manager::Manager {

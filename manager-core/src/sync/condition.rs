@@ -24,7 +24,7 @@ use crate::context::CallContext;
 use crate::error::{Error, RemoteError};
 use crate::proxy::Proxy;
 use crate::sync::lock::{Holder, LockCore};
-use crate::sync::release::{call, current_owner, BlockingLockGuard, LockGuard, OwnedLock};
+use crate::sync::release::{current_owner, owned_lock, settled, BlockingLockGuard, LockGuard};
 use crate::sync::wait::{runtime_error, seconds, timeout_of, wait_mode, Wait};
 use crate::sync::{builtin_proxy, typeids, Typed};
 
@@ -170,7 +170,7 @@ impl Default for ConditionObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [release, notify, notify_all, locked, n_waiting]
@@ -288,54 +288,27 @@ impl ConditionObject {
 /// Cancelling a `wait` future (dropping it before it completes) does not cancel the wait in
 /// the server: the lock is re-acquired when that wait ends. Use
 /// [`ConditionProxy::wait_timeout`] rather than a timeout around `wait`.
-pub struct ConditionProxy(Typed<()>);
+pub struct ConditionProxy(Typed<(), ConditionObjectRawProxy>);
 
+owned_lock!(
+    ConditionProxy,
+    ConditionObjectRawProxy,
+    ConditionBlockingProxy,
+    "Releases one level of the lock; a `Runtime` error when the caller does not own it.",
+    " (Python's `with condition:`)."
+);
+
+#[crate::blocking_twin(ConditionBlockingProxy)]
 impl ConditionProxy {
-    fn owned(&self) -> OwnedLock<'_> {
-        OwnedLock(self.base())
-    }
-
-    /// Waits until the lock is acquired (at once when the caller already owns it).
-    pub async fn acquire(&self) -> Result<(), Error> {
-        self.owned().acquire().await
-    }
-
-    /// Waits at most `timeout` for the lock: whether it was acquired.
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.owned().acquire_timeout(timeout).await
-    }
-
-    /// Acquires the lock if it is free or already the caller's, without waiting: whether it
-    /// was acquired.
-    pub async fn try_acquire(&self) -> Result<bool, Error> {
-        self.owned().try_acquire().await
-    }
-
-    /// Releases one level of the lock; a `Runtime` error when the caller does not own it.
-    pub async fn release(&self) -> Result<(), Error> {
-        self.owned().release().await
-    }
-
-    /// Whether the lock is held (by anyone).
-    pub async fn locked(&self) -> Result<bool, Error> {
-        call(self.base(), "locked", ()).await
-    }
-
     /// How many calls (of any client) wait for a notification.
     pub async fn n_waiting(&self) -> Result<u64, Error> {
-        call(self.base(), "n_waiting", ()).await
-    }
-
-    /// Waits until the lock is acquired and returns a guard that releases this level when
-    /// dropped (Python's `with condition:`).
-    pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
-        self.owned().lock().await
+        settled(self.base(), self.0.raw.n_waiting()).await
     }
 
     /// Releases the lock, waits until notified, and re-acquires the lock (Python's
     /// `wait()`). A `Runtime` error when the caller does not hold the lock.
     pub async fn wait(&self) -> Result<(), Error> {
-        call::<_, bool>(self.base(), "wait", (None::<f64>, current_owner()))
+        settled(self.base(), self.0.raw.wait(None, current_owner()))
             .await
             .map(drop)
     }
@@ -343,9 +316,27 @@ impl ConditionProxy {
     /// Like [`ConditionProxy::wait`], waiting at most `timeout` for the notification: whether
     /// it came (Python's `wait(timeout)`). The lock is re-acquired either way.
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        call(self.base(), "wait", (seconds(timeout), current_owner())).await
+        settled(
+            self.base(),
+            self.0.raw.wait(seconds(timeout), current_owner()),
+        )
+        .await
     }
 
+    /// Wakes up to `n` waiters (Python's `notify(n)`). A `Runtime` error when the caller does
+    /// not hold the lock.
+    pub async fn notify(&self, n: u64) -> Result<(), Error> {
+        settled(self.base(), self.0.raw.notify(n, current_owner())).await
+    }
+
+    /// Wakes every waiter (Python's `notify_all()`). A `Runtime` error when the caller does
+    /// not hold the lock.
+    pub async fn notify_all(&self) -> Result<(), Error> {
+        settled(self.base(), self.0.raw.notify_all(current_owner())).await
+    }
+}
+
+impl ConditionProxy {
     /// Waits until `predicate` answers true, checking it first and then after each wake-up
     /// (Python's `wait_for(predicate, timeout)`, looping in the client as CPython's proxy
     /// does). The caller must hold the lock; `predicate` runs while it does. With a `timeout`,
@@ -377,64 +368,20 @@ impl ConditionProxy {
         }
         Ok(result)
     }
-
-    /// Wakes up to `n` waiters (Python's `notify(n)`). A `Runtime` error when the caller does
-    /// not hold the lock.
-    pub async fn notify(&self, n: u64) -> Result<(), Error> {
-        call(self.base(), "notify", (n, current_owner())).await
-    }
-
-    /// Wakes every waiter (Python's `notify_all()`). A `Runtime` error when the caller does
-    /// not hold the lock.
-    pub async fn notify_all(&self) -> Result<(), Error> {
-        call(self.base(), "notify_all", (current_owner(),)).await
-    }
 }
 
 builtin_proxy! {
-    ConditionProxy,
+    ConditionProxy for ConditionObject,
     /// A shared condition variable with its own re-entrant lock (Python's
     /// `manager.Condition()`), with blocking methods.
     ///
     /// The lock is owned like a [`RLockBlockingProxy`](crate::sync::RLockBlockingProxy)'s: by
     /// the calling thread, through this connection. `wait`, `notify` and `notify_all` need the
     /// caller to hold it.
-    ConditionBlockingProxy {
-        /// Waits until the lock is acquired (at once when the caller already owns it).
-        fn acquire(&self) -> Result<(), Error>;
-        /// Waits at most `timeout` for the lock: whether it was acquired.
-        fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error>;
-        /// Acquires the lock if it is free or already the caller's, without waiting: whether
-        /// it was acquired.
-        fn try_acquire(&self) -> Result<bool, Error>;
-        /// Releases one level of the lock; a `Runtime` error when the caller does not own it.
-        fn release(&self) -> Result<(), Error>;
-        /// Whether the lock is held (by anyone).
-        fn locked(&self) -> Result<bool, Error>;
-        /// How many calls (of any client) wait for a notification.
-        fn n_waiting(&self) -> Result<u64, Error>;
-        /// Releases the lock, waits until notified, and re-acquires the lock (Python's
-        /// `wait()`). A `Runtime` error when the caller does not hold the lock.
-        fn wait(&self) -> Result<(), Error>;
-        /// Like `wait`, waiting at most `timeout` for the notification: whether it came
-        /// (Python's `wait(timeout)`). The lock is re-acquired either way.
-        fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error>;
-        /// Wakes up to `n` waiters (Python's `notify(n)`). A `Runtime` error when the caller
-        /// does not hold the lock.
-        fn notify(&self, n: u64) -> Result<(), Error>;
-        /// Wakes every waiter (Python's `notify_all()`). A `Runtime` error when the caller
-        /// does not hold the lock.
-        fn notify_all(&self) -> Result<(), Error>;
-    }
+    ConditionBlockingProxy
 }
 
 impl ConditionBlockingProxy {
-    /// Waits until the lock is acquired and returns a guard that releases this level when
-    /// dropped (Python's `with condition:`).
-    pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-        crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
-    }
-
     /// Waits until `predicate` answers true, checking it first and then after each wake-up
     /// (Python's `wait_for(predicate, timeout)`, looping in the client as CPython's proxy
     /// does). The caller must hold the lock; `predicate` runs while it does. With a `timeout`,

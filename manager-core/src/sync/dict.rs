@@ -135,7 +135,7 @@ impl DictObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [get, getitem, setitem, remove, pop, popitem, contains_key, len, is_empty, setdefault]
@@ -292,93 +292,82 @@ impl DictObject {
 }
 
 /// A shared dictionary from `K` to `V` (Python's `DictProxy`), with async methods.
-pub struct DictProxy<K, V>(Typed<(K, V)>);
+pub struct DictProxy<K, V>(Typed<(K, V), DictObjectRawProxy>);
 
+#[crate::blocking_twin(DictBlockingProxy)]
 impl<K: Element, V: Element> DictProxy<K, V> {
-    fn decode<T: serde::de::DeserializeOwned>(&self, value: Value) -> Result<T, Error> {
-        crate::proxy::decode_value(self.0.base.connection(), value)
-    }
-
     /// The value for `key`, if any.
     pub async fn get(&self, key: &K) -> Result<Option<V>, Error> {
-        let value: Option<Value> = self.0.base.call_method("get", (encode(key)?,)).await?;
-        value.map(|v| self.decode(v)).transpose()
+        let value = self.0.raw.get(encode(key)?).await?;
+        value.map(|v| self.0.decode(v)).transpose()
     }
 
     /// The value for `key`; a `Key` error when there is none (Python's `dict[key]`).
     pub async fn get_item(&self, key: &K) -> Result<V, Error> {
-        self.0.call_value("getitem", (encode(key)?,)).await
+        self.0.decode(self.0.raw.getitem(encode(key)?).await?)
     }
 
     /// Sets `key` to `value`, returning the value it replaces (Python's `dict[key] = value`).
     pub async fn insert(&self, key: &K, value: &V) -> Result<Option<V>, Error> {
-        let old: Option<Value> = self
-            .0
-            .call("setitem", (encode(key)?, encode(value)?))
-            .await?;
-        old.map(|v| self.decode(v)).transpose()
+        let old = self.0.raw.setitem(encode(key)?, encode(value)?).await?;
+        old.map(|v| self.0.decode(v)).transpose()
     }
 
     /// Removes `key`, returning its value if it was there.
     pub async fn remove(&self, key: &K) -> Result<Option<V>, Error> {
-        let old: Option<Value> = self.0.base.call_method("remove", (encode(key)?,)).await?;
-        old.map(|v| self.decode(v)).transpose()
+        let old = self.0.raw.remove(encode(key)?).await?;
+        old.map(|v| self.0.decode(v)).transpose()
     }
 
     /// Removes `key` and returns its value; a `Key` error when there is none.
     pub async fn pop(&self, key: &K) -> Result<V, Error> {
-        self.0.call_value("pop", (encode(key)?,)).await
+        self.0.decode(self.0.raw.pop(encode(key)?).await?)
     }
 
     /// Removes and returns the last inserted entry; a `Key` error when empty.
     pub async fn popitem(&self) -> Result<(K, V), Error> {
-        let (key, value): (Value, Value) = self.0.call("popitem", ()).await?;
-        self.decode(Value::Tuple(vec![key, value]))
+        let (key, value) = self.0.raw.popitem().await?;
+        self.0.decode(Value::Tuple(vec![key, value]))
     }
 
     /// Whether `key` is present.
     pub async fn contains_key(&self, key: &K) -> Result<bool, Error> {
-        self.0
-            .base
-            .call_method("contains_key", (encode(key)?,))
-            .await
+        self.0.raw.contains_key(encode(key)?).await
     }
 
     /// The keys, in insertion order.
     pub async fn keys(&self) -> Result<Vec<K>, Error> {
-        let keys: Vec<Value> = self.0.base.call_method("keys", ()).await?;
-        self.decode(Value::List(keys))
+        self.0.decode(Value::List(self.0.raw.keys().await?))
     }
 
     /// The values, in insertion order.
     pub async fn values(&self) -> Result<Vec<V>, Error> {
-        let values: Vec<Value> = self.0.base.call_method("values", ()).await?;
-        self.decode(Value::List(values))
+        self.0.decode(Value::List(self.0.raw.values().await?))
     }
 
     /// The entries, in insertion order.
     pub async fn items(&self) -> Result<Vec<(K, V)>, Error> {
-        let items: Vec<(Value, Value)> = self.0.base.call_method("items", ()).await?;
+        let items = self.0.raw.items().await?;
         let items = items
             .into_iter()
             .map(|(k, v)| Value::Tuple(vec![k, v]))
             .collect();
-        self.decode(Value::List(items))
+        self.0.decode(Value::List(items))
     }
 
     /// The number of entries.
     pub async fn len(&self) -> Result<u64, Error> {
-        self.0.base.call_method("len", ()).await
+        self.0.raw.len().await
     }
 
     /// Whether the dictionary is empty.
     pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.base.call_method("is_empty", ()).await
+        self.0.raw.is_empty().await
     }
 
     /// Removes every entry.
     pub async fn clear(&self) -> Result<(), Error> {
-        self.0.base.call_method("clear", ()).await
+        self.0.raw.clear().await
     }
 
     /// Sets every entry of `items`; if one cannot be stored, none is.
@@ -387,16 +376,22 @@ impl<K: Element, V: Element> DictProxy<K, V> {
             .iter()
             .map(|(k, v)| Ok((encode(k)?, encode(v)?)))
             .collect::<Result<_, Error>>()?;
-        self.0.call("update", (items,)).await
+        self.0.raw.update(items).await
     }
 
     /// The value for `key`, after setting it to `default` if it was missing.
     pub async fn setdefault(&self, key: &K, default: &V) -> Result<V, Error> {
-        self.0
-            .call_value("setdefault", (encode(key)?, encode(default)?))
-            .await
+        let value = self
+            .0
+            .raw
+            .setdefault(encode(key)?, encode(default)?)
+            .await?;
+        self.0.decode(value)
     }
+}
 
+// Not in the blocking twin: the blocking forms yield an `Iterator`, not a blocked stream.
+impl<K: Element, V: Element> DictProxy<K, V> {
     /// The keys one by one, in insertion order, as Python's `for key in dict` sees them: the
     /// server reads each when it sends it, at most a stream window
     /// ([`STREAM_WINDOW`](crate::wire::STREAM_WINDOW)) ahead of what the stream has yielded.
@@ -406,67 +401,36 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     /// iteration`, when a removal and an insert moved the keys still to come. For a copy that
     /// cannot fail, use [`keys`](Self::keys). Dropping the stream stops the server's iterator.
     pub async fn iter(&self) -> Result<RemoteItems<K>, Error> {
-        let stream = self.0.base.call_stream::<Value>("iter", ()).await?;
-        Ok(RemoteItems::new(stream, self.0.base.connection()))
+        let stream = self.0.raw.iter().await?;
+        Ok(RemoteItems::new(stream, self.0.base().connection()))
     }
 
     /// The entries one by one, as [`iter`](Self::iter) reads them (for a copy, use
     /// [`items`](Self::items)).
     pub async fn iter_items(&self) -> Result<RemoteItems<(K, V)>, Error> {
-        let stream = self.0.base.call_stream::<Value>("iter_items", ()).await?;
-        Ok(RemoteItems::new(stream, self.0.base.connection()))
+        let stream = self.0.raw.iter_items().await?;
+        Ok(RemoteItems::new(stream, self.0.base().connection()))
     }
 }
 
 impl<K: Element, V: Element> DictBlockingProxy<K, V> {
     /// The keys one by one, as [`DictProxy::iter`] gives them, as a blocking `Iterator`.
     pub fn iter(&self) -> Result<BlockingItems<K>, Error> {
-        let base = &self.0 .0.base;
+        let base = self.0 .0.base();
         let stream = base.call_stream_blocking::<Value>("iter", ())?;
         Ok(BlockingItems::new(stream, base.connection()))
     }
 
     /// The entries one by one, as [`DictProxy::iter_items`] gives them.
     pub fn iter_items(&self) -> Result<BlockingItems<(K, V)>, Error> {
-        let base = &self.0 .0.base;
+        let base = self.0 .0.base();
         let stream = base.call_stream_blocking::<Value>("iter_items", ())?;
         Ok(BlockingItems::new(stream, base.connection()))
     }
 }
 
 builtin_proxy! {
-    DictProxy<K, V>,
+    DictProxy<K, V> for DictObject,
     /// A shared dictionary from `K` to `V` (Python's `DictProxy`), with blocking methods.
-    DictBlockingProxy {
-        /// The value for `key`, if any.
-        fn get(&self, key: &K) -> Result<Option<V>, Error>;
-        /// The value for `key`; a `Key` error when there is none (Python's `dict[key]`).
-        fn get_item(&self, key: &K) -> Result<V, Error>;
-        /// Sets `key` to `value`, returning the value it replaces.
-        fn insert(&self, key: &K, value: &V) -> Result<Option<V>, Error>;
-        /// Removes `key`, returning its value if it was there.
-        fn remove(&self, key: &K) -> Result<Option<V>, Error>;
-        /// Removes `key` and returns its value; a `Key` error when there is none.
-        fn pop(&self, key: &K) -> Result<V, Error>;
-        /// Removes and returns the last inserted entry; a `Key` error when empty.
-        fn popitem(&self) -> Result<(K, V), Error>;
-        /// Whether `key` is present.
-        fn contains_key(&self, key: &K) -> Result<bool, Error>;
-        /// The keys, in insertion order.
-        fn keys(&self) -> Result<Vec<K>, Error>;
-        /// The values, in insertion order.
-        fn values(&self) -> Result<Vec<V>, Error>;
-        /// The entries, in insertion order.
-        fn items(&self) -> Result<Vec<(K, V)>, Error>;
-        /// The number of entries.
-        fn len(&self) -> Result<u64, Error>;
-        /// Whether the dictionary is empty.
-        fn is_empty(&self) -> Result<bool, Error>;
-        /// Removes every entry.
-        fn clear(&self) -> Result<(), Error>;
-        /// Sets every entry of `items`; if one cannot be stored, none is.
-        fn update(&self, items: &[(K, V)]) -> Result<(), Error>;
-        /// The value for `key`, after setting it to `default` if it was missing.
-        fn setdefault(&self, key: &K, default: &V) -> Result<V, Error>;
-    }
+    DictBlockingProxy
 }

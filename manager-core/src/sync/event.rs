@@ -49,7 +49,7 @@ impl EventObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [set, clear, is_set, n_waiting]
@@ -132,62 +132,46 @@ pub(super) fn register(registry: &mut Registry) -> Result<(), Error> {
 ///
 /// Waits are kept by the server: [`wait_timeout`](EventProxy::wait_timeout) bounds a wait
 /// there, and a waiting client that goes away leaves nothing behind.
-pub struct EventProxy(Typed<()>);
+pub struct EventProxy(Typed<(), EventObjectRawProxy>);
 
+#[crate::blocking_twin(EventBlockingProxy)]
 impl EventProxy {
     /// Sets the flag, releasing every waiter.
     pub async fn set(&self) -> Result<(), Error> {
-        self.0.base.call_method("set", ()).await
+        self.0.raw.set().await
     }
 
     /// Clears the flag.
     pub async fn clear(&self) -> Result<(), Error> {
-        self.0.base.call_method("clear", ()).await
+        self.0.raw.clear().await
     }
 
     /// Whether the flag is set.
     pub async fn is_set(&self) -> Result<bool, Error> {
-        self.0.base.call_method("is_set", ()).await
+        self.0.raw.is_set().await
     }
 
     /// Waits until the flag is set.
     pub async fn wait(&self) -> Result<(), Error> {
-        self.0
-            .call::<_, bool>("wait", (None::<f64>,))
-            .await
-            .map(drop)
+        self.0.raw.wait(None).await.map(drop)
     }
 
     /// Waits at most `timeout` for the flag to be set: `true` when it was, `false` when the
     /// timeout passed first.
     pub async fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.0.call("wait", (seconds(timeout),)).await
+        self.0.raw.wait(seconds(timeout)).await
     }
 
     /// How many `wait`s are waiting in the server (not in Python).
     pub async fn n_waiting(&self) -> Result<u64, Error> {
-        self.0.base.call_method("n_waiting", ()).await
+        self.0.raw.n_waiting().await
     }
 }
 
 builtin_proxy! {
-    EventProxy,
+    EventProxy for EventObject,
     /// A shared event (Python's `manager.Event()`), with blocking methods.
-    EventBlockingProxy {
-        /// Sets the flag, releasing every waiter.
-        fn set(&self) -> Result<(), Error>;
-        /// Clears the flag.
-        fn clear(&self) -> Result<(), Error>;
-        /// Whether the flag is set.
-        fn is_set(&self) -> Result<bool, Error>;
-        /// Waits until the flag is set.
-        fn wait(&self) -> Result<(), Error>;
-        /// Waits at most `timeout` for the flag to be set: `true` when it was, `false` when
-        /// the timeout passed first.
-        fn wait_timeout(&self, timeout: Duration) -> Result<bool, Error>;
-        /// How many `wait`s are waiting in the server (not in Python).
-        fn n_waiting(&self) -> Result<u64, Error>;
-    }
+    EventBlockingProxy
 }
 
 impl crate::manager::Manager {

@@ -3,7 +3,7 @@
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::sync::items::{read, BlockingItems, RemoteItems};
-use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
+use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
 use crate::Stream;
 
@@ -188,7 +188,7 @@ impl ListObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [append, extend, pop, len, is_empty, getitem, setitem]
@@ -472,79 +472,79 @@ impl ListObject {
 }
 
 /// A shared list of `T` (Python's `ListProxy`), with async methods.
-pub struct ListProxy<T>(Typed<T>);
+pub struct ListProxy<T>(Typed<T, ListObjectRawProxy>);
 
+#[crate::blocking_twin(ListBlockingProxy)]
 impl<T: Element> ListProxy<T> {
     /// Appends `item`.
     pub async fn append(&self, item: &T) -> Result<(), Error> {
-        self.0.call("append", (encode(item)?,)).await
+        self.0.raw.append(encode(item)?).await
     }
 
     /// Appends every item of `items`.
     pub async fn extend(&self, items: &[T]) -> Result<(), Error> {
-        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
-        self.0.call("extend", (items,)).await
+        self.0.raw.extend(encode_all(items)?).await
     }
 
     /// Inserts `item` before `index`.
     pub async fn insert(&self, index: i64, item: &T) -> Result<(), Error> {
-        self.0.call("insert", (index, encode(item)?)).await
+        self.0.raw.insert(index, encode(item)?).await
     }
 
     /// Removes and returns the last item; an `Index` error when the list is empty.
     pub async fn pop(&self) -> Result<T, Error> {
-        self.0.call_value("pop", (None::<i64>,)).await
+        self.0.decode(self.0.raw.pop(None).await?)
     }
 
     /// Removes and returns the item at `index`.
     pub async fn pop_at(&self, index: i64) -> Result<T, Error> {
-        self.0.call_value("pop", (Some(index),)).await
+        self.0.decode(self.0.raw.pop(Some(index)).await?)
     }
 
     /// Removes the first item equal to `item`; an `InvalidValue` error when there is none.
     pub async fn remove(&self, item: &T) -> Result<(), Error> {
-        self.0.call("remove", (encode(item)?,)).await
+        self.0.raw.remove(encode(item)?).await
     }
 
     /// The position of the first item equal to `item`.
     pub async fn index(&self, item: &T) -> Result<u64, Error> {
-        self.0.call("index", (encode(item)?,)).await
+        self.0.raw.index(encode(item)?).await
     }
 
     /// How many items equal `item`.
     pub async fn count(&self, item: &T) -> Result<u64, Error> {
-        self.0.base.call_method("count", (encode(item)?,)).await
+        self.0.raw.count(encode(item)?).await
     }
 
     /// The number of items.
     pub async fn len(&self) -> Result<u64, Error> {
-        self.0.base.call_method("len", ()).await
+        self.0.raw.len().await
     }
 
     /// Whether the list is empty.
     pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.base.call_method("is_empty", ()).await
+        self.0.raw.is_empty().await
     }
 
     /// The item at `index` (negative counts from the end).
     pub async fn get(&self, index: i64) -> Result<T, Error> {
-        self.0.call_value("getitem", (index,)).await
+        self.0.decode(self.0.raw.getitem(index).await?)
     }
 
     /// Replaces the item at `index`.
     pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
-        self.0.call("setitem", (index, encode(item)?)).await
+        self.0.raw.setitem(index, encode(item)?).await
     }
 
     /// Removes the item at `index`.
     pub async fn delete(&self, index: i64) -> Result<(), Error> {
-        self.0.call("delitem", (index,)).await
+        self.0.raw.delitem(index).await
     }
 
     /// The items from `start` to `stop` (`None` for the ends), Python's `list[start:stop]`.
     pub async fn slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<Vec<T>, Error> {
-        let items: Vec<Value> = self.0.base.call_method("getslice", (start, stop)).await?;
-        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+        self.0
+            .decode(Value::List(self.0.raw.getslice(start, stop).await?))
     }
 
     /// Replaces the items from `start` to `stop` with `items`.
@@ -554,42 +554,43 @@ impl<T: Element> ListProxy<T> {
         stop: Option<i64>,
         items: &[T],
     ) -> Result<(), Error> {
-        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
-        self.0.call("setslice", (start, stop, items)).await
+        self.0.raw.setslice(start, stop, encode_all(items)?).await
     }
 
     /// Removes the items from `start` to `stop`.
     pub async fn delete_slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<(), Error> {
-        self.0.base.call_method("delslice", (start, stop)).await
+        self.0.raw.delslice(start, stop).await
     }
 
     /// Removes every item.
     pub async fn clear(&self) -> Result<(), Error> {
-        self.0.base.call_method("clear", ()).await
+        self.0.raw.clear().await
     }
 
     /// Reverses the items in place.
     pub async fn reverse(&self) -> Result<(), Error> {
-        self.0.base.call_method("reverse", ()).await
+        self.0.raw.reverse().await
     }
 
     /// Sorts the items in place in Python's order (`reverse` for descending); items Python
     /// cannot compare (a str and an int, `None`s) are a `BadArguments` error.
     pub async fn sort(&self, reverse: bool) -> Result<(), Error> {
-        self.0.call("sort", (reverse,)).await
+        self.0.raw.sort(reverse).await
     }
 
     /// Whether an item equals `item`.
     pub async fn contains(&self, item: &T) -> Result<bool, Error> {
-        self.0.base.call_method("contains", (encode(item)?,)).await
+        self.0.raw.contains(encode(item)?).await
     }
 
     /// Every item, in order.
     pub async fn to_vec(&self) -> Result<Vec<T>, Error> {
-        let items: Vec<Value> = self.0.base.call_method("to_vec", ()).await?;
-        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+        self.0.decode(Value::List(self.0.raw.to_vec().await?))
     }
+}
 
+// Not in the blocking twin: the blocking form yields an `Iterator`, not a blocked stream.
+impl<T: Element> ListProxy<T> {
     /// The items one by one, as Python's `for x in list` sees them: the server reads each
     /// item when it sends it, at most a stream window
     /// ([`STREAM_WINDOW`](crate::wire::STREAM_WINDOW)) ahead of what the stream has yielded,
@@ -597,65 +598,22 @@ impl<T: Element> ListProxy<T> {
     /// when its index passes the end of the list. Dropping the stream stops the server's
     /// iterator.
     pub async fn iter(&self) -> Result<RemoteItems<T>, Error> {
-        let stream = self.0.base.call_stream::<Value>("iter", ()).await?;
-        Ok(RemoteItems::new(stream, self.0.base.connection()))
+        let stream = self.0.raw.iter().await?;
+        Ok(RemoteItems::new(stream, self.0.base().connection()))
     }
 }
 
 impl<T: Element> ListBlockingProxy<T> {
     /// The items one by one, as [`ListProxy::iter`] gives them, as a blocking `Iterator`.
     pub fn iter(&self) -> Result<BlockingItems<T>, Error> {
-        let base = &self.0 .0.base;
+        let base = self.0 .0.base();
         let stream = base.call_stream_blocking::<Value>("iter", ())?;
         Ok(BlockingItems::new(stream, base.connection()))
     }
 }
 
 builtin_proxy! {
-    ListProxy<T>,
+    ListProxy<T> for ListObject,
     /// A shared list of `T` (Python's `ListProxy`), with blocking methods.
-    ListBlockingProxy {
-        /// Appends `item`.
-        fn append(&self, item: &T) -> Result<(), Error>;
-        /// Appends every item of `items`.
-        fn extend(&self, items: &[T]) -> Result<(), Error>;
-        /// Inserts `item` before `index`.
-        fn insert(&self, index: i64, item: &T) -> Result<(), Error>;
-        /// Removes and returns the last item; an `Index` error when the list is empty.
-        fn pop(&self) -> Result<T, Error>;
-        /// Removes and returns the item at `index`.
-        fn pop_at(&self, index: i64) -> Result<T, Error>;
-        /// Removes the first item equal to `item`; an `InvalidValue` error when there is none.
-        fn remove(&self, item: &T) -> Result<(), Error>;
-        /// The position of the first item equal to `item`.
-        fn index(&self, item: &T) -> Result<u64, Error>;
-        /// How many items equal `item`.
-        fn count(&self, item: &T) -> Result<u64, Error>;
-        /// The number of items.
-        fn len(&self) -> Result<u64, Error>;
-        /// Whether the list is empty.
-        fn is_empty(&self) -> Result<bool, Error>;
-        /// The item at `index` (negative counts from the end).
-        fn get(&self, index: i64) -> Result<T, Error>;
-        /// Replaces the item at `index`.
-        fn set(&self, index: i64, item: &T) -> Result<(), Error>;
-        /// Removes the item at `index`.
-        fn delete(&self, index: i64) -> Result<(), Error>;
-        /// The items from `start` to `stop` (`None` for the ends).
-        fn slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<Vec<T>, Error>;
-        /// Replaces the items from `start` to `stop` with `items`.
-        fn set_slice(&self, start: Option<i64>, stop: Option<i64>, items: &[T]) -> Result<(), Error>;
-        /// Removes the items from `start` to `stop`.
-        fn delete_slice(&self, start: Option<i64>, stop: Option<i64>) -> Result<(), Error>;
-        /// Removes every item.
-        fn clear(&self) -> Result<(), Error>;
-        /// Reverses the items in place.
-        fn reverse(&self) -> Result<(), Error>;
-        /// Sorts the items in place in Python's order (`reverse` for descending).
-        fn sort(&self, reverse: bool) -> Result<(), Error>;
-        /// Whether an item equals `item`.
-        fn contains(&self, item: &T) -> Result<bool, Error>;
-        /// Every item, in order.
-        fn to_vec(&self) -> Result<Vec<T>, Error>;
-    }
+    ListBlockingProxy
 }

@@ -33,7 +33,9 @@ use tokio::sync::Notify;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError};
 use crate::proxy::Proxy;
-use crate::sync::release::{acquire_call, call, BlockingLockGuard, LockGuard, OwnedLock, Release};
+use crate::sync::release::{
+    acquire_call, current_owner, owned_lock, settled, BlockingLockGuard, LockGuard,
+};
 use crate::sync::wait::{runtime_error, seconds, wait_mode, wait_until, Wait};
 use crate::sync::{builtin_proxy, typeids, Typed};
 
@@ -257,7 +259,7 @@ impl Default for LockObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [release, locked, n_waiting]
@@ -315,7 +317,7 @@ impl Default for RLockObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [release, locked, n_waiting]
@@ -362,82 +364,70 @@ impl RLockObject {
 /// It is not owned: any client may release it, as in Python. When the connection that
 /// acquired it closes (the process exits or is killed) while it is held, the server releases
 /// it.
-pub struct LockProxy(Typed<()>);
+pub struct LockProxy(Typed<(), LockObjectRawProxy>);
 
 impl LockProxy {
-    /// Waits until the lock is acquired.
-    pub async fn acquire(&self) -> Result<(), Error> {
-        acquire_call(self.base(), "acquire", (true, None::<f64>), ("release", ()))
-            .await
-            .map(drop)
-    }
-
-    /// Waits at most `timeout` for the lock: whether it was acquired.
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+    async fn acquire_with(&self, blocking: bool, timeout: Option<f64>) -> Result<bool, Error> {
         acquire_call(
             self.base(),
-            "acquire",
-            (true, seconds(timeout)),
-            ("release", ()),
+            LockObjectRawProxy::acquire_call(blocking, timeout),
+            LockObjectRawProxy::release_call(),
         )
         .await
-    }
-
-    /// Acquires the lock if it is free, without waiting: whether it was acquired.
-    pub async fn try_acquire(&self) -> Result<bool, Error> {
-        acquire_call(
-            self.base(),
-            "acquire",
-            (false, None::<f64>),
-            ("release", ()),
-        )
-        .await
-    }
-
-    /// Releases the lock; a `Runtime` error when it is not locked.
-    pub async fn release(&self) -> Result<(), Error> {
-        call(self.base(), "release", ()).await
-    }
-
-    /// Whether the lock is held (by anyone).
-    pub async fn locked(&self) -> Result<bool, Error> {
-        call(self.base(), "locked", ()).await
-    }
-
-    /// How many calls (of any client) wait to acquire the lock.
-    pub async fn n_waiting(&self) -> Result<u64, Error> {
-        call(self.base(), "n_waiting", ()).await
     }
 
     /// Waits until the lock is acquired and returns a guard that releases it when dropped
     /// (Python's `with lock:`).
     pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
         self.acquire().await?;
-        Ok(LockGuard::new(self.base(), Release::Plain))
+        Ok(LockGuard::new(
+            self.base(),
+            LockObjectRawProxy::release_call(),
+        ))
+    }
+}
+
+#[crate::blocking_twin(LockBlockingProxy)]
+impl LockProxy {
+    /// Waits until the lock is acquired.
+    pub async fn acquire(&self) -> Result<(), Error> {
+        self.acquire_with(true, None).await.map(drop)
+    }
+
+    /// Waits at most `timeout` for the lock: whether it was acquired.
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.acquire_with(true, seconds(timeout)).await
+    }
+
+    /// Acquires the lock if it is free, without waiting: whether it was acquired.
+    pub async fn try_acquire(&self) -> Result<bool, Error> {
+        self.acquire_with(false, None).await
+    }
+
+    /// Releases the lock; a `Runtime` error when it is not locked.
+    pub async fn release(&self) -> Result<(), Error> {
+        settled(self.base(), self.0.raw.release()).await
+    }
+
+    /// Whether the lock is held (by anyone).
+    pub async fn locked(&self) -> Result<bool, Error> {
+        settled(self.base(), self.0.raw.locked()).await
+    }
+
+    /// How many calls (of any client) wait to acquire the lock.
+    pub async fn n_waiting(&self) -> Result<u64, Error> {
+        settled(self.base(), self.0.raw.n_waiting()).await
     }
 }
 
 builtin_proxy! {
-    LockProxy,
+    LockProxy for LockObject,
     /// A shared lock (Python's `manager.Lock()`), with blocking methods.
     ///
     /// It is not owned: any client may release it, as in Python. When the connection that
     /// acquired it closes (the process exits or is killed) while it is held, the server
     /// releases it.
-    LockBlockingProxy {
-        /// Waits until the lock is acquired.
-        fn acquire(&self) -> Result<(), Error>;
-        /// Waits at most `timeout` for the lock: whether it was acquired.
-        fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error>;
-        /// Acquires the lock if it is free, without waiting: whether it was acquired.
-        fn try_acquire(&self) -> Result<bool, Error>;
-        /// Releases the lock; a `Runtime` error when it is not locked.
-        fn release(&self) -> Result<(), Error>;
-        /// Whether the lock is held (by anyone).
-        fn locked(&self) -> Result<bool, Error>;
-        /// How many calls (of any client) wait to acquire the lock.
-        fn n_waiting(&self) -> Result<u64, Error>;
-    }
+    LockBlockingProxy
 }
 
 impl LockBlockingProxy {
@@ -454,83 +444,33 @@ impl LockBlockingProxy {
 /// connection: the owner may acquire it again (each acquire needs its release), and only the
 /// owner may release it. When the owner's connection closes (the process exits or is killed),
 /// the server releases it however deep it was held.
-pub struct RLockProxy(Typed<()>);
+pub struct RLockProxy(Typed<(), RLockObjectRawProxy>);
 
+owned_lock!(
+    RLockProxy,
+    RLockObjectRawProxy,
+    RLockBlockingProxy,
+    "Releases one level; a `Runtime` error when the caller does not own the lock.",
+    " (Python's `with rlock:`)."
+);
+
+#[crate::blocking_twin(RLockBlockingProxy)]
 impl RLockProxy {
-    fn owned(&self) -> OwnedLock<'_> {
-        OwnedLock(self.base())
-    }
-
-    /// Waits until the lock is acquired (at once when the caller already owns it).
-    pub async fn acquire(&self) -> Result<(), Error> {
-        self.owned().acquire().await
-    }
-
-    /// Waits at most `timeout` for the lock: whether it was acquired.
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.owned().acquire_timeout(timeout).await
-    }
-
-    /// Acquires the lock if it is free or already the caller's, without waiting: whether it
-    /// was acquired.
-    pub async fn try_acquire(&self) -> Result<bool, Error> {
-        self.owned().try_acquire().await
-    }
-
-    /// Releases one level; a `Runtime` error when the caller does not own the lock.
-    pub async fn release(&self) -> Result<(), Error> {
-        self.owned().release().await
-    }
-
-    /// Whether the lock is held (by anyone).
-    pub async fn locked(&self) -> Result<bool, Error> {
-        call(self.base(), "locked", ()).await
-    }
-
     /// How many calls (of any client) wait to acquire the lock.
     pub async fn n_waiting(&self) -> Result<u64, Error> {
-        call(self.base(), "n_waiting", ()).await
-    }
-
-    /// Waits until the lock is acquired and returns a guard that releases this level when
-    /// dropped (Python's `with rlock:`). The guard releases as the owner that acquired it,
-    /// wherever it is dropped.
-    pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
-        self.owned().lock().await
+        settled(self.base(), self.0.raw.n_waiting()).await
     }
 }
 
 builtin_proxy! {
-    RLockProxy,
+    RLockProxy for RLockObject,
     /// A shared re-entrant lock (Python's `manager.RLock()`), with blocking methods.
     ///
     /// Its owner is the calling thread, through this connection: the owner may acquire it
     /// again (each acquire needs its release), and only the owner may release it. When the
     /// owner's connection closes (the process exits or is killed), the server releases it
     /// however deep it was held.
-    RLockBlockingProxy {
-        /// Waits until the lock is acquired (at once when the caller already owns it).
-        fn acquire(&self) -> Result<(), Error>;
-        /// Waits at most `timeout` for the lock: whether it was acquired.
-        fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error>;
-        /// Acquires the lock if it is free or already the caller's, without waiting: whether
-        /// it was acquired.
-        fn try_acquire(&self) -> Result<bool, Error>;
-        /// Releases one level; a `Runtime` error when the caller does not own the lock.
-        fn release(&self) -> Result<(), Error>;
-        /// Whether the lock is held (by anyone).
-        fn locked(&self) -> Result<bool, Error>;
-        /// How many calls (of any client) wait to acquire the lock.
-        fn n_waiting(&self) -> Result<u64, Error>;
-    }
-}
-
-impl RLockBlockingProxy {
-    /// Waits until the lock is acquired and returns a guard that releases this level when
-    /// dropped (Python's `with rlock:`).
-    pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-        crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
-    }
+    RLockBlockingProxy
 }
 
 impl crate::manager::Manager {

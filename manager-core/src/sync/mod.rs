@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::context::{CallContext, Retained};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::proxy::shape::Checked;
+use crate::proxy::Proxy;
 use crate::registry::{Register, Registry};
 use crate::value::{to_value, Value};
 
@@ -224,74 +224,70 @@ pub(crate) fn encode<T: Serialize + ?Sized>(item: &T) -> Result<Value, Error> {
     to_value(item).map_err(|e| Error::encode(std::any::type_name::<T>(), e))
 }
 
-/// The common part of every typed built-in proxy.
-pub(crate) struct Typed<T> {
-    pub(crate) base: crate::proxy::BaseProxy,
+/// Converts typed elements into values, for sending.
+pub(crate) fn encode_all<T: Serialize>(items: &[T]) -> Result<Vec<Value>, Error> {
+    items.iter().map(encode).collect()
+}
+
+/// The common part of every typed built-in proxy: the raw proxy that `#[shared(proxies =
+/// raw)]` generated from the type's server impl (`EventObjectRawProxy`), whose methods the
+/// typed layer calls, and the element type `T` it converts.
+pub(crate) struct Typed<T, R> {
+    pub(crate) raw: R,
     _element: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for Typed<T> {
+impl<T, R: Clone> Clone for Typed<T, R> {
     fn clone(&self) -> Self {
         Typed {
-            base: self.base.clone(),
+            raw: self.raw.clone(),
             _element: PhantomData,
         }
     }
 }
 
-impl<T> std::fmt::Debug for Typed<T> {
+impl<T, R: Proxy> std::fmt::Debug for Typed<T, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.base.fmt(f)
+        self.raw.base().fmt(f)
     }
 }
 
-impl<T> Typed<T> {
+impl<T, R: Proxy> Typed<T, R> {
     pub(crate) fn new(base: crate::proxy::BaseProxy) -> Self {
         Typed {
-            base,
+            raw: R::from_base(base),
             _element: PhantomData,
         }
     }
 
-    /// Calls a method whose errors arrive as a raised [`RemoteError`], and decodes its value.
-    pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: A,
-    ) -> Result<R, Error> {
-        self.base.call::<Checked<R>>(method, args).await
+    /// The base proxy inside.
+    pub(crate) fn base(&self) -> &crate::proxy::BaseProxy {
+        self.raw.base()
     }
 
-    /// Like `call`, for a method returning a value whose proxies must be taken over.
-    pub(crate) async fn call_value<A: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        args: A,
-    ) -> Result<R, Error> {
-        let value: Value = self.call(method, args).await?;
-        crate::proxy::decode_value(self.base.connection(), value)
+    /// Decodes a value a method returned, taking over the proxies inside it.
+    pub(crate) fn decode<V: DeserializeOwned>(&self, value: Value) -> Result<V, Error> {
+        crate::proxy::decode_value(self.base().connection(), value)
     }
 }
 
 /// Implements the pieces every typed built-in proxy shares: `Proxy`, serde (a proxy stored in a
-/// container or passed to a process), and the blocking twin whose methods block on the async
-/// ones.
+/// container or passed to a process), `with_timeout`, and the blocking twin's type, whose
+/// methods `#[blocking_twin]` generates from the async proxy's.
 macro_rules! builtin_proxy {
     (
         $(#[$doc:meta])*
-        $proxy:ident $(<$($g:ident),*>)?, $(#[$bdoc:meta])* $blocking:ident {
-            $(
-                $(#[$mdoc:meta])*
-                fn $method:ident $(<$($mg:ident: $mb:path),*>)? (&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
-            )*
-        }
+        $proxy:ident $(<$($g:ident),*>)? for $object:ty, $(#[$bdoc:meta])* $blocking:ident
     ) => {
         impl$(<$($g),*>)? $crate::proxy::Proxy for $proxy$(<$($g),*>)? {
             fn from_base(base: $crate::proxy::BaseProxy) -> Self {
                 $proxy($crate::sync::Typed::new(base))
             }
             fn base(&self) -> &$crate::proxy::BaseProxy {
-                &self.0.base
+                self.0.base()
+            }
+            fn object_type() -> Option<&'static str> {
+                Some(std::any::type_name::<$object>())
             }
         }
 
@@ -309,7 +305,7 @@ macro_rules! builtin_proxy {
 
         impl$(<$($g),*>)? serde::Serialize for $proxy$(<$($g),*>)? {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                self.0.base.serialize(serializer)
+                self.0.base().serialize(serializer)
             }
         }
 
@@ -330,7 +326,8 @@ macro_rules! builtin_proxy {
             /// connection's default: a call that misses it fails with `Error::Timeout` (and
             /// the server stops a call still waiting, such as a `get` on an empty queue).
             pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
-                self.0.base.set_timeout(Some(timeout));
+                // The raw proxy is defined in this module, by `#[shared(proxies = raw)]`.
+                self.0.raw.base.set_timeout(Some(timeout));
                 self
             }
         }
@@ -344,6 +341,9 @@ macro_rules! builtin_proxy {
             }
             fn base(&self) -> &$crate::proxy::BaseProxy {
                 self.0.base()
+            }
+            fn object_type() -> Option<&'static str> {
+                Some(std::any::type_name::<$object>())
             }
         }
 
@@ -382,13 +382,6 @@ macro_rules! builtin_proxy {
             pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
                 $blocking(self.0.with_timeout(timeout))
             }
-
-            $(
-                $(#[$mdoc])*
-                pub fn $method $(<$($mg: $mb),*>)? (&self $(, $arg: $ty)*) -> $ret {
-                    $crate::proxy::blocking::run(self.0.$method($($arg),*))
-                }
-            )*
         }
     };
 }

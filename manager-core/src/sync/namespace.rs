@@ -39,43 +39,43 @@ fn no_attribute(method: &str, name: &str) -> RemoteError {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [getattr, setattr, delattr, hasattr]
 )]
 impl NamespaceObject {
     /// The attribute `name`; an `Attribute` error when it is not set.
-    pub fn getattr(&self, name: String, ctx: &CallContext) -> Result<Value, RemoteError> {
+    pub fn getattr(&self, name: &str, ctx: &CallContext) -> Result<Value, RemoteError> {
         self.attributes
-            .get(&name)
+            .get(name)
             .map(|stored| stored.give(ctx))
-            .ok_or_else(|| no_attribute("getattr", &name))
+            .ok_or_else(|| no_attribute("getattr", name))
     }
 
     /// Sets the attribute `name`.
     pub fn setattr(
         &mut self,
-        name: String,
+        name: &str,
         value: Value,
         ctx: &CallContext,
     ) -> Result<(), RemoteError> {
         let stored = Stored::new(ctx, value, typeids::NAMESPACE, "setattr")?;
-        self.attributes.insert(name, stored);
+        self.attributes.insert(name.to_owned(), stored);
         Ok(())
     }
 
     /// Removes the attribute `name`; an `Attribute` error when it is not set.
-    pub fn delattr(&mut self, name: String) -> Result<(), RemoteError> {
+    pub fn delattr(&mut self, name: &str) -> Result<(), RemoteError> {
         self.attributes
-            .shift_remove(&name)
+            .shift_remove(name)
             .map(drop)
-            .ok_or_else(|| no_attribute("delattr", &name))
+            .ok_or_else(|| no_attribute("delattr", name))
     }
 
     /// Whether the attribute `name` is set.
-    pub fn hasattr(&self, name: String) -> bool {
-        self.attributes.contains_key(&name)
+    pub fn hasattr(&self, name: &str) -> bool {
+        self.attributes.contains_key(name)
     }
 
     /// The names of the attributes, in the order they were first set.
@@ -93,49 +93,39 @@ impl NamespaceObject {
 }
 
 /// A shared namespace (Python's `NamespaceProxy`): attributes of any serde type, by name.
-pub struct NamespaceProxy(Typed<()>);
+pub struct NamespaceProxy(Typed<(), NamespaceObjectRawProxy>);
 
+#[crate::blocking_twin(NamespaceBlockingProxy)]
 impl NamespaceProxy {
     /// The attribute `name`, decoded as `T`; an `Attribute` error when it is not set, a decode
     /// error when it holds another type.
     pub async fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T, Error> {
-        self.0.call_value("getattr", (name,)).await
+        self.0.decode(self.0.raw.getattr(name).await?)
     }
 
     /// Sets the attribute `name` to `value`.
     pub async fn set<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error> {
-        self.0.call("setattr", (name, encode(value)?)).await
+        self.0.raw.setattr(name, encode(value)?).await
     }
 
     /// Removes the attribute `name`; an `Attribute` error when it is not set.
     pub async fn del(&self, name: &str) -> Result<(), Error> {
-        self.0.call("delattr", (name,)).await
+        self.0.raw.delattr(name).await
     }
 
     /// Whether the attribute `name` is set.
     pub async fn has(&self, name: &str) -> Result<bool, Error> {
-        self.0.base.call_method("hasattr", (name,)).await
+        self.0.raw.hasattr(name).await
     }
 
     /// The names of the attributes, in the order they were first set.
     pub async fn names(&self) -> Result<Vec<String>, Error> {
-        self.0.base.call_method("names", ()).await
+        self.0.raw.names().await
     }
 }
 
 builtin_proxy! {
-    NamespaceProxy,
+    NamespaceProxy for NamespaceObject,
     /// A shared namespace (Python's `NamespaceProxy`), with blocking methods.
-    NamespaceBlockingProxy {
-        /// The attribute `name`, decoded as `T`; an `Attribute` error when it is not set.
-        fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T, Error>;
-        /// Sets the attribute `name` to `value`.
-        fn set<T: Serialize>(&self, name: &str, value: &T) -> Result<(), Error>;
-        /// Removes the attribute `name`; an `Attribute` error when it is not set.
-        fn del(&self, name: &str) -> Result<(), Error>;
-        /// Whether the attribute `name` is set.
-        fn has(&self, name: &str) -> Result<bool, Error>;
-        /// The names of the attributes, in the order they were first set.
-        fn names(&self) -> Result<Vec<String>, Error>;
-    }
+    NamespaceBlockingProxy
 }

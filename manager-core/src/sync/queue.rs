@@ -235,7 +235,7 @@ impl QueueObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [put_nowait, get_nowait, qsize, empty, full, maxsize, task_done, n_waiting_get, n_waiting_put]
@@ -385,160 +385,117 @@ fn empty_to_none<T>(result: Result<T, Error>) -> Result<Option<T>, Error> {
 /// that exits or dies) takes no item once the server has cancelled it; but an item the server
 /// handed out just before is lost with the reply nobody reads. To bound a wait, prefer
 /// [`get_timeout`](QueueProxy::get_timeout), whose timeout the server keeps.
-pub struct QueueProxy<T>(Typed<T>);
+pub struct QueueProxy<T>(Typed<T, QueueObjectRawProxy>);
 
 /// A shared FIFO queue of `T` whose items can be marked processed, and waited for (Python's
 /// `manager.JoinableQueue()`), with async methods. Everything [`QueueProxy`] has, plus
 /// [`task_done`](JoinableQueueProxy::task_done) and [`join`](JoinableQueueProxy::join).
-pub struct JoinableQueueProxy<T>(Typed<T>);
+pub struct JoinableQueueProxy<T>(Typed<T, QueueObjectRawProxy>);
 
-/// The methods both queue proxies have.
+/// The methods both queue proxies have, and their blocking twins.
 macro_rules! queue_methods {
-    ($proxy:ident) => {
+    ($proxy:ident, $blocking:ident) => {
+        #[crate::blocking_twin($blocking)]
         impl<T: Element> $proxy<T> {
             /// Puts `item` at the back, waiting as long as the queue is full.
             pub async fn put(&self, item: &T) -> Result<(), Error> {
-                self.0.call("put", (encode(item)?, true, None::<f64>)).await
+                self.0.raw.put(encode(item)?, true, None).await
             }
 
             /// Puts `item` at the back, waiting at most `timeout` for room; `false` when the
             /// queue was still full (the item was not put).
             pub async fn put_timeout(&self, item: &T, timeout: Duration) -> Result<bool, Error> {
-                let args = (encode(item)?, true, seconds(timeout));
-                full_to_false(self.0.call("put", args).await)
+                full_to_false(self.0.raw.put(encode(item)?, true, seconds(timeout)).await)
             }
 
             /// Puts `item` at the back if there is room; `false` when the queue is full (where
             /// Python raises `queue.Full`).
             pub async fn put_nowait(&self, item: &T) -> Result<bool, Error> {
-                full_to_false(self.0.call("put_nowait", (encode(item)?,)).await)
+                full_to_false(self.0.raw.put_nowait(encode(item)?).await)
             }
 
             /// Removes and returns the item at the front, waiting as long as the queue is
             /// empty.
             pub async fn get(&self) -> Result<T, Error> {
-                self.0.call_value("get", (true, None::<f64>)).await
+                self.0.decode(self.0.raw.get(true, None).await?)
             }
 
             /// Removes and returns the item at the front, waiting at most `timeout` for one;
             /// `None` when the queue was still empty.
             pub async fn get_timeout(&self, timeout: Duration) -> Result<Option<T>, Error> {
-                empty_to_none(self.0.call_value("get", (true, seconds(timeout))).await)
+                let item = empty_to_none(self.0.raw.get(true, seconds(timeout)).await)?;
+                item.map(|item| self.0.decode(item)).transpose()
             }
 
             /// Removes and returns the item at the front; `None` when the queue is empty
             /// (where Python raises `queue.Empty`).
             pub async fn get_nowait(&self) -> Result<Option<T>, Error> {
-                empty_to_none(self.0.call_value("get_nowait", ()).await)
+                let item = empty_to_none(self.0.raw.get_nowait().await)?;
+                item.map(|item| self.0.decode(item)).transpose()
             }
 
             /// The number of items (already out of date when it arrives, as in Python).
             pub async fn qsize(&self) -> Result<u64, Error> {
-                self.0.base.call_method("qsize", ()).await
+                self.0.raw.qsize().await
             }
 
             /// Whether the queue holds no item.
             pub async fn empty(&self) -> Result<bool, Error> {
-                self.0.base.call_method("empty", ()).await
+                self.0.raw.empty().await
             }
 
             /// Whether the queue has a limit and holds that many items.
             pub async fn full(&self) -> Result<bool, Error> {
-                self.0.base.call_method("full", ()).await
+                self.0.raw.full().await
             }
 
             /// The most items the queue holds; 0 for no limit.
             pub async fn maxsize(&self) -> Result<u64, Error> {
-                self.0.base.call_method("maxsize", ()).await
+                self.0.raw.maxsize().await
             }
 
             /// How many `get`s are waiting for an item in the server (not in Python).
             pub async fn n_waiting_get(&self) -> Result<u64, Error> {
-                self.0.base.call_method("n_waiting_get", ()).await
+                self.0.raw.n_waiting_get().await
             }
 
             /// How many `put`s are waiting for room in the server (not in Python).
             pub async fn n_waiting_put(&self) -> Result<u64, Error> {
-                self.0.base.call_method("n_waiting_put", ()).await
+                self.0.raw.n_waiting_put().await
             }
         }
     };
 }
 
-queue_methods!(QueueProxy);
-queue_methods!(JoinableQueueProxy);
+queue_methods!(QueueProxy, QueueBlockingProxy);
+queue_methods!(JoinableQueueProxy, JoinableQueueBlockingProxy);
 
+#[crate::blocking_twin(JoinableQueueBlockingProxy)]
 impl<T: Element> JoinableQueueProxy<T> {
     /// Marks one item taken from the queue as processed; a `Runtime` error ("task_done()
     /// called too many times") when every item put has already been marked.
     pub async fn task_done(&self) -> Result<(), Error> {
-        self.0.call("task_done", ()).await
+        self.0.raw.task_done().await
     }
 
     /// Waits until every item put has been marked processed with
     /// [`task_done`](JoinableQueueProxy::task_done).
     pub async fn join(&self) -> Result<(), Error> {
-        self.0.base.call_method("join", ()).await
+        self.0.raw.join().await
     }
 }
 
-/// The blocking twin of a queue proxy: the common methods, plus `$extra`.
-macro_rules! blocking_queue {
-    ($proxy:ident, $(#[$bdoc:meta])* $blocking:ident { $($extra:tt)* }) => {
-        builtin_proxy! {
-            $proxy<T>,
-            $(#[$bdoc])*
-            $blocking {
-                /// Puts `item` at the back, waiting as long as the queue is full.
-                fn put(&self, item: &T) -> Result<(), Error>;
-                /// Puts `item` at the back, waiting at most `timeout` for room; `false` when
-                /// the queue was still full (the item was not put).
-                fn put_timeout(&self, item: &T, timeout: Duration) -> Result<bool, Error>;
-                /// Puts `item` at the back if there is room; `false` when the queue is full.
-                fn put_nowait(&self, item: &T) -> Result<bool, Error>;
-                /// Removes and returns the item at the front, waiting as long as the queue is
-                /// empty.
-                fn get(&self) -> Result<T, Error>;
-                /// Removes and returns the item at the front, waiting at most `timeout` for
-                /// one; `None` when the queue was still empty.
-                fn get_timeout(&self, timeout: Duration) -> Result<Option<T>, Error>;
-                /// Removes and returns the item at the front; `None` when the queue is empty.
-                fn get_nowait(&self) -> Result<Option<T>, Error>;
-                /// The number of items.
-                fn qsize(&self) -> Result<u64, Error>;
-                /// Whether the queue holds no item.
-                fn empty(&self) -> Result<bool, Error>;
-                /// Whether the queue has a limit and holds that many items.
-                fn full(&self) -> Result<bool, Error>;
-                /// The most items the queue holds; 0 for no limit.
-                fn maxsize(&self) -> Result<u64, Error>;
-                /// How many `get`s are waiting for an item in the server (not in Python).
-                fn n_waiting_get(&self) -> Result<u64, Error>;
-                /// How many `put`s are waiting for room in the server (not in Python).
-                fn n_waiting_put(&self) -> Result<u64, Error>;
-                $($extra)*
-            }
-        }
-    };
-}
-
-blocking_queue! {
-    QueueProxy,
+builtin_proxy! {
+    QueueProxy<T> for QueueObject,
     /// A shared FIFO queue of `T` (Python's `manager.Queue()`), with blocking methods.
-    QueueBlockingProxy {}
+    QueueBlockingProxy
 }
 
-blocking_queue! {
-    JoinableQueueProxy,
+builtin_proxy! {
+    JoinableQueueProxy<T> for QueueObject,
     /// A shared FIFO queue of `T` with `task_done` and `join` (Python's
     /// `manager.JoinableQueue()`), with blocking methods.
-    JoinableQueueBlockingProxy {
-        /// Marks one item taken from the queue as processed; a `Runtime` error when every
-        /// item put has already been marked.
-        fn task_done(&self) -> Result<(), Error>;
-        /// Waits until every item put has been marked processed.
-        fn join(&self) -> Result<(), Error>;
-    }
+    JoinableQueueBlockingProxy
 }
 
 /// The `maxsize` argument of the factories: Python's, where 0 (or less) means no limit.

@@ -11,24 +11,21 @@
 //! released.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::address::Address;
 use crate::client::{Connection, Response};
-use crate::error::{Error, RemoteError};
-use crate::proxy::shape::Checked;
-use crate::proxy::BaseProxy;
-use crate::sync::wait::seconds;
-use crate::wire::{self, Reply};
+use crate::error::Error;
+use crate::proxy::shape::{Checked, Shape};
+use crate::proxy::{BaseProxy, MethodCall};
 
 /// The owner id the calling thread or task sends to an `RLock` or a `Condition`: a hash of the
 /// current tokio task id (an even number) inside a task, else a number unique to the calling
@@ -95,13 +92,13 @@ async fn settle(base: &BaseProxy) {
     }
 }
 
-/// Sends `method(args)` on `base`'s object without waiting for the answer (what a guard does
-/// when dropped). Later calls on the object from this process wait for the answer first.
-pub(crate) fn call_later<A: Serialize>(base: &BaseProxy, method: &str, args: A) {
+/// Sends `call` to `base`'s object without waiting for the answer (what a guard does when
+/// dropped). Later calls on the object from this process wait for the answer first.
+pub(crate) fn call_later<A: Serialize, S>(base: &BaseProxy, call: MethodCall<A, S>) {
     let id = base.token().id;
     let Ok(answer) = base
         .connection()
-        .start(Connection::call_frame(id, method, &args))
+        .start(Connection::call_frame(id, call.method, &call.args))
     else {
         // The connection is closed: the server releases what it held.
         return;
@@ -137,53 +134,40 @@ fn settle_later(key: ObjectKey, settled: BoxFuture<'static, ()>) {
     });
 }
 
-/// Decodes the answer to a call of a method returning `Result<R, RemoteError>`.
-fn decode<R: DeserializeOwned>(
-    response: Response,
-    base: &BaseProxy,
-    method: &str,
-) -> Result<R, Error> {
-    let what = || format!("the result of {}.{method}", base.token().typeid);
-    match &response.reply {
-        Reply::Value => wire::decode_payload(response.payload(), &what()),
-        Reply::Raised { .. } => Err(Error::Remote(wire::decode_payload::<RemoteError>(
-            response.payload(),
-            &what(),
-        )?)),
-        Reply::Error(e) => Err(Error::Remote(e.clone())),
-        other => Err(Error::Protocol(format!(
-            "{}.{method}: expected a value, got {other:?}",
-            base.token().typeid
-        ))),
-    }
+/// Runs `call` (a call of the raw proxy of `base`'s object) once the releases sent earlier
+/// have been answered.
+pub(crate) async fn settled<F: Future>(base: &BaseProxy, call: F) -> F::Output {
+    settle(base).await;
+    call.await
 }
 
-/// Calls `method(args)` (a method returning `Result<R, RemoteError>`) once the releases sent
-/// earlier have been answered.
-pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(
+/// Sends `call` to `base`'s object once the releases sent earlier have been answered, and
+/// waits for its answer.
+async fn call_now<A: Serialize, S: Shape>(
     base: &BaseProxy,
-    method: &str,
-    args: A,
-) -> Result<R, Error> {
-    settle(base).await;
-    base.call::<Checked<R>>(method, args).await
+    call: MethodCall<A, S>,
+) -> Result<S::Output, Error> {
+    settled(base, base.call::<S>(call.method, call.args)).await
 }
 
 /// An acquiring call in flight. Dropped before its answer arrived, it hands the answer to a
 /// background task that undoes a successful acquisition.
-struct InFlight<'a, U: Serialize + Send + 'static> {
+struct InFlight<'a, U: Serialize + Send + 'static, S> {
     base: &'a BaseProxy,
     /// The request, to cancel if abandoned.
     id: u64,
+    method: &'static str,
     answer: Option<Answer>,
-    undo: Option<(&'static str, U)>,
+    undo: Option<MethodCall<U, S>>,
 }
 
-impl<U: Serialize + Send + 'static> Drop for InFlight<'_, U> {
+impl<U: Serialize + Send + 'static, S> Drop for InFlight<'_, U, S> {
     fn drop(&mut self) {
-        let (Some(answer), Some((method, args))) = (self.answer.take(), self.undo.take()) else {
+        let (Some(answer), Some(undo)) = (self.answer.take(), self.undo.take()) else {
             return;
         };
+        let (method, args) = (undo.method, undo.args);
+        let acquire = self.method;
         // The clone keeps a reference to the object until the undo is answered. Later calls on
         // the object from this process wait for it: one made right after a timed-out acquire
         // must not find the lock taken by the acquisition it gave up on.
@@ -196,7 +180,7 @@ impl<U: Serialize + Send + 'static> Drop for InFlight<'_, U> {
                 let Ok(Ok(response)) = answer.await else {
                     return;
                 };
-                if let Ok(true) = decode::<bool>(response, &base, "acquire") {
+                if let Ok(true) = Checked::<bool>::from_response(&base, acquire, response) {
                     let undo = base.connection().start(Connection::call_frame(
                         base.token().id,
                         method,
@@ -212,22 +196,25 @@ impl<U: Serialize + Send + 'static> Drop for InFlight<'_, U> {
     }
 }
 
-/// Calls an acquiring `method(args)` that answers whether it acquired. If the returned future
-/// is dropped before the answer arrives, `undo` (a release method and its arguments) is sent
-/// once the answer says the acquisition succeeded.
-pub(crate) async fn acquire_call<A: Serialize, U: Serialize + Send + 'static>(
+/// Sends an acquiring call, `acquire`, that answers whether it acquired. If the returned
+/// future is dropped before the answer arrives, `undo` (the release) is sent once the answer
+/// says the acquisition succeeded.
+pub(crate) async fn acquire_call<A: Serialize, U: Serialize + Send + 'static, S>(
     base: &BaseProxy,
-    method: &str,
-    args: A,
-    undo: (&'static str, U),
+    acquire: MethodCall<A, Checked<bool>>,
+    undo: MethodCall<U, S>,
 ) -> Result<bool, Error> {
     settle(base).await;
-    let (id, answer) =
-        base.connection()
-            .start_with_id(Connection::call_frame(base.token().id, method, &args))?;
+    let method = acquire.method;
+    let (id, answer) = base.connection().start_with_id(Connection::call_frame(
+        base.token().id,
+        method,
+        &acquire.args,
+    ))?;
     let mut in_flight = InFlight {
         base,
         id,
+        method,
         answer: Some(answer),
         undo: Some(undo),
     };
@@ -248,38 +235,47 @@ pub(crate) async fn acquire_call<A: Serialize, U: Serialize + Send + 'static>(
     };
     in_flight.answer = None;
     match response {
-        Ok(response) => decode(response?, base, method),
+        Ok(response) => Checked::<bool>::from_response(base, method, response?),
         Err(_) => Err(Error::ConnectionClosed(
             "the connection closed before the answer arrived".to_string(),
         )),
     }
 }
 
-/// What releasing a guard sends.
+/// What releasing a guard sends: the release call of the object's raw proxy
+/// (`LockObjectRawProxy::release_call()`, `RLockObjectRawProxy::release_call(owner)`, ...).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Release {
     /// `release()`: a `Lock`.
-    Plain,
-    /// `release(owner)`: an `RLock` or a `Condition`.
-    Owner(u64),
-    /// `release(1)`: a semaphore.
-    Permit,
+    Plain(MethodCall<(), Checked<()>>),
+    /// `release(owner)` of an `RLock` or a `Condition`, `release(1)` of a semaphore.
+    With(MethodCall<(u64,), Checked<()>>),
+}
+
+impl From<MethodCall<(), Checked<()>>> for Release {
+    fn from(call: MethodCall<(), Checked<()>>) -> Release {
+        Release::Plain(call)
+    }
+}
+
+impl From<MethodCall<(u64,), Checked<()>>> for Release {
+    fn from(call: MethodCall<(u64,), Checked<()>>) -> Release {
+        Release::With(call)
+    }
 }
 
 impl Release {
     async fn now(self, base: &BaseProxy) -> Result<(), Error> {
         match self {
-            Release::Plain => call(base, "release", ()).await,
-            Release::Owner(owner) => call(base, "release", (owner,)).await,
-            Release::Permit => call(base, "release", (1u64,)).await,
+            Release::Plain(call) => call_now(base, call).await,
+            Release::With(call) => call_now(base, call).await,
         }
     }
 
     fn later(self, base: &BaseProxy) {
         match self {
-            Release::Plain => call_later(base, "release", ()),
-            Release::Owner(owner) => call_later(base, "release", (owner,)),
-            Release::Permit => call_later(base, "release", (1u64,)),
+            Release::Plain(call) => call_later(base, call),
+            Release::With(call) => call_later(base, call),
         }
     }
 }
@@ -303,10 +299,10 @@ impl std::fmt::Debug for LockGuard<'_> {
 }
 
 impl<'a> LockGuard<'a> {
-    pub(crate) fn new(base: &'a BaseProxy, release: Release) -> LockGuard<'a> {
+    pub(crate) fn new(base: &'a BaseProxy, release: impl Into<Release>) -> LockGuard<'a> {
         LockGuard {
             base,
-            release: Some(release),
+            release: Some(release.into()),
         }
     }
 
@@ -344,52 +340,78 @@ impl<'a> BlockingLockGuard<'a> {
     }
 }
 
-/// The client half of a lock owned by its caller, through its connection: an `RLock`, and a
-/// `Condition`'s lock. The owner is the calling task or thread ([`current_owner`]).
-pub(crate) struct OwnedLock<'a>(pub(crate) &'a BaseProxy);
+/// The client half of a lock owned by its caller, through its connection, on `$proxy` (over
+/// `$raw`, the raw proxy of an impl with `acquire(blocking, timeout, owner)` and
+/// `release(owner)`): an `RLock`, and a `Condition`'s lock. The owner is the calling task or
+/// thread ([`current_owner`]). Both blocking twins' methods are generated from these.
+macro_rules! owned_lock {
+    ($proxy:ident, $raw:ident, $blocking:ident, $release_doc:literal, $with:literal) => {
+        impl $proxy {
+            async fn acquire_as(
+                &self,
+                owner: u64,
+                blocking: bool,
+                timeout: Option<f64>,
+            ) -> Result<bool, Error> {
+                $crate::sync::release::acquire_call(
+                    self.base(),
+                    $raw::acquire_call(blocking, timeout, owner),
+                    $raw::release_call(owner),
+                )
+                .await
+            }
+        }
 
-impl<'a> OwnedLock<'a> {
-    async fn acquire_as(
-        &self,
-        owner: u64,
-        blocking: bool,
-        timeout: Option<f64>,
-    ) -> Result<bool, Error> {
-        acquire_call(
-            self.0,
-            "acquire",
-            (blocking, timeout, owner),
-            ("release", (owner,)),
-        )
-        .await
-    }
+        #[crate::blocking_twin($blocking)]
+        impl $proxy {
+            /// Waits until the lock is acquired (at once when the caller already owns it).
+            pub async fn acquire(&self) -> Result<(), Error> {
+                self.acquire_as(current_owner(), true, None).await.map(drop)
+            }
 
-    /// Waits until the lock is acquired (at once when the caller already owns it).
-    pub(crate) async fn acquire(&self) -> Result<(), Error> {
-        self.acquire_as(current_owner(), true, None).await.map(drop)
-    }
+            /// Waits at most `timeout` for the lock: whether it was acquired.
+            pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+                self.acquire_as(current_owner(), true, seconds(timeout))
+                    .await
+            }
 
-    /// Waits at most `timeout` for the lock: whether it was acquired.
-    pub(crate) async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.acquire_as(current_owner(), true, seconds(timeout))
-            .await
-    }
+            /// Acquires the lock if it is free or already the caller's, without waiting:
+            /// whether it was acquired.
+            pub async fn try_acquire(&self) -> Result<bool, Error> {
+                self.acquire_as(current_owner(), false, None).await
+            }
 
-    /// Acquires the lock if it is free or already the caller's, without waiting.
-    pub(crate) async fn try_acquire(&self) -> Result<bool, Error> {
-        self.acquire_as(current_owner(), false, None).await
-    }
+            #[doc = $release_doc]
+            pub async fn release(&self) -> Result<(), Error> {
+                settled(self.base(), self.0.raw.release(current_owner())).await
+            }
 
-    /// Releases one level; a `Runtime` error when the caller does not own the lock.
-    pub(crate) async fn release(&self) -> Result<(), Error> {
-        call(self.0, "release", (current_owner(),)).await
-    }
+            /// Whether the lock is held (by anyone).
+            pub async fn locked(&self) -> Result<bool, Error> {
+                settled(self.base(), self.0.raw.locked()).await
+            }
+        }
 
-    /// Acquires the lock and returns a guard that releases this level, as the owner that
-    /// acquired it, wherever it is dropped.
-    pub(crate) async fn lock(&self) -> Result<LockGuard<'a>, Error> {
-        let owner = current_owner();
-        self.acquire_as(owner, true, None).await?;
-        Ok(LockGuard::new(self.0, Release::Owner(owner)))
-    }
+        impl $proxy {
+            /// Waits until the lock is acquired and returns a guard that releases this level
+            /// when dropped
+            #[doc = $with]
+            /// The guard releases as the owner that acquired it, wherever it is dropped.
+            pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
+                let owner = current_owner();
+                self.acquire_as(owner, true, None).await?;
+                Ok(LockGuard::new(self.base(), $raw::release_call(owner)))
+            }
+        }
+
+        impl $blocking {
+            /// Waits until the lock is acquired and returns a guard that releases this level
+            /// when dropped
+            #[doc = $with]
+            pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
+                crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
+            }
+        }
+    };
 }
+pub(crate) use owned_lock;

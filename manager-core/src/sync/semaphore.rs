@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::Proxy;
-use crate::sync::release::{acquire_call, call, BlockingLockGuard, LockGuard, Release};
+use crate::sync::release::{acquire_call, settled, BlockingLockGuard, LockGuard};
 use crate::sync::wait::{seconds, wait_mode, wait_until, Wait};
 use crate::sync::{builtin_proxy, typeids, Typed};
 
@@ -148,46 +148,39 @@ impl SemCore {
     }
 }
 
-/// The server side of a shared `Semaphore`: `value` permits, and releases beyond it allowed
-/// (they raise the value, as in Python).
+/// The server side of a shared semaphore: `value` permits. A `Semaphore`
+/// (`SemaphoreObject<false>`) allows releases beyond it (they raise the value, as in Python); a
+/// `BoundedSemaphore` (`SemaphoreObject<true>`) refuses a release that would raise the value
+/// above its initial value with an `InvalidValue` error.
 #[derive(Debug)]
-pub struct SemaphoreObject {
+pub struct SemaphoreObject<const BOUNDED: bool> {
     core: Arc<SemCore>,
 }
 
-impl SemaphoreObject {
+impl<const BOUNDED: bool> SemaphoreObject<BOUNDED> {
+    /// The typeid of this kind of semaphore.
+    const TYPEID: &'static str = if BOUNDED {
+        typeids::BOUNDED_SEMAPHORE
+    } else {
+        typeids::SEMAPHORE
+    };
+
     /// A semaphore with `value` permits (the argument of `create`).
-    pub fn new((value,): (u64,)) -> SemaphoreObject {
+    pub fn new((value,): (u64,)) -> SemaphoreObject<BOUNDED> {
         SemaphoreObject {
-            core: SemCore::new(typeids::SEMAPHORE, value, false),
-        }
-    }
-}
-
-/// The server side of a shared `BoundedSemaphore`: like [`SemaphoreObject`], but a release
-/// that would raise the value above its initial value is an `InvalidValue` error.
-#[derive(Debug)]
-pub struct BoundedSemaphoreObject {
-    core: Arc<SemCore>,
-}
-
-impl BoundedSemaphoreObject {
-    /// A bounded semaphore with `value` permits (the argument of `create`).
-    pub fn new((value,): (u64,)) -> BoundedSemaphoreObject {
-        BoundedSemaphoreObject {
-            core: SemCore::new(typeids::BOUNDED_SEMAPHORE, value, true),
+            core: SemCore::new(Self::TYPEID, value, BOUNDED),
         }
     }
 }
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [release, get_value, n_waiting]
 )]
-impl SemaphoreObject {
+impl<const BOUNDED: bool> SemaphoreObject<BOUNDED> {
     /// Python's `acquire(blocking, timeout)`: whether a permit was taken. `timeout` is in
     /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.
     pub async fn acquire(
@@ -196,48 +189,13 @@ impl SemaphoreObject {
         timeout: Option<f64>,
         ctx: &CallContext,
     ) -> Result<bool, RemoteError> {
-        let mode = wait_mode(blocking, timeout, typeids::SEMAPHORE, "acquire")?;
-        Ok(self.core.acquire(mode, ctx).await)
-    }
-
-    /// Python's `release(n)`: gives `n` permits back; an `InvalidValue` error when `n` is 0.
-    pub fn release(&self, n: u64, ctx: &CallContext) -> Result<(), RemoteError> {
-        self.core.release(n, ctx)
-    }
-
-    /// The number of free permits.
-    pub fn get_value(&self) -> u64 {
-        self.core.value()
-    }
-
-    /// How many calls wait for a permit.
-    pub fn n_waiting(&self) -> u64 {
-        self.core.waiting.load(Ordering::Relaxed)
-    }
-}
-
-#[crate::shared(
-    crate = "crate",
-    proxies = false,
-    // Bounded by their arguments and results, never by the size of the object, and never
-    // waiting: no worker thread needed (see `server::quick`).
-    quick = [release, get_value, n_waiting]
-)]
-impl BoundedSemaphoreObject {
-    /// Python's `acquire(blocking, timeout)`: whether a permit was taken. `timeout` is in
-    /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.
-    pub async fn acquire(
-        &self,
-        blocking: bool,
-        timeout: Option<f64>,
-        ctx: &CallContext,
-    ) -> Result<bool, RemoteError> {
-        let mode = wait_mode(blocking, timeout, typeids::BOUNDED_SEMAPHORE, "acquire")?;
+        let mode = wait_mode(blocking, timeout, Self::TYPEID, "acquire")?;
         Ok(self.core.acquire(mode, ctx).await)
     }
 
     /// Python's `release(n)`: gives `n` permits back; an `InvalidValue` error when `n` is 0,
-    /// or ("Semaphore released too many times") when the value would exceed its initial value.
+    /// or, bounded, ("Semaphore released too many times") when the value would exceed its
+    /// initial value.
     pub fn release(&self, n: u64, ctx: &CallContext) -> Result<(), RemoteError> {
         self.core.release(n, ctx)
     }
@@ -253,18 +211,17 @@ impl BoundedSemaphoreObject {
     }
 }
 
-/// Defines a semaphore proxy pair; the two typeids share one client API.
+/// Defines a semaphore proxy pair over the one raw proxy: the two typeids share one client API.
 macro_rules! semaphore_proxy {
     (
-        $(#[$doc:meta])* $proxy:ident,
+        $(#[$doc:meta])* $proxy:ident for $object:ty,
         $(#[$bdoc:meta])* $blocking:ident,
         $release_doc:literal
     ) => {
         $(#[$doc])*
-        pub struct $proxy(Typed<()>);
+        pub struct $proxy(Typed<(), SemaphoreObjectRawProxy>);
 
         impl $proxy {
-
             async fn acquire_with(
                 &self,
                 blocking: bool,
@@ -272,13 +229,22 @@ macro_rules! semaphore_proxy {
             ) -> Result<bool, Error> {
                 acquire_call(
                     self.base(),
-                    "acquire",
-                    (blocking, timeout),
-                    ("release", (1u64,)),
+                    SemaphoreObjectRawProxy::acquire_call(blocking, timeout),
+                    SemaphoreObjectRawProxy::release_call(1),
                 )
                 .await
             }
 
+            /// Waits until a permit is taken and returns a guard that gives it back when
+            /// dropped (Python's `with semaphore:`).
+            pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
+                self.acquire().await?;
+                Ok(LockGuard::new(self.base(), SemaphoreObjectRawProxy::release_call(1)))
+            }
+        }
+
+        #[crate::blocking_twin($blocking)]
+        impl $proxy {
             /// Waits until a permit is taken.
             pub async fn acquire(&self) -> Result<(), Error> {
                 self.acquire_with(true, None).await.map(drop)
@@ -296,53 +262,30 @@ macro_rules! semaphore_proxy {
 
             #[doc = $release_doc]
             pub async fn release(&self) -> Result<(), Error> {
-                call(self.base(), "release", (1u64,)).await
+                settled(self.base(), self.0.raw.release(1)).await
             }
 
             /// Gives `n` permits back at once (Python's `release(n)`); an `InvalidValue` error
             /// when `n` is 0.
             pub async fn release_n(&self, n: u64) -> Result<(), Error> {
-                call(self.base(), "release", (n,)).await
+                settled(self.base(), self.0.raw.release(n)).await
             }
 
             /// The number of free permits.
             pub async fn get_value(&self) -> Result<u64, Error> {
-                call(self.base(), "get_value", ()).await
+                settled(self.base(), self.0.raw.get_value()).await
             }
 
             /// How many calls (of any client) wait for a permit.
             pub async fn n_waiting(&self) -> Result<u64, Error> {
-                call(self.base(), "n_waiting", ()).await
-            }
-
-            /// Waits until a permit is taken and returns a guard that gives it back when
-            /// dropped (Python's `with semaphore:`).
-            pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
-                self.acquire().await?;
-                Ok(LockGuard::new(self.base(), Release::Permit))
+                settled(self.base(), self.0.raw.n_waiting()).await
             }
         }
 
         builtin_proxy! {
-            $proxy,
+            $proxy for $object,
             $(#[$bdoc])*
-            $blocking {
-                /// Waits until a permit is taken.
-                fn acquire(&self) -> Result<(), Error>;
-                /// Waits at most `timeout` for a permit: whether one was taken.
-                fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error>;
-                /// Takes a permit if one is free, without waiting: whether one was taken.
-                fn try_acquire(&self) -> Result<bool, Error>;
-                #[doc = $release_doc]
-                fn release(&self) -> Result<(), Error>;
-                /// Gives `n` permits back at once (Python's `release(n)`); an `InvalidValue`
-                /// error when `n` is 0.
-                fn release_n(&self, n: u64) -> Result<(), Error>;
-                /// The number of free permits.
-                fn get_value(&self) -> Result<u64, Error>;
-                /// How many calls (of any client) wait for a permit.
-                fn n_waiting(&self) -> Result<u64, Error>;
-            }
+            $blocking
         }
 
         impl $blocking {
@@ -360,7 +303,7 @@ semaphore_proxy! {
     ///
     /// Permits a process still holds when its connection closes (it exits or is killed) are
     /// given back, up to the initial value.
-    SemaphoreProxy,
+    SemaphoreProxy for SemaphoreObject<false>,
     /// A shared semaphore (Python's `manager.Semaphore(value)`), with blocking methods.
     ///
     /// Permits a process still holds when its connection closes (it exits or is killed) are
@@ -375,7 +318,7 @@ semaphore_proxy! {
     ///
     /// Permits a process still holds when its connection closes (it exits or is killed) are
     /// given back.
-    BoundedSemaphoreProxy,
+    BoundedSemaphoreProxy for SemaphoreObject<true>,
     /// A shared bounded semaphore (Python's `manager.BoundedSemaphore(value)`), with blocking
     /// methods.
     ///
@@ -420,10 +363,13 @@ impl crate::manager::BlockingManager {
 /// Registers `Semaphore` and `BoundedSemaphore` under their typeids.
 pub(crate) fn register(registry: &mut crate::registry::Registry) -> Result<(), Error> {
     use crate::registry::Register;
-    registry.register(Register::factory(typeids::SEMAPHORE, SemaphoreObject::new))?;
+    registry.register(Register::factory(
+        typeids::SEMAPHORE,
+        SemaphoreObject::<false>::new,
+    ))?;
     registry.register(Register::factory(
         typeids::BOUNDED_SEMAPHORE,
-        BoundedSemaphoreObject::new,
+        SemaphoreObject::<true>::new,
     ))?;
     Ok(())
 }

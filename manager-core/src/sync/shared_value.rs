@@ -4,7 +4,7 @@
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::sync::typecode::{coerce, CreateArgs, TYPECODES};
-use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
+use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
 
 /// The server side of a shared value.
@@ -29,7 +29,7 @@ impl ValueObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [get, set, typed]
@@ -53,30 +53,25 @@ impl ValueObject {
 }
 
 /// One shared value of type `T` (Python's `ValueProxy`), with async methods.
-pub struct ValueProxy<T>(Typed<T>);
+pub struct ValueProxy<T>(Typed<T, ValueObjectRawProxy>);
 
+#[crate::blocking_twin(ValueBlockingProxy)]
 impl<T: Element> ValueProxy<T> {
     /// The value.
     pub async fn get(&self) -> Result<T, Error> {
-        let value: Value = self.0.base.call_method("get", ()).await?;
-        crate::proxy::decode_value(self.0.base.connection(), value)
+        self.0.decode(self.0.raw.get().await?)
     }
 
     /// Replaces the value.
     pub async fn set(&self, value: &T) -> Result<(), Error> {
-        self.0.call("set", (encode(value)?,)).await
+        self.0.raw.set(encode(value)?).await
     }
 }
 
 builtin_proxy! {
-    ValueProxy<T>,
+    ValueProxy<T> for ValueObject,
     /// One shared value of type `T` (Python's `ValueProxy`), with blocking methods.
-    ValueBlockingProxy {
-        /// The value.
-        fn get(&self) -> Result<T, Error>;
-        /// Replaces the value.
-        fn set(&self, value: &T) -> Result<(), Error>;
-    }
+    ValueBlockingProxy
 }
 
 /// The server side of a shared array: a sequence whose length never changes.
@@ -130,7 +125,7 @@ impl ArrayObject {
 
 #[crate::shared(
     crate = "crate",
-    proxies = false,
+    proxies = raw,
     // Bounded by their arguments and results, never by the size of the object, and never
     // waiting: no worker thread needed (see `server::quick`).
     quick = [len, is_empty, getitem, setitem]
@@ -201,57 +196,43 @@ impl ArrayObject {
 }
 
 /// A fixed-length shared array of `T` (Python's `Array`), with async methods.
-pub struct ArrayProxy<T>(Typed<T>);
+pub struct ArrayProxy<T>(Typed<T, ArrayObjectRawProxy>);
 
+#[crate::blocking_twin(ArrayBlockingProxy)]
 impl<T: Element> ArrayProxy<T> {
     /// The number of items (fixed at creation).
     pub async fn len(&self) -> Result<u64, Error> {
-        self.0.base.call_method("len", ()).await
+        self.0.raw.len().await
     }
 
     /// Whether the array has no items.
     pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.base.call_method("is_empty", ()).await
+        self.0.raw.is_empty().await
     }
 
     /// The item at `index` (negative counts from the end); an `Index` error out of range.
     pub async fn get(&self, index: i64) -> Result<T, Error> {
-        self.0.call_value("getitem", (index,)).await
+        self.0.decode(self.0.raw.getitem(index).await?)
     }
 
     /// Replaces the item at `index`.
     pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
-        self.0.call("setitem", (index, encode(item)?)).await
+        self.0.raw.setitem(index, encode(item)?).await
     }
 
     /// Replaces every item; `items` must have the array's length.
     pub async fn assign(&self, items: &[T]) -> Result<(), Error> {
-        let items: Vec<Value> = items.iter().map(encode).collect::<Result<_, _>>()?;
-        self.0.call("assign", (items,)).await
+        self.0.raw.assign(encode_all(items)?).await
     }
 
     /// Every item, in order.
     pub async fn to_vec(&self) -> Result<Vec<T>, Error> {
-        let items: Vec<Value> = self.0.base.call_method("to_vec", ()).await?;
-        crate::proxy::decode_value(self.0.base.connection(), Value::List(items))
+        self.0.decode(Value::List(self.0.raw.to_vec().await?))
     }
 }
 
 builtin_proxy! {
-    ArrayProxy<T>,
+    ArrayProxy<T> for ArrayObject,
     /// A fixed-length shared array of `T` (Python's `Array`), with blocking methods.
-    ArrayBlockingProxy {
-        /// The number of items (fixed at creation).
-        fn len(&self) -> Result<u64, Error>;
-        /// Whether the array has no items.
-        fn is_empty(&self) -> Result<bool, Error>;
-        /// The item at `index` (negative counts from the end); an `Index` error out of range.
-        fn get(&self, index: i64) -> Result<T, Error>;
-        /// Replaces the item at `index`.
-        fn set(&self, index: i64, item: &T) -> Result<(), Error>;
-        /// Replaces every item; `items` must have the array's length.
-        fn assign(&self, items: &[T]) -> Result<(), Error>;
-        /// Every item, in order.
-        fn to_vec(&self) -> Result<Vec<T>, Error>;
-    }
+    ArrayBlockingProxy
 }

@@ -1,4 +1,5 @@
-// A generic impl block cannot be shared: the server must hold one concrete type.
+// A generic impl block can be shared (the registration fixes its parameters), but its proxies
+// are not generic, so an exposed method cannot name a parameter of the block.
 
 pub struct Cell<T> {
     value: T,
