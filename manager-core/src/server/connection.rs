@@ -289,6 +289,10 @@ impl Connection {
             Control::DebugInfo => ControlReply::DebugInfo(self.state.debug_info()),
             Control::Shutdown => ControlReply::ShuttingDown,
             Control::Describe => ControlReply::Describe(self.state.registry.describe()),
+            op @ (Control::CreateSegment { .. }
+            | Control::TrackSegment { .. }
+            | Control::ReleaseSegment { .. }
+            | Control::Segments) => return self.segment_control(op),
             Control::Methods { object } => {
                 let entry = {
                     let held = self.held.lock();

@@ -176,11 +176,13 @@ impl Connection {
         }
     }
 
-    /// Releases every reference this connection holds (it is closing).
+    /// Releases every reference this connection holds, and every shared memory block it
+    /// tracks (it is closing).
     pub(super) fn release_all(&self) {
         let held = std::mem::take(&mut *self.held.lock());
         for (id, refs) in held {
             self.state.release(id, refs);
         }
+        self.state.segments.release_connection(self.id);
     }
 }
