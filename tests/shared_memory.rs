@@ -213,12 +213,15 @@ fn a_block_goes_with_the_last_connection_that_tracks_it() {
     second.track_segment(&name).unwrap();
     // Tracking twice on one connection is one tracker.
     second.track_segment(&name).unwrap();
-    assert_eq!(observer.segments().unwrap(), [name.clone()]);
+    assert_eq!(observer.segments().unwrap(), [name.as_str()]);
     drop(first);
     wait_connections(&observer, 2);
     assert!(exists(&name), "the second connection still tracks it");
-    assert_eq!(observer.segments().unwrap(), [name.clone()]);
-    assert!(second.release_segment(&name).unwrap(), "the last tracker released it");
+    assert_eq!(observer.segments().unwrap(), [name.as_str()]);
+    assert!(
+        second.release_segment(&name).unwrap(),
+        "the last tracker released it"
+    );
     assert!(!exists(&name));
     assert!(observer.segments().unwrap().is_empty());
 
@@ -227,8 +230,19 @@ fn a_block_goes_with_the_last_connection_that_tracks_it() {
         let error = result.expect_err(what).to_string();
         assert!(!error.is_empty());
     };
-    refused(second.release_segment(&name).map(drop), "release an untracked block");
-    for bad in ["", "../etc", "a/b", ".", "..", &"x".repeat(300), "no_such_block_here"] {
+    refused(
+        second.release_segment(&name).map(drop),
+        "release an untracked block",
+    );
+    for bad in [
+        "",
+        "../etc",
+        "a/b",
+        ".",
+        "..",
+        &"x".repeat(300),
+        "no_such_block_here",
+    ] {
         refused(second.track_segment(bad), bad);
     }
     refused(second.shared_bytes(0).map(drop), "a block of no bytes");
@@ -279,11 +293,9 @@ fn a_killed_rust_client_leaves_no_block_behind() {
         .start(registry)
         .expect("cannot start the server");
     let mut child = ChildGuard(Process::spawn(hold_blocks, (manager.address().clone(),)).unwrap());
-    let names = wait_until("the child's two blocks", || {
-        match manager.segments() {
-            Ok(names) if names.len() == 2 => Ok(names),
-            other => Err(format!("{other:?}")),
-        }
+    let names = wait_until("the child's two blocks", || match manager.segments() {
+        Ok(names) if names.len() == 2 => Ok(names),
+        other => Err(format!("{other:?}")),
     });
     for name in &names {
         assert!(exists(name), "{name}");

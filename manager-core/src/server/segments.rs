@@ -147,7 +147,10 @@ impl Connection {
                     .release(self, &name)
                     .map(|unlinked| ControlReply::Released { unlinked }),
             ),
-            Control::Segments => ("list_segments", Ok(ControlReply::Segments(segments.names()))),
+            Control::Segments => (
+                "list_segments",
+                Ok(ControlReply::Segments(segments.names())),
+            ),
             other => (
                 "control",
                 Err(format!("{other:?} is not about shared memory")),

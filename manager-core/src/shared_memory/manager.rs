@@ -25,7 +25,10 @@ fn array_size<T>(len: usize) -> Result<u64, Error> {
         .ok_or_else(|| {
             Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("{len} values of {} do not fit in memory", std::any::type_name::<T>()),
+                format!(
+                    "{len} values of {} do not fit in memory",
+                    std::any::type_name::<T>()
+                ),
             ))
         })
 }
@@ -34,15 +37,15 @@ fn array_size<T>(len: usize) -> Result<u64, Error> {
 fn opened(reply: ControlReply) -> Result<SharedBytes, Error> {
     match reply {
         ControlReply::Segment(name) => SharedBytes::open(&name).map_err(|e| match e {
-            Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound => Error::Io(
-                std::io::Error::new(
+            Error::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Error::Io(std::io::Error::new(
                     e.kind(),
                     format!(
                         "the server made the shared memory block {name:?}, but it is not on \
                          this host: shared memory blocks are for clients on the server's host"
                     ),
-                ),
-            ),
+                ))
+            }
             other => other,
         }),
         other => Err(Error::Protocol(format!(
@@ -83,16 +86,24 @@ impl Manager {
     pub async fn shared_bytes(&self, len: usize) -> Result<SharedBytes, Error> {
         let conn = self.connection();
         allowed(conn)?;
-        opened(conn.control(Control::CreateSegment { size: len as u64 }).await?)
+        opened(
+            conn.control(Control::CreateSegment { size: len as u64 })
+                .await?,
+        )
     }
 
     /// A new shared memory block holding `len` zeroed values of `T`, as
     /// [`Manager::shared_bytes`] makes one.
-    pub async fn shared_array<T: bytemuck::Pod>(&self, len: usize) -> Result<SharedArray<T>, Error> {
+    pub async fn shared_array<T: bytemuck::Pod>(
+        &self,
+        len: usize,
+    ) -> Result<SharedArray<T>, Error> {
         let conn = self.connection();
         allowed(conn)?;
         let size = array_size::<T>(len)?;
-        SharedArray::over(opened(conn.control(Control::CreateSegment { size }).await?)?)
+        SharedArray::over(opened(
+            conn.control(Control::CreateSegment { size }).await?,
+        )?)
     }
 
     /// Tracks the existing block `name` (one a CPython process made, say) for this connection
@@ -135,7 +146,9 @@ impl BlockingManager {
         let conn = self.connection();
         allowed(conn)?;
         let size = array_size::<T>(len)?;
-        SharedArray::over(opened(conn.control_blocking(Control::CreateSegment { size })?)?)
+        SharedArray::over(opened(
+            conn.control_blocking(Control::CreateSegment { size })?,
+        )?)
     }
 
     /// Blocking form of [`Manager::track_segment`].
