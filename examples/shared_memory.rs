@@ -48,7 +48,10 @@ fn main() -> manager::Result<()> {
         worker.join()?;
     }
     println!("squares: {:?}", squares.to_vec());
-    println!("tracked by the server: {}", manager.segments()? == [name.clone()]);
+    println!(
+        "tracked by the server: {}",
+        manager.segments()? == [name.clone()]
+    );
     let python = std::env::var("MANAGER_PYTHON").unwrap_or_else(|_| "python3".into());
     match Command::new(python).args(["-c", READ, &name]).output() {
         Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
