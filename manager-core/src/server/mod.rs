@@ -253,11 +253,11 @@ impl State {
         let table = self.table.lock();
         let mut objects: Vec<ObjectInfo> = table
             .iter()
-            .map(|(id, slot)| ObjectInfo {
+            .map(|(id, entry, refs)| ObjectInfo {
                 id,
-                typeid: slot.entry().typeid.to_string(),
-                type_name: slot.entry().type_name.to_string(),
-                refcount: slot.refs(),
+                typeid: entry.typeid.to_string(),
+                type_name: entry.type_name.to_string(),
+                refcount: refs,
             })
             .collect();
         objects.sort_by_key(|o| o.id);

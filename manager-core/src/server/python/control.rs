@@ -112,7 +112,7 @@ pub(super) async fn control(
                     taken
                 };
                 match handed.and_then(|conn| conn.upgrade()) {
-                    Some(conn) if conn.held.lock().contains_key(&id) => conn.decref(id),
+                    Some(conn) if conn.held.lock().contains(id) => conn.decref(id),
                     _ => refs.owner(state).decref(id),
                 }
                 ok(PyValue::None)
