@@ -239,3 +239,20 @@ fn job_board_workers_hear_of_every_job_and_claim_each_once() {
     assert!(lines[2].starts_with("claimed by "), "{out}");
     assert_eq!(lines[3], "subscriptions open after the workers left: 0");
 }
+
+#[test]
+fn shared_memory_workers_fill_a_block_cpython_reads_and_shutdown_unlinks() {
+    let out = run("shared_memory");
+    assert!(
+        out.starts_with(
+            "squares: [0.0, 1.0, 4.0, 9.0, 16.0, 25.0, 36.0, 49.0, 64.0, 81.0]\n\
+             tracked by the server: true\n"
+        ),
+        "{out}"
+    );
+    let python = std::process::Command::new("python3").arg("-V").output();
+    if python.is_ok() {
+        assert!(out.contains(" sum 285.0\n"), "{out}");
+    }
+    assert!(out.ends_with(" exists: false\n"), "{out}");
+}

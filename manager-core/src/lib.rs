@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod python;
 pub mod registry;
 pub mod server;
+pub mod shared_memory;
 pub mod stream;
 pub mod sync;
 pub mod tls;

@@ -242,8 +242,11 @@ pub mod features {
     pub const DESCRIBE: u64 = 2;
     /// Creates may be sent as [`super::Request::CreateAs`].
     pub const CREATE_AS: u64 = 4;
+    /// The server makes and tracks shared memory blocks ([`super::Control::CreateSegment`]
+    /// and the requests after it).
+    pub const SEGMENTS: u64 = 8;
     /// Every feature this side knows.
-    pub const ALL: u64 = TRACE_CONTEXT | DESCRIBE | CREATE_AS;
+    pub const ALL: u64 = TRACE_CONTEXT | DESCRIBE | CREATE_AS | SEGMENTS;
 }
 
 /// Requests about the server rather than about one object.
@@ -265,6 +268,28 @@ pub enum Control {
     /// What each typeid is and offers. Sent only to a server whose [`Hello`] lists
     /// [`features::DESCRIBE`].
     Describe,
+    /// Make a shared memory block of `size` bytes, tracked by this connection (see
+    /// [`crate::shared_memory`]); answered with [`ControlReply::Segment`]. Sent only to a
+    /// server whose [`Hello`] lists [`features::SEGMENTS`], as are the three below.
+    CreateSegment {
+        /// Its size in bytes (at least 1).
+        size: u64,
+    },
+    /// Track the existing block `name` for this connection too (CPython's `track_segment`):
+    /// answered with [`ControlReply::Tracked`].
+    TrackSegment {
+        /// The block's name, without a leading slash.
+        name: String,
+    },
+    /// Stop tracking `name` for this connection (CPython's `release_segment`); the name is
+    /// unlinked if no connection tracks it any more. Answered with [`ControlReply::Released`].
+    ReleaseSegment {
+        /// The block's name.
+        name: String,
+    },
+    /// The names of every block the server tracks (CPython's `list_segments`), answered with
+    /// [`ControlReply::Segments`].
+    Segments,
 }
 
 /// The head of a response frame.
@@ -332,6 +357,18 @@ pub enum ControlReply {
     /// The answer to [`Request::Resume`]: the session is resumed, and the server has read this
     /// many of its request frames (the client sends again those after them).
     Resumed(u64),
+    /// The answer to [`Control::CreateSegment`]: the new block's name.
+    Segment(String),
+    /// The answer to [`Control::TrackSegment`].
+    Tracked,
+    /// The answer to [`Control::ReleaseSegment`]: whether the name was unlinked (no other
+    /// connection tracked it).
+    Released {
+        /// Whether the name is gone.
+        unlinked: bool,
+    },
+    /// The answer to [`Control::Segments`], in the order they were first tracked.
+    Segments(Vec<String>),
 }
 
 /// A snapshot of a server's objects and connections.

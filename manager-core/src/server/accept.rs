@@ -73,6 +73,8 @@ impl Server {
         #[cfg(feature = "python")]
         state.python.release();
         state.end_sessions();
+        // What no connection released (CPython clients' blocks, as CPython's server does).
+        state.segments.unlink_all();
         tracing::info!(address = %state.address, "manager server stopped");
         Ok(())
     }

@@ -11,6 +11,11 @@ const SPIN_MICROS: u64 = 50;
 /// The default of [`ServerConfig::session_grace`].
 const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(10);
 
+/// The default of [`ServerConfig::max_segments_per_connection`].
+fn default_max_segments() -> usize {
+    4096
+}
+
 /// Limits and timeouts of a server.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
@@ -66,6 +71,10 @@ pub struct ServerConfig {
     /// How many distinct objects one connection may hold references to; a create (or any
     /// request that would hand it one more) beyond that is refused with a `Limit` error.
     pub max_objects_per_connection: usize,
+    /// How many shared memory blocks one connection may track at once
+    /// ([`crate::shared_memory`]); one more is refused with an error.
+    #[serde(default = "default_max_segments")]
+    pub max_segments_per_connection: usize,
     /// TLS on every connection (TCP only), with its certificate, key and optional client CA;
     /// `None` (the default) for none. Binding with TLS set fails with [`Error::Tls`](crate::Error::Tls) in a build
     /// without the `tls` feature. See [`crate::tls`].
@@ -93,6 +102,7 @@ impl Default for ServerConfig {
             liveness_timeout: Duration::from_secs(30),
             session_grace: DEFAULT_SESSION_GRACE,
             max_objects_per_connection: 1 << 22,
+            max_segments_per_connection: default_max_segments(),
             tls: None,
             max_queued_reply_bytes: 4 << 20,
             python_address: None,

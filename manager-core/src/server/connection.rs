@@ -33,7 +33,7 @@ pub(super) struct Connection {
     pub(super) id: u64,
     pub(super) state: Arc<State>,
     /// The objects this connection holds references to, with how many: object id -> count.
-    pub(super) held: Mutex<FastMap<u64, u64>>,
+    pub(super) held: Mutex<super::refs::Held>,
     /// Where replies go: written by whoever made them, or queued for the writer task.
     pub(super) outbox: Outbox,
     /// Cancelled when the connection closes or the server stops.
@@ -78,7 +78,7 @@ impl Connection {
             id: state.next_connection(),
             session: keys.map(super::session::Session::new),
             received: AtomicU64::new(0),
-            held: Mutex::new(FastMap::default()),
+            held: Mutex::new(Default::default()),
             outbox,
             closed: state.stop.child_token(),
             cleanups: Mutex::new(HashMap::new()),
@@ -307,10 +307,14 @@ impl Connection {
             Control::DebugInfo => ControlReply::DebugInfo(self.state.debug_info()),
             Control::Shutdown => ControlReply::ShuttingDown,
             Control::Describe => ControlReply::Describe(self.state.registry.describe()),
+            op @ (Control::CreateSegment { .. }
+            | Control::TrackSegment { .. }
+            | Control::ReleaseSegment { .. }
+            | Control::Segments) => return self.segment_control(op),
             Control::Methods { object } => {
                 let entry = {
                     let held = self.held.lock();
-                    held.contains_key(&object)
+                    held.contains(object)
                         .then(|| self.state.table.lock().entry(object).cloned())
                         .flatten()
                 };

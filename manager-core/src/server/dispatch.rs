@@ -84,7 +84,7 @@ impl Connection {
         let object = {
             // The connection's references keep the object in the table while `held` is locked.
             let held = self.held.lock();
-            held.contains_key(&object_id)
+            held.contains(object_id)
                 .then(|| self.state.table.lock().get(object_id))
                 .flatten()
         };

@@ -8,13 +8,14 @@
 //! - `dispatch`: running a call (plain bodies on `workers`, `async` methods in tasks);
 //! - `workers`: the threads that run plain method bodies;
 //! - `refs`: which objects a connection holds, and how many references;
+//! - `segments`: the shared memory blocks connections track, unlinked with the last of them;
 //! - `session`: sessions that outlive a broken connection, and their resumption;
 //! - `reply`: encoding replies;
 //! - `activity`: the calls running now and per-method statistics;
 //! - `table`: the object table; `python`: CPython clients.
 //!
 //! Each connection owns the references its proxies hold; when it closes, every reference it
-//! held is released. A native connection whose socket breaks (rather than being closed) is
+//! held is released, and so is every shared memory block it tracked. A native connection whose socket breaks (rather than being closed) is
 //! kept for its client to resume for `ServerConfig::session_grace` (`session`). See `ARCHITECTURE.md` for the path of one call.
 
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ mod python;
 mod quick;
 mod refs;
 mod reply;
+mod segments;
 mod session;
 mod streams;
 mod table;
@@ -78,6 +80,8 @@ struct State {
     /// The native connections that may be resumed should their socket break (or that broke
     /// and wait for their client), by session id.
     sessions: Mutex<HashMap<u64, Arc<connection::Connection>>>,
+    /// The shared memory blocks connections track.
+    segments: segments::Segments,
 }
 
 impl State {
@@ -190,6 +194,7 @@ impl Server {
                 activity,
                 instance: rand::random::<u64>() | 1,
                 sessions: Mutex::new(HashMap::new()),
+                segments: segments::Segments::default(),
                 config,
             }),
             listener,
@@ -249,11 +254,11 @@ impl State {
         let table = self.table.lock();
         let mut objects: Vec<ObjectInfo> = table
             .iter()
-            .map(|(id, slot)| ObjectInfo {
+            .map(|(id, entry, refs)| ObjectInfo {
                 id,
-                typeid: slot.entry().typeid.to_string(),
-                type_name: slot.entry().type_name.to_string(),
-                refcount: slot.refs(),
+                typeid: entry.typeid.to_string(),
+                type_name: entry.type_name.to_string(),
+                refcount: refs,
             })
             .collect();
         objects.sort_by_key(|o| o.id);

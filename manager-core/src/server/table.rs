@@ -7,9 +7,11 @@
 //! has been reused about 2^31 times (the version grows by 2 with each reuse and wraps around
 //! after that), so a stale id names no object rather than another one.
 //!
-//! Per object the table keeps one [`Slot`] (32 B) plus the slot map's own `u32` version, padded
-//! to 40 B: no allocation of its own and no hash table, where an `Arc` per object and a
-//! `HashMap` by id took about 116 B.
+//! Per object the table keeps one [`Slot`] (24 B) plus the slot map's own `u32` version, padded
+//! to 32 B: no allocation of its own and no hash table, where an `Arc` per object and a
+//! `HashMap` by id took about 116 B. The slot names its typeid's registration by its index in
+//! the table's list of them (a `u32`, where an `Arc<Entry>` took 8 B), and counts references
+//! in a `u32`.
 
 use std::sync::Arc;
 
@@ -23,28 +25,21 @@ use crate::registry::Entry;
 /// instance).
 pub(super) struct Slot {
     referent: Arc<dyn Referent>,
-    entry: Arc<Entry>,
-    /// A `u64`, since the slot is 32 B with a `u32` too (the two `Arc`s take 24 B, and the slot
-    /// is aligned to 8).
-    refs: u64,
-}
-
-impl Slot {
-    /// The object's typeid registration.
-    pub(super) fn entry(&self) -> &Arc<Entry> {
-        &self.entry
-    }
-
-    /// How many references to the object are held.
-    pub(super) fn refs(&self) -> u64 {
-        self.refs
-    }
+    /// The index of its registration in [`ObjectTable::entries`].
+    entry: u32,
+    /// Saturates at `u32::MAX` (4 billion references to one object; the object then stays
+    /// until shutdown).
+    refs: u32,
 }
 
 /// The table of live objects by id (see the module documentation for what an id is).
 #[derive(Default)]
 pub(super) struct ObjectTable {
     slots: SlotMap<DefaultKey, Slot>,
+    /// The registrations of the objects' typeids, each once (a registry has a few).
+    entries: Vec<Arc<Entry>>,
+    /// The index in `entries` of each registration, by its address.
+    entry_index: foldhash::HashMap<usize, u32>,
 }
 
 impl ObjectTable {
@@ -55,8 +50,21 @@ impl ObjectTable {
         (key.as_ffi() == id).then(|| key.into())
     }
 
+    /// The index of `entry` in `entries`, added if it is new.
+    fn intern(&mut self, entry: Arc<Entry>) -> u32 {
+        let entries = &mut self.entries;
+        *self
+            .entry_index
+            .entry(Arc::as_ptr(&entry) as usize)
+            .or_insert_with(|| {
+                entries.push(entry);
+                (entries.len() - 1) as u32
+            })
+    }
+
     /// Adds an object with one reference, and returns its id.
     pub(super) fn insert(&mut self, entry: Arc<Entry>, referent: Arc<dyn Referent>) -> u64 {
+        let entry = self.intern(entry);
         let key = self.slots.insert(Slot {
             referent,
             entry,
@@ -77,13 +85,17 @@ impl ObjectTable {
 
     /// The registration and the referent of object `id`, if it exists.
     pub(super) fn get(&self, id: u64) -> Option<(Arc<Entry>, Arc<dyn Referent>)> {
-        self.slot(id)
-            .map(|slot| (slot.entry.clone(), slot.referent.clone()))
+        self.slot(id).map(|slot| {
+            (
+                self.entries[slot.entry as usize].clone(),
+                slot.referent.clone(),
+            )
+        })
     }
 
     /// The typeid registration of object `id`, if it exists.
     pub(super) fn entry(&self, id: u64) -> Option<&Arc<Entry>> {
-        self.slot(id).map(|slot| &slot.entry)
+        self.slot(id).map(|slot| &self.entries[slot.entry as usize])
     }
 
     /// Whether object `id` exists.
@@ -95,8 +107,10 @@ impl ObjectTable {
     /// nothing) if it does not exist.
     pub(super) fn acquire(&mut self, id: u64, n: u64) -> Option<&Arc<Entry>> {
         let slot = self.slot_mut(id)?;
-        slot.refs += n;
-        Some(&slot.entry)
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        slot.refs = slot.refs.saturating_add(n);
+        let entry = slot.entry as usize;
+        Some(&self.entries[entry])
     }
 
     /// Drops `n` references to object `id`. When none are left the object leaves the table and
@@ -106,6 +120,11 @@ impl ObjectTable {
     pub(super) fn release(&mut self, id: u64, n: u64) -> Option<Slot> {
         let key = Self::key(id)?;
         let slot = self.slots.get_mut(key)?;
+        if slot.refs == u32::MAX {
+            // Saturated: the count is no longer known, so the object stays.
+            return None;
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
         slot.refs = slot.refs.saturating_sub(n);
         if slot.refs == 0 {
             self.slots.remove(key)
@@ -119,11 +138,16 @@ impl ObjectTable {
         self.slots.len()
     }
 
-    /// Every live object, with its id, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &Slot)> {
-        self.slots
-            .iter()
-            .map(|(key, slot)| (slotmap::Key::data(&key).as_ffi(), slot))
+    /// Every live object, with its id, its registration and how many references to it are
+    /// held, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &Arc<Entry>, u64)> {
+        self.slots.iter().map(|(key, slot)| {
+            (
+                slotmap::Key::data(&key).as_ffi(),
+                &self.entries[slot.entry as usize],
+                u64::from(slot.refs),
+            )
+        })
     }
 }
 
@@ -133,10 +157,10 @@ mod tests {
     use super::*;
 
     /// The bytes the table keeps per object are a slot plus the slot map's `u32` version:
-    /// keep a slot at 32 B (40 B with the version, after padding).
+    /// keep a slot at 24 B (32 B with the version, after padding).
     #[test]
-    fn a_slot_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 32);
+    fn a_slot_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
     }
 
     /// A type to fill the table with.
@@ -169,7 +193,10 @@ mod tests {
         assert!(table.get(id).is_some());
         assert_eq!(&*table.acquire(id, 2).unwrap().typeid, "Probe");
         assert_eq!(
-            table.iter().map(|(i, s)| (i, s.refs())).collect::<Vec<_>>(),
+            table
+                .iter()
+                .map(|(i, _, refs)| (i, refs))
+                .collect::<Vec<_>>(),
             [(id, 3)]
         );
         assert!(table.release(id, 2).is_none());

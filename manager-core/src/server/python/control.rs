@@ -1,5 +1,6 @@
 //! Control requests of CPython clients (`ident` is `None`): `accept_connection`, `create`,
-//! `incref`, `decref`, `get_methods`, `debug_info`, `shutdown`, ...
+//! `incref`, `decref`, `get_methods`, `debug_info`, `shutdown`, and `SharedMemoryServer`'s
+//! `track_segment`, `release_segment` and `list_segments`.
 
 use super::*;
 
@@ -111,13 +112,41 @@ pub(super) async fn control(
                     taken
                 };
                 match handed.and_then(|conn| conn.upgrade()) {
-                    Some(conn) if conn.held.lock().contains_key(&id) => conn.decref(id),
+                    Some(conn) if conn.held.lock().contains(id) => conn.decref(id),
                     _ => refs.owner(state).decref(id),
                 }
                 ok(PyValue::None)
             }
             Err(reply) => reply,
         },
+        // SharedMemoryServer's requests: the names are tracked by the CPython clients as a
+        // whole (each `SharedMemoryManager.SharedMemory` tracks on a connection of its own),
+        // so they stay until `release_segment` or shutdown, as in CPython.
+        "track_segment" => match segment_name(&request) {
+            Ok(name) => match crate::shared_memory::exists(name) {
+                Err(e) => traceback("FileNotFoundError", &format!("{e}: {name:?}")),
+                Ok(()) => match state.segments.track(&refs.owner(state), name) {
+                    Ok(_) => ok(PyValue::None),
+                    Err(message) => traceback("ValueError", &message),
+                },
+            },
+            Err(reply) => reply,
+        },
+        "release_segment" => match segment_name(&request) {
+            Ok(name) => match state.segments.release(&refs.owner(state), name) {
+                Ok(_) => ok(PyValue::None),
+                Err(message) => traceback("ValueError", &message),
+            },
+            Err(reply) => reply,
+        },
+        "list_segments" => ok(PyValue::List(
+            state
+                .segments
+                .names()
+                .into_iter()
+                .map(PyValue::str)
+                .collect(),
+        )),
         "get_methods" => match request.args.as_slice() {
             [Value::Proxy(token)] => ok(exposed_of(state, token.id)),
             _ => traceback("TypeError", "get_methods takes a token"),
@@ -125,4 +154,12 @@ pub(super) async fn control(
         other => traceback("AssertionError", &format!("{other:?} unrecognized")),
     };
     (answer, After::Continue)
+}
+
+/// The one argument of `track_segment` and `release_segment`: a block's name.
+fn segment_name(request: &Request) -> Result<&str, PyValue> {
+    match request.args.as_slice() {
+        [Value::Str(name)] => Ok(name),
+        _ => Err(traceback("TypeError", "expected one segment name (a str)")),
+    }
 }
