@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::tls::{Acceptor, Connector, TlsClientConfig};
 
 mod outbox;
+pub(crate) mod shm;
 pub(crate) use outbox::Outbox;
 
 /// A connected socket of either kind, or a TLS session over TCP (`tls` feature).

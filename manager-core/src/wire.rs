@@ -228,8 +228,15 @@ pub mod features {
     pub const TRACE_CONTEXT: u64 = 1;
     /// The server answers [`super::Control::Describe`].
     pub const DESCRIBE: u64 = 2;
-    /// Every feature this side knows.
+    /// Every feature this side knows, as the hello on the connection says it.
     pub const ALL: u64 = TRACE_CONTEXT | DESCRIBE;
+    /// Requests and replies may travel in shared memory (same host, Unix socket). Never in
+    /// [`ALL`]: a client asks for it in a hello sent as the connection's first frame, before
+    /// anything else; a server that takes it answers with this bit set and then hands the
+    /// memory over the socket (see `transport::shm`). A server that does not (an older one,
+    /// or one with `ServerConfig::shared_memory` off) answers the hello as any other, and the
+    /// connection goes on over the socket.
+    pub const SHARED_MEMORY: u64 = 4;
 }
 
 /// Requests about the server rather than about one object.

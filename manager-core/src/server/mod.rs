@@ -44,6 +44,7 @@ mod quick;
 mod refs;
 mod reply;
 mod session;
+mod shm;
 mod streams;
 mod table;
 mod workers;
