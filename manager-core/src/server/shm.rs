@@ -100,6 +100,12 @@ pub(super) async fn serve(
     side.end("the connection ended");
     match ended {
         Some(Err(e)) => tracing::warn!("dropping connection {}: {e}", conn.id),
+        // A reply that met a corrupt ring ended it.
+        _ if side.faulted() => tracing::warn!(
+            "dropping connection {}: {}",
+            conn.id,
+            side.ended().unwrap_or_default()
+        ),
         Some(Ok(Ended::Broken(why) | Ended::Failed(why))) => {
             tracing::debug!("connection {} ended: {why}", conn.id)
         }
@@ -110,6 +116,9 @@ pub(super) async fn serve(
         ),
     }
     conn.close();
+    // The memory goes now, even while a body that cannot be interrupted still runs (its
+    // reply goes nowhere).
+    conn.outbox.close();
     drop(conn);
     // The client learns that the connection has ended from its socket.
     drop(socket);

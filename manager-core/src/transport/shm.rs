@@ -102,6 +102,8 @@ pub(crate) struct Side {
     room_task: AsyncFd<OwnedFd>,
     /// Why the connection ended, once it has: a fault of the peer's, or its end.
     ended: Mutex<Option<String>>,
+    /// Whether it ended because the peer broke the memory.
+    faulted: std::sync::atomic::AtomicBool,
 }
 
 /// The descriptors a server hands to its client: the memory, and the three eventfds.
@@ -179,6 +181,7 @@ pub(crate) fn server_side() -> io::Result<(Arc<Side>, Handover)> {
             data_task: None,
             room_task: task_waker(dup(&handover.server_room)?)?,
             ended: Mutex::new(None),
+            faulted: Default::default(),
         }
     };
     Ok((Arc::new(side), handover))
@@ -228,6 +231,7 @@ fn client_side(handover: Handover) -> io::Result<Arc<Side>> {
             data_task: Some(task_waker(handover.client_data)?),
             room_task: task_waker(handover.client_room)?,
             ended: Mutex::new(None),
+            faulted: Default::default(),
         }
     };
     Ok(Arc::new(side))
@@ -334,6 +338,8 @@ impl Side {
     /// The peer broke the memory: the connection ends.
     pub(crate) fn fault(&self, fault: &Fault) -> io::Error {
         let why = format!("its shared memory is corrupt: {fault}");
+        self.faulted
+            .store(true, std::sync::atomic::Ordering::Release);
         self.end(why.clone());
         io::Error::new(io::ErrorKind::InvalidData, why)
     }
@@ -341,6 +347,11 @@ impl Side {
     /// Why the connection ended, if it has.
     pub(crate) fn ended(&self) -> Option<String> {
         self.ended.lock().clone()
+    }
+
+    /// Whether the connection ended because the peer broke the memory.
+    pub(crate) fn faulted(&self) -> bool {
+        self.faulted.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Waits until the inbound ring has something to read or has closed (for the client's
