@@ -19,21 +19,50 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     die_with_parent, epoch_micros, instant_at, read_json, write_json, BenchBlockingProxy, Child,
-    Figure, Goal, Res, Stats, Suite, Unit, WorkDir, X,
+    Figure, Goal, QuickBenchBlockingProxy, Res, Stats, Suite, Unit, WorkDir, X,
 };
 
 const BENCH: Typeid<BenchBlockingProxy, (i64,)> = Typeid::new("obj");
+const QUICK: Typeid<QuickBenchBlockingProxy> = Typeid::new("quick");
 
-/// The four ways a round trip is made here.
+/// The context switches of this process's threads so far (voluntary and not).
+fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+/// The ways a round trip is made here.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 enum Way {
     RawSocket,
     RawFutex,
     OursSocket,
     OursShm,
+    /// A getter declared quick (no hop to a worker thread on the server).
+    OursSocketQuick,
+    OursShmQuick,
 }
 
-const WAYS: [Way; 4] = [Way::RawSocket, Way::RawFutex, Way::OursSocket, Way::OursShm];
+const WAYS: [Way; 6] = [
+    Way::RawSocket,
+    Way::RawFutex,
+    Way::OursSocket,
+    Way::OursShm,
+    Way::OursSocketQuick,
+    Way::OursShmQuick,
+];
 
 impl Way {
     fn name(self) -> &'static str {
@@ -42,6 +71,8 @@ impl Way {
             Way::RawFutex => "raw_futex",
             Way::OursSocket => "ours_socket",
             Way::OursShm => "ours_shm",
+            Way::OursSocketQuick => "ours_socket_quick",
+            Way::OursShmQuick => "ours_shm_quick",
         }
     }
 }
@@ -233,6 +264,7 @@ enum Caller {
     Socket(SocketClient),
     Futex(FutexPair),
     Ours(BenchBlockingProxy, manager::BlockingManager),
+    Quick(QuickBenchBlockingProxy, manager::BlockingManager),
 }
 
 impl Caller {
@@ -240,13 +272,16 @@ impl Caller {
         Ok(match way {
             Way::RawSocket => Caller::Socket(SocketClient::connect(&floors.socket)?),
             Way::RawFutex => Caller::Futex(FutexPair::map(&floors.futex, false)?),
-            Way::OursSocket | Way::OursShm => {
-                let memory = way == Way::OursShm;
+            Way::OursSocket | Way::OursShm | Way::OursSocketQuick | Way::OursShmQuick => {
+                let memory = matches!(way, Way::OursShm | Way::OursShmQuick);
                 let manager = BaseManager::new(floors.ours.clone())
                     .shared_memory(memory)
                     .connect()?;
                 if manager.connection().uses_shared_memory() != memory {
                     return Err(format!("{way:?}: shared memory is not as asked").into());
+                }
+                if matches!(way, Way::OursSocketQuick | Way::OursShmQuick) {
+                    return Ok(Caller::Quick(manager.create(&QUICK, ())?, manager));
                 }
                 let proxy = manager.create(&BENCH, (X,))?;
                 Caller::Ours(proxy, manager)
@@ -268,13 +303,20 @@ impl Caller {
                 }
                 Ok(())
             }
+            Caller::Quick(proxy, _) => {
+                let x = proxy.get_x()?;
+                if x != X {
+                    return Err(format!("get_x gave {x}").into());
+                }
+                Ok(())
+            }
         }
     }
 
     fn echo(&mut self, data: &mut Vec<u8>) -> Res<()> {
         match self {
             Caller::Socket(s) => s.echo(data),
-            Caller::Futex(_) => Err("no echo through the futex floor".into()),
+            Caller::Futex(_) | Caller::Quick(..) => Err("no echo this way".into()),
             Caller::Ours(proxy, _) => {
                 let back = proxy.echo(std::mem::take(data))?;
                 *data = back;
@@ -288,6 +330,8 @@ impl Caller {
 struct LatencyOut {
     /// Nanoseconds of each call, by way (in `WAYS`' order), by round.
     samples: Vec<Vec<Vec<u64>>>,
+    /// The client process's context switches per call, by way.
+    switches: Vec<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
@@ -324,6 +368,7 @@ fn shm_client(job: ShmJob, out: PathBuf, parent: u32) -> Res<()> {
                 }
             }
             let mut samples = vec![Vec::new(); WAYS.len()];
+            let mut switches = vec![0u64; WAYS.len()];
             for round in 0..rounds {
                 // Every other round in the other order.
                 let order: Vec<usize> = match round % 2 {
@@ -332,15 +377,19 @@ fn shm_client(job: ShmJob, out: PathBuf, parent: u32) -> Res<()> {
                 };
                 for i in order {
                     let mut round_samples = Vec::with_capacity(iters as usize);
+                    let before = context_switches();
                     for _ in 0..iters {
                         let began = Instant::now();
                         callers[i].small()?;
                         round_samples.push(began.elapsed().as_nanos() as u64);
                     }
+                    switches[i] += context_switches() - before;
                     samples[i].push(round_samples);
                 }
             }
-            write_json(&out, &LatencyOut { samples })
+            let calls = f64::from(iters) * f64::from(rounds);
+            let switches = switches.iter().map(|&n| n as f64 / calls).collect();
+            write_json(&out, &LatencyOut { samples, switches })
         }
         ShmJob::Load { floors, windows } => {
             let mut callers: Vec<(Way, Caller)> = Vec::new();
@@ -493,6 +542,7 @@ impl Suite<'_> {
         let out: LatencyOut = run_jobs(&self.work, &job, 1, Duration::from_secs(300))?
             .pop()
             .ok_or("no result")?;
+        let switches = out.switches.clone();
         let stats: Vec<Stats> = out.samples.into_iter().map(stats_of).collect();
         let socket = stats[0].clone();
         let futex = stats[1].clone();
@@ -507,10 +557,12 @@ impl Suite<'_> {
                 raw,
             )
             .note(format!(
-                "p99 {:.1} us, max {:.1} us; vs the futex floor {:.2}x",
+                "p99 {:.1} us, max {:.1} us; vs the futex floor {:.2}x; client context \
+                 switches per call {:.2}",
                 s.p99_us,
                 s.max_us,
-                s.median_us / futex.median_us
+                s.median_us / futex.median_us,
+                switches[i]
             ));
             if *way == Way::OursShm {
                 figure = figure.goal(Goal::RatioAtMost(0.6));
