@@ -507,6 +507,9 @@ impl Drop for Hostile {
     }
 }
 
+/// What a hostile client writes into its memory.
+type Scribble = Box<dyn Fn(&Hostile)>;
+
 /// A frame of the native protocol: length, then `body`.
 fn frame(body: &[u8]) -> Vec<u8> {
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
@@ -530,7 +533,7 @@ fn a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served() {
         }
     };
     calls(10);
-    let cases: Vec<(&str, Box<dyn Fn(&Hostile)>)> = vec![
+    let cases: Vec<(&str, Scribble)> = vec![
         (
             "a head index past the ring",
             Box::new(|h| h.put_u64(REQUESTS + HEAD, 1 << 40)),

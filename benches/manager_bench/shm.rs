@@ -263,8 +263,8 @@ enum ShmJob {
 enum Caller {
     Socket(SocketClient),
     Futex(FutexPair),
-    Ours(BenchBlockingProxy, manager::BlockingManager),
-    Quick(QuickBenchBlockingProxy, manager::BlockingManager),
+    Ours(BenchBlockingProxy),
+    Quick(QuickBenchBlockingProxy),
 }
 
 impl Caller {
@@ -281,10 +281,10 @@ impl Caller {
                     return Err(format!("{way:?}: shared memory is not as asked").into());
                 }
                 if matches!(way, Way::OursSocketQuick | Way::OursShmQuick) {
-                    return Ok(Caller::Quick(manager.create(&QUICK, ())?, manager));
+                    return Ok(Caller::Quick(manager.create(&QUICK, ())?));
                 }
                 let proxy = manager.create(&BENCH, (X,))?;
-                Caller::Ours(proxy, manager)
+                Caller::Ours(proxy)
             }
         })
     }
@@ -296,14 +296,14 @@ impl Caller {
                 f.ping();
                 Ok(())
             }
-            Caller::Ours(proxy, _) => {
+            Caller::Ours(proxy) => {
                 let x = proxy.get_x()?;
                 if x != X {
                     return Err(format!("get_x gave {x}").into());
                 }
                 Ok(())
             }
-            Caller::Quick(proxy, _) => {
+            Caller::Quick(proxy) => {
                 let x = proxy.get_x()?;
                 if x != X {
                     return Err(format!("get_x gave {x}").into());
@@ -316,8 +316,8 @@ impl Caller {
     fn echo(&mut self, data: &mut Vec<u8>) -> Res<()> {
         match self {
             Caller::Socket(s) => s.echo(data),
-            Caller::Futex(_) | Caller::Quick(..) => Err("no echo this way".into()),
-            Caller::Ours(proxy, _) => {
+            Caller::Futex(_) | Caller::Quick(_) => Err("no echo this way".into()),
+            Caller::Ours(proxy) => {
                 let back = proxy.echo(std::mem::take(data))?;
                 *data = back;
                 Ok(())
@@ -507,7 +507,8 @@ impl Suite<'_> {
             futex: dir.join("floor.futex"),
             ours: Address::unix(dir.join("ours-shm.sock")),
         };
-        drop(FutexPair::map(&floors.futex, true)?);
+        // Made (zeroed) here, mapped by both ends.
+        let _made = FutexPair::map(&floors.futex, true)?;
         let parent = std::process::id();
         let _socket_server = Child {
             process: Process::spawn(socket_server, (floors.socket.clone(), parent))?,
@@ -609,7 +610,7 @@ impl Suite<'_> {
             windows,
         };
         let outs: Vec<LoadOut> = run_jobs(&self.work, &job, clients, Duration::from_secs(300))?;
-        let mut rate = |way: Way| -> (f64, Stats) {
+        let rate = |way: Way| -> (f64, Stats) {
             let mut per_window: Vec<f64> = Vec::new();
             let mut samples = Vec::new();
             let windows = outs[0].windows.len();
