@@ -38,6 +38,8 @@ use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 #[path = "manager_bench/profile.rs"]
 mod profile;
+#[path = "manager_bench/shm.rs"]
+mod shm;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, BoxError>;
@@ -708,7 +710,10 @@ fn job_latency(
     match proxy {
         ProxyKind::Async => {
             let (_manager, proxy) = runtime.block_on(async {
-                let manager = BaseManager::new(ours.clone()).connect_async().await?;
+                let manager = BaseManager::new(ours.clone())
+                    .shared_memory(false)
+                    .connect_async()
+                    .await?;
                 let proxy = manager.create(&SHARED, ()).await?;
                 Ok::<_, BoxError>((manager, proxy))
             })?;
@@ -726,7 +731,9 @@ fn job_latency(
             }
         }
         ProxyKind::Blocking => {
-            let manager = BaseManager::new(ours.clone()).connect()?;
+            let manager = BaseManager::new(ours.clone())
+                .shared_memory(false)
+                .connect()?;
             let proxy = manager.create(&SHARED_BLOCKING, ())?;
             runtime.block_on(raw_round(&mut raw_client, warmup))?;
             ours_round_blocking(&proxy, warmup)?;
@@ -776,7 +783,10 @@ async fn job_throughput(
         true => Some(RawClient::connect(raw).await?),
         false => None,
     };
-    let manager = BaseManager::new(ours.clone()).connect_async().await?;
+    let manager = BaseManager::new(ours.clone())
+        .shared_memory(false)
+        .connect_async()
+        .await?;
     let proxy = manager.create(&SHARED, ()).await?;
     let quick = match windows.iter().any(|w| w.target == Target::Quick) {
         true => Some(manager.create(&QUICK, ()).await?),
@@ -914,7 +924,10 @@ async fn job_echo(
     rounds: u32,
 ) -> Res<EchoResult> {
     let mut raw_client = RawClient::connect(raw).await?;
-    let manager = BaseManager::new(ours.clone()).connect_async().await?;
+    let manager = BaseManager::new(ours.clone())
+        .shared_memory(false)
+        .connect_async()
+        .await?;
     let proxy = manager.create(&SHARED, ()).await?;
     let (warmup, round) = (
         Duration::from_millis(warmup_ms),
@@ -1004,7 +1017,10 @@ async fn job_create_drop(
         Some(raw) => Some(RawClient::connect(raw).await?),
         None => None,
     };
-    let manager = BaseManager::new(ours.clone()).connect_async().await?;
+    let manager = BaseManager::new(ours.clone())
+        .shared_memory(false)
+        .connect_async()
+        .await?;
     let objects_before = manager.number_of_objects().await?;
     let connections_before = manager.debug_info().await?.connections;
     let (warmup, round) = (
@@ -1142,7 +1158,10 @@ async fn job_isolation(
     call_timeout_ms: u64,
 ) -> Res<IsolationResult> {
     let timeout = Duration::from_millis(call_timeout_ms);
-    let manager = BaseManager::new(ours.clone()).connect_async().await?;
+    let manager = BaseManager::new(ours.clone())
+        .shared_memory(false)
+        .connect_async()
+        .await?;
     let getter = manager.create(&SHARED, ()).await?.with_timeout(timeout);
     let slow = manager.create(&SLOW, ()).await?;
     ours_round(&getter, 200).await?;
@@ -1212,7 +1231,10 @@ async fn job_slow_load(ours: &Address, schedule: &IsolationSchedule) -> Res<Slow
     let mut managers = Vec::new();
     let mut proxies = Vec::new();
     for _ in 0..connections {
-        let manager = BaseManager::new(ours.clone()).connect_async().await?;
+        let manager = BaseManager::new(ours.clone())
+            .shared_memory(false)
+            .connect_async()
+            .await?;
         let proxy = manager.create(&SLOW, ()).await?;
         proxy.slow(0, 0).await?;
         managers.push(manager);
@@ -1416,7 +1438,15 @@ fn rss_bytes(pid: u32) -> Res<u64> {
 // The plan, the figures and the report.
 
 /// The parts of the suite, for `--only` (in the order they run).
-const GROUPS: [&str; 6] = ["rtt", "throughput", "echo", "create", "isolation", "memory"];
+const GROUPS: [&str; 7] = [
+    "rtt",
+    "throughput",
+    "echo",
+    "create",
+    "isolation",
+    "memory",
+    "shm",
+];
 
 /// The slow-call counts of the isolation figures.
 const ISOLATION_SLOW: [u32; 3] = [1, 8, 64];
@@ -1449,7 +1479,10 @@ usage: cargo bench --bench manager_bench -- [OPTIONS]
   --python             also run benches/python_peer.py (CPython's manager on the same
                        work) and add its figures
   --python-json PATH   add the figures of an earlier run of benches/python_peer.py
-  --only GROUPS        comma-separated: rtt, throughput, echo, create, isolation, memory
+  --only GROUPS        comma-separated: rtt, throughput, echo, create, isolation, memory,
+                       shm (our connection through shared memory against a blocking
+                       Unix-socket and a futex ping-pong; every other group's clients keep
+                       their Unix connections on the socket)
   --memory-objects N   objects for the memory figure (default 1,000,000; 100,000 quick)
   --worker-spin-us N   our servers' ServerConfig::worker_spin in microseconds (0: off), to
                        measure the execution model with and without it
@@ -2627,6 +2660,9 @@ fn run(options: &Options) -> Res<()> {
     }
     if options.wants("isolation") {
         bench.isolation()?;
+    }
+    if options.wants("shm") {
+        bench.shared_memory()?;
     }
     if options.wants("memory") {
         if cfg!(target_os = "linux") {

@@ -27,6 +27,7 @@ use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Tok
 mod direct;
 mod handoff;
 mod resume;
+mod shared;
 pub mod streams;
 
 /// A response as it came off the wire: its head, and the frame that holds its payload.
@@ -173,6 +174,16 @@ pub struct ConnectOptions {
     /// How long the client waits before its first attempt to reconnect after a break; each
     /// failed attempt doubles it, up to 1 s. Default 50 ms.
     pub reconnect_delay: Duration,
+    /// Whether a connection over a Unix socket asks the server to carry its requests and
+    /// replies in shared memory (a pair of rings the server hands over the socket; the socket
+    /// stays open only to tell either side when the other has gone). A round trip then costs
+    /// about half a socket's on a 2-core machine, and blocked callers, the server's reader
+    /// and the replies wake each other through futexes after a spin of a few microseconds. A
+    /// server that does not offer it (older, or `ServerConfig::shared_memory` off) keeps the
+    /// connection on the socket. Such a connection is not resumed should it break: a peer on
+    /// the same host that goes away has exited. TCP connections ignore it. Default on;
+    /// `false` keeps every connection on its socket.
+    pub shared_memory: bool,
 }
 
 impl Default for ConnectOptions {
@@ -183,6 +194,7 @@ impl Default for ConnectOptions {
             liveness_timeout: DEFAULT_LIVENESS_TIMEOUT,
             resume: true,
             reconnect_delay: Duration::from_millis(50),
+            shared_memory: true,
         }
     }
 }
@@ -229,6 +241,13 @@ impl ConnectOptions {
     /// [`ConnectOptions::reconnect_delay`]).
     pub fn reconnect_delay(mut self, delay: Duration) -> Self {
         self.reconnect_delay = delay;
+        self
+    }
+
+    /// Turns shared memory for connections over Unix sockets on or off (see
+    /// [`ConnectOptions::shared_memory`]).
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.shared_memory = on;
         self
     }
 }
@@ -304,9 +323,14 @@ impl Connection {
         let connecting = async {
             let mut stream = transport::connect(address, options.tls.as_ref()).await?;
             let (welcome, handshake) = stream.handshake_client(authkey).await?;
-            Ok::<_, Error>((stream, welcome, handshake))
+            let asked = match options.shared_memory && matches!(stream, transport::Stream::Unix(_))
+            {
+                true => Some(shared::ask(&mut stream).await?),
+                false => None,
+            };
+            Ok::<_, Error>((stream, welcome, handshake, asked))
         };
-        let (stream, welcome, handshake) =
+        let (stream, welcome, handshake, asked) =
             tokio::time::timeout(options.connect_timeout, connecting)
                 .await
                 .map_err(|_| {
@@ -315,12 +339,23 @@ impl Connection {
                         options.connect_timeout
                     ))
                 })??;
-        let resumable = options.resume && !welcome.session_grace.is_zero();
-        let (outbox, rx) = if resumable {
-            Outbox::resumable(&stream)?
-        } else {
-            Outbox::new(&stream)?
+        let (memory, features) = match asked {
+            Some(shared::Answer::Memory(features, side)) => (Some(side), Some(features)),
+            Some(shared::Answer::Socket(features)) => (None, Some(features)),
+            None => (None, None),
         };
+        let resumable = options.resume && !welcome.session_grace.is_zero() && memory.is_none();
+        let (outbox, rx) = match &memory {
+            Some(side) => Outbox::for_ring(side.clone()),
+            None if resumable => Outbox::resumable(&stream)?,
+            None => Outbox::new(&stream)?,
+        };
+        // A hello sent on the socket before the outbox was its first request (and its answer
+        // the first reply): counted so, for a resumption of the session.
+        let asked_on_socket = memory.is_none() && features.is_some();
+        if asked_on_socket {
+            outbox.count_sent(1);
+        }
         let liveness = match welcome.liveness {
             Duration::ZERO => options.liveness_timeout,
             server => server.min(options.liveness_timeout),
@@ -331,7 +366,7 @@ impl Connection {
             python_address: welcome.python_address,
             outbox,
             link: parking_lot::RwLock::new(resume::Link::default()),
-            received: AtomicU64::new(0),
+            received: AtomicU64::new(u64::from(asked_on_socket)),
             unacked_bytes: AtomicU64::new(0),
             resume: resumable.then(|| resume::Resume {
                 authkey: authkey.clone(),
@@ -342,18 +377,23 @@ impl Connection {
             }),
             expired: AtomicBool::new(false),
             pending: Mutex::new(FastMap::default()),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(shared::HELLO_ID + 1),
             closed: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             max_frame: wire::DEFAULT_MAX_FRAME,
             timeout_ns: AtomicU64::new(0),
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
-            features: AtomicU64::new(0),
+            features: AtomicU64::new(features.unwrap_or(0)),
             streams: Mutex::new(FastMap::default()),
         });
-        resume::start_link(&inner, stream, rx, liveness)?;
+        match memory {
+            Some(side) => shared::start(&inner, stream, side, rx, liveness)?,
+            None => resume::start_link(&inner, stream, rx, liveness)?,
+        }
         let conn = Connection { inner };
-        conn.greet(options.connect_timeout).await?;
+        if features.is_none() {
+            conn.greet(options.connect_timeout).await?;
+        }
         Ok(conn)
     }
 
@@ -395,6 +435,12 @@ impl Connection {
     /// Whether the server said it understands `feature` (one of `wire::features`).
     pub fn server_has(&self, feature: u64) -> bool {
         self.inner.features.load(Ordering::Relaxed) & feature == feature
+    }
+
+    /// Whether this connection carries its requests and replies in shared memory (see
+    /// [`ConnectOptions::shared_memory`]) rather than on its socket.
+    pub fn uses_shared_memory(&self) -> bool {
+        self.server_has(wire::features::SHARED_MEMORY)
     }
 
     /// Whether calls may carry a trace context (the server understands it).

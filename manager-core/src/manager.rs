@@ -171,6 +171,14 @@ impl BaseManager {
         self
     }
 
+    /// Whether connections over a Unix socket carry their calls in shared memory when the
+    /// server offers it (default on; see [`ConnectOptions::shared_memory`]). The server's own
+    /// switch is [`ServerConfig::shared_memory`].
+    pub fn shared_memory(mut self, on: bool) -> Self {
+        self.options.shared_memory = on;
+        self
+    }
+
     /// Gives up connecting after `timeout`, from dialling to the end of the handshake (default
     /// 30 s; see [`ConnectOptions::connect_timeout`]).
     pub fn connect_timeout(mut self, timeout: std::time::Duration) -> Self {

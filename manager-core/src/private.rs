@@ -6,6 +6,7 @@ pub use crate::describe::MethodDoc;
 pub use crate::object::{decode_args, Call, DispatchError, MethodDesc, Outcome, Receiver, Shared};
 pub use crate::process::{decode_entry_args, EntryPoint, IntoEntryOutcome};
 pub use crate::proxy::MethodCall;
+pub use crate::transport::shm::TestRing;
 pub use crate::{BaseProxy, Error, Proxy};
 pub use ::erased_serde;
 pub use ::futures::future::BoxFuture;

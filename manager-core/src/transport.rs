@@ -14,6 +14,7 @@ use crate::tls::{Acceptor, Connector, TlsClientConfig};
 
 mod outbox;
 mod replay;
+pub(crate) mod shm;
 pub(crate) use outbox::Outbox;
 
 /// A connected socket of either kind, or a TLS session over TCP (`tls` feature).

@@ -245,8 +245,15 @@ pub mod features {
     /// The server makes and tracks shared memory blocks ([`super::Control::CreateSegment`]
     /// and the requests after it).
     pub const SEGMENTS: u64 = 8;
-    /// Every feature this side knows.
+    /// Every feature this side knows, as the hello on the connection says it.
     pub const ALL: u64 = TRACE_CONTEXT | DESCRIBE | CREATE_AS | SEGMENTS;
+    /// Requests and replies may travel in shared memory (same host, Unix socket). Never in
+    /// [`ALL`]: a client asks for it in a hello sent as the connection's first frame, before
+    /// anything else; a server that takes it answers with this bit set and then hands the
+    /// memory over the socket (see `transport::shm`). A server that does not (an older one,
+    /// or one with `ServerConfig::shared_memory` off) answers the hello as any other, and the
+    /// connection goes on over the socket.
+    pub const SHARED_MEMORY: u64 = 16;
 }
 
 /// Requests about the server rather than about one object.

@@ -23,14 +23,25 @@ use tokio::io::Interest;
 
 use super::handoff::{self, Handoff, Real, Turn};
 use super::{deliver, Inner};
+use crate::transport::shm::{ring, Side};
 
 pub(super) use super::handoff::Waited;
 
 /// The socket of a plain connection as both the reader task and blocked callers use it.
 pub(super) struct Direct {
-    socket: PlainSocket,
+    socket: Source,
     handoff: Handoff<Real>,
 }
+
+/// What replies are read from: the socket, or the reply ring of a connection through shared
+/// memory (see `transport::shm`).
+enum Source {
+    Socket(PlainSocket),
+    Ring(RingSource),
+}
+
+/// The reply ring: a blocked caller spins briefly, then sleeps on its futex.
+struct RingSource(Arc<Side>);
 
 /// A duplicate of the socket's descriptor, open as long as this lives (so that it cannot be
 /// closed and reused under a caller that polls it).
@@ -39,7 +50,15 @@ struct PlainSocket(OwnedFd);
 impl Direct {
     pub(super) fn new(fd: OwnedFd, max_frame: usize) -> Direct {
         Direct {
-            socket: PlainSocket(fd),
+            socket: Source::Socket(PlainSocket(fd)),
+            handoff: Handoff::new(max_frame, tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Replies read from the reply ring of `side`.
+    pub(super) fn ring(side: Arc<Side>, max_frame: usize) -> Direct {
+        Direct {
+            socket: Source::Ring(RingSource(side)),
             handoff: Handoff::new(max_frame, tokio::sync::Notify::new()),
         }
     }
@@ -47,7 +66,12 @@ impl Direct {
     /// Shuts the socket down both ways: a caller blocked polling it wakes up and finds the
     /// connection ended (used when the server stopped answering pings).
     pub(super) fn shut_down(&self) {
-        let _ = rustix::net::shutdown(&self.socket.0, rustix::net::Shutdown::Both);
+        match &self.socket {
+            Source::Socket(socket) => {
+                let _ = rustix::net::shutdown(&socket.0, rustix::net::Shutdown::Both);
+            }
+            Source::Ring(ring) => ring.0.end("the connection was shut down"),
+        }
     }
 
     /// Takes the socket from its readers for good, once nobody reads it (false while someone
@@ -65,8 +89,88 @@ impl Direct {
         deliver: impl FnMut(BytesMut) -> Result<(), String>,
         fail: impl FnOnce(String),
     ) -> Waited<T> {
-        self.handoff
-            .read_until(&self.socket, done, deadline, deliver, fail)
+        // A caller reading the ring itself keeps the reader task from being woken by the
+        // replies meanwhile (one thread switch per call fewer), and wakes it after if
+        // something it did not read is there.
+        let disarmed = match &self.socket {
+            Source::Ring(ring) => ring.0.disarm_reader_task(),
+            Source::Socket(_) => false,
+        };
+        let waited = self
+            .handoff
+            .read_until(&self.socket, done, deadline, deliver, fail);
+        if let (true, Source::Ring(ring)) = (disarmed, &self.socket) {
+            if ring.0.rearm_reader_task() {
+                self.handoff.wake_reader().notify_one();
+            }
+        }
+        waited
+    }
+}
+
+impl handoff::Socket for Source {
+    fn poll(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        match self {
+            Source::Socket(s) => s.poll(deadline),
+            Source::Ring(r) => r.poll(deadline),
+        }
+    }
+
+    fn recv(&self, inbox: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Source::Socket(s) => s.recv(inbox),
+            Source::Ring(r) => r.recv(inbox),
+        }
+    }
+
+    fn readable_now(&self) -> io::Result<bool> {
+        match self {
+            Source::Socket(s) => s.readable_now(),
+            Source::Ring(r) => r.readable_now(),
+        }
+    }
+}
+
+impl handoff::Socket for RingSource {
+    fn poll(&self, deadline: Option<Instant>) -> io::Result<bool> {
+        let side = &self.0;
+        side.inbound
+            .wait(deadline, ring::SPIN)
+            .map_err(|fault| side.fault(&fault))
+    }
+
+    fn recv(&self, inbox: &mut BytesMut) -> io::Result<usize> {
+        let side = &self.0;
+        // Looked at first: what was written before the end is read before the end is seen.
+        let closed = side.inbound.is_closed();
+        match side.inbound.read_some(inbox) {
+            Ok(0) if closed => Ok(0),
+            Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
+            Ok(n) => Ok(n),
+            Err(fault) => Err(side.fault(&fault)),
+        }
+    }
+
+    fn readable_now(&self) -> io::Result<bool> {
+        let side = &self.0;
+        side.inbound.ready().map_err(|fault| side.fault(&fault))
+    }
+}
+
+/// The reply ring as the reader task waits on it: the eventfd the server writes when the task
+/// said it waits.
+pub(super) struct RingHalf(pub(super) Arc<Side>);
+
+impl SocketReadHalf for RingHalf {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        self.0.readable()
+    }
+}
+
+impl handoff::Readiness for RingHalf {
+    fn try_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        // The ring's readiness is its indices, never stale: nothing to forget.
+        f()
     }
 }
 

@@ -85,6 +85,16 @@ impl Link {
     pub(super) fn number(&self) -> u64 {
         self.number
     }
+
+    /// The first and only link of a connection that is never resumed (through shared memory).
+    pub(super) fn only(direct: Arc<direct::Direct>, tasks: Vec<JoinHandle<()>>) -> Link {
+        Link {
+            number: 1,
+            direct: Some(direct),
+            tasks,
+            broken: false,
+        }
+    }
 }
 
 /// Serves the connection through `stream`, its next socket: starts its writer (taking the

@@ -145,9 +145,10 @@ async fn start_session(
     handshake: &crate::auth::Handshake,
 ) -> Result<(), Error> {
     let resumable = !state.config.session_grace.is_zero();
-    // The first frame, if short, is read here: it may resume a session. Whatever it is
-    // otherwise goes to the read loop ahead of the rest.
-    let first = if resumable {
+    let offers_memory = state.config.shared_memory && matches!(stream, Stream::Unix(_));
+    // The first frame, if short, is read here: it may resume a session, or ask for shared
+    // memory. Whatever it is otherwise goes to the read loop ahead of the rest.
+    let first = if resumable || offers_memory {
         let liveness = state
             .config
             .liveness_timeout
@@ -162,6 +163,18 @@ async fn start_session(
     };
     if first.ended {
         return Ok(());
+    }
+    if let Some(id) = offers_memory
+        .then(|| super::shm::asks_for_it(first.body.as_deref()))
+        .flatten()
+    {
+        match crate::transport::shm::server_side() {
+            Ok((side, handover)) => {
+                return super::shm::serve(state, stream, id, side, handover).await;
+            }
+            // The read loop answers the hello without it: the client stays on the socket.
+            Err(e) => tracing::warn!("cannot make shared memory for a client: {e}"),
+        }
     }
     let resume = first.body.as_deref().and_then(|body| {
         match wire::take::<wire::Request<'_>>(body, "request") {

@@ -86,6 +86,20 @@ pub struct ServerConfig {
     /// (`multiprocessing.managers`' protocol: its handshake and pickled requests); `None` for
     /// native clients only. See the `python` module of this one.
     pub python_address: Option<Address>,
+    /// Whether a client on this host that connects over the Unix socket and asks for it
+    /// (`ConnectOptions::shared_memory`, on by default) is served through shared memory: a
+    /// pair of rings in anonymous memory the server hands over the socket after the authkey
+    /// handshake, the socket staying open only to tell either side when the other has gone.
+    /// Round trips then wake the other side through a futex rather than the socket (about
+    /// half the time on a 2-core machine). Each such connection has a server thread of its
+    /// own waiting for its requests, and 8 MiB of rings (memory is used as it is touched).
+    /// `false` refuses it: every connection uses its socket. Default `true`.
+    #[serde(default = "yes")]
+    pub shared_memory: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for ServerConfig {
@@ -106,6 +120,7 @@ impl Default for ServerConfig {
             tls: None,
             max_queued_reply_bytes: 4 << 20,
             python_address: None,
+            shared_memory: true,
         }
     }
 }

@@ -202,7 +202,7 @@ impl Connection {
     }
 
     /// Handles one request. An error closes the connection (the client broke the protocol).
-    fn handle(self: &Arc<Self>, frame: Bytes) -> Result<(), Error> {
+    pub(super) fn handle(self: &Arc<Self>, frame: Bytes) -> Result<(), Error> {
         let (request, args) = wire::take::<Request<'_>>(&frame, "request")?;
         let args_at = frame.len() - args.len();
         match request {

@@ -47,6 +47,7 @@ mod refs;
 mod reply;
 mod segments;
 mod session;
+mod shm;
 mod streams;
 mod table;
 mod workers;

@@ -36,8 +36,9 @@ pub(crate) struct Outbox {
 struct Link {
     /// The writer task's queue; `None` while the connection is broken (or closed).
     tx: Option<mpsc::UnboundedSender<Bytes>>,
-    /// A duplicate of the socket's descriptor (plain TCP and Unix sockets), for direct writes.
-    socket: Option<OwnedFd>,
+    /// Where a sender writes directly: a duplicate of the socket's descriptor (plain TCP and
+    /// Unix sockets), or the shared-memory ring.
+    socket: Option<Target>,
     /// The frames the peer has not said it received, for a session that outlives a broken
     /// connection; `None` for a connection that ends with its socket.
     replay: Option<Replay>,
@@ -48,13 +49,30 @@ struct Link {
 /// no longer kept for resumption rather than held in memory without bound.
 const MAX_UNACKNOWLEDGED: usize = 64 << 20;
 
+/// Where an outbox's senders write directly.
+enum Target {
+    Socket(OwnedFd),
+    Ring(Arc<super::shm::Side>),
+}
+
 /// The largest frame buffer an outbox keeps for the next frame.
 const MAX_SPARE: usize = 4 << 20;
 
 impl Outbox {
     /// An outbox for `stream`, and the receiver its writer task takes frames from.
     pub(crate) fn new(stream: &Stream) -> io::Result<(Outbox, mpsc::UnboundedReceiver<Bytes>)> {
-        Ok(Outbox::with_socket(stream.plain_socket()?, false))
+        Ok(Outbox::with_socket(
+            stream.plain_socket()?.map(Target::Socket),
+            false,
+        ))
+    }
+
+    /// An outbox that writes to a shared-memory ring (see [`super::shm`]); its writer task
+    /// writes to a [`super::shm::RingWriter`].
+    pub(crate) fn for_ring(
+        side: Arc<super::shm::Side>,
+    ) -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
+        Outbox::with_socket(Some(Target::Ring(side)), false)
     }
 
     /// An outbox for `stream` that keeps what it sends until the peer acknowledges it (see
@@ -63,7 +81,10 @@ impl Outbox {
     pub(crate) fn resumable(
         stream: &Stream,
     ) -> io::Result<(Outbox, mpsc::UnboundedReceiver<Bytes>)> {
-        Ok(Outbox::with_socket(stream.plain_socket()?, true))
+        Ok(Outbox::with_socket(
+            stream.plain_socket()?.map(Target::Socket),
+            true,
+        ))
     }
 
     /// An outbox with no socket to write to directly: everything goes through the queue.
@@ -76,7 +97,7 @@ impl Outbox {
     }
 
     fn with_socket(
-        socket: Option<OwnedFd>,
+        socket: Option<Target>,
         resumable: bool,
     ) -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -115,6 +136,14 @@ impl Outbox {
         link.replay = None;
     }
 
+    /// Counts `n` frames sent on the socket before this outbox had it (a session's first
+    /// hello), so that the session's count of frames sent agrees with the peer's.
+    pub(crate) fn count_sent(&self, n: u64) {
+        if let Some(replay) = &mut self.link.lock().replay {
+            replay.count_sent(n);
+        }
+    }
+
     /// The peer has received the first `received` frames: they are forgotten. An error when
     /// the peer claims what cannot be (it broke the protocol).
     pub(crate) fn acked(&self, received: u64) -> Result<(), String> {
@@ -144,7 +173,7 @@ impl Outbox {
             let _ = tx.send(frame);
         }
         link.tx = Some(tx);
-        link.socket = socket;
+        link.socket = socket.map(Target::Socket);
         Ok(rx)
     }
 
@@ -290,9 +319,18 @@ enum Written {
     From(usize),
 }
 
-/// Writes what the socket takes of `frame` now, without waiting, and returns how many bytes
-/// that was.
-fn try_send(socket: &OwnedFd, frame: &[u8]) -> io::Result<usize> {
+/// Writes what the socket (or ring) takes of `frame` now, without waiting, and returns how
+/// many bytes that was.
+fn try_send(target: &Target, frame: &[u8]) -> io::Result<usize> {
+    let socket = match target {
+        Target::Socket(socket) => socket,
+        Target::Ring(side) => {
+            return side
+                .outbound
+                .write_some(frame)
+                .map_err(|fault| side.fault(&fault))
+        }
+    };
     loop {
         match rustix::net::send(socket, frame, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
             Ok(n) => return Ok(n),

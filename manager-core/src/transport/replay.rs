@@ -58,6 +58,12 @@ impl Replay {
         }
     }
 
+    /// Counts `n` frames sent without being kept (before the log began: a session's first
+    /// hello, sent on the socket before it had an outbox).
+    pub(crate) fn count_sent(&mut self, n: u64) {
+        self.sent += n;
+    }
+
     /// The bytes of the frames kept.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes

@@ -1,0 +1,75 @@
+//! A shared-memory ring as the server reads it, with the client playing every trick: the
+//! input is a sequence of operations, each a hostile producer's (publish any head index, write
+//! any bytes anywhere in the data) or the server's (read at most so many bytes and decode the
+//! frames they complete, as its reader thread does; write a reply while the hostile consumer
+//! publishes any tail). The ring must report a fault or deliver bytes, never panic, never hand
+//! out more than was asked, and every frame it yields is decoded as a request head.
+#![no_main]
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use manager_core::__private::TestRing;
+use manager_core::wire::{self, Request};
+use tokio_util::codec::Decoder;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&size, mut ops)) = data.split_first() else {
+        return;
+    };
+    let ring = TestRing::new(16 << (size % 8));
+    let mut decoder = wire::frame_codec(1 << (size % 20));
+    let mut inbox = BytesMut::new();
+    let word = |bytes: &[u8]| {
+        let mut buf = [0u8; 8];
+        let n = bytes.len().min(8);
+        buf[..n].copy_from_slice(&bytes[..n]);
+        u64::from_le_bytes(buf)
+    };
+    while let Some((&op, rest)) = ops.split_first() {
+        let take = rest.len().min(8);
+        let (arg, after) = rest.split_at(take);
+        ops = after;
+        match op % 5 {
+            0 => ring.set_head(word(arg)),
+            1 => {
+                let len = (word(arg) % 64) as usize;
+                let n = len.min(ops.len());
+                let (bytes, after) = ops.split_at(n);
+                ops = after;
+                ring.scribble(word(arg).rotate_left(17), bytes, word(arg) as u32);
+            }
+            2 => {
+                let max = (word(arg) % 4096) as usize + 1;
+                let before = inbox.len();
+                match ring.read(&mut inbox, max) {
+                    Ok(n) => {
+                        assert!(n <= max && n <= ring.capacity());
+                        assert_eq!(inbox.len(), before + n);
+                    }
+                    // A fault ends the connection: nothing more is read.
+                    Err(_) => return,
+                }
+                loop {
+                    match decoder.decode(&mut inbox) {
+                        Ok(Some(frame)) => {
+                            let _ = postcard::take_from_bytes::<Request<'_>>(&frame);
+                        }
+                        Ok(None) => break,
+                        Err(_) => return,
+                    }
+                }
+            }
+            3 => ring.set_tail(word(arg)),
+            _ => {
+                let len = (word(arg) % 256) as usize;
+                let n = len.min(ops.len());
+                let (bytes, after) = ops.split_at(n);
+                ops = after;
+                match ring.write(bytes) {
+                    Ok(written) => assert!(written <= bytes.len()),
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+});

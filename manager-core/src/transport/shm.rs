@@ -1,0 +1,451 @@
+//! Shared memory between a client and a server on one host: two rings (requests, replies) in
+//! a `memfd` the server makes and hands to the client over their Unix socket (`SCM_RIGHTS`),
+//! after the authkey handshake. No name is ever given to it, so no other process can open it
+//! and nothing is left behind (in `/dev/shm` or anywhere) when either side dies: the memory
+//! goes with the last descriptor and mapping. The socket stays open beside it, carrying
+//! nothing: its end (EOF, a reset) is how each side learns that the other has gone.
+//!
+//! The server seals the memory's size before handing it over, so that a client cannot shrink
+//! it under the server's mapping (which would make the server's next access fault); everything
+//! else the client can write (indices, wait words, data) is checked by the rings
+//! ([`ring`]). Eventfds (also made by the server) wake a party's *tasks*, which cannot sleep
+//! on a futex: the client's reader task waiting for replies, and each side's writer task
+//! waiting for room; threads (a blocked caller, the server's reader thread) sleep on the
+//! rings' futexes.
+//!
+//! Built on `rustix` (already the crate's system-call layer): `memfd_create`, seals, `mmap`,
+//! `sendmsg`/`recvmsg` with ancillary descriptors, `eventfd`, and non-private `futex`
+//! wait/wake. `nix` would do as well but would be a second such layer; `memmap2` maps files
+//! but has neither the seals nor the futexes.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use parking_lot::Mutex;
+use rustix::event::EventfdFlags;
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWrite, Interest};
+use tokio::net::UnixStream;
+
+pub(crate) mod ring;
+pub use ring::TestRing;
+use ring::{Consumer, Fault, Producer, HEADER_SIZE};
+
+/// The bytes of each ring: a 1 MiB value and its frame fit in one.
+pub(crate) const RING_CAPACITY: usize = 4 << 20;
+
+/// Identifies the memory's layout.
+const MAGIC: u64 = u64::from_be_bytes(*b"mgr-shm1");
+
+/// Where the rings' headers and data are in the memory.
+const REQUESTS_HEADER: usize = 256;
+const REPLIES_HEADER: usize = REQUESTS_HEADER + HEADER_SIZE;
+const DATA: usize = 4096;
+
+/// The memory's own header, written by the server before it hands the memory over.
+#[repr(C)]
+struct Layout {
+    magic: u64,
+    requests: u64,
+    replies: u64,
+}
+
+/// One mapping of the memory, unmapped when the last ring using it is dropped.
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a mapping is an address range; the rings decide who touches what in it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: mapped by `map` with this length, and no ring uses it any more.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+fn map(fd: &OwnedFd, len: usize) -> io::Result<Arc<Mapping>> {
+    // SAFETY: a fresh shared mapping of the whole file; nothing else in this process has it.
+    let base = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            fd,
+            0,
+        )?
+    };
+    let base = NonNull::new(base.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?;
+    Ok(Arc::new(Mapping { base, len }))
+}
+
+/// One party's ends of the two rings, and how its tasks are woken.
+pub(crate) struct Side {
+    /// Where this party reads (the server: requests; the client: replies).
+    pub(crate) inbound: Consumer,
+    /// Where this party writes.
+    pub(crate) outbound: Producer,
+    /// Written by the peer when this party's reader task waits for data (the client's).
+    data_task: Option<AsyncFd<OwnedFd>>,
+    /// Written by the peer when this party's writer task waits for room.
+    room_task: AsyncFd<OwnedFd>,
+    /// Why the connection ended, once it has: a fault of the peer's, or its end.
+    ended: Mutex<Option<String>>,
+    /// Whether it ended because the peer broke the memory.
+    faulted: std::sync::atomic::AtomicBool,
+}
+
+/// The descriptors a server hands to its client: the memory, and the three eventfds.
+pub(crate) struct Handover {
+    memory: OwnedFd,
+    client_data: OwnedFd,
+    client_room: OwnedFd,
+    server_room: OwnedFd,
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    Ok(rustix::event::eventfd(
+        0,
+        EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK,
+    )?)
+}
+
+fn dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    fd.try_clone()
+}
+
+/// `efd`, registered with the current runtime for readability.
+fn task_waker(efd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `OwnedFd` owns its descriptor, open and the same until the `AsyncFd`
+    // drops it.
+    unsafe { AsyncFd::register_with_interest(efd, Interest::READABLE) }.map_err(io::Error::from)
+}
+
+/// The server's side: makes the memory and the eventfds, and what to hand to the client.
+/// Runs in a runtime (the eventfds are registered with it).
+pub(crate) fn server_side() -> io::Result<(Arc<Side>, Handover)> {
+    let len = DATA + 2 * RING_CAPACITY;
+    let memory = rustix::fs::memfd_create(
+        "manager-connection",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
+    rustix::fs::ftruncate(&memory, len as u64)?;
+    rustix::fs::fcntl_add_seals(
+        &memory,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+    )?;
+    let mapping = map(&memory, len)?;
+    let base = mapping.base.as_ptr();
+    // SAFETY: the mapping is `len` bytes, zeroed by ftruncate; the layout is at its start.
+    unsafe {
+        base.cast::<Layout>().write(Layout {
+            magic: MAGIC,
+            requests: RING_CAPACITY as u64,
+            replies: RING_CAPACITY as u64,
+        })
+    };
+    let handover = Handover {
+        memory,
+        client_data: eventfd()?,
+        client_room: eventfd()?,
+        server_room: eventfd()?,
+    };
+    // SAFETY: the headers and data lie inside the mapping, each used by one end here.
+    let side = unsafe {
+        Side {
+            inbound: Consumer::new(
+                base.add(REQUESTS_HEADER),
+                base.add(DATA),
+                RING_CAPACITY,
+                mapping.clone(),
+                Some(dup(&handover.client_room)?),
+            ),
+            outbound: Producer::new(
+                base.add(REPLIES_HEADER),
+                base.add(DATA + RING_CAPACITY),
+                RING_CAPACITY,
+                mapping.clone(),
+                Some(dup(&handover.client_data)?),
+            ),
+            data_task: None,
+            room_task: task_waker(dup(&handover.server_room)?)?,
+            ended: Mutex::new(None),
+            faulted: Default::default(),
+        }
+    };
+    Ok((Arc::new(side), handover))
+}
+
+/// The client's side, from what the server handed over. Runs in a runtime.
+fn client_side(handover: Handover) -> io::Result<Arc<Side>> {
+    let len = rustix::fs::fstat(&handover.memory)?.st_size as usize;
+    let bad =
+        |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("shared memory: {why}"));
+    if len < DATA {
+        return Err(bad("too small"));
+    }
+    let mapping = map(&handover.memory, len)?;
+    let base = mapping.base.as_ptr();
+    // SAFETY: the mapping is at least `DATA` bytes; the layout is at its start.
+    let layout = unsafe { base.cast::<Layout>().read() };
+    let (requests, replies) = (layout.requests as usize, layout.replies as usize);
+    if layout.magic != MAGIC
+        || !requests.is_power_of_two()
+        || !replies.is_power_of_two()
+        || Some(len)
+            != DATA
+                .checked_add(requests)
+                .and_then(|n| n.checked_add(replies))
+    {
+        return Err(bad("a layout this client does not know"));
+    }
+    // SAFETY: the headers and data lie inside the mapping (checked above), each used by one
+    // end here.
+    let side = unsafe {
+        Side {
+            inbound: Consumer::new(
+                base.add(REPLIES_HEADER),
+                base.add(DATA + requests),
+                replies,
+                mapping.clone(),
+                Some(handover.server_room),
+            ),
+            outbound: Producer::new(
+                base.add(REQUESTS_HEADER),
+                base.add(DATA),
+                requests,
+                mapping.clone(),
+                None,
+            ),
+            data_task: Some(task_waker(handover.client_data)?),
+            room_task: task_waker(handover.client_room)?,
+            ended: Mutex::new(None),
+            faulted: Default::default(),
+        }
+    };
+    Ok(Arc::new(side))
+}
+
+/// Sends the memory and the client's eventfds over `stream`, with one byte.
+pub(crate) async fn hand_over(stream: &UnixStream, handover: &Handover) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let fds: [BorrowedFd<'_>; 4] = [
+        handover.memory.as_fd(),
+        handover.client_data.as_fd(),
+        handover.client_room.as_fd(),
+        handover.server_room.as_fd(),
+    ];
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            control.push(SendAncillaryMessage::ScmRights(&fds));
+            let byte = [1u8];
+            Ok(rustix::net::sendmsg(
+                stream,
+                &[io::IoSlice::new(&byte)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            )?)
+        });
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives what [`hand_over`] sent, and maps it: the client's side.
+pub(crate) async fn take_over(stream: &UnixStream) -> io::Result<Arc<Side>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let fds = loop {
+        stream.readable().await?;
+        let got = stream.try_io(Interest::READABLE, || {
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut byte = [0u8];
+            let got = rustix::net::recvmsg(
+                stream,
+                &mut [io::IoSliceMut::new(&mut byte)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )?;
+            if got.bytes == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection while handing over shared memory",
+                ));
+            }
+            let mut fds = Vec::new();
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(rights) = message {
+                    fds.extend(rights);
+                }
+            }
+            Ok(fds)
+        });
+        match got {
+            Ok(fds) => break fds,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let Ok([memory, client_data, client_room, server_room]) = <[OwnedFd; 4]>::try_from(fds) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the server handed over the wrong descriptors for shared memory",
+        ));
+    };
+    client_side(Handover {
+        memory,
+        client_data,
+        client_room,
+        server_room,
+    })
+}
+
+fn drain(efd: &OwnedFd) {
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(efd, &mut buf);
+}
+
+impl Side {
+    /// Ends the connection for this party, for `why` (the first reason stays): whoever waits
+    /// on the rings, thread or task, wakes and finds it ended.
+    pub(crate) fn end(&self, why: impl Into<String>) {
+        self.ended.lock().get_or_insert_with(|| why.into());
+        self.inbound.close();
+        self.outbound.close();
+        if let Some(data) = &self.data_task {
+            ring::kick(data.get_ref());
+        }
+        ring::kick(self.room_task.get_ref());
+    }
+
+    /// The peer broke the memory: the connection ends.
+    pub(crate) fn fault(&self, fault: &Fault) -> io::Error {
+        let why = format!("its shared memory is corrupt: {fault}");
+        self.faulted
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.end(why.clone());
+        io::Error::new(io::ErrorKind::InvalidData, why)
+    }
+
+    /// Why the connection ended, if it has.
+    pub(crate) fn ended(&self) -> Option<String> {
+        self.ended.lock().clone()
+    }
+
+    /// Whether the connection ended because the peer broke the memory.
+    pub(crate) fn faulted(&self) -> bool {
+        self.faulted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until the inbound ring has something to read or has closed (for the client's
+    /// reader task).
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        let Some(efd) = &self.data_task else {
+            return Err(io::Error::other("this side reads on a thread"));
+        };
+        loop {
+            match self.inbound.arm_data() {
+                Ok(true) => {
+                    // No wake-up is wanted for what is already there.
+                    self.inbound.disarm_data();
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(fault) => return Err(self.fault(&fault)),
+            }
+            let mut guard = efd.readable().await?;
+            drain(efd.get_ref());
+            guard.clear_ready();
+        }
+    }
+
+    /// Takes back the reader task's wish to be woken for data, for a blocked caller that
+    /// reads the ring itself (so that no reply wakes the task meanwhile); whether it had one.
+    pub(crate) fn disarm_reader_task(&self) -> bool {
+        self.data_task.is_some() && self.inbound.disarm_data()
+    }
+
+    /// Gives the reader task its wish back after a caller read: true if there is something
+    /// to read already (the task must be woken, the peer will not).
+    pub(crate) fn rearm_reader_task(&self) -> bool {
+        !matches!(self.inbound.arm_data(), Ok(false))
+    }
+}
+
+/// The writing end of a side, as the writer task writes to it.
+pub(crate) struct RingWriter(pub(crate) Arc<Side>);
+
+impl AsyncWrite for RingWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let side = &self.0;
+        loop {
+            if side.outbound.is_closed() {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            match side.outbound.write_some(buf) {
+                Ok(0) if !buf.is_empty() => {}
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(fault) => return Poll::Ready(Err(side.fault(&fault))),
+            }
+            match side.outbound.arm_room() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(fault) => return Poll::Ready(Err(side.fault(&fault))),
+            }
+            match side.room_task.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(mut guard)) => {
+                    drain(side.room_task.get_ref());
+                    guard.clear_ready();
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Waits until the peer closes `stream` (or it fails): how either side learns that the
+/// other has gone. Nothing is expected on it; anything that comes is read and ignored.
+pub(crate) async fn closed(stream: &UnixStream) -> String {
+    let mut buf = [0u8; 64];
+    loop {
+        if let Err(e) = stream.readable().await {
+            return format!("the socket failed: {e}");
+        }
+        match stream.try_read(&mut buf) {
+            Ok(0) => return "the peer closed the connection".into(),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return format!("the socket failed: {e}"),
+        }
+    }
+}

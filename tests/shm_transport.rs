@@ -1,0 +1,657 @@
+//! Clients on the same host served through shared memory (`ConnectOptions::shared_memory`,
+//! `ServerConfig::shared_memory`): the same calls as over the socket, multiplexed from threads
+//! and tasks, deadlines and cancellation, a client killed mid-call, a client that writes
+//! garbage into its ring, and the fallback to the socket when either side turns it off.
+//!
+//! Servers run in child processes (`BaseManager::start`) on Unix sockets; clients are this
+//! process's threads and tasks, and spawned processes. This binary spawns children by
+//! re-running itself, so it has its own `main` (`harness = false`).
+
+#[macro_use]
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{wait_until, ChildGuard, TempPath};
+use manager::{
+    Address, BaseManager, BlockingManager, Error, Process, Proxy as _, Register, Registry,
+    ServerConfig, Token, Typeid,
+};
+
+/// An object with small, large, slow and locking calls.
+#[derive(Debug, Default)]
+pub struct Bench {
+    value: i64,
+}
+
+#[manager::shared(quick = [get])]
+impl Bench {
+    /// The value (a quick method: it runs on the server's reader thread).
+    pub fn get(&self) -> i64 {
+        self.value
+    }
+
+    /// Adds `n` under the write lock; the new value.
+    pub fn add(&mut self, n: i64) -> i64 {
+        self.value += n;
+        self.value
+    }
+
+    /// `bytes`, back.
+    pub fn echo(&self, bytes: Vec<u8>) -> Vec<u8> {
+        bytes
+    }
+
+    /// Sleeps `ms` milliseconds on a worker; returns `ms`.
+    pub fn sleep(&self, ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+
+    /// Sleeps `ms` milliseconds without holding a thread.
+    pub async fn nap(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+}
+
+const BENCH: Typeid<BenchBlockingProxy> = Typeid::new("bench");
+const BENCH_ASYNC: Typeid<BenchProxy> = Typeid::new("bench");
+
+#[manager::entry]
+fn registry() -> manager::Result<Registry> {
+    let mut registry = manager::sync::registry();
+    registry.register(Register::factory("bench", |()| Bench::default()))?;
+    Ok(registry)
+}
+
+/// A server in a child process on a fresh Unix socket, with `config`.
+fn start(socket: &TempPath, config: ServerConfig) -> BlockingManager {
+    BaseManager::new(socket.address())
+        .config(config)
+        .start(registry)
+        .expect("cannot start the server")
+}
+
+/// Another connection to `manager`'s server, through shared memory when `memory`.
+fn connect(manager: &BlockingManager, memory: bool) -> BlockingManager {
+    BaseManager::new(manager.address().clone())
+        .shared_memory(memory)
+        .connect()
+        .expect("cannot connect")
+}
+
+/// The names in `/dev/shm` now.
+fn dev_shm() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// How many mappings of process `pid` are the memory of a shared-memory connection (the
+/// server keeps the mapping, not the descriptor).
+fn connection_memories(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|maps| {
+            maps.lines()
+                .filter(|line| line.contains("memfd:manager-connection"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn server_pid(manager: &BlockingManager) -> u32 {
+    manager.server_process().expect("a started server").pid()
+}
+
+/// The calls of the tour (objects, built-ins, values large and small) through shared memory,
+/// from a blocking and an async connection; then both close and the server holds no memory
+/// of theirs, and nothing was ever named in `/dev/shm`.
+fn a_tour_like_workload_goes_through_shared_memory_and_leaves_nothing() {
+    let before = dev_shm();
+    let socket = TempPath::socket("shm-tour");
+    let manager = start(&socket, ServerConfig::default());
+    assert!(manager.connection().uses_shared_memory());
+    let pid = server_pid(&manager);
+    assert_eq!(connection_memories(pid), 1);
+
+    let bench = manager.create(&BENCH, ()).unwrap();
+    for i in 1..=500 {
+        assert_eq!(bench.add(1).unwrap(), i);
+        assert_eq!(bench.get().unwrap(), i);
+    }
+    // Values past the ring's size travel in pieces.
+    for size in [0, 1, 4095, 4096, 1 << 20, (4 << 20) + 17, 9 << 20] {
+        let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        assert_eq!(bench.echo(big.clone()).unwrap(), big, "{size} bytes");
+    }
+    let list = manager.list::<String>(&[]).unwrap();
+    let dict = manager.dict::<String, i64>(&[]).unwrap();
+    let queue = manager.queue::<i64>(0).unwrap();
+    let lock = manager.lock().unwrap();
+    for i in 0..100 {
+        list.append(&format!("item {i}")).unwrap();
+        dict.insert(&format!("k{i}"), &i).unwrap();
+        queue.put(&i).unwrap();
+    }
+    assert_eq!(list.len().unwrap(), 100);
+    assert_eq!(dict.get(&"k42".to_string()).unwrap(), Some(42));
+    assert_eq!((0..100).map(|_| queue.get().unwrap()).sum::<i64>(), 4950);
+    drop(lock.lock().unwrap());
+    let namespace = manager.namespace().unwrap();
+    namespace.set("x", &1.5f64).unwrap();
+    assert_eq!(namespace.get::<f64>("x").unwrap(), 1.5);
+
+    // An async client of the same server, through its own memory.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = BaseManager::new(manager.address().clone())
+            .connect_async()
+            .await
+            .unwrap();
+        assert!(client.connection().uses_shared_memory());
+        let bench = client.create(&BENCH_ASYNC, ()).await.unwrap();
+        for i in 1..=200 {
+            assert_eq!(bench.add(2).await.unwrap(), 2 * i);
+        }
+        let big = vec![9u8; 6 << 20];
+        assert_eq!(bench.echo(big.clone()).await.unwrap(), big);
+        assert_eq!(connection_memories(pid), 2);
+    });
+    drop(runtime);
+    wait_until(
+        "the async client's memory is released",
+        || match connection_memories(pid) {
+            1 => Ok(()),
+            n => Err(format!("{n} memories")),
+        },
+    );
+    let other = connect(&manager, true);
+    assert_eq!(connection_memories(pid), 2);
+    drop(other);
+    wait_until(
+        "the third client's memory is released",
+        || match connection_memories(pid) {
+            1 => Ok(()),
+            n => Err(format!("{n} memories")),
+        },
+    );
+    assert_eq!(dev_shm(), before, "nothing is named in /dev/shm");
+    manager.shutdown().unwrap();
+    assert_eq!(dev_shm(), before, "nothing is left in /dev/shm");
+}
+
+/// Calls from many threads of one blocking connection, and from many tasks of one async
+/// connection, share its rings, slow ones beside quick ones, and complete out of order.
+fn calls_from_threads_and_tasks_are_multiplexed_through_the_rings() {
+    let socket = TempPath::socket("shm-mux");
+    let manager = start(&socket, ServerConfig::default());
+    let bench = Arc::new(manager.create(&BENCH, ()).unwrap());
+    // On an object of its own: only an object's lock orders calls.
+    let sleeper = manager.create(&BENCH, ()).unwrap();
+    let slow = std::thread::spawn(move || sleeper.sleep(6000).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let bench = bench.clone();
+            std::thread::spawn(move || {
+                for i in 0..100 {
+                    bench.add(1).unwrap();
+                    if i % 50 == 0 {
+                        let data = vec![t as u8; 100_000 + i];
+                        assert_eq!(bench.echo(data.clone()).unwrap(), data);
+                    }
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert!(
+        !slow.is_finished(),
+        "the threads' calls did not wait for the slow one"
+    );
+    assert_eq!(bench.get().unwrap(), 8 * 100);
+    assert_eq!(slow.join().unwrap(), 6000);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = BaseManager::new(manager.address().clone())
+            .connect_async()
+            .await
+            .unwrap();
+        assert!(client.connection().uses_shared_memory());
+        let bench = Arc::new(client.create(&BENCH_ASYNC, ()).await.unwrap());
+        let napper = client.create(&BENCH_ASYNC, ()).await.unwrap();
+        let napping = tokio::spawn(async move { napper.nap(6000).await.unwrap() });
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let bench = bench.clone();
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        bench.add(1).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(
+            !napping.is_finished(),
+            "the tasks' calls did not wait for the nap"
+        );
+        assert_eq!(bench.get().await.unwrap(), 1600);
+        assert_eq!(napping.await.unwrap(), 6000);
+    });
+}
+
+/// A call that misses its deadline fails with a timeout, the server is told to cancel it, and
+/// the connection goes on; an async call given up on is cancelled on the server.
+fn deadlines_fire_and_cancelled_calls_stop() {
+    let socket = TempPath::socket("shm-deadline");
+    let manager = start(&socket, ServerConfig::default());
+    let bench = manager.create(&BENCH, ()).unwrap();
+    let began = Instant::now();
+    let timed = bench.clone().with_timeout(Duration::from_millis(200));
+    match timed.sleep(3000) {
+        Err(Error::Timeout(_)) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(
+        began.elapsed() < Duration::from_millis(2500),
+        "the call did not wait for the 3 s body"
+    );
+    assert_eq!(bench.add(5).unwrap(), 5, "the connection goes on");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = BaseManager::new(manager.address().clone())
+            .connect_async()
+            .await
+            .unwrap();
+        let bench = client.create(&BENCH_ASYNC, ()).await.unwrap();
+        let gave_up = tokio::time::timeout(Duration::from_millis(200), bench.nap(30_000)).await;
+        assert!(gave_up.is_err(), "the nap did not end by itself");
+        common::wait_until_async("the server cancels the abandoned nap", || async {
+            let info = client.debug_info().await.map_err(|e| e.to_string())?;
+            match info.running.iter().any(|c| c.method == "nap") {
+                false => Ok(()),
+                true => Err("still running".to_string()),
+            }
+        })
+        .await;
+        assert_eq!(bench.add(1).await.unwrap(), 1);
+    });
+}
+
+/// What the doomed client shares with the parent.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Shared {
+    lock: Token,
+    log: Token,
+}
+
+/// Connects through shared memory, takes the lock, makes objects of its own, says so in the
+/// log, then waits in a call until it is killed.
+#[manager::entry]
+fn doomed(address: Address, shared: Shared) -> manager::Result<()> {
+    let manager = BaseManager::new(address).connect()?;
+    if !manager.connection().uses_shared_memory() {
+        return Err(Error::Process("not through shared memory".into()));
+    }
+    let lock: manager::sync::LockBlockingProxy = manager.attach(&shared.lock)?;
+    let log: manager::sync::ListBlockingProxy<String> = manager.attach(&shared.log)?;
+    let mine: Vec<_> = (0..10)
+        .map(|_| manager.create(&BENCH, ()))
+        .collect::<Result<_, _>>()?;
+    lock.acquire()?;
+    log.append(&"holding".to_string())?;
+    mine[0].sleep(3_600_000)?;
+    Ok(())
+}
+
+/// A client killed with SIGKILL in the middle of a call: the server sees its socket end,
+/// releases its objects and its lock, and lets go of its memory (while the call it was in
+/// still runs: a body cannot be interrupted, its reply goes nowhere).
+fn a_client_killed_mid_call_releases_its_objects_and_locks() {
+    let socket = TempPath::socket("shm-kill");
+    let manager = start(&socket, ServerConfig::default());
+    let pid = server_pid(&manager);
+    let lock = manager.lock().unwrap();
+    let log = manager.list::<String>(&[]).unwrap();
+    let shared = Shared {
+        lock: lock.base().token().clone(),
+        log: log.base().token().clone(),
+    };
+    let baseline = manager.number_of_objects().unwrap();
+    let mut child = ChildGuard(
+        Process::spawn(doomed, (manager.address().clone(), shared)).expect("cannot spawn"),
+    );
+    wait_until("the client holds the lock", || match log.len() {
+        Ok(1) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    assert!(lock.locked().unwrap());
+    assert_eq!(manager.number_of_objects().unwrap(), baseline + 10);
+    assert_eq!(connection_memories(pid), 2);
+    child.0.kill().unwrap();
+    child.join();
+    wait_until("the server releases what the client held", || {
+        let objects = manager.number_of_objects().map_err(|e| e.to_string())?;
+        let locked = lock.locked().map_err(|e| e.to_string())?;
+        match (objects == baseline, locked, connection_memories(pid)) {
+            (true, false, 1) => Ok(()),
+            state => Err(format!("objects {objects}, state {state:?}")),
+        }
+    });
+    assert!(lock.try_acquire().unwrap(), "the lock is free again");
+    lock.release().unwrap();
+}
+
+/// A client that runs the handshake and takes the memory, then writes what it likes into it.
+struct Hostile {
+    socket: std::os::unix::net::UnixStream,
+    base: *mut u8,
+    len: usize,
+}
+
+/// Where the server's layout puts things (`transport::shm`): the request ring's header and
+/// data, and the reply ring's header.
+const REQUESTS: usize = 256;
+const REPLIES: usize = 512;
+const REQUEST_DATA: usize = 4096;
+/// In a ring's header: the producer's index, the consumer's, the data futex.
+const HEAD: usize = 0;
+const TAIL: usize = 64;
+const DATA_SEQ: usize = 128;
+
+impl Hostile {
+    fn connect(address: &Address) -> Hostile {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Address::Unix(path) = address else {
+            panic!("a Unix address")
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let stream = runtime.block_on(async {
+            let mut stream = tokio::net::UnixStream::connect(path).await.unwrap();
+            manager::auth::client_handshake(&mut stream, &manager::process::authkey())
+                .await
+                .unwrap();
+            let len = stream.read_u32().await.unwrap();
+            let mut welcome = vec![0; len as usize];
+            stream.read_exact(&mut welcome).await.unwrap();
+            let mut frame = vec![0; 4];
+            let ping = manager::wire::Request::Control {
+                id: 1,
+                op: manager::wire::Control::Ping,
+            };
+            frame.extend(postcard::to_stdvec(&ping).unwrap());
+            let hello = manager::wire::Hello {
+                features: manager::wire::features::SHARED_MEMORY,
+            };
+            frame.extend(postcard::to_stdvec(&hello).unwrap());
+            let body = (frame.len() - 4) as u32;
+            frame[..4].copy_from_slice(&body.to_be_bytes());
+            stream.write_all(&frame).await.unwrap();
+            let len = stream.read_u32().await.unwrap();
+            let mut answer = vec![0; len as usize];
+            stream.read_exact(&mut answer).await.unwrap();
+            stream.into_std().unwrap()
+        });
+        stream.set_nonblocking(false).unwrap();
+        // The descriptors, with the one byte they come with.
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 16];
+        // SAFETY: a zeroed msghdr is valid; its pointers are set to live buffers below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: `msg` points to live buffers of the sizes it says.
+        let got = unsafe { libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) };
+        assert_eq!(got, 1, "the memory comes with one byte");
+        // SAFETY: the kernel filled one SCM_RIGHTS message in `control`.
+        let fds: Vec<OwnedFd> = unsafe {
+            let header = libc::CMSG_FIRSTHDR(&msg);
+            assert!(!header.is_null(), "descriptors came");
+            let data = libc::CMSG_DATA(header).cast::<i32>();
+            let count = ((*header).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+            (0..count)
+                .map(|i| OwnedFd::from_raw_fd(data.add(i).read_unaligned()))
+                .collect()
+        };
+        assert_eq!(fds.len(), 4, "the memory and three eventfds");
+        let memory = std::fs::File::from(fds.into_iter().next().unwrap());
+        let len = memory.metadata().unwrap().len() as usize;
+        // SAFETY: a shared mapping of the whole memory, unmapped in Drop.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                memory.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // A sealed size: the client cannot shrink the memory under the server.
+        assert!(memory.set_len(4096).is_err(), "the size is sealed");
+        Hostile {
+            socket: stream,
+            base: base.cast(),
+            len,
+        }
+    }
+
+    fn put_u64(&self, at: usize, value: u64) {
+        // SAFETY: inside the mapping, aligned.
+        unsafe { (self.base.add(at) as *mut u64).write_volatile(value) }
+    }
+
+    fn put_bytes(&self, at: usize, bytes: &[u8]) {
+        // SAFETY: inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(at), bytes.len()) }
+    }
+
+    /// Wakes the server's reader thread, asleep on the request ring's futex.
+    fn wake(&self) {
+        let word = REQUESTS + DATA_SEQ;
+        // SAFETY: inside the mapping, aligned; a futex wake of a shared word.
+        unsafe {
+            let ptr = self.base.add(word) as *mut u32;
+            ptr.write_volatile(ptr.read_volatile().wrapping_add(1));
+            libc::syscall(libc::SYS_futex, ptr, libc::FUTEX_WAKE, i32::MAX);
+        }
+    }
+
+    /// Whether the server closed the socket within the test's bound.
+    fn dropped(&mut self) -> bool {
+        use std::io::Read;
+        self.socket.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+        let mut buf = [0u8; 16];
+        matches!(self.socket.read(&mut buf), Ok(0))
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `connect` with this length.
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// What a hostile client writes into its memory.
+type Scribble = Box<dyn Fn(&Hostile)>;
+
+/// A frame of the native protocol: length, then `body`.
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    frame
+}
+
+/// Clients that write garbage into their memory (indices that cannot be, a frame longer than
+/// the limit, bytes that are no request, a reply ring's read index moved under the server):
+/// the server drops each of them, and serves a well-behaved client all along.
+fn a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served() {
+    let socket = TempPath::socket("shm-hostile");
+    let manager = start(&socket, ServerConfig::default());
+    let pid = server_pid(&manager);
+    let bench = manager.create(&BENCH, ()).unwrap();
+    let mut total = 0;
+    let mut calls = |n: i64| {
+        for _ in 0..n {
+            total += 1;
+            assert_eq!(bench.add(1).unwrap(), total, "the good client is served");
+        }
+    };
+    calls(10);
+    let cases: Vec<(&str, Scribble)> = vec![
+        (
+            "a head index past the ring",
+            Box::new(|h| h.put_u64(REQUESTS + HEAD, 1 << 40)),
+        ),
+        (
+            "a head index behind the tail",
+            Box::new(|h| h.put_u64(REQUESTS + HEAD, u64::MAX - 5)),
+        ),
+        (
+            "a frame longer than the limit",
+            Box::new(|h| {
+                h.put_bytes(REQUEST_DATA, &[0xff; 8]);
+                h.put_u64(REQUESTS + HEAD, 8);
+            }),
+        ),
+        (
+            "a frame that is no request",
+            Box::new(|h| {
+                h.put_bytes(REQUEST_DATA, &frame(&[0xde, 0xad, 0xbe, 0xef, 0x99]));
+                h.put_u64(REQUESTS + HEAD, 9);
+            }),
+        ),
+        (
+            "a reply ring's read index moved past what was written",
+            Box::new(|h| {
+                h.put_u64(REPLIES + TAIL, 12_345);
+                // A ping, whose answer meets the bad index.
+                let ping = manager::wire::Request::Control {
+                    id: 7,
+                    op: manager::wire::Control::Ping,
+                };
+                let bytes = frame(&postcard::to_stdvec(&ping).unwrap());
+                h.put_bytes(REQUEST_DATA, &bytes);
+                h.put_u64(REQUESTS + HEAD, bytes.len() as u64);
+            }),
+        ),
+    ];
+    for (what, scribble) in cases {
+        let mut hostile = Hostile::connect(manager.address());
+        assert_eq!(
+            connection_memories(pid),
+            2,
+            "{what}: the hostile client's memory"
+        );
+        calls(5);
+        scribble(&hostile);
+        hostile.wake();
+        assert!(hostile.dropped(), "{what}: the server drops the connection");
+        calls(5);
+        wait_until(
+            "the server lets go of the hostile client's memory",
+            || match connection_memories(pid) {
+                1 => Ok(()),
+                n => Err(format!("{what}: {n} memories")),
+            },
+        );
+    }
+    // Garbage in the wait words alone only costs the server spurious wake-ups.
+    let hostile = Hostile::connect(manager.address());
+    for word in [REQUESTS + 128 + 4, REQUESTS + 192, REQUESTS + 192 + 4] {
+        // SAFETY: inside the mapping, aligned.
+        unsafe { (hostile.base.add(word) as *mut u32).write_volatile(0xdead_beef) };
+    }
+    hostile.wake();
+    calls(20);
+    drop(hostile);
+    wait_until(
+        "the last hostile client's connection ends",
+        || match manager.debug_info().map_err(|e| e.to_string())?.connections {
+            1 => Ok(()),
+            n => Err(format!("{n} connections")),
+        },
+    );
+}
+
+/// With shared memory off on the client, or refused by the server, or over TCP, the
+/// connection stays on its socket; the hello it sent first is counted in the session, so
+/// acknowledgements (every 64 replies) agree.
+fn the_socket_is_the_fallback_when_either_side_turns_shared_memory_off() {
+    let socket = TempPath::socket("shm-off");
+    let manager = start(&socket, ServerConfig::default());
+    let pid = server_pid(&manager);
+    let off = connect(&manager, false);
+    assert!(!off.connection().uses_shared_memory());
+    assert_eq!(connection_memories(pid), 1, "only the first connection's");
+    let bench = off.create(&BENCH, ()).unwrap();
+    for i in 1..=300 {
+        assert_eq!(bench.add(1).unwrap(), i);
+    }
+
+    let socket = TempPath::socket("shm-refused");
+    let mut config = ServerConfig::default();
+    config.shared_memory = false;
+    let refusing = start(&socket, config);
+    assert!(!refusing.connection().uses_shared_memory());
+    assert_eq!(connection_memories(server_pid(&refusing)), 0);
+    let bench = refusing.create(&BENCH, ()).unwrap();
+    for i in 1..=300 {
+        assert_eq!(bench.add(1).unwrap(), i);
+    }
+    let big = vec![3u8; 5 << 20];
+    assert_eq!(bench.echo(big.clone()).unwrap(), big);
+
+    let tcp = BaseManager::new(Address::local_tcp())
+        .start(registry)
+        .expect("cannot start the server");
+    assert!(!tcp.connection().uses_shared_memory());
+    assert_eq!(tcp.create(&BENCH, ()).unwrap().add(2).unwrap(), 2);
+}
+
+fn main() {
+    manager::init();
+    common::run_tests(vec![
+        case!(a_tour_like_workload_goes_through_shared_memory_and_leaves_nothing),
+        case!(calls_from_threads_and_tasks_are_multiplexed_through_the_rings),
+        case!(deadlines_fire_and_cancelled_calls_stop),
+        case!(a_client_killed_mid_call_releases_its_objects_and_locks),
+        case!(a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served),
+        case!(the_socket_is_the_fallback_when_either_side_turns_shared_memory_off),
+    ]);
+}
