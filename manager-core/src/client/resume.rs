@@ -35,7 +35,9 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{background_runtime, direct, keep_alive, read_plain, read_responses, Connection, Inner};
+use super::{
+    background_runtime, direct, keep_alive, read_plain, read_responses, Connection, Inner,
+};
 use crate::address::Address;
 use crate::auth::{AuthKey, SessionKeys};
 use crate::error::Error;

@@ -15,11 +15,11 @@ use bytes::Bytes;
 use foldhash::HashMap as FastMap;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use super::in_flight::InFlight;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{runs_factory, Work};
+use super::in_flight::InFlight;
 use super::{panic_message, Args, State};
 use crate::context::{Cleanup, Host, Retained};
 use crate::error::{Error, RemoteError, RemoteErrorKind};

@@ -19,12 +19,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::FutureExt;
-use super::in_flight::Permit;
-use super::workers::{Boxed, Run};
 
 use super::activity::{Activity, Ticket};
 use super::connection::Connection;
+use super::in_flight::Permit;
 use super::reply::Finished;
+use super::workers::{Boxed, Run};
 use super::{dispatch_error, panic_message, Args};
 use crate::context::CallContext;
 use crate::error::{RemoteError, RemoteErrorKind};
