@@ -162,8 +162,9 @@ where
         }
         got += n;
     }
-    let len = match i32::from_be_bytes(header) {
-        -1 => {
+    let len = match short_length(header)? {
+        Some(len) => len,
+        None => {
             let mut long = [0u8; 8];
             reader
                 .read_exact(&mut long)
@@ -171,17 +172,8 @@ where
                 .map_err(|e| eof(e, "a frame header"))?;
             u64::from_be_bytes(long)
         }
-        n if n < 0 => {
-            return Err(Error::Protocol(format!("negative frame length {n}")));
-        }
-        n => n as u64,
     };
-    if len > max as u64 {
-        return Err(Error::Protocol(format!(
-            "frame of {len} bytes exceeds the limit of {max} bytes"
-        )));
-    }
-    let len = len as usize;
+    let len = within_limit(len, max)?;
     on_header(len);
     let mut payload = Vec::with_capacity(len.min(64 * 1024));
     (&mut *reader)
@@ -245,25 +237,17 @@ where
         }
         got += n;
     }
-    let len = match i32::from_be_bytes(header) {
-        -1 => {
+    let len = match short_length(header)? {
+        Some(len) => len,
+        None => {
             let mut long = [0u8; 8];
             reader
                 .read_exact(&mut long)
                 .map_err(|e| eof(e, "a frame header"))?;
             u64::from_be_bytes(long)
         }
-        n if n < 0 => {
-            return Err(Error::Protocol(format!("negative frame length {n}")));
-        }
-        n => n as u64,
     };
-    if len > max as u64 {
-        return Err(Error::Protocol(format!(
-            "frame of {len} bytes exceeds the limit of {max} bytes"
-        )));
-    }
-    let len = len as usize;
+    let len = within_limit(len, max)?;
     on_header(len);
     let mut payload = Vec::with_capacity(len.min(64 * 1024));
     Read::take(&mut *reader, len as u64).read_to_end(&mut payload)?;
@@ -615,6 +599,26 @@ where
     pub fn into_inner(self) -> S {
         self.stream
     }
+}
+
+/// The length a frame's 4-byte header gives; `None` when it is -1, for an 8-byte length that
+/// follows (frames of 2 GiB and more).
+fn short_length(header: [u8; 4]) -> Result<Option<u64>, Error> {
+    match i32::from_be_bytes(header) {
+        -1 => Ok(None),
+        n if n < 0 => Err(Error::Protocol(format!("negative frame length {n}"))),
+        n => Ok(Some(n as u64)),
+    }
+}
+
+/// `len` as a frame length, if it is within `max`.
+fn within_limit(len: u64, max: usize) -> Result<usize, Error> {
+    if len > max as u64 {
+        return Err(Error::Protocol(format!(
+            "frame of {len} bytes exceeds the limit of {max} bytes"
+        )));
+    }
+    Ok(len as usize)
 }
 
 #[cfg(test)]

@@ -129,11 +129,7 @@ impl Connection {
         let max_queued = self.state.config.max_queued_reply_bytes as u64;
         // A client pings when it has nothing to say; one silent for `liveness` is gone. The
         // timer is re-armed only when it fires (a frame just notes the time).
-        let liveness = self
-            .state
-            .config
-            .liveness_timeout
-            .max(Duration::from_millis(100));
+        let liveness = self.liveness();
         let mut last_heard = tokio::time::Instant::now();
         let silence = tokio::time::sleep(liveness);
         tokio::pin!(silence);
@@ -199,6 +195,15 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// How long the client may be silent before it is taken for vanished
+    /// (`ServerConfig::liveness_timeout`, at least 100 ms).
+    pub(super) fn liveness(&self) -> Duration {
+        self.state
+            .config
+            .liveness_timeout
+            .max(Duration::from_millis(100))
     }
 
     /// Handles one request. An error closes the connection (the client broke the protocol).

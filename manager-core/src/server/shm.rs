@@ -11,7 +11,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::runtime::Handle;
@@ -135,11 +135,7 @@ impl Connection {
         let mut decoder = wire::frame_codec(self.state.config.max_frame);
         let mut inbox = BytesMut::new();
         let max_queued = self.state.config.max_queued_reply_bytes as u64;
-        let liveness = self
-            .state
-            .config
-            .liveness_timeout
-            .max(Duration::from_millis(100));
+        let liveness = self.liveness();
         let mut last_heard = Instant::now();
         let mut received = 0u64;
         loop {
