@@ -309,30 +309,20 @@ impl BarrierProxy {
     }
 
     /// Puts the barrier back to its empty state; waiters present get a `BrokenBarrier` error.
-    pub async fn reset(&self) -> Result<(), Error> {
-        self.0.raw.reset().await
-    }
+    pub async fn reset(&self) -> Result<(), Error>;
 
     /// Breaks the barrier: waiters present and future get a `BrokenBarrier` error until
     /// [`reset`](BarrierProxy::reset).
-    pub async fn abort(&self) -> Result<(), Error> {
-        self.0.raw.abort().await
-    }
+    pub async fn abort(&self) -> Result<(), Error>;
 
     /// The number of waiters needed to trip the barrier.
-    pub async fn parties(&self) -> Result<u64, Error> {
-        self.0.raw.parties().await
-    }
+    pub async fn parties(&self) -> Result<u64, Error>;
 
     /// The number of waiters in the round being filled.
-    pub async fn n_waiting(&self) -> Result<u64, Error> {
-        self.0.raw.n_waiting().await
-    }
+    pub async fn n_waiting(&self) -> Result<u64, Error>;
 
     /// Whether the barrier is broken.
-    pub async fn broken(&self) -> Result<bool, Error> {
-        self.0.raw.broken().await
-    }
+    pub async fn broken(&self) -> Result<bool, Error>;
 }
 
 builtin_proxy! {
@@ -373,16 +363,10 @@ impl crate::manager::BlockingManager {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::task::Poll;
 
     use super::*;
-
-    fn poll<F: Future>(future: &mut Pin<Box<F>>) -> Poll<F::Output> {
-        let waker = futures::task::noop_waker();
-        future.as_mut().poll(&mut Context::from_waker(&waker))
-    }
+    use crate::sync::wait::poll;
 
     fn barrier(parties: u64) -> BarrierObject {
         BarrierObject::new((parties, None)).unwrap()

@@ -435,34 +435,22 @@ macro_rules! queue_methods {
             }
 
             /// The number of items (already out of date when it arrives, as in Python).
-            pub async fn qsize(&self) -> Result<u64, Error> {
-                self.0.raw.qsize().await
-            }
+            pub async fn qsize(&self) -> Result<u64, Error>;
 
             /// Whether the queue holds no item.
-            pub async fn empty(&self) -> Result<bool, Error> {
-                self.0.raw.empty().await
-            }
+            pub async fn empty(&self) -> Result<bool, Error>;
 
             /// Whether the queue has a limit and holds that many items.
-            pub async fn full(&self) -> Result<bool, Error> {
-                self.0.raw.full().await
-            }
+            pub async fn full(&self) -> Result<bool, Error>;
 
             /// The most items the queue holds; 0 for no limit.
-            pub async fn maxsize(&self) -> Result<u64, Error> {
-                self.0.raw.maxsize().await
-            }
+            pub async fn maxsize(&self) -> Result<u64, Error>;
 
             /// How many `get`s are waiting for an item in the server (not in Python).
-            pub async fn n_waiting_get(&self) -> Result<u64, Error> {
-                self.0.raw.n_waiting_get().await
-            }
+            pub async fn n_waiting_get(&self) -> Result<u64, Error>;
 
             /// How many `put`s are waiting for room in the server (not in Python).
-            pub async fn n_waiting_put(&self) -> Result<u64, Error> {
-                self.0.raw.n_waiting_put().await
-            }
+            pub async fn n_waiting_put(&self) -> Result<u64, Error>;
         }
     };
 }
@@ -474,15 +462,11 @@ queue_methods!(JoinableQueueProxy, JoinableQueueBlockingProxy);
 impl<T: Element> JoinableQueueProxy<T> {
     /// Marks one item taken from the queue as processed; a `Runtime` error ("task_done()
     /// called too many times") when every item put has already been marked.
-    pub async fn task_done(&self) -> Result<(), Error> {
-        self.0.raw.task_done().await
-    }
+    pub async fn task_done(&self) -> Result<(), Error>;
 
     /// Waits until every item put has been marked processed with
     /// [`task_done`](JoinableQueueProxy::task_done).
-    pub async fn join(&self) -> Result<(), Error> {
-        self.0.raw.join().await
-    }
+    pub async fn join(&self) -> Result<(), Error>;
 }
 
 builtin_proxy! {
@@ -545,16 +529,10 @@ impl crate::manager::BlockingManager {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::task::Poll;
 
     use super::*;
-
-    fn poll<F: Future>(future: &mut Pin<Box<F>>) -> Poll<F::Output> {
-        let waker = futures::task::noop_waker();
-        future.as_mut().poll(&mut Context::from_waker(&waker))
-    }
+    use crate::sync::wait::poll;
 
     #[test]
     fn a_dropped_woken_getter_takes_nothing_and_passes_the_wake_up_on() {

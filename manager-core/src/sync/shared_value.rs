@@ -201,14 +201,10 @@ pub struct ArrayProxy<T>(Typed<T, ArrayObjectRawProxy>);
 #[crate::blocking_twin(ArrayBlockingProxy)]
 impl<T: Element> ArrayProxy<T> {
     /// The number of items (fixed at creation).
-    pub async fn len(&self) -> Result<u64, Error> {
-        self.0.raw.len().await
-    }
+    pub async fn len(&self) -> Result<u64, Error>;
 
     /// Whether the array has no items.
-    pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.raw.is_empty().await
-    }
+    pub async fn is_empty(&self) -> Result<bool, Error>;
 
     /// The item at `index` (negative counts from the end); an `Index` error out of range.
     pub async fn get(&self, index: i64) -> Result<T, Error> {
@@ -235,4 +231,18 @@ builtin_proxy! {
     ArrayProxy<T> for ArrayObject,
     /// A fixed-length shared array of `T` (Python's `Array`), with blocking methods.
     ArrayBlockingProxy
+}
+
+/// Registers `Value` and `Array` under their typeids.
+pub(crate) fn register(registry: &mut crate::registry::Registry) -> Result<(), Error> {
+    use crate::registry::Register;
+    registry.register(Register::factory_with_context(
+        typeids::VALUE,
+        ValueObject::new,
+    ))?;
+    registry.register(Register::factory_with_context(
+        typeids::ARRAY,
+        ArrayObject::new,
+    ))?;
+    Ok(())
 }
