@@ -381,23 +381,10 @@ impl ConditionBlockingProxy {
     }
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared condition variable with a re-entrant lock of its own (Python's
     /// `manager.Condition()`).
-    pub async fn condition(&self) -> Result<ConditionProxy, Error> {
-        self.create_dynamic(typeids::CONDITION, ())
-            .await
-            .map(Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared condition variable with a re-entrant lock of its own (Python's
-    /// `manager.Condition()`).
-    pub fn condition(&self) -> Result<ConditionBlockingProxy, Error> {
-        self.create_dynamic(typeids::CONDITION, ())
-            .map(Proxy::from_base)
-    }
+    fn condition() -> ConditionProxy, ConditionBlockingProxy = typeids::CONDITION, ();
 }
 
 /// Registers `Condition` under its typeid.

@@ -166,19 +166,7 @@ builtin_proxy! {
     EventBlockingProxy
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared event, clear (Python: `manager.Event()`).
-    pub async fn event(&self) -> Result<EventProxy, Error> {
-        self.create_dynamic(typeids::EVENT, ())
-            .await
-            .map(crate::proxy::Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared event, clear (Python: `manager.Event()`).
-    pub fn event(&self) -> Result<EventBlockingProxy, Error> {
-        self.create_dynamic(typeids::EVENT, ())
-            .map(crate::proxy::Proxy::from_base)
-    }
+    fn event() -> EventProxy, EventBlockingProxy = typeids::EVENT, ();
 }

@@ -475,6 +475,35 @@ impl ListObject {
 /// A shared list of `T` (Python's `ListProxy`), with async methods.
 pub struct ListProxy<T>(Typed<T, ListObjectRawProxy>);
 
+/// The methods a list shares with an array, whose raw proxies both have `len`, `is_empty`,
+/// `getitem` and `setitem`, on `$proxy` and its blocking twin.
+macro_rules! indexed_methods {
+    ($proxy:ident, $blocking:ident) => {
+        #[crate::blocking_twin($blocking)]
+        impl<T: Element> $proxy<T> {
+            /// The number of items.
+            pub async fn len(&self) -> Result<u64, Error>;
+
+            /// Whether there are no items.
+            pub async fn is_empty(&self) -> Result<bool, Error>;
+
+            /// The item at `index` (negative counts from the end); an `Index` error out of
+            /// range.
+            pub async fn get(&self, index: i64) -> Result<T, Error> {
+                self.0.decode(self.0.raw.getitem(index).await?)
+            }
+
+            /// Replaces the item at `index`.
+            pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
+                self.0.raw.setitem(index, encode(item)?).await
+            }
+        }
+    };
+}
+pub(crate) use indexed_methods;
+
+indexed_methods!(ListProxy, ListBlockingProxy);
+
 #[crate::blocking_twin(ListBlockingProxy)]
 impl<T: Element> ListProxy<T> {
     /// Appends `item`.
@@ -515,22 +544,6 @@ impl<T: Element> ListProxy<T> {
     /// How many items equal `item`.
     pub async fn count(&self, item: &T) -> Result<u64, Error> {
         self.0.raw.count(encode(item)?).await
-    }
-
-    /// The number of items.
-    pub async fn len(&self) -> Result<u64, Error>;
-
-    /// Whether the list is empty.
-    pub async fn is_empty(&self) -> Result<bool, Error>;
-
-    /// The item at `index` (negative counts from the end).
-    pub async fn get(&self, index: i64) -> Result<T, Error> {
-        self.0.decode(self.0.raw.getitem(index).await?)
-    }
-
-    /// Replaces the item at `index`.
-    pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
-        self.0.raw.setitem(index, encode(item)?).await
     }
 
     /// Removes the item at `index`.

@@ -443,33 +443,12 @@ lock_proxies! {
     with = " (Python's `with rlock:`).";
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared lock (Python's `manager.Lock()`).
-    pub async fn lock(&self) -> Result<LockProxy, Error> {
-        self.create_dynamic(typeids::LOCK, ())
-            .await
-            .map(Proxy::from_base)
-    }
+    fn lock() -> LockProxy, LockBlockingProxy = typeids::LOCK, ();
 
     /// A new shared re-entrant lock (Python's `manager.RLock()`).
-    pub async fn rlock(&self) -> Result<RLockProxy, Error> {
-        self.create_dynamic(typeids::RLOCK, ())
-            .await
-            .map(Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared lock (Python's `manager.Lock()`).
-    pub fn lock(&self) -> Result<LockBlockingProxy, Error> {
-        self.create_dynamic(typeids::LOCK, ()).map(Proxy::from_base)
-    }
-
-    /// A new shared re-entrant lock (Python's `manager.RLock()`).
-    pub fn rlock(&self) -> Result<RLockBlockingProxy, Error> {
-        self.create_dynamic(typeids::RLOCK, ())
-            .map(Proxy::from_base)
-    }
+    fn rlock() -> RLockProxy, RLockBlockingProxy = typeids::RLOCK, ();
 }
 
 /// Registers `Lock` and `RLock` under their typeids.

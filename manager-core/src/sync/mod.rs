@@ -178,6 +178,35 @@ impl Stored {
     }
 }
 
+/// Declares, for each built-in type, the method of [`Manager`](crate::Manager) (async) and
+/// of [`BlockingManager`](crate::BlockingManager) (blocking) that creates one, with the same
+/// docs: `fn name<T: Bound>(arguments) -> XProxy, XBlockingProxy = typeid, create arguments;`.
+macro_rules! constructors {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident $(<$g:ident: $bound:path>)? ($($arg:ident: $ty:ty),*)
+            -> $proxy:ty, $blocking:ty = $typeid:expr, $args:expr;
+    )*) => {
+        impl $crate::manager::Manager {$(
+            $(#[$doc])*
+            pub async fn $name $(<$g: $bound>)? (&self $(, $arg: $ty)*) -> Result<$proxy, Error> {
+                self.create_dynamic($typeid, $args)
+                    .await
+                    .map($crate::proxy::Proxy::from_base)
+            }
+        )*}
+
+        impl $crate::manager::BlockingManager {$(
+            $(#[$doc])*
+            pub fn $name $(<$g: $bound>)? (&self $(, $arg: $ty)*) -> Result<$blocking, Error> {
+                self.create_dynamic($typeid, $args)
+                    .map($crate::proxy::Proxy::from_base)
+            }
+        )*}
+    };
+}
+pub(crate) use constructors;
+
 /// Converts the items a Rust factory or method gives a built-in object into values: plain
 /// values only, as the references a proxy inside one needs are taken for a call's connection
 /// (from a method that has a `&CallContext`, use the object's `new`).

@@ -487,44 +487,16 @@ fn maxsize_arg(maxsize: u64) -> i64 {
     i64::try_from(maxsize).unwrap_or(i64::MAX)
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared queue holding at most `maxsize` items, 0 for no limit (Python:
     /// `manager.Queue(maxsize)`).
-    pub async fn queue<T: Element>(&self, maxsize: u64) -> Result<QueueProxy<T>, Error> {
-        self.create_dynamic(typeids::QUEUE, (maxsize_arg(maxsize),))
-            .await
-            .map(crate::proxy::Proxy::from_base)
-    }
+    fn queue<T: Element>(maxsize: u64) -> QueueProxy<T>, QueueBlockingProxy<T>
+        = typeids::QUEUE, (maxsize_arg(maxsize),);
 
     /// A new shared joinable queue holding at most `maxsize` items, 0 for no limit (Python:
     /// `manager.JoinableQueue(maxsize)`).
-    pub async fn joinable_queue<T: Element>(
-        &self,
-        maxsize: u64,
-    ) -> Result<JoinableQueueProxy<T>, Error> {
-        self.create_dynamic(typeids::JOINABLE_QUEUE, (maxsize_arg(maxsize),))
-            .await
-            .map(crate::proxy::Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared queue holding at most `maxsize` items, 0 for no limit (Python:
-    /// `manager.Queue(maxsize)`).
-    pub fn queue<T: Element>(&self, maxsize: u64) -> Result<QueueBlockingProxy<T>, Error> {
-        self.create_dynamic(typeids::QUEUE, (maxsize_arg(maxsize),))
-            .map(crate::proxy::Proxy::from_base)
-    }
-
-    /// A new shared joinable queue holding at most `maxsize` items, 0 for no limit (Python:
-    /// `manager.JoinableQueue(maxsize)`).
-    pub fn joinable_queue<T: Element>(
-        &self,
-        maxsize: u64,
-    ) -> Result<JoinableQueueBlockingProxy<T>, Error> {
-        self.create_dynamic(typeids::JOINABLE_QUEUE, (maxsize_arg(maxsize),))
-            .map(crate::proxy::Proxy::from_base)
-    }
+    fn joinable_queue<T: Element>(maxsize: u64) -> JoinableQueueProxy<T>, JoinableQueueBlockingProxy<T>
+        = typeids::JOINABLE_QUEUE, (maxsize_arg(maxsize),);
 }
 
 #[cfg(test)]
@@ -533,6 +505,16 @@ mod tests {
 
     use super::*;
     use crate::sync::wait::poll;
+
+    type Putter<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), i32>> + 'a>>;
+
+    /// Fills `core`, of one slot, with 1, and starts a put of 2 that waits for room.
+    fn waiting_putter(core: &QueueCore<i32>) -> Putter<'_> {
+        assert!(core.try_put(1).is_ok());
+        let mut putter: Putter<'_> = Box::pin(core.put(2, true, None));
+        assert!(poll(&mut putter).is_pending());
+        putter
+    }
 
     #[test]
     fn a_dropped_woken_getter_takes_nothing_and_passes_the_wake_up_on() {
@@ -558,9 +540,7 @@ mod tests {
     #[test]
     fn a_dropped_waiting_putter_puts_nothing() {
         let core = QueueCore::<i32>::new(1);
-        assert!(core.try_put(1).is_ok());
-        let mut putter = Box::pin(core.put(2, true, None));
-        assert!(poll(&mut putter).is_pending());
+        let putter = waiting_putter(&core);
         assert_eq!(core.putters.load(Ordering::SeqCst), 1);
         drop(putter);
         assert_eq!(core.putters.load(Ordering::SeqCst), 0);
@@ -571,9 +551,7 @@ mod tests {
     #[test]
     fn a_waiting_putter_fills_the_freed_slot() {
         let core = QueueCore::<i32>::new(1);
-        assert!(core.try_put(1).is_ok());
-        let mut putter = Box::pin(core.put(2, true, None));
-        assert!(poll(&mut putter).is_pending());
+        let mut putter = waiting_putter(&core);
         assert_eq!(core.try_get(), Some(1));
         assert_eq!(poll(&mut putter), Poll::Ready(Ok(())));
         assert_eq!(core.try_get(), Some(2));

@@ -281,36 +281,15 @@ semaphore_proxy! {
     "Gives a permit back; an `InvalidValue` error (\"Semaphore released too many times\") when the value would exceed its initial value."
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared semaphore with `value` permits (Python's `manager.Semaphore(value)`).
-    pub async fn semaphore(&self, value: u64) -> Result<SemaphoreProxy, Error> {
-        self.create_dynamic(typeids::SEMAPHORE, (value,))
-            .await
-            .map(Proxy::from_base)
-    }
+    fn semaphore(value: u64) -> SemaphoreProxy, SemaphoreBlockingProxy
+        = typeids::SEMAPHORE, (value,);
 
     /// A new shared bounded semaphore with `value` permits (Python's
     /// `manager.BoundedSemaphore(value)`).
-    pub async fn bounded_semaphore(&self, value: u64) -> Result<BoundedSemaphoreProxy, Error> {
-        self.create_dynamic(typeids::BOUNDED_SEMAPHORE, (value,))
-            .await
-            .map(Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared semaphore with `value` permits (Python's `manager.Semaphore(value)`).
-    pub fn semaphore(&self, value: u64) -> Result<SemaphoreBlockingProxy, Error> {
-        self.create_dynamic(typeids::SEMAPHORE, (value,))
-            .map(Proxy::from_base)
-    }
-
-    /// A new shared bounded semaphore with `value` permits (Python's
-    /// `manager.BoundedSemaphore(value)`).
-    pub fn bounded_semaphore(&self, value: u64) -> Result<BoundedSemaphoreBlockingProxy, Error> {
-        self.create_dynamic(typeids::BOUNDED_SEMAPHORE, (value,))
-            .map(Proxy::from_base)
-    }
+    fn bounded_semaphore(value: u64) -> BoundedSemaphoreProxy, BoundedSemaphoreBlockingProxy
+        = typeids::BOUNDED_SEMAPHORE, (value,);
 }
 
 /// Registers `Semaphore` and `BoundedSemaphore` under their typeids.

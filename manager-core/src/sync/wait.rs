@@ -159,7 +159,7 @@ pub(crate) async fn wait_until<T>(
 /// Polls `future` once, with a waker that does nothing: for the unit tests of the waiting
 /// types, which step waiters by hand.
 #[cfg(test)]
-pub(crate) fn poll<F: std::future::Future>(
+pub(crate) fn poll<F: std::future::Future + ?Sized>(
     future: &mut std::pin::Pin<Box<F>>,
 ) -> std::task::Poll<F::Output> {
     let waker = futures::task::noop_waker();
