@@ -13,6 +13,9 @@
 //! | [`Checked<T, E>`] | `Result<T, E>`, `E` [`RemoteError`] by default | `T`, the error as an [`Error`] |
 //! | [`Dynamic`] | anything | a [`CallResult`]: the value undecoded, or a proxy |
 //!
+//! [`Fallible`] and [`MappedFallible`] are one shape, [`OrRaised<S, E>`]: a reply the method
+//! raised is its `Err(E)`, any other reply is read as the shape `S` reads it.
+//!
 //! Each is a type-level name only; none is ever built.
 
 use std::marker::PhantomData;
