@@ -22,7 +22,7 @@ type FactoryFn = Arc<
     dyn Fn(
             &mut dyn erased_serde::Deserializer<'_>,
             &CallContext,
-        ) -> Result<Arc<dyn Referent>, FactoryError>
+        ) -> Result<Referent, FactoryError>
         + Send
         + Sync,
 >;
@@ -35,13 +35,13 @@ pub(crate) enum FactoryError {
     Refused(RemoteError),
 }
 type ConvertFn =
-    Arc<dyn Fn(Box<dyn Any + Send>) -> Result<Arc<dyn Referent>, String> + Send + Sync>;
+    Arc<dyn Fn(Box<dyn Any + Send>) -> Result<Referent, String> + Send + Sync>;
 
 /// How clients get objects of a typeid.
 #[derive(Clone)]
 pub(crate) enum Source {
     /// One object shared by every client (Python's `callable=lambda: obj`).
-    Shared(Arc<dyn Referent>),
+    Shared(Referent),
     /// A constructor called for every create, with the client's arguments.
     Factory(FactoryFn),
     /// No constructor: objects only come from `method_to_typeid` results.
