@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use manager::__private::{DispatchError, Outcome, Shared};
+use manager::__private::{DispatchError, Handle, Outcome, Shared};
 use manager::value::Value;
 use manager::CallContext;
 use serde::{Deserialize, Serialize};

@@ -19,10 +19,7 @@ use crate::error::{Error, RemoteError};
 use crate::object::{decode_args, referent, MethodDesc, Referent, Shared};
 
 type FactoryFn = Arc<
-    dyn Fn(
-            &mut dyn erased_serde::Deserializer<'_>,
-            &CallContext,
-        ) -> Result<Referent, FactoryError>
+    dyn Fn(&mut dyn erased_serde::Deserializer<'_>, &CallContext) -> Result<Referent, FactoryError>
         + Send
         + Sync,
 >;
@@ -34,8 +31,7 @@ pub(crate) enum FactoryError {
     /// The factory refused the arguments.
     Refused(RemoteError),
 }
-type ConvertFn =
-    Arc<dyn Fn(Box<dyn Any + Send>) -> Result<Referent, String> + Send + Sync>;
+type ConvertFn = Arc<dyn Fn(Box<dyn Any + Send>) -> Result<Referent, String> + Send + Sync>;
 
 /// How clients get objects of a typeid.
 #[derive(Clone)]

@@ -242,9 +242,7 @@ impl<T: Shared> Handle<T> {
 
     /// A read hold, if no writer holds the lock and nobody waits for it.
     pub fn try_read(&self) -> Option<ReadGuard<'_, T>> {
-        self.lock()
-            .try_read()
-            .then_some(ReadGuard { handle: self })
+        self.lock().try_read().then_some(ReadGuard { handle: self })
     }
 
     /// The lock alone, if it is free.

@@ -35,10 +35,94 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::ops::DerefMut;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+#[cfg(test)]
+mod model;
+
+/// The primitives the lock is made of: the server's ([`Real`]), or the model check's.
+pub(crate) trait Prims: Sized + 'static {
+    /// The lock word (an `AtomicU32`).
+    type Word: Word;
+    /// A mutex (for a shard of the wait table, and for each waiter's state).
+    type Mutex<T: Send>: Lock<T>;
+    /// The wait table's shards.
+    fn parking() -> &'static [Self::Mutex<Vec<Queue<Self>>>];
+}
+
+/// An atomic `u32`, as the lock uses it.
+pub(crate) trait Word: Send + Sync {
+    fn load(&self, order: Ordering) -> u32;
+    fn store(&self, value: u32, order: Ordering);
+    fn compare_exchange(&self, old: u32, new: u32, ok: Ordering, err: Ordering)
+        -> Result<u32, u32>;
+    fn fetch_add(&self, value: u32, order: Ordering) -> u32;
+    fn fetch_and(&self, value: u32, order: Ordering) -> u32;
+}
+
+/// A mutex, as the lock uses it.
+pub(crate) trait Lock<T>: Send + Sync {
+    fn new(value: T) -> Self;
+    fn lock(&self) -> impl DerefMut<Target = T> + '_;
+}
+
+/// The server's primitives: std's atomic, parking_lot's mutex, a static wait table.
+#[derive(Debug)]
+pub(crate) struct Real;
+
+/// The wait table: per shard, the queues of the objects of that shard that someone waits for.
+static PARKING: [parking_lot::Mutex<Vec<Queue<Real>>>; SHARDS] =
+    [const { parking_lot::Mutex::new(Vec::new()) }; SHARDS];
+
+impl Prims for Real {
+    type Word = std::sync::atomic::AtomicU32;
+    type Mutex<T: Send> = parking_lot::Mutex<T>;
+    fn parking() -> &'static [parking_lot::Mutex<Vec<Queue<Real>>>] {
+        &PARKING
+    }
+}
+
+macro_rules! word {
+    ($atomic:ty) => {
+        impl Word for $atomic {
+            fn load(&self, order: Ordering) -> u32 {
+                <$atomic>::load(self, order)
+            }
+            fn store(&self, value: u32, order: Ordering) {
+                <$atomic>::store(self, value, order)
+            }
+            fn compare_exchange(
+                &self,
+                old: u32,
+                new: u32,
+                ok: Ordering,
+                err: Ordering,
+            ) -> Result<u32, u32> {
+                <$atomic>::compare_exchange(self, old, new, ok, err)
+            }
+            fn fetch_add(&self, value: u32, order: Ordering) -> u32 {
+                <$atomic>::fetch_add(self, value, order)
+            }
+            fn fetch_and(&self, value: u32, order: Ordering) -> u32 {
+                <$atomic>::fetch_and(self, value, order)
+            }
+        }
+    };
+}
+word!(std::sync::atomic::AtomicU32);
+#[cfg(test)]
+word!(loom::sync::atomic::AtomicU32);
+
+impl<T: Send> Lock<T> for parking_lot::Mutex<T> {
+    fn new(value: T) -> Self {
+        parking_lot::Mutex::new(value)
+    }
+    fn lock(&self) -> impl DerefMut<Target = T> + '_ {
+        parking_lot::Mutex::lock(self)
+    }
+}
 
 /// Beside the readers: a writer holds the lock.
 const WRITER: u32 = 1 << 31;
@@ -50,21 +134,18 @@ const READERS: u32 = QUEUED - 1;
 /// The shards of the wait table: enough that unrelated objects rarely share one.
 const SHARDS: usize = 64;
 
-/// The wait table: per shard, the queues of the objects of that shard that someone waits for.
-static PARKING: [Mutex<Vec<Queue>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
-
 /// The tasks waiting for one object's lock, in order.
-struct Queue {
+pub(crate) struct Queue<P: Prims> {
     /// The address of the object's lock word.
     key: usize,
-    waiters: VecDeque<Arc<Waiter>>,
+    waiters: VecDeque<Arc<Waiter<P>>>,
 }
 
 /// One task waiting for a lock.
-struct Waiter {
+pub(crate) struct Waiter<P: Prims> {
     /// Whether it wants the lock alone.
     exclusive: bool,
-    state: Mutex<WaitState>,
+    state: P::Mutex<WaitState>,
 }
 
 /// Whether a waiter was given the lock, and how to wake it.
@@ -74,7 +155,7 @@ struct WaitState {
     waker: Option<Waker>,
 }
 
-impl Waiter {
+impl<P: Prims> Waiter<P> {
     /// Gives the lock to the waiter (its hold is already counted in the word) and wakes it.
     fn grant(&self) {
         let waker = {
@@ -89,11 +170,11 @@ impl Waiter {
 }
 
 /// A read-write lock in one word, without the data it guards (see the module documentation).
-pub(crate) struct RawLock {
-    state: AtomicU32,
+pub(crate) struct RawLock<P: Prims = Real> {
+    state: P::Word,
 }
 
-impl std::fmt::Debug for RawLock {
+impl<P: Prims> std::fmt::Debug for RawLock<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = self.state.load(Ordering::Relaxed);
         f.debug_struct("RawLock")
@@ -104,17 +185,26 @@ impl std::fmt::Debug for RawLock {
     }
 }
 
-impl RawLock {
+impl RawLock<Real> {
     /// A free lock.
     pub(crate) const fn new() -> Self {
         RawLock {
-            state: AtomicU32::new(0),
+            state: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+}
+
+impl<P: Prims> RawLock<P> {
+    /// A free lock on `word` (which holds 0).
+    #[cfg(test)]
+    fn on(state: P::Word) -> Self {
+        RawLock { state }
     }
 
     /// The shard of the wait table that holds this lock's queue.
-    fn shard(&self) -> &'static Mutex<Vec<Queue>> {
-        &parking()[shard_of(self.key())]
+    fn shard(&self) -> &'static P::Mutex<Vec<Queue<P>>> {
+        let shards = P::parking();
+        &shards[shard_of(self.key(), shards.len())]
     }
 
     /// This lock's key in the wait table: its address.
@@ -129,7 +219,7 @@ impl RawLock {
             if state & (WRITER | QUEUED) != 0 || state & READERS == READERS {
                 return false;
             }
-            match self.state.compare_exchange_weak(
+            match self.state.compare_exchange(
                 state,
                 state + 1,
                 Ordering::Acquire,
@@ -149,7 +239,7 @@ impl RawLock {
     }
 
     /// Waits for a read hold (`exclusive` false) or for the lock alone.
-    pub(crate) fn lock(&self, exclusive: bool) -> Acquire<'_> {
+    pub(crate) fn lock(&self, exclusive: bool) -> Acquire<'_, P> {
         Acquire {
             lock: self,
             exclusive,
@@ -166,7 +256,7 @@ impl RawLock {
                 // The last reader, and someone waits: hand over.
                 return self.release_locked(&mut self.shard().lock(), false);
             }
-            match self.state.compare_exchange_weak(
+            match self.state.compare_exchange(
                 state,
                 state - 1,
                 Ordering::Release,
@@ -191,8 +281,10 @@ impl RawLock {
 
     /// Gives back one hold (the writer's, or one reader's) with the shard locked: hands the
     /// lock over to the waiters when it was the last hold and someone waits.
-    fn release_locked(&self, shard: &mut Vec<Queue>, exclusive: bool) {
-        let mut state = self.state.load(Ordering::Relaxed);
+    fn release_locked(&self, shard: &mut Vec<Queue<P>>, exclusive: bool) {
+        // Acquire: a reader that hands over must see what the readers who left before it did
+        // (their Release decrements), as the waiters it hands to will.
+        let mut state = self.state.load(Ordering::Acquire);
         loop {
             let last = exclusive || state & READERS == 1;
             if last && state & QUEUED != 0 {
@@ -200,13 +292,15 @@ impl RawLock {
                 // is ours until the hand-over rewrites it.
                 return self.hand_over(shard);
             }
-            let next = if exclusive { state & !WRITER } else { state - 1 };
-            match self.state.compare_exchange_weak(
-                state,
-                next,
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
+            let next = if exclusive {
+                state & !WRITER
+            } else {
+                state - 1
+            };
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::Release, Ordering::Acquire)
+            {
                 Ok(_) => return,
                 Err(now) => state = now,
             }
@@ -215,7 +309,7 @@ impl RawLock {
 
     /// Gives the lock, which nobody holds, to the head of its queue: a writer, or every reader
     /// at the head. `QUEUED` stays while more wait.
-    fn hand_over(&self, shard: &mut Vec<Queue>) {
+    fn hand_over(&self, shard: &mut Vec<Queue<P>>) {
         let Some(at) = shard.iter().position(|queue| queue.key == self.key()) else {
             // `QUEUED` without a queue does not happen; should it, the lock is simply free.
             self.state.store(0, Ordering::Release);
@@ -249,7 +343,7 @@ impl RawLock {
 
     /// With the shard locked: takes the lock if no holder is in the way and nobody waits, or
     /// else joins the queue (`Some`, the waiter to watch).
-    fn take_or_wait(&self, shard: &mut Vec<Queue>, exclusive: bool) -> Option<Arc<Waiter>> {
+    fn take_or_wait(&self, shard: &mut Vec<Queue<P>>, exclusive: bool) -> Option<Arc<Waiter<P>>> {
         let mut state = self.state.load(Ordering::Relaxed);
         while state & QUEUED == 0 {
             let free = if exclusive {
@@ -275,7 +369,7 @@ impl RawLock {
         }
         let waiter = Arc::new(Waiter {
             exclusive,
-            state: Mutex::new(WaitState::default()),
+            state: Lock::new(WaitState::default()),
         });
         let key = self.key();
         match shard.iter_mut().find(|queue| queue.key == key) {
@@ -290,7 +384,7 @@ impl RawLock {
 
     /// With the shard locked: `waiter`, not granted, gives up its place. When it was at the
     /// head and no writer holds the lock, the readers now at the head join the holders.
-    fn leave(&self, shard: &mut Vec<Queue>, waiter: &Arc<Waiter>) {
+    fn leave(&self, shard: &mut Vec<Queue<P>>, waiter: &Arc<Waiter<P>>) {
         let Some(at) = shard.iter().position(|queue| queue.key == self.key()) else {
             return;
         };
@@ -306,7 +400,8 @@ impl RawLock {
             while waiters.front().is_some_and(|w| !w.exclusive)
                 && self.state.load(Ordering::Relaxed) & READERS < READERS
             {
-                self.state.fetch_add(1, Ordering::Relaxed);
+                // Acquire: the joiner must see what the last writer did, as any reader does.
+                self.state.fetch_add(1, Ordering::Acquire);
                 granted.extend(waiters.pop_front());
             }
         }
@@ -320,31 +415,25 @@ impl RawLock {
     }
 }
 
-/// The wait table.
-fn parking() -> &'static [Mutex<Vec<Queue>>; SHARDS] {
-    &PARKING
-}
-
-/// The shard of the lock at address `key`.
-fn shard_of(key: usize) -> usize {
+/// The shard, of `shards`, of the lock at address `key`.
+fn shard_of(key: usize, shards: usize) -> usize {
     // Fibonacci hashing of the address: its top bits pick the shard.
-    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> (usize::BITS - SHARDS.ilog2()))
-        % SHARDS
+    (key.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> 32) % shards
 }
 
 /// A wait for a lock: `lock(false)` for a read hold, `lock(true)` for the lock alone. Resolves
 /// once the hold is taken; dropped before that, it takes nothing (and hands on a hold it was
 /// given meanwhile).
-pub(crate) struct Acquire<'a> {
-    lock: &'a RawLock,
+pub(crate) struct Acquire<'a, P: Prims = Real> {
+    lock: &'a RawLock<P>,
     exclusive: bool,
     /// Its place in the queue, once it joined it.
-    waiter: Option<Arc<Waiter>>,
+    waiter: Option<Arc<Waiter<P>>>,
     /// The hold is taken and belongs to the caller.
     done: bool,
 }
 
-impl std::fmt::Debug for Acquire<'_> {
+impl<P: Prims> std::fmt::Debug for Acquire<'_, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Acquire")
             .field("exclusive", &self.exclusive)
@@ -353,7 +442,7 @@ impl std::fmt::Debug for Acquire<'_> {
     }
 }
 
-impl Future for Acquire<'_> {
+impl<P: Prims> Future for Acquire<'_, P> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -389,14 +478,18 @@ impl Future for Acquire<'_> {
             this.done = true;
             return Poll::Ready(());
         }
-        if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !state
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             state.waker = Some(cx.waker().clone());
         }
         Poll::Pending
     }
 }
 
-impl Drop for Acquire<'_> {
+impl<P: Prims> Drop for Acquire<'_, P> {
     fn drop(&mut self) {
         let Some(waiter) = self.waiter.take() else {
             return;
@@ -467,13 +560,17 @@ mod tests {
         drop(writer); // the hold is the caller's now: dropping the future keeps it
         assert!(!poll(&mut first, &count));
         lock.unlock_write();
-        assert_eq!(count.0.load(Ordering::Relaxed), 3, "both readers were woken");
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            3,
+            "both readers were woken"
+        );
         assert!(poll(&mut first, &count) && poll(&mut second, &count));
         drop((first, second));
         lock.unlock_read();
         lock.unlock_read();
         assert_eq!(lock.state.load(Ordering::Relaxed), 0);
-        assert!(PARKING[shard_of(lock.key())].lock().is_empty());
+        assert!(PARKING[shard_of(lock.key(), SHARDS)].lock().is_empty());
     }
 
     /// A waiter that gives up leaves the queue; one granted meanwhile hands the lock on.
@@ -508,7 +605,7 @@ mod tests {
         lock.unlock_read();
         lock.unlock_read();
         assert_eq!(lock.state.load(Ordering::Relaxed), 0);
-        assert!(PARKING[shard_of(lock.key())].lock().is_empty());
+        assert!(PARKING[shard_of(lock.key(), SHARDS)].lock().is_empty());
     }
 
     /// Threads hammering one lock: writers are alone, readers never see a writer.

@@ -12,9 +12,9 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::object::{Handle, ReadGuard, Shared};
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
-use crate::object::{Handle, ReadGuard, Shared};
 
 use crate::client::streams::{BlockingStream, RemoteStream};
 use crate::client::Connection;
