@@ -11,7 +11,6 @@
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use manager::__private::{DispatchError, Handle, Outcome, Shared};
