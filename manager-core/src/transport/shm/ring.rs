@@ -26,6 +26,8 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use rustix::thread::futex;
 
+use super::bulk::{BulkIn, BulkOut, ARENA_HEADER};
+
 /// In a wait word: a task waits on its eventfd, to be written once.
 pub(crate) const ASYNC: u32 = 1 << 31;
 
@@ -114,6 +116,19 @@ impl Ring {
             let data = self.data.as_ptr();
             std::ptr::copy_nonoverlapping(src.as_ptr(), data.add(pos), first);
             std::ptr::copy_nonoverlapping(src.as_ptr().add(first), data, src.len() - first);
+        }
+    }
+
+    /// Copies `dst.len()` bytes from stream position `at` into `dst`.
+    fn copy_to_slice(&self, at: u64, dst: &mut [u8]) {
+        let pos = (at & (self.capacity - 1)) as usize;
+        let n = dst.len();
+        let first = n.min(self.capacity as usize - pos);
+        // SAFETY: as in `copy_out`, into a slice of `n` bytes.
+        unsafe {
+            let data = self.data.as_ptr();
+            std::ptr::copy_nonoverlapping(data.add(pos), dst.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(data, dst.as_mut_ptr().add(first), n - first);
         }
     }
 
@@ -235,6 +250,27 @@ impl Producer {
         Ok(n)
     }
 
+    /// Writes all of `bytes` now if they fit (true), or nothing (false), waking the consumer
+    /// if it sleeps: for what must not be split (a descriptor, see [`super::bulk`]).
+    pub(crate) fn write_whole(&self, bytes: &[u8]) -> Result<bool, Fault> {
+        let mut head = self.head.lock();
+        if self.room(*head)? < bytes.len() as u64 {
+            return Ok(false);
+        }
+        self.ring.copy_in(*head, bytes);
+        *head += bytes.len() as u64;
+        self.ring.header().head.store(*head, Ordering::Release);
+        drop(head);
+        self.wake_consumer();
+        Ok(true)
+    }
+
+    /// The room there is to write now.
+    pub(crate) fn room_now(&self) -> Result<u64, Fault> {
+        let head = self.head.lock();
+        self.room(*head)
+    }
+
     /// Whether there is room to write now.
     pub(crate) fn has_room(&self) -> Result<bool, Fault> {
         let head = self.head.lock();
@@ -344,6 +380,26 @@ impl Consumer {
         Ok(n)
     }
 
+    /// Runs `f` over what there is to read now (see [`Reading`]), then publishes how far it
+    /// read, waking the producer if it waits for room.
+    pub(crate) fn read_with<R>(&self, f: impl FnOnce(&mut Reading<'_>) -> R) -> Result<R, Fault> {
+        let mut tail = self.tail.lock();
+        let ready = self.available_from(*tail)?;
+        let mut reading = Reading {
+            ring: &self.ring,
+            at: *tail,
+            end: *tail + ready,
+        };
+        let result = f(&mut reading);
+        if reading.at != *tail {
+            *tail = reading.at;
+            self.ring.header().tail.store(*tail, Ordering::Release);
+            drop(tail);
+            self.wake_producer();
+        }
+        Ok(result)
+    }
+
     fn wake_producer(&self) {
         let header = self.ring.header();
         fence(Ordering::SeqCst);
@@ -426,12 +482,49 @@ impl Consumer {
     }
 }
 
+/// What a consumer may read, from where it has read to where the producer has written, as
+/// [`Consumer::read_with`] hands it out: bytes are looked at (copied out) and then taken.
+pub(crate) struct Reading<'a> {
+    ring: &'a Ring,
+    at: u64,
+    end: u64,
+}
+
+impl Reading<'_> {
+    /// The bytes there are to read.
+    pub(crate) fn ready(&self) -> usize {
+        (self.end - self.at) as usize
+    }
+
+    /// Takes the next `dst.len()` bytes (at most [`Reading::ready`]) into `dst`.
+    pub(crate) fn take_into(&mut self, dst: &mut [u8]) {
+        assert!(dst.len() <= self.ready(), "a read past what is there");
+        self.ring.copy_to_slice(self.at, dst);
+        self.at += dst.len() as u64;
+    }
+
+    /// Takes the next `n` bytes (at most [`Reading::ready`]) onto the end of `out`, which has
+    /// room for them.
+    pub(crate) fn take_onto(&mut self, n: usize, out: &mut BytesMut) {
+        assert!(
+            n <= self.ready() && n <= out.capacity() - out.len(),
+            "a read past what is there"
+        );
+        self.ring.copy_out(self.at, n, out);
+        self.at += n as u64;
+    }
+}
+
 /// A ring in this process's own memory, with both ends, and a way to play a hostile peer:
-/// for the fuzz target and the tests.
+/// for the fuzz target and the tests. Beside it, an arena as large as the ring, and the ends
+/// that send frames of [`TestRing::BULK_AT_LEAST`] bytes and more through it (see
+/// [`super::bulk`]).
 pub struct TestRing {
     memory: Arc<Memory>,
     producer: Producer,
     consumer: Consumer,
+    pub(super) bulk_out: Mutex<BulkOut>,
+    pub(super) bulk_in: Mutex<BulkIn>,
 }
 
 impl std::fmt::Debug for TestRing {
@@ -457,30 +550,90 @@ impl Drop for Memory {
 }
 
 impl TestRing {
+    /// The smallest frame body a test ring sends through its arena.
+    pub const BULK_AT_LEAST: usize = 8;
+
     /// A ring of `capacity` bytes (rounded up to a power of two, at least 16).
     pub fn new(capacity: usize) -> TestRing {
         let capacity = capacity.max(16).next_power_of_two();
-        let layout = std::alloc::Layout::from_size_align(HEADER_SIZE + capacity, 64)
+        let arena = HEADER_SIZE + capacity;
+        let layout = std::alloc::Layout::from_size_align(arena + ARENA_HEADER + capacity, 64)
             .expect("a small layout");
         // SAFETY: the layout is not zero-sized.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         let memory = Arc::new(Memory(ptr, layout));
         let base = ptr.as_ptr();
-        // SAFETY: the allocation holds the header then the data, lives as long as `memory`,
-        // and has one producer and one consumer.
-        let (producer, consumer) = unsafe {
+        // SAFETY: the allocation holds the header then the data, then the arena's header
+        // and data, lives as long as `memory`, and has one producer and one consumer of each.
+        let (producer, consumer, bulk_out, bulk_in) = unsafe {
             let data = base.add(HEADER_SIZE);
+            let (header, arena) = (base.add(arena), base.add(arena + ARENA_HEADER));
             (
                 Producer::new(base, data, capacity, memory.clone(), None),
                 Consumer::new(base, data, capacity, memory.clone(), None),
+                BulkOut::new(header, arena, capacity, memory.clone(), Self::BULK_AT_LEAST),
+                BulkIn::new(header, arena, capacity, memory.clone()),
             )
         };
         TestRing {
             memory,
             producer,
             consumer,
+            bulk_out: Mutex::new(bulk_out),
+            bulk_in: Mutex::new(bulk_in),
         }
+    }
+
+    /// Writes what can be written now of `bytes`, a stretch of a stream of frames, as a
+    /// connection's writer would (a large frame at its start through the arena); the number
+    /// of bytes written, or the fault.
+    pub fn write_frames(&self, bytes: &[u8]) -> Result<usize, String> {
+        self.bulk_out
+            .lock()
+            .write(&self.producer, bytes)
+            .map_err(|f| f.0)
+    }
+
+    /// Reads frames as a connection's reader would, appending them to `out`: at most `max`
+    /// bytes from the ring, and whole frames from the arena.
+    pub fn read_frames(&self, out: &mut BytesMut, max: usize) -> Result<usize, String> {
+        let mut room = BytesMut::with_capacity(max.max(1));
+        let n = self
+            .bulk_in
+            .lock()
+            .read(&self.consumer, &mut room)
+            .map_err(|f| f.0);
+        out.extend_from_slice(&room);
+        n
+    }
+
+    /// A hostile receiver publishes its count of arena blocks taken.
+    pub fn set_taken(&self, taken: u64) {
+        // SAFETY: the arena's header is an atomic, 64-byte aligned, inside the allocation.
+        let word = unsafe {
+            &*self
+                .memory
+                .0
+                .as_ptr()
+                .add(self.arena_at())
+                .cast::<AtomicU64>()
+        };
+        word.store(taken, Ordering::Release);
+    }
+
+    /// A hostile sender writes `bytes` into the arena at `offset` (wrapping).
+    pub fn scribble_arena(&self, offset: usize, bytes: &[u8]) {
+        let capacity = self.capacity();
+        let data = self.arena_at() + ARENA_HEADER;
+        for (i, byte) in bytes.iter().enumerate() {
+            // SAFETY: inside the arena's data, by the modulo.
+            unsafe { *self.memory.0.as_ptr().add(data + (offset + i) % capacity) = *byte };
+        }
+    }
+
+    fn arena_at(&self) -> usize {
+        HEADER_SIZE + self.capacity()
     }
 
     fn header(&self) -> &Header {
