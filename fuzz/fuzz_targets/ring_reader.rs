@@ -1,9 +1,11 @@
-//! A shared-memory ring as the server reads it, with the client playing every trick: the
-//! input is a sequence of operations, each a hostile producer's (publish any head index, write
-//! any bytes anywhere in the data) or the server's (read at most so many bytes and decode the
-//! frames they complete, as its reader thread does; write a reply while the hostile consumer
-//! publishes any tail). The ring must report a fault or deliver bytes, never panic, never hand
-//! out more than was asked, and every frame it yields is decoded as a request head.
+//! A shared-memory ring and its arena as the server reads them, with the client playing every
+//! trick: the input is a sequence of operations, each a hostile producer's (publish any head
+//! index, write any bytes anywhere in the ring's data or the arena's, descriptors of blocks
+//! included) or the server's (read at most so many bytes and decode the frames they complete,
+//! as its reader thread does, blocks of the arena whole; write replies, large ones through
+//! the arena, while the hostile consumer publishes any tail and any count of blocks taken).
+//! The ring must report a fault or deliver bytes, never panic, never hand out more than the
+//! ring and one block hold, and every frame it yields is decoded as a request head.
 #![no_main]
 
 use bytes::BytesMut;
@@ -29,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         let take = rest.len().min(8);
         let (arg, after) = rest.split_at(take);
         ops = after;
-        match op % 5 {
+        match op % 7 {
             0 => ring.set_head(word(arg)),
             1 => {
                 let len = (word(arg) % 64) as usize;
@@ -41,9 +43,10 @@ fuzz_target!(|data: &[u8]| {
             2 => {
                 let max = (word(arg) % 4096) as usize + 1;
                 let before = inbox.len();
-                match ring.read(&mut inbox, max) {
+                match ring.read_frames(&mut inbox, max) {
                     Ok(n) => {
-                        assert!(n <= max && n <= ring.capacity());
+                        // What the ring holds, and one block of the arena (as large).
+                        assert!(n <= 2 * ring.capacity() + 4);
                         assert_eq!(inbox.len(), before + n);
                     }
                     // A fault ends the connection: nothing more is read.
@@ -60,12 +63,20 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             3 => ring.set_tail(word(arg)),
+            4 => ring.set_taken(word(arg)),
+            5 => {
+                let len = (word(arg) % 64) as usize;
+                let n = len.min(ops.len());
+                let (bytes, after) = ops.split_at(n);
+                ops = after;
+                ring.scribble_arena(word(arg).rotate_left(29) as usize, bytes);
+            }
             _ => {
                 let len = (word(arg) % 256) as usize;
                 let n = len.min(ops.len());
                 let (bytes, after) = ops.split_at(n);
                 ops = after;
-                match ring.write(bytes) {
+                match ring.write_frames(bytes) {
                     Ok(written) => assert!(written <= bytes.len()),
                     Err(_) => return,
                 }

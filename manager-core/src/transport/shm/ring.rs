@@ -628,7 +628,13 @@ impl TestRing {
         let data = self.arena_at() + ARENA_HEADER;
         for (i, byte) in bytes.iter().enumerate() {
             // SAFETY: inside the arena's data, by the modulo.
-            unsafe { *self.memory.0.as_ptr().add(data + (offset + i) % capacity) = *byte };
+            unsafe {
+                *self
+                    .memory
+                    .0
+                    .as_ptr()
+                    .add(data + (offset % capacity + i) % capacity) = *byte
+            };
         }
     }
 
