@@ -82,6 +82,27 @@ fn connect(manager: &BlockingManager, memory: bool) -> BlockingManager {
         .expect("cannot connect")
 }
 
+/// Runs `body` in a runtime of its own with a new `bench` object of a new async connection
+/// (through shared memory) to `manager`'s server; the connection is gone when it returns.
+fn with_async_bench<Fut: std::future::Future<Output = ()>>(
+    manager: &BlockingManager,
+    body: impl FnOnce(BenchProxy) -> Fut,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = BaseManager::new(manager.address().clone())
+            .connect_async()
+            .await
+            .unwrap();
+        assert!(client.connection().uses_shared_memory());
+        body(client.create(&BENCH_ASYNC, ()).await.unwrap()).await;
+    });
+}
+
 /// The names in `/dev/shm` now.
 fn dev_shm() -> std::collections::BTreeSet<String> {
     std::fs::read_dir("/dev/shm")
@@ -148,18 +169,7 @@ fn a_tour_like_workload_goes_through_shared_memory_and_leaves_nothing() {
     assert_eq!(namespace.get::<f64>("x").unwrap(), 1.5);
 
     // An async client of the same server, through its own memory.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = BaseManager::new(manager.address().clone())
-            .connect_async()
-            .await
-            .unwrap();
-        assert!(client.connection().uses_shared_memory());
-        let bench = client.create(&BENCH_ASYNC, ()).await.unwrap();
+    with_async_bench(&manager, |bench| async move {
         for i in 1..=200 {
             assert_eq!(bench.add(2).await.unwrap(), 2 * i);
         }
@@ -167,7 +177,6 @@ fn a_tour_like_workload_goes_through_shared_memory_and_leaves_nothing() {
         assert_eq!(bench.echo(big.clone()).await.unwrap(), big);
         assert_eq!(connection_memories(pid), 2);
     });
-    drop(runtime);
     wait_until(
         "the async client's memory is released",
         || match connection_memories(pid) {
@@ -757,18 +766,7 @@ fn many_concurrent_large_calls_come_back_exactly() {
             })
         })
         .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = BaseManager::new(manager.address().clone())
-            .connect_async()
-            .await
-            .unwrap();
-        assert!(client.connection().uses_shared_memory());
-        let bench = client.create(&BENCH_ASYNC, ()).await.unwrap();
+    with_async_bench(&manager, |bench| async move {
         let calls = (0..12u8).map(|i| {
             let bench = bench.clone();
             async move {
