@@ -15,7 +15,7 @@ use manager_core::wire::{self, Request};
 use tokio_util::codec::Decoder;
 
 /// The next `len` bytes of `ops` (fewer if there are not as many), taken off it.
-fn take<'a>(ops: &mut &'a [u8], len: u64) -> &'a [u8] {
+fn take_bytes<'a>(ops: &mut &'a [u8], len: u64) -> &'a [u8] {
     let n = (len as usize).min(ops.len());
     let (bytes, after) = ops.split_at(n);
     *ops = after;
@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
         match op % 7 {
             0 => ring.set_head(word(arg)),
             1 => {
-                let bytes = take(&mut ops, word(arg) % 64);
+                let bytes = take_bytes(&mut ops, word(arg) % 64);
                 ring.scribble(word(arg).rotate_left(17), bytes, word(arg) as u32);
             }
             2 => {
@@ -70,11 +70,11 @@ fuzz_target!(|data: &[u8]| {
             3 => ring.set_tail(word(arg)),
             4 => ring.set_taken(word(arg)),
             5 => {
-                let bytes = take(&mut ops, word(arg) % 64);
+                let bytes = take_bytes(&mut ops, word(arg) % 64);
                 ring.scribble_arena(word(arg).rotate_left(29) as usize, bytes);
             }
             _ => {
-                let bytes = take(&mut ops, word(arg) % 256);
+                let bytes = take_bytes(&mut ops, word(arg) % 256);
                 match ring.write_frames(bytes) {
                     Ok(written) => assert!(written <= bytes.len()),
                     Err(_) => return,

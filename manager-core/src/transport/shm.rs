@@ -39,9 +39,10 @@ use tokio::net::UnixStream;
 
 pub(crate) mod bulk;
 pub(crate) mod ring;
+mod test_ring;
 use bulk::{BulkIn, BulkOut, ARENA_HEADER, BULK_AT_LEAST};
-pub use ring::TestRing;
 use ring::{Consumer, Fault, Producer, HEADER_SIZE};
+pub use test_ring::TestRing;
 
 /// The bytes of each ring: what does not fit an arena (see [`bulk`]) goes through it, a 1 MiB
 /// value and its frame in one piece.

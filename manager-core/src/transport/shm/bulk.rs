@@ -375,7 +375,7 @@ impl BulkIn {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ring::TestRing;
+    use super::super::test_ring::TestRing;
     use super::*;
 
     fn frame(body: &[u8]) -> Vec<u8> {

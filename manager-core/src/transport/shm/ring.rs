@@ -26,8 +26,6 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use rustix::thread::futex;
 
-use super::bulk::{BulkIn, BulkOut, ARENA_HEADER};
-
 /// In a wait word: a task waits on its eventfd, to be written once.
 pub(crate) const ASYNC: u32 = 1 << 31;
 
@@ -36,20 +34,20 @@ pub(crate) const ASYNC: u32 = 1 << 31;
 #[repr(C, align(64))]
 pub(crate) struct Header {
     /// Bytes written in all (published by the producer).
-    head: AtomicU64,
+    pub(super) head: AtomicU64,
     _pad0: [u64; 7],
     /// Bytes read in all (published by the consumer).
-    tail: AtomicU64,
+    pub(super) tail: AtomicU64,
     _pad1: [u64; 7],
     /// Bumped by the producer to wake a consumer asleep on it.
-    data_seq: AtomicU32,
+    pub(super) data_seq: AtomicU32,
     /// Consumers asleep on `data_seq` (the count), and [`ASYNC`].
-    data_wait: AtomicU32,
+    pub(super) data_wait: AtomicU32,
     _pad2: [u32; 14],
     /// Bumped by the consumer to wake a producer waiting for room.
     space_seq: AtomicU32,
     /// Producers asleep on `space_seq` (the count), and [`ASYNC`].
-    space_wait: AtomicU32,
+    pub(super) space_wait: AtomicU32,
     _pad3: [u32; 14],
 }
 
@@ -67,11 +65,11 @@ impl std::fmt::Display for Fault {
 }
 
 /// A ring's header and data, in memory kept mapped by `_keep`.
-struct Ring {
+pub(super) struct Ring {
     header: NonNull<Header>,
     data: NonNull<u8>,
     /// A power of two.
-    capacity: u64,
+    pub(super) capacity: u64,
     _keep: Arc<dyn Send + Sync>,
 }
 
@@ -107,7 +105,7 @@ impl Ring {
     }
 
     /// Copies `src` into the ring at stream position `at`, wrapping.
-    fn copy_in(&self, at: u64, src: &[u8]) {
+    pub(super) fn copy_in(&self, at: u64, src: &[u8]) {
         let pos = (at & (self.capacity - 1)) as usize;
         let first = src.len().min(self.capacity as usize - pos);
         // SAFETY: `pos + first <= capacity` and `src.len() - first <= pos`: inside the data;
@@ -180,7 +178,7 @@ pub(crate) const SPIN: Duration = Duration::from_micros(4);
 
 /// The writing end of a ring.
 pub(crate) struct Producer {
-    ring: Ring,
+    pub(super) ring: Ring,
     /// Bytes written in all: this side's own count, never read back from the ring.
     head: Mutex<u64>,
     /// The consumer's eventfd, written when its task waits for data ([`ASYNC`]).
@@ -515,184 +513,10 @@ impl Reading<'_> {
     }
 }
 
-/// A ring in this process's own memory, with both ends, and a way to play a hostile peer:
-/// for the fuzz target and the tests. Beside it, an arena as large as the ring, and the ends
-/// that send frames of [`TestRing::BULK_AT_LEAST`] bytes and more through it (see
-/// [`super::bulk`]).
-pub struct TestRing {
-    memory: Arc<Memory>,
-    producer: Producer,
-    consumer: Consumer,
-    pub(super) bulk_out: Mutex<BulkOut>,
-    pub(super) bulk_in: Mutex<BulkIn>,
-}
-
-impl std::fmt::Debug for TestRing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestRing")
-            .field("capacity", &self.capacity())
-            .finish()
-    }
-}
-
-struct Memory(NonNull<u8>, std::alloc::Layout);
-
-// SAFETY: plain memory, freed once.
-unsafe impl Send for Memory {}
-// SAFETY: as above.
-unsafe impl Sync for Memory {}
-
-impl Drop for Memory {
-    fn drop(&mut self) {
-        // SAFETY: allocated with this layout in `TestRing::new`.
-        unsafe { std::alloc::dealloc(self.0.as_ptr(), self.1) }
-    }
-}
-
-impl TestRing {
-    /// The smallest frame body a test ring sends through its arena.
-    pub const BULK_AT_LEAST: usize = 8;
-
-    /// A ring of `capacity` bytes (rounded up to a power of two, at least 16).
-    pub fn new(capacity: usize) -> TestRing {
-        let capacity = capacity.max(16).next_power_of_two();
-        let arena = HEADER_SIZE + capacity;
-        let layout = std::alloc::Layout::from_size_align(arena + ARENA_HEADER + capacity, 64)
-            .expect("a small layout");
-        // SAFETY: the layout is not zero-sized.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        let memory = Arc::new(Memory(ptr, layout));
-        let base = ptr.as_ptr();
-        // SAFETY: the allocation holds the header then the data, then the arena's header
-        // and data, lives as long as `memory`, and has one producer and one consumer of each.
-        let (producer, consumer, bulk_out, bulk_in) = unsafe {
-            let data = base.add(HEADER_SIZE);
-            let (header, arena) = (base.add(arena), base.add(arena + ARENA_HEADER));
-            (
-                Producer::new(base, data, capacity, memory.clone(), None),
-                Consumer::new(base, data, capacity, memory.clone(), None),
-                BulkOut::new(header, arena, capacity, memory.clone(), Self::BULK_AT_LEAST),
-                BulkIn::new(header, arena, capacity, memory.clone()),
-            )
-        };
-        TestRing {
-            memory,
-            producer,
-            consumer,
-            bulk_out: Mutex::new(bulk_out),
-            bulk_in: Mutex::new(bulk_in),
-        }
-    }
-
-    /// Writes what can be written now of `bytes`, a stretch of a stream of frames, as a
-    /// connection's writer would (a large frame at its start through the arena); the number
-    /// of bytes written, or the fault.
-    pub fn write_frames(&self, bytes: &[u8]) -> Result<usize, String> {
-        self.bulk_out
-            .lock()
-            .write(&self.producer, bytes)
-            .map_err(|f| f.0)
-    }
-
-    /// Reads frames as a connection's reader would, appending them to `out`: at most `max`
-    /// bytes from the ring, and whole frames from the arena.
-    pub fn read_frames(&self, out: &mut BytesMut, max: usize) -> Result<usize, String> {
-        let mut room = BytesMut::with_capacity(max.max(1));
-        let n = self
-            .bulk_in
-            .lock()
-            .read(&self.consumer, &mut room)
-            .map_err(|f| f.0);
-        out.extend_from_slice(&room);
-        n
-    }
-
-    /// A hostile receiver publishes its count of arena blocks taken.
-    pub fn set_taken(&self, taken: u64) {
-        // SAFETY: the arena's header is an atomic, 64-byte aligned, inside the allocation.
-        let word = unsafe {
-            &*self
-                .memory
-                .0
-                .as_ptr()
-                .add(self.arena_at())
-                .cast::<AtomicU64>()
-        };
-        word.store(taken, Ordering::Release);
-    }
-
-    /// A hostile sender writes `bytes` into the arena at `offset` (wrapping).
-    pub fn scribble_arena(&self, offset: usize, bytes: &[u8]) {
-        let capacity = self.capacity();
-        let data = self.arena_at() + ARENA_HEADER;
-        for (i, byte) in bytes.iter().enumerate() {
-            // SAFETY: inside the arena's data, by the modulo.
-            unsafe {
-                *self
-                    .memory
-                    .0
-                    .as_ptr()
-                    .add(data + (offset % capacity + i) % capacity) = *byte
-            };
-        }
-    }
-
-    fn arena_at(&self) -> usize {
-        HEADER_SIZE + self.capacity()
-    }
-
-    fn header(&self) -> &Header {
-        // SAFETY: the allocation starts with a header (atomics, valid for any bits).
-        unsafe { &*self.memory.0.as_ptr().cast::<Header>() }
-    }
-
-    /// The ring's capacity.
-    pub fn capacity(&self) -> usize {
-        self.producer.ring.capacity as usize
-    }
-
-    /// Writes what fits of `bytes` as the producer would; the number written, or the fault.
-    pub fn write(&self, bytes: &[u8]) -> Result<usize, String> {
-        self.producer.write_some(bytes).map_err(|f| f.0)
-    }
-
-    /// Reads at most `max` bytes as the consumer would, appending them to `out`.
-    pub fn read(&self, out: &mut BytesMut, max: usize) -> Result<usize, String> {
-        let mut room = BytesMut::with_capacity(max.max(1));
-        let n = self.consumer.read_some(&mut room).map_err(|f| f.0);
-        out.extend_from_slice(&room);
-        n
-    }
-
-    /// A hostile producer publishes `head`.
-    pub fn set_head(&self, head: u64) {
-        self.header().head.store(head, Ordering::Release);
-    }
-
-    /// A hostile consumer publishes `tail`.
-    pub fn set_tail(&self, tail: u64) {
-        self.header().tail.store(tail, Ordering::Release);
-    }
-
-    /// A hostile peer writes `bytes` into the data at `offset` (wrapping), and garbage into
-    /// the wait words.
-    pub fn scribble(&self, offset: u64, bytes: &[u8], wait_words: u32) {
-        self.producer.ring.copy_in(offset, bytes);
-        let header = self.header();
-        header
-            .data_wait
-            .store(wait_words & !ASYNC, Ordering::Relaxed);
-        header
-            .space_wait
-            .store(wait_words >> 16 & !ASYNC, Ordering::Relaxed);
-        header.data_seq.store(wait_words, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::test_ring::TestRing;
+    use bytes::BytesMut;
 
     #[test]
     fn bytes_go_round_the_ring_in_order() {
