@@ -14,7 +14,7 @@ use super::ring::{Consumer, Header, Producer, ASYNC, HEADER_SIZE};
 /// A ring in this process's own memory, with both ends, and a way to play a hostile peer:
 /// for the fuzz target and the tests. Beside it, an arena as large as the ring, and the ends
 /// that send frames of [`TestRing::BULK_AT_LEAST`] bytes and more through it (see
-/// [`super::bulk`]).
+/// `transport::shm::bulk`).
 pub struct TestRing {
     memory: Arc<Memory>,
     producer: Producer,
