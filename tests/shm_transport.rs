@@ -82,6 +82,27 @@ fn connect(manager: &BlockingManager, memory: bool) -> BlockingManager {
         .expect("cannot connect")
 }
 
+/// Runs `body` in a runtime of its own with a new `bench` object of a new async connection
+/// (through shared memory) to `manager`'s server; the connection is gone when it returns.
+fn with_async_bench<Fut: std::future::Future<Output = ()>>(
+    manager: &BlockingManager,
+    body: impl FnOnce(BenchProxy) -> Fut,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = BaseManager::new(manager.address().clone())
+            .connect_async()
+            .await
+            .unwrap();
+        assert!(client.connection().uses_shared_memory());
+        body(client.create(&BENCH_ASYNC, ()).await.unwrap()).await;
+    });
+}
+
 /// The names in `/dev/shm` now.
 fn dev_shm() -> std::collections::BTreeSet<String> {
     std::fs::read_dir("/dev/shm")
@@ -148,18 +169,7 @@ fn a_tour_like_workload_goes_through_shared_memory_and_leaves_nothing() {
     assert_eq!(namespace.get::<f64>("x").unwrap(), 1.5);
 
     // An async client of the same server, through its own memory.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = BaseManager::new(manager.address().clone())
-            .connect_async()
-            .await
-            .unwrap();
-        assert!(client.connection().uses_shared_memory());
-        let bench = client.create(&BENCH_ASYNC, ()).await.unwrap();
+    with_async_bench(&manager, |bench| async move {
         for i in 1..=200 {
             assert_eq!(bench.add(2).await.unwrap(), 2 * i);
         }
@@ -167,7 +177,6 @@ fn a_tour_like_workload_goes_through_shared_memory_and_leaves_nothing() {
         assert_eq!(bench.echo(big.clone()).await.unwrap(), big);
         assert_eq!(connection_memories(pid), 2);
     });
-    drop(runtime);
     wait_until(
         "the async client's memory is released",
         || match connection_memories(pid) {
@@ -377,6 +386,12 @@ struct Hostile {
 const REQUESTS: usize = 256;
 const REPLIES: usize = 512;
 const REQUEST_DATA: usize = 4096;
+/// The request arena (`transport::shm::bulk`): the server's count of its blocks taken, its
+/// data, its size; and a descriptor's marker.
+const REQUESTS_ARENA_TAKEN: usize = 768;
+const REQUEST_BLOCKS: usize = 4096 + (8 << 20);
+const ARENA: u64 = 16 << 20;
+const MARKER: [u8; 4] = [0xff; 4];
 /// In a ring's header: the producer's index, the consumer's, the data futex.
 const HEAD: usize = 0;
 const TAIL: usize = 64;
@@ -475,6 +490,11 @@ impl Hostile {
         unsafe { (self.base.add(at) as *mut u64).write_volatile(value) }
     }
 
+    fn get_u64(&self, at: usize) -> u64 {
+        // SAFETY: inside the mapping, aligned.
+        unsafe { (self.base.add(at) as *const u64).read_volatile() }
+    }
+
     fn put_bytes(&self, at: usize, bytes: &[u8]) {
         // SAFETY: inside the mapping.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.base.add(at), bytes.len()) }
@@ -517,6 +537,14 @@ fn frame(body: &[u8]) -> Vec<u8> {
     frame
 }
 
+/// A descriptor of the block at `offset` (`len` bytes) of the arena, as the ring carries it.
+fn descriptor(offset: u64, len: u64) -> Vec<u8> {
+    let mut bytes = MARKER.to_vec();
+    bytes.extend_from_slice(&offset.to_le_bytes());
+    bytes.extend_from_slice(&len.to_le_bytes());
+    bytes
+}
+
 /// Clients that write garbage into their memory (indices that cannot be, a frame longer than
 /// the limit, bytes that are no request, a reply ring's read index moved under the server):
 /// the server drops each of them, and serves a well-behaved client all along.
@@ -545,7 +573,8 @@ fn a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served() {
         (
             "a frame longer than the limit",
             Box::new(|h| {
-                h.put_bytes(REQUEST_DATA, &[0xff; 8]);
+                // (0xffff_ffff would announce a descriptor of a block in the arena.)
+                h.put_bytes(REQUEST_DATA, &[0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 0]);
                 h.put_u64(REQUESTS + HEAD, 8);
             }),
         ),
@@ -554,6 +583,35 @@ fn a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served() {
             Box::new(|h| {
                 h.put_bytes(REQUEST_DATA, &frame(&[0xde, 0xad, 0xbe, 0xef, 0x99]));
                 h.put_u64(REQUESTS + HEAD, 9);
+            }),
+        ),
+        (
+            "a descriptor of a block outside the arena",
+            Box::new(|h| {
+                h.put_bytes(REQUEST_DATA, &descriptor(1 << 40, 16));
+                h.put_u64(REQUESTS + HEAD, 20);
+            }),
+        ),
+        (
+            "a descriptor of a block running past the arena's end",
+            Box::new(|h| {
+                h.put_bytes(REQUEST_DATA, &descriptor(ARENA - 8, 64));
+                h.put_u64(REQUESTS + HEAD, 20);
+            }),
+        ),
+        (
+            "a descriptor whose end overflows",
+            Box::new(|h| {
+                h.put_bytes(REQUEST_DATA, &descriptor(8, u64::MAX - 4));
+                h.put_u64(REQUESTS + HEAD, 20);
+            }),
+        ),
+        (
+            "a block that is no request",
+            Box::new(|h| {
+                h.put_bytes(REQUEST_BLOCKS, &[0xde, 0xad, 0xbe, 0xef, 0x99]);
+                h.put_bytes(REQUEST_DATA, &descriptor(0, 5));
+                h.put_u64(REQUESTS + HEAD, 20);
             }),
         ),
         (
@@ -591,6 +649,39 @@ fn a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served() {
             },
         );
     }
+    // A request in a block of the arena, as a large one travels, is read and answered, and
+    // the block freed; the same block described again is read again (the client garbles only
+    // its own requests that way), and a garbage block after them ends the connection.
+    let mut hostile = Hostile::connect(manager.address());
+    let ping = |id| {
+        postcard::to_stdvec(&manager::wire::Request::Control {
+            id,
+            op: manager::wire::Control::Ping,
+        })
+        .unwrap()
+    };
+    hostile.put_bytes(REQUEST_BLOCKS + 4096, &ping(3));
+    let mut ring = descriptor(4096, ping(3).len() as u64);
+    ring.extend(descriptor(4096, ping(3).len() as u64));
+    hostile.put_bytes(REQUEST_DATA, &ring);
+    hostile.put_u64(REQUESTS + HEAD, ring.len() as u64);
+    hostile.wake();
+    wait_until("both requests in blocks are answered", || {
+        match (
+            hostile.get_u64(REPLIES + HEAD),
+            hostile.get_u64(REQUESTS_ARENA_TAKEN),
+        ) {
+            (replies, 2) if replies > 0 => Ok(()),
+            state => Err(format!("reply bytes, blocks taken: {state:?}")),
+        }
+    });
+    hostile.put_bytes(REQUEST_BLOCKS, &[0xde, 0xad]);
+    hostile.put_bytes(REQUEST_DATA + ring.len(), &descriptor(0, 2));
+    hostile.put_u64(REQUESTS + HEAD, ring.len() as u64 + 20);
+    hostile.wake();
+    assert!(hostile.dropped(), "a garbage block ends the connection");
+    calls(5);
+
     // Garbage in the wait words alone only costs the server spurious wake-ups.
     let hostile = Hostile::connect(manager.address());
     for word in [REQUESTS + 128 + 4, REQUESTS + 192, REQUESTS + 192 + 4] {
@@ -607,6 +698,154 @@ fn a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served() {
             n => Err(format!("{n} connections")),
         },
     );
+}
+
+/// A value of `size` bytes that differs from others of the same size by `seed`.
+fn pattern(size: usize, seed: u8) -> Vec<u8> {
+    (0..size)
+        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(31))
+        .collect()
+}
+
+/// Values around the size past which frames travel in the arena, up to nearly all of it and
+/// past it (through the ring then), as arguments and results of a method and as the bytes of
+/// a built-in dict, come back exactly; the server's memory grows by no more than the arenas.
+fn large_values_round_trip_exactly_through_the_arena() {
+    let socket = TempPath::socket("shm-large");
+    let manager = start(&socket, ServerConfig::default());
+    let bench = manager.create(&BENCH, ()).unwrap();
+    let sizes = [
+        (64 << 10) - 40,
+        (64 << 10) - 1,
+        64 << 10,
+        (64 << 10) + 1,
+        1 << 20,
+        (15 << 20) + 3,
+        (16 << 20) - 100,
+        17 << 20,
+    ];
+    for (i, &size) in sizes.iter().enumerate() {
+        let value = pattern(size, i as u8);
+        assert!(bench.echo(value.clone()).unwrap() == value, "{size} bytes");
+    }
+    // Many in a row: the arena is reused from its start.
+    for i in 0..50u8 {
+        let value = pattern((1 << 20) + usize::from(i), i);
+        assert!(bench.echo(value.clone()).unwrap() == value, "echo {i}");
+    }
+    let dict = manager.dict::<String, serde_bytes::ByteBuf>(&[]).unwrap();
+    for (i, size) in [100_000, 3 << 20].into_iter().enumerate() {
+        let value = serde_bytes::ByteBuf::from(pattern(size, i as u8));
+        dict.insert(&format!("k{i}"), &value).unwrap();
+        assert!(
+            dict.get(&format!("k{i}")).unwrap() == Some(value),
+            "{size} bytes"
+        );
+    }
+}
+
+/// Large calls from many threads and tasks at once, more than the arenas hold, all come back
+/// exactly (those that find an arena full go through the ring), interleaved with small ones.
+fn many_concurrent_large_calls_come_back_exactly() {
+    let socket = TempPath::socket("shm-many-large");
+    let manager = start(&socket, ServerConfig::default());
+    let bench = Arc::new(manager.create(&BENCH, ()).unwrap());
+    let threads: Vec<_> = (0..8u8)
+        .map(|t| {
+            let bench = bench.clone();
+            std::thread::spawn(move || {
+                for round in 0..4u8 {
+                    let size = (3 << 20) + usize::from(t) * 4099 + usize::from(round);
+                    let value = pattern(size, t ^ round << 4);
+                    assert!(
+                        bench.echo(value.clone()).unwrap() == value,
+                        "thread {t}, round {round}"
+                    );
+                    assert_eq!(bench.echo(vec![t; 10]).unwrap(), vec![t; 10]);
+                }
+            })
+        })
+        .collect();
+    with_async_bench(&manager, |bench| async move {
+        let calls = (0..12u8).map(|i| {
+            let bench = bench.clone();
+            async move {
+                let value = pattern((2 << 20) + usize::from(i), i);
+                assert!(
+                    bench.echo(value.clone()).await.unwrap() == value,
+                    "task {i}"
+                );
+            }
+        });
+        futures::future::join_all(calls).await;
+    });
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+/// Makes large calls from four threads, says so in the log after the first, and goes on
+/// until it is killed.
+#[manager::entry]
+fn flooder(address: Address, log: Token) -> manager::Result<()> {
+    let manager = BaseManager::new(address).connect()?;
+    if !manager.connection().uses_shared_memory() {
+        return Err(Error::Process("not through shared memory".into()));
+    }
+    let log: manager::sync::ListBlockingProxy<String> = manager.attach(&log)?;
+    let bench = Arc::new(manager.create(&BENCH, ())?);
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let bench = bench.clone();
+            std::thread::spawn(move || loop {
+                if bench.echo(pattern(4 << 20, t)).is_err() {
+                    return;
+                }
+            })
+        })
+        .collect();
+    bench.echo(pattern(1 << 20, 9))?;
+    log.append(&"flooding".to_string())?;
+    for thread in threads {
+        let _ = thread.join();
+    }
+    Ok(())
+}
+
+/// A client killed while large values of its go both ways through its arenas: the server
+/// drops the connection, lets go of its memory and serves others, large values included.
+fn a_client_killed_with_blocks_outstanding_frees_everything() {
+    let socket = TempPath::socket("shm-kill-large");
+    let manager = start(&socket, ServerConfig::default());
+    let pid = server_pid(&manager);
+    let log = manager.list::<String>(&[]).unwrap();
+    let baseline = manager.number_of_objects().unwrap();
+    let mut child = ChildGuard(
+        Process::spawn(
+            flooder,
+            (manager.address().clone(), log.base().token().clone()),
+        )
+        .expect("cannot spawn"),
+    );
+    wait_until("the client floods", || match log.len() {
+        Ok(1) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    assert_eq!(connection_memories(pid), 2);
+    // Let large values be in flight both ways.
+    std::thread::sleep(Duration::from_millis(200));
+    child.0.kill().unwrap();
+    child.join();
+    wait_until("the server lets go of the client's memory", || {
+        let objects = manager.number_of_objects().map_err(|e| e.to_string())?;
+        match (objects == baseline, connection_memories(pid)) {
+            (true, 1) => Ok(()),
+            state => Err(format!("objects {objects}, state {state:?}")),
+        }
+    });
+    let bench = manager.create(&BENCH, ()).unwrap();
+    let value = pattern(5 << 20, 1);
+    assert!(bench.echo(value.clone()).unwrap() == value);
 }
 
 /// With shared memory off on the client, or refused by the server, or over TCP, the
@@ -652,6 +891,9 @@ fn main() {
         case!(deadlines_fire_and_cancelled_calls_stop),
         case!(a_client_killed_mid_call_releases_its_objects_and_locks),
         case!(a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served),
+        case!(large_values_round_trip_exactly_through_the_arena),
+        case!(many_concurrent_large_calls_come_back_exactly),
+        case!(a_client_killed_with_blocks_outstanding_frees_everything),
         case!(the_socket_is_the_fallback_when_either_side_turns_shared_memory_off),
     ]);
 }

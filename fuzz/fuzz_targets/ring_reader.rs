@@ -1,9 +1,11 @@
-//! A shared-memory ring as the server reads it, with the client playing every trick: the
-//! input is a sequence of operations, each a hostile producer's (publish any head index, write
-//! any bytes anywhere in the data) or the server's (read at most so many bytes and decode the
-//! frames they complete, as its reader thread does; write a reply while the hostile consumer
-//! publishes any tail). The ring must report a fault or deliver bytes, never panic, never hand
-//! out more than was asked, and every frame it yields is decoded as a request head.
+//! A shared-memory ring and its arena as the server reads them, with the client playing every
+//! trick: the input is a sequence of operations, each a hostile producer's (publish any head
+//! index, write any bytes anywhere in the ring's data or the arena's, descriptors of blocks
+//! included) or the server's (read at most so many bytes and decode the frames they complete,
+//! as its reader thread does, blocks of the arena whole; write replies, large ones through
+//! the arena, while the hostile consumer publishes any tail and any count of blocks taken).
+//! The ring must report a fault or deliver bytes, never panic, never hand out more than the
+//! ring and one block hold, and every frame it yields is decoded as a request head.
 #![no_main]
 
 use bytes::BytesMut;
@@ -11,6 +13,14 @@ use libfuzzer_sys::fuzz_target;
 use manager_core::__private::TestRing;
 use manager_core::wire::{self, Request};
 use tokio_util::codec::Decoder;
+
+/// The next `len` bytes of `ops` (fewer if there are not as many), taken off it.
+fn take_bytes<'a>(ops: &mut &'a [u8], len: u64) -> &'a [u8] {
+    let n = (len as usize).min(ops.len());
+    let (bytes, after) = ops.split_at(n);
+    *ops = after;
+    bytes
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&size, mut ops)) = data.split_first() else {
@@ -29,21 +39,19 @@ fuzz_target!(|data: &[u8]| {
         let take = rest.len().min(8);
         let (arg, after) = rest.split_at(take);
         ops = after;
-        match op % 5 {
+        match op % 7 {
             0 => ring.set_head(word(arg)),
             1 => {
-                let len = (word(arg) % 64) as usize;
-                let n = len.min(ops.len());
-                let (bytes, after) = ops.split_at(n);
-                ops = after;
+                let bytes = take_bytes(&mut ops, word(arg) % 64);
                 ring.scribble(word(arg).rotate_left(17), bytes, word(arg) as u32);
             }
             2 => {
                 let max = (word(arg) % 4096) as usize + 1;
                 let before = inbox.len();
-                match ring.read(&mut inbox, max) {
+                match ring.read_frames(&mut inbox, max) {
                     Ok(n) => {
-                        assert!(n <= max && n <= ring.capacity());
+                        // What the ring holds, and one block of the arena (as large).
+                        assert!(n <= 2 * ring.capacity() + 4);
                         assert_eq!(inbox.len(), before + n);
                     }
                     // A fault ends the connection: nothing more is read.
@@ -60,12 +68,14 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             3 => ring.set_tail(word(arg)),
+            4 => ring.set_taken(word(arg)),
+            5 => {
+                let bytes = take_bytes(&mut ops, word(arg) % 64);
+                ring.scribble_arena(word(arg).rotate_left(29) as usize, bytes);
+            }
             _ => {
-                let len = (word(arg) % 256) as usize;
-                let n = len.min(ops.len());
-                let (bytes, after) = ops.split_at(n);
-                ops = after;
-                match ring.write(bytes) {
+                let bytes = take_bytes(&mut ops, word(arg) % 256);
+                match ring.write_frames(bytes) {
                     Ok(written) => assert!(written <= bytes.len()),
                     Err(_) => return,
                 }

@@ -143,7 +143,7 @@ impl handoff::Socket for RingSource {
         let side = &self.0;
         // Looked at first: what was written before the end is read before the end is seen.
         let closed = side.inbound.is_closed();
-        match side.inbound.read_some(inbox) {
+        match side.read_some(inbox) {
             Ok(0) if closed => Ok(0),
             Ok(0) => Err(io::ErrorKind::WouldBlock.into()),
             Ok(n) => Ok(n),

@@ -155,7 +155,7 @@ impl Connection {
             }
             inbox.reserve(READ_CHUNK.max(inbox.len()));
             let closed = side.inbound.is_closed();
-            match side.inbound.read_some(&mut inbox) {
+            match side.read_some(&mut inbox) {
                 Ok(0) if closed => return Ok(Ended::Closed),
                 Ok(0) => {}
                 Ok(_) => {

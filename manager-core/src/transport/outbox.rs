@@ -324,12 +324,7 @@ enum Written {
 fn try_send(target: &Target, frame: &[u8]) -> io::Result<usize> {
     let socket = match target {
         Target::Socket(socket) => socket,
-        Target::Ring(side) => {
-            return side
-                .outbound
-                .write_some(frame)
-                .map_err(|fault| side.fault(&fault))
-        }
+        Target::Ring(side) => return side.write_some(frame).map_err(|fault| side.fault(&fault)),
     };
     loop {
         match rustix::net::send(socket, frame, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {

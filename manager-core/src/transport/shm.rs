@@ -13,6 +13,9 @@
 //! waiting for room; threads (a blocked caller, the server's reader thread) sleep on the
 //! rings' futexes.
 //!
+//! Frames of 64 KiB and more travel outside the rings, in blocks of two arenas (one per
+//! direction) in the same memory, the rings carrying a descriptor of each: see [`bulk`].
+//!
 //! Built on `rustix` (already the crate's system-call layer): `memfd_create`, seals, `mmap`,
 //! `sendmsg`/`recvmsg` with ancillary descriptors, `eventfd`, and non-private `futex`
 //! wait/wake. `nix` would do as well but would be a second such layer; `memmap2` maps files
@@ -25,6 +28,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use rustix::event::EventfdFlags;
 use rustix::fs::{MemfdFlags, SealFlags};
@@ -33,20 +37,32 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWrite, Interest};
 use tokio::net::UnixStream;
 
+pub(crate) mod bulk;
 pub(crate) mod ring;
-pub use ring::TestRing;
+mod test_ring;
+use bulk::{BulkIn, BulkOut, ARENA_HEADER, BULK_AT_LEAST};
 use ring::{Consumer, Fault, Producer, HEADER_SIZE};
+pub use test_ring::TestRing;
 
-/// The bytes of each ring: a 1 MiB value and its frame fit in one.
+/// The bytes of each ring: what does not fit an arena (see [`bulk`]) goes through it, a 1 MiB
+/// value and its frame in one piece.
 pub(crate) const RING_CAPACITY: usize = 4 << 20;
 
-/// Identifies the memory's layout.
-const MAGIC: u64 = u64::from_be_bytes(*b"mgr-shm1");
+/// The bytes of each arena: 16 values of 1 MiB in flight each way. Only the pages used are
+/// ever backed by memory, and an empty arena starts again at its first byte.
+pub(crate) const ARENA_CAPACITY: usize = 16 << 20;
 
-/// Where the rings' headers and data are in the memory.
+/// Identifies the memory's layout.
+const MAGIC: u64 = u64::from_be_bytes(*b"mgr-shm2");
+
+/// Where the rings' and arenas' headers and the data are in the memory: the header, the
+/// request ring's and reply ring's data, then the request arena's and reply arena's.
 const REQUESTS_HEADER: usize = 256;
 const REPLIES_HEADER: usize = REQUESTS_HEADER + HEADER_SIZE;
+const REQUESTS_ARENA_HEADER: usize = REPLIES_HEADER + HEADER_SIZE;
+const REPLIES_ARENA_HEADER: usize = REQUESTS_ARENA_HEADER + ARENA_HEADER;
 const DATA: usize = 4096;
+const _: () = assert!(REPLIES_ARENA_HEADER + ARENA_HEADER <= DATA);
 
 /// The memory's own header, written by the server before it hands the memory over.
 #[repr(C)]
@@ -54,6 +70,8 @@ struct Layout {
     magic: u64,
     requests: u64,
     replies: u64,
+    requests_arena: u64,
+    replies_arena: u64,
 }
 
 /// One mapping of the memory, unmapped when the last ring using it is dropped.
@@ -100,6 +118,10 @@ pub(crate) struct Side {
     data_task: Option<AsyncFd<OwnedFd>>,
     /// Written by the peer when this party's writer task waits for room.
     room_task: AsyncFd<OwnedFd>,
+    /// Large frames from the peer, through its arena.
+    bulk_in: Mutex<BulkIn>,
+    /// Large frames to the peer, through this party's arena.
+    bulk_out: Mutex<BulkOut>,
     /// Why the connection ended, once it has: a fault of the peer's, or its end.
     ended: Mutex<Option<String>>,
     /// Whether it ended because the peer broke the memory.
@@ -135,7 +157,7 @@ fn task_waker(efd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 /// The server's side: makes the memory and the eventfds, and what to hand to the client.
 /// Runs in a runtime (the eventfds are registered with it).
 pub(crate) fn server_side() -> io::Result<(Arc<Side>, Handover)> {
-    let len = DATA + 2 * RING_CAPACITY;
+    let len = DATA + 2 * RING_CAPACITY + 2 * ARENA_CAPACITY;
     let memory = rustix::fs::memfd_create(
         "manager-connection",
         MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
@@ -153,8 +175,12 @@ pub(crate) fn server_side() -> io::Result<(Arc<Side>, Handover)> {
             magic: MAGIC,
             requests: RING_CAPACITY as u64,
             replies: RING_CAPACITY as u64,
+            requests_arena: ARENA_CAPACITY as u64,
+            replies_arena: ARENA_CAPACITY as u64,
         })
     };
+    let requests_arena = DATA + 2 * RING_CAPACITY;
+    let replies_arena = requests_arena + ARENA_CAPACITY;
     let handover = Handover {
         memory,
         client_data: eventfd()?,
@@ -178,6 +204,19 @@ pub(crate) fn server_side() -> io::Result<(Arc<Side>, Handover)> {
                 mapping.clone(),
                 Some(dup(&handover.client_data)?),
             ),
+            bulk_in: Mutex::new(BulkIn::new(
+                base.add(REQUESTS_ARENA_HEADER),
+                base.add(requests_arena),
+                ARENA_CAPACITY,
+                mapping.clone(),
+            )),
+            bulk_out: Mutex::new(BulkOut::new(
+                base.add(REPLIES_ARENA_HEADER),
+                base.add(replies_arena),
+                ARENA_CAPACITY,
+                mapping.clone(),
+                BULK_AT_LEAST,
+            )),
             data_task: None,
             room_task: task_waker(dup(&handover.server_room)?)?,
             ended: Mutex::new(None),
@@ -200,6 +239,10 @@ fn client_side(handover: Handover) -> io::Result<Arc<Side>> {
     // SAFETY: the mapping is at least `DATA` bytes; the layout is at its start.
     let layout = unsafe { base.cast::<Layout>().read() };
     let (requests, replies) = (layout.requests as usize, layout.replies as usize);
+    let (requests_arena, replies_arena) = (
+        layout.requests_arena as usize,
+        layout.replies_arena as usize,
+    );
     if layout.magic != MAGIC
         || !requests.is_power_of_two()
         || !replies.is_power_of_two()
@@ -207,6 +250,8 @@ fn client_side(handover: Handover) -> io::Result<Arc<Side>> {
             != DATA
                 .checked_add(requests)
                 .and_then(|n| n.checked_add(replies))
+                .and_then(|n| n.checked_add(requests_arena))
+                .and_then(|n| n.checked_add(replies_arena))
     {
         return Err(bad("a layout this client does not know"));
     }
@@ -228,6 +273,19 @@ fn client_side(handover: Handover) -> io::Result<Arc<Side>> {
                 mapping.clone(),
                 None,
             ),
+            bulk_in: Mutex::new(BulkIn::new(
+                base.add(REPLIES_ARENA_HEADER),
+                base.add(DATA + requests + replies + requests_arena),
+                replies_arena,
+                mapping.clone(),
+            )),
+            bulk_out: Mutex::new(BulkOut::new(
+                base.add(REQUESTS_ARENA_HEADER),
+                base.add(DATA + requests + replies),
+                requests_arena,
+                mapping.clone(),
+                BULK_AT_LEAST,
+            )),
             data_task: Some(task_waker(handover.client_data)?),
             room_task: task_waker(handover.client_room)?,
             ended: Mutex::new(None),
@@ -344,6 +402,20 @@ impl Side {
         io::Error::new(io::ErrorKind::InvalidData, why)
     }
 
+    /// Appends what there is to read to `out` (a large frame whole, from the peer's arena;
+    /// the rest as much as `out`'s spare capacity takes, and it has some) and returns how many
+    /// bytes that was: 0 when there is nothing to read now.
+    pub(crate) fn read_some(&self, out: &mut BytesMut) -> Result<usize, Fault> {
+        self.bulk_in.lock().read(&self.inbound, out)
+    }
+
+    /// Writes what can be written now of `bytes` (a stretch of the stream of frames: a large
+    /// frame at its start through this party's arena) and returns how many bytes that was: 0
+    /// when there is no room.
+    pub(crate) fn write_some(&self, bytes: &[u8]) -> Result<usize, Fault> {
+        self.bulk_out.lock().write(&self.outbound, bytes)
+    }
+
     /// Why the connection ended, if it has.
     pub(crate) fn ended(&self) -> Option<String> {
         self.ended.lock().clone()
@@ -403,7 +475,7 @@ impl AsyncWrite for RingWriter {
             if side.outbound.is_closed() {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
-            match side.outbound.write_some(buf) {
+            match side.write_some(buf) {
                 Ok(0) if !buf.is_empty() => {}
                 Ok(n) => return Poll::Ready(Ok(n)),
                 Err(fault) => return Poll::Ready(Err(side.fault(&fault))),

@@ -34,20 +34,20 @@ pub(crate) const ASYNC: u32 = 1 << 31;
 #[repr(C, align(64))]
 pub(crate) struct Header {
     /// Bytes written in all (published by the producer).
-    head: AtomicU64,
+    pub(super) head: AtomicU64,
     _pad0: [u64; 7],
     /// Bytes read in all (published by the consumer).
-    tail: AtomicU64,
+    pub(super) tail: AtomicU64,
     _pad1: [u64; 7],
     /// Bumped by the producer to wake a consumer asleep on it.
-    data_seq: AtomicU32,
+    pub(super) data_seq: AtomicU32,
     /// Consumers asleep on `data_seq` (the count), and [`ASYNC`].
-    data_wait: AtomicU32,
+    pub(super) data_wait: AtomicU32,
     _pad2: [u32; 14],
     /// Bumped by the consumer to wake a producer waiting for room.
     space_seq: AtomicU32,
     /// Producers asleep on `space_seq` (the count), and [`ASYNC`].
-    space_wait: AtomicU32,
+    pub(super) space_wait: AtomicU32,
     _pad3: [u32; 14],
 }
 
@@ -65,11 +65,11 @@ impl std::fmt::Display for Fault {
 }
 
 /// A ring's header and data, in memory kept mapped by `_keep`.
-struct Ring {
+pub(super) struct Ring {
     header: NonNull<Header>,
     data: NonNull<u8>,
     /// A power of two.
-    capacity: u64,
+    pub(super) capacity: u64,
     _keep: Arc<dyn Send + Sync>,
 }
 
@@ -105,7 +105,7 @@ impl Ring {
     }
 
     /// Copies `src` into the ring at stream position `at`, wrapping.
-    fn copy_in(&self, at: u64, src: &[u8]) {
+    pub(super) fn copy_in(&self, at: u64, src: &[u8]) {
         let pos = (at & (self.capacity - 1)) as usize;
         let first = src.len().min(self.capacity as usize - pos);
         // SAFETY: `pos + first <= capacity` and `src.len() - first <= pos`: inside the data;
@@ -114,6 +114,19 @@ impl Ring {
             let data = self.data.as_ptr();
             std::ptr::copy_nonoverlapping(src.as_ptr(), data.add(pos), first);
             std::ptr::copy_nonoverlapping(src.as_ptr().add(first), data, src.len() - first);
+        }
+    }
+
+    /// Copies `dst.len()` bytes from stream position `at` into `dst`.
+    fn copy_to_slice(&self, at: u64, dst: &mut [u8]) {
+        let pos = (at & (self.capacity - 1)) as usize;
+        let n = dst.len();
+        let first = n.min(self.capacity as usize - pos);
+        // SAFETY: as in `copy_out`, into a slice of `n` bytes.
+        unsafe {
+            let data = self.data.as_ptr();
+            std::ptr::copy_nonoverlapping(data.add(pos), dst.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(data, dst.as_mut_ptr().add(first), n - first);
         }
     }
 
@@ -165,7 +178,7 @@ pub(crate) const SPIN: Duration = Duration::from_micros(4);
 
 /// The writing end of a ring.
 pub(crate) struct Producer {
-    ring: Ring,
+    pub(super) ring: Ring,
     /// Bytes written in all: this side's own count, never read back from the ring.
     head: Mutex<u64>,
     /// The consumer's eventfd, written when its task waits for data ([`ASYNC`]).
@@ -233,6 +246,27 @@ impl Producer {
         drop(head);
         self.wake_consumer();
         Ok(n)
+    }
+
+    /// Writes all of `bytes` now if they fit (true), or nothing (false), waking the consumer
+    /// if it sleeps: for what must not be split (a descriptor, see [`super::bulk`]).
+    pub(crate) fn write_whole(&self, bytes: &[u8]) -> Result<bool, Fault> {
+        let mut head = self.head.lock();
+        if self.room(*head)? < bytes.len() as u64 {
+            return Ok(false);
+        }
+        self.ring.copy_in(*head, bytes);
+        *head += bytes.len() as u64;
+        self.ring.header().head.store(*head, Ordering::Release);
+        drop(head);
+        self.wake_consumer();
+        Ok(true)
+    }
+
+    /// The room there is to write now.
+    pub(crate) fn room_now(&self) -> Result<u64, Fault> {
+        let head = self.head.lock();
+        self.room(*head)
     }
 
     /// Whether there is room to write now.
@@ -344,6 +378,26 @@ impl Consumer {
         Ok(n)
     }
 
+    /// Runs `f` over what there is to read now (see [`Reading`]), then publishes how far it
+    /// read, waking the producer if it waits for room.
+    pub(crate) fn read_with<R>(&self, f: impl FnOnce(&mut Reading<'_>) -> R) -> Result<R, Fault> {
+        let mut tail = self.tail.lock();
+        let ready = self.available_from(*tail)?;
+        let mut reading = Reading {
+            ring: &self.ring,
+            at: *tail,
+            end: *tail + ready,
+        };
+        let result = f(&mut reading);
+        if reading.at != *tail {
+            *tail = reading.at;
+            self.ring.header().tail.store(*tail, Ordering::Release);
+            drop(tail);
+            self.wake_producer();
+        }
+        Ok(result)
+    }
+
     fn wake_producer(&self) {
         let header = self.ring.header();
         fence(Ordering::SeqCst);
@@ -426,114 +480,43 @@ impl Consumer {
     }
 }
 
-/// A ring in this process's own memory, with both ends, and a way to play a hostile peer:
-/// for the fuzz target and the tests.
-pub struct TestRing {
-    memory: Arc<Memory>,
-    producer: Producer,
-    consumer: Consumer,
+/// What a consumer may read, from where it has read to where the producer has written, as
+/// [`Consumer::read_with`] hands it out: bytes are looked at (copied out) and then taken.
+pub(crate) struct Reading<'a> {
+    ring: &'a Ring,
+    at: u64,
+    end: u64,
 }
 
-impl std::fmt::Debug for TestRing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestRing")
-            .field("capacity", &self.capacity())
-            .finish()
-    }
-}
-
-struct Memory(NonNull<u8>, std::alloc::Layout);
-
-// SAFETY: plain memory, freed once.
-unsafe impl Send for Memory {}
-// SAFETY: as above.
-unsafe impl Sync for Memory {}
-
-impl Drop for Memory {
-    fn drop(&mut self) {
-        // SAFETY: allocated with this layout in `TestRing::new`.
-        unsafe { std::alloc::dealloc(self.0.as_ptr(), self.1) }
-    }
-}
-
-impl TestRing {
-    /// A ring of `capacity` bytes (rounded up to a power of two, at least 16).
-    pub fn new(capacity: usize) -> TestRing {
-        let capacity = capacity.max(16).next_power_of_two();
-        let layout = std::alloc::Layout::from_size_align(HEADER_SIZE + capacity, 64)
-            .expect("a small layout");
-        // SAFETY: the layout is not zero-sized.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        let memory = Arc::new(Memory(ptr, layout));
-        let base = ptr.as_ptr();
-        // SAFETY: the allocation holds the header then the data, lives as long as `memory`,
-        // and has one producer and one consumer.
-        let (producer, consumer) = unsafe {
-            let data = base.add(HEADER_SIZE);
-            (
-                Producer::new(base, data, capacity, memory.clone(), None),
-                Consumer::new(base, data, capacity, memory.clone(), None),
-            )
-        };
-        TestRing {
-            memory,
-            producer,
-            consumer,
-        }
+impl Reading<'_> {
+    /// The bytes there are to read.
+    pub(crate) fn ready(&self) -> usize {
+        (self.end - self.at) as usize
     }
 
-    fn header(&self) -> &Header {
-        // SAFETY: the allocation starts with a header (atomics, valid for any bits).
-        unsafe { &*self.memory.0.as_ptr().cast::<Header>() }
+    /// Takes the next `dst.len()` bytes (at most [`Reading::ready`]) into `dst`.
+    pub(crate) fn take_into(&mut self, dst: &mut [u8]) {
+        assert!(dst.len() <= self.ready(), "a read past what is there");
+        self.ring.copy_to_slice(self.at, dst);
+        self.at += dst.len() as u64;
     }
 
-    /// The ring's capacity.
-    pub fn capacity(&self) -> usize {
-        self.producer.ring.capacity as usize
-    }
-
-    /// Writes what fits of `bytes` as the producer would; the number written, or the fault.
-    pub fn write(&self, bytes: &[u8]) -> Result<usize, String> {
-        self.producer.write_some(bytes).map_err(|f| f.0)
-    }
-
-    /// Reads at most `max` bytes as the consumer would, appending them to `out`.
-    pub fn read(&self, out: &mut BytesMut, max: usize) -> Result<usize, String> {
-        let mut room = BytesMut::with_capacity(max.max(1));
-        let n = self.consumer.read_some(&mut room).map_err(|f| f.0);
-        out.extend_from_slice(&room);
-        n
-    }
-
-    /// A hostile producer publishes `head`.
-    pub fn set_head(&self, head: u64) {
-        self.header().head.store(head, Ordering::Release);
-    }
-
-    /// A hostile consumer publishes `tail`.
-    pub fn set_tail(&self, tail: u64) {
-        self.header().tail.store(tail, Ordering::Release);
-    }
-
-    /// A hostile peer writes `bytes` into the data at `offset` (wrapping), and garbage into
-    /// the wait words.
-    pub fn scribble(&self, offset: u64, bytes: &[u8], wait_words: u32) {
-        self.producer.ring.copy_in(offset, bytes);
-        let header = self.header();
-        header
-            .data_wait
-            .store(wait_words & !ASYNC, Ordering::Relaxed);
-        header
-            .space_wait
-            .store(wait_words >> 16 & !ASYNC, Ordering::Relaxed);
-        header.data_seq.store(wait_words, Ordering::Relaxed);
+    /// Takes the next `n` bytes (at most [`Reading::ready`]) onto the end of `out`, which has
+    /// room for them.
+    pub(crate) fn take_onto(&mut self, n: usize, out: &mut BytesMut) {
+        assert!(
+            n <= self.ready() && n <= out.capacity() - out.len(),
+            "a read past what is there"
+        );
+        self.ring.copy_out(self.at, n, out);
+        self.at += n as u64;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::test_ring::TestRing;
+    use bytes::BytesMut;
 
     #[test]
     fn bytes_go_round_the_ring_in_order() {
