@@ -78,6 +78,9 @@ pub(crate) struct Entry {
     /// Per method: whether it runs as a quick call (`#[shared(quick = [...])]`), until it is
     /// caught taking too long for one (see `server::quick`).
     pub(crate) quick: Arc<[AtomicBool]>,
+    /// Per method: whether a plain call of it may run on the shared-memory reader thread that
+    /// read it, until one is caught running longer than a tick (see `server::inline`).
+    pub(crate) inline: Arc<[AtomicBool]>,
 }
 
 impl Entry {
@@ -93,6 +96,21 @@ impl Entry {
         self.quick
             .get(index)
             .is_some_and(|quick| quick.swap(false, Ordering::Relaxed))
+    }
+
+    /// Whether a plain call of method `index` may run where it was read (`server::inline`).
+    pub(crate) fn runs_inline(&self, index: usize) -> bool {
+        self.inline
+            .get(index)
+            .is_some_and(|inline| inline.load(Ordering::Relaxed))
+    }
+
+    /// Makes plain calls of method `index` run on worker threads from now on; true the first
+    /// time.
+    pub(crate) fn stop_inline(&self, index: usize) -> bool {
+        self.inline
+            .get(index)
+            .is_some_and(|inline| inline.swap(false, Ordering::Relaxed))
     }
 
     /// The index of `method` if the type has it, and whether it is exposed.
@@ -337,6 +355,10 @@ impl<T: Shared> Register<T> {
             quick: methods
                 .iter()
                 .map(|m| AtomicBool::new(m.quick && !m.is_async))
+                .collect(),
+            inline: methods
+                .iter()
+                .map(|m| AtomicBool::new(!m.is_async))
                 .collect(),
         })
     }
