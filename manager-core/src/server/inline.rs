@@ -14,12 +14,13 @@
 //! (issue 10's isolation). Leader and follower: before the body runs, the reader thread leaves
 //! its reading state (the frame decoder and what it read) in the connection's [`Relay`] and
 //! marks the reading vacant. The watcher of `quick` looks every tick (1 ms) at each relay
-//! whose inline call is running; one that has run for a tick gets a follower: a new thread
-//! takes the vacant reading and goes on reading the ring. When the body ends, its thread takes
-//! the reading back if it is still vacant, and otherwise (a follower reads now) ends. Exactly
-//! one thread reads a ring at any time: the reading passes from one to the next only through
-//! the vacant mark, taken by one compare-and-swap. (While the ring is empty, nobody waits for
-//! a reader, and the watcher only looks again next tick.) A method one of whose calls the watcher
+//! whose inline call is running; one that has run for a tick while its ring holds something
+//! (a request waits, or the connection ended) gets a follower: a new thread takes the vacant
+//! reading and goes on reading the ring. (While the ring is empty nobody waits for a reader,
+//! and the watcher looks again next tick.) When the body ends, its thread takes the reading
+//! back if it is still vacant, and otherwise (a follower reads now) ends. Exactly one thread
+//! reads a ring at any time: the reading passes from one to the next only through the vacant
+//! mark, taken by one compare-and-swap. A method one of whose calls the watcher
 //! found asleep (blocked: in a system call, on a lock) past a tick runs on workers from then
 //! on; one that was only running, or waiting for a CPU (a busy machine preempts the shortest
 //! getter now and then), keeps running inline: should it take long, a follower reads
@@ -83,13 +84,14 @@ pub(super) fn take() -> Option<Taken> {
     )
 }
 
-/// Whether a plain call (its object's lock held) is to run inline: this thread offered, its
-/// method still runs inline, and the bound leaves room (the place is then its); dispatch
+/// Whether a plain call (its object's lock held) is to run inline: this thread offered, the
+/// server runs calls where it reads them (`ServerConfig::quick_calls`), the method still runs
+/// inline, and the bound leaves room (the place is then its); dispatch
 /// then hands it over with [`hand_over`].
 pub(super) fn wanted(state: &State, running: &Running) -> Option<InlineSlot<Work>> {
     let open = OFFER.with(|offer| matches!(*offer.borrow(), Offer::Open));
     let (entry, index) = running.method();
-    if !open || !entry.runs_inline(index) {
+    if !open || !state.config.quick_calls || !entry.runs_inline(index) {
         return None;
     }
     state.workers.try_inline()

@@ -33,6 +33,11 @@ use crate::wire::{self, ControlReply, Hello, Reply, Request, ResponseHead};
 /// How much the reader thread asks the ring for, at least.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The largest request whose call the reader thread runs itself (see `inline`): the hop to
+/// a worker is nothing beside the copies of a larger value, and a call that carries one is
+/// the likeliest to run past a tick (and have the watcher look at its thread).
+const INLINE_MAX_FRAME: usize = 64 * 1024;
+
 /// The request id of a hello that asks for shared memory, when `body` (a connection's first
 /// frame) is one.
 pub(super) fn asks_for_it(body: Option<&[u8]>) -> Option<u64> {
@@ -178,7 +183,9 @@ impl Connection {
                     return Ok(Step::Ended(Ended::Closed));
                 }
                 // The last request there is may run here: nothing waits behind it.
-                let last = inbox.is_empty() && matches!(side.inbound.ready(), Ok(false));
+                let last = inbox.is_empty()
+                    && frame.len() <= INLINE_MAX_FRAME
+                    && matches!(side.inbound.ready(), Ok(false));
                 if last {
                     inline::open();
                 }
