@@ -410,9 +410,11 @@ impl Consumer {
         let awake = CONSUMERS
             .load(Ordering::Relaxed)
             .saturating_sub(SLEEPING.load(Ordering::Relaxed));
-        if awake > parallelism() {
-            return false;
-        }
+        awake <= parallelism() && self.spin_pays()
+    }
+
+    /// Whether spinning has been paying, or it is time to try it again.
+    fn spin_pays(&self) -> bool {
         self.spin_score.load(Ordering::Relaxed) >= SCORE_MIN
             || self
                 .unspun
@@ -631,6 +633,34 @@ mod tests {
         // Full: what does not fit is left.
         assert_eq!(ring.write(&[1; 20]), Ok(16));
         assert_eq!(ring.write(&[1; 20]), Ok(0));
+    }
+
+    #[test]
+    fn a_consumer_spins_while_spinning_pays_and_probes_otherwise() {
+        let ring = TestRing::new(16);
+        let consumer = &ring.consumer;
+        assert!(consumer.spin_pays(), "spinning is tried first");
+        let mut failed = 0;
+        while consumer.spin_score.load(Ordering::Relaxed) >= SCORE_MIN {
+            consumer.spun(false);
+            failed += 1;
+            assert!(failed < 100, "failed spins never stop it");
+        }
+        // From 1024, a spin that fails takes an eighth: a quarter is left after 11.
+        assert_eq!(failed, 11);
+        let probes = (0..64).filter(|_| consumer.spin_pays()).count();
+        assert_eq!(
+            probes,
+            64 / PROBE_EVERY as usize,
+            "a probe once in 32 waits"
+        );
+        for _ in 0..3 {
+            consumer.spun(true);
+        }
+        assert!(consumer.spin_pays(), "spins that pay again bring it back");
+        // Something to read: the wait returns at once, however it spins.
+        assert_eq!(ring.write(b"x"), Ok(1));
+        assert_eq!(consumer.wait(None, SPIN), Ok(true));
     }
 
     #[test]
