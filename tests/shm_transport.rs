@@ -23,9 +23,13 @@ use manager::{
 #[derive(Debug, Default)]
 pub struct Bench {
     value: i64,
+    /// Closed until `open` is called; `wait_open` blocks on it.
+    gate: (std::sync::Mutex<bool>, std::sync::Condvar),
+    /// Whether `wait_open` has started.
+    entered: std::sync::atomic::AtomicBool,
 }
 
-#[manager::shared(quick = [get])]
+#[manager::shared(quick = [get, open, entered])]
 impl Bench {
     /// The value (a quick method: it runs on the server's reader thread).
     pub fn get(&self) -> i64 {
@@ -47,6 +51,30 @@ impl Bench {
     pub fn sleep(&self, ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
         ms
+    }
+
+    /// Blocks (a plain method, on the thread that runs it) until `open` is called on this
+    /// object, or `ms` milliseconds pass; whether it was opened.
+    pub fn wait_open(&self, ms: u64) -> bool {
+        self.entered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (open, opened) = &self.gate;
+        let open = open.lock().unwrap();
+        let (open, _) = opened
+            .wait_timeout_while(open, Duration::from_millis(ms), |open| !*open)
+            .unwrap();
+        *open
+    }
+
+    /// Whether `wait_open` has started on this object (quick).
+    pub fn entered(&self) -> bool {
+        self.entered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Opens the gate `wait_open` waits for (quick: it needs no worker).
+    pub fn open(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
     }
 
     /// Sleeps `ms` milliseconds without holding a thread.
@@ -266,6 +294,83 @@ fn calls_from_threads_and_tasks_are_multiplexed_through_the_rings() {
         assert_eq!(bench.get().await.unwrap(), 1600);
         assert_eq!(napping.await.unwrap(), 6000);
     });
+}
+
+/// Issue 10's isolation through shared memory, where the server's reader thread runs a plain
+/// call itself: one thread's call blocks until another thread of the same connection opens
+/// its gate. Meanwhile that connection's other calls (on another object, a control request)
+/// are answered, then the opening call reaches the server and ends the wait. (Were the
+/// connection not read while the call blocks, the gate would never open: the wait would end
+/// only at its 30 s bound, and return false.)
+fn a_blocked_call_holds_up_no_other_caller_of_its_connection() {
+    let socket = TempPath::socket("shm-isolation");
+    let manager = start(&socket, ServerConfig::default());
+    assert!(manager.connection().uses_shared_memory());
+    let gated = manager.create(&BENCH, ()).unwrap();
+    let other = manager.create(&BENCH, ()).unwrap();
+    let waiter = gated.clone();
+    let waiting = std::thread::spawn(move || waiter.wait_open(30_000).unwrap());
+    wait_until("the wait runs", || match gated.entered() {
+        Ok(true) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    for n in 1..=50 {
+        assert_eq!(other.add(1).unwrap(), n);
+    }
+    assert_eq!(manager.number_of_objects().unwrap(), 2);
+    assert!(!waiting.is_finished(), "the gate is still closed");
+    gated.open().unwrap();
+    assert!(waiting.join().unwrap(), "the wait ended by the open");
+    // The method that blocked runs on workers from now on, and still as it should.
+    let again = gated.clone();
+    let waiting = std::thread::spawn(move || again.wait_open(30_000).unwrap());
+    assert!(waiting.join().unwrap(), "the gate stays open");
+    assert_eq!(other.add(1).unwrap(), 51);
+}
+
+/// Plain calls that block, from connections through shared memory, count against
+/// `ServerConfig::max_workers` wherever they run: with a bound of 2, a third waits until one
+/// of the first two ends, while a call that needs no worker (a control request) does not.
+fn blocked_calls_through_shared_memory_count_against_the_bound() {
+    let socket = TempPath::socket("shm-bound");
+    let mut config = ServerConfig::default();
+    config.max_workers = 2;
+    let manager = start(&socket, config);
+    let clients: Vec<BlockingManager> = (0..3).map(|_| connect(&manager, true)).collect();
+    let gates: Vec<BenchBlockingProxy> = clients
+        .iter()
+        .map(|client| {
+            assert!(client.connection().uses_shared_memory());
+            client.create(&BENCH, ()).unwrap()
+        })
+        .collect();
+    let mut waits = Vec::new();
+    for gate in &gates[..2] {
+        let gate = gate.clone();
+        waits.push(std::thread::spawn(move || gate.wait_open(30_000).unwrap()));
+    }
+    let entered = |n: usize| gates[n].entered().unwrap();
+    wait_until("two waits run", || match (entered(0), entered(1)) {
+        (true, true) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    let third = gates[2].clone();
+    waits.push(std::thread::spawn(move || third.wait_open(30_000).unwrap()));
+    // Time for the third call to reach the server.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!entered(2), "a third ran past the bound");
+    assert_eq!(manager.number_of_objects().unwrap(), 3);
+    gates[0].open().unwrap();
+    assert!(waits.remove(0).join().unwrap());
+    wait_until("the third runs once the first ended", || match entered(2) {
+        true => Ok(()),
+        false => Err("not yet".to_string()),
+    });
+    gates[1].open().unwrap();
+    gates[2].open().unwrap();
+    for wait in waits {
+        assert!(wait.join().unwrap(), "a wait ended by its open");
+    }
 }
 
 /// A call that misses its deadline fails with a timeout, the server is told to cancel it, and
@@ -888,6 +993,8 @@ fn main() {
     common::run_tests(vec![
         case!(a_tour_like_workload_goes_through_shared_memory_and_leaves_nothing),
         case!(calls_from_threads_and_tasks_are_multiplexed_through_the_rings),
+        case!(a_blocked_call_holds_up_no_other_caller_of_its_connection),
+        case!(blocked_calls_through_shared_memory_count_against_the_bound),
         case!(deadlines_fire_and_cancelled_calls_stop),
         case!(a_client_killed_mid_call_releases_its_objects_and_locks),
         case!(a_client_writing_garbage_into_its_ring_is_dropped_and_others_are_served),

@@ -648,9 +648,25 @@ impl Connection {
         ensure_blocking_allowed()?;
         let (done, wait) = std::sync::mpsc::sync_channel(1);
         let started = Instant::now();
-        let id = self.send_request(build, Pending::Blocking(done))?;
+        // Through shared memory, the reader task is quieted before the request goes out: a
+        // server that answers at once would wake it for a reply this thread reads itself.
+        // (Such a link is never replaced; a socket's is read again after the send.)
+        let early = self.inner.link.read().direct();
+        let quieted = early.1.as_ref().is_some_and(|direct| direct.quiet_reader());
+        let id = match self.send_request(build, Pending::Blocking(done)) {
+            Ok(id) => id,
+            Err(e) => {
+                if let (true, Some(direct)) = (quieted, &early.1) {
+                    direct.unquiet_reader();
+                }
+                return Err(e);
+            }
+        };
         let deadline = timeout.and_then(|limit| started.checked_add(limit));
-        let (socket, direct) = self.inner.link.read().direct();
+        let (socket, direct) = match quieted {
+            true => early,
+            false => self.inner.link.read().direct(),
+        };
         if let Some(direct) = direct {
             // Read the reply on this thread, unless the reader task is reading right now. A
             // break hands the wait to the channel: the reply comes once the session resumes.
@@ -659,6 +675,7 @@ impl Connection {
                 deadline,
                 |frame| deliver(&self.inner, frame),
                 |reason| resume::link_broken(&self.inner, socket, reason, None),
+                quieted,
             );
             match waited {
                 direct::Waited::Done(result) => return result,

@@ -74,21 +74,31 @@ pub(crate) struct Entry {
     /// Per method: whether it runs as a quick call (`#[shared(quick = [...])]`), until it is
     /// caught taking too long for one (see `server::quick`).
     pub(crate) quick: Arc<[AtomicBool]>,
+    /// Per method: whether a plain call of it may run on the shared-memory reader thread that
+    /// read it, until one is caught running longer than a tick (see `server::inline`).
+    pub(crate) inline: Arc<[AtomicBool]>,
 }
 
 impl Entry {
     /// Whether method `index` runs as a quick call.
     pub(crate) fn is_quick(&self, index: usize) -> bool {
-        self.quick
-            .get(index)
-            .is_some_and(|quick| quick.load(Ordering::Relaxed))
+        is_set(&self.quick, index)
     }
 
     /// Makes method `index` run on worker threads from now on; true the first time.
     pub(crate) fn demote(&self, index: usize) -> bool {
-        self.quick
-            .get(index)
-            .is_some_and(|quick| quick.swap(false, Ordering::Relaxed))
+        clear(&self.quick, index)
+    }
+
+    /// Whether a plain call of method `index` may run where it was read (`server::inline`).
+    pub(crate) fn runs_inline(&self, index: usize) -> bool {
+        is_set(&self.inline, index)
+    }
+
+    /// Makes plain calls of method `index` run on worker threads from now on; true the first
+    /// time.
+    pub(crate) fn stop_inline(&self, index: usize) -> bool {
+        clear(&self.inline, index)
     }
 
     /// The index of `method` if the type has it, and whether it is exposed.
@@ -334,8 +344,26 @@ impl<T: Shared> Register<T> {
                 .iter()
                 .map(|m| AtomicBool::new(m.quick && !m.is_async))
                 .collect(),
+            inline: methods
+                .iter()
+                .map(|m| AtomicBool::new(!m.is_async))
+                .collect(),
         })
     }
+}
+
+/// Whether a method's flag is set.
+fn is_set(flags: &[AtomicBool], index: usize) -> bool {
+    flags
+        .get(index)
+        .is_some_and(|flag| flag.load(Ordering::Relaxed))
+}
+
+/// Clears a method's flag; whether it was set.
+fn clear(flags: &[AtomicBool], index: usize) -> bool {
+    flags
+        .get(index)
+        .is_some_and(|flag| flag.swap(false, Ordering::Relaxed))
 }
 
 fn identity_conversion<T: Shared>() -> FromResult {

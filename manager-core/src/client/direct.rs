@@ -80,29 +80,47 @@ impl Direct {
         self.handoff.retire()
     }
 
+    /// On a ring: keeps the reader task from being woken by the replies (a caller about to
+    /// read its reply itself says so before it sends its request, which a server may answer
+    /// at once); whether it had wanted to be, and so must be told again after
+    /// ([`Direct::read_until`] with `quieted`, or [`Direct::unquiet_reader`]).
+    pub(super) fn quiet_reader(&self) -> bool {
+        match &self.socket {
+            Source::Ring(ring) => ring.0.disarm_reader_task(),
+            Source::Socket(_) => false,
+        }
+    }
+
+    /// Undoes a [`Direct::quiet_reader`] that returned true: the reader task wants to be woken
+    /// again, and is woken now if something it did not read is there.
+    pub(super) fn unquiet_reader(&self) {
+        if let Source::Ring(ring) = &self.socket {
+            if ring.0.rearm_reader_task() {
+                self.handoff.wake_reader().notify_one();
+            }
+        }
+    }
+
     /// Reads the socket on this thread until `done` says the reply it waits for has arrived,
-    /// or `deadline` passes (see [`Handoff::read_until`]).
+    /// or `deadline` passes (see [`Handoff::read_until`]); `quieted`: the caller quieted the
+    /// reader task already ([`Direct::quiet_reader`]).
     pub(super) fn read_until<T>(
         &self,
         done: impl FnMut() -> Option<T>,
         deadline: Option<Instant>,
         deliver: impl FnMut(BytesMut) -> Result<(), String>,
         fail: impl FnOnce(String),
+        quieted: bool,
     ) -> Waited<T> {
         // A caller reading the ring itself keeps the reader task from being woken by the
         // replies meanwhile (one thread switch per call fewer), and wakes it after if
         // something it did not read is there.
-        let disarmed = match &self.socket {
-            Source::Ring(ring) => ring.0.disarm_reader_task(),
-            Source::Socket(_) => false,
-        };
+        let quieted = quieted || self.quiet_reader();
         let waited = self
             .handoff
             .read_until(&self.socket, done, deadline, deliver, fail);
-        if let (true, Source::Ring(ring)) = (disarmed, &self.socket) {
-            if ring.0.rearm_reader_task() {
-                self.handoff.wake_reader().notify_one();
-            }
+        if quieted {
+            self.unquiet_reader();
         }
         waited
     }

@@ -5,7 +5,8 @@
 //! lock is held; waiting for that lock, and the
 //! whole of an `async` method, happen in tokio tasks, where waiting costs no thread. The reply
 //! is written by whoever finishes the call (see `transport::Outbox`), so a plain call crosses
-//! threads once, from the reader to a worker.
+//! threads once, from the reader to a worker; on a connection through shared memory, not at
+//! all when it is the last request read (`inline`).
 //!
 //! Order: calls of one connection that the client made one after the other (waiting for each
 //! reply) run in that order. Calls in flight together on one connection run concurrently and
@@ -45,6 +46,13 @@ pub(super) struct Running {
     trace: Option<TraceContext>,
     /// One of the connection's `max_in_flight`.
     _permit: Permit,
+}
+
+impl Running {
+    /// The typeid's entry and the method's index.
+    pub(super) fn method(&self) -> (&Arc<Entry>, usize) {
+        (&self.entry, self.index)
+    }
 }
 
 /// What the server's worker threads do.
@@ -196,7 +204,7 @@ impl Connection {
                     };
                     self.complete(running, outcome);
                 }
-                None => self.run_on_worker(running, job),
+                None => self.run_plain(running, job),
             },
             Call::Locking(lock) => {
                 // Waiting for the object's lock costs no thread: a task waits, and hands the
@@ -263,6 +271,15 @@ impl Connection {
         self.send_error(error, id);
     }
 
+    /// Runs a plain method's body (its object's lock held) where its request was read when
+    /// the shared-memory reader offers to (`inline`), else on a worker thread.
+    fn run_plain(self: &Arc<Self>, running: Running, job: Job) {
+        match super::inline::wanted(&self.state, &running) {
+            Some(slot) => super::inline::hand_over(running, job, slot),
+            None => self.run_on_worker(running, job),
+        }
+    }
+
     /// Runs a plain method's body (its object's lock held) on a worker thread, which also
     /// writes the reply.
     fn run_on_worker(self: &Arc<Self>, running: Running, job: Job) {
@@ -273,8 +290,8 @@ impl Connection {
         });
     }
 
-    /// A plain method's body, on a worker thread.
-    fn run_call(self: Arc<Self>, running: Running, job: Job) {
+    /// A plain method's body, on a worker thread (or inline), and its reply.
+    pub(super) fn run_call(self: Arc<Self>, running: Running, job: Job) {
         if self.closed.is_cancelled() {
             // Queued behind busy workers while its client went away: nobody waits for it.
             return;

@@ -7,6 +7,8 @@
 //! - `connection`: a connection's state and the loop that reads its requests;
 //! - `dispatch`: running a call (plain bodies on `workers`, `async` methods in tasks);
 //! - `workers`: the threads that run plain method bodies;
+//! - `shm`, `inline`: connections through shared memory, whose reader thread runs the last
+//!   plain call it read itself, handing the reading to a follower should the call block;
 //! - `refs`: which objects a connection holds, and how many references;
 //! - `segments`: the shared memory blocks connections track, unlinked with the last of them;
 //! - `session`: sessions that outlive a broken connection, and their resumption;
@@ -40,6 +42,7 @@ mod config;
 mod connection;
 mod dispatch;
 mod in_flight;
+mod inline;
 #[cfg(feature = "python")]
 mod python;
 mod quick;

@@ -17,9 +17,14 @@
 //! served again within about a tick. When the call ends, its method is demoted: logged once,
 //! and run on worker threads from then on. Until then, the connection that made the call is
 //! not read (its read loop runs the call).
+//!
+//! The same watcher looks after the plain calls that shared-memory reader threads run where
+//! they read them (`server::inline`): while any runs, it looks at each such connection every
+//! tick ([`Overrun`]), and a connection whose call has run for a tick gets another thread to
+//! read it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -53,6 +58,19 @@ struct Watched {
     wake: Condvar,
     /// The runtime to wake when a quick call blocks.
     runtime: Option<tokio::runtime::Handle>,
+    /// Inline calls (`server::inline`) started and finished.
+    inline_started: AtomicU64,
+    inline_finished: AtomicU64,
+    /// What runs inline calls, looked at every tick while one runs.
+    overruns: Mutex<Vec<Weak<dyn Overrun>>>,
+}
+
+/// Something that runs calls inline where it reads them (a shared-memory connection's
+/// reader), looked at by the watcher every tick while inline calls run.
+pub(super) trait Overrun: Send + Sync {
+    /// Called every tick while inline calls run: a call of this one's running since before
+    /// `now - TICK` is taken to block.
+    fn tick(self: Arc<Self>, now: Instant);
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +92,9 @@ impl Quick {
                 state: Mutex::new(WatcherState::default()),
                 wake: Condvar::new(),
                 runtime: tokio::runtime::Handle::try_current().ok(),
+                inline_started: AtomicU64::new(0),
+                inline_finished: AtomicU64::new(0),
+                overruns: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -81,6 +102,29 @@ impl Quick {
     /// Whether a call of method `index` of `entry` runs quick.
     pub(super) fn admit(&self, entry: &Entry, index: usize) -> Option<Admitted<'_>> {
         (self.enabled && entry.is_quick(index)).then_some(Admitted(&self.shared))
+    }
+
+    /// Has the watcher look at `runner` every tick while inline calls run, for as long as it
+    /// lives.
+    pub(super) fn watch(&self, runner: Weak<dyn Overrun>) {
+        let mut overruns = self.shared.overruns.lock();
+        overruns.retain(|o| o.strong_count() > 0);
+        overruns.push(runner);
+    }
+
+    /// An inline call starts: the watcher wakes if it sleeps.
+    pub(super) fn inline_started(&self) {
+        let watched = &self.shared;
+        // SeqCst: as for quick calls (see `Admitted::run`).
+        watched.inline_started.fetch_add(1, Ordering::SeqCst);
+        if watched.asleep.load(Ordering::SeqCst) {
+            watched.wake_watcher();
+        }
+    }
+
+    /// An inline call has ended.
+    pub(super) fn inline_finished(&self) {
+        self.shared.inline_finished.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -153,8 +197,13 @@ impl Watched {
         let mut last_started = self.started.load(Ordering::Relaxed);
         let mut last_finished = self.finished.load(Ordering::Relaxed);
         let mut woken_at = None;
+        let mut last_inline = self.inline_started.load(Ordering::Relaxed);
         loop {
             std::thread::sleep(TICK);
+            let inline = self.inline_started.load(Ordering::Relaxed);
+            if inline != self.inline_finished.load(Ordering::Relaxed) {
+                self.look_at_inline_calls();
+            }
             let started = self.started.load(Ordering::Relaxed);
             let finished = self.finished.load(Ordering::Relaxed);
             // Running a tick ago and none finished since: a call has run for a tick at least.
@@ -167,12 +216,14 @@ impl Watched {
                     drop(runtime.spawn(async {}));
                 }
             }
-            idle = if started == last_started && started == finished {
+            let quiet =
+                inline == last_inline && inline == self.inline_finished.load(Ordering::Relaxed);
+            idle = if started == last_started && started == finished && quiet {
                 idle + 1
             } else {
                 0
             };
-            (last_started, last_finished) = (started, finished);
+            (last_started, last_finished, last_inline) = (started, finished, inline);
             if idle >= IDLE_TICKS {
                 let mut state = self.state.lock();
                 if state.stopping {
@@ -181,7 +232,9 @@ impl Watched {
                 self.asleep.store(true, Ordering::SeqCst);
                 // A call that started after the last look finds `asleep` true and wakes us,
                 // or started before we set it and shows in the counters.
-                if self.started.load(Ordering::SeqCst) == started {
+                if self.started.load(Ordering::SeqCst) == started
+                    && self.inline_started.load(Ordering::SeqCst) == inline
+                {
                     self.wake.wait(&mut state);
                 }
                 self.asleep.store(false, Ordering::Relaxed);
@@ -191,7 +244,21 @@ impl Watched {
                 idle = 0;
                 last_started = self.started.load(Ordering::Relaxed);
                 last_finished = self.finished.load(Ordering::Relaxed);
+                last_inline = self.inline_started.load(Ordering::Relaxed);
             }
+        }
+    }
+
+    /// One tick's look at every runner of inline calls.
+    fn look_at_inline_calls(&self) {
+        let now = Instant::now();
+        let runners: Vec<Arc<dyn Overrun>> = {
+            let mut overruns = self.overruns.lock();
+            overruns.retain(|o| o.strong_count() > 0);
+            overruns.iter().filter_map(Weak::upgrade).collect()
+        };
+        for runner in runners {
+            runner.tick(now);
         }
     }
 }

@@ -1,13 +1,19 @@
 //! Serving a client through shared memory (see `transport::shm`): the hand-over that follows
 //! its hello, and the connection's reader thread.
 //!
-//! The thread sleeps on the request ring's futex (after a spin of a few microseconds) rather
-//! than in the runtime, so that a request wakes exactly the thread that handles it: it
-//! decodes each frame and hands it to `Connection::handle`, as the socket's read loop does
-//! (quick methods run on it, plain ones on the workers, `async` ones in tasks), and whoever
-//! finishes a call writes its reply into the reply ring, waking the client only when it
-//! sleeps. The socket stays open, carrying nothing; a task watches it: its end ends the
-//! connection, which then releases everything it held, as a socket's does.
+//! The thread sleeps on the request ring's futex (after a spin of a few microseconds, when
+//! spinning has been paying, see `ring`) rather than in the runtime, so that a request wakes
+//! exactly the thread that handles it: it decodes each frame and hands it to
+//! `Connection::handle`, as the socket's read loop does (quick methods run on it, `async` ones
+//! in tasks), and whoever finishes a call writes its reply into the reply ring, waking the
+//! client only when it sleeps. A plain call that is the last request read runs on the reader
+//! thread too, not on a worker: two parties per call (the client and this thread) where a
+//! worker would make three; while its body runs, the reading waits in the connection's relay,
+//! and a follower thread takes it over should the body run for longer than a tick, so that a
+//! slow call holds up none of the connection's other callers (see `inline`). Pipelined
+//! requests before the last go to the workers as over a socket, to run concurrently. The
+//! socket stays open, carrying nothing; a task watches it: its end ends the connection, which
+//! then releases everything it held, as a socket's does.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use tokio::runtime::Handle;
 use tokio_util::codec::Decoder;
 
 use super::connection::{Connection, Ended};
-use super::State;
+use super::{inline, State};
 use crate::error::Error;
 use crate::transport::shm::{self, ring, Handover, RingWriter, Side};
 use crate::transport::{write_frames, Outbox, Stream};
@@ -26,6 +32,11 @@ use crate::wire::{self, ControlReply, Hello, Reply, Request, ResponseHead};
 
 /// How much the reader thread asks the ring for, at least.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The largest request whose call the reader thread runs itself (see `inline`): the hop to
+/// a worker is nothing beside the copies of a larger value, and a call that carries one is
+/// the likeliest to run past a tick (and have the watcher look at its thread).
+const INLINE_MAX_FRAME: usize = 64 * 1024;
 
 /// The request id of a hello that asks for shared memory, when `body` (a connection's first
 /// frame) is one.
@@ -72,19 +83,11 @@ pub(super) async fn serve(
         conn.outbox.written(),
     ));
     let (done, mut finished) = tokio::sync::oneshot::channel();
-    {
-        let (reader, ring, runtime) = (conn.clone(), side.clone(), Handle::current());
-        let spawned = std::thread::Builder::new()
-            .name("manager-shm".into())
-            .spawn(move || {
-                let ended = reader.read_ring(&ring, &runtime);
-                let _ = done.send(ended);
-            });
-        if let Err(e) = spawned {
-            side.end("no reader thread");
-            conn.close();
-            return Err(Error::Io(e));
-        }
+    let relay = inline::Relay::new(conn.clone(), side.clone(), Handle::current(), done);
+    if let Err(e) = relay.start() {
+        side.end("no reader thread");
+        conn.close();
+        return Err(Error::Io(e));
     }
     let ended = tokio::select! {
         ended = &mut finished => ended.ok(),
@@ -126,45 +129,90 @@ pub(super) async fn serve(
     Ok(())
 }
 
+/// What a connection's reader keeps between requests, handed from one reader thread to the
+/// next (see `inline`).
+pub(super) struct Reading {
+    decoder: wire::FrameDecoder,
+    inbox: BytesMut,
+    last_heard: Instant,
+    received: u64,
+}
+
+impl Reading {
+    pub(super) fn new(conn: &Connection) -> Reading {
+        Reading {
+            decoder: wire::frame_codec(conn.state.config.max_frame),
+            inbox: BytesMut::new(),
+            last_heard: Instant::now(),
+            received: conn.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Why a reader stopped reading.
+pub(super) enum Step {
+    /// To run a plain call inline (see `inline`).
+    Inline(inline::Taken),
+    /// The connection ended.
+    Ended(Ended),
+}
+
 impl Connection {
     /// The reader thread: reads requests from the ring and handles them until the connection
-    /// ends. An error is the client breaking the protocol (a bad frame, a corrupt ring).
-    fn read_ring(self: &Arc<Self>, side: &Side, runtime: &Handle) -> Result<Ended, Error> {
-        // Calls that wait for a lock, and `async` ones, become tasks of the runtime.
-        let _runtime = runtime.enter();
-        let mut decoder = wire::frame_codec(self.state.config.max_frame);
-        let mut inbox = BytesMut::new();
+    /// ends, or until the last request read is a plain call to run here. An error is the
+    /// client breaking the protocol (a bad frame, a corrupt ring).
+    pub(super) fn read_ring(
+        self: &Arc<Self>,
+        side: &Side,
+        reading: &mut Reading,
+    ) -> Result<Step, Error> {
         let max_queued = self.state.config.max_queued_reply_bytes as u64;
         let liveness = self.liveness();
-        let mut last_heard = Instant::now();
-        let mut received = 0u64;
+        let Reading {
+            decoder,
+            inbox,
+            last_heard,
+            received,
+        } = reading;
         loop {
             while let Some(frame) = decoder
-                .decode(&mut inbox)
+                .decode(inbox)
                 .map_err(|e| Error::Protocol(format!("bad frame: {e}")))?
             {
                 if !self.room_for_one_more(max_queued) {
-                    return Ok(Ended::Closed);
+                    return Ok(Step::Ended(Ended::Closed));
                 }
-                self.handle(frame.freeze())?;
-                received += 1;
-                self.received.store(received, Ordering::Relaxed);
+                // The last request there is may run here: nothing waits behind it.
+                let last = inbox.is_empty()
+                    && frame.len() <= INLINE_MAX_FRAME
+                    && matches!(side.inbound.ready(), Ok(false));
+                if last {
+                    inline::open();
+                }
+                let handled = self.handle(frame.freeze());
+                let taken = inline::take();
+                handled?;
+                *received += 1;
+                self.received.store(*received, Ordering::Relaxed);
+                if let Some(taken) = taken {
+                    return Ok(Step::Inline(taken));
+                }
             }
             if self.closed.is_cancelled() {
-                return Ok(Ended::Closed);
+                return Ok(Step::Ended(Ended::Closed));
             }
             inbox.reserve(READ_CHUNK.max(inbox.len()));
             let closed = side.inbound.is_closed();
-            match side.read_some(&mut inbox) {
-                Ok(0) if closed => return Ok(Ended::Closed),
+            match side.read_some(inbox) {
+                Ok(0) if closed => return Ok(Step::Ended(Ended::Closed)),
                 Ok(0) => {}
                 Ok(_) => {
-                    last_heard = Instant::now();
+                    *last_heard = Instant::now();
                     continue;
                 }
                 Err(fault) => return Err(Error::Protocol(side.fault(&fault).to_string())),
             }
-            match side.inbound.wait(Some(last_heard + liveness), ring::SPIN) {
+            match side.inbound.wait(Some(*last_heard + liveness), ring::SPIN) {
                 Ok(true) => {}
                 Ok(false) => {
                     let quiet = last_heard.elapsed();
@@ -174,9 +222,9 @@ impl Connection {
                              (ServerConfig::liveness_timeout)",
                             self.id
                         );
-                        return Ok(Ended::Broken(format!(
+                        return Ok(Step::Ended(Ended::Broken(format!(
                             "nothing from the client for {quiet:.1?}"
-                        )));
+                        ))));
                     }
                 }
                 Err(fault) => return Err(Error::Protocol(side.fault(&fault).to_string())),

@@ -14,6 +14,11 @@
 //! thread, awake only while work is queued, gives the queue another thread within a tick
 //! (100 us), so a quick call never waits for a slow one for longer than that.
 //!
+//! Bodies that the shared-memory reader threads run where they read them (`server::inline`)
+//! count against the same bound: [`Workers::try_inline`] reserves a place for one, and a
+//! worker takes queued work only while the running bodies, on workers and inline, are fewer
+//! than the bound.
+//!
 //! Why not tokio's `spawn_blocking`: its threads carry the runtime's context, so a method that
 //! uses a blocking proxy (nesting shared objects, as Python users do) would be refused as a
 //! blocking call inside an async runtime; its bound is shared with tokio's own blocking work
@@ -79,6 +84,8 @@ struct Pool<W> {
     started: Box<[AtomicU64]>,
     /// How many pieces of work have been taken from the queue.
     taken: AtomicU64,
+    /// Bodies running now, on workers and inline (`Workers::try_inline`): at most `max`.
+    running: AtomicUsize,
 }
 
 struct PoolState<W> {
@@ -132,6 +139,7 @@ impl<W: Run> Workers<W> {
                 epoch: Instant::now(),
                 started: (0..max).map(|_| AtomicU64::new(0)).collect(),
                 taken: AtomicU64::new(0),
+                running: AtomicUsize::new(0),
             }),
         }
     }
@@ -158,6 +166,31 @@ impl<W: Run> Workers<W> {
         }
         pool.add_taker(state);
     }
+
+    /// A place for one body to run outside the pool (inline, where its request was read),
+    /// counted against the bound; `None` when the bound is reached.
+    pub(crate) fn try_inline(&self) -> Option<InlineSlot<W>> {
+        self.shared
+            .reserve()
+            .then(|| InlineSlot(self.shared.clone()))
+    }
+}
+
+/// A body running outside the pool, counted against its bound until dropped.
+pub(crate) struct InlineSlot<W: Run>(Arc<Pool<W>>);
+
+impl<W: Run> Drop for InlineSlot<W> {
+    fn drop(&mut self) {
+        let pool = &self.0;
+        pool.running.fetch_sub(1, Ordering::AcqRel);
+        // Work queued while the bound was reached waits for this place.
+        if pool.pending.load(Ordering::Acquire) > 0 {
+            let state = pool.state.lock();
+            if !state.queue.is_empty() {
+                pool.add_taker(state);
+            }
+        }
+    }
 }
 
 impl<W: Run> Drop for Workers<W> {
@@ -179,6 +212,31 @@ impl<W: Run> Pool<W> {
             .map(|started| started.load(Ordering::Relaxed))
             .filter(|&started| started != 0 && now.saturating_sub(started) < fresh)
             .count()
+    }
+
+    /// Counts one more running body, unless `max` run already.
+    fn reserve(&self) -> bool {
+        let reserved = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+                (running < self.max).then_some(running + 1)
+            })
+            .is_ok();
+        if !reserved {
+            self.bound_reached();
+        }
+        reserved
+    }
+
+    /// Logs, once, that plain calls wait for the bound.
+    fn bound_reached(&self) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "{} plain method calls are running, the bound; further plain calls wait for \
+                 one of them to end (ServerConfig::max_workers); logged once",
+                self.max
+            );
+        }
     }
 
     fn now(&self) -> u64 {
@@ -215,13 +273,7 @@ impl<W: Run> Pool<W> {
             return;
         }
         drop(state);
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "all {} worker threads are busy with plain method calls; further plain calls \
-                 wait for a free one (ServerConfig::max_workers); logged once",
-                self.max
-            );
-        }
+        self.bound_reached();
     }
 
     /// Makes sure the watchdog looks at the queue (starting it the first time).
@@ -295,12 +347,16 @@ impl<W: Run> Pool<W> {
         // Whether this thread has spun since its last work.
         let mut spun = false;
         loop {
-            if let Some(work) = state.queue.pop_front() {
+            // Past the bound (bodies running inline hold places too), work stays queued: the
+            // end of an inline body wakes a worker for it.
+            if !state.queue.is_empty() && self.reserve() {
+                let work = state.queue.pop_front().expect("not empty");
                 self.pending.store(state.queue.len(), Ordering::Release);
                 self.taken.fetch_add(1, Ordering::Relaxed);
                 self.started[slot].store(self.now(), Ordering::Relaxed);
                 drop(state);
                 run(work);
+                self.running.fetch_sub(1, Ordering::AcqRel);
                 self.started[slot].store(0, Ordering::Relaxed);
                 spun = false;
                 state = self.state.lock();
@@ -367,6 +423,24 @@ mod tests {
         }
         assert!(most.load(Ordering::SeqCst) <= 3);
         assert!(workers.shared.state.lock().threads <= 3);
+    }
+
+    #[test]
+    fn bodies_run_inline_count_against_the_bound() {
+        let workers = Workers::<Boxed>::new(2, Duration::from_micros(50));
+        let first = workers.try_inline().expect("room for one");
+        let second = workers.try_inline().expect("room for two");
+        assert!(workers.try_inline().is_none(), "the bound is 2");
+        let (done, finished) = mpsc::channel();
+        workers.spawn(Box::new(move || done.send(()).unwrap()));
+        assert!(
+            finished.recv_timeout(Duration::from_millis(300)).is_err(),
+            "queued work ran past the bound"
+        );
+        drop(first);
+        finished.recv_timeout(Duration::from_secs(20)).unwrap();
+        drop(second);
+        assert!(workers.try_inline().is_some());
     }
 
     #[test]

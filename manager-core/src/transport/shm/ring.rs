@@ -9,7 +9,8 @@
 //! the frame decoder then refuses. A bad index is a [`Fault`]: the connection ends, nobody
 //! panics.
 //!
-//! Waiting: a consumer with nothing to read spins for a few microseconds, then says so in
+//! Waiting: a consumer with nothing to read spins for a few microseconds (when spinning pays,
+//! see [`Consumer::wait`]), then says so in
 //! `data_wait` (a count of futex waiters, and [`ASYNC`] for a task waiting on an eventfd) and
 //! sleeps on the `data_seq` futex; a producer publishes, then (after a full fence) looks at
 //! `data_wait` and makes a system call only when someone sleeps. The same, the other way, for a
@@ -18,8 +19,8 @@
 
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -176,6 +177,31 @@ fn futex_wake_all(seq: &AtomicU32) {
 /// microseconds, so that a reply that is on its way costs no wake-up, and never more.
 pub(crate) const SPIN: Duration = Duration::from_micros(4);
 
+/// How often spinning paid lately, per consumer: out of this (spinning pays when what is
+/// waited for comes within the spin).
+const SCORE_ONE: u32 = 1024;
+
+/// Below this score (a quarter of the waits), a consumer no longer spins: a failed spin is a
+/// few microseconds of CPU that others on the machine want, a successful one saves a futex
+/// sleep and wake (about as much, on both sides): spinning is worth it while at least about a
+/// quarter of the spins end with something to read.
+const SCORE_MIN: u32 = SCORE_ONE / 4;
+
+/// A consumer that no longer spins tries once every this many waits, to learn whether it
+/// pays again.
+const PROBE_EVERY: u32 = 32;
+
+/// The consumers of this process, and how many of them sleep on their futex: the others are
+/// awake, running (a server's reader threads, each running its connection's calls).
+static CONSUMERS: AtomicUsize = AtomicUsize::new(0);
+static SLEEPING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many threads can run at once here.
+fn parallelism() -> usize {
+    static CPUS: OnceLock<usize> = OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// The writing end of a ring.
 pub(crate) struct Producer {
     pub(super) ring: Ring,
@@ -194,6 +220,16 @@ pub(crate) struct Consumer {
     /// The producer's eventfd, written when its task waits for room ([`ASYNC`]).
     producer_task: Option<OwnedFd>,
     closed: AtomicBool,
+    /// How often spinning paid lately (out of [`SCORE_ONE`]), and the waits that did not
+    /// spin (for the probes).
+    spin_score: AtomicU32,
+    unspun: AtomicU32,
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        CONSUMERS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Producer {
@@ -328,11 +364,14 @@ impl Consumer {
         // SAFETY: the caller's.
         let ring = unsafe { Ring::new(header, data, capacity, keep) };
         let tail = ring.header().tail.load(Ordering::Relaxed);
+        CONSUMERS.fetch_add(1, Ordering::Relaxed);
         Consumer {
             ring,
             tail: Mutex::new(tail),
             producer_task,
             closed: AtomicBool::new(false),
+            spin_score: AtomicU32::new(SCORE_ONE),
+            unspun: AtomicU32::new(0),
         }
     }
 
@@ -417,16 +456,55 @@ impl Consumer {
         }
     }
 
+    /// Whether to spin before sleeping this time: while spinning has been paying (the
+    /// score), with a probe now and then when it has not, and never while more of this
+    /// process's consumers are awake than it has CPUs (a spin then takes CPU from a thread
+    /// that has work).
+    fn spins(&self) -> bool {
+        let awake = CONSUMERS
+            .load(Ordering::Relaxed)
+            .saturating_sub(SLEEPING.load(Ordering::Relaxed));
+        awake <= parallelism() && self.spin_pays()
+    }
+
+    /// Whether spinning has been paying, or it is time to try it again.
+    fn spin_pays(&self) -> bool {
+        self.spin_score.load(Ordering::Relaxed) >= SCORE_MIN
+            || self
+                .unspun
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(PROBE_EVERY)
+    }
+
+    /// Learns from a spin whether it paid.
+    fn spun(&self, paid: bool) {
+        let score = self.spin_score.load(Ordering::Relaxed);
+        let score = match paid {
+            true => score + (SCORE_ONE - score) / 8,
+            false => score - score / 8,
+        };
+        self.spin_score.store(score, Ordering::Relaxed);
+    }
+
     /// Blocks until there is something to read, the ring is closed (true), or `deadline`
-    /// passes (false): a spin of at most `spin` first, then the futex.
+    /// passes (false): a spin of at most `spin` first when spinning pays (see
+    /// [`Consumer::spins`]), then the futex.
     pub(crate) fn wait(&self, deadline: Option<Instant>, spin: Duration) -> Result<bool, Fault> {
         let header = self.ring.header();
-        let start = Instant::now();
-        while start.elapsed() < spin {
-            if self.ready()? {
+        if !spin.is_zero() && self.spins() {
+            let start = Instant::now();
+            let mut paid = false;
+            while start.elapsed() < spin {
+                if self.ready()? {
+                    paid = true;
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            self.spun(paid);
+            if paid {
                 return Ok(true);
             }
-            std::hint::spin_loop();
         }
         loop {
             let seen = header.data_seq.load(Ordering::Acquire);
@@ -436,7 +514,9 @@ impl Consumer {
                 header.data_wait.fetch_sub(1, Ordering::Relaxed);
                 return ready;
             }
+            SLEEPING.fetch_add(1, Ordering::Relaxed);
             futex_wait(&header.data_seq, seen, deadline);
+            SLEEPING.fetch_sub(1, Ordering::Relaxed);
             header.data_wait.fetch_sub(1, Ordering::Relaxed);
             if self.ready()? {
                 return Ok(true);
@@ -536,6 +616,34 @@ mod tests {
         // Full: what does not fit is left.
         assert_eq!(ring.write(&[1; 20]), Ok(16));
         assert_eq!(ring.write(&[1; 20]), Ok(0));
+    }
+
+    #[test]
+    fn a_consumer_spins_while_spinning_pays_and_probes_otherwise() {
+        let ring = TestRing::new(16);
+        let consumer = &ring.consumer;
+        assert!(consumer.spin_pays(), "spinning is tried first");
+        let mut failed = 0;
+        while consumer.spin_score.load(Ordering::Relaxed) >= SCORE_MIN {
+            consumer.spun(false);
+            failed += 1;
+            assert!(failed < 100, "failed spins never stop it");
+        }
+        // From 1024, a spin that fails takes an eighth: a quarter is left after 11.
+        assert_eq!(failed, 11);
+        let probes = (0..64).filter(|_| consumer.spin_pays()).count();
+        assert_eq!(
+            probes,
+            64 / PROBE_EVERY as usize,
+            "a probe once in 32 waits"
+        );
+        for _ in 0..3 {
+            consumer.spun(true);
+        }
+        assert!(consumer.spin_pays(), "spins that pay again bring it back");
+        // Something to read: the wait returns at once, however it spins.
+        assert_eq!(ring.write(b"x"), Ok(1));
+        assert_eq!(consumer.wait(None, SPIN), Ok(true));
     }
 
     #[test]
