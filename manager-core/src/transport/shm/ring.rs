@@ -596,7 +596,9 @@ impl Reading<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::test_ring::TestRing;
+    use super::{PROBE_EVERY, SCORE_MIN, SPIN};
     use bytes::BytesMut;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn bytes_go_round_the_ring_in_order() {

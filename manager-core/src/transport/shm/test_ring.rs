@@ -18,7 +18,7 @@ use super::ring::{Consumer, Header, Producer, ASYNC, HEADER_SIZE};
 pub struct TestRing {
     memory: Arc<Memory>,
     producer: Producer,
-    consumer: Consumer,
+    pub(super) consumer: Consumer,
     pub(super) bulk_out: Mutex<BulkOut>,
     pub(super) bulk_in: Mutex<BulkIn>,
 }
