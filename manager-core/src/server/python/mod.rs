@@ -51,6 +51,7 @@ mod builtins;
 mod call;
 mod control;
 mod create;
+mod handoff;
 mod names;
 mod results;
 mod slices;
