@@ -1,16 +1,16 @@
 //! CPython clients' waiting queue calls between processes (every CPython 3.8+ found): a `get`
 //! waiting in one client process is answered when another process puts (the server finishes
-//! the waiting call on the putter's side and writes its reply: see `server::python::handoff`),
+//! the waiting call on the putter's side and writes its reply: see `server::python::waiting`),
 //! with every semantic of CPython's server: items in order and none lost with many waiters,
 //! items larger than a socket's buffer, timeouts (`Empty`, `Full`), a `put` waiting for room
-//! released by a `get`, `join` released by `task_done`, a waiting client that dies.
+//! released by a `get`, `join` released by `task_done`, waiting clients that die.
 
 mod common;
 
 use common::python::assert_sync_script_prints;
 
 const WAITS: &str = r#"
-import sys, queue, time, multiprocessing as mp
+import sys, os, signal, queue, time, multiprocessing as mp
 from multiprocessing.managers import SyncManager
 
 host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
@@ -40,6 +40,11 @@ def joiner(jq, results):
     connect()
     jq.join()
     results.put("joined")
+
+def waiter(q, started):
+    connect()
+    started.set()
+    q.get()
 
 if __name__ == "__main__":
     ctx = mp.get_context("fork")
@@ -102,6 +107,21 @@ if __name__ == "__main__":
     print("joiner:", results.get(timeout=60))
     child.join()
 
+    # Waiting getters killed one after another take nothing with them.
+    started = m.Event()
+    for _ in range(3):
+        child = ctx.Process(target=waiter, args=(q, started))
+        child.start()
+        started.wait(60)
+        started.clear()
+        time.sleep(0.3)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+    time.sleep(0.2)
+    for i in range(3):
+        q.put(i)
+    print("all left:", [q.get(timeout=60) for _ in range(3)])
+
     # The same connection goes on after each of these waits.
     q.put("last")
     print("last:", q.get())
@@ -116,47 +136,7 @@ fn waiting_cpython_queue_calls_are_answered_across_processes() {
          get timed out: Empty\nput timed out: Full\n\
          first: 1\nputter: put\nsecond: 2\n\
          still joining: True\njoiner: joined\n\
+         all left: [0, 1, 2]\n\
          last: last\n",
     );
-}
-
-const DIES_WAITING: &str = r#"
-import sys, os, signal, time, multiprocessing as mp
-from multiprocessing.managers import SyncManager
-
-host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
-mp.current_process().authkey = key
-m = SyncManager(address=(host, port), authkey=key)
-m.connect()
-q = m.Queue()
-started = m.Event()
-
-def waiter():
-    started.set()
-    q.get()
-
-if __name__ == "__main__":
-    ctx = mp.get_context("fork")
-    # Served items first, so that the waiter's connection has left waits before.
-    q.put(0)
-    print("before:", q.get())
-    for _ in range(3):
-        child = ctx.Process(target=waiter)
-        child.start()
-        started.wait(60)
-        started.clear()
-        time.sleep(0.3)
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-    time.sleep(0.2)
-    for i in range(3):
-        q.put(i)
-    print("all left:", [q.get(timeout=60) for _ in range(3)])
-"#;
-
-/// Waiting clients killed one after another take nothing with them: every item put later is
-/// still there.
-#[test]
-fn killed_waiting_cpython_getters_take_no_item() {
-    assert_sync_script_prints(DIES_WAITING, "before: 0\nall left: [0, 1, 2]\n");
 }

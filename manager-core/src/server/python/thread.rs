@@ -7,7 +7,7 @@
 //! socket leaves the runtime for a thread that blocks in `read` (the kernel wakes it with the
 //! request, one system call), runs the call there, plain bodies included (as CPython's server
 //! does, with a thread per connection), and writes the reply. A queue's `get`, `put` or `join`
-//! that must wait is left for whoever wakes it to finish and answer (see `handoff`), and the
+//! that must wait is left for whoever wakes it to finish and answer (see `waiting`), and the
 //! thread reads on. Another call that waits (a lock, an event) is polled once on the thread
 //! and, if it must wait, awaited there while the socket is watched through the runtime:
 //! anything the client sends meanwhile means it is gone, and the call is dropped, as on a
@@ -20,7 +20,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
-use super::handoff::{self, Handoff};
+use super::waiting::{self, Parked};
 use super::*;
 use crate::python::connection::{read_frame_blocking, write_frame_blocking};
 
@@ -206,9 +206,9 @@ fn serve_thread(
     let mut reader =
         std::io::BufReader::with_capacity(16 * 1024, std::io::Cursor::new(leftover).chain(&socket));
     let mut methods = true;
-    // Where a waiting queue call is left for its waker to answer (see `handoff`), and whether
+    // Where a waiting queue call is left for its waker to answer (see `waiting`), and whether
     // one was left since the last read.
-    let mut handoff: Option<Arc<Handoff>> = None;
+    let mut parked: Option<Arc<Parked>> = None;
     let mut left_waiting = false;
     loop {
         let wants_ack = |len: usize| {
@@ -217,7 +217,7 @@ fn serve_thread(
             }
         };
         let read = read_frame_blocking(&mut reader, state.config.max_frame, wants_ack);
-        if std::mem::take(&mut left_waiting) && !handoff.as_ref().is_some_and(|h| h.settle()) {
+        if std::mem::take(&mut left_waiting) && !parked.as_ref().is_some_and(|p| p.settle()) {
             // The client sent something, or left, before the call it waits on was answered;
             // or the answer could not be sent.
             break;
@@ -236,11 +236,11 @@ fn serve_thread(
                 let _entered = handle.enter();
                 futures::executor::block_on(control(me, request, &mut methods))
             }
-            Ok(request) => match run_call(me, handle, &socket, &mut handoff, request) {
+            Ok(request) => match run_call(me, handle, &socket, &mut parked, request) {
                 Ran::Reply(reply) => (reply, After::Continue),
                 Ran::LeftWaiting => {
                     left_waiting = true;
-                    handoff::finish_deferred();
+                    waiting::finish_deferred();
                     continue;
                 }
                 Ran::Gone => break,
@@ -253,7 +253,7 @@ fn serve_thread(
             .map_err(|e| Error::encode("a pickled message", e))
             .and_then(|payload| write_frame_blocking(&mut &socket, &payload));
         // The client has its reply: now the waiting calls of other clients that this call woke.
-        handoff::finish_deferred();
+        waiting::finish_deferred();
         if let Err(e) = sent {
             tracing::debug!("cannot answer a CPython client: {e}");
             break;
@@ -267,12 +267,12 @@ fn serve_thread(
             }
         }
     }
-    if let Some(handoff) = &handoff {
-        handoff.close();
+    if let Some(parked) = &parked {
+        parked.close();
     }
     // Cleanups (locks the client held) may wake runtime tasks.
     let _entered = handle.enter();
-    handoff::finish_deferred();
+    waiting::finish_deferred();
     me.close();
 }
 
@@ -280,7 +280,7 @@ fn serve_thread(
 enum Ran {
     /// Done: the reply to send.
     Reply(PyValue),
-    /// Left waiting, for whoever wakes it to answer (see `handoff`).
+    /// Left waiting, for whoever wakes it to answer (see `waiting`).
     LeftWaiting,
     /// The client went away (or the server stopped) while it waited.
     Gone,
@@ -291,29 +291,29 @@ fn run_call(
     me: &Arc<Connection>,
     handle: &tokio::runtime::Handle,
     socket: &Socket,
-    handoff: &mut Option<Arc<Handoff>>,
+    parked: &mut Option<Arc<Parked>>,
     request: Request,
 ) -> Ran {
     let _entered = handle.enter();
-    if handoff::hands_off(&me.state, &request) {
-        if handoff.is_none() {
-            *handoff = Handoff::new(socket, me, handle)
-                .inspect_err(|e| tracing::debug!("a CPython connection without hand-offs: {e}"))
+    if waiting::parks(&me.state, &request) {
+        if parked.is_none() {
+            *parked = Parked::new(socket, me, handle)
+                .inspect_err(|e| tracing::debug!("a CPython connection that cannot park: {e}"))
                 .ok();
         }
-        if let Some(handoff) = handoff {
+        if let Some(parked) = parked {
             let me = me.clone();
             let call = Box::pin(async move { call_in(&me, request, Exec::Thread).await });
-            return handoff.start(call).map_or(Ran::LeftWaiting, Ran::Reply);
+            return parked.start(call).map_or(Ran::LeftWaiting, Ran::Reply);
         }
     }
     let mut call = std::pin::pin!(call_in(me, request, Exec::Thread));
     // Most calls finish at their first poll: no waiting, no watching.
-    if let Some(reply) = handoff::deferring(|| call.as_mut().now_or_never()) {
+    if let Some(reply) = waiting::deferring(|| call.as_mut().now_or_never()) {
         return Ran::Reply(reply);
     }
     // It waits; what it woke first must not wait with it.
-    handoff::finish_deferred();
+    waiting::finish_deferred();
     // Meanwhile a CPython client sends nothing; anything it sends means it is gone.
     let gone = async {
         let watched = socket.try_clone().and_then(|clone| {

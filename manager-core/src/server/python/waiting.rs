@@ -15,8 +15,8 @@
 //! timeout's timer, a Rust client's `put` on a runtime task) finishes the call on a task of the
 //! runtime. The reply is written without blocking the waking thread when the socket takes it
 //! at once (any reply a CPython client waits for, unless it is larger than the socket's
-//! buffer); the rest, if any, with a blocking write, under the lock that the connection's
-//! thread takes before it reads on.
+//! buffer); the rest, if any, with a blocking write (the client sends its next request only
+//! once it has all of it, so the connection's thread never writes over it).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -32,11 +32,11 @@ use super::thread::Socket;
 use super::*;
 
 /// A call left waiting.
-pub(super) type Waiting = Pin<Box<dyn Future<Output = PyValue> + Send>>;
+pub(super) type Call = Pin<Box<dyn Future<Output = PyValue> + Send>>;
 
 /// Whether a call of `request` may be left waiting for its waker to finish: the waiting methods
 /// of the built-in queues, whose completion is short (take or put an item, encode the reply).
-pub(super) fn hands_off(state: &State, request: &Request) -> bool {
+pub(super) fn parks(state: &State, request: &Request) -> bool {
     if !matches!(request.method.as_str(), "get" | "put" | "join") {
         return false;
     }
@@ -56,13 +56,13 @@ enum Slot {
     /// No call waits.
     Idle,
     /// A call waits; whoever wakes it polls it.
-    Waiting(Waiting),
+    Waiting(Call),
     /// The waiting call was answered (its reply sent, or being sent): the connection reads on.
     Answered,
 }
 
 /// The waiting call of one connection served by a thread, and the waker of that call.
-pub(super) struct Handoff {
+pub(super) struct Parked {
     slot: Mutex<Slot>,
     /// Set by every wake-up, cleared by the poll it causes.
     woken: AtomicBool,
@@ -77,7 +77,7 @@ thread_local! {
     /// Whether this thread is running a call, whose wake-ups wait in `DEFERRED`.
     static DEFERRING: Cell<bool> = const { Cell::new(false) };
     /// Waiting calls woken by this thread's call, finished by `finish_deferred`.
-    static DEFERRED: RefCell<VecDeque<Arc<Handoff>>> = const { RefCell::new(VecDeque::new()) };
+    static DEFERRED: RefCell<VecDeque<Arc<Parked>>> = const { RefCell::new(VecDeque::new()) };
 }
 
 /// Runs `f` (a poll) with the waiting calls it wakes kept for [`finish_deferred`], not finished
@@ -97,14 +97,14 @@ pub(super) fn finish_deferred() {
     }
 }
 
-impl Handoff {
-    /// The hand-off of a connection whose thread reads `socket`.
+impl Parked {
+    /// The parking place of a connection whose thread reads `socket`.
     pub(super) fn new(
         socket: &Socket,
         me: &Connection,
         handle: &tokio::runtime::Handle,
-    ) -> std::io::Result<Arc<Handoff>> {
-        Ok(Arc::new(Handoff {
+    ) -> std::io::Result<Arc<Parked>> {
+        Ok(Arc::new(Parked {
             slot: Mutex::new(Slot::Idle),
             woken: AtomicBool::new(false),
             socket: parking_lot::RwLock::new(Some(socket.try_clone()?)),
@@ -115,8 +115,8 @@ impl Handoff {
 
     /// Polls `call` once here: its reply if it is done; `None` when it was left waiting (its
     /// reply goes out when it is woken, and the connection's thread reads on, then calls
-    /// [`settle`](Handoff::settle)).
-    pub(super) fn start(self: &Arc<Self>, mut call: Waiting) -> Option<PyValue> {
+    /// [`settle`](Parked::settle)).
+    pub(super) fn start(self: &Arc<Self>, mut call: Call) -> Option<PyValue> {
         self.woken.store(false, Ordering::Release);
         let waker = Waker::from(self.clone());
         let polled = deferring(|| call.as_mut().poll(&mut Context::from_waker(&waker)));
@@ -223,7 +223,7 @@ fn frame(reply: &PyValue) -> std::io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-impl Wake for Handoff {
+impl Wake for Parked {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
