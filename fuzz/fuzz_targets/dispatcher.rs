@@ -11,14 +11,12 @@
 #![no_main]
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use manager::__private::{DispatchError, Outcome, Shared};
+use manager::__private::{DispatchError, Handle, Outcome, Shared};
 use manager::value::Value;
 use manager::CallContext;
 use serde::{Deserialize, Serialize};
-use tokio::sync::RwLock;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Point {
@@ -173,7 +171,7 @@ fn encode(value: &dyn manager::__private::erased_serde::Serialize) {
     let _ = postcard::to_stdvec(value);
 }
 
-fn call(target: &Arc<RwLock<Target>>, index: usize, args: &[u8], context: CallContext) {
+fn call(target: &Handle<Target>, index: usize, args: &[u8], context: CallContext) {
     let mut de = postcard::Deserializer::from_bytes(args);
     let dispatched = <Target as Shared>::dispatch(
         target.clone(),
@@ -208,7 +206,7 @@ fn call(target: &Arc<RwLock<Target>>, index: usize, args: &[u8], context: CallCo
 
 fuzz_target!(|data: &[u8]| {
     let context = CallContext::detached(1);
-    let target = Arc::new(RwLock::new(Target::default()));
+    let target = Handle::new(Target::default());
     let mut rest = data;
     while rest.len() >= 3 {
         let index = usize::from(rest[0]) % (Target::METHODS.len() + 2);

@@ -5,7 +5,6 @@
 //! server's connection type, so the model layer (`object`, `registry`) needs no server, and a
 //! dispatcher can be called from a unit test or a fuzz target with [`CallContext::detached`].
 
-use std::any::Any;
 use std::sync::{Arc, Weak};
 
 use tokio_util::sync::CancellationToken;
@@ -23,8 +22,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn retain(&self, value: &Value) -> Result<Retained, String>;
     /// Gives the connection a reference to every object of this server named inside `value`.
     fn hand_out(&self, value: &Value);
-    /// The referent of object `object` (its `Arc<RwLock<T>>`), if the server has it.
-    fn referent(&self, object: u64) -> Option<Arc<dyn Any + Send + Sync>>;
+    /// The referent of object `object`, if the server has it.
+    fn referent(&self, object: u64) -> Option<crate::object::Referent>;
 }
 
 /// Releases references taken by [`CallContext::retain`] (implemented by the server's state).
@@ -145,13 +144,12 @@ impl CallContext {
     /// thread, where an iterator producer runs; `read().await` in a stream), and hold it no
     /// longer than one read.
     ///
-    /// Holding the `Arc` keeps the object's value alive (as a Python iterator keeps its list
+    /// Holding the handle keeps the object's value alive (as a Python iterator keeps its list
     /// alive), not its place in the server: a released object can no longer be called.
     /// `None` for a [detached](CallContext::detached) context, or when `T` is not the type of
     /// the object.
-    pub fn this<T: crate::object::Shared>(&self) -> Option<Arc<tokio::sync::RwLock<T>>> {
-        let referent = self.host.as_ref()?.referent(self.object)?;
-        referent.downcast::<tokio::sync::RwLock<T>>().ok()
+    pub fn this<T: crate::object::Shared>(&self) -> Option<crate::object::Handle<T>> {
+        self.host.as_ref()?.referent(self.object)?.downcast::<T>()
     }
 }
 

@@ -1,9 +1,10 @@
 //! What the server knows about a shared type: its methods, and how to call them.
 //!
 //! `#[shared]` implements [`Shared`] for the type of an impl block. The server stores each
-//! referent as an `Arc<tokio::sync::RwLock<T>>` and calls it through the object-safe
-//! [`Referent`] trait: `&self` methods share the read lock, `&mut self` methods take the write
-//! lock, and `async fn` methods wait without holding a server thread.
+//! referent in an allocation of its own with a lock of one word beside it ([`Handle`],
+//! `object/cell.rs`; the lock: `object/lock.rs`), and calls it through its type-erased
+//! [`Referent`]: `&self` methods share the read lock, `&mut self` methods take the write lock,
+//! and `async fn` methods wait without holding a server thread.
 //!
 //! Dispatching a call yields a [`Call`]: for a plain method, the body to run once the object's
 //! lock is held (the server runs it on a worker thread, never where it reads or writes
@@ -14,13 +15,16 @@
 
 use std::any::{Any, TypeId};
 use std::future::Future;
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::Serialize;
-use tokio::sync::RwLock;
 
 use crate::context::CallContext;
+
+mod cell;
+mod lock;
+
+pub use cell::{Handle, OwnedReadGuard, OwnedWriteGuard, ReadGuard, Referent, WriteGuard};
 
 /// How a method takes its receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,16 +176,13 @@ impl std::fmt::Debug for Call {
 impl Call {
     /// A plain `&self` method: `body` runs under the object's read lock, alongside other `&self`
     /// calls on the same object.
-    pub fn shared<T>(
-        this: Arc<RwLock<T>>,
+    pub fn shared<T: Shared>(
+        this: Handle<T>,
         body: impl FnOnce(&T) -> Outcome + Send + 'static,
-    ) -> Call
-    where
-        T: Send + Sync + 'static,
-    {
-        match this.clone().try_read_owned() {
+    ) -> Call {
+        match this.try_read_owned() {
             Ok(guard) => Call::Ready(Box::new(move || body(&guard))),
-            Err(_) => Call::Locking(Box::pin(async move {
+            Err(this) => Call::Locking(Box::pin(async move {
                 let guard = this.read_owned().await;
                 Box::new(move || body(&guard)) as Job
             })),
@@ -189,16 +190,13 @@ impl Call {
     }
 
     /// A plain `&mut self` method: `body` runs under the object's write lock, alone.
-    pub fn exclusive<T>(
-        this: Arc<RwLock<T>>,
+    pub fn exclusive<T: Shared>(
+        this: Handle<T>,
         body: impl FnOnce(&mut T) -> Outcome + Send + 'static,
-    ) -> Call
-    where
-        T: Send + Sync + 'static,
-    {
-        match this.clone().try_write_owned() {
+    ) -> Call {
+        match this.try_write_owned() {
             Ok(mut guard) => Call::Ready(Box::new(move || body(&mut guard))),
-            Err(_) => Call::Locking(Box::pin(async move {
+            Err(this) => Call::Locking(Box::pin(async move {
                 let mut guard = this.write_owned().await;
                 Box::new(move || body(&mut guard)) as Job
             })),
@@ -241,56 +239,16 @@ pub trait Shared: Send + Sync + Sized + 'static {
 
     /// Decodes the arguments of method number `method` and returns the call, ready to run.
     fn dispatch(
-        this: Arc<RwLock<Self>>,
+        this: Handle<Self>,
         method: usize,
         args: &mut dyn erased_serde::Deserializer<'_>,
         context: CallContext,
     ) -> Result<Call, DispatchError>;
-}
-
-/// A referent as the server holds it: a shared type behind its lock, with its type erased.
-pub trait Referent: Send + Sync + 'static {
-    /// The methods of the referent's type.
-    fn methods(&self) -> &'static [MethodDesc];
-    /// The Rust type name of the referent.
-    fn type_name(&self) -> &'static str;
-    /// Decodes the arguments of method number `method` and returns the call, ready to run.
-    fn dispatch(
-        self: Arc<Self>,
-        method: usize,
-        args: &mut dyn erased_serde::Deserializer<'_>,
-        context: CallContext,
-    ) -> Result<Call, DispatchError>;
-    /// The referent as `Any`, so that in-process code can reach the typed object.
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-}
-
-impl<T: Shared> Referent for RwLock<T> {
-    fn methods(&self) -> &'static [MethodDesc] {
-        T::METHODS
-    }
-
-    fn type_name(&self) -> &'static str {
-        std::any::type_name::<T>()
-    }
-
-    fn dispatch(
-        self: Arc<Self>,
-        method: usize,
-        args: &mut dyn erased_serde::Deserializer<'_>,
-        context: CallContext,
-    ) -> Result<Call, DispatchError> {
-        T::dispatch(self, method, args, context)
-    }
-
-    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
 }
 
 /// Wraps a value as a referent.
-pub fn referent<T: Shared>(value: T) -> Arc<dyn Referent> {
-    Arc::new(RwLock::new(value))
+pub fn referent<T: Shared>(value: T) -> Referent {
+    Referent::new(value)
 }
 
 /// Decodes a call's arguments (a tuple) from an erased deserializer. Used by generated code.

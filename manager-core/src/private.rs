@@ -3,7 +3,9 @@
 
 pub use crate::context::CallContext;
 pub use crate::describe::MethodDoc;
-pub use crate::object::{decode_args, Call, DispatchError, MethodDesc, Outcome, Receiver, Shared};
+pub use crate::object::{
+    decode_args, Call, DispatchError, Handle, MethodDesc, Outcome, Receiver, Shared,
+};
 pub use crate::process::{decode_entry_args, EntryPoint, IntoEntryOutcome};
 pub use crate::proxy::MethodCall;
 pub use crate::transport::shm::TestRing;
@@ -13,7 +15,6 @@ pub use ::futures::future::BoxFuture;
 pub use ::inventory;
 pub use ::serde;
 pub use ::serde_bytes::{ByteBuf, Bytes};
-pub use ::tokio::sync::RwLock;
 
 // The traits below carry their requirements as supertraits, so that a generated item whose
 // where clause names one (`where for<'__m> Point: RemoteArgument`) may use everything serde

@@ -19,10 +19,7 @@ use crate::error::{Error, RemoteError};
 use crate::object::{decode_args, referent, MethodDesc, Referent, Shared};
 
 type FactoryFn = Arc<
-    dyn Fn(
-            &mut dyn erased_serde::Deserializer<'_>,
-            &CallContext,
-        ) -> Result<Arc<dyn Referent>, FactoryError>
+    dyn Fn(&mut dyn erased_serde::Deserializer<'_>, &CallContext) -> Result<Referent, FactoryError>
         + Send
         + Sync,
 >;
@@ -34,14 +31,13 @@ pub(crate) enum FactoryError {
     /// The factory refused the arguments.
     Refused(RemoteError),
 }
-type ConvertFn =
-    Arc<dyn Fn(Box<dyn Any + Send>) -> Result<Arc<dyn Referent>, String> + Send + Sync>;
+type ConvertFn = Arc<dyn Fn(Box<dyn Any + Send>) -> Result<Referent, String> + Send + Sync>;
 
 /// How clients get objects of a typeid.
 #[derive(Clone)]
 pub(crate) enum Source {
     /// One object shared by every client (Python's `callable=lambda: obj`).
-    Shared(Arc<dyn Referent>),
+    Shared(Referent),
     /// A constructor called for every create, with the client's arguments.
     Factory(FactoryFn),
     /// No constructor: objects only come from `method_to_typeid` results.

@@ -124,26 +124,78 @@ impl<'de> Deserialize<'de> for Value {
                 "a value nested more than {MAX_DEPTH} levels deep"
             )));
         }
-        struct Whole;
-        impl<'de> Visitor<'de> for Whole {
-            type Value = Value;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a value")
-            }
-            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
-                self,
-                deserializer: D,
-            ) -> Result<Value, D::Error> {
-                ValueDef::deserialize(deserializer)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
-                HANDED
-                    .take()
-                    .ok_or_else(|| E::custom("a unit where a value was expected"))
-            }
-        }
-        deserializer.deserialize_newtype_struct(VALUE_NEWTYPE, Whole)
+        read_newtype(deserializer, VALUE_NEWTYPE, "a value")
     }
+}
+
+impl<'de> Carried<'de> for Value {
+    fn read<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+        ValueDef::deserialize(deserializer)
+    }
+
+    fn unit() -> Option<Result<Value, String>> {
+        Some(
+            HANDED
+                .take()
+                .ok_or_else(|| "a unit where a value was expected".to_string()),
+        )
+    }
+}
+
+/// What one of the wire's named newtype structs carries (a whole [`Value`], a proxy's token),
+/// for [`read_newtype`].
+pub(crate) trait Carried<'de>: Sized {
+    /// Decodes the content of the newtype struct.
+    fn read<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error>;
+
+    /// What a unit in the newtype's place stands for (a value handed over beside the
+    /// encoding); `None`, the default, refuses it as serde does.
+    fn unit() -> Option<Result<Self, String>> {
+        None
+    }
+}
+
+/// The visitor of a newtype struct carrying a `T`, `expecting` naming it in errors.
+struct Newtype<T> {
+    expecting: &'static str,
+    carried: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<'de, T: Carried<'de>> Visitor<'de> for Newtype<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<T, D::Error> {
+        T::read(deserializer)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+        match T::unit() {
+            Some(carried) => carried.map_err(E::custom),
+            None => Err(E::invalid_type(de::Unexpected::Unit, &self)),
+        }
+    }
+}
+
+/// Reads the newtype struct `name` carrying a `T` (`expecting` names it in errors).
+pub(crate) fn read_newtype<'de, D: serde::Deserializer<'de>, T: Carried<'de>>(
+    deserializer: D,
+    name: &'static str,
+    expecting: &'static str,
+) -> Result<T, D::Error> {
+    deserializer.deserialize_newtype_struct(
+        name,
+        Newtype {
+            expecting,
+            carried: std::marker::PhantomData,
+        },
+    )
 }
 
 /// Equality as Python's: `True == 1 == 1.0` (so they are one key of a dict, and `1.0 in [1]`),

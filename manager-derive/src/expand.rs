@@ -211,7 +211,7 @@ impl Gen<'_> {
                 #docs
 
                 fn dispatch(
-                    this: ::std::sync::Arc<#krate::__private::RwLock<Self>>,
+                    this: #krate::__private::Handle<Self>,
                     method: usize,
                     args: &mut dyn #krate::__private::erased_serde::Deserializer<'_>,
                     context: #krate::__private::CallContext,

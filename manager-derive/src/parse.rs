@@ -114,22 +114,12 @@ pub(crate) fn shared_args(cx: &Ctxt, tokens: TokenStream) -> Args {
     arguments(cx, tokens, "#[shared]", SHARED_ARGS, |key, input| {
         match key.to_string().as_str() {
             "exposed" => {
-                if !input.peek(syn::token::Bracket) {
-                    return Err(input.error(
-                        "expected the method names in brackets, as in `exposed = [get_x, set_x]`",
-                    ));
-                }
-                let names = in_group(input, Punctuated::<Name, Token![,]>::parse_terminated)?;
-                args.exposed = Some((key.span(), names.into_iter().collect()));
+                let names = bracketed_names(input, "exposed = [get_x, set_x]")?;
+                args.exposed = Some((key.span(), names));
             }
             "quick" => {
-                if !input.peek(syn::token::Bracket) {
-                    return Err(input.error(
-                        "expected the method names in brackets, as in `quick = [get_x, len]`",
-                    ));
-                }
-                let names = in_group(input, Punctuated::<Name, Token![,]>::parse_terminated)?;
-                args.quick = Some((key.span(), names.into_iter().collect()));
+                let names = bracketed_names(input, "quick = [get_x, len]")?;
+                args.quick = Some((key.span(), names));
             }
             "method_to_typeid" => {
                 if !input.peek(syn::token::Brace) {
@@ -173,6 +163,18 @@ pub(crate) fn shared_args(cx: &Ctxt, tokens: TokenStream) -> Args {
 
 /// Parses the contents of the next `[...]` or `{...}` with `parser`, as a stream of its own,
 /// so that an error inside is one error (not also "unexpected token" for the rest).
+/// The method names in brackets after `exposed =` or `quick =`; `example` shows the form in
+/// the error when the brackets are missing.
+fn bracketed_names(input: ParseStream<'_>, example: &str) -> syn::Result<Vec<Name>> {
+    if !input.peek(syn::token::Bracket) {
+        return Err(input.error(format!(
+            "expected the method names in brackets, as in `{example}`"
+        )));
+    }
+    let names = in_group(input, Punctuated::<Name, Token![,]>::parse_terminated)?;
+    Ok(names.into_iter().collect())
+}
+
 fn in_group<T>(
     input: ParseStream<'_>,
     parser: impl syn::parse::Parser<Output = T>,

@@ -7,8 +7,6 @@
 //! process) it connects to the token's server with this process's authkey and takes a reference
 //! of its own.
 
-use std::fmt;
-
 use serde::Serialize;
 
 use super::{proxy_from, BaseProxy};
@@ -32,24 +30,16 @@ impl Serialize for BaseProxy {
     }
 }
 
+impl<'de> crate::value::Carried<'de> for Token {
+    fn read<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Token, D::Error> {
+        serde::Deserialize::deserialize(deserializer)
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for BaseProxy {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TokenVisitor;
-        impl<'de> serde::de::Visitor<'de> for TokenVisitor {
-            type Value = Token;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a proxy")
-            }
-            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
-                self,
-                deserializer: D,
-            ) -> Result<Token, D::Error> {
-                Token::deserialize(deserializer)
-            }
-        }
-        use serde::Deserialize as _;
-        let token =
-            deserializer.deserialize_newtype_struct(crate::value::TOKEN_NEWTYPE, TokenVisitor)?;
+        let token: Token =
+            crate::value::read_newtype(deserializer, crate::value::TOKEN_NEWTYPE, "a proxy")?;
         let adopted = SCOPE.with(|scope| {
             let mut scope = scope.borrow_mut();
             match scope.as_mut() {

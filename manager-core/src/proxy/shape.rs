@@ -13,6 +13,9 @@
 //! | [`Checked<T, E>`] | `Result<T, E>`, `E` [`RemoteError`] by default | `T`, the error as an [`Error`] |
 //! | [`Dynamic`] | anything | a [`CallResult`]: the value undecoded, or a proxy |
 //!
+//! [`Fallible`] and [`MappedFallible`] are one shape, [`OrRaised<S, E>`]: a reply the method
+//! raised is its `Err(E)`, any other reply is read as the shape `S` reads it.
+//!
 //! Each is a type-level name only; none is ever built.
 
 use std::marker::PhantomData;
@@ -42,17 +45,21 @@ pub trait Shape {
 #[derive(Debug)]
 pub struct Plain<T>(PhantomData<fn() -> T>);
 
-/// A method's `Result<T, E>`: its `Err` arrives typed as the inner `Err`.
+/// A method's `Result<_, E>`: a reply raised by the method arrives as the inner `Err(E)`,
+/// anything else as the shape `S` reads it. [`Fallible`] and [`MappedFallible`] are its two
+/// uses.
 #[derive(Debug)]
-pub struct Fallible<T, E>(PhantomData<fn() -> (T, E)>);
+pub struct OrRaised<S, E>(PhantomData<fn() -> (S, E)>);
+
+/// A method's `Result<T, E>`: its `Err` arrives typed as the inner `Err`.
+pub type Fallible<T, E> = OrRaised<Plain<T>, E>;
 
 /// A result the server turns into a new object (`method_to_typeid`): a proxy `P` to it.
 #[derive(Debug)]
 pub struct Mapped<P>(PhantomData<fn() -> P>);
 
 /// A mapped method returning `Result<_, E>`: `Ok` is a proxy `P`.
-#[derive(Debug)]
-pub struct MappedFallible<P, E>(PhantomData<fn() -> (P, E)>);
+pub type MappedFallible<P, E> = OrRaised<Mapped<P>, E>;
 
 /// A method whose errors are [`RemoteError`]s (the built-in types' methods), or another `E`
 /// that converts into [`Error`]: `Err` becomes that `Error` ([`Error::Remote`]), beside the
@@ -99,18 +106,17 @@ impl<T: DeserializeOwned> Shape for Plain<T> {
     }
 }
 
-impl<T: DeserializeOwned, E: DeserializeOwned> Shape for Fallible<T, E> {
-    type Output = Result<T, E>;
+impl<S: Shape, E: DeserializeOwned> Shape for OrRaised<S, E> {
+    type Output = Result<S::Output, E>;
 
     fn from_response(
         proxy: &BaseProxy,
         method: &str,
         response: Response,
-    ) -> Result<Result<T, E>, Error> {
+    ) -> Result<Result<S::Output, E>, Error> {
         match &response.reply {
-            Reply::Value => Ok(Ok(decode(response.payload(), || what(proxy, method))?)),
             Reply::Raised { type_name } => Ok(Err(raised(proxy, method, type_name, &response)?)),
-            _ => Err(unexpected(proxy, response, method, "a value")),
+            _ => S::from_response(proxy, method, response).map(Ok),
         }
     }
 }
@@ -133,21 +139,6 @@ impl<P: Proxy> Shape for Mapped<P> {
                 token,
             ))),
             _ => Err(unexpected(proxy, response, method, "a proxy")),
-        }
-    }
-}
-
-impl<P: Proxy, E: DeserializeOwned> Shape for MappedFallible<P, E> {
-    type Output = Result<P, E>;
-
-    fn from_response(
-        proxy: &BaseProxy,
-        method: &str,
-        response: Response,
-    ) -> Result<Result<P, E>, Error> {
-        match &response.reply {
-            Reply::Raised { type_name } => Ok(Err(raised(proxy, method, type_name, &response)?)),
-            _ => Mapped::<P>::from_response(proxy, method, response).map(Ok),
         }
     }
 }

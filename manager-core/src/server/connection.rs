@@ -383,9 +383,9 @@ impl Host for Connection {
         }
     }
 
-    fn referent(&self, object: u64) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+    fn referent(&self, object: u64) -> Option<crate::object::Referent> {
         let (_, referent) = self.state.table.lock().get(object)?;
-        Some(referent.as_any())
+        Some(referent)
     }
 }
 

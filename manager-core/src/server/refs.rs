@@ -10,6 +10,7 @@ use std::sync::Arc;
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
 
 use super::connection::Connection;
+use super::table::index_of;
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::object::Referent;
 use crate::registry::Entry;
@@ -17,21 +18,25 @@ use crate::wire::{Reply, Token};
 
 /// The references one connection holds: which objects, and how many references to each.
 ///
-/// Most objects are held once by one connection (its creator), so the ids are a set (8 B a
-/// bucket) and only counts past one are kept in a map beside it: a `HashMap<u64, u64>` of
-/// every count took 16 B a bucket, twice the set's.
+/// Objects are named by their slot's index in the table (`u32`), not by their id: while the
+/// connection holds a reference, the slot holds that object and no other, so the index says
+/// which, and a set of `u32` takes 4 B a bucket where ids took 8 B. Callers that start from an
+/// id the client sent check its version against the table. Most objects are held once by one
+/// connection (its creator), so the indices are a set and only counts past one are kept in a
+/// map beside it.
 #[derive(Default)]
 pub(super) struct Held {
     /// Every object held at least once.
-    ids: FastSet<u64>,
+    ids: FastSet<u32>,
     /// For objects held more than once: how many references past the first.
-    extra: FastMap<u64, u64>,
+    extra: FastMap<u32, u64>,
 }
 
 impl Held {
-    /// Whether at least one reference to `id` is held.
+    /// Whether at least one reference to the object in `id`'s slot is held (whether that is
+    /// `id` itself, the table says).
     pub(super) fn contains(&self, id: u64) -> bool {
-        self.ids.contains(&id)
+        self.ids.contains(&index_of(id))
     }
 
     /// How many distinct objects are held.
@@ -41,29 +46,31 @@ impl Held {
 
     /// Adds one reference to `id`.
     pub(super) fn add(&mut self, id: u64) {
-        if !self.ids.insert(id) {
-            *self.extra.entry(id).or_insert(0) += 1;
+        let index = index_of(id);
+        if !self.ids.insert(index) {
+            *self.extra.entry(index).or_insert(0) += 1;
         }
     }
 
     /// Drops one reference to `id`: `false` if none was held.
     pub(super) fn remove_one(&mut self, id: u64) -> bool {
-        if let Some(extra) = self.extra.get_mut(&id) {
+        let index = index_of(id);
+        if let Some(extra) = self.extra.get_mut(&index) {
             *extra -= 1;
             if *extra == 0 {
-                self.extra.remove(&id);
+                self.extra.remove(&index);
             }
             true
         } else {
-            self.ids.remove(&id)
+            self.ids.remove(&index)
         }
     }
 
-    /// Every object held, with how many references.
-    pub(super) fn into_counts(self) -> impl Iterator<Item = (u64, u64)> {
+    /// Every object held, by its slot's index, with how many references.
+    pub(super) fn into_counts(self) -> impl Iterator<Item = (u32, u64)> {
         let Held { ids, mut extra } = self;
         ids.into_iter()
-            .map(move |id| (id, 1 + extra.remove(&id).unwrap_or(0)))
+            .map(move |index| (index, 1 + extra.remove(&index).unwrap_or(0)))
     }
 }
 
@@ -107,7 +114,7 @@ impl Connection {
     pub(super) fn insert(
         &self,
         entry: Arc<Entry>,
-        referent: Arc<dyn Referent>,
+        referent: Referent,
         (typeid, method): (&str, &str),
     ) -> Result<Token, RemoteError> {
         let mut held = self.held.lock();
@@ -196,20 +203,24 @@ impl Connection {
     pub(super) fn incref(&self, id: u64) {
         let held = {
             let mut held = self.held.lock();
-            held.contains(id) && {
+            // The held set names slots: the table checks that `id` is the object in this one.
+            let taken = held.contains(id) && self.state.table.lock().acquire(id, 1).is_some();
+            if taken {
                 held.add(id);
-                true
             }
+            taken
         };
-        if held {
-            self.state.table.lock().acquire(id, 1);
-        } else {
+        if !held {
             tracing::warn!("incref of object {id}, which this connection does not hold; ignored");
         }
     }
 
     pub(super) fn decref(&self, id: u64) {
-        let released = { self.held.lock().remove_one(id) };
+        let released = {
+            let mut held = self.held.lock();
+            // The held set names slots: the table checks that `id` is the object in this one.
+            held.contains(id) && self.state.table.lock().contains(id) && held.remove_one(id)
+        };
         if released {
             self.state.release(id, 1);
         } else {
@@ -221,8 +232,14 @@ impl Connection {
     /// tracks (it is closing).
     pub(super) fn release_all(&self) {
         let held = std::mem::take(&mut *self.held.lock());
-        for (id, refs) in held.into_counts() {
-            self.state.release(id, refs);
+        for (index, refs) in held.into_counts() {
+            // Held until now, so the slot still holds the object.
+            let dropped = {
+                let mut table = self.state.table.lock();
+                table.id_at(index).and_then(|id| table.release(id, refs))
+            };
+            // The referent is dropped here, outside the table lock.
+            drop(dropped);
         }
         self.state.segments.release_connection(self.id);
     }
@@ -249,6 +266,12 @@ mod tests {
         let mut counts: Vec<_> = held.into_counts().collect();
         counts.sort();
         assert_eq!(counts, [(7, 3), (9, 1)]);
+
+        // Ids of one slot at two versions are one object to the set: the table tells them
+        // apart.
+        let mut held = Held::default();
+        held.add((1 << 32) | 5);
+        assert!(held.contains((3 << 32) | 5));
 
         let mut held = Held::default();
         held.add(1);

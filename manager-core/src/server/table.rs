@@ -1,55 +1,78 @@
 //! The server's objects: every live referent, with its typeid's registration and the number of
-//! references to it, in one slot map.
+//! references to it, in one array of slots.
 //!
-//! An object's id on the wire is its slot map key as a `u64` ([`KeyData::as_ffi`]): the slot's
-//! version in the high 32 bits, its index in the low ones. An id is never 0 (an occupied slot
-//! has an odd version), and the id of a released object is not handed out again until its slot
-//! has been reused about 2^31 times (the version grows by 2 with each reuse and wraps around
-//! after that), so a stale id names no object rather than another one.
+//! An object's id on the wire is its slot's version in the high 32 bits and the slot's index
+//! in the low ones. An id is never 0 (an occupied slot has an odd version), and the id of a
+//! released object is not handed out again until its slot has been reused about 2^31 times
+//! (the version grows by 2 with each reuse and wraps around after that), so a stale id names
+//! no object rather than another one. (These are the ids the `slotmap` crate made, which the
+//! table used before it needed to find a slot by its index alone: a connection's references
+//! name slots by index, see `refs.rs`.)
 //!
-//! Per object the table keeps one [`Slot`] (24 B) plus the slot map's own `u32` version, padded
-//! to 32 B: no allocation of its own and no hash table, where an `Arc` per object and a
-//! `HashMap` by id took about 116 B. The slot names its typeid's registration by its index in
-//! the table's list of them (a `u32`, where an `Arc<Entry>` took 8 B), and counts references
-//! in a `u32`.
+//! Per object the table keeps one [`Slot`] of 24 B: the referent (a thin pointer, 8 B), the
+//! version, the index of its typeid's registration in the table's list of them (where an
+//! `Arc<Entry>` took 8 B), and a `u32` count of references. No allocation of its own and no
+//! hash table, where an `Arc` per object and a `HashMap` by id took about 116 B.
 
 use std::sync::Arc;
-
-use slotmap::{DefaultKey, KeyData, SlotMap};
 
 use crate::object::Referent;
 use crate::registry::Entry;
 
-/// A live object: the referent, its typeid's registration, and how many references to it are
-/// held (by connections, by containers holding its proxy, and by the server for a shared
-/// instance).
+/// A slot of the table: a live object, or a place free for one.
 pub(super) struct Slot {
-    referent: Arc<dyn Referent>,
-    /// The index of its registration in [`ObjectTable::entries`].
+    /// The object; `None` while the slot is free.
+    referent: Option<Referent>,
+    /// Odd while the slot holds an object, even while it is free.
+    version: u32,
+    /// The index of the object's registration in [`ObjectTable::entries`]; while the slot is
+    /// free, the index of the next free slot (`u32::MAX`: none).
     entry: u32,
-    /// Saturates at `u32::MAX` (4 billion references to one object; the object then stays
-    /// until shutdown).
+    /// How many references to the object are held (by connections, by containers holding its
+    /// proxy, and by the server for a shared instance). Saturates at `u32::MAX` (4 billion
+    /// references to one object; the object then stays until shutdown).
     refs: u32,
 }
 
+/// No next free slot.
+const NONE: u32 = u32::MAX;
+
 /// The table of live objects by id (see the module documentation for what an id is).
-#[derive(Default)]
 pub(super) struct ObjectTable {
-    slots: SlotMap<DefaultKey, Slot>,
+    slots: Vec<Slot>,
+    /// The first free slot (`NONE`: every slot holds an object).
+    free: u32,
+    /// How many slots hold an object.
+    live: usize,
     /// The registrations of the objects' typeids, each once (a registry has a few).
     entries: Vec<Arc<Entry>>,
     /// The index in `entries` of each registration, by its address.
     entry_index: foldhash::HashMap<usize, u32>,
 }
 
-impl ObjectTable {
-    /// The slot map key of `id`, if `id` is one the table could have handed out: an id whose
-    /// version is even (a vacant slot's) does not round-trip and names nothing.
-    fn key(id: u64) -> Option<DefaultKey> {
-        let key = KeyData::from_ffi(id);
-        (key.as_ffi() == id).then(|| key.into())
+impl Default for ObjectTable {
+    fn default() -> Self {
+        ObjectTable {
+            slots: Vec::new(),
+            free: NONE,
+            live: 0,
+            entries: Vec::new(),
+            entry_index: Default::default(),
+        }
     }
+}
 
+/// The index of the slot that `id` names.
+pub(super) fn index_of(id: u64) -> u32 {
+    id as u32
+}
+
+/// The id of the object in slot `index` at `version`.
+fn id_of(index: u32, version: u32) -> u64 {
+    (u64::from(version) << 32) | u64::from(index)
+}
+
+impl ObjectTable {
     /// The index of `entry` in `entries`, added if it is new.
     fn intern(&mut self, entry: Arc<Entry>) -> u32 {
         let entries = &mut self.entries;
@@ -63,34 +86,50 @@ impl ObjectTable {
     }
 
     /// Adds an object with one reference, and returns its id.
-    pub(super) fn insert(&mut self, entry: Arc<Entry>, referent: Arc<dyn Referent>) -> u64 {
+    pub(super) fn insert(&mut self, entry: Arc<Entry>, referent: Referent) -> u64 {
         let entry = self.intern(entry);
-        let key = self.slots.insert(Slot {
-            referent,
+        self.live += 1;
+        if let Some(slot) = self.slots.get_mut(self.free as usize) {
+            let index = self.free;
+            self.free = slot.entry;
+            slot.version = slot.version.wrapping_add(1);
+            *slot = Slot {
+                referent: Some(referent),
+                version: slot.version,
+                entry,
+                refs: 1,
+            };
+            return id_of(index, slot.version);
+        }
+        let index = self.slots.len() as u32;
+        self.slots.push(Slot {
+            referent: Some(referent),
+            version: 1,
             entry,
             refs: 1,
         });
-        slotmap::Key::data(&key).as_ffi()
+        id_of(index, 1)
     }
 
     /// The slot of object `id`, if it exists.
     fn slot(&self, id: u64) -> Option<&Slot> {
-        self.slots.get(Self::key(id)?)
+        let slot = self.slots.get(index_of(id) as usize)?;
+        (slot.referent.is_some() && slot.version == (id >> 32) as u32).then_some(slot)
     }
 
     /// The slot of object `id`, if it exists, to change.
     fn slot_mut(&mut self, id: u64) -> Option<&mut Slot> {
-        self.slots.get_mut(Self::key(id)?)
+        let slot = self.slots.get_mut(index_of(id) as usize)?;
+        (slot.referent.is_some() && slot.version == (id >> 32) as u32).then_some(slot)
     }
 
     /// The registration and the referent of object `id`, if it exists.
-    pub(super) fn get(&self, id: u64) -> Option<(Arc<Entry>, Arc<dyn Referent>)> {
-        self.slot(id).map(|slot| {
-            (
-                self.entries[slot.entry as usize].clone(),
-                slot.referent.clone(),
-            )
-        })
+    pub(super) fn get(&self, id: u64) -> Option<(Arc<Entry>, Referent)> {
+        let slot = self.slot(id)?;
+        Some((
+            self.entries[slot.entry as usize].clone(),
+            slot.referent.clone()?,
+        ))
     }
 
     /// The typeid registration of object `id`, if it exists.
@@ -101,6 +140,13 @@ impl ObjectTable {
     /// Whether object `id` exists.
     pub(super) fn contains(&self, id: u64) -> bool {
         self.slot(id).is_some()
+    }
+
+    /// The id of the object in slot `index`, if the slot holds one.
+    pub(super) fn id_at(&self, index: u32) -> Option<u64> {
+        let slot = self.slots.get(index as usize)?;
+        slot.referent.as_ref()?;
+        Some(id_of(index, slot.version))
     }
 
     /// Takes `n` more references to object `id`, and returns its registration; `None` (taking
@@ -114,39 +160,44 @@ impl ObjectTable {
     }
 
     /// Drops `n` references to object `id`. When none are left the object leaves the table and
-    /// its slot is returned: the caller drops it (and so maybe the referent) after unlocking
+    /// its referent is returned: the caller drops it (and so maybe the value) after unlocking
     /// the table.
-    #[must_use = "the slot is to be dropped outside the table lock"]
-    pub(super) fn release(&mut self, id: u64, n: u64) -> Option<Slot> {
-        let key = Self::key(id)?;
-        let slot = self.slots.get_mut(key)?;
+    #[must_use = "the referent is to be dropped outside the table lock"]
+    pub(super) fn release(&mut self, id: u64, n: u64) -> Option<Referent> {
+        let free = self.free;
+        let slot = self.slot_mut(id)?;
         if slot.refs == u32::MAX {
             // Saturated: the count is no longer known, so the object stays.
             return None;
         }
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         slot.refs = slot.refs.saturating_sub(n);
-        if slot.refs == 0 {
-            self.slots.remove(key)
-        } else {
-            None
+        if slot.refs > 0 {
+            return None;
         }
+        slot.version = slot.version.wrapping_add(1);
+        slot.entry = free;
+        let referent = slot.referent.take();
+        self.free = index_of(id);
+        self.live -= 1;
+        referent
     }
 
     /// How many objects are live.
     pub(super) fn len(&self) -> usize {
-        self.slots.len()
+        self.live
     }
 
     /// Every live object, with its id, its registration and how many references to it are
     /// held, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &Arc<Entry>, u64)> {
-        self.slots.iter().map(|(key, slot)| {
-            (
-                slotmap::Key::data(&key).as_ffi(),
+        self.slots.iter().enumerate().filter_map(|(index, slot)| {
+            slot.referent.as_ref()?;
+            Some((
+                id_of(index as u32, slot.version),
                 &self.entries[slot.entry as usize],
                 u64::from(slot.refs),
-            )
+            ))
         })
     }
 }
@@ -156,8 +207,7 @@ impl ObjectTable {
 mod tests {
     use super::*;
 
-    /// The bytes the table keeps per object are a slot plus the slot map's `u32` version:
-    /// keep a slot at 24 B (32 B with the version, after padding).
+    /// The bytes the table keeps per object: keep a slot at 24 B.
     #[test]
     fn a_slot_is_24_bytes() {
         assert_eq!(std::mem::size_of::<Slot>(), 24);
@@ -212,14 +262,19 @@ mod tests {
         assert!(table.get(again).is_some());
     }
 
-    /// Only ids the slot map could have handed out are looked up.
+    /// Only the ids of live objects name them: not 0, not an even version (a free slot's),
+    /// not the index of a live object with another version.
     #[test]
-    fn ids_round_trip_and_others_name_nothing() {
-        assert!(ObjectTable::key(0).is_none());
-        // Index 1, version 1: a key the slot map hands out.
-        let id = (1u64 << 32) | 1;
-        assert!(ObjectTable::key(id).is_some());
-        // The same index with an even version (a vacant slot's) is no id.
-        assert!(ObjectTable::key((2u64 << 32) | 1).is_none());
+    fn only_the_id_of_a_live_object_names_it() {
+        let mut table = ObjectTable::default();
+        let first = table.insert(probe_entry(), crate::object::referent(Probe));
+        assert_eq!(first, 1 << 32, "index 0, version 1");
+        assert!(!table.contains(0));
+        assert!(!table.contains((2 << 32) | index_of(first) as u64));
+        assert!(!table.contains((3 << 32) | index_of(first) as u64));
+        assert_eq!(table.id_at(0), Some(first));
+        assert_eq!(table.id_at(1), None);
+        drop(table.release(first, 1));
+        assert_eq!(table.id_at(0), None);
     }
 }

@@ -309,30 +309,20 @@ impl BarrierProxy {
     }
 
     /// Puts the barrier back to its empty state; waiters present get a `BrokenBarrier` error.
-    pub async fn reset(&self) -> Result<(), Error> {
-        self.0.raw.reset().await
-    }
+    pub async fn reset(&self) -> Result<(), Error>;
 
     /// Breaks the barrier: waiters present and future get a `BrokenBarrier` error until
     /// [`reset`](BarrierProxy::reset).
-    pub async fn abort(&self) -> Result<(), Error> {
-        self.0.raw.abort().await
-    }
+    pub async fn abort(&self) -> Result<(), Error>;
 
     /// The number of waiters needed to trip the barrier.
-    pub async fn parties(&self) -> Result<u64, Error> {
-        self.0.raw.parties().await
-    }
+    pub async fn parties(&self) -> Result<u64, Error>;
 
     /// The number of waiters in the round being filled.
-    pub async fn n_waiting(&self) -> Result<u64, Error> {
-        self.0.raw.n_waiting().await
-    }
+    pub async fn n_waiting(&self) -> Result<u64, Error>;
 
     /// Whether the barrier is broken.
-    pub async fn broken(&self) -> Result<bool, Error> {
-        self.0.raw.broken().await
-    }
+    pub async fn broken(&self) -> Result<bool, Error>;
 }
 
 builtin_proxy! {
@@ -342,50 +332,44 @@ builtin_proxy! {
     BarrierBlockingProxy
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared barrier for `parties` waiters, whose waits last at most `timeout` unless
     /// they give their own (Python: `manager.Barrier(parties, timeout=timeout)`). An
     /// `InvalidValue` error when `parties` is 0.
-    pub async fn barrier(
-        &self,
-        parties: u64,
-        timeout: Option<Duration>,
-    ) -> Result<BarrierProxy, Error> {
-        self.create_dynamic(typeids::BARRIER, (parties, timeout.and_then(seconds)))
-            .await
-            .map(crate::proxy::Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared barrier for `parties` waiters, whose waits last at most `timeout` unless
-    /// they give their own (Python: `manager.Barrier(parties, timeout=timeout)`). An
-    /// `InvalidValue` error when `parties` is 0.
-    pub fn barrier(
-        &self,
-        parties: u64,
-        timeout: Option<Duration>,
-    ) -> Result<BarrierBlockingProxy, Error> {
-        self.create_dynamic(typeids::BARRIER, (parties, timeout.and_then(seconds)))
-            .map(crate::proxy::Proxy::from_base)
-    }
+    fn barrier(parties: u64, timeout: Option<Duration>) -> BarrierProxy, BarrierBlockingProxy
+        = typeids::BARRIER, (parties, timeout.and_then(seconds));
 }
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::task::Poll;
 
     use super::*;
-
-    fn poll<F: Future>(future: &mut Pin<Box<F>>) -> Poll<F::Output> {
-        let waker = futures::task::noop_waker();
-        future.as_mut().poll(&mut Context::from_waker(&waker))
-    }
+    use crate::sync::wait::poll;
 
     fn barrier(parties: u64) -> BarrierObject {
         BarrierObject::new((parties, None)).unwrap()
+    }
+
+    type Waiter = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, RemoteError>>>>;
+
+    /// A new waiter of `barrier`, and what its first poll gave.
+    fn arrive(barrier: &std::sync::Arc<BarrierObject>) -> (Waiter, Poll<Result<u64, RemoteError>>) {
+        let barrier = barrier.clone();
+        let mut waiter: Waiter = Box::pin(async move { barrier.wait(None).await });
+        let first_poll = poll(&mut waiter);
+        (waiter, first_poll)
+    }
+
+    /// A barrier of two parties, just tripped: its first waiter is released but has not been
+    /// told its index yet, the second has been told its index, 1.
+    fn tripped() -> (std::sync::Arc<BarrierObject>, Waiter, Waiter) {
+        let barrier = std::sync::Arc::new(barrier(2));
+        let (first, polled) = arrive(&barrier);
+        assert!(polled.is_pending());
+        let (second, polled) = arrive(&barrier);
+        assert_eq!(polled, Poll::Ready(Ok(1)));
+        (barrier, first, second)
     }
 
     #[test]
@@ -414,11 +398,7 @@ mod tests {
 
     #[test]
     fn newcomers_wait_for_the_drain_even_when_a_released_waiter_is_dropped() {
-        let barrier = barrier(2);
-        let mut first = Box::pin(barrier.wait(None));
-        assert!(poll(&mut first).is_pending());
-        let mut second = Box::pin(barrier.wait(None));
-        assert_eq!(poll(&mut second), Poll::Ready(Ok(1)));
+        let (barrier, first, second) = tripped();
         drop(second);
 
         // `first` is released but has not left: the barrier drains, newcomers wait.
@@ -436,11 +416,7 @@ mod tests {
 
     #[test]
     fn reset_while_draining_is_ignored_and_reset_of_a_broken_barrier_waits_for_its_waiters() {
-        let barrier = barrier(2);
-        let mut first = Box::pin(barrier.wait(None));
-        assert!(poll(&mut first).is_pending());
-        let mut second = Box::pin(barrier.wait(None));
-        assert_eq!(poll(&mut second), Poll::Ready(Ok(1)));
+        let (barrier, mut first, second) = tripped();
         barrier.reset();
         assert_eq!(poll(&mut first), Poll::Ready(Ok(0)), "as Python: ignored");
         drop((first, second));

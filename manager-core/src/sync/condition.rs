@@ -23,10 +23,10 @@ use tokio::sync::Notify;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError};
 use crate::proxy::Proxy;
-use crate::sync::lock::{Holder, LockCore};
-use crate::sync::release::{current_owner, owned_lock, settled, BlockingLockGuard, LockGuard};
-use crate::sync::wait::{runtime_error, seconds, timeout_of, wait_mode, Wait};
-use crate::sync::{builtin_proxy, typeids, Typed};
+use crate::sync::lock::{lock_object, Holder, LockCore};
+use crate::sync::release::{acquirer, current_owner, settled};
+use crate::sync::wait::{runtime_error, seconds, timeout_of, Wait};
+use crate::sync::{typeids, Typed};
 
 #[derive(Debug, Default)]
 struct WaitState {
@@ -168,113 +168,83 @@ impl Default for ConditionObject {
     }
 }
 
-#[crate::shared(
-    crate = "crate",
-    proxies = raw,
-    // Bounded by their arguments and results, never by the size of the object, and never
-    // waiting: no worker thread needed (see `server::quick`).
-    quick = [release, notify, notify_all, locked, n_waiting]
-)]
-impl ConditionObject {
-    /// Python's `acquire(blocking, timeout)` of the condition's lock, for the thread or task
-    /// `owner` of the caller: whether it was acquired.
-    pub async fn acquire(
-        &self,
-        blocking: bool,
-        timeout: Option<f64>,
-        owner: u64,
-        ctx: &CallContext,
-    ) -> Result<bool, RemoteError> {
-        let mode = wait_mode(blocking, timeout, typeids::CONDITION, "acquire")?;
-        Ok(self
-            .lock
-            .acquire(Holder::of(ctx, owner), 1, mode, ctx)
-            .await)
-    }
-
-    /// Releases one level of the lock; a `Runtime` error when `owner` does not hold it.
-    pub fn release(&self, owner: u64, ctx: &CallContext) -> Result<(), RemoteError> {
-        self.lock.release(Holder::of(ctx, owner), "release", ctx)
-    }
-
-    /// Python's `wait(timeout)`: releases the lock, waits until notified (at most `timeout`
-    /// seconds when given), re-acquires the lock, and answers whether it was notified. A
-    /// `Runtime` error when `owner` does not hold the lock.
-    pub async fn wait(
-        &self,
-        timeout: Option<f64>,
-        owner: u64,
-        ctx: &CallContext,
-    ) -> Result<bool, RemoteError> {
-        let limit = timeout_of(timeout, typeids::CONDITION, "wait")?;
-        let who = Holder::of(ctx, owner);
-        // The wait re-acquires the lock: the connection must release it if it closes.
-        self.lock.watch(ctx);
-        let Some((depth, id)) = self.lock.release_all_after(who, || self.waiters.register()) else {
-            return Err(runtime_error(
-                typeids::CONDITION,
-                "wait",
-                "cannot wait on un-acquired lock",
-            ));
-        };
-        let mut ticket = Ticket {
-            waiters: &self.waiters,
-            id,
-            notified: false,
-            done: false,
-        };
-        let notified = match limit {
-            None => {
-                ticket.notified().await;
-                true
-            }
-            Some(limit) => match tokio::time::timeout(limit, ticket.notified()).await {
-                Ok(()) => true,
-                Err(_) => ticket.give_up(),
-            },
-        };
-        self.lock.acquire(who, depth, Wait::Forever, ctx).await;
-        ticket.done = true;
-        Ok(notified)
-    }
-
-    /// Python's `notify(n)`: wakes up to `n` waiters. A `Runtime` error when `owner` does not
-    /// hold the lock.
-    pub fn notify(&self, n: u64, owner: u64, ctx: &CallContext) -> Result<(), RemoteError> {
-        self.lock
-            .if_held(Holder::of(ctx, owner), || self.waiters.notify(n))
-            .ok_or_else(|| {
-                runtime_error(
+lock_object! {
+    impl ConditionObject, lock, owner = [owner], quick = [notify, notify_all, n_waiting],
+    {
+        /// Python's `wait(timeout)`: releases the lock, waits until notified (at most `timeout`
+        /// seconds when given), re-acquires the lock, and answers whether it was notified. A
+        /// `Runtime` error when `owner` does not hold the lock.
+        pub async fn wait(
+            &self,
+            timeout: Option<f64>,
+            owner: u64,
+            ctx: &CallContext,
+        ) -> Result<bool, RemoteError> {
+            let limit = timeout_of(timeout, typeids::CONDITION, "wait")?;
+            let who = Holder::of(ctx, owner);
+            // The wait re-acquires the lock: the connection must release it if it closes.
+            self.lock.watch(ctx);
+            let Some((depth, id)) = self.lock.release_all_after(who, || self.waiters.register()) else {
+                return Err(runtime_error(
                     typeids::CONDITION,
-                    "notify",
-                    "cannot notify on un-acquired lock",
-                )
-            })
-    }
+                    "wait",
+                    "cannot wait on un-acquired lock",
+                ));
+            };
+            let mut ticket = Ticket {
+                waiters: &self.waiters,
+                id,
+                notified: false,
+                done: false,
+            };
+            let notified = match limit {
+                None => {
+                    ticket.notified().await;
+                    true
+                }
+                Some(limit) => match tokio::time::timeout(limit, ticket.notified()).await {
+                    Ok(()) => true,
+                    Err(_) => ticket.give_up(),
+                },
+            };
+            self.lock.acquire(who, depth, Wait::Forever, ctx).await;
+            ticket.done = true;
+            Ok(notified)
+        }
 
-    /// Python's `notify_all()`: wakes every waiter. A `Runtime` error when `owner` does not
-    /// hold the lock.
-    pub fn notify_all(&self, owner: u64, ctx: &CallContext) -> Result<(), RemoteError> {
-        self.lock
-            .if_held(Holder::of(ctx, owner), || self.waiters.notify(u64::MAX))
-            .ok_or_else(|| {
-                runtime_error(
-                    typeids::CONDITION,
-                    "notify_all",
-                    "cannot notify on un-acquired lock",
-                )
-            })
-    }
+        /// Python's `notify(n)`: wakes up to `n` waiters. A `Runtime` error when `owner` does not
+        /// hold the lock.
+        pub fn notify(&self, n: u64, owner: u64, ctx: &CallContext) -> Result<(), RemoteError> {
+            self.lock
+                .if_held(Holder::of(ctx, owner), || self.waiters.notify(n))
+                .ok_or_else(|| {
+                    runtime_error(
+                        typeids::CONDITION,
+                        "notify",
+                        "cannot notify on un-acquired lock",
+                    )
+                })
+        }
 
-    /// Whether anyone holds the lock.
-    pub fn locked(&self) -> bool {
-        self.lock.locked()
-    }
+        /// Python's `notify_all()`: wakes every waiter. A `Runtime` error when `owner` does not
+        /// hold the lock.
+        pub fn notify_all(&self, owner: u64, ctx: &CallContext) -> Result<(), RemoteError> {
+            self.lock
+                .if_held(Holder::of(ctx, owner), || self.waiters.notify(u64::MAX))
+                .ok_or_else(|| {
+                    runtime_error(
+                        typeids::CONDITION,
+                        "notify_all",
+                        "cannot notify on un-acquired lock",
+                    )
+                })
+        }
 
-    /// How many calls wait for a notification (not those notified and waiting to re-acquire
-    /// the lock).
-    pub fn n_waiting(&self) -> u64 {
-        self.waiters.state.lock().waiting.len() as u64
+        /// How many calls wait for a notification (not those notified and waiting to re-acquire
+        /// the lock).
+        pub fn n_waiting(&self) -> u64 {
+            self.waiters.state.lock().waiting.len() as u64
+        }
     }
 }
 
@@ -290,20 +260,31 @@ impl ConditionObject {
 /// [`ConditionProxy::wait_timeout`] rather than a timeout around `wait`.
 pub struct ConditionProxy(Typed<(), ConditionObjectRawProxy>);
 
-owned_lock!(
-    ConditionProxy,
-    ConditionObjectRawProxy,
+acquirer! {
+    ConditionProxy for ConditionObject,
+    /// A shared condition variable with its own re-entrant lock (Python's
+    /// `manager.Condition()`), with blocking methods.
+    ///
+    /// The lock is owned like a [`RLockBlockingProxy`](crate::sync::RLockBlockingProxy)'s: by
+    /// the calling thread, through this connection. `wait`, `notify` and `notify_all` need the
+    /// caller to hold it.
     ConditionBlockingProxy,
-    "Releases one level of the lock; a `Runtime` error when the caller does not own it.",
-    " (Python's `with condition:`)."
-);
+    owner = current_owner(),
+    acquire(blocking, timeout, owner) -> (bool, Option<f64>, u64) =
+        ConditionObjectRawProxy::acquire_call(blocking, timeout, owner),
+    release(owner) = ConditionObjectRawProxy::release_call(owner),
+    what = "the lock",
+    release_doc = "Releases one level of the lock; a `Runtime` error when the caller does not own it.",
+    with = " (Python's `with condition:`)."
+}
 
-#[crate::blocking_twin(ConditionBlockingProxy)]
+#[crate::blocking_twin(ConditionBlockingProxy, via = settled)]
 impl ConditionProxy {
+    /// Whether the lock is held (by anyone).
+    pub async fn locked(&self) -> Result<bool, Error>;
+
     /// How many calls (of any client) wait for a notification.
-    pub async fn n_waiting(&self) -> Result<u64, Error> {
-        settled(self.base(), self.0.raw.n_waiting()).await
-    }
+    pub async fn n_waiting(&self) -> Result<u64, Error>;
 
     /// Releases the lock, waits until notified, and re-acquires the lock (Python's
     /// `wait()`). A `Runtime` error when the caller does not hold the lock.
@@ -370,17 +351,6 @@ impl ConditionProxy {
     }
 }
 
-builtin_proxy! {
-    ConditionProxy for ConditionObject,
-    /// A shared condition variable with its own re-entrant lock (Python's
-    /// `manager.Condition()`), with blocking methods.
-    ///
-    /// The lock is owned like a [`RLockBlockingProxy`](crate::sync::RLockBlockingProxy)'s: by
-    /// the calling thread, through this connection. `wait`, `notify` and `notify_all` need the
-    /// caller to hold it.
-    ConditionBlockingProxy
-}
-
 impl ConditionBlockingProxy {
     /// Waits until `predicate` answers true, checking it first and then after each wake-up
     /// (Python's `wait_for(predicate, timeout)`, looping in the client as CPython's proxy
@@ -411,23 +381,10 @@ impl ConditionBlockingProxy {
     }
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared condition variable with a re-entrant lock of its own (Python's
     /// `manager.Condition()`).
-    pub async fn condition(&self) -> Result<ConditionProxy, Error> {
-        self.create_dynamic(typeids::CONDITION, ())
-            .await
-            .map(Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared condition variable with a re-entrant lock of its own (Python's
-    /// `manager.Condition()`).
-    pub fn condition(&self) -> Result<ConditionBlockingProxy, Error> {
-        self.create_dynamic(typeids::CONDITION, ())
-            .map(Proxy::from_base)
-    }
+    fn condition() -> ConditionProxy, ConditionBlockingProxy = typeids::CONDITION, ();
 }
 
 /// Registers `Condition` under its typeid.

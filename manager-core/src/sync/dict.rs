@@ -4,6 +4,7 @@ use indexmap::IndexMap;
 
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::proxy::Proxy;
 use crate::sync::items::{read, BlockingItems, RemoteItems, Walk};
 use crate::sync::{builtin_proxy, encode, typeids, Element, Stored, Typed};
 use crate::value::Value;
@@ -356,19 +357,13 @@ impl<K: Element, V: Element> DictProxy<K, V> {
     }
 
     /// The number of entries.
-    pub async fn len(&self) -> Result<u64, Error> {
-        self.0.raw.len().await
-    }
+    pub async fn len(&self) -> Result<u64, Error>;
 
     /// Whether the dictionary is empty.
-    pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.raw.is_empty().await
-    }
+    pub async fn is_empty(&self) -> Result<bool, Error>;
 
     /// Removes every entry.
-    pub async fn clear(&self) -> Result<(), Error> {
-        self.0.raw.clear().await
-    }
+    pub async fn clear(&self) -> Result<(), Error>;
 
     /// Sets every entry of `items`; if one cannot be stored, none is.
     pub async fn update(&self, items: &[(K, V)]) -> Result<(), Error> {
@@ -433,4 +428,11 @@ builtin_proxy! {
     DictProxy<K, V> for DictObject,
     /// A shared dictionary from `K` to `V` (Python's `DictProxy`), with blocking methods.
     DictBlockingProxy
+}
+
+/// Registers `dict` under its typeid.
+pub(crate) fn register(registry: &mut crate::registry::Registry) -> Result<(), Error> {
+    let dict = crate::registry::Register::factory_with_context(typeids::DICT, DictObject::new);
+    registry.register(dict)?;
+    Ok(())
 }

@@ -137,19 +137,13 @@ pub struct EventProxy(Typed<(), EventObjectRawProxy>);
 #[crate::blocking_twin(EventBlockingProxy)]
 impl EventProxy {
     /// Sets the flag, releasing every waiter.
-    pub async fn set(&self) -> Result<(), Error> {
-        self.0.raw.set().await
-    }
+    pub async fn set(&self) -> Result<(), Error>;
 
     /// Clears the flag.
-    pub async fn clear(&self) -> Result<(), Error> {
-        self.0.raw.clear().await
-    }
+    pub async fn clear(&self) -> Result<(), Error>;
 
     /// Whether the flag is set.
-    pub async fn is_set(&self) -> Result<bool, Error> {
-        self.0.raw.is_set().await
-    }
+    pub async fn is_set(&self) -> Result<bool, Error>;
 
     /// Waits until the flag is set.
     pub async fn wait(&self) -> Result<(), Error> {
@@ -163,9 +157,7 @@ impl EventProxy {
     }
 
     /// How many `wait`s are waiting in the server (not in Python).
-    pub async fn n_waiting(&self) -> Result<u64, Error> {
-        self.0.raw.n_waiting().await
-    }
+    pub async fn n_waiting(&self) -> Result<u64, Error>;
 }
 
 builtin_proxy! {
@@ -174,19 +166,7 @@ builtin_proxy! {
     EventBlockingProxy
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared event, clear (Python: `manager.Event()`).
-    pub async fn event(&self) -> Result<EventProxy, Error> {
-        self.create_dynamic(typeids::EVENT, ())
-            .await
-            .map(crate::proxy::Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared event, clear (Python: `manager.Event()`).
-    pub fn event(&self) -> Result<EventBlockingProxy, Error> {
-        self.create_dynamic(typeids::EVENT, ())
-            .map(crate::proxy::Proxy::from_base)
-    }
+    fn event() -> EventProxy, EventBlockingProxy = typeids::EVENT, ();
 }

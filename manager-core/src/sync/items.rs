@@ -12,9 +12,9 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::object::{Handle, ReadGuard, Shared};
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
-use tokio::sync::{RwLock, RwLockReadGuard};
 
 use crate::client::streams::{BlockingStream, RemoteStream};
 use crate::client::Connection;
@@ -23,11 +23,8 @@ use crate::value::Value;
 
 /// A read lock on `object` for one read: at once if it is free, else waiting for it (on a
 /// worker thread, where a stream's iterator runs; it never runs in a task).
-pub(crate) fn read<T>(object: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    match object.try_read() {
-        Ok(guard) => guard,
-        Err(_) => futures::executor::block_on(object.read()),
-    }
+pub(crate) fn read<T: Shared>(object: &Handle<T>) -> ReadGuard<'_, T> {
+    object.blocking_read()
 }
 
 /// Where a dict's stream is: Python's dict iterator, over an `IndexMap` read afresh at each

@@ -2,6 +2,7 @@
 
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::proxy::Proxy;
 use crate::sync::items::{read, BlockingItems, RemoteItems};
 use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
@@ -474,6 +475,35 @@ impl ListObject {
 /// A shared list of `T` (Python's `ListProxy`), with async methods.
 pub struct ListProxy<T>(Typed<T, ListObjectRawProxy>);
 
+/// The methods a list shares with an array, whose raw proxies both have `len`, `is_empty`,
+/// `getitem` and `setitem`, on `$proxy` and its blocking twin.
+macro_rules! indexed_methods {
+    ($proxy:ident, $blocking:ident) => {
+        #[crate::blocking_twin($blocking)]
+        impl<T: Element> $proxy<T> {
+            /// The number of items.
+            pub async fn len(&self) -> Result<u64, Error>;
+
+            /// Whether there are no items.
+            pub async fn is_empty(&self) -> Result<bool, Error>;
+
+            /// The item at `index` (negative counts from the end); an `Index` error out of
+            /// range.
+            pub async fn get(&self, index: i64) -> Result<T, Error> {
+                self.0.decode(self.0.raw.getitem(index).await?)
+            }
+
+            /// Replaces the item at `index`.
+            pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
+                self.0.raw.setitem(index, encode(item)?).await
+            }
+        }
+    };
+}
+pub(crate) use indexed_methods;
+
+indexed_methods!(ListProxy, ListBlockingProxy);
+
 #[crate::blocking_twin(ListBlockingProxy)]
 impl<T: Element> ListProxy<T> {
     /// Appends `item`.
@@ -516,26 +546,6 @@ impl<T: Element> ListProxy<T> {
         self.0.raw.count(encode(item)?).await
     }
 
-    /// The number of items.
-    pub async fn len(&self) -> Result<u64, Error> {
-        self.0.raw.len().await
-    }
-
-    /// Whether the list is empty.
-    pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.raw.is_empty().await
-    }
-
-    /// The item at `index` (negative counts from the end).
-    pub async fn get(&self, index: i64) -> Result<T, Error> {
-        self.0.decode(self.0.raw.getitem(index).await?)
-    }
-
-    /// Replaces the item at `index`.
-    pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
-        self.0.raw.setitem(index, encode(item)?).await
-    }
-
     /// Removes the item at `index`.
     pub async fn delete(&self, index: i64) -> Result<(), Error> {
         self.0.raw.delitem(index).await
@@ -563,20 +573,14 @@ impl<T: Element> ListProxy<T> {
     }
 
     /// Removes every item.
-    pub async fn clear(&self) -> Result<(), Error> {
-        self.0.raw.clear().await
-    }
+    pub async fn clear(&self) -> Result<(), Error>;
 
     /// Reverses the items in place.
-    pub async fn reverse(&self) -> Result<(), Error> {
-        self.0.raw.reverse().await
-    }
+    pub async fn reverse(&self) -> Result<(), Error>;
 
     /// Sorts the items in place in Python's order (`reverse` for descending); items Python
     /// cannot compare (a str and an int, `None`s) are a `BadArguments` error.
-    pub async fn sort(&self, reverse: bool) -> Result<(), Error> {
-        self.0.raw.sort(reverse).await
-    }
+    pub async fn sort(&self, reverse: bool) -> Result<(), Error>;
 
     /// Whether an item equals `item`.
     pub async fn contains(&self, item: &T) -> Result<bool, Error> {
@@ -616,4 +620,11 @@ builtin_proxy! {
     ListProxy<T> for ListObject,
     /// A shared list of `T` (Python's `ListProxy`), with blocking methods.
     ListBlockingProxy
+}
+
+/// Registers `list` under its typeid.
+pub(crate) fn register(registry: &mut crate::registry::Registry) -> Result<(), Error> {
+    let list = crate::registry::Register::factory_with_context(typeids::LIST, ListObject::new);
+    registry.register(list)?;
+    Ok(())
 }

@@ -33,11 +33,9 @@ use tokio::sync::Notify;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError};
 use crate::proxy::Proxy;
-use crate::sync::release::{
-    acquire_call, current_owner, owned_lock, settled, BlockingLockGuard, LockGuard,
-};
+use crate::sync::release::{acquirer, current_owner, settled};
 use crate::sync::wait::{runtime_error, seconds, wait_mode, wait_until, Wait};
-use crate::sync::{builtin_proxy, typeids, Typed};
+use crate::sync::{typeids, Typed};
 
 // ---------------------------------------------------------------------------------------------
 // Server side: the lock state Lock, RLock and Condition share.
@@ -229,277 +227,228 @@ impl LockCore {
             self.freed.notify_waiters();
         }
     }
-}
 
-// ---------------------------------------------------------------------------------------------
-// Server side: Lock and RLock.
-// ---------------------------------------------------------------------------------------------
-
-/// The server side of a shared `Lock`. Any client may release it, as in Python; when the
-/// connection that acquired it closes while holding it, it is released.
-#[derive(Debug)]
-pub struct LockObject {
-    core: Arc<LockCore>,
-}
-
-impl LockObject {
-    /// A new, unlocked lock.
-    pub fn new() -> LockObject {
-        LockObject {
-            core: LockCore::new(typeids::LOCK, false),
-        }
-    }
-}
-
-impl Default for LockObject {
-    fn default() -> Self {
-        LockObject::new()
-    }
-}
-
-#[crate::shared(
-    crate = "crate",
-    proxies = raw,
-    // Bounded by their arguments and results, never by the size of the object, and never
-    // waiting: no worker thread needed (see `server::quick`).
-    quick = [release, locked, n_waiting]
-)]
-impl LockObject {
-    /// Python's `acquire(blocking, timeout)`: whether the lock was acquired. `timeout` is in
-    /// seconds (`None`: wait as long as it takes); it cannot be given with `blocking = false`.
-    pub async fn acquire(
-        &self,
-        blocking: bool,
-        timeout: Option<f64>,
-        ctx: &CallContext,
-    ) -> Result<bool, RemoteError> {
-        let mode = wait_mode(blocking, timeout, typeids::LOCK, "acquire")?;
-        Ok(self.core.acquire(Holder::of(ctx, 0), 1, mode, ctx).await)
-    }
-
-    /// Releases the lock; a `Runtime` error when it is not locked.
-    pub fn release(&self, ctx: &CallContext) -> Result<(), RemoteError> {
-        self.core.release(Holder::of(ctx, 0), "release", ctx)
-    }
-
-    /// Whether the lock is held.
-    pub fn locked(&self) -> bool {
-        self.core.locked()
-    }
-
-    /// How many calls wait to acquire the lock.
-    pub fn n_waiting(&self) -> u64 {
-        self.core.n_waiting()
-    }
-}
-
-/// The server side of a shared `RLock`: re-entrant, owned by one (connection, owner id) pair.
-/// When the owner's connection closes, the lock is released however deep it was held.
-#[derive(Debug)]
-pub struct RLockObject {
-    core: Arc<LockCore>,
-}
-
-impl RLockObject {
-    /// A new, unlocked re-entrant lock.
-    pub fn new() -> RLockObject {
-        RLockObject {
-            core: LockCore::new(typeids::RLOCK, true),
-        }
-    }
-}
-
-impl Default for RLockObject {
-    fn default() -> Self {
-        RLockObject::new()
-    }
-}
-
-#[crate::shared(
-    crate = "crate",
-    proxies = raw,
-    // Bounded by their arguments and results, never by the size of the object, and never
-    // waiting: no worker thread needed (see `server::quick`).
-    quick = [release, locked, n_waiting]
-)]
-impl RLockObject {
-    /// Python's `acquire(blocking, timeout)` for the thread or task `owner` of the caller:
-    /// whether the lock was acquired (again, when `owner` already holds it).
-    pub async fn acquire(
-        &self,
+    /// Python's `acquire(blocking, timeout)` of this lock for `owner` of the caller: whether it
+    /// was acquired. `timeout` is in seconds (`None`: wait as long as it takes); it cannot be
+    /// given with `blocking = false`.
+    pub(crate) async fn acquire_for(
+        self: &Arc<Self>,
         blocking: bool,
         timeout: Option<f64>,
         owner: u64,
         ctx: &CallContext,
     ) -> Result<bool, RemoteError> {
-        let mode = wait_mode(blocking, timeout, typeids::RLOCK, "acquire")?;
-        Ok(self
-            .core
-            .acquire(Holder::of(ctx, owner), 1, mode, ctx)
-            .await)
+        let mode = wait_mode(blocking, timeout, self.typeid, "acquire")?;
+        Ok(self.acquire(Holder::of(ctx, owner), 1, mode, ctx).await)
     }
+}
 
-    /// Releases one level; a `Runtime` error when `owner` of the caller does not hold it.
-    pub fn release(&self, owner: u64, ctx: &CallContext) -> Result<(), RemoteError> {
-        self.core.release(Holder::of(ctx, owner), "release", ctx)
-    }
+/// Declares the `#[shared]` impl of a type holding a [`LockCore`] in `$core`: the lock's
+/// methods, `acquire(blocking, timeout)`, `release()` and `locked()`, written here once for
+/// `Lock`, `RLock` and `Condition`, then the type's own methods. With `owner = [owner]`,
+/// `acquire` and `release` take the id of the caller's thread or task that owns the lock
+/// (`RLock`, `Condition`; a CPython client leaves it out, and sends 0); a plain `Lock`'s
+/// owner is its connection, and anyone may release it.
+macro_rules! lock_object {
+    (
+        impl $object:ident, $core:ident, owner = [$($owner:ident)?], quick = [$($quick:ident),*],
+        { $($own:tt)* }
+    ) => {
+        #[crate::shared(
+            crate = "crate",
+            proxies = raw,
+            // Bounded by their arguments and results, never by the size of the object, and
+            // never waiting: no worker thread needed (see `server::quick`).
+            quick = [release, locked $(, $quick)*]
+        )]
+        impl $object {
+            /// Python's `acquire(blocking, timeout)` (for `owner` of the caller, when owned):
+            /// whether the lock was acquired (again, re-entrant, when `owner` holds it).
+            /// `timeout` is in seconds (`None`: wait as long as it takes); it cannot be given
+            /// with `blocking = false`.
+            pub async fn acquire(
+                &self,
+                blocking: bool,
+                timeout: Option<f64>,
+                $($owner: u64,)?
+                ctx: &CallContext,
+            ) -> Result<bool, RemoteError> {
+                let owner = $crate::sync::lock::owner_or_connection!($($owner)?);
+                self.$core.acquire_for(blocking, timeout, owner, ctx).await
+            }
 
-    /// Whether anyone holds the lock.
-    pub fn locked(&self) -> bool {
-        self.core.locked()
-    }
+            /// Releases one level of the lock; a `Runtime` error when it is not locked (or,
+            /// owned, when `owner` of the caller does not hold it).
+            pub fn release(&self, $($owner: u64,)? ctx: &CallContext) -> Result<(), RemoteError> {
+                let owner = $crate::sync::lock::owner_or_connection!($($owner)?);
+                self.$core.release(Holder::of(ctx, owner), "release", ctx)
+            }
 
-    /// How many calls wait to acquire the lock.
-    pub fn n_waiting(&self) -> u64 {
-        self.core.n_waiting()
-    }
+            /// Whether anyone holds the lock.
+            pub fn locked(&self) -> bool {
+                self.$core.locked()
+            }
+
+            $($own)*
+        }
+    };
+}
+pub(crate) use lock_object;
+
+/// The owner of a lock's acquisition: the `owner` argument of an owned lock, else 0 (the
+/// caller's connection owns it).
+macro_rules! owner_or_connection {
+    () => {
+        0
+    };
+    ($owner:ident) => {
+        $owner
+    };
+}
+pub(crate) use owner_or_connection;
+
+// ---------------------------------------------------------------------------------------------
+// Server side: Lock and RLock.
+// ---------------------------------------------------------------------------------------------
+
+/// Declares the server types of `Lock` and `RLock`, which differ only in whether the lock is
+/// re-entrant and owned (`owner = [owner]`).
+macro_rules! lock_types {
+    ($(
+        $(#[$doc:meta])* $object:ident, $typeid:expr, reentrant = $reentrant:expr,
+        owner = [$($owner:ident)?];
+    )*) => {$(
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $object {
+            core: Arc<LockCore>,
+        }
+
+        impl $object {
+            /// A new, unlocked lock.
+            pub fn new() -> $object {
+                $object {
+                    core: LockCore::new($typeid, $reentrant),
+                }
+            }
+        }
+
+        impl Default for $object {
+            fn default() -> Self {
+                $object::new()
+            }
+        }
+
+        lock_object! {
+            impl $object, core, owner = [$($owner)?], quick = [n_waiting],
+            {
+                /// How many calls wait to acquire the lock.
+                pub fn n_waiting(&self) -> u64 {
+                    self.core.n_waiting()
+                }
+            }
+        }
+    )*};
+}
+
+lock_types! {
+    /// The server side of a shared `Lock`. Any client may release it, as in Python; when the
+    /// connection that acquired it closes while holding it, it is released.
+    LockObject, typeids::LOCK, reentrant = false, owner = [];
+
+    /// The server side of a shared `RLock`: re-entrant, owned by one (connection, owner id)
+    /// pair. When the owner's connection closes, the lock is released however deep it was
+    /// held.
+    RLockObject, typeids::RLOCK, reentrant = true, owner = [owner];
 }
 
 // ---------------------------------------------------------------------------------------------
 // Client side: LockProxy and RLockProxy.
 // ---------------------------------------------------------------------------------------------
 
-/// A shared lock (Python's `manager.Lock()`), with async methods.
-///
-/// It is not owned: any client may release it, as in Python. When the connection that
-/// acquired it closes (the process exits or is killed) while it is held, the server releases
-/// it.
-pub struct LockProxy(Typed<(), LockObjectRawProxy>);
+/// Declares the proxies of `Lock` and `RLock`, which differ only in who owns an acquisition
+/// and in their docs: each entry gives the async proxy (with its docs), the blocking twin
+/// (with its docs), the server type and its raw proxy, then what [`acquirer!`] takes.
+macro_rules! lock_proxies {
+    ($(
+        $(#[$doc:meta])* $proxy:ident,
+        $(#[$bdoc:meta])* $blocking:ident for $object:ident over $raw:ident, owner = $owner:expr,
+        acquire($b:ident, $t:ident, $o:ident) -> $args:ty = $acquire:expr,
+        release($r:ident) = $release:expr,
+        release_doc = $release_doc:literal, with = $with:literal;
+    )*) => {$(
+        $(#[$doc])*
+        pub struct $proxy(Typed<(), $raw>);
 
-impl LockProxy {
-    async fn acquire_with(&self, blocking: bool, timeout: Option<f64>) -> Result<bool, Error> {
-        acquire_call(
-            self.base(),
-            LockObjectRawProxy::acquire_call(blocking, timeout),
-            LockObjectRawProxy::release_call(),
-        )
-        .await
-    }
+        acquirer! {
+            $proxy for $object,
+            $(#[$bdoc])*
+            $blocking,
+            owner = $owner,
+            acquire($b, $t, $o) -> $args = $acquire,
+            release($r) = $release,
+            what = "the lock",
+            release_doc = $release_doc,
+            with = $with
+        }
 
-    /// Waits until the lock is acquired and returns a guard that releases it when dropped
-    /// (Python's `with lock:`).
-    pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
-        self.acquire().await?;
-        Ok(LockGuard::new(
-            self.base(),
-            LockObjectRawProxy::release_call(),
-        ))
-    }
+        #[crate::blocking_twin($blocking, via = settled)]
+        impl $proxy {
+            /// Whether the lock is held (by anyone).
+            pub async fn locked(&self) -> Result<bool, Error>;
+
+            /// How many calls (of any client) wait to acquire the lock.
+            pub async fn n_waiting(&self) -> Result<u64, Error>;
+        }
+    )*};
 }
 
-#[crate::blocking_twin(LockBlockingProxy)]
-impl LockProxy {
-    /// Waits until the lock is acquired.
-    pub async fn acquire(&self) -> Result<(), Error> {
-        self.acquire_with(true, None).await.map(drop)
-    }
-
-    /// Waits at most `timeout` for the lock: whether it was acquired.
-    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-        self.acquire_with(true, seconds(timeout)).await
-    }
-
-    /// Acquires the lock if it is free, without waiting: whether it was acquired.
-    pub async fn try_acquire(&self) -> Result<bool, Error> {
-        self.acquire_with(false, None).await
-    }
-
-    /// Releases the lock; a `Runtime` error when it is not locked.
-    pub async fn release(&self) -> Result<(), Error> {
-        settled(self.base(), self.0.raw.release()).await
-    }
-
-    /// Whether the lock is held (by anyone).
-    pub async fn locked(&self) -> Result<bool, Error> {
-        settled(self.base(), self.0.raw.locked()).await
-    }
-
-    /// How many calls (of any client) wait to acquire the lock.
-    pub async fn n_waiting(&self) -> Result<u64, Error> {
-        settled(self.base(), self.0.raw.n_waiting()).await
-    }
-}
-
-builtin_proxy! {
-    LockProxy for LockObject,
+lock_proxies! {
+    /// A shared lock (Python's `manager.Lock()`), with async methods.
+    ///
+    /// It is not owned: any client may release it, as in Python. When the connection that
+    /// acquired it closes (the process exits or is killed) while it is held, the server
+    /// releases it.
+    LockProxy,
     /// A shared lock (Python's `manager.Lock()`), with blocking methods.
     ///
     /// It is not owned: any client may release it, as in Python. When the connection that
     /// acquired it closes (the process exits or is killed) while it is held, the server
     /// releases it.
-    LockBlockingProxy
-}
+    LockBlockingProxy for LockObject over LockObjectRawProxy, owner = 0,
+    acquire(blocking, timeout, _owner) -> (bool, Option<f64>) =
+        LockObjectRawProxy::acquire_call(blocking, timeout),
+    release(_owner) = LockObjectRawProxy::release_call(),
+    release_doc = "Releases the lock; a `Runtime` error when it is not locked.",
+    with = " (Python's `with lock:`).";
 
-impl LockBlockingProxy {
-    /// Waits until the lock is acquired and returns a guard that releases it when dropped
-    /// (Python's `with lock:`).
-    pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-        crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
-    }
-}
-
-/// A shared re-entrant lock (Python's `manager.RLock()`), with async methods.
-///
-/// Its owner is the calling tokio task or, outside a task, the calling thread, through this
-/// connection: the owner may acquire it again (each acquire needs its release), and only the
-/// owner may release it. When the owner's connection closes (the process exits or is killed),
-/// the server releases it however deep it was held.
-pub struct RLockProxy(Typed<(), RLockObjectRawProxy>);
-
-owned_lock!(
+    /// A shared re-entrant lock (Python's `manager.RLock()`), with async methods.
+    ///
+    /// Its owner is the calling tokio task or, outside a task, the calling thread, through
+    /// this connection: the owner may acquire it again (each acquire needs its release), and
+    /// only the owner may release it. When the owner's connection closes (the process exits or
+    /// is killed), the server releases it however deep it was held.
     RLockProxy,
-    RLockObjectRawProxy,
-    RLockBlockingProxy,
-    "Releases one level; a `Runtime` error when the caller does not own the lock.",
-    " (Python's `with rlock:`)."
-);
-
-#[crate::blocking_twin(RLockBlockingProxy)]
-impl RLockProxy {
-    /// How many calls (of any client) wait to acquire the lock.
-    pub async fn n_waiting(&self) -> Result<u64, Error> {
-        settled(self.base(), self.0.raw.n_waiting()).await
-    }
-}
-
-builtin_proxy! {
-    RLockProxy for RLockObject,
     /// A shared re-entrant lock (Python's `manager.RLock()`), with blocking methods.
     ///
     /// Its owner is the calling thread, through this connection: the owner may acquire it
     /// again (each acquire needs its release), and only the owner may release it. When the
     /// owner's connection closes (the process exits or is killed), the server releases it
     /// however deep it was held.
-    RLockBlockingProxy
+    RLockBlockingProxy for RLockObject over RLockObjectRawProxy, owner = current_owner(),
+    acquire(blocking, timeout, owner) -> (bool, Option<f64>, u64) =
+        RLockObjectRawProxy::acquire_call(blocking, timeout, owner),
+    release(owner) = RLockObjectRawProxy::release_call(owner),
+    release_doc = "Releases one level; a `Runtime` error when the caller does not own the lock.",
+    with = " (Python's `with rlock:`).";
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared lock (Python's `manager.Lock()`).
-    pub async fn lock(&self) -> Result<LockProxy, Error> {
-        self.create_dynamic(typeids::LOCK, ())
-            .await
-            .map(Proxy::from_base)
-    }
+    fn lock() -> LockProxy, LockBlockingProxy = typeids::LOCK, ();
 
     /// A new shared re-entrant lock (Python's `manager.RLock()`).
-    pub async fn rlock(&self) -> Result<RLockProxy, Error> {
-        self.create_dynamic(typeids::RLOCK, ())
-            .await
-            .map(Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared lock (Python's `manager.Lock()`).
-    pub fn lock(&self) -> Result<LockBlockingProxy, Error> {
-        self.create_dynamic(typeids::LOCK, ()).map(Proxy::from_base)
-    }
-
-    /// A new shared re-entrant lock (Python's `manager.RLock()`).
-    pub fn rlock(&self) -> Result<RLockBlockingProxy, Error> {
-        self.create_dynamic(typeids::RLOCK, ())
-            .map(Proxy::from_base)
-    }
+    fn rlock() -> RLockProxy, RLockBlockingProxy = typeids::RLOCK, ();
 }
 
 /// Registers `Lock` and `RLock` under their typeids.

@@ -130,26 +130,10 @@ pub fn registry() -> Registry {
 
 /// Adds every built-in type to `registry`, so that a server can host them beside its own types.
 pub fn register(registry: &mut Registry) -> Result<(), Error> {
-    registry.register(Register::factory_with_context(
-        typeids::LIST,
-        list::ListObject::new,
-    ))?;
-    registry.register(Register::factory_with_context(
-        typeids::DICT,
-        dict::DictObject::new,
-    ))?;
-    registry.register(Register::factory_with_context(
-        typeids::NAMESPACE,
-        namespace::NamespaceObject::new,
-    ))?;
-    registry.register(Register::factory_with_context(
-        typeids::VALUE,
-        shared_value::ValueObject::new,
-    ))?;
-    registry.register(Register::factory_with_context(
-        typeids::ARRAY,
-        shared_value::ArrayObject::new,
-    ))?;
+    list::register(registry)?;
+    dict::register(registry)?;
+    namespace::register(registry)?;
+    shared_value::register(registry)?;
     queue::register(registry)?;
     event::register(registry)?;
     barrier::register(registry)?;
@@ -193,6 +177,35 @@ impl Stored {
         self.value.clone()
     }
 }
+
+/// Declares, for each built-in type, the method of [`Manager`](crate::Manager) (async) and
+/// of [`BlockingManager`](crate::BlockingManager) (blocking) that creates one, with the same
+/// docs: `fn name<T: Bound>(arguments) -> XProxy, XBlockingProxy = typeid, create arguments;`.
+macro_rules! constructors {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident $(<$g:ident: $bound:path>)? ($($arg:ident: $ty:ty),*)
+            -> $proxy:ty, $blocking:ty = $typeid:expr, $args:expr;
+    )*) => {
+        impl $crate::manager::Manager {$(
+            $(#[$doc])*
+            pub async fn $name $(<$g: $bound>)? (&self $(, $arg: $ty)*) -> Result<$proxy, Error> {
+                self.create_dynamic($typeid, $args)
+                    .await
+                    .map($crate::proxy::Proxy::from_base)
+            }
+        )*}
+
+        impl $crate::manager::BlockingManager {$(
+            $(#[$doc])*
+            pub fn $name $(<$g: $bound>)? (&self $(, $arg: $ty)*) -> Result<$blocking, Error> {
+                self.create_dynamic($typeid, $args)
+                    .map($crate::proxy::Proxy::from_base)
+            }
+        )*}
+    };
+}
+pub(crate) use constructors;
 
 /// Converts the items a Rust factory or method gives a built-in object into values: plain
 /// values only, as the references a proxy inside one needs are taken for a call's connection
@@ -252,19 +265,32 @@ impl<T, R: Proxy> std::fmt::Debug for Typed<T, R> {
     }
 }
 
-impl<T, R: Proxy> Typed<T, R> {
-    pub(crate) fn new(base: crate::proxy::BaseProxy) -> Self {
+impl<T, R: Proxy> Proxy for Typed<T, R> {
+    fn from_base(base: crate::proxy::BaseProxy) -> Self {
         Typed {
             raw: R::from_base(base),
             _element: PhantomData,
         }
     }
 
-    /// The base proxy inside.
-    pub(crate) fn base(&self) -> &crate::proxy::BaseProxy {
+    fn base(&self) -> &crate::proxy::BaseProxy {
         self.raw.base()
     }
+}
 
+impl<T, R: Proxy> Serialize for Typed<T, R> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.base().serialize(serializer)
+    }
+}
+
+impl<'de, T, R: Proxy> serde::Deserialize<'de> for Typed<T, R> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::proxy::BaseProxy::deserialize(deserializer).map(Proxy::from_base)
+    }
+}
+
+impl<T, R: Proxy> Typed<T, R> {
     /// Decodes a value a method returned, taking over the proxies inside it.
     pub(crate) fn decode<V: DeserializeOwned>(&self, value: Value) -> Result<V, Error> {
         crate::proxy::decode_value(self.base().connection(), value)
@@ -279,42 +305,7 @@ macro_rules! builtin_proxy {
         $(#[$doc:meta])*
         $proxy:ident $(<$($g:ident),*>)? for $object:ty, $(#[$bdoc:meta])* $blocking:ident
     ) => {
-        impl$(<$($g),*>)? $crate::proxy::Proxy for $proxy$(<$($g),*>)? {
-            fn from_base(base: $crate::proxy::BaseProxy) -> Self {
-                $proxy($crate::sync::Typed::new(base))
-            }
-            fn base(&self) -> &$crate::proxy::BaseProxy {
-                self.0.base()
-            }
-            fn object_type() -> Option<&'static str> {
-                Some(std::any::type_name::<$object>())
-            }
-        }
-
-        impl$(<$($g),*>)? Clone for $proxy$(<$($g),*>)? {
-            fn clone(&self) -> Self {
-                $proxy(self.0.clone())
-            }
-        }
-
-        impl$(<$($g),*>)? std::fmt::Debug for $proxy$(<$($g),*>)? {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_tuple(stringify!($proxy)).field(&self.0).finish()
-            }
-        }
-
-        impl$(<$($g),*>)? serde::Serialize for $proxy$(<$($g),*>)? {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                self.0.base().serialize(serializer)
-            }
-        }
-
-        impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $proxy$(<$($g),*>)? {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                $crate::proxy::BaseProxy::deserialize(deserializer)
-                    .map(<Self as $crate::proxy::Proxy>::from_base)
-            }
-        }
+        $crate::sync::builtin_proxy!(@around $proxy $(<$($g),*>)? for $object);
 
         impl$(<$($g),*>)? $proxy$(<$($g),*>)? {
             /// The same proxy with the blocking API.
@@ -335,41 +326,7 @@ macro_rules! builtin_proxy {
         $(#[$bdoc])*
         pub struct $blocking$(<$($g),*>)?($proxy$(<$($g),*>)?);
 
-        impl$(<$($g),*>)? $crate::proxy::Proxy for $blocking$(<$($g),*>)? {
-            fn from_base(base: $crate::proxy::BaseProxy) -> Self {
-                $blocking(<$proxy$(<$($g),*>)? as $crate::proxy::Proxy>::from_base(base))
-            }
-            fn base(&self) -> &$crate::proxy::BaseProxy {
-                self.0.base()
-            }
-            fn object_type() -> Option<&'static str> {
-                Some(std::any::type_name::<$object>())
-            }
-        }
-
-        impl$(<$($g),*>)? Clone for $blocking$(<$($g),*>)? {
-            fn clone(&self) -> Self {
-                $blocking(self.0.clone())
-            }
-        }
-
-        impl$(<$($g),*>)? std::fmt::Debug for $blocking$(<$($g),*>)? {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.debug_tuple(stringify!($blocking)).field(&self.0 .0).finish()
-            }
-        }
-
-        impl$(<$($g),*>)? serde::Serialize for $blocking$(<$($g),*>)? {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                self.0.serialize(serializer)
-            }
-        }
-
-        impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $blocking$(<$($g),*>)? {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                $proxy::deserialize(deserializer).map($blocking)
-            }
-        }
+        $crate::sync::builtin_proxy!(@around $blocking $(<$($g),*>)? for $object);
 
         impl$(<$($g: $crate::sync::Element),*>)? $blocking$(<$($g),*>)? {
             /// The same proxy with the async API.
@@ -381,6 +338,45 @@ macro_rules! builtin_proxy {
             /// connection's default: a call that misses it fails with `Error::Timeout`.
             pub fn with_timeout(self, timeout: std::time::Duration) -> Self {
                 $blocking(self.0.with_timeout(timeout))
+            }
+        }
+    };
+    // `Proxy`, `Clone`, `Debug` and serde for `$wrapper`, a tuple struct around a proxy (the
+    // `Typed` layer, or the async proxy in its blocking twin), as the proxy inside does them.
+    (@around $wrapper:ident $(<$($g:ident),*>)? for $object:ty) => {
+        impl$(<$($g),*>)? $crate::proxy::Proxy for $wrapper$(<$($g),*>)? {
+            fn from_base(base: $crate::proxy::BaseProxy) -> Self {
+                $wrapper($crate::proxy::Proxy::from_base(base))
+            }
+            fn base(&self) -> &$crate::proxy::BaseProxy {
+                $crate::proxy::Proxy::base(&self.0)
+            }
+            fn object_type() -> Option<&'static str> {
+                Some(std::any::type_name::<$object>())
+            }
+        }
+
+        impl$(<$($g),*>)? Clone for $wrapper$(<$($g),*>)? {
+            fn clone(&self) -> Self {
+                $wrapper(self.0.clone())
+            }
+        }
+
+        impl$(<$($g),*>)? std::fmt::Debug for $wrapper$(<$($g),*>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_tuple(stringify!($wrapper)).field(&self.0).finish()
+            }
+        }
+
+        impl$(<$($g),*>)? serde::Serialize for $wrapper$(<$($g),*>)? {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize(serializer)
+            }
+        }
+
+        impl<'de $($(, $g)*)?> serde::Deserialize<'de> for $wrapper$(<$($g),*>)? {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                serde::Deserialize::deserialize(deserializer).map($wrapper)
             }
         }
     };

@@ -119,13 +119,21 @@ impl NamespaceProxy {
     }
 
     /// The names of the attributes, in the order they were first set.
-    pub async fn names(&self) -> Result<Vec<String>, Error> {
-        self.0.raw.names().await
-    }
+    pub async fn names(&self) -> Result<Vec<String>, Error>;
 }
 
 builtin_proxy! {
     NamespaceProxy for NamespaceObject,
     /// A shared namespace (Python's `NamespaceProxy`), with blocking methods.
     NamespaceBlockingProxy
+}
+
+/// Registers `Namespace` under its typeid.
+pub(crate) fn register(registry: &mut crate::registry::Registry) -> Result<(), Error> {
+    use crate::registry::Register;
+    registry.register(Register::factory_with_context(
+        typeids::NAMESPACE,
+        NamespaceObject::new,
+    ))?;
+    Ok(())
 }

@@ -435,34 +435,22 @@ macro_rules! queue_methods {
             }
 
             /// The number of items (already out of date when it arrives, as in Python).
-            pub async fn qsize(&self) -> Result<u64, Error> {
-                self.0.raw.qsize().await
-            }
+            pub async fn qsize(&self) -> Result<u64, Error>;
 
             /// Whether the queue holds no item.
-            pub async fn empty(&self) -> Result<bool, Error> {
-                self.0.raw.empty().await
-            }
+            pub async fn empty(&self) -> Result<bool, Error>;
 
             /// Whether the queue has a limit and holds that many items.
-            pub async fn full(&self) -> Result<bool, Error> {
-                self.0.raw.full().await
-            }
+            pub async fn full(&self) -> Result<bool, Error>;
 
             /// The most items the queue holds; 0 for no limit.
-            pub async fn maxsize(&self) -> Result<u64, Error> {
-                self.0.raw.maxsize().await
-            }
+            pub async fn maxsize(&self) -> Result<u64, Error>;
 
             /// How many `get`s are waiting for an item in the server (not in Python).
-            pub async fn n_waiting_get(&self) -> Result<u64, Error> {
-                self.0.raw.n_waiting_get().await
-            }
+            pub async fn n_waiting_get(&self) -> Result<u64, Error>;
 
             /// How many `put`s are waiting for room in the server (not in Python).
-            pub async fn n_waiting_put(&self) -> Result<u64, Error> {
-                self.0.raw.n_waiting_put().await
-            }
+            pub async fn n_waiting_put(&self) -> Result<u64, Error>;
         }
     };
 }
@@ -474,15 +462,11 @@ queue_methods!(JoinableQueueProxy, JoinableQueueBlockingProxy);
 impl<T: Element> JoinableQueueProxy<T> {
     /// Marks one item taken from the queue as processed; a `Runtime` error ("task_done()
     /// called too many times") when every item put has already been marked.
-    pub async fn task_done(&self) -> Result<(), Error> {
-        self.0.raw.task_done().await
-    }
+    pub async fn task_done(&self) -> Result<(), Error>;
 
     /// Waits until every item put has been marked processed with
     /// [`task_done`](JoinableQueueProxy::task_done).
-    pub async fn join(&self) -> Result<(), Error> {
-        self.0.raw.join().await
-    }
+    pub async fn join(&self) -> Result<(), Error>;
 }
 
 builtin_proxy! {
@@ -503,57 +487,33 @@ fn maxsize_arg(maxsize: u64) -> i64 {
     i64::try_from(maxsize).unwrap_or(i64::MAX)
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared queue holding at most `maxsize` items, 0 for no limit (Python:
     /// `manager.Queue(maxsize)`).
-    pub async fn queue<T: Element>(&self, maxsize: u64) -> Result<QueueProxy<T>, Error> {
-        self.create_dynamic(typeids::QUEUE, (maxsize_arg(maxsize),))
-            .await
-            .map(crate::proxy::Proxy::from_base)
-    }
+    fn queue<T: Element>(maxsize: u64) -> QueueProxy<T>, QueueBlockingProxy<T>
+        = typeids::QUEUE, (maxsize_arg(maxsize),);
 
     /// A new shared joinable queue holding at most `maxsize` items, 0 for no limit (Python:
     /// `manager.JoinableQueue(maxsize)`).
-    pub async fn joinable_queue<T: Element>(
-        &self,
-        maxsize: u64,
-    ) -> Result<JoinableQueueProxy<T>, Error> {
-        self.create_dynamic(typeids::JOINABLE_QUEUE, (maxsize_arg(maxsize),))
-            .await
-            .map(crate::proxy::Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared queue holding at most `maxsize` items, 0 for no limit (Python:
-    /// `manager.Queue(maxsize)`).
-    pub fn queue<T: Element>(&self, maxsize: u64) -> Result<QueueBlockingProxy<T>, Error> {
-        self.create_dynamic(typeids::QUEUE, (maxsize_arg(maxsize),))
-            .map(crate::proxy::Proxy::from_base)
-    }
-
-    /// A new shared joinable queue holding at most `maxsize` items, 0 for no limit (Python:
-    /// `manager.JoinableQueue(maxsize)`).
-    pub fn joinable_queue<T: Element>(
-        &self,
-        maxsize: u64,
-    ) -> Result<JoinableQueueBlockingProxy<T>, Error> {
-        self.create_dynamic(typeids::JOINABLE_QUEUE, (maxsize_arg(maxsize),))
-            .map(crate::proxy::Proxy::from_base)
-    }
+    fn joinable_queue<T: Element>(maxsize: u64) -> JoinableQueueProxy<T>, JoinableQueueBlockingProxy<T>
+        = typeids::JOINABLE_QUEUE, (maxsize_arg(maxsize),);
 }
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+    use std::task::Poll;
 
     use super::*;
+    use crate::sync::wait::poll;
 
-    fn poll<F: Future>(future: &mut Pin<Box<F>>) -> Poll<F::Output> {
-        let waker = futures::task::noop_waker();
-        future.as_mut().poll(&mut Context::from_waker(&waker))
+    type Putter<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), i32>> + 'a>>;
+
+    /// Fills `core`, of one slot, with 1, and starts a put of 2 that waits for room.
+    fn waiting_putter(core: &QueueCore<i32>) -> Putter<'_> {
+        assert!(core.try_put(1).is_ok());
+        let mut putter: Putter<'_> = Box::pin(core.put(2, true, None));
+        assert!(poll(&mut putter).is_pending());
+        putter
     }
 
     #[test]
@@ -580,9 +540,7 @@ mod tests {
     #[test]
     fn a_dropped_waiting_putter_puts_nothing() {
         let core = QueueCore::<i32>::new(1);
-        assert!(core.try_put(1).is_ok());
-        let mut putter = Box::pin(core.put(2, true, None));
-        assert!(poll(&mut putter).is_pending());
+        let putter = waiting_putter(&core);
         assert_eq!(core.putters.load(Ordering::SeqCst), 1);
         drop(putter);
         assert_eq!(core.putters.load(Ordering::SeqCst), 0);
@@ -593,9 +551,7 @@ mod tests {
     #[test]
     fn a_waiting_putter_fills_the_freed_slot() {
         let core = QueueCore::<i32>::new(1);
-        assert!(core.try_put(1).is_ok());
-        let mut putter = Box::pin(core.put(2, true, None));
-        assert!(poll(&mut putter).is_pending());
+        let mut putter = waiting_putter(&core);
         assert_eq!(core.try_get(), Some(1));
         assert_eq!(poll(&mut putter), Poll::Ready(Ok(())));
         assert_eq!(core.try_get(), Some(2));

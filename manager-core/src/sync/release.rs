@@ -199,7 +199,7 @@ impl<U: Serialize + Send + 'static, S> Drop for InFlight<'_, U, S> {
 /// Sends an acquiring call, `acquire`, that answers whether it acquired. If the returned
 /// future is dropped before the answer arrives, `undo` (the release) is sent once the answer
 /// says the acquisition succeeded.
-pub(crate) async fn acquire_call<A: Serialize, U: Serialize + Send + 'static, S>(
+async fn acquire_call<A: Serialize, U: Serialize + Send + 'static, S>(
     base: &BaseProxy,
     acquire: MethodCall<A, Checked<bool>>,
     undo: MethodCall<U, S>,
@@ -265,7 +265,8 @@ impl From<MethodCall<(u64,), Checked<()>>> for Release {
 }
 
 impl Release {
-    async fn now(self, base: &BaseProxy) -> Result<(), Error> {
+    /// Releases now and waits for the answer.
+    pub(crate) async fn now(self, base: &BaseProxy) -> Result<(), Error> {
         match self {
             Release::Plain(call) => call_now(base, call).await,
             Release::With(call) => call_now(base, call).await,
@@ -340,78 +341,138 @@ impl<'a> BlockingLockGuard<'a> {
     }
 }
 
-/// The client half of a lock owned by its caller, through its connection, on `$proxy` (over
-/// `$raw`, the raw proxy of an impl with `acquire(blocking, timeout, owner)` and
-/// `release(owner)`): an `RLock`, and a `Condition`'s lock. The owner is the calling task or
-/// thread ([`current_owner`]). Both blocking twins' methods are generated from these.
-macro_rules! owned_lock {
-    ($proxy:ident, $raw:ident, $blocking:ident, $release_doc:literal, $with:literal) => {
-        impl $proxy {
-            async fn acquire_as(
-                &self,
-                owner: u64,
-                blocking: bool,
-                timeout: Option<f64>,
-            ) -> Result<bool, Error> {
-                $crate::sync::release::acquire_call(
-                    self.base(),
-                    $raw::acquire_call(blocking, timeout, owner),
-                    $raw::release_call(owner),
-                )
-                .await
+/// How a lock-like built-in's proxy acquires and releases, for the one client half that
+/// [`acquirer!`] gives them all.
+pub(crate) trait Acquirer: crate::proxy::Proxy {
+    /// The arguments of the acquiring call.
+    type Args: Serialize;
+
+    /// Who acquires: the calling task or thread ([`current_owner`]) for an owned lock, 0 for
+    /// what its connection holds (a `Lock`, a semaphore's permits).
+    fn owner() -> u64;
+
+    /// Python's `acquire(blocking, timeout)`, as `owner`.
+    fn acquire_call(
+        blocking: bool,
+        timeout: Option<f64>,
+        owner: u64,
+    ) -> MethodCall<Self::Args, Checked<bool>>;
+
+    /// The release of what `owner` acquired.
+    fn release_call(owner: u64) -> Release;
+}
+
+/// Acquires for `owner`, waiting as `blocking` and `timeout` say: whether it was acquired. An
+/// acquisition abandoned before its answer is undone (see [`acquire_call`]).
+pub(crate) async fn acquire_as<P: Acquirer>(
+    proxy: &P,
+    owner: u64,
+    blocking: bool,
+    timeout: Option<f64>,
+) -> Result<bool, Error> {
+    let acquire = P::acquire_call(blocking, timeout, owner);
+    match P::release_call(owner) {
+        Release::Plain(undo) => acquire_call(proxy.base(), acquire, undo).await,
+        Release::With(undo) => acquire_call(proxy.base(), acquire, undo).await,
+    }
+}
+
+/// Waits until `proxy` is acquired, and returns the guard that releases it as the owner that
+/// acquired it, wherever it is dropped.
+pub(crate) async fn lock<P: Acquirer>(proxy: &P) -> Result<LockGuard<'_>, Error> {
+    let owner = P::owner();
+    acquire_as(proxy, owner, true, None).await?;
+    Ok(LockGuard::new(proxy.base(), P::release_call(owner)))
+}
+
+/// The client half of every lock-like built-in (`Lock`, `RLock`, `Condition`'s lock,
+/// `Semaphore`, `BoundedSemaphore`) on `$proxy` (of `$object`) and its blocking twin
+/// `$blocking` (with its docs), made by [`builtin_proxy!`](crate::sync::builtin_proxy):
+/// [`Acquirer`] from `owner` (who acquires), `acquire` (the raw proxy's acquiring call for
+/// `blocking`, `timeout`, `owner`, and its arguments' type) and `release` (the raw proxy's
+/// release for `owner`), and
+/// from them `acquire`, `acquire_timeout`, `try_acquire`, `release` and `lock`. `what` names
+/// what is acquired in the docs ("the lock", "a permit").
+macro_rules! acquirer {
+    (
+        $proxy:ident for $object:ty, $(#[$bdoc:meta])* $blocking:ident,
+        owner = $owner:expr,
+        acquire($b:ident, $t:ident, $o:ident) -> $args:ty = $acquire:expr,
+        release($r:ident) = $release:expr,
+        what = $what:literal,
+        release_doc = $release_doc:literal,
+        with = $with:literal
+    ) => {
+        $crate::sync::builtin_proxy! {
+            $proxy for $object,
+            $(#[$bdoc])*
+            $blocking
+        }
+
+        impl $crate::sync::release::Acquirer for $proxy {
+            type Args = $args;
+
+            fn owner() -> u64 {
+                $owner
+            }
+
+            fn acquire_call(
+                $b: bool,
+                $t: Option<f64>,
+                $o: u64,
+            ) -> $crate::proxy::MethodCall<Self::Args, $crate::proxy::shape::Checked<bool>> {
+                $acquire
+            }
+
+            fn release_call($r: u64) -> $crate::sync::release::Release {
+                $release.into()
             }
         }
 
         #[crate::blocking_twin($blocking)]
         impl $proxy {
-            /// Waits until the lock is acquired (at once when the caller already owns it).
+            #[doc = concat!("Waits until the caller acquires ", $what, ".")]
             pub async fn acquire(&self) -> Result<(), Error> {
-                self.acquire_as(current_owner(), true, None).await.map(drop)
-            }
-
-            /// Waits at most `timeout` for the lock: whether it was acquired.
-            pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-                self.acquire_as(current_owner(), true, seconds(timeout))
+                let owner = <Self as $crate::sync::release::Acquirer>::owner();
+                $crate::sync::release::acquire_as(self, owner, true, None)
                     .await
+                    .map(drop)
             }
 
-            /// Acquires the lock if it is free or already the caller's, without waiting:
-            /// whether it was acquired.
+            #[doc = concat!("Waits at most `timeout` to acquire ", $what, ": whether it did.")]
+            pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+                let owner = <Self as $crate::sync::release::Acquirer>::owner();
+                $crate::sync::release::acquire_as(self, owner, true, seconds(timeout)).await
+            }
+
+            #[doc = concat!("Acquires ", $what, " if it can without waiting: whether it did.")]
             pub async fn try_acquire(&self) -> Result<bool, Error> {
-                self.acquire_as(current_owner(), false, None).await
+                let owner = <Self as $crate::sync::release::Acquirer>::owner();
+                $crate::sync::release::acquire_as(self, owner, false, None).await
             }
 
             #[doc = $release_doc]
             pub async fn release(&self) -> Result<(), Error> {
-                settled(self.base(), self.0.raw.release(current_owner())).await
-            }
-
-            /// Whether the lock is held (by anyone).
-            pub async fn locked(&self) -> Result<bool, Error> {
-                settled(self.base(), self.0.raw.locked()).await
+                let owner = <Self as $crate::sync::release::Acquirer>::owner();
+                let release = <Self as $crate::sync::release::Acquirer>::release_call(owner);
+                release.now(self.base()).await
             }
         }
 
         impl $proxy {
-            /// Waits until the lock is acquired and returns a guard that releases this level
-            /// when dropped
-            #[doc = $with]
-            /// The guard releases as the owner that acquired it, wherever it is dropped.
-            pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
-                let owner = current_owner();
-                self.acquire_as(owner, true, None).await?;
-                Ok(LockGuard::new(self.base(), $raw::release_call(owner)))
+            #[doc = concat!("Waits until the caller acquires ", $what, " and returns a guard that releases it when dropped", $with)]
+            /// The guard releases as the owner that acquired, wherever it is dropped.
+            pub async fn lock(&self) -> Result<$crate::sync::LockGuard<'_>, Error> {
+                $crate::sync::release::lock(self).await
             }
         }
 
         impl $blocking {
-            /// Waits until the lock is acquired and returns a guard that releases this level
-            /// when dropped
-            #[doc = $with]
-            pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-                crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
+            #[doc = concat!("Waits until the caller acquires ", $what, " and returns a guard that releases it when dropped", $with)]
+            pub fn lock(&self) -> Result<$crate::sync::BlockingLockGuard<'_>, Error> {
+                $crate::proxy::blocking::run(self.0.lock()).map($crate::sync::BlockingLockGuard::new)
             }
         }
     };
 }
-pub(crate) use owned_lock;
+pub(crate) use acquirer;

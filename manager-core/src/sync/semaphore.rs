@@ -19,9 +19,9 @@ use tokio::sync::Notify;
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::Proxy;
-use crate::sync::release::{acquire_call, settled, BlockingLockGuard, LockGuard};
+use crate::sync::release::{acquirer, settled};
 use crate::sync::wait::{seconds, wait_mode, wait_until, Wait};
-use crate::sync::{builtin_proxy, typeids, Typed};
+use crate::sync::{typeids, Typed};
 
 #[derive(Debug, Default)]
 struct SemState {
@@ -221,50 +221,21 @@ macro_rules! semaphore_proxy {
         $(#[$doc])*
         pub struct $proxy(Typed<(), SemaphoreObjectRawProxy>);
 
-        impl $proxy {
-            async fn acquire_with(
-                &self,
-                blocking: bool,
-                timeout: Option<f64>,
-            ) -> Result<bool, Error> {
-                acquire_call(
-                    self.base(),
-                    SemaphoreObjectRawProxy::acquire_call(blocking, timeout),
-                    SemaphoreObjectRawProxy::release_call(1),
-                )
-                .await
-            }
-
-            /// Waits until a permit is taken and returns a guard that gives it back when
-            /// dropped (Python's `with semaphore:`).
-            pub async fn lock(&self) -> Result<LockGuard<'_>, Error> {
-                self.acquire().await?;
-                Ok(LockGuard::new(self.base(), SemaphoreObjectRawProxy::release_call(1)))
-            }
+        acquirer! {
+            $proxy for $object,
+            $(#[$bdoc])*
+            $blocking,
+            owner = 0,
+            acquire(blocking, timeout, _owner) -> (bool, Option<f64>) =
+                SemaphoreObjectRawProxy::acquire_call(blocking, timeout),
+            release(_owner) = SemaphoreObjectRawProxy::release_call(1),
+            what = "a permit",
+            release_doc = $release_doc,
+            with = " (Python's `with semaphore:`)."
         }
 
-        #[crate::blocking_twin($blocking)]
+        #[crate::blocking_twin($blocking, via = settled)]
         impl $proxy {
-            /// Waits until a permit is taken.
-            pub async fn acquire(&self) -> Result<(), Error> {
-                self.acquire_with(true, None).await.map(drop)
-            }
-
-            /// Waits at most `timeout` for a permit: whether one was taken.
-            pub async fn acquire_timeout(&self, timeout: Duration) -> Result<bool, Error> {
-                self.acquire_with(true, seconds(timeout)).await
-            }
-
-            /// Takes a permit if one is free, without waiting: whether one was taken.
-            pub async fn try_acquire(&self) -> Result<bool, Error> {
-                self.acquire_with(false, None).await
-            }
-
-            #[doc = $release_doc]
-            pub async fn release(&self) -> Result<(), Error> {
-                settled(self.base(), self.0.raw.release(1)).await
-            }
-
             /// Gives `n` permits back at once (Python's `release(n)`); an `InvalidValue` error
             /// when `n` is 0.
             pub async fn release_n(&self, n: u64) -> Result<(), Error> {
@@ -272,28 +243,10 @@ macro_rules! semaphore_proxy {
             }
 
             /// The number of free permits.
-            pub async fn get_value(&self) -> Result<u64, Error> {
-                settled(self.base(), self.0.raw.get_value()).await
-            }
+            pub async fn get_value(&self) -> Result<u64, Error>;
 
             /// How many calls (of any client) wait for a permit.
-            pub async fn n_waiting(&self) -> Result<u64, Error> {
-                settled(self.base(), self.0.raw.n_waiting()).await
-            }
-        }
-
-        builtin_proxy! {
-            $proxy for $object,
-            $(#[$bdoc])*
-            $blocking
-        }
-
-        impl $blocking {
-            /// Waits until a permit is taken and returns a guard that gives it back when
-            /// dropped (Python's `with semaphore:`).
-            pub fn lock(&self) -> Result<BlockingLockGuard<'_>, Error> {
-                crate::proxy::blocking::run(self.0.lock()).map(BlockingLockGuard::new)
-            }
+            pub async fn n_waiting(&self) -> Result<u64, Error>;
         }
     };
 }
@@ -328,36 +281,15 @@ semaphore_proxy! {
     "Gives a permit back; an `InvalidValue` error (\"Semaphore released too many times\") when the value would exceed its initial value."
 }
 
-impl crate::manager::Manager {
+crate::sync::constructors! {
     /// A new shared semaphore with `value` permits (Python's `manager.Semaphore(value)`).
-    pub async fn semaphore(&self, value: u64) -> Result<SemaphoreProxy, Error> {
-        self.create_dynamic(typeids::SEMAPHORE, (value,))
-            .await
-            .map(Proxy::from_base)
-    }
+    fn semaphore(value: u64) -> SemaphoreProxy, SemaphoreBlockingProxy
+        = typeids::SEMAPHORE, (value,);
 
     /// A new shared bounded semaphore with `value` permits (Python's
     /// `manager.BoundedSemaphore(value)`).
-    pub async fn bounded_semaphore(&self, value: u64) -> Result<BoundedSemaphoreProxy, Error> {
-        self.create_dynamic(typeids::BOUNDED_SEMAPHORE, (value,))
-            .await
-            .map(Proxy::from_base)
-    }
-}
-
-impl crate::manager::BlockingManager {
-    /// A new shared semaphore with `value` permits (Python's `manager.Semaphore(value)`).
-    pub fn semaphore(&self, value: u64) -> Result<SemaphoreBlockingProxy, Error> {
-        self.create_dynamic(typeids::SEMAPHORE, (value,))
-            .map(Proxy::from_base)
-    }
-
-    /// A new shared bounded semaphore with `value` permits (Python's
-    /// `manager.BoundedSemaphore(value)`).
-    pub fn bounded_semaphore(&self, value: u64) -> Result<BoundedSemaphoreBlockingProxy, Error> {
-        self.create_dynamic(typeids::BOUNDED_SEMAPHORE, (value,))
-            .map(Proxy::from_base)
-    }
+    fn bounded_semaphore(value: u64) -> BoundedSemaphoreProxy, BoundedSemaphoreBlockingProxy
+        = typeids::BOUNDED_SEMAPHORE, (value,);
 }
 
 /// Registers `Semaphore` and `BoundedSemaphore` under their typeids.

@@ -3,6 +3,7 @@
 
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::sync::list::indexed_methods;
 use crate::sync::typecode::{coerce, CreateArgs, TYPECODES};
 use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
@@ -198,28 +199,10 @@ impl ArrayObject {
 /// A fixed-length shared array of `T` (Python's `Array`), with async methods.
 pub struct ArrayProxy<T>(Typed<T, ArrayObjectRawProxy>);
 
+indexed_methods!(ArrayProxy, ArrayBlockingProxy);
+
 #[crate::blocking_twin(ArrayBlockingProxy)]
 impl<T: Element> ArrayProxy<T> {
-    /// The number of items (fixed at creation).
-    pub async fn len(&self) -> Result<u64, Error> {
-        self.0.raw.len().await
-    }
-
-    /// Whether the array has no items.
-    pub async fn is_empty(&self) -> Result<bool, Error> {
-        self.0.raw.is_empty().await
-    }
-
-    /// The item at `index` (negative counts from the end); an `Index` error out of range.
-    pub async fn get(&self, index: i64) -> Result<T, Error> {
-        self.0.decode(self.0.raw.getitem(index).await?)
-    }
-
-    /// Replaces the item at `index`.
-    pub async fn set(&self, index: i64, item: &T) -> Result<(), Error> {
-        self.0.raw.setitem(index, encode(item)?).await
-    }
-
     /// Replaces every item; `items` must have the array's length.
     pub async fn assign(&self, items: &[T]) -> Result<(), Error> {
         self.0.raw.assign(encode_all(items)?).await
@@ -235,4 +218,18 @@ builtin_proxy! {
     ArrayProxy<T> for ArrayObject,
     /// A fixed-length shared array of `T` (Python's `Array`), with blocking methods.
     ArrayBlockingProxy
+}
+
+/// Registers `Value` and `Array` under their typeids.
+pub(crate) fn register(registry: &mut crate::registry::Registry) -> Result<(), Error> {
+    use crate::registry::Register;
+    registry.register(Register::factory_with_context(
+        typeids::VALUE,
+        ValueObject::new,
+    ))?;
+    registry.register(Register::factory_with_context(
+        typeids::ARRAY,
+        ArrayObject::new,
+    ))?;
+    Ok(())
 }

@@ -155,3 +155,15 @@ pub(crate) async fn wait_until<T>(
         _ => Some(run.await),
     }
 }
+
+/// Polls `future` once, with a waker that does nothing: for the unit tests of the waiting
+/// types, which step waiters by hand.
+#[cfg(test)]
+pub(crate) fn poll<F: std::future::Future + ?Sized>(
+    future: &mut std::pin::Pin<Box<F>>,
+) -> std::task::Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(&waker))
+}
