@@ -10,7 +10,9 @@ For each server it measures, with client processes started by this script:
   - round trip: one client, `len(d)` on a dict proxy, median of rounds (microseconds);
   - throughput: 1, 4 and 16 client processes calling `len(d)` for a fixed time (calls/s);
   - create + drop: one client making and dropping `m.list()` proxies (objects/s);
-  - queue: one process puts, another gets (items/s);
+  - queue: one process puts, another gets (items/s, the median of 3 rounds), with the
+    server's CPU time and context switches per item (from its threads' schedstat and status,
+    nanosecond counts: the phase is too short for /proc/<pid>/stat's ticks);
   - server CPU per call: the server process's user + system time from /proc/<pid>/stat over
     the throughput runs, divided by the calls made (microseconds per call), overall and for
     each client count (with its system part). On a 2-core machine the clients' own CPU caps the
@@ -74,13 +76,33 @@ def caller(port, seconds, start, out):
     out.put((calls, own_cpu() - cpu))
 
 
-def getter(port, count, out):
+def threads_cpu(pid):
+    """CPU time (seconds, from the scheduler's nanosecond count) and context switches of the
+    live threads of a process, from /proc/<pid>/task/*/{schedstat,status}."""
+    cpu, switches = 0.0, 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                cpu += int(f.read().split()[0]) / 1e9
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if "ctxt_switches:" in line:  # voluntary and not
+                        switches += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that left meanwhile
+    return cpu, switches
+
+
+def getter(port, count, out, hold):
+    """Gets `count` items, then keeps its connection (and so its server thread, whose CPU
+    time is counted) until told to go."""
     m = connect(port)
     q = m.Queue()
     out.put(q)
     for _ in range(count):
         q.get()
     out.put("done")
+    hold.get()
 
 
 def measure(port, pid, quick):
@@ -134,16 +156,27 @@ def measure(port, pid, quick):
         del made
     figures["create + drop (objects/s)"] = n / (time.perf_counter() - began)
     n = 500 if quick else 3000
-    out = mp.Queue()
-    consumer = mp.Process(target=getter, args=(port, n, out))
-    consumer.start()
-    q = out.get()
-    began = time.perf_counter()
-    for i in range(n):
-        q.put(i)
-    assert out.get() == "done"
-    figures["queue put + get between processes (items/s)"] = n / (time.perf_counter() - began)
-    consumer.join()
+    rates, cpus, switches = [], [], []
+    for _ in range(3):
+        out, hold = mp.Queue(), mp.Queue()
+        consumer = mp.Process(target=getter, args=(port, n, out, hold))
+        consumer.start()
+        q = out.get()
+        q.put(-1)  # the putter's connection (and its server thread) made before the count
+        cpu_before, switches_before = threads_cpu(pid)
+        began = time.perf_counter()
+        for i in range(n - 1):
+            q.put(i)
+        assert out.get() == "done"
+        rates.append((n - 1) / (time.perf_counter() - began))
+        cpu_after, switches_after = threads_cpu(pid)
+        cpus.append((cpu_after - cpu_before) / (n - 1) * 1e6)
+        switches.append((switches_after - switches_before) / (n - 1))
+        hold.put("go")
+        consumer.join()
+    figures["queue put + get between processes (items/s)"] = statistics.median(rates)
+    figures["  server CPU per queue item (us)"] = statistics.median(cpus)
+    figures["  server context switches per queue item"] = statistics.median(switches)
     return figures
 
 

@@ -55,6 +55,7 @@ mod names;
 mod results;
 mod slices;
 mod thread;
+mod waiting;
 use arguments::*;
 use builtins::*;
 use call::{call, call_in, Exec};

@@ -6,10 +6,12 @@
 //! hand-off to a worker thread and back. Once a connection is accepted for method calls, its
 //! socket leaves the runtime for a thread that blocks in `read` (the kernel wakes it with the
 //! request, one system call), runs the call there, plain bodies included (as CPython's server
-//! does, with a thread per connection), and writes the reply. A call that waits (a lock, an
-//! event, a queue) is polled once on the thread and, if it must wait, awaited there while the
-//! socket is watched through the runtime: anything the client sends meanwhile means it is
-//! gone, and the call is dropped, as on a runtime task.
+//! does, with a thread per connection), and writes the reply. A queue's `get`, `put` or `join`
+//! that must wait is left for whoever wakes it to finish and answer (see `waiting`), and the
+//! thread reads on. Another call that waits (a lock, an event) is polled once on the thread
+//! and, if it must wait, awaited there while the socket is watched through the runtime:
+//! anything the client sends meanwhile means it is gone, and the call is dropped, as on a
+//! runtime task.
 //!
 //! Threads are bounded by `ServerConfig::max_workers`; past the bound, and on a runtime that
 //! is not multi-threaded (whose driver runs only when its one thread is free), connections
@@ -18,6 +20,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
+use super::waiting::{self, Parked};
 use super::*;
 use crate::python::connection::{read_frame_blocking, write_frame_blocking};
 
@@ -28,15 +31,39 @@ pub(super) enum Socket {
 }
 
 impl Socket {
-    fn try_clone(&self) -> std::io::Result<Socket> {
+    pub(super) fn try_clone(&self) -> std::io::Result<Socket> {
         Ok(match self {
             Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
             Socket::Unix(s) => Socket::Unix(s.try_clone()?),
         })
     }
 
+    /// Writes what the socket takes of `buf` without waiting (none of it: `Ok(0)`).
+    pub(super) fn send_nonblocking(&self, buf: &[u8]) -> std::io::Result<usize> {
+        // A peer gone is an error here, not a SIGPIPE (where the system has the flag).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let flags = libc::MSG_DONTWAIT;
+        loop {
+            // SAFETY: the descriptor is this socket's, open while `self` is; `buf` is valid
+            // for `buf.len()` bytes.
+            let sent =
+                unsafe { libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+            if sent >= 0 {
+                return Ok(sent as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        }
+    }
+
     /// Ends both directions, which wakes a thread blocked reading it.
-    fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         let _ = match self {
             Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
             Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
@@ -179,13 +206,23 @@ fn serve_thread(
     let mut reader =
         std::io::BufReader::with_capacity(16 * 1024, std::io::Cursor::new(leftover).chain(&socket));
     let mut methods = true;
+    // Where a waiting queue call is left for its waker to answer (see `waiting`), and whether
+    // one was left since the last read.
+    let mut parked: Option<Arc<Parked>> = None;
+    let mut left_waiting = false;
     loop {
         let wants_ack = |len: usize| {
             if len > SMALL_WRITE {
                 quick_ack(fd);
             }
         };
-        let frame = match read_frame_blocking(&mut reader, state.config.max_frame, wants_ack) {
+        let read = read_frame_blocking(&mut reader, state.config.max_frame, wants_ack);
+        if std::mem::take(&mut left_waiting) && !parked.as_ref().is_some_and(|p| p.settle()) {
+            // The client sent something, or left, before the call it waits on was answered;
+            // or the answer could not be sent.
+            break;
+        }
+        let frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
@@ -199,9 +236,14 @@ fn serve_thread(
                 let _entered = handle.enter();
                 futures::executor::block_on(control(me, request, &mut methods))
             }
-            Ok(request) => match run_call(me, handle, &socket, request) {
-                Some(reply) => (reply, After::Continue),
-                None => break,
+            Ok(request) => match run_call(me, handle, &socket, &mut parked, request) {
+                Ran::Reply(reply) => (reply, After::Continue),
+                Ran::LeftWaiting => {
+                    left_waiting = true;
+                    waiting::finish_deferred();
+                    continue;
+                }
+                Ran::Gone => break,
             },
         };
         if me.closed.is_cancelled() {
@@ -210,6 +252,8 @@ fn serve_thread(
         let sent = pickle::encode_with(&reply, &pickle::EncodeOptions::default())
             .map_err(|e| Error::encode("a pickled message", e))
             .and_then(|payload| write_frame_blocking(&mut &socket, &payload));
+        // The client has its reply: now the waiting calls of other clients that this call woke.
+        waiting::finish_deferred();
         if let Err(e) = sent {
             tracing::debug!("cannot answer a CPython client: {e}");
             break;
@@ -223,26 +267,54 @@ fn serve_thread(
             }
         }
     }
+    if let Some(parked) = &parked {
+        parked.close();
+    }
     // Cleanups (locks the client held) may wake runtime tasks.
     let _entered = handle.enter();
+    waiting::finish_deferred();
     me.close();
 }
 
-/// Runs one call on the connection's thread; `None` when the client went away (or the server
-/// stopped) while it waited.
+/// How a call on a connection's thread went.
+enum Ran {
+    /// Done: the reply to send.
+    Reply(PyValue),
+    /// Left waiting, for whoever wakes it to answer (see `waiting`).
+    LeftWaiting,
+    /// The client went away (or the server stopped) while it waited.
+    Gone,
+}
+
+/// Runs one call on the connection's thread.
 fn run_call(
     me: &Arc<Connection>,
     handle: &tokio::runtime::Handle,
     socket: &Socket,
+    parked: &mut Option<Arc<Parked>>,
     request: Request,
-) -> Option<PyValue> {
+) -> Ran {
     let _entered = handle.enter();
+    if waiting::parks(&me.state, &request) {
+        if parked.is_none() {
+            *parked = Parked::new(socket, me, handle)
+                .inspect_err(|e| tracing::debug!("a CPython connection that cannot park: {e}"))
+                .ok();
+        }
+        if let Some(parked) = parked {
+            let me = me.clone();
+            let call = Box::pin(async move { call_in(&me, request, Exec::Thread).await });
+            return parked.start(call).map_or(Ran::LeftWaiting, Ran::Reply);
+        }
+    }
     let mut call = std::pin::pin!(call_in(me, request, Exec::Thread));
     // Most calls finish at their first poll: no waiting, no watching.
-    if let Some(reply) = call.as_mut().now_or_never() {
-        return Some(reply);
+    if let Some(reply) = waiting::deferring(|| call.as_mut().now_or_never()) {
+        return Ran::Reply(reply);
     }
-    // It waits. Meanwhile a CPython client sends nothing; anything it sends means it is gone.
+    // It waits; what it woke first must not wait with it.
+    waiting::finish_deferred();
+    // Meanwhile a CPython client sends nothing; anything it sends means it is gone.
     let gone = async {
         let watched = socket.try_clone().and_then(|clone| {
             // SAFETY: the clone owns its descriptor (a std socket), which stays open, and is
@@ -265,9 +337,9 @@ fn run_call(
     };
     futures::executor::block_on(async {
         tokio::select! {
-            reply = call => Some(reply),
-            _ = gone => None,
-            _ = me.closed.cancelled() => None,
+            reply = call => Ran::Reply(reply),
+            _ = gone => Ran::Gone,
+            _ = me.closed.cancelled() => Ran::Gone,
         }
     })
 }
