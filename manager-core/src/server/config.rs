@@ -44,7 +44,9 @@ pub struct ServerConfig {
     pub worker_spin: Duration,
     /// Whether methods declared `#[shared(quick = [...])]` run where their request was read,
     /// with no hand-off to a worker thread (most of a small call's cost). A quick call that
-    /// runs longer than a millisecond is logged and its method runs on workers from then on;
+    /// runs longer than a millisecond and meanwhile blocked or computed for a millisecond of
+    /// its own (not only waited for the CPU) is logged and its method runs on workers from
+    /// then on;
     /// at most one fewer run at once than the runtime has threads. Default `true`; `false`
     /// runs every plain method on a worker thread.
     pub quick_calls: bool,
