@@ -8,12 +8,11 @@
 //!
 //! Waking a sleeping thread costs more than a small call, so the pool avoids it where it safely
 //! can: one idle thread spins for `ServerConfig::worker_spin` (yielding the CPU) before it
-//! sleeps, so calls that arrive one after the other find it awake; and work queued while enough threads are busy with work that
-//! started less than a millisecond ago (pipelined calls, or small calls waiting for the CPU on
-//! a busy machine) is left for them to take next. Should they turn out to be stuck in long
-//! calls, a watchdog thread, awake while work is queued and for a few ticks after, gives the
-//! queue another thread within a tick (100 us), so a quick call never waits for a slow one
-//! for much longer than that.
+//! sleeps, so calls that arrive one after the other find it awake; and work queued while
+//! enough threads are busy with work that started only microseconds ago (pipelined calls) is
+//! left for them to take next. Should they turn out to be stuck in long calls, a watchdog
+//! thread, awake only while work is queued, gives the queue another thread within a tick
+//! (100 us), so a quick call never waits for a slow one for longer than that.
 //!
 //! Why not tokio's `spawn_blocking`: its threads carry the runtime's context, so a method that
 //! uses a blocking proxy (nesting shared objects, as Python users do) would be refused as a
@@ -46,20 +45,12 @@ impl Run for Boxed {
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// A worker whose work started less than this long ago is likely to be back for more soon: new
-/// work queued meanwhile need not wake another thread. Long beside a small call's own time,
-/// because on a busy machine a small call spans a wait for the CPU: the reply it sends wakes
-/// its client, which often takes the CPU from the worker before the worker is back at the
-/// queue. Should the worker be stuck after all, the watchdog adds a taker within a tick.
-const FRESH: Duration = Duration::from_millis(1);
+/// work queued meanwhile need not wake another thread.
+const FRESH: Duration = Duration::from_micros(50);
 
 /// How often the watchdog looks at a queue that is not empty: work that nobody has taken for
 /// this long gets another thread (its workers are blocked, or busier than they looked).
 const TICK: Duration = Duration::from_micros(100);
-
-/// How many ticks the watchdog goes on looking after the queue empties, before it waits to be
-/// woken: under a steady stream of calls the queue empties and fills again many times a tick,
-/// and a wake-up of the watchdog at each filling would cost each call a thread switch.
-const LINGER_TICKS: u32 = 20;
 
 /// A bounded, growing pool of worker threads (see the module documentation), doing work of
 /// type `W` (an enum of the server's kinds of work, so that the common kind needs no box).
@@ -254,26 +245,16 @@ impl<W: Run> Pool<W> {
     /// While work is queued: if a tick passes with none of it taken, adds a taker.
     fn watchdog(self: Arc<Self>) {
         let mut state = self.state.lock();
-        let mut quiet = 0u32;
         loop {
             if state.stopping {
                 return;
             }
             if state.queue.is_empty() {
-                if quiet < LINGER_TICKS {
-                    quiet += 1;
-                    drop(state);
-                    std::thread::sleep(TICK);
-                    state = self.state.lock();
-                    continue;
-                }
                 state.watching = true;
                 self.watch.wait(&mut state);
                 state.watching = false;
-                quiet = 0;
                 continue;
             }
-            quiet = 0;
             let seen = self.taken.load(Ordering::Relaxed);
             drop(state);
             std::thread::sleep(TICK);
