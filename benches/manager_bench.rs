@@ -36,6 +36,8 @@ use tokio::net::{tcp, unix};
 use tokio::runtime::Runtime;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+#[path = "manager_bench/costs.rs"]
+mod costs;
 #[path = "manager_bench/profile.rs"]
 mod profile;
 #[path = "manager_bench/shm.rs"]
@@ -1468,6 +1470,11 @@ struct Options {
     worker_spin: Option<Duration>,
     /// `ServerConfig::session_grace` of our servers, when not the default.
     session_grace: Option<Duration>,
+    /// `--costs`: what to measure the costs per call of, and how.
+    costs: Option<Target>,
+    clients: usize,
+    tasks: u32,
+    seconds: f64,
 }
 
 const USAGE: &str = "\
@@ -1494,7 +1501,14 @@ usage: cargo bench --bench manager_bench -- [OPTIONS]
                        a profiler (raw, async, blocking: the client; server, raw-server:
                        the server), the other side in a child; see benches/profile.sh
   --calls N            round trips of --profile (default 20,000)
-  --unix PATH          --profile over a Unix socket at PATH instead of TCP";
+  --unix PATH          --profile over a Unix socket at PATH instead of TCP
+
+  --costs TARGET       no figures: one throughput window on raw, ours or quick, and the
+                       CPU time, context switches and (with perf) system calls per call of
+                       the server and the clients over its middle
+  --clients N          client processes of --costs (default 16)
+  --tasks N            loops per client of --costs (default 1)
+  --seconds S          the window of --costs (default 5)";
 
 impl Options {
     /// The configuration of our servers.
@@ -1522,6 +1536,10 @@ impl Options {
             unix: None,
             worker_spin: None,
             session_grace: None,
+            costs: None,
+            clients: 16,
+            tasks: 1,
+            seconds: 5.0,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -1575,6 +1593,34 @@ impl Options {
                         .map_err(|e| format!("--calls: {e}"))?
                 }
                 "--unix" => options.unix = Some(value("--unix")?.into()),
+                "--costs" => {
+                    options.costs = Some(match value("--costs")?.as_str() {
+                        "raw" => Target::Raw,
+                        "ours" => Target::Ours,
+                        "quick" => Target::Quick,
+                        other => {
+                            return Err(format!("--costs: {other:?} is none of raw, ours, quick"))
+                        }
+                    })
+                }
+                "--clients" => {
+                    options.clients = value("--clients")?
+                        .parse::<usize>()
+                        .map_err(|e| format!("--clients: {e}"))?
+                        .max(1)
+                }
+                "--tasks" => {
+                    options.tasks = value("--tasks")?
+                        .parse::<u32>()
+                        .map_err(|e| format!("--tasks: {e}"))?
+                        .max(1)
+                }
+                "--seconds" => {
+                    options.seconds = value("--seconds")?
+                        .parse::<f64>()
+                        .map_err(|e| format!("--seconds: {e}"))?
+                        .max(0.5)
+                }
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -2729,9 +2775,10 @@ fn main() {
             std::process::exit(if message.is_empty() { 0 } else { 2 });
         }
     };
-    let result = match options.profile {
-        Some(side) => profile::run(side, options.calls, options.unix.clone()),
-        None => run(&options),
+    let result = match (options.profile, options.costs) {
+        (Some(side), _) => profile::run(side, options.calls, options.unix.clone()),
+        (None, Some(target)) => costs::run(&options, target),
+        (None, None) => run(&options),
     };
     if let Err(e) = result {
         eprintln!("manager_bench: {e}");

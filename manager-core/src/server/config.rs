@@ -44,11 +44,12 @@ pub struct ServerConfig {
     pub worker_spin: Duration,
     /// Whether methods declared `#[shared(quick = [...])]` run where their request was read,
     /// with no hand-off to a worker thread (most of a small call's cost). A quick call that
-    /// runs longer than a millisecond is logged and its method runs on workers from then on;
-    /// at most one fewer run at once than the runtime has threads. The same switch lets the
-    /// reader thread of a shared-memory connection run the last plain call it read itself
-    /// (see `ServerConfig::shared_memory`). Default `true`; `false` runs every plain method
-    /// on a worker thread.
+    /// runs longer than a millisecond and meanwhile blocked or computed for a millisecond of
+    /// its own (not only waited for the CPU) is logged and its method runs on workers from
+    /// then on; at most one fewer run at once than the runtime has threads. The same switch
+    /// lets the reader thread of a shared-memory connection run the last plain call it read
+    /// itself (see `ServerConfig::shared_memory`). Default `true`; `false` runs every plain
+    /// method on a worker thread.
     pub quick_calls: bool,
     /// How long a native connection may carry nothing from its client before the server drops
     /// it as vanished (its host lost power or network: no FIN ever comes), releasing what it

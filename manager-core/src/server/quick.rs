@@ -22,8 +22,16 @@
 //! they read them (`server::inline`): while any runs, it looks at each such connection every
 //! tick ([`Overrun`]), and a connection whose call has run for a tick gets another thread to
 //! read it.
+//!
+//! On a busy machine a call that never blocks can take longer than a tick too, waiting for the
+//! CPU that other threads hold. So the clock alone does not demote a method: when the watcher
+//! finds a call running for a whole tick, it notes that thread's run time and run-queue wait
+//! (Linux's `schedstat`), and when the call ends, its thread compares them with its own: a
+//! call that slept (blocked) or ran for a tick of its own time is demoted, one that only
+//! waited for the CPU is not ([`held_its_thread`]). A call the watcher did not catch is judged
+//! by the clock, with a bound ([`UNSEEN_BOUND`]) longer than any wait for the CPU.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +43,10 @@ use crate::registry::Entry;
 /// A quick call that runs longer than this blocks: the runtime is woken, and its method is
 /// demoted when it ends.
 pub(super) const TICK: Duration = Duration::from_millis(1);
+
+/// A quick call the watcher did not catch running (it ran for less than about two ticks, or
+/// the watcher itself waited for the CPU) is taken for one that blocks past this.
+const UNSEEN_BOUND: Duration = Duration::from_millis(20);
 
 /// The watcher sleeps once no quick call has started for this many ticks.
 const IDLE_TICKS: u32 = 200;
@@ -63,6 +75,25 @@ struct Watched {
     inline_finished: AtomicU64,
     /// What runs inline calls, looked at every tick while one runs.
     overruns: Mutex<Vec<Weak<dyn Overrun>>>,
+    /// The thread of the quick call that started last (its Linux thread id; 0 unknown).
+    thread: AtomicI32,
+    /// What the watcher saw of a call's thread when it found the call running for a tick.
+    seen: Mutex<Option<Seen>>,
+}
+
+/// A quick call's thread as the watcher saw it, once the call had run for a tick.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    thread: i32,
+    at: Instant,
+    times: ThreadTimes,
+}
+
+/// A thread's time on the CPU and waiting for it, so far.
+#[derive(Debug, Clone, Copy)]
+struct ThreadTimes {
+    run_ns: u64,
+    wait_ns: u64,
 }
 
 /// Something that runs calls inline where it reads them (a shared-memory connection's
@@ -95,6 +126,8 @@ impl Quick {
                 inline_started: AtomicU64::new(0),
                 inline_finished: AtomicU64::new(0),
                 overruns: Mutex::new(Vec::new()),
+                thread: AtomicI32::new(0),
+                seen: Mutex::new(None),
             }),
         }
     }
@@ -145,6 +178,7 @@ impl Admitted<'_> {
         // SeqCst here and where the watcher goes to sleep: each side writes one and then reads
         // the other, so at least one of them sees the other's write.
         watched.started.fetch_add(1, Ordering::SeqCst);
+        watched.thread.store(this_thread(), Ordering::Relaxed);
         if watched.asleep.load(Ordering::SeqCst) {
             watched.wake_watcher();
         }
@@ -152,7 +186,7 @@ impl Admitted<'_> {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
         let took = started.elapsed();
         watched.finished.fetch_add(1, Ordering::Relaxed);
-        if took > TICK && entry.demote(index) {
+        if took > TICK && held_its_thread(watched, started, took) && entry.demote(index) {
             let method = entry.methods[index].name;
             tracing::warn!(
                 typeid = &*entry.typeid,
@@ -168,6 +202,21 @@ impl Admitted<'_> {
 }
 
 impl Watched {
+    /// Notes the run time and run-queue wait of the thread of the call found running for a
+    /// tick, for [`held_its_thread`] to compare when the call ends.
+    fn note_stuck_thread(&self) {
+        let thread = self.thread.load(Ordering::Relaxed);
+        let seen = (thread != 0)
+            .then(|| thread_times(&format!("/proc/self/task/{thread}/schedstat")))
+            .flatten()
+            .map(|times| Seen {
+                thread,
+                at: Instant::now(),
+                times,
+            });
+        *self.seen.lock() = seen;
+    }
+
     /// Wakes the watcher, starting its thread the first time.
     fn wake_watcher(self: &Arc<Self>) {
         let mut state = self.state.lock();
@@ -210,6 +259,7 @@ impl Watched {
             let stuck = last_started > last_finished && finished == last_finished;
             if stuck && woken_at != Some(finished) {
                 woken_at = Some(finished);
+                self.note_stuck_thread();
                 if let Some(runtime) = &self.runtime {
                     // From outside the runtime, a task goes to its shared queue and wakes a
                     // sleeping thread, which then polls the I/O driver.
@@ -260,5 +310,97 @@ impl Watched {
         for runner in runners {
             runner.tick(now);
         }
+    }
+}
+
+/// Whether a quick call that started at `started` and ran for `took` (more than a tick) held
+/// its thread, by blocking or by computing, rather than waiting for the CPU (see the module
+/// documentation): judged on the thread's own times since the watcher saw it running, when it
+/// did; else by the clock, against [`UNSEEN_BOUND`].
+fn held_its_thread(watched: &Watched, started: Instant, took: Duration) -> bool {
+    let thread = this_thread();
+    let seen = {
+        let mut seen = watched.seen.lock();
+        match *seen {
+            Some(s) if s.thread == thread && s.at >= started => seen.take(),
+            _ => None,
+        }
+    };
+    let Some(seen) = seen else {
+        return took > UNSEEN_BOUND;
+    };
+    let Some(now) = thread_times("/proc/thread-self/schedstat") else {
+        return took > UNSEEN_BOUND;
+    };
+    let wall = seen.at.elapsed();
+    let ran = Duration::from_nanos(now.run_ns.saturating_sub(seen.times.run_ns));
+    let waited = Duration::from_nanos(now.wait_ns.saturating_sub(seen.times.wait_ns));
+    // Neither on the CPU nor waiting for it: asleep, so blocked.
+    let asleep = wall.saturating_sub(ran + waited);
+    ran >= TICK || asleep >= TICK / 2
+}
+
+/// This thread's id, as Linux's `/proc` names it (0 elsewhere); asked once per thread.
+fn this_thread() -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        thread_local! {
+            static ID: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+        }
+        ID.with(|id| {
+            if id.get() == 0 {
+                id.set(rustix::thread::gettid().as_raw_nonzero().get());
+            }
+            id.get()
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+/// A thread's run time and run-queue wait from its `schedstat` file at `path` (Linux).
+fn thread_times(path: &str) -> Option<ThreadTimes> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some(ThreadTimes {
+        run_ns: fields.next()??,
+        wait_ns: fields.next()??,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thread that sleeps held it (it blocked); one that only waited for the CPU did not.
+    #[test]
+    fn a_sleeping_thread_held_its_thread() {
+        let Some(times) = thread_times("/proc/thread-self/schedstat") else {
+            return; // No schedstat here: the clock judges.
+        };
+        let quick = Quick::new(true);
+        let watched = &quick.shared;
+        let started = Instant::now();
+        *watched.seen.lock() = Some(Seen {
+            thread: this_thread(),
+            at: Instant::now(),
+            times,
+        });
+        std::thread::sleep(TICK * 3);
+        assert!(held_its_thread(watched, started, TICK * 3));
+        // Nothing seen of this call (the watcher did not catch it): the clock, with its bound.
+        assert!(!held_its_thread(watched, Instant::now(), TICK * 2));
+        assert!(held_its_thread(watched, Instant::now(), UNSEEN_BOUND * 2));
+        // Seen, and then neither asleep nor running long: it waited for the CPU at most.
+        let started = Instant::now();
+        let times = thread_times("/proc/thread-self/schedstat").unwrap();
+        *watched.seen.lock() = Some(Seen {
+            thread: this_thread(),
+            at: Instant::now(),
+            times,
+        });
+        assert!(!held_its_thread(watched, started, TICK * 2));
     }
 }
