@@ -1637,6 +1637,72 @@ fn releasing_a_reference_below_zero_is_ignored() {
     });
 }
 
+/// Stale ids that share the index of a slot this connection holds: an object's id is its slot's
+/// version above its slot's index, a connection's references name slots by index alone, and a
+/// freed slot is reused. The id of a released object (and forged versions of the same index:
+/// the free slot's even version, a version not reached yet) must be refused wherever it
+/// arrives (call, methods, attach, incref, decref), never reaching the object that holds the
+/// slot now, whose reference count and value do not move.
+fn stale_ids_sharing_a_held_slot_are_refused() {
+    case(|suite| {
+        run(async {
+            let mut raw = Raw::open(suite).await;
+            let index = |id: u64| id & u64::from(u32::MAX);
+            // A slot that held an object and now holds another, of this connection. Other
+            // clients may take the freed slot first: try a few times.
+            let (stale, now) = 'found: {
+                for _ in 0..50 {
+                    let first = raw.probe(1).await;
+                    raw.must_send(&request(&Request::DecRef { object: first }, &[]))
+                        .await;
+                    raw.ping().await;
+                    let second = raw.probe(2).await;
+                    if index(second) == index(first) {
+                        break 'found (first, second);
+                    }
+                    // `second` stays held (released with the connection); try again.
+                }
+                panic!("no freed slot was reused in 50 tries");
+            };
+            assert_ne!(stale, now, "the reused slot has a new version");
+            let version = now >> 32;
+            let forged = [
+                stale,
+                // The version the slot has while free (even), and one it has not reached.
+                ((version + 1) << 32) | index(now),
+                ((version + 2) << 32) | index(now),
+            ];
+            for object in forged {
+                let id = raw.call(object, "add", &enc(&(1_000i64,))).await;
+                raw.error(id, &[RemoteErrorKind::UnknownObject]).await;
+                match raw.control(Control::Methods { object }).await {
+                    Reply::Error(e) if e.kind == RemoteErrorKind::UnknownObject => {}
+                    other => panic!("methods of stale id {object}: {other:?}"),
+                }
+                let id = raw.id();
+                raw.must_send(&request(&attach(id, object, "probe"), &[]))
+                    .await;
+                raw.error(id, &[RemoteErrorKind::UnknownObject]).await;
+                let mut bytes = Vec::new();
+                for _ in 0..3 {
+                    bytes.extend(request(&Request::IncRef { object }, &[]));
+                    bytes.extend(request(&Request::DecRef { object }, &[]));
+                    bytes.extend(request(&Request::DecRef { object }, &[]));
+                }
+                raw.must_send(&bytes).await;
+                raw.ping().await;
+                assert_eq!(raw.refcount(object).await, None, "stale id {object}");
+            }
+            assert_eq!(
+                raw.refcount(now).await,
+                Some(1),
+                "the slot's object is untouched"
+            );
+            assert_eq!(raw.value::<i64>(now, "get", &[]).await, 2);
+        })
+    });
+}
+
 /// IncRef of ids this connection does not hold (unknown ids, another connection's list) is
 /// ignored: no reference is created, nothing needs releasing.
 fn increfs_of_objects_not_held_are_ignored() {
@@ -2309,6 +2375,7 @@ fn main() {
         case!(objects_of_other_connections_cannot_be_called_or_released),
         case!(attach_of_missing_ids_fails_and_attach_of_a_foreign_id_is_counted),
         case!(releasing_a_reference_below_zero_is_ignored),
+        case!(stale_ids_sharing_a_held_slot_are_refused),
         case!(increfs_of_objects_not_held_are_ignored),
         case!(a_hundred_thousand_increfs_are_released_when_the_connection_drops),
         case!(cancels_of_ids_that_are_not_running_are_ignored),
