@@ -4,6 +4,7 @@ use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::Proxy;
 use crate::sync::items::{read, BlockingItems, RemoteItems};
+use crate::sync::sequence::LIST;
 use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
 use crate::Stream;
@@ -23,21 +24,6 @@ impl std::fmt::Debug for ListObject {
 
 fn error(kind: RemoteErrorKind, method: &str, message: impl Into<String>) -> RemoteError {
     RemoteError::new(kind, typeids::LIST, method, message)
-}
-
-/// Resolves a Python-style index (negative counts from the end). Out of range, the error says
-/// what CPython's list says for that method.
-fn resolve(index: i64, len: usize, method: &str) -> Result<usize, RemoteError> {
-    let resolved = if index < 0 { index + len as i64 } else { index };
-    if resolved < 0 || resolved >= len as i64 {
-        let message = match method {
-            "setitem" | "delitem" => "list assignment index out of range",
-            "pop" => "pop index out of range",
-            _ => "list index out of range",
-        };
-        return Err(error(RemoteErrorKind::Index, method, message));
-    }
-    Ok(resolved as usize)
 }
 
 /// Resolves Python-style slice bounds into a range within `0..len`.
@@ -230,7 +216,7 @@ impl ListObject {
         if self.items.is_empty() {
             return Err(error(RemoteErrorKind::Index, "pop", "pop from empty list"));
         }
-        let at = resolve(index.unwrap_or(-1), self.items.len(), "pop")?;
+        let at = LIST.position(index.unwrap_or(-1), self.items.len(), "pop")?;
         Ok(self.items.remove(at).give(ctx))
     }
 
@@ -286,8 +272,7 @@ impl ListObject {
 
     /// The item at `index` (Python's `list[index]`; negative counts from the end).
     pub fn getitem(&self, index: i64, ctx: &CallContext) -> Result<Value, RemoteError> {
-        let at = resolve(index, self.items.len(), "getitem")?;
-        Ok(self.items[at].give(ctx))
+        LIST.get(&self.items, index, ctx)
     }
 
     /// Replaces the item at `index` (Python's `list[index] = item`).
@@ -297,14 +282,12 @@ impl ListObject {
         item: Value,
         ctx: &CallContext,
     ) -> Result<(), RemoteError> {
-        let at = resolve(index, self.items.len(), "setitem")?;
-        self.items[at] = Stored::new(ctx, item, typeids::LIST, "setitem")?;
-        Ok(())
+        LIST.set(&mut self.items, index, item, Ok, ctx)
     }
 
     /// Removes the item at `index` (Python's `del list[index]`).
     pub fn delitem(&mut self, index: i64) -> Result<(), RemoteError> {
-        let at = resolve(index, self.items.len(), "delitem")?;
+        let at = LIST.position(index, self.items.len(), "delitem")?;
         self.items.remove(at);
         Ok(())
     }

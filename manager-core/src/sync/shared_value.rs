@@ -4,6 +4,7 @@
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::sync::list::indexed_methods;
+use crate::sync::sequence::ARRAY;
 use crate::sync::typecode::{coerce, CreateArgs, TYPECODES};
 use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
@@ -108,20 +109,6 @@ impl ArrayObject {
             .collect::<Result<_, _>>()?;
         Ok(ArrayObject { items, typecode })
     }
-
-    fn at(&self, index: i64, method: &str) -> Result<usize, RemoteError> {
-        let len = self.items.len() as i64;
-        let resolved = if index < 0 { index + len } else { index };
-        if resolved < 0 || resolved >= len {
-            return Err(RemoteError::new(
-                RemoteErrorKind::Index,
-                typeids::ARRAY,
-                method,
-                "array index out of range",
-            ));
-        }
-        Ok(resolved as usize)
-    }
 }
 
 #[crate::shared(
@@ -144,8 +131,7 @@ impl ArrayObject {
 
     /// The item at `index` (negative counts from the end).
     pub fn getitem(&self, index: i64, ctx: &CallContext) -> Result<Value, RemoteError> {
-        let at = self.at(index, "getitem")?;
-        Ok(self.items[at].give(ctx))
+        ARRAY.get(&self.items, index, ctx)
     }
 
     /// Replaces the item at `index`.
@@ -155,10 +141,9 @@ impl ArrayObject {
         item: Value,
         ctx: &CallContext,
     ) -> Result<(), RemoteError> {
-        let at = self.at(index, "setitem")?;
-        let item = coerce(self.typecode.as_deref(), item, "setitem")?;
-        self.items[at] = Stored::new(ctx, item, typeids::ARRAY, "setitem")?;
-        Ok(())
+        let typecode = self.typecode.as_deref();
+        let check = |item| coerce(typecode, item, "setitem");
+        ARRAY.set(&mut self.items, index, item, check, ctx)
     }
 
     /// Replaces every item; `items` must have the array's length.
