@@ -4,7 +4,7 @@ use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::Proxy;
 use crate::sync::items::{read, BlockingItems, RemoteItems};
-use crate::sync::sequence::LIST;
+use crate::sync::sequence::{sequence_object, LIST};
 use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
 use crate::Stream;
@@ -173,6 +173,14 @@ impl ListObject {
     }
 }
 
+impl ListObject {
+    /// What the list stores of `item`: the item itself.
+    fn admit(&self, item: Value, _method: &str) -> Result<Value, RemoteError> {
+        Ok(item)
+    }
+}
+
+sequence_object! {
 #[crate::shared(
     crate = "crate",
     proxies = raw,
@@ -180,7 +188,7 @@ impl ListObject {
     // waiting: no worker thread needed (see `server::quick`).
     quick = [append, extend, pop, len, is_empty, getitem, setitem]
 )]
-impl ListObject {
+impl ListObject as LIST {
     /// Appends `item`.
     pub fn append(&mut self, item: Value, ctx: &CallContext) -> Result<(), RemoteError> {
         self.items
@@ -258,31 +266,6 @@ impl ListObject {
             .iter()
             .filter(|stored| stored.value == item)
             .count() as u64
-    }
-
-    /// The number of items.
-    pub fn len(&self) -> u64 {
-        self.items.len() as u64
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The item at `index` (Python's `list[index]`; negative counts from the end).
-    pub fn getitem(&self, index: i64, ctx: &CallContext) -> Result<Value, RemoteError> {
-        LIST.get(&self.items, index, ctx)
-    }
-
-    /// Replaces the item at `index` (Python's `list[index] = item`).
-    pub fn setitem(
-        &mut self,
-        index: i64,
-        item: Value,
-        ctx: &CallContext,
-    ) -> Result<(), RemoteError> {
-        LIST.set(&mut self.items, index, item, Ok, ctx)
     }
 
     /// Removes the item at `index` (Python's `del list[index]`).
@@ -453,6 +436,7 @@ impl ListObject {
             item
         }))
     }
+}
 }
 
 /// A shared list of `T` (Python's `ListProxy`), with async methods.

@@ -62,18 +62,60 @@ impl Sequence {
         Ok(items[at].give(ctx))
     }
 
-    /// Python's `seq[index] = item`: the index is checked first, then `item` is made what the
-    /// sequence stores by `check`, then stored with references for its proxies.
-    pub(crate) fn set(
+    /// `item` stored in a sequence of this kind by `method`, with references for its proxies.
+    pub(crate) fn store(
         self,
-        items: &mut [Stored],
-        index: i64,
         item: Value,
-        check: impl FnOnce(Value) -> Result<Value, RemoteError>,
         ctx: &CallContext,
-    ) -> Result<(), RemoteError> {
-        let at = self.position(index, items.len(), "setitem")?;
-        items[at] = Stored::new(ctx, check(item)?, self.typeid, "setitem")?;
-        Ok(())
+        method: &str,
+    ) -> Result<Stored, RemoteError> {
+        Stored::new(ctx, item, self.typeid, method)
     }
 }
+
+/// `#[shared]` (the attribute given) on the impl block of `$object`, a sequence whose `items`
+/// are a `Vec<Stored>`, with Python's indexing written once for every sequence: `len`,
+/// `is_empty`, `getitem` and `setitem` (which checks the index, then stores what the type's own
+/// `admit(item, method)` makes of the item), before the type's own methods. `$seq` is the
+/// [`Sequence`] it is.
+macro_rules! sequence_object {
+    (#[$shared:meta] impl $object:ident as $seq:ident { $($methods:tt)* }) => {
+        #[$shared]
+        impl $object {
+            /// The number of items.
+            pub fn len(&self) -> u64 {
+                self.items.len() as u64
+            }
+
+            /// Whether there are no items.
+            pub fn is_empty(&self) -> bool {
+                self.items.is_empty()
+            }
+
+            /// The item at `index` (Python's `seq[index]`; negative counts from the end).
+            pub fn getitem(
+                &self,
+                index: i64,
+                ctx: &crate::context::CallContext,
+            ) -> Result<crate::value::Value, crate::error::RemoteError> {
+                $seq.get(&self.items, index, ctx)
+            }
+
+            /// Replaces the item at `index` (Python's `seq[index] = item`).
+            pub fn setitem(
+                &mut self,
+                index: i64,
+                item: crate::value::Value,
+                ctx: &crate::context::CallContext,
+            ) -> Result<(), crate::error::RemoteError> {
+                let at = $seq.position(index, self.items.len(), "setitem")?;
+                let item = self.admit(item, "setitem")?;
+                self.items[at] = $seq.store(item, ctx, "setitem")?;
+                Ok(())
+            }
+
+            $($methods)*
+        }
+    };
+}
+pub(crate) use sequence_object;

@@ -4,7 +4,7 @@
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::sync::list::indexed_methods;
-use crate::sync::sequence::ARRAY;
+use crate::sync::sequence::{sequence_object, ARRAY};
 use crate::sync::typecode::{coerce, CreateArgs, TYPECODES};
 use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
@@ -111,6 +111,14 @@ impl ArrayObject {
     }
 }
 
+impl ArrayObject {
+    /// What the array stores of `item`: the item as `array.array` of the typecode takes it.
+    fn admit(&self, item: Value, method: &str) -> Result<Value, RemoteError> {
+        coerce(self.typecode.as_deref(), item, method)
+    }
+}
+
+sequence_object! {
 #[crate::shared(
     crate = "crate",
     proxies = raw,
@@ -118,34 +126,7 @@ impl ArrayObject {
     // waiting: no worker thread needed (see `server::quick`).
     quick = [len, is_empty, getitem, setitem]
 )]
-impl ArrayObject {
-    /// The number of items (fixed at creation).
-    pub fn len(&self) -> u64 {
-        self.items.len() as u64
-    }
-
-    /// Whether the array has no items.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The item at `index` (negative counts from the end).
-    pub fn getitem(&self, index: i64, ctx: &CallContext) -> Result<Value, RemoteError> {
-        ARRAY.get(&self.items, index, ctx)
-    }
-
-    /// Replaces the item at `index`.
-    pub fn setitem(
-        &mut self,
-        index: i64,
-        item: Value,
-        ctx: &CallContext,
-    ) -> Result<(), RemoteError> {
-        let typecode = self.typecode.as_deref();
-        let check = |item| coerce(typecode, item, "setitem");
-        ARRAY.set(&mut self.items, index, item, check, ctx)
-    }
-
+impl ArrayObject as ARRAY {
     /// Replaces every item; `items` must have the array's length.
     pub fn assign(&mut self, items: Vec<Value>, ctx: &CallContext) -> Result<(), RemoteError> {
         if items.len() != self.items.len() {
@@ -179,6 +160,7 @@ impl ArrayObject {
     pub fn typed(&self, ctx: &CallContext) -> (Option<String>, Vec<Value>) {
         (self.typecode.clone(), self.to_vec(ctx))
     }
+}
 }
 
 /// A fixed-length shared array of `T` (Python's `Array`), with async methods.
