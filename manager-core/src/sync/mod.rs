@@ -53,6 +53,7 @@ mod list;
 mod lock;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod namespace;
+#[cfg(feature = "python")]
 pub(crate) mod python;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod queue;
