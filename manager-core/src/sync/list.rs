@@ -171,9 +171,7 @@ impl ListObject {
                 error(RemoteErrorKind::InvalidValue, method, message)
             })
     }
-}
 
-impl ListObject {
     /// What the list stores of `item`: the item itself.
     fn admit(&self, item: Value, _method: &str) -> Result<Value, RemoteError> {
         Ok(item)

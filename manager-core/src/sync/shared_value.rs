@@ -109,9 +109,7 @@ impl ArrayObject {
             .collect::<Result<_, _>>()?;
         Ok(ArrayObject { items, typecode })
     }
-}
 
-impl ArrayObject {
     /// What the array stores of `item`: the item as `array.array` of the typecode takes it.
     fn admit(&self, item: Value, method: &str) -> Result<Value, RemoteError> {
         coerce(self.typecode.as_deref(), item, method)
