@@ -56,7 +56,10 @@
 //! ```
 //!
 //! **4. Go async, or pass proxies on.** `pair.into_async()` is the same proxy with `async`
-//! methods (use [`BaseManager::start_async`] / [`Manager`] in async code). Proxies are serde
+//! methods (use [`BaseManager::start_async`] / [`Manager`] in async code). One rule says which
+//! calls block: a call blocks exactly when its signature says `blocking` (a `Blocking…` type, a
+//! `*_blocking` method, or a `Blocking…` handle returned, as by `start`), and every other call
+//! is `async` (see [the rule](manager_core#blocking-or-async-the-signature-says)). Proxies are serde
 //! values: pass one to a child started with [`Process::spawn`], and it calls the same object.
 //! `pair.with_timeout(d)` bounds each call.
 //!

@@ -208,7 +208,7 @@ fn call_and_vanish(address: Address) -> manager::Result<()> {
 /// A child that runs a server on a Unix socket until it is killed.
 #[manager::entry]
 fn serve_at(path: PathBuf) -> manager::Result<()> {
-    BaseManager::new(Address::unix(path)).serve_forever(registry())
+    BaseManager::new(Address::unix(path)).serve_forever_blocking(registry())
 }
 
 /// The remote error inside `error`, or a panic naming what was expected.

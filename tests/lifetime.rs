@@ -714,7 +714,7 @@ fn base_manager_serve_forever_stops_on_client_shutdown() {
     let base = BaseManager::new(socket.address());
     let serving = std::thread::spawn({
         let base = base.clone();
-        move || base.serve_forever(registry(&Drops::default()))
+        move || base.serve_forever_blocking(registry(&Drops::default()))
     });
     let client = wait_until("the server to listen", || {
         if serving.is_finished() {

@@ -21,6 +21,7 @@ use tokio_util::codec::FramedRead;
 use crate::address::Address;
 use crate::auth::AuthKey;
 use crate::error::Error;
+use crate::sync::settle::Unsettled;
 use crate::transport::{self, Outbox, ReadHalf};
 use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
 
@@ -117,6 +118,9 @@ struct Inner {
     features: AtomicU64,
     /// The open streams' sinks, by the request id that opened them (see `streams`).
     streams: Mutex<FastMap<u64, streams::Sink>>,
+    /// The releases sent without waiting and not yet answered, shared with this process's
+    /// other connections to the same server; made when a lock-like proxy first needs it.
+    unsettled: OnceLock<Arc<Unsettled>>,
 }
 
 /// The number of the next connection this process opens.
@@ -385,6 +389,7 @@ impl Connection {
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             features: AtomicU64::new(features.unwrap_or(0)),
             streams: Mutex::new(FastMap::default()),
+            unsettled: OnceLock::new(),
         });
         match memory {
             Some(side) => shared::start(&inner, stream, side, rx, liveness)?,
@@ -473,6 +478,14 @@ impl Connection {
     /// address dialled, for instance `0.0.0.0:5000` for `127.0.0.1:5000`).
     pub fn server_address(&self) -> &Address {
         &self.inner.server_address
+    }
+
+    /// The one-way releases of lock-like objects sent to this connection's server from this
+    /// process and not yet answered (see `sync::settle`).
+    pub(crate) fn unsettled(&self) -> &Arc<Unsettled> {
+        self.inner
+            .unsettled
+            .get_or_init(|| Unsettled::of_server(&self.inner.server_address))
     }
 
     /// Where the server takes CPython clients, if it does (`ServerConfig::python_address`).

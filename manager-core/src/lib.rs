@@ -10,6 +10,20 @@
 //!   [`context`]: what a method knows of the call it serves;
 //! - [`server`]: the object table and connections; [`client`] and [`proxy`]: the client side;
 //! - [`manager`]: `BaseManager`, `Manager`, `Typeid`; [`process`]: spawning processes.
+//!
+//! # Blocking or async: the signature says
+//!
+//! A call that talks to a server blocks the calling thread exactly when its signature says
+//! `blocking`: it is a method of a `Blocking…` type ([`BlockingManager`], `PairBlockingProxy`,
+//! [`sync::ListBlockingProxy`], [`sync::BlockingLockGuard`], [`BlockingStream`]), its name
+//! says `blocking` ([`Connection::connect_blocking`], [`BaseProxy::call_method_blocking`],
+//! [`BaseManager::serve_forever_blocking`]), or it returns a `Blocking…` handle
+//! ([`BaseManager::start`] and [`BaseManager::connect`], the Python-shaped builder's, return a
+//! [`BlockingManager`]); every other call that talks to a server is `async` ([`Manager`],
+//! `PairProxy`, [`Connection::connect`], [`BaseManager::start_async`]). A blocking call made on
+//! a thread of a tokio runtime fails with [`Error::BlockingInAsync`] instead of stalling the
+//! runtime. (Handles on child processes, [`Process`] and [`ServerProcess`], wait as
+//! `std::process::Child` does: they talk to no server.)
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -268,8 +268,9 @@ impl BaseManager {
     }
 
     /// Serves `registry` in this process until a client asks the server to shut down
-    /// (Python's `manager.get_server().serve_forever()`), on a runtime of its own.
-    pub fn serve_forever(&self, registry: Registry) -> Result<(), Error> {
+    /// (Python's `manager.get_server().serve_forever()`), on a runtime of its own, blocking the
+    /// calling thread. The async form is `get_server(registry).await?.serve_forever().await`.
+    pub fn serve_forever_blocking(&self, registry: Registry) -> Result<(), Error> {
         ensure_blocking_allowed()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -372,16 +372,16 @@ impl Gen<'_> {
                 )
             }
             (Some(_), None) => (
-                quote!(<#(#lifetimes,)* __P: #krate::__private::Proxy>),
-                quote!(__P),
-                quote!(self.base.#call::<#shapes::Mapped<__P>>(#name, #args) #wait),
+                quote!(<#(#lifetimes,)* MappedProxy: #krate::__private::Proxy>),
+                quote!(MappedProxy),
+                quote!(self.base.#call::<#shapes::Mapped<MappedProxy>>(#name, #args) #wait),
             ),
             (Some(_), Some((_, err))) => {
                 let err = self.outside(err);
                 (
-                    quote!(<#(#lifetimes,)* __P: #krate::__private::Proxy>),
-                    quote!(::core::result::Result<__P, #err>),
-                    quote!(self.base.#call::<#shapes::MappedFallible<__P, #err>>(#name, #args) #wait),
+                    quote!(<#(#lifetimes,)* MappedProxy: #krate::__private::Proxy>),
+                    quote!(::core::result::Result<MappedProxy, #err>),
+                    quote!(self.base.#call::<#shapes::MappedFallible<MappedProxy, #err>>(#name, #args) #wait),
                 )
             }
             (None, Some((ok, err))) if flavor == Flavor::Raw => {

@@ -4,6 +4,7 @@ use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::proxy::Proxy;
 use crate::sync::items::{read, BlockingItems, RemoteItems};
+use crate::sync::sequence::{sequence_object, LIST};
 use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
 use crate::Stream;
@@ -23,21 +24,6 @@ impl std::fmt::Debug for ListObject {
 
 fn error(kind: RemoteErrorKind, method: &str, message: impl Into<String>) -> RemoteError {
     RemoteError::new(kind, typeids::LIST, method, message)
-}
-
-/// Resolves a Python-style index (negative counts from the end). Out of range, the error says
-/// what CPython's list says for that method.
-fn resolve(index: i64, len: usize, method: &str) -> Result<usize, RemoteError> {
-    let resolved = if index < 0 { index + len as i64 } else { index };
-    if resolved < 0 || resolved >= len as i64 {
-        let message = match method {
-            "setitem" | "delitem" => "list assignment index out of range",
-            "pop" => "pop index out of range",
-            _ => "list index out of range",
-        };
-        return Err(error(RemoteErrorKind::Index, method, message));
-    }
-    Ok(resolved as usize)
 }
 
 /// Resolves Python-style slice bounds into a range within `0..len`.
@@ -185,8 +171,14 @@ impl ListObject {
                 error(RemoteErrorKind::InvalidValue, method, message)
             })
     }
+
+    /// What the list stores of `item`: the item itself.
+    fn admit(&self, item: Value, _method: &str) -> Result<Value, RemoteError> {
+        Ok(item)
+    }
 }
 
+sequence_object! {
 #[crate::shared(
     crate = "crate",
     proxies = raw,
@@ -194,7 +186,7 @@ impl ListObject {
     // waiting: no worker thread needed (see `server::quick`).
     quick = [append, extend, pop, len, is_empty, getitem, setitem]
 )]
-impl ListObject {
+impl ListObject as LIST {
     /// Appends `item`.
     pub fn append(&mut self, item: Value, ctx: &CallContext) -> Result<(), RemoteError> {
         self.items
@@ -230,7 +222,7 @@ impl ListObject {
         if self.items.is_empty() {
             return Err(error(RemoteErrorKind::Index, "pop", "pop from empty list"));
         }
-        let at = resolve(index.unwrap_or(-1), self.items.len(), "pop")?;
+        let at = LIST.position(index.unwrap_or(-1), self.items.len(), "pop")?;
         Ok(self.items.remove(at).give(ctx))
     }
 
@@ -274,37 +266,9 @@ impl ListObject {
             .count() as u64
     }
 
-    /// The number of items.
-    pub fn len(&self) -> u64 {
-        self.items.len() as u64
-    }
-
-    /// Whether the list is empty.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The item at `index` (Python's `list[index]`; negative counts from the end).
-    pub fn getitem(&self, index: i64, ctx: &CallContext) -> Result<Value, RemoteError> {
-        let at = resolve(index, self.items.len(), "getitem")?;
-        Ok(self.items[at].give(ctx))
-    }
-
-    /// Replaces the item at `index` (Python's `list[index] = item`).
-    pub fn setitem(
-        &mut self,
-        index: i64,
-        item: Value,
-        ctx: &CallContext,
-    ) -> Result<(), RemoteError> {
-        let at = resolve(index, self.items.len(), "setitem")?;
-        self.items[at] = Stored::new(ctx, item, typeids::LIST, "setitem")?;
-        Ok(())
-    }
-
     /// Removes the item at `index` (Python's `del list[index]`).
     pub fn delitem(&mut self, index: i64) -> Result<(), RemoteError> {
-        let at = resolve(index, self.items.len(), "delitem")?;
+        let at = LIST.position(index, self.items.len(), "delitem")?;
         self.items.remove(at);
         Ok(())
     }
@@ -470,6 +434,7 @@ impl ListObject {
             item
         }))
     }
+}
 }
 
 /// A shared list of `T` (Python's `ListProxy`), with async methods.

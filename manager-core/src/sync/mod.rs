@@ -53,11 +53,15 @@ mod list;
 mod lock;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod namespace;
+#[cfg(feature = "python")]
+pub(crate) mod python;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod queue;
 pub(crate) mod release;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod semaphore;
+mod sequence;
+pub(crate) mod settle;
 #[allow(unreachable_pub, reason = "#[shared] exposes an impl's `pub` methods")]
 mod shared_value;
 mod typecode;

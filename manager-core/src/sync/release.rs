@@ -5,23 +5,19 @@
 //! A guard ([`LockGuard`], [`BlockingLockGuard`]) releases on drop without waiting for the
 //! answer. So that the dropping client still sees its own release, every later call on the
 //! same object from this process first waits for the answers of the releases sent before it
-//! (kept by server address and object id: ids are unique only per server). An acquiring
+//! (kept with the connections to the object's server: see [`super::settle`]). An acquiring
 //! call whose future is dropped, or whose deadline passes, before its answer arrives does not
 //! leak the lock either: the answer is awaited in the background and what was acquired is
 //! released.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
-use futures::future::{BoxFuture, FutureExt, Shared};
-use parking_lot::Mutex;
+use futures::future::{BoxFuture, FutureExt};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::address::Address;
 use crate::client::{Connection, Response};
 use crate::error::Error;
 use crate::proxy::shape::{Checked, Shape};
@@ -47,49 +43,19 @@ pub(crate) fn current_owner() -> u64 {
 }
 
 type Answer = oneshot::Receiver<Result<Response, Error>>;
-type Settled = Shared<BoxFuture<'static, ()>>;
 
-/// An object of one server: object ids are unique only per server.
-type ObjectKey = (Address, u64);
-
-/// The answers to one-way releases sent from this process and not yet known to have arrived,
-/// by object. Kept for the whole process, not per connection: a thread that drops a guard and
-/// then tells another thread, with a connection of its own, to take the lock must not see that
-/// thread find it still held.
-fn unsettled() -> &'static Mutex<HashMap<ObjectKey, Vec<Settled>>> {
-    static UNSETTLED: OnceLock<Mutex<HashMap<ObjectKey, Vec<Settled>>>> = OnceLock::new();
-    UNSETTLED.get_or_init(Default::default)
-}
-
-/// The key of `base`'s object.
-fn key(base: &BaseProxy) -> ObjectKey {
-    (base.connection().server_address().clone(), base.token().id)
-}
-
-/// Waits until the server has answered every one-way release sent for `base`'s object, so that
-/// a call made after a guard is dropped sees the release.
+/// Waits until the server has answered every one-way release sent for `base`'s object from
+/// this process, so that a call made after a guard is dropped sees the release.
 async fn settle(base: &BaseProxy) {
-    let pending = {
-        let mut map = unsettled().lock();
-        if map.is_empty() {
-            return;
-        }
-        let key = key(base);
-        match map.get_mut(&key) {
-            None => return,
-            Some(list) => {
-                list.retain(|answer| answer.peek().is_none());
-                if list.is_empty() {
-                    map.remove(&key);
-                    return;
-                }
-                list.clone()
-            }
-        }
-    };
-    for answer in pending {
-        answer.await;
-    }
+    base.connection().unsettled().settle(base.token().id).await;
+}
+
+/// Makes later calls on `base`'s object from this process wait for `settled` (see
+/// [`Unsettled::settle_later`](crate::sync::settle::Unsettled::settle_later)).
+fn settle_later(base: &BaseProxy, settled: BoxFuture<'static, ()>) {
+    base.connection()
+        .unsettled()
+        .settle_later(base.token().id, settled);
 }
 
 /// Sends `call` to `base`'s object without waiting for the answer (what a guard does when
@@ -104,34 +70,12 @@ pub(crate) fn call_later<A: Serialize, S>(base: &BaseProxy, call: MethodCall<A, 
         return;
     };
     settle_later(
-        key(base),
+        base,
         async move {
             let _ = answer.await;
         }
         .boxed(),
     );
-}
-
-/// Makes later calls on the object `key` from this process wait for `settled` (and drives it
-/// to its end in the background, even if the object is never used again).
-fn settle_later(key: ObjectKey, settled: BoxFuture<'static, ()>) {
-    let settled = settled.shared();
-    unsettled()
-        .lock()
-        .entry(key.clone())
-        .or_default()
-        .push(settled.clone());
-    // Forgets the answer once it has arrived, even if the object is never used again.
-    crate::client::background_runtime().spawn(async move {
-        settled.await;
-        let mut map = unsettled().lock();
-        if let Some(list) = map.get_mut(&key) {
-            list.retain(|answer| answer.peek().is_none());
-            if list.is_empty() {
-                map.remove(&key);
-            }
-        }
-    });
 }
 
 /// Runs `call` (a call of the raw proxy of `base`'s object) once the releases sent earlier
@@ -175,7 +119,7 @@ impl<U: Serialize + Send + 'static, S> Drop for InFlight<'_, U, S> {
         // The server stops waiting, and answers `Cancelled`, or `true` if it acquired first.
         base.connection().cancel(self.id);
         settle_later(
-            key(&base),
+            self.base,
             async move {
                 let Ok(Ok(response)) = answer.await else {
                     return;

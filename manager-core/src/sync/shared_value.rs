@@ -4,6 +4,7 @@
 use crate::context::CallContext;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::sync::list::indexed_methods;
+use crate::sync::sequence::{sequence_object, ARRAY};
 use crate::sync::typecode::{coerce, CreateArgs, TYPECODES};
 use crate::sync::{builtin_proxy, encode, encode_all, typeids, Element, Stored, Typed};
 use crate::value::Value;
@@ -109,21 +110,13 @@ impl ArrayObject {
         Ok(ArrayObject { items, typecode })
     }
 
-    fn at(&self, index: i64, method: &str) -> Result<usize, RemoteError> {
-        let len = self.items.len() as i64;
-        let resolved = if index < 0 { index + len } else { index };
-        if resolved < 0 || resolved >= len {
-            return Err(RemoteError::new(
-                RemoteErrorKind::Index,
-                typeids::ARRAY,
-                method,
-                "array index out of range",
-            ));
-        }
-        Ok(resolved as usize)
+    /// What the array stores of `item`: the item as `array.array` of the typecode takes it.
+    fn admit(&self, item: Value, method: &str) -> Result<Value, RemoteError> {
+        coerce(self.typecode.as_deref(), item, method)
     }
 }
 
+sequence_object! {
 #[crate::shared(
     crate = "crate",
     proxies = raw,
@@ -131,36 +124,7 @@ impl ArrayObject {
     // waiting: no worker thread needed (see `server::quick`).
     quick = [len, is_empty, getitem, setitem]
 )]
-impl ArrayObject {
-    /// The number of items (fixed at creation).
-    pub fn len(&self) -> u64 {
-        self.items.len() as u64
-    }
-
-    /// Whether the array has no items.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The item at `index` (negative counts from the end).
-    pub fn getitem(&self, index: i64, ctx: &CallContext) -> Result<Value, RemoteError> {
-        let at = self.at(index, "getitem")?;
-        Ok(self.items[at].give(ctx))
-    }
-
-    /// Replaces the item at `index`.
-    pub fn setitem(
-        &mut self,
-        index: i64,
-        item: Value,
-        ctx: &CallContext,
-    ) -> Result<(), RemoteError> {
-        let at = self.at(index, "setitem")?;
-        let item = coerce(self.typecode.as_deref(), item, "setitem")?;
-        self.items[at] = Stored::new(ctx, item, typeids::ARRAY, "setitem")?;
-        Ok(())
-    }
-
+impl ArrayObject as ARRAY {
     /// Replaces every item; `items` must have the array's length.
     pub fn assign(&mut self, items: Vec<Value>, ctx: &CallContext) -> Result<(), RemoteError> {
         if items.len() != self.items.len() {
@@ -194,6 +158,7 @@ impl ArrayObject {
     pub fn typed(&self, ctx: &CallContext) -> (Option<String>, Vec<Value>) {
         (self.typecode.clone(), self.to_vec(ctx))
     }
+}
 }
 
 /// A fixed-length shared array of `T` (Python's `Array`), with async methods.

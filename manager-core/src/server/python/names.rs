@@ -1,5 +1,5 @@
-//! The names CPython's `SyncManager` gives the built-in types: the methods its proxies expose,
-//! and the Python classes of their referents.
+//! The names CPython's `SyncManager` gives the built-in types (the methods its proxies expose,
+//! and the Python classes of their referents), kept beside the types in `sync::python`.
 
 use super::*;
 
@@ -18,76 +18,44 @@ pub(super) fn exposed_of(state: &State, id: u64) -> PyValue {
 }
 
 /// The Python class of a built-in typeid's referent in CPython's `SyncManager`, for the
-/// typeids whose `repr()` is the default one (not the containers).
+/// typeids whose `repr()` is the default one (not the containers): see `sync::python`.
 pub(super) fn python_class(typeid: &str) -> Option<&'static str> {
-    Some(match typeid {
-        "Queue" | "JoinableQueue" => "queue.Queue",
-        "Event" => "threading.Event",
-        "Lock" => "_thread.lock",
-        "RLock" => "_thread.RLock",
-        "Semaphore" => "threading.Semaphore",
-        "BoundedSemaphore" => "threading.BoundedSemaphore",
-        "Condition" => "threading.Condition",
-        "Barrier" => "threading.Barrier",
-        _ => return None,
-    })
+    crate::sync::python::class(typeid)
 }
 
-/// The exposed names of CPython's proxies for the built-in typeids.
+/// The exposed names of CPython's proxies for the built-in typeids: see `sync::python`.
 pub(super) fn python_names(typeid: &str) -> &'static [&'static str] {
-    match typeid {
-        "list" => &[
-            "__contains__",
-            "__delitem__",
-            "__getitem__",
-            "__len__",
-            "__setitem__",
-            "append",
-            "count",
-            "extend",
-            "index",
-            "insert",
-            "pop",
-            "remove",
-            "reverse",
-        ],
-        "dict" => &[
-            "__contains__",
-            "__delitem__",
-            "__getitem__",
-            "__iter__",
-            "__len__",
-            "__setitem__",
-            "clear",
-            "copy",
-            "get",
-            "items",
-            "keys",
-            "pop",
-            "popitem",
-            "setdefault",
-            "update",
-            "values",
-        ],
-        "Namespace" => &["__getattribute__", "__setattr__", "__delattr__"],
-        "Value" => &["get", "set"],
-        "Array" => &["__len__", "__getitem__", "__setitem__"],
-        "Queue" | "JoinableQueue" => &[
-            "empty",
-            "full",
-            "get",
-            "get_nowait",
-            "join",
-            "put",
-            "put_nowait",
-            "qsize",
-            "task_done",
-        ],
-        "Event" => &["is_set", "set", "clear", "wait"],
-        "Lock" | "RLock" | "Semaphore" | "BoundedSemaphore" => &["acquire", "release"],
-        "Condition" => &["acquire", "release", "wait", "notify", "notify_all"],
-        "Barrier" => &["__getattribute__", "wait", "abort", "reset"],
-        "Iterator" => &["__next__", "send", "throw", "close"],
-        _ => &[],
+    crate::sync::python::exposed(typeid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name a CPython proxy of a built-in exposes translates onto a method the built-in's
+    /// Rust type exposes: the CPython names and the `#[shared]` impls cannot disagree.
+    #[test]
+    fn every_python_name_reaches_an_exposed_rust_method() {
+        let registry = crate::sync::registry();
+        let mut checked = 0;
+        for typeid in registry.typeids() {
+            let entry = registry.get(&typeid).expect("a registered typeid");
+            for name in python_names(&typeid) {
+                // One argument, for the methods that need one (a key, an index, an item).
+                let args = vec![Value::Int(0)];
+                let Ok(translated) = translate(&typeid, name, args, Vec::new()) else {
+                    continue;
+                };
+                let found = entry.method(translated.method);
+                assert!(
+                    matches!(found, Some((_, true))),
+                    "CPython's {typeid}.{name} translates to {}, which {} does not expose",
+                    translated.method,
+                    entry.type_name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 60, "only {checked} names translated");
     }
 }
