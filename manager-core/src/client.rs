@@ -403,7 +403,7 @@ impl Connection {
     async fn greet(&self, timeout: Duration) -> Result<(), Error> {
         let response = self
             .request_with(
-                |id, buf| {
+                |id, buf: &mut BytesMut| {
                     let op = Control::Ping;
                     wire::put(buf, &Request::Control { id, op }, "request")?;
                     let hello = wire::Hello {
@@ -515,24 +515,74 @@ impl Connection {
     /// waiter, and returns the request id. The caller writes the request to the socket itself
     /// when nothing is queued before it: a hop through the writer task cost more than the
     /// write (see [`Outbox`]).
-    fn send_request<F>(&self, build: F, pending: Pending) -> Result<u64, Error>
-    where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
-    {
+    fn send_request<F: BuildFrame>(&self, build: F, pending: Pending) -> Result<u64, Error> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let pending = match self.send_direct(id, &build, pending) {
+            Ok(sent) => return sent,
+            Err(pending) => pending,
+        };
         let mut buf = self.inner.outbox.frame_buffer();
-        build(id, &mut buf)?;
+        build.build(id, &mut buf)?;
         let frame = wire::finish_buffer(buf, self.inner.max_frame)?;
-        self.inner.pending.lock().insert(id, pending);
+        if let Some(pending) = pending {
+            self.inner.pending.lock().insert(id, pending);
+        }
         // Checked again under the lock order the reader uses when it fails everything pending.
         if !self.inner.outbox.send_buffer(frame) || self.is_closed() {
             self.inner.pending.lock().remove(&id);
             return Err(self.closed_error());
         }
         Ok(id)
+    }
+
+    /// Through shared memory, a large call (its frame of at least `BULK_AT_LEAST` bytes) is
+    /// serialized straight into a block of the request arena (`Outbox::send_direct`), rather
+    /// than into a buffer that is then copied there. Gives `pending` back when the frame is
+    /// to be built and sent the usual way; `None` in its place when it is registered already
+    /// (the direct send was tried, and the reply may come as soon as a frame is out).
+    fn send_direct<F: BuildFrame>(
+        &self,
+        id: u64,
+        build: &F,
+        pending: Pending,
+    ) -> Result<Result<u64, Error>, Option<Pending>> {
+        if !self.inner.outbox.is_ring() {
+            return Err(Some(pending));
+        }
+        let Some((head, args)) = build.parts(id) else {
+            return Err(Some(pending));
+        };
+        let Ok(args_size) = wire::size_of(args, "the arguments") else {
+            return Err(Some(pending));
+        };
+        if args_size < crate::transport::shm::bulk::BULK_AT_LEAST {
+            return Err(Some(pending));
+        }
+        let Ok(head_size) = wire::size_of(&head, "request") else {
+            return Err(Some(pending));
+        };
+        let len = head_size + args_size;
+        if len > self.inner.max_frame {
+            // Refused as too large by the usual way.
+            return Err(Some(pending));
+        }
+        self.inner.pending.lock().insert(id, pending);
+        let sent = self.inner.outbox.send_direct(len, &mut |block| {
+            block.serialize(&head)?;
+            block.serialize(args)
+        });
+        if !sent {
+            return Err(None);
+        }
+        // Checked again under the lock order the reader uses when it fails everything pending.
+        if self.is_closed() {
+            self.inner.pending.lock().remove(&id);
+            return Ok(Err(self.closed_error()));
+        }
+        Ok(Ok(id))
     }
 
     /// Sends a request and returns a receiver for its response, without waiting. Dropping the
@@ -542,7 +592,7 @@ impl Connection {
         build: F,
     ) -> Result<oneshot::Receiver<Result<Response, Error>>, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         self.start_with_id(build).map(|(_, wait)| wait)
     }
@@ -553,7 +603,7 @@ impl Connection {
         build: F,
     ) -> Result<(u64, oneshot::Receiver<Result<Response, Error>>), Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         let (done, wait) = oneshot::channel();
         let id = self.send_request(build, Pending::Async(done))?;
@@ -591,7 +641,7 @@ impl Connection {
     /// Sends a request and waits for its response, with the connection's default deadline.
     pub(crate) async fn request<F>(&self, build: F) -> Result<Response, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         self.request_with(build, self.default_timeout()).await
     }
@@ -604,7 +654,7 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<Response, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         let (done, wait) = oneshot::channel();
         let id = self.send_request(build, Pending::Async(done))?;
@@ -631,7 +681,7 @@ impl Connection {
     /// connection's default deadline.
     pub(crate) fn request_blocking<F>(&self, build: F) -> Result<Response, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         self.request_blocking_with(build, self.default_timeout())
     }
@@ -643,7 +693,7 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<Response, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         ensure_blocking_allowed()?;
         let (done, wait) = std::sync::mpsc::sync_channel(1);
@@ -725,22 +775,13 @@ impl Connection {
         args: &'a A,
         span: &'a tracing::Span,
         trace: Option<crate::trace::TraceContext>,
-    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + 'a {
-        move |id, buf| {
-            span.record("request", id);
-            match trace {
-                None => wire::put(buf, &Request::Call { id, object, method }, "request")?,
-                Some(trace) => {
-                    let request = Request::TracedCall {
-                        id,
-                        object,
-                        method,
-                        trace,
-                    };
-                    wire::put(buf, &request, "request")?
-                }
-            }
-            wire::put(buf, args, "the arguments")
+    ) -> CallFrame<'a, A> {
+        CallFrame {
+            object,
+            method,
+            args,
+            span,
+            trace,
         }
     }
 
@@ -839,6 +880,61 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// A request frame to send: its bytes after the length prefix, written into a buffer; or, when
+/// it is a head followed by arguments ([`BuildFrame::parts`]) and large, written straight into
+/// shared memory (see `Connection::send_direct`).
+pub(crate) trait BuildFrame {
+    /// Writes the frame of request `id` into `buf`, after its length prefix.
+    fn build(self, id: u64, buf: &mut BytesMut) -> Result<(), Error>;
+
+    /// The frame of request `id` as its head and arguments, when it is made of them.
+    fn parts(&self, _id: u64) -> Option<(Request<'_>, &dyn erased_serde::Serialize)> {
+        None
+    }
+}
+
+impl<F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>> BuildFrame for F {
+    fn build(self, id: u64, buf: &mut BytesMut) -> Result<(), Error> {
+        self(id, buf)
+    }
+}
+
+/// The frame of a call (see [`Connection::traced_call_frame`]).
+pub(crate) struct CallFrame<'a, A> {
+    object: u64,
+    method: &'a str,
+    args: &'a A,
+    span: &'a tracing::Span,
+    trace: Option<crate::trace::TraceContext>,
+}
+
+impl<A: Serialize> CallFrame<'_, A> {
+    fn head(&self, id: u64) -> Request<'_> {
+        self.span.record("request", id);
+        let (object, method) = (self.object, self.method);
+        match self.trace {
+            None => Request::Call { id, object, method },
+            Some(trace) => Request::TracedCall {
+                id,
+                object,
+                method,
+                trace,
+            },
+        }
+    }
+}
+
+impl<A: Serialize> BuildFrame for CallFrame<'_, A> {
+    fn build(self, id: u64, buf: &mut BytesMut) -> Result<(), Error> {
+        wire::put(buf, &self.head(id), "request")?;
+        wire::put(buf, self.args, "the arguments")
+    }
+
+    fn parts(&self, id: u64) -> Option<(Request<'_>, &dyn erased_serde::Serialize)> {
+        Some((self.head(id), self.args))
     }
 }
 

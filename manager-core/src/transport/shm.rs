@@ -416,6 +416,17 @@ impl Side {
         self.bulk_out.lock().write(&self.outbound, bytes)
     }
 
+    /// Writes a frame whose body (`len` bytes) `write` writes straight into a block of this
+    /// party's arena, if it can go that way now (see [`BulkOut::write_frame`]): whether it
+    /// went.
+    pub(crate) fn write_frame(
+        &self,
+        len: usize,
+        write: &mut dyn FnMut(&mut bulk::BlockWriter) -> Result<(), ()>,
+    ) -> Result<bool, Fault> {
+        self.bulk_out.lock().write_frame(&self.outbound, len, write)
+    }
+
     /// Why the connection ended, if it has.
     pub(crate) fn ended(&self) -> Option<String> {
         self.ended.lock().clone()

@@ -185,30 +185,59 @@ impl BulkOut {
     /// Sends `body` as a block and its descriptor, if the ring has room for the descriptor and
     /// the arena for the block; false (nothing sent) if not.
     fn send_block(&mut self, ring: &Producer, body: &[u8]) -> Result<bool, Fault> {
+        self.send_written(ring, body.len(), &mut |block| block.put(body))
+    }
+
+    /// Sends a frame whose body (`len` bytes, the length prefix not included) `write` writes
+    /// straight into a block of the arena, with no copy of it made elsewhere first: true if it
+    /// went. False, and nothing sent, when it cannot go this way now: a frame of the stream
+    /// is only partly written (it goes on through the ring), the frame is smaller than this
+    /// direction sends through the arena, the ring or the arena has no room, or `write` failed
+    /// or wrote other than `len` bytes.
+    pub(crate) fn write_frame(
+        &mut self,
+        ring: &Producer,
+        len: usize,
+        write: &mut dyn FnMut(&mut BlockWriter) -> Result<(), ()>,
+    ) -> Result<bool, Fault> {
+        if self.left != 0 || self.have != 0 || len < self.at_least || len >= MARKER as usize {
+            return Ok(false);
+        }
+        self.send_written(ring, len, write)
+    }
+
+    fn send_written(
+        &mut self,
+        ring: &Producer,
+        len: usize,
+        write: &mut dyn FnMut(&mut BlockWriter) -> Result<(), ()>,
+    ) -> Result<bool, Fault> {
         if ring.room_now()? < DESCRIPTOR as u64 {
             return Ok(false);
         }
-        let Some(offset) = self.allocate(body.len())? else {
+        let Some(offset) = self.allocate(len)? else {
             return Ok(false);
         };
-        // SAFETY: `allocate` found `offset..offset + body.len()` inside the arena and taken by
-        // no block the receiver may still read.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                body.as_ptr(),
-                self.arena.data.as_ptr().add(offset),
-                body.len(),
-            )
+        let mut block = BlockWriter {
+            // SAFETY: `allocate` found `offset..offset + len` inside the arena.
+            at: unsafe { NonNull::new_unchecked(self.arena.data.as_ptr().add(offset)) },
+            len,
+            written: 0,
         };
+        // Nothing is published before the descriptor: a block written in part, or not as
+        // long as said, is forgotten (it was never recorded as sent).
+        if write(&mut block).is_err() || block.written != len {
+            return Ok(false);
+        }
         let mut descriptor = [0u8; DESCRIPTOR];
         descriptor[..4].copy_from_slice(&MARKER.to_be_bytes());
         descriptor[4..12].copy_from_slice(&(offset as u64).to_le_bytes());
-        descriptor[12..].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        descriptor[12..].copy_from_slice(&(len as u64).to_le_bytes());
         // Room only grows while this side (the one writer) holds it: this cannot fail.
         if !ring.write_whole(&descriptor)? {
             return Ok(false);
         }
-        self.blocks.push_back((offset, body.len()));
+        self.blocks.push_back((offset, len));
         self.sent += 1;
         Ok(true)
     }
@@ -248,6 +277,62 @@ impl BulkOut {
             // Wrapped: in use `first..` and `..end`; free between.
             (first - end >= len).then_some(end)
         })
+    }
+}
+
+/// Where a frame's body is written in a block of the arena, from its start, never past its
+/// end: the block's bytes are only ever written through it (a copy into shared memory), never
+/// read back nor borrowed as a slice, since the peer may write there too. A `postcard`
+/// flavor, so that a value is serialized straight into the block.
+pub(crate) struct BlockWriter {
+    at: NonNull<u8>,
+    len: usize,
+    written: usize,
+}
+
+impl BlockWriter {
+    /// Appends `bytes`; an error, with nothing written, when they do not fit.
+    pub(crate) fn put(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        if bytes.len() > self.len - self.written {
+            return Err(());
+        }
+        // SAFETY: `written + bytes.len() <= len`, and the block's `len` bytes are inside the
+        // arena and taken by no block the receiver may still read (`BulkOut::allocate`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.at.as_ptr().add(self.written),
+                bytes.len(),
+            )
+        };
+        self.written += bytes.len();
+        Ok(())
+    }
+
+    /// Appends `value` in postcard form.
+    pub(crate) fn serialize<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ()> {
+        postcard::serialize_with_flavor(value, Flavor(self)).map_err(|_| ())
+    }
+}
+
+/// A [`BlockWriter`] as postcard writes to it.
+struct Flavor<'a>(&'a mut BlockWriter);
+
+impl postcard::ser_flavors::Flavor for Flavor<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0
+            .put(data)
+            .map_err(|()| postcard::Error::SerializeBufferFull)
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
