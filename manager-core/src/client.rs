@@ -37,12 +37,35 @@ pub struct Response {
     pub reply: Reply,
     frame: Bytes,
     payload_at: usize,
+    /// The end of the frame, when a shared-memory reader copied it out into a buffer of its
+    /// own (a large byte string, see `transport::shm::bulk`): the payload is then the frame's
+    /// bytes after the head followed by these.
+    tail: Option<Vec<u8>>,
+    /// The payload in one piece, once asked for, when it came in two.
+    joined: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Response {
     /// The payload bytes after the head (a value or a raised error), in the native codec.
     pub fn payload(&self) -> &[u8] {
-        &self.frame[self.payload_at..]
+        match &self.tail {
+            None => &self.frame[self.payload_at..],
+            Some(tail) => self
+                .joined
+                .get_or_init(|| [&self.frame[self.payload_at..], &tail[..]].concat()),
+        }
+    }
+
+    /// The payload's byte string (postcard: a varint length, then the bytes) as a buffer of
+    /// its own, taken without a copy, when the reader copied it out so
+    /// ([`Response::tail`]); `None` when it did not (decode the payload as usual).
+    pub(crate) fn take_byte_string(&mut self) -> Option<Vec<u8>> {
+        let tail = self.tail.as_ref()?;
+        let (len, rest) = postcard::take_from_bytes::<u64>(&self.frame[self.payload_at..]).ok()?;
+        if !rest.is_empty() || len != tail.len() as u64 {
+            return None;
+        }
+        self.tail.take()
     }
 }
 
@@ -723,7 +746,7 @@ impl Connection {
             let waited = direct.read_until(
                 || wait.try_recv().ok(),
                 deadline,
-                |frame| deliver(&self.inner, frame),
+                |frame| direct.deliver(&self.inner, frame),
                 |reason| resume::link_broken(&self.inner, socket, reason, None),
                 quieted,
             );
@@ -941,6 +964,12 @@ impl<A: Serialize> BuildFrame for CallFrame<'_, A> {
 /// Hands one response frame to the call waiting for it (releasing the proxy it carries when
 /// nobody waits any more). An error means the server broke the protocol.
 fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
+    deliver_with(inner, frame, None)
+}
+
+/// [`deliver`], for a frame whose end came in a buffer of its own (`tail`, see
+/// [`Response::take_byte_string`]).
+fn deliver_with(inner: &Inner, frame: BytesMut, tail: Option<Vec<u8>>) -> Result<(), String> {
     let frame = frame.freeze();
     let (head, payload) =
         wire::take::<ResponseHead>(&frame, "response").map_err(|e| e.to_string())?;
@@ -968,6 +997,8 @@ fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
         reply: head.reply,
         frame: frame.clone(),
         payload_at,
+        tail,
+        joined: std::sync::OnceLock::new(),
     };
     let Some(response) = streams::deliver(inner, head.id, response) else {
         return Ok(());

@@ -553,6 +553,20 @@ pub(crate) fn finish_buffer(mut buf: BytesMut, max_frame: usize) -> Result<Bytes
     Ok(buf)
 }
 
+/// Where the value of a reply frame (`head`, its first bytes; `len`, its whole length) starts
+/// as a byte string running to the frame's end, when it is one: a [`Reply::Value`] whose
+/// payload is a postcard varint and that many bytes (a `Vec<u8>` a method returned). A guess
+/// from the bytes, for a shared-memory reader that copies such a string out into a buffer of
+/// its own (`transport::shm::bulk`); a payload of another type that happens to look so is
+/// put back together whole.
+pub(crate) fn value_string_start(head: &[u8], len: usize) -> Option<usize> {
+    let (response, payload) = take::<ResponseHead>(head, "response").ok()?;
+    if response.reply != Reply::Value {
+        return None;
+    }
+    crate::transport::shm::bulk::byte_string_after(head, head.len() - payload.len(), len)
+}
+
 /// Decodes a message head from the front of `body`, returning it and the bytes after it.
 pub(crate) fn take<'a, T: Deserialize<'a>>(
     body: &'a [u8],
