@@ -47,6 +47,25 @@ impl Bench {
         bytes
     }
 
+    /// `bytes` as a string of as many `a`s: a large value that looks, on the wire, like a
+    /// byte string (a length, then that many bytes).
+    pub fn letters(&self, bytes: Vec<u8>) -> String {
+        "a".repeat(bytes.len())
+    }
+
+    /// `bytes`, back inside an `Ok`, or the length as an error.
+    pub fn checked(&self, bytes: Vec<u8>, fail: bool) -> Result<Vec<u8>, String> {
+        match fail {
+            false => Ok(bytes),
+            true => Err(bytes.len().to_string()),
+        }
+    }
+
+    /// A number, then `bytes`: a value whose last field is a byte string.
+    pub fn tagged(&self, bytes: Vec<u8>) -> (u32, serde_bytes::ByteBuf) {
+        (7, serde_bytes::ByteBuf::from(bytes))
+    }
+
     /// Sleeps `ms` milliseconds on a worker; returns `ms`.
     pub fn sleep(&self, ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(ms));
@@ -837,6 +856,24 @@ fn large_values_round_trip_exactly_through_the_arena() {
     for i in 0..50u8 {
         let value = pattern((1 << 20) + usize::from(i), i);
         assert!(bench.echo(value.clone()).unwrap() == value, "echo {i}");
+    }
+    // Values that end in a byte string without being one (the reader copies their end out
+    // apart, and they are put back together whole), and one that is, returned as a result.
+    for size in [(64 << 10) + 1, 1 << 20, 3 << 20] {
+        let value = pattern(size, 9);
+        assert_eq!(bench.letters(value.clone()).unwrap().len(), size);
+        assert!(bench
+            .letters(value.clone())
+            .unwrap()
+            .bytes()
+            .all(|b| b == b'a'));
+        assert!(bench.checked(value.clone(), false).unwrap() == Ok(value.clone()));
+        assert_eq!(
+            bench.checked(value.clone(), true).unwrap(),
+            Err(size.to_string())
+        );
+        let (tag, back) = bench.tagged(value.clone()).unwrap();
+        assert!(tag == 7 && back.into_vec() == value, "{size} bytes, tagged");
     }
     let dict = manager.dict::<String, serde_bytes::ByteBuf>(&[]).unwrap();
     for (i, size) in [100_000, 3 << 20].into_iter().enumerate() {

@@ -38,12 +38,35 @@ pub struct Response {
     pub reply: Reply,
     frame: Bytes,
     payload_at: usize,
+    /// The end of the frame, when a shared-memory reader copied it out into a buffer of its
+    /// own (a large byte string, see `transport::shm::bulk`): the payload is then the frame's
+    /// bytes after the head followed by these.
+    tail: Option<Vec<u8>>,
+    /// The payload in one piece, once asked for, when it came in two.
+    joined: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Response {
     /// The payload bytes after the head (a value or a raised error), in the native codec.
     pub fn payload(&self) -> &[u8] {
-        &self.frame[self.payload_at..]
+        match &self.tail {
+            None => &self.frame[self.payload_at..],
+            Some(tail) => self
+                .joined
+                .get_or_init(|| [&self.frame[self.payload_at..], &tail[..]].concat()),
+        }
+    }
+
+    /// The payload's byte string (postcard: a varint length, then the bytes) as a buffer of
+    /// its own, taken without a copy, when the reader copied it out so
+    /// ([`Response::tail`]); `None` when it did not (decode the payload as usual).
+    pub(crate) fn take_byte_string(&mut self) -> Option<Vec<u8>> {
+        let tail = self.tail.as_ref()?;
+        let (len, rest) = postcard::take_from_bytes::<u64>(&self.frame[self.payload_at..]).ok()?;
+        if !rest.is_empty() || len != tail.len() as u64 {
+            return None;
+        }
+        self.tail.take()
     }
 }
 
@@ -408,7 +431,7 @@ impl Connection {
     async fn greet(&self, timeout: Duration) -> Result<(), Error> {
         let response = self
             .request_with(
-                |id, buf| {
+                |id, buf: &mut BytesMut| {
                     let op = Control::Ping;
                     wire::put(buf, &Request::Control { id, op }, "request")?;
                     let hello = wire::Hello {
@@ -528,24 +551,74 @@ impl Connection {
     /// waiter, and returns the request id. The caller writes the request to the socket itself
     /// when nothing is queued before it: a hop through the writer task cost more than the
     /// write (see [`Outbox`]).
-    fn send_request<F>(&self, build: F, pending: Pending) -> Result<u64, Error>
-    where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
-    {
+    fn send_request<F: BuildFrame>(&self, build: F, pending: Pending) -> Result<u64, Error> {
         if self.is_closed() {
             return Err(self.closed_error());
         }
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let pending = match self.send_direct(id, &build, pending) {
+            Ok(sent) => return sent,
+            Err(pending) => pending,
+        };
         let mut buf = self.inner.outbox.frame_buffer();
-        build(id, &mut buf)?;
+        build.build(id, &mut buf)?;
         let frame = wire::finish_buffer(buf, self.inner.max_frame)?;
-        self.inner.pending.lock().insert(id, pending);
+        if let Some(pending) = pending {
+            self.inner.pending.lock().insert(id, pending);
+        }
         // Checked again under the lock order the reader uses when it fails everything pending.
         if !self.inner.outbox.send_buffer(frame) || self.is_closed() {
             self.inner.pending.lock().remove(&id);
             return Err(self.closed_error());
         }
         Ok(id)
+    }
+
+    /// Through shared memory, a large call (its frame of at least `BULK_AT_LEAST` bytes) is
+    /// serialized straight into a block of the request arena (`Outbox::send_direct`), rather
+    /// than into a buffer that is then copied there. Gives `pending` back when the frame is
+    /// to be built and sent the usual way; `None` in its place when it is registered already
+    /// (the direct send was tried, and the reply may come as soon as a frame is out).
+    fn send_direct<F: BuildFrame>(
+        &self,
+        id: u64,
+        build: &F,
+        pending: Pending,
+    ) -> Result<Result<u64, Error>, Option<Pending>> {
+        if !self.inner.outbox.is_ring() {
+            return Err(Some(pending));
+        }
+        let Some((head, args)) = build.parts(id) else {
+            return Err(Some(pending));
+        };
+        let Ok(args_size) = wire::size_of(args, "the arguments") else {
+            return Err(Some(pending));
+        };
+        if args_size < crate::transport::shm::bulk::BULK_AT_LEAST {
+            return Err(Some(pending));
+        }
+        let Ok(head_size) = wire::size_of(&head, "request") else {
+            return Err(Some(pending));
+        };
+        let len = head_size + args_size;
+        if len > self.inner.max_frame {
+            // Refused as too large by the usual way.
+            return Err(Some(pending));
+        }
+        self.inner.pending.lock().insert(id, pending);
+        let sent = self.inner.outbox.send_direct(len, &mut |block| {
+            block.serialize(&head)?;
+            block.serialize(args)
+        });
+        if !sent {
+            return Err(None);
+        }
+        // Checked again under the lock order the reader uses when it fails everything pending.
+        if self.is_closed() {
+            self.inner.pending.lock().remove(&id);
+            return Ok(Err(self.closed_error()));
+        }
+        Ok(Ok(id))
     }
 
     /// Sends a request and returns a receiver for its response, without waiting. Dropping the
@@ -555,7 +628,7 @@ impl Connection {
         build: F,
     ) -> Result<oneshot::Receiver<Result<Response, Error>>, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         self.start_with_id(build).map(|(_, wait)| wait)
     }
@@ -566,7 +639,7 @@ impl Connection {
         build: F,
     ) -> Result<(u64, oneshot::Receiver<Result<Response, Error>>), Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         let (done, wait) = oneshot::channel();
         let id = self.send_request(build, Pending::Async(done))?;
@@ -604,7 +677,7 @@ impl Connection {
     /// Sends a request and waits for its response, with the connection's default deadline.
     pub(crate) async fn request<F>(&self, build: F) -> Result<Response, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         self.request_with(build, self.default_timeout()).await
     }
@@ -617,7 +690,7 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<Response, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         let (done, wait) = oneshot::channel();
         let id = self.send_request(build, Pending::Async(done))?;
@@ -644,7 +717,7 @@ impl Connection {
     /// connection's default deadline.
     pub(crate) fn request_blocking<F>(&self, build: F) -> Result<Response, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         self.request_blocking_with(build, self.default_timeout())
     }
@@ -656,7 +729,7 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<Response, Error>
     where
-        F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>,
+        F: BuildFrame,
     {
         ensure_blocking_allowed()?;
         let (done, wait) = std::sync::mpsc::sync_channel(1);
@@ -686,7 +759,7 @@ impl Connection {
             let waited = direct.read_until(
                 || wait.try_recv().ok(),
                 deadline,
-                |frame| deliver(&self.inner, frame),
+                |frame| direct.deliver(&self.inner, frame),
                 |reason| resume::link_broken(&self.inner, socket, reason, None),
                 quieted,
             );
@@ -738,22 +811,13 @@ impl Connection {
         args: &'a A,
         span: &'a tracing::Span,
         trace: Option<crate::trace::TraceContext>,
-    ) -> impl FnOnce(u64, &mut BytesMut) -> Result<(), Error> + 'a {
-        move |id, buf| {
-            span.record("request", id);
-            match trace {
-                None => wire::put(buf, &Request::Call { id, object, method }, "request")?,
-                Some(trace) => {
-                    let request = Request::TracedCall {
-                        id,
-                        object,
-                        method,
-                        trace,
-                    };
-                    wire::put(buf, &request, "request")?
-                }
-            }
-            wire::put(buf, args, "the arguments")
+    ) -> CallFrame<'a, A> {
+        CallFrame {
+            object,
+            method,
+            args,
+            span,
+            trace,
         }
     }
 
@@ -855,9 +919,70 @@ impl Connection {
     }
 }
 
+/// A request frame to send: its bytes after the length prefix, written into a buffer; or, when
+/// it is a head followed by arguments ([`BuildFrame::parts`]) and large, written straight into
+/// shared memory (see `Connection::send_direct`).
+pub(crate) trait BuildFrame {
+    /// Writes the frame of request `id` into `buf`, after its length prefix.
+    fn build(self, id: u64, buf: &mut BytesMut) -> Result<(), Error>;
+
+    /// The frame of request `id` as its head and arguments, when it is made of them.
+    fn parts(&self, _id: u64) -> Option<(Request<'_>, &dyn erased_serde::Serialize)> {
+        None
+    }
+}
+
+impl<F: FnOnce(u64, &mut BytesMut) -> Result<(), Error>> BuildFrame for F {
+    fn build(self, id: u64, buf: &mut BytesMut) -> Result<(), Error> {
+        self(id, buf)
+    }
+}
+
+/// The frame of a call (see [`Connection::traced_call_frame`]).
+pub(crate) struct CallFrame<'a, A> {
+    object: u64,
+    method: &'a str,
+    args: &'a A,
+    span: &'a tracing::Span,
+    trace: Option<crate::trace::TraceContext>,
+}
+
+impl<A: Serialize> CallFrame<'_, A> {
+    fn head(&self, id: u64) -> Request<'_> {
+        self.span.record("request", id);
+        let (object, method) = (self.object, self.method);
+        match self.trace {
+            None => Request::Call { id, object, method },
+            Some(trace) => Request::TracedCall {
+                id,
+                object,
+                method,
+                trace,
+            },
+        }
+    }
+}
+
+impl<A: Serialize> BuildFrame for CallFrame<'_, A> {
+    fn build(self, id: u64, buf: &mut BytesMut) -> Result<(), Error> {
+        wire::put(buf, &self.head(id), "request")?;
+        wire::put(buf, self.args, "the arguments")
+    }
+
+    fn parts(&self, id: u64) -> Option<(Request<'_>, &dyn erased_serde::Serialize)> {
+        Some((self.head(id), self.args))
+    }
+}
+
 /// Hands one response frame to the call waiting for it (releasing the proxy it carries when
 /// nobody waits any more). An error means the server broke the protocol.
 fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
+    deliver_with(inner, frame, None)
+}
+
+/// [`deliver`], for a frame whose end came in a buffer of its own (`tail`, see
+/// [`Response::take_byte_string`]).
+fn deliver_with(inner: &Inner, frame: BytesMut, tail: Option<Vec<u8>>) -> Result<(), String> {
     let frame = frame.freeze();
     let (head, payload) =
         wire::take::<ResponseHead>(&frame, "response").map_err(|e| e.to_string())?;
@@ -885,6 +1010,8 @@ fn deliver(inner: &Inner, frame: BytesMut) -> Result<(), String> {
         reply: head.reply,
         frame: frame.clone(),
         payload_at,
+        tail,
+        joined: std::sync::OnceLock::new(),
     };
     let Some(response) = streams::deliver(inner, head.id, response) else {
         return Ok(());

@@ -28,12 +28,47 @@ pub fn frame_codec(max_frame: usize) -> FrameDecoder {
 
 /// Splits a byte stream into frames (a 4-byte big-endian length, then the frame).
 ///
-/// Unlike a decoder that reserves room for a whole frame when its length prefix arrives, it
-/// grows its buffer only as bytes come in, so a peer that announces a large frame and then
-/// stalls costs no more memory than what it actually sent.
+/// A frame of up to [`RESERVE_WHOLE_AT_MOST`] bytes gets room for all of it as soon as its
+/// length prefix arrives, so that its bytes are read into place once, with no copy as the
+/// buffer grows. That room is address space, not memory: pages the peer never fills are never
+/// touched, so a peer that announces a frame and then stalls makes no more memory resident
+/// than what it sent. A larger frame's buffer grows as its bytes come in (doubling), so that
+/// an announced 64 MiB frame does not reserve 64 MiB of address space before it arrives.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameDecoder {
     max_frame: usize,
+}
+
+/// The largest frame whose whole room a [`FrameDecoder`] reserves when its prefix arrives.
+pub const RESERVE_WHOLE_AT_MOST: usize = 8 << 20;
+
+impl FrameDecoder {
+    /// Makes room in `src` for the next read: what the frame in progress still needs when one
+    /// is (as [`tokio_util::codec::Decoder::decode`] reserved it), else at least `chunk`
+    /// bytes. Never more than that: a buffer grown past the frame in progress would be
+    /// copied again as a whole.
+    pub fn make_room(&self, src: &mut BytesMut, chunk: usize) {
+        if src.len() >= FRAME_PREFIX {
+            let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+            let missing = (FRAME_PREFIX + len).saturating_sub(src.len());
+            if missing > 0 && len <= self.max_frame {
+                src.reserve(Self::room_for(len, missing, src.len()));
+                return;
+            }
+        }
+        src.reserve(chunk);
+    }
+
+    /// The room to reserve for a frame of `len` bytes, `missing` of which have not arrived,
+    /// `arrived` bytes being in the buffer.
+    fn room_for(len: usize, missing: usize, arrived: usize) -> usize {
+        if len <= RESERVE_WHOLE_AT_MOST {
+            missing
+        } else {
+            // As much again as has arrived (at least 64 KiB): copied O(1) times per byte.
+            missing.min(arrived.max(64 * 1024))
+        }
+    }
 }
 
 impl tokio_util::codec::Decoder for FrameDecoder {
@@ -55,12 +90,9 @@ impl tokio_util::codec::Decoder for FrameDecoder {
             ));
         }
         if src.len() < FRAME_PREFIX + len {
-            // Room for what is likely to arrive next, not for the whole announced frame: as
-            // much again as has arrived (at least 64 KiB), so that a large frame is copied
-            // O(1) times per byte as the buffer grows, and a length announced without the
-            // bytes behind it reserves no more than what did arrive.
+            // See the type's documentation.
             let missing = FRAME_PREFIX + len - src.len();
-            src.reserve(missing.min(src.len().max(64 * 1024)));
+            src.reserve(Self::room_for(len, missing, src.len()));
             return Ok(None);
         }
         let _ = src.split_to(FRAME_PREFIX);
@@ -481,8 +513,22 @@ pub(crate) fn put<T: Serialize + ?Sized>(
     // Sized first: a large value (a block of bytes, a long list) is then written into one
     // allocation of the right size, rather than into a buffer that doubles, copying and
     // touching fresh memory at each step; for a small one the extra pass is cheap.
-    let size =
-        postcard::experimental::serialized_size(value).map_err(|e| Error::encode(what, e))?;
+    let size = size_of(value, what)?;
+    put_sized(buf, value, size, what)
+}
+
+/// The bytes of `value` in postcard form.
+pub(crate) fn size_of<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<usize, Error> {
+    postcard::experimental::serialized_size(value).map_err(|e| Error::encode(what, e))
+}
+
+/// [`put`], for a value whose size [`size_of`] gave already.
+pub(crate) fn put_sized<T: Serialize + ?Sized>(
+    buf: &mut BytesMut,
+    value: &T,
+    size: usize,
+    what: &str,
+) -> Result<(), Error> {
     buf.reserve(size);
     let mut writer = buf.writer();
     postcard::to_io(value, &mut writer).map_err(|e| Error::encode(what, e))?;
@@ -505,6 +551,20 @@ pub(crate) fn finish_buffer(mut buf: BytesMut, max_frame: usize) -> Result<Bytes
     }
     buf[..FRAME_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(buf)
+}
+
+/// Where the value of a reply frame (`head`, its first bytes; `len`, its whole length) starts
+/// as a byte string running to the frame's end, when it is one: a [`Reply::Value`] whose
+/// payload is a postcard varint and that many bytes (a `Vec<u8>` a method returned). A guess
+/// from the bytes, for a shared-memory reader that copies such a string out into a buffer of
+/// its own (`transport::shm::bulk`); a payload of another type that happens to look so is
+/// put back together whole.
+pub(crate) fn value_string_start(head: &[u8], len: usize) -> Option<usize> {
+    let (response, payload) = take::<ResponseHead>(head, "response").ok()?;
+    if response.reply != Reply::Value {
+        return None;
+    }
+    crate::transport::shm::bulk::byte_string_after(head, head.len() - payload.len(), len)
 }
 
 /// Decodes a message head from the front of `body`, returning it and the bytes after it.

@@ -408,12 +408,7 @@ impl Gen<'_> {
             (None, None) if is_byte_vec(&method.returns.ty) => (
                 quote!(<#(#lifetimes),*>),
                 quote!(::std::vec::Vec<u8>),
-                quote! {
-                    ::core::result::Result::map(
-                        self.base.#call::<#shapes::Plain<#krate::__private::ByteBuf>>(#name, #args) #wait,
-                        #krate::__private::ByteBuf::into_vec,
-                    )
-                },
+                quote!(self.base.#call::<#shapes::ByteVec>(#name, #args) #wait),
             ),
             (None, None) => {
                 let ret = self.outside(&method.returns.ty);

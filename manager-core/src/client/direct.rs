@@ -22,7 +22,7 @@ use rustix::net::RecvFlags;
 use tokio::io::Interest;
 
 use super::handoff::{self, Handoff, Real, Turn};
-use super::{deliver, Inner};
+use super::{deliver_with, Inner};
 use crate::transport::shm::{ring, Side};
 
 pub(super) use super::handoff::Waited;
@@ -61,6 +61,16 @@ impl Direct {
             socket: Source::Ring(RingSource(side)),
             handoff: Handoff::new(max_frame, tokio::sync::Notify::new()),
         }
+    }
+
+    /// Hands one reply frame read from this socket to its waiter (see `client::deliver`), with
+    /// the end the ring's reader copied out apart, if it did (`Side::claim`).
+    pub(super) fn deliver(&self, inner: &Inner, frame: BytesMut) -> Result<(), String> {
+        let tail = match &self.socket {
+            Source::Ring(ring) => ring.0.claim(&frame),
+            Source::Socket(_) => None,
+        };
+        deliver_with(inner, frame, tail)
     }
 
     /// Shuts the socket down both ways: a caller blocked polling it wakes up and finds the
@@ -294,7 +304,7 @@ pub(super) async fn read_replies<H: SocketReadHalf>(
         let inner = inner.upgrade()?;
         let turn = direct
             .handoff
-            .reader_turn(&direct.socket, &half, |frame| deliver(&inner, frame));
+            .reader_turn(&direct.socket, &half, |frame| direct.deliver(&inner, frame));
         match turn {
             Turn::SteppedAside | Turn::Read => {}
             Turn::Ended(reason) => return Some(reason),

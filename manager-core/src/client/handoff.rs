@@ -53,11 +53,11 @@ const HELD: u8 = 1;
 /// Beside `HELD`: the reader task found a caller reading and stepped aside.
 const MISSED: u8 = 2;
 
-/// Makes room in `inbox` for the next read: at least [`READ_CHUNK`], and as much as it holds
-/// already, so that a large reply arriving in pieces is copied O(1) times per byte (the
-/// buffer is shared with the replies split off it, and then grows only by what is asked).
-fn make_room(inbox: &mut BytesMut) {
-    inbox.reserve(READ_CHUNK.max(inbox.len()));
+/// Makes room in `inbox` for the next read: what the reply in progress still needs (its whole
+/// size was reserved when its prefix arrived, so it is read into place with no copy as the
+/// buffer grows), else at least [`READ_CHUNK`] (see [`FrameDecoder::make_room`]).
+fn make_room(decoder: &FrameDecoder, inbox: &mut BytesMut) {
+    decoder.make_room(inbox, READ_CHUNK);
 }
 
 /// The primitives the hand-off is made of: the client's ([`Real`]), or the model check's.
@@ -305,7 +305,7 @@ impl<P: Prims> Handoff<P> {
                             }
                         }
                     }
-                    make_room(inbox);
+                    make_room(&self.decoder, inbox);
                     match socket.recv(inbox) {
                         Ok(0) => {
                             fail("the server closed the connection".to_string());
@@ -391,7 +391,7 @@ impl<P: Prims> Handoff<P> {
         unsafe {
             self.inbox.with_mut(|inbox| {
                 let ended = loop {
-                    make_room(inbox);
+                    make_room(&self.decoder, inbox);
                     match self.read_now(socket, readiness, inbox) {
                         Ok(Got::Closed) => break Some("the server closed the connection".into()),
                         Ok(Got::Bytes { more: true }) => {}

@@ -203,7 +203,7 @@ impl Connection {
         let call = Connection::call_frame(object, method, args);
         let response = self
             .request_with(
-                |id, buf| {
+                |id, buf: &mut bytes::BytesMut| {
                     opened_id = id;
                     self.inner.streams.lock().insert(id, sink);
                     call(id, buf)
@@ -226,7 +226,7 @@ impl Connection {
         let mut opened_id = 0;
         let call = Connection::call_frame(object, method, args);
         let response = self.request_blocking_with(
-            |id, buf| {
+            |id, buf: &mut bytes::BytesMut| {
                 opened_id = id;
                 self.inner.streams.lock().insert(id, sink);
                 call(id, buf)

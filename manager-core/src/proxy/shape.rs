@@ -12,6 +12,7 @@
 //! | [`MappedFallible<P, E>`] | `Result<_, E>`, mapped | `Result<P, E>` |
 //! | [`Checked<T, E>`] | `Result<T, E>`, `E` [`RemoteError`] by default | `T`, the error as an [`Error`] |
 //! | [`Dynamic`] | anything | a [`CallResult`]: the value undecoded, or a proxy |
+//! | [`ByteVec`] | `Vec<u8>` | `Vec<u8>`, taken whole where it came so (see its doc) |
 //!
 //! [`Fallible`] and [`MappedFallible`] are one shape, [`OrRaised<S, E>`]: a reply the method
 //! raised is its `Err(E)`, any other reply is read as the shape `S` reads it.
@@ -66,6 +67,30 @@ pub type MappedFallible<P, E> = OrRaised<Mapped<P>, E>;
 /// errors of the call itself.
 #[derive(Debug)]
 pub struct Checked<T, E = RemoteError>(PhantomData<fn() -> (T, E)>);
+
+/// A `Vec<u8>` the method returned. Through shared memory a large one is copied out of the
+/// server's arena straight into a buffer of its own, which is the call's output as it is (no
+/// second copy); anything else is decoded as [`Plain`]`<ByteBuf>` is.
+#[derive(Debug)]
+pub struct ByteVec;
+
+impl Shape for ByteVec {
+    type Output = Vec<u8>;
+
+    fn from_response(
+        proxy: &BaseProxy,
+        method: &str,
+        mut response: Response,
+    ) -> Result<Vec<u8>, Error> {
+        if response.reply == Reply::Value {
+            if let Some(bytes) = response.take_byte_string() {
+                return Ok(bytes);
+            }
+        }
+        Plain::<serde_bytes::ByteBuf>::from_response(proxy, method, response)
+            .map(serde_bytes::ByteBuf::into_vec)
+    }
+}
 
 /// Whatever came back, value or proxy, undecoded.
 #[derive(Debug)]

@@ -201,7 +201,7 @@ impl Connection {
             if self.closed.is_cancelled() {
                 return Ok(Step::Ended(Ended::Closed));
             }
-            inbox.reserve(READ_CHUNK.max(inbox.len()));
+            decoder.make_room(inbox, READ_CHUNK);
             let closed = side.inbound.is_closed();
             match side.read_some(inbox) {
                 Ok(0) if closed => return Ok(Step::Ended(Ended::Closed)),

@@ -154,6 +154,7 @@ impl Connection {
             self.outbox.frame_buffer(),
             id,
             finished,
+            None,
             self.state.config.max_frame,
         ) {
             Ok(frame) => {

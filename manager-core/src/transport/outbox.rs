@@ -30,6 +30,9 @@ pub(crate) struct Outbox {
     link: Mutex<Link>,
     /// The buffer of the last frame written directly, for the next frame.
     spare: Mutex<Option<BytesMut>>,
+    /// Whether this outbox writes to a shared-memory ring (and so may take large frames
+    /// written straight into its arena, [`Outbox::send_direct`]).
+    ring: bool,
 }
 
 /// The socket an outbox writes to now, if any, and what it keeps to send again.
@@ -101,7 +104,9 @@ impl Outbox {
         resumable: bool,
     ) -> (Outbox, mpsc::UnboundedReceiver<Bytes>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let ring = matches!(socket, Some(Target::Ring(_)));
         let outbox = Outbox {
+            ring,
             queued: Arc::new(Queued::default()),
             link: Mutex::new(Link {
                 tx: Some(tx),
@@ -292,6 +297,35 @@ impl Outbox {
             }
             Written::From(n) => self.queue(&link, frame.freeze().slice(n..)),
         }
+    }
+
+    /// Whether this outbox writes to a shared-memory ring, where [`Outbox::send_direct`] may
+    /// take a large frame.
+    pub(crate) fn is_ring(&self) -> bool {
+        self.ring
+    }
+
+    /// Sends a frame whose `len` bytes (after its length prefix) `write` writes straight into
+    /// shared memory, with no copy of them made first, when this outbox writes to a ring,
+    /// nothing is queued before the frame, and it goes through the arena now (see
+    /// `shm::bulk`): true if it went. False, with nothing sent, otherwise; the caller then
+    /// sends the frame as any other (which also meets any fault of the peer's in the memory).
+    pub(crate) fn send_direct(
+        &self,
+        len: usize,
+        write: &mut dyn FnMut(&mut super::shm::bulk::BlockWriter) -> Result<(), ()>,
+    ) -> bool {
+        if !self.ring {
+            return false;
+        }
+        let link = self.link.lock();
+        let Some(Target::Ring(side)) = &link.socket else {
+            return false;
+        };
+        if link.replay.is_some() || self.queued.bytes() != 0 {
+            return false;
+        }
+        side.write_frame(len, write).unwrap_or(false)
     }
 
     /// Writes what the socket takes of `frame` now, if nothing is queued before it; the rest

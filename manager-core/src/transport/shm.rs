@@ -122,6 +122,8 @@ pub(crate) struct Side {
     bulk_in: Mutex<BulkIn>,
     /// Large frames to the peer, through this party's arena.
     bulk_out: Mutex<BulkOut>,
+    /// The frames handed to this party's decoder so far ([`Side::claim`]).
+    claimed: std::sync::atomic::AtomicU64,
     /// Why the connection ended, once it has: a fault of the peer's, or its end.
     ended: Mutex<Option<String>>,
     /// Whether it ended because the peer broke the memory.
@@ -219,6 +221,7 @@ pub(crate) fn server_side() -> io::Result<(Arc<Side>, Handover)> {
             )),
             data_task: None,
             room_task: task_waker(dup(&handover.server_room)?)?,
+            claimed: Default::default(),
             ended: Mutex::new(None),
             faulted: Default::default(),
         }
@@ -273,12 +276,18 @@ fn client_side(handover: Handover) -> io::Result<Arc<Side>> {
                 mapping.clone(),
                 None,
             ),
-            bulk_in: Mutex::new(BulkIn::new(
-                base.add(REPLIES_ARENA_HEADER),
-                base.add(DATA + requests + replies + requests_arena),
-                replies_arena,
-                mapping.clone(),
-            )),
+            bulk_in: Mutex::new({
+                let mut bulk_in = BulkIn::new(
+                    base.add(REPLIES_ARENA_HEADER),
+                    base.add(DATA + requests + replies + requests_arena),
+                    replies_arena,
+                    mapping.clone(),
+                );
+                // A large value returned (`Vec<u8>`) comes out of the arena straight into the
+                // buffer the caller gets (`client::Response::take_byte_string`).
+                bulk_in.detach_with(crate::wire::value_string_start);
+                bulk_in
+            }),
             bulk_out: Mutex::new(BulkOut::new(
                 base.add(REQUESTS_ARENA_HEADER),
                 base.add(DATA + requests + replies),
@@ -288,6 +297,7 @@ fn client_side(handover: Handover) -> io::Result<Arc<Side>> {
             )),
             data_task: Some(task_waker(handover.client_data)?),
             room_task: task_waker(handover.client_room)?,
+            claimed: Default::default(),
             ended: Mutex::new(None),
             faulted: Default::default(),
         }
@@ -414,6 +424,31 @@ impl Side {
     /// when there is no room.
     pub(crate) fn write_some(&self, bytes: &[u8]) -> Result<usize, Fault> {
         self.bulk_out.lock().write(&self.outbound, bytes)
+    }
+
+    /// Writes a frame whose body (`len` bytes) `write` writes straight into a block of this
+    /// party's arena, if it can go that way now (see [`BulkOut::write_frame`]): whether it
+    /// went.
+    pub(crate) fn write_frame(
+        &self,
+        len: usize,
+        write: &mut dyn FnMut(&mut bulk::BlockWriter) -> Result<(), ()>,
+    ) -> Result<bool, Fault> {
+        self.bulk_out.lock().write_frame(&self.outbound, len, write)
+    }
+
+    /// Hands the next frame this party decodes (`frame`, split off its read buffer, without
+    /// its prefix) the byte string detached from it, if one was (see
+    /// [`BulkIn::take_detached`]): its bytes are then `frame` followed by those. Every frame
+    /// decoded from what [`Side::read_some`] gave must be claimed, in order.
+    pub(crate) fn claim(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        use std::sync::atomic::Ordering;
+        let number = self.claimed.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut bulk_in = self.bulk_in.lock();
+        if !bulk_in.has_detached() {
+            return None;
+        }
+        bulk_in.take_detached(number, frame)
     }
 
     /// Why the connection ended, if it has.

@@ -18,6 +18,16 @@
 //!   garbles only the scribbler's own frames. (A sealed memfd per value would let the server
 //!   decode in place, at the price of a `memfd_create`, `mmap` and fresh zeroed pages per value,
 //!   which we expect to cost more than the copy at 1 MiB; not measured.)
+//! - **Written in place, read out once**: a sender that builds a large frame from a head and
+//!   a value serializes both straight into the block ([`BulkOut::write_frame`], through a
+//!   [`BlockWriter`] that only ever writes there), so the value is copied once on its way in.
+//!   A client's reader copies a reply whose value is a byte string to the frame's end (a
+//!   `Vec<u8>` returned) out in two pieces, the frame up to the string onto its read buffer
+//!   (shortened, as a frame of its own) and the string into a buffer of exactly its size
+//!   ([`BulkIn::detach_with`]), which becomes the caller's `Vec<u8>` as it is: one copy on the
+//!   way out. Where the string starts is found from a private copy of the frame's first bytes;
+//!   nothing in the arena is read twice, and a frame that only looks so is put back together
+//!   (the payload in one piece, copied) by whoever decodes it as another type.
 //! - **Frees in order, counted**: each side reads its ring in order and copies each block out
 //!   as it meets its descriptor, so blocks are freed in the order they were allocated. The
 //!   receiver publishes only a count of the blocks it has taken; the sender keeps the list of
@@ -185,30 +195,59 @@ impl BulkOut {
     /// Sends `body` as a block and its descriptor, if the ring has room for the descriptor and
     /// the arena for the block; false (nothing sent) if not.
     fn send_block(&mut self, ring: &Producer, body: &[u8]) -> Result<bool, Fault> {
+        self.send_written(ring, body.len(), &mut |block| block.put(body))
+    }
+
+    /// Sends a frame whose body (`len` bytes, the length prefix not included) `write` writes
+    /// straight into a block of the arena, with no copy of it made elsewhere first: true if it
+    /// went. False, and nothing sent, when it cannot go this way now: a frame of the stream
+    /// is only partly written (it goes on through the ring), the frame is smaller than this
+    /// direction sends through the arena, the ring or the arena has no room, or `write` failed
+    /// or wrote other than `len` bytes.
+    pub(crate) fn write_frame(
+        &mut self,
+        ring: &Producer,
+        len: usize,
+        write: &mut dyn FnMut(&mut BlockWriter) -> Result<(), ()>,
+    ) -> Result<bool, Fault> {
+        if self.left != 0 || self.have != 0 || len < self.at_least || len >= MARKER as usize {
+            return Ok(false);
+        }
+        self.send_written(ring, len, write)
+    }
+
+    fn send_written(
+        &mut self,
+        ring: &Producer,
+        len: usize,
+        write: &mut dyn FnMut(&mut BlockWriter) -> Result<(), ()>,
+    ) -> Result<bool, Fault> {
         if ring.room_now()? < DESCRIPTOR as u64 {
             return Ok(false);
         }
-        let Some(offset) = self.allocate(body.len())? else {
+        let Some(offset) = self.allocate(len)? else {
             return Ok(false);
         };
-        // SAFETY: `allocate` found `offset..offset + body.len()` inside the arena and taken by
-        // no block the receiver may still read.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                body.as_ptr(),
-                self.arena.data.as_ptr().add(offset),
-                body.len(),
-            )
+        let mut block = BlockWriter {
+            // SAFETY: `allocate` found `offset..offset + len` inside the arena.
+            at: unsafe { NonNull::new_unchecked(self.arena.data.as_ptr().add(offset)) },
+            len,
+            written: 0,
         };
+        // Nothing is published before the descriptor: a block written in part, or not as
+        // long as said, is forgotten (it was never recorded as sent).
+        if write(&mut block).is_err() || block.written != len {
+            return Ok(false);
+        }
         let mut descriptor = [0u8; DESCRIPTOR];
         descriptor[..4].copy_from_slice(&MARKER.to_be_bytes());
         descriptor[4..12].copy_from_slice(&(offset as u64).to_le_bytes());
-        descriptor[12..].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        descriptor[12..].copy_from_slice(&(len as u64).to_le_bytes());
         // Room only grows while this side (the one writer) holds it: this cannot fail.
         if !ring.write_whole(&descriptor)? {
             return Ok(false);
         }
-        self.blocks.push_back((offset, body.len()));
+        self.blocks.push_back((offset, len));
         self.sent += 1;
         Ok(true)
     }
@@ -251,6 +290,119 @@ impl BulkOut {
     }
 }
 
+impl BulkIn {
+    /// Copies the block at `offset` (`len` bytes, checked inside the arena) out in two
+    /// pieces, when `detach` finds that the frame ends in one byte string: the frame up to the
+    /// string onto `out` as a frame of its own (shortened, with its prefix), the string into a
+    /// buffer of its own (see [`BulkIn::take_detached`]). Every byte is copied out of the
+    /// shared memory once (the few looked at first are taken from their private copy), and
+    /// nothing is read there twice. False, with nothing copied, when the frame has no such
+    /// end.
+    fn take_split(
+        &mut self,
+        detach: Detach,
+        offset: usize,
+        len: usize,
+        out: &mut BytesMut,
+    ) -> bool {
+        let mut head = [0u8; DETACH_HEAD_AT_MOST];
+        let looked = len.min(DETACH_HEAD_AT_MOST);
+        // SAFETY: `offset..offset + len` is inside the arena (checked by the caller), and
+        // `looked <= len`; the bytes are plain bytes whatever the peer writes meanwhile.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.arena.data.as_ptr().add(offset),
+                head.as_mut_ptr(),
+                looked,
+            )
+        };
+        // The string starts inside what was looked at (or just after it).
+        let Some(split) = detach(&head[..looked], len).filter(|&at| at > 0 && at <= looked) else {
+            return false;
+        };
+        // Its first bytes were copied out already: those come from `head`, the rest from the
+        // arena.
+        let seen = looked - split;
+        let mut bytes = Vec::with_capacity(len - split);
+        bytes.extend_from_slice(&head[split..looked]);
+        // SAFETY: `offset + looked..offset + len` is inside the arena, and `bytes` has room
+        // for `len - looked` more bytes after the `seen` it holds.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.arena.data.as_ptr().add(offset + looked),
+                bytes.as_mut_ptr().add(seen),
+                len - looked,
+            );
+            bytes.set_len(len - split);
+        }
+        out.reserve(4 + split);
+        out.put_u32(split as u32);
+        out.extend_from_slice(&head[..split]);
+        self.detached.push_back(Detached {
+            frame: self.frames,
+            len: split,
+            bytes,
+        });
+        true
+    }
+}
+
+/// Where a frame's body is written in a block of the arena, from its start, never past its
+/// end: the block's bytes are only ever written through it (a copy into shared memory), never
+/// read back nor borrowed as a slice, since the peer may write there too. A `postcard`
+/// flavor, so that a value is serialized straight into the block.
+pub(crate) struct BlockWriter {
+    at: NonNull<u8>,
+    len: usize,
+    written: usize,
+}
+
+impl BlockWriter {
+    /// Appends `bytes`; an error, with nothing written, when they do not fit.
+    pub(crate) fn put(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        if bytes.len() > self.len - self.written {
+            return Err(());
+        }
+        // SAFETY: `written + bytes.len() <= len`, and the block's `len` bytes are inside the
+        // arena and taken by no block the receiver may still read (`BulkOut::allocate`).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.at.as_ptr().add(self.written),
+                bytes.len(),
+            )
+        };
+        self.written += bytes.len();
+        Ok(())
+    }
+
+    /// Appends `value` in postcard form.
+    pub(crate) fn serialize<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ()> {
+        postcard::serialize_with_flavor(value, Flavor(self)).map_err(|_| ())
+    }
+}
+
+/// A [`BlockWriter`] as postcard writes to it.
+struct Flavor<'a>(&'a mut BlockWriter);
+
+impl postcard::ser_flavors::Flavor for Flavor<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.try_extend(&[data])
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0
+            .put(data)
+            .map_err(|()| postcard::Error::SerializeBufferFull)
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// The receiving end of a direction: where the frames read so far are (to know where a
 /// prefix or a descriptor is) and the arena blocks come from.
 pub(crate) struct BulkIn {
@@ -262,6 +414,39 @@ pub(crate) struct BulkIn {
     have: usize,
     /// Blocks taken in all (published for the sender).
     taken: u64,
+    /// Where a large frame's trailing byte string starts, if it has one (see [`Detach`]).
+    detach: Option<Detach>,
+    /// The byte strings detached from blocks taken, oldest first, until their frames claim
+    /// them (a reader may take several blocks before it decodes their frames).
+    detached: VecDeque<Detached>,
+    /// The frames met so far in the stream read, blocks included.
+    frames: u64,
+}
+
+/// Finds where a frame ends in one byte string (postcard: a varint length, then the bytes),
+/// from the frame's first bytes (a private copy) and its whole length: the offset of the
+/// string's first byte, if it has one. Only a guess about the bytes, never trusted: a wrong
+/// one costs a copy, never a wrong value (see [`BulkIn::take_detached`]).
+pub(crate) type Detach = fn(head: &[u8], len: usize) -> Option<usize>;
+
+/// The most bytes of a large frame looked at to find its trailing byte string.
+const DETACH_HEAD_AT_MOST: usize = 256;
+
+/// A large frame's trailing byte string, copied out of the arena into a buffer of its own,
+/// and which frame of the stream it ends.
+struct Detached {
+    /// The frame's number in the stream read (the first is 1), and its length once shortened.
+    frame: u64,
+    len: usize,
+    bytes: Vec<u8>,
+}
+
+/// Where the byte string that ends a frame of `len` bytes starts, when `head` (its first
+/// bytes) holds, from `at` on, a postcard varint whose value is the bytes left after it.
+pub(crate) fn byte_string_after(head: &[u8], at: usize, len: usize) -> Option<usize> {
+    let (string, rest) = postcard::take_from_bytes::<u64>(head.get(at..)?).ok()?;
+    let start = head.len() - rest.len();
+    ((start as u64).checked_add(string) == Some(len as u64) && string > 0).then_some(start)
 }
 
 impl BulkIn {
@@ -280,7 +465,38 @@ impl BulkIn {
             head: [0; DESCRIPTOR],
             have: 0,
             taken: 0,
+            detach: None,
+            detached: VecDeque::new(),
+            frames: 0,
         }
+    }
+
+    /// From here on, a large frame that ends in one byte string has that string copied out
+    /// into a buffer of its own ([`BulkIn::take_detached`]), which a decoder can then take
+    /// whole rather than copy again.
+    pub(crate) fn detach_with(&mut self, detach: Detach) {
+        self.detach = Some(detach);
+    }
+
+    /// The byte string detached from frame number `number` of the stream read (the first is
+    /// 1), `frame` its shortened bytes (after its prefix) as decoded from the reader's buffer,
+    /// if one was: the frame's bytes are then `frame` followed by these. The decoder asks for
+    /// each frame, in order, so a frame without one never takes another's.
+    pub(crate) fn take_detached(&mut self, number: u64, frame: &[u8]) -> Option<Vec<u8>> {
+        // Any left by frames before this one (not claimed: none is) go.
+        while self.detached.front().is_some_and(|d| d.frame < number) {
+            self.detached.pop_front();
+        }
+        let detached = self.detached.front()?;
+        if detached.frame != number || detached.len != frame.len() {
+            return None;
+        }
+        self.detached.pop_front().map(|d| d.bytes)
+    }
+
+    /// Whether a detached byte string waits for its frame.
+    pub(crate) fn has_detached(&self) -> bool {
+        !self.detached.is_empty()
     }
 
     /// Appends to `out` the frames there are to read in `ring`, as a socket would deliver them
@@ -321,6 +537,7 @@ impl BulkIn {
                         out.extend_from_slice(&prefix);
                         self.left = u32::from_be_bytes(prefix).into();
                         self.have = 0;
+                        self.frames += 1;
                     }
                     continue;
                 }
@@ -353,6 +570,14 @@ impl BulkIn {
             )));
         }
         let (offset, len) = (offset as usize, len as usize);
+        self.frames += 1;
+        if let Some(detach) = self.detach {
+            if self.take_split(detach, offset, len, out) {
+                self.taken += 1;
+                self.arena.taken().store(self.taken, Ordering::Release);
+                return Ok(());
+            }
+        }
         out.reserve(4 + len);
         out.put_u32(len as u32);
         let at = out.len();
@@ -467,6 +692,49 @@ mod tests {
             .flat_map(|&n| frame(&vec![n; n as usize]))
             .collect();
         assert_eq!(&rest[..], &lens[..]);
+    }
+
+    /// With detaching on, a large frame that ends in a byte string comes out shortened, its
+    /// string apart, claimed by its own frame only; other frames (small ones, large ones that
+    /// do not end so) come out whole, and a string that starts past the bytes looked at stays
+    /// in its frame.
+    #[test]
+    fn trailing_byte_strings_are_copied_out_apart_and_claimed_by_their_frame() {
+        let ring = TestRing::new(4096);
+        ring.detach_trailing_strings();
+        let string = |len: usize| {
+            let mut body = Vec::new();
+            let bytes: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            postcard::to_io(&serde_bytes::Bytes::new(&bytes), &mut body).unwrap();
+            (body, bytes)
+        };
+        let (large, large_bytes) = string(1000);
+        let (small, _) = string(3);
+        let not_a_string = vec![9u8; 500];
+        let mut out = BytesMut::new();
+        // One frame at a time, as a writer that finds nothing queued writes them; all read
+        // before any is decoded.
+        for body in [&small, &large, &not_a_string, &large] {
+            let framed = frame(body);
+            assert_eq!(ring.write_frames(&framed), Ok(framed.len()));
+            while ring.read_frames(&mut out, 4096).unwrap() > 0 {}
+        }
+        let mut decoder = crate::wire::frame_codec(1 << 20);
+        let mut frames = Vec::new();
+        while let Some(frame) = tokio_util::codec::Decoder::decode(&mut decoder, &mut out).unwrap()
+        {
+            let tail = ring.claim(&frame);
+            frames.push((frame.to_vec(), tail));
+        }
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[0], (small.clone(), None), "small: through the ring");
+        for i in [1, 3] {
+            assert_eq!(frames[i].0, large[..2], "the varint of 1000");
+            assert_eq!(frames[i].1.as_deref(), Some(&large_bytes[..]));
+        }
+        assert_eq!(frames[2], (not_a_string, None));
+        // A frame that is not the one it came from does not take it.
+        assert_eq!(ring.claim(&large[..2]), None);
     }
 
     /// Descriptors that point outside the arena, or run past its end, are faults.

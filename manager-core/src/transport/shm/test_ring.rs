@@ -21,6 +21,7 @@ pub struct TestRing {
     pub(super) consumer: Consumer,
     pub(super) bulk_out: Mutex<BulkOut>,
     pub(super) bulk_in: Mutex<BulkIn>,
+    claimed: AtomicU64,
 }
 
 impl std::fmt::Debug for TestRing {
@@ -78,6 +79,7 @@ impl TestRing {
             consumer,
             bulk_out: Mutex::new(bulk_out),
             bulk_in: Mutex::new(bulk_in),
+            claimed: AtomicU64::new(0),
         }
     }
 
@@ -89,6 +91,23 @@ impl TestRing {
             .lock()
             .write(&self.producer, bytes)
             .map_err(|f| f.0)
+    }
+
+    /// From here on, the reader copies the byte string that ends a large frame out apart
+    /// (a postcard varint at the frame's start, then that many bytes to its end), as a
+    /// client reads its replies; [`TestRing::claim`] gives it back.
+    pub fn detach_trailing_strings(&self) {
+        self.bulk_in
+            .lock()
+            .detach_with(|head, len| super::bulk::byte_string_after(head, 0, len));
+    }
+
+    /// The byte string copied out apart from the next frame decoded (`frame`, without its
+    /// prefix), if one was: the frame is then `frame` followed by it. Every frame decoded must
+    /// be claimed, in order.
+    pub fn claim(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        let number = self.claimed.fetch_add(1, Ordering::Relaxed) + 1;
+        self.bulk_in.lock().take_detached(number, frame)
     }
 
     /// Reads frames as a connection's reader would, appending them to `out`: at most `max`
