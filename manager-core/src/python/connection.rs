@@ -189,7 +189,7 @@ where
     Ok(Some(payload))
 }
 
-fn eof(e: std::io::Error, what: &str) -> Error {
+pub(crate) fn eof(e: std::io::Error, what: &str) -> Error {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         Error::ConnectionClosed(format!("the peer closed the connection inside {what}"))
     } else {
@@ -603,7 +603,7 @@ where
 
 /// The length a frame's 4-byte header gives; `None` when it is -1, for an 8-byte length that
 /// follows (frames of 2 GiB and more).
-fn short_length(header: [u8; 4]) -> Result<Option<u64>, Error> {
+pub(crate) fn short_length(header: [u8; 4]) -> Result<Option<u64>, Error> {
     match i32::from_be_bytes(header) {
         -1 => Ok(None),
         n if n < 0 => Err(Error::Protocol(format!("negative frame length {n}"))),
@@ -612,7 +612,7 @@ fn short_length(header: [u8; 4]) -> Result<Option<u64>, Error> {
 }
 
 /// `len` as a frame length, if it is within `max`.
-fn within_limit(len: u64, max: usize) -> Result<usize, Error> {
+pub(crate) fn within_limit(len: u64, max: usize) -> Result<usize, Error> {
     if len > max as u64 {
         return Err(Error::Protocol(format!(
             "frame of {len} bytes exceeds the limit of {max} bytes"

@@ -51,6 +51,7 @@ mod builtins;
 mod call;
 mod control;
 mod create;
+mod framing;
 mod names;
 mod results;
 mod slices;
