@@ -57,6 +57,7 @@ mod results;
 mod slices;
 mod thread;
 mod waiting;
+mod watch;
 use arguments::*;
 use builtins::*;
 use call::{call, call_in, Exec};
@@ -75,6 +76,8 @@ pub(super) struct PythonRefs {
     handed: Mutex<HashMap<u64, Vec<Weak<Connection>>>>,
     /// Method connections served by threads of their own (see `thread`).
     threads: std::sync::atomic::AtomicUsize,
+    /// Those threads watching their sockets before they block (see `watch`).
+    watching: watch::Watching,
 }
 
 impl PythonRefs {

@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 
 use super::framing::{read_frame, ReplyBuffer};
 use super::waiting::{self, Parked};
+use super::watch::Watch;
 use super::*;
 
 /// A socket taken out of the runtime, in blocking mode.
@@ -211,7 +212,14 @@ fn serve_thread(
     let mut parked: Option<Arc<Parked>> = None;
     let mut left_waiting = false;
     let mut replies = ReplyBuffer::default();
+    let mut watch = Watch::new(state.config.python_spin);
+    // What was read before the connection came here is in the reader, not the socket.
+    let mut watched = false;
     loop {
+        if std::mem::replace(&mut watched, true) && !left_waiting && reader.buffer().is_empty() {
+            // A waiting call's client sends nothing until it is answered by another thread.
+            watch.before_read(&socket, &state.python.watching);
+        }
         let wants_ack = |len: usize| {
             if len > SMALL_WRITE {
                 quick_ack(fd);
