@@ -3,9 +3,9 @@
 //! A CPython client sends its next request soon after it has the reply (a loop of calls), and
 //! a thread that sleeps in `read` in between pays a wake-up on every call: on an idle machine,
 //! the wake-up of a CPU from idle, which takes longer than the call. So a thread that has just
-//! answered polls its socket (a non-blocking peek, yielding the CPU to any thread that wants
-//! it between polls) for up to `ServerConfig::python_spin` before it sleeps, as an idle worker
-//! thread does (off by default: the CPU it costs is counted against the server's):
+//! answered polls its socket (a non-blocking peek, then a short spin-loop pause) for up to
+//! `ServerConfig::python_spin` before it sleeps (off by default: the CPU it costs is counted
+//! against the server's):
 //!
 //! - only while watching has been paying on that connection (at least a quarter of recent
 //!   watches saw the request come within the spin; otherwise one wait in
@@ -30,6 +30,9 @@ const PROBE_EVERY: u32 = 64;
 
 /// Polls of the socket between two readings of the clock.
 const POLLS_PER_CLOCK: u32 = 4;
+
+/// Spin-loop hints between two polls (a fraction of a microsecond).
+const PAUSES_PER_POLL: u32 = 32;
 
 /// Whether watching has been paying on one connection.
 pub(super) struct Watch {
@@ -122,7 +125,12 @@ fn watch(fd: RawFd, spin: Duration) -> bool {
         if polls.is_multiple_of(POLLS_PER_CLOCK) && Instant::now() >= until {
             return false;
         }
-        std::thread::yield_now();
+        // Not `yield_now`: on a busy machine it hands the CPU to any other process for a
+        // whole slice, far past the spin. A thread that keeps its CPU from the client it waits
+        // for sees no request within the spin, and stops watching.
+        for _ in 0..PAUSES_PER_POLL {
+            std::hint::spin_loop();
+        }
     }
 }
 
