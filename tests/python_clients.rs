@@ -763,12 +763,11 @@ const WATCHED: &str = r#"
 import sys, os, signal, time, multiprocessing as mp
 from multiprocessing.managers import SyncManager
 
-host, port, key = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
+address, key = (sys.argv[1], int(sys.argv[2])), sys.argv[3].encode()
 mp.current_process().authkey = key
 
 def connect():
-    m = SyncManager(address=(host, port), authkey=key)
-    m.connect()
+    (m := SyncManager(address=address, authkey=key)).connect()
     return m
 
 def caller(d, l, n):

@@ -237,6 +237,18 @@ where
         }
         got += n;
     }
+    let len = frame_length_blocking(reader, header, max)?;
+    on_header(len);
+    read_payload_blocking(reader, len).map(Some)
+}
+
+/// The payload length a frame's first 4 bytes announce (reading the 8 more of a long header),
+/// checked against `max`.
+pub(crate) fn frame_length_blocking<R: std::io::Read>(
+    reader: &mut R,
+    header: [u8; 4],
+    max: usize,
+) -> Result<usize, Error> {
     let len = match short_length(header)? {
         Some(len) => len,
         None => {
@@ -247,8 +259,16 @@ where
             u64::from_be_bytes(long)
         }
     };
-    let len = within_limit(len, max)?;
-    on_header(len);
+    within_limit(len, max)
+}
+
+/// A payload of `len` bytes, its vector grown only as bytes arrive (the length is the peer's
+/// word until then).
+pub(crate) fn read_payload_blocking<R: std::io::Read>(
+    reader: &mut R,
+    len: usize,
+) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
     let mut payload = Vec::with_capacity(len.min(64 * 1024));
     Read::take(&mut *reader, len as u64).read_to_end(&mut payload)?;
     if payload.len() < len {
@@ -257,7 +277,7 @@ where
             payload.len()
         )));
     }
-    Ok(Some(payload))
+    Ok(payload)
 }
 
 /// [`write_frame`] on a blocking writer: a small frame in one write, as CPython writes it.
@@ -603,7 +623,7 @@ where
 
 /// The length a frame's 4-byte header gives; `None` when it is -1, for an 8-byte length that
 /// follows (frames of 2 GiB and more).
-pub(crate) fn short_length(header: [u8; 4]) -> Result<Option<u64>, Error> {
+fn short_length(header: [u8; 4]) -> Result<Option<u64>, Error> {
     match i32::from_be_bytes(header) {
         -1 => Ok(None),
         n if n < 0 => Err(Error::Protocol(format!("negative frame length {n}"))),
@@ -612,7 +632,7 @@ pub(crate) fn short_length(header: [u8; 4]) -> Result<Option<u64>, Error> {
 }
 
 /// `len` as a frame length, if it is within `max`.
-pub(crate) fn within_limit(len: u64, max: usize) -> Result<usize, Error> {
+fn within_limit(len: u64, max: usize) -> Result<usize, Error> {
     if len > max as u64 {
         return Err(Error::Protocol(format!(
             "frame of {len} bytes exceeds the limit of {max} bytes"

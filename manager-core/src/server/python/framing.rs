@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read};
 
 use crate::error::Error;
-use crate::python::connection::{eof, short_length, within_limit};
+use crate::python::connection::{eof, frame_length_blocking, read_payload_blocking};
 use crate::python::pickle::{self, PyValue};
 
 /// A reply buffer that grew past this is given back once the reply is written.
@@ -58,17 +58,7 @@ pub(super) fn read_frame<R: Read>(
     reader
         .read_exact(&mut header)
         .map_err(|e| eof(e, "a frame header"))?;
-    let len = match short_length(header)? {
-        Some(len) => len,
-        None => {
-            let mut long = [0u8; 8];
-            reader
-                .read_exact(&mut long)
-                .map_err(|e| eof(e, "a frame header"))?;
-            u64::from_be_bytes(long)
-        }
-    };
-    let len = within_limit(len, max)?;
+    let len = frame_length_blocking(reader, header, max)?;
     on_header(len);
     if len == 0 {
         return Ok(Some(Payload::Buffered(0)));
@@ -83,15 +73,7 @@ pub(super) fn read_frame<R: Read>(
     if buffered >= len {
         return Ok(Some(Payload::Buffered(len)));
     }
-    let mut payload = Vec::with_capacity(len.min(64 * 1024));
-    Read::take(&mut *reader, len as u64).read_to_end(&mut payload)?;
-    if payload.len() < len {
-        return Err(Error::ConnectionClosed(format!(
-            "the peer closed the connection inside a frame ({} of {len} bytes received)",
-            payload.len()
-        )));
-    }
-    Ok(Some(Payload::Owned(payload)))
+    read_payload_blocking(reader, len).map(|payload| Some(Payload::Owned(payload)))
 }
 
 /// A reply's frame, pickled into a buffer kept from reply to reply.
