@@ -218,7 +218,6 @@ pub fn read_frame_blocking<R>(
 where
     R: std::io::Read,
 {
-    use std::io::Read;
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < header.len() {
