@@ -5,6 +5,7 @@ same run: the figures a Python user sees when switching servers.
     cargo build --release
     python3 benches/python_servers.py                       # target/release/manager
     python3 benches/python_servers.py --manager PATH --quick
+    MANAGER_SERVE_ARGS="--python-spin-us 30" python3 benches/python_servers.py  # serve options
 
 For each server it measures, with client processes started by this script:
   - round trip: one client, `len(d)` on a dict proxy, median of rounds (microseconds);
@@ -15,7 +16,8 @@ For each server it measures, with client processes started by this script:
     nanosecond counts: the phase is too short for /proc/<pid>/stat's ticks);
   - server CPU per call: the server process's user + system time from /proc/<pid>/stat over
     the throughput runs, divided by the calls made (microseconds per call), overall and for
-    each client count (with its system part). On a 2-core machine the clients' own CPU caps the
+    each client count (with its system part, and the context switches of its threads per
+    call). On a 2-core machine the clients' own CPU caps the
     throughput figures; this one is what the server controls. Beside it, for each client
     count: the clients' own CPU per call (os.times() in each client) and the cores busy
     (clients + server CPU over the run's seconds; near 2.0 on 2 cores, the machine was the
@@ -58,9 +60,10 @@ def connect(port):
     return m
 
 
-def caller(port, seconds, start, out):
+def caller(port, seconds, start, out, hold):
     """Calls len(d) from `start` for `seconds`; puts the number of calls and the CPU time the
-    client spent making them."""
+    client spent making them, then keeps its connection (and so its server thread, whose
+    context switches are counted) until told to go."""
     m = connect(port)
     d = m.dict(a=1)
     len(d)
@@ -74,6 +77,7 @@ def caller(port, seconds, start, out):
             len(d)
         calls += 50
     out.put((calls, own_cpu() - cpu))
+    hold.get()
 
 
 def threads_cpu(pid):
@@ -120,16 +124,23 @@ def measure(port, pid, quick):
     seconds = 1.0 if quick else 3.0
     cpu_calls = [0.0, 0]
     for clients in (1, 4, 16):
-        out = mp.Queue()
+        out, hold = mp.Queue(), mp.Queue()
         start = time.time() + 1.0 + clients * 0.1
-        procs = [mp.Process(target=caller, args=(port, seconds, start, out)) for _ in range(clients)]
+        procs = [
+            mp.Process(target=caller, args=(port, seconds, start, out, hold))
+            for _ in range(clients)
+        ]
         for p in procs:
             p.start()
         while time.time() < start:
             time.sleep(0.001)
         user_before, sys_before = cpu_times(pid)
+        switches_before = threads_cpu(pid)[1]
         reports = [out.get() for _ in procs]
         user_after, sys_after = cpu_times(pid)
+        switches_after = threads_cpu(pid)[1]
+        for p in procs:
+            hold.put("go")
         for p in procs:
             p.join()
         calls = sum(n for n, _ in reports)
@@ -142,6 +153,9 @@ def measure(port, pid, quick):
         )
         figures["  server system CPU per call, %d clients (us)" % clients] = per_call(server_sys)
         figures["  clients' CPU per call, %d clients (us)" % clients] = per_call(client_cpu)
+        figures["  server context switches per call, %d clients" % clients] = (
+            switches_after - switches_before
+        ) / max(calls, 1)
         # Clients and server together: with 2 cores, 2.0 means the machine was the bound.
         figures["  cores busy, %d clients" % clients] = (
             client_cpu + server_user + server_sys
@@ -196,7 +210,8 @@ def cpython_server():
 def rust_server(binary):
     env = dict(os.environ, MANAGER_AUTHKEY=KEY.decode(), MANAGER_LOG="error")
     proc = subprocess.Popen(
-        [binary, "serve", "--address", "127.0.0.1:0", "--python-address", "127.0.0.1:0"],
+        [binary, "serve", "--address", "127.0.0.1:0", "--python-address", "127.0.0.1:0"]
+        + os.environ.get("MANAGER_SERVE_ARGS", "").split(),
         stdout=subprocess.PIPE, text=True, env=env,
     )
     port = None

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::python::{assert_sync_script_prints, interpreters, run_python, server};
+use common::python::{assert_sync_script_prints, interpreters, run_python, server, server_with};
 use common::wait_until;
 use manager::{Address, AuthKey};
 
@@ -757,4 +757,68 @@ if __name__ == "__main__":
 #[test]
 fn a_killed_cpython_client_waiting_on_a_queue_takes_nothing_with_it() {
     assert_sync_script_prints(KILLED_WAITER, "started: True\ngot: item\nlock: True\n");
+}
+
+const WATCHED: &str = r#"
+import sys, os, signal, time, multiprocessing as mp
+from multiprocessing.managers import SyncManager
+
+address, key = (sys.argv[1], int(sys.argv[2])), sys.argv[3].encode()
+mp.current_process().authkey = key
+
+def connect():
+    (m := SyncManager(address=address, authkey=key)).connect()
+    return m
+
+def caller(d, l, n):
+    connect()
+    for i in range(n):
+        l.append(i)
+        d[os.getpid()] = i
+
+def sleeper(d):
+    connect()
+    d['sleeper'] = 1
+    time.sleep(60)
+
+if __name__ == '__main__':
+    m = connect()
+    d, l, q = m.dict(), m.list(), m.Queue()
+    ctx = mp.get_context('fork')
+    # Calls one after the other from several processes, each with its own connection thread.
+    procs = [ctx.Process(target=caller, args=(d, l, 300)) for _ in range(3)]
+    for p in procs: p.start()
+    for p in procs: p.join()
+    print("calls:", len(l), sorted(d.values()))
+    # Pauses between calls longer than any watch.
+    for i in range(3):
+        time.sleep(0.05)
+        l.append(i)
+    print("after pauses:", len(l))
+    # A client killed between its calls: its connection closes while watched.
+    child = ctx.Process(target=sleeper, args=(d,))
+    child.start()
+    while 'sleeper' not in d.keys():
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    # A waiting get, then calls on the same connection.
+    q.put("x")
+    print("queue:", q.get(), q.qsize(), len(d))
+"#;
+
+#[test]
+fn a_server_that_watches_its_sockets_answers_cpython_clients_the_same() {
+    let mut config = manager::ServerConfig::default();
+    config.python_spin = std::time::Duration::from_micros(200);
+    for python in interpreters() {
+        let (_server, host, port) = server_with(manager::sync::registry(), config.clone());
+        let out = run_python(&python, WATCHED, &host, &port);
+        assert_eq!(
+            out,
+            "calls: 900 [299, 299, 299]\nafter pauses: 903\nqueue: x 0 4\n",
+            "{}",
+            python.display()
+        );
+    }
 }

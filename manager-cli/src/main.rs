@@ -183,6 +183,11 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_address)]
     python_address: Option<Address>,
 
+    /// How long the thread of a CPython client's connection watches for its next request
+    /// before it sleeps, in microseconds (ServerConfig::python_spin; default 0: no watching)
+    #[arg(long, value_name = "MICROSECONDS", requires = "python_address")]
+    python_spin_us: Option<u64>,
+
     #[command(flatten)]
     tls: tls::ServeTls,
 }
@@ -320,6 +325,9 @@ fn serve(args: ServeArgs) -> Result<(), Failure> {
         let mut config = ServerConfig::default();
         config.python_address = args.python_address.clone();
         config.tls = args.tls.config();
+        if let Some(micros) = args.python_spin_us {
+            config.python_spin = std::time::Duration::from_micros(micros);
+        }
         let server = Server::bind(manager::sync::registry(), &args.address, key, config)
             .await
             .map_err(|e| {

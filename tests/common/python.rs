@@ -45,7 +45,12 @@ pub fn interpreters() -> Vec<PathBuf> {
 /// A server of `registry` taking CPython clients on a free TCP port: the server, and the
 /// host and port CPython clients connect to.
 pub fn server(registry: Registry) -> (InProcessServer, String, String) {
-    let mut config = ServerConfig::default();
+    server_with(registry, ServerConfig::default())
+}
+
+/// [`server`] with `config` (its CPython address set here).
+pub fn server_with(registry: Registry, config: ServerConfig) -> (InProcessServer, String, String) {
+    let mut config = config;
     config.python_address = Some(Address::tcp("127.0.0.1:0"));
     let server = InProcessServer::start_with(
         registry,

@@ -189,7 +189,7 @@ where
     Ok(Some(payload))
 }
 
-fn eof(e: std::io::Error, what: &str) -> Error {
+pub(crate) fn eof(e: std::io::Error, what: &str) -> Error {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         Error::ConnectionClosed(format!("the peer closed the connection inside {what}"))
     } else {
@@ -218,7 +218,6 @@ pub fn read_frame_blocking<R>(
 where
     R: std::io::Read,
 {
-    use std::io::Read;
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < header.len() {
@@ -237,6 +236,18 @@ where
         }
         got += n;
     }
+    let len = frame_length_blocking(reader, header, max)?;
+    on_header(len);
+    read_payload_blocking(reader, len).map(Some)
+}
+
+/// The payload length a frame's first 4 bytes announce (reading the 8 more of a long header),
+/// checked against `max`.
+pub(crate) fn frame_length_blocking<R: std::io::Read>(
+    reader: &mut R,
+    header: [u8; 4],
+    max: usize,
+) -> Result<usize, Error> {
     let len = match short_length(header)? {
         Some(len) => len,
         None => {
@@ -247,8 +258,16 @@ where
             u64::from_be_bytes(long)
         }
     };
-    let len = within_limit(len, max)?;
-    on_header(len);
+    within_limit(len, max)
+}
+
+/// A payload of `len` bytes, its vector grown only as bytes arrive (the length is the peer's
+/// word until then).
+pub(crate) fn read_payload_blocking<R: std::io::Read>(
+    reader: &mut R,
+    len: usize,
+) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
     let mut payload = Vec::with_capacity(len.min(64 * 1024));
     Read::take(&mut *reader, len as u64).read_to_end(&mut payload)?;
     if payload.len() < len {
@@ -257,7 +276,7 @@ where
             payload.len()
         )));
     }
-    Ok(Some(payload))
+    Ok(payload)
 }
 
 /// [`write_frame`] on a blocking writer: a small frame in one write, as CPython writes it.

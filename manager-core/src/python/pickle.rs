@@ -2201,10 +2201,19 @@ pub fn id_to_hex(id: u64) -> String {
 
 /// The object id of a token's id string: hexadecimal digits that fit a `u64`.
 pub fn id_from_hex(text: &str) -> Option<u64> {
-    if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Every request names its object so: one pass, no sign, no radix machinery.
+    if text.is_empty() || text.len() > 16 {
         return None;
     }
-    u64::from_str_radix(text, 16).ok()
+    text.bytes().try_fold(0u64, |id, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(id << 4 | u64::from(digit))
+    })
 }
 
 /// An [`Address`] from a pickled manager address: `(host, port)`, a `str` socket path, or the
@@ -2303,6 +2312,18 @@ pub fn encode(value: &PyValue) -> Result<Vec<u8>, PickleError> {
 /// form or a value nested deeper than [`EncodeOptions::max_depth`].
 pub fn encode_with(value: &PyValue, options: &EncodeOptions) -> Result<Vec<u8>, PickleError> {
     let mut out = Vec::with_capacity(64);
+    encode_into(value, options, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_with`], appending the pickle to `out` (a buffer reused from message to message,
+/// after a frame header for instance). On an error, `out` holds a partial pickle after what
+/// it held.
+pub fn encode_into(
+    value: &PyValue,
+    options: &EncodeOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), PickleError> {
     out.extend_from_slice(&[0x80, 4]);
     if options.frame {
         // The frame's length is written once the body is.
@@ -2311,7 +2332,7 @@ pub fn encode_with(value: &PyValue, options: &EncodeOptions) -> Result<Vec<u8>, 
     }
     let body = out.len();
     Encoder {
-        out: &mut out,
+        out,
         max_depth: options.max_depth,
     }
     .value(value, 0)?;
@@ -2320,7 +2341,7 @@ pub fn encode_with(value: &PyValue, options: &EncodeOptions) -> Result<Vec<u8>, 
         let len = (out.len() - body) as u64;
         out[body - 8..body].copy_from_slice(&len.to_le_bytes());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The opcodes that write `value`, without `PROTO`, `FRAME` and `STOP` (what an opaque value

@@ -16,9 +16,11 @@ use super::pickle::{int_from_le, PyValue};
 pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
     let mut stack = Stack {
         values: Vec::with_capacity(8),
-        heights: Vec::with_capacity(8),
     };
-    let mut marks: Vec<usize> = Vec::with_capacity(4);
+    let mut marks = Marks {
+        at: [0; MAX_MARKS],
+        len: 0,
+    };
     let mut pos = 0usize;
     let take = |pos: &mut usize, n: usize| -> Option<&[u8]> {
         let end = pos.checked_add(n)?;
@@ -51,7 +53,7 @@ pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
                 let (value, height) = stack.pop()?;
                 return (height <= max_depth).then_some(value);
             }
-            b'(' => marks.push(stack.len()),
+            b'(' => marks.push(stack.len())?,
             // MEMOIZE, BINPUT, LONG_BINPUT: with no reference to come (a reference gives up),
             // storing is nothing.
             0x94 | b'q' | b'r' => {
@@ -186,11 +188,37 @@ pub(super) fn decode_tree(data: &[u8], max_depth: usize) -> Option<PyValue> {
     }
 }
 
+/// The most marks open at once on this path (a request opens one or two); a pickle that
+/// opens more is left to the general path.
+const MAX_MARKS: usize = 8;
+
+/// The stack heights of the open marks, kept without an allocation.
+struct Marks {
+    at: [usize; MAX_MARKS],
+    len: usize,
+}
+
+impl Marks {
+    fn push(&mut self, at: usize) -> Option<()> {
+        *self.at.get_mut(self.len)? = at;
+        self.len += 1;
+        Some(())
+    }
+
+    fn pop(&mut self) -> Option<usize> {
+        self.len = self.len.checked_sub(1)?;
+        Some(self.at[self.len])
+    }
+
+    fn last(&self) -> Option<&usize> {
+        self.at[..self.len].last()
+    }
+}
+
 /// The values built so far, each with its height (0 for a leaf or an empty container, else one
 /// more than its highest item), which the depth limit is checked against.
 struct Stack {
-    values: Vec<PyValue>,
-    heights: Vec<usize>,
+    values: Vec<(PyValue, usize)>,
 }
 
 impl Stack {
@@ -199,8 +227,7 @@ impl Stack {
     }
 
     fn push(&mut self, value: PyValue, height: usize) {
-        self.values.push(value);
-        self.heights.push(height);
+        self.values.push((value, height));
     }
 
     fn leaf(&mut self, value: PyValue) {
@@ -208,17 +235,24 @@ impl Stack {
     }
 
     fn pop(&mut self) -> Option<(PyValue, usize)> {
-        Some((self.values.pop()?, self.heights.pop()?))
+        self.values.pop()
     }
 
     fn top(&mut self) -> Option<(&mut PyValue, &mut usize)> {
-        Some((self.values.last_mut()?, self.heights.last_mut()?))
+        self.values
+            .last_mut()
+            .map(|(value, height)| (value, height))
     }
 
     /// The values from `at` on, and the height of a container holding them.
     fn split_off(&mut self, at: usize) -> (Vec<PyValue>, usize) {
-        let height = self.heights.drain(at..).map(|h| h + 1).max().unwrap_or(0);
-        (self.values.split_off(at), height)
+        let mut height = 0;
+        let mut items = Vec::with_capacity(self.values.len().saturating_sub(at));
+        for (value, h) in self.values.drain(at..) {
+            height = height.max(h + 1);
+            items.push(value);
+        }
+        (items, height)
     }
 }
 

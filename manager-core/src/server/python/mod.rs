@@ -51,11 +51,13 @@ mod builtins;
 mod call;
 mod control;
 mod create;
+mod framing;
 mod names;
 mod results;
 mod slices;
 mod thread;
 mod waiting;
+mod watch;
 use arguments::*;
 use builtins::*;
 use call::{call, call_in, Exec};
@@ -74,6 +76,8 @@ pub(super) struct PythonRefs {
     handed: Mutex<HashMap<u64, Vec<Weak<Connection>>>>,
     /// Method connections served by threads of their own (see `thread`).
     threads: std::sync::atomic::AtomicUsize,
+    /// Those threads watching their sockets before they block (see `watch`).
+    watching: watch::Watching,
 }
 
 impl PythonRefs {

@@ -20,9 +20,10 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
+use super::framing::{read_frame, ReplyBuffer};
 use super::waiting::{self, Parked};
+use super::watch::Watch;
 use super::*;
-use crate::python::connection::{read_frame_blocking, write_frame_blocking};
 
 /// A socket taken out of the runtime, in blocking mode.
 pub(super) enum Socket {
@@ -210,27 +211,38 @@ fn serve_thread(
     // one was left since the last read.
     let mut parked: Option<Arc<Parked>> = None;
     let mut left_waiting = false;
+    let mut replies = ReplyBuffer::default();
+    let mut watch = Watch::new(state.config.python_spin);
+    // What was read before the connection came here is in the reader, not the socket.
+    let mut watched = false;
     loop {
+        if std::mem::replace(&mut watched, true) && !left_waiting && reader.buffer().is_empty() {
+            // A waiting call's client sends nothing until it is answered by another thread.
+            watch.before_read(&socket, &state.python.watching);
+        }
         let wants_ack = |len: usize| {
             if len > SMALL_WRITE {
                 quick_ack(fd);
             }
         };
-        let read = read_frame_blocking(&mut reader, state.config.max_frame, wants_ack);
+        let read = read_frame(&mut reader, state.config.max_frame, wants_ack);
         if std::mem::take(&mut left_waiting) && !parked.as_ref().is_some_and(|p| p.settle()) {
             // The client sent something, or left, before the call it waits on was answered;
             // or the answer could not be sent.
             break;
         }
-        let frame = match read {
-            Ok(Some(frame)) => frame,
+        let payload = match read {
+            Ok(Some(payload)) => payload,
             Ok(None) => break,
             Err(e) => {
                 tracing::debug!("closing a CPython connection: {e}");
                 break;
             }
         };
-        let (reply, after) = match request_of(state, &frame) {
+        // Decoded where it was read; nothing of the frame is needed after.
+        let request = request_of(state, payload.bytes(&reader));
+        payload.consume(&mut reader);
+        let (reply, after) = match request {
             Err(answer) => answer,
             Ok(request) if request.ident.is_none() => {
                 let _entered = handle.enter();
@@ -249,9 +261,9 @@ fn serve_thread(
         if me.closed.is_cancelled() {
             break;
         }
-        let sent = pickle::encode_with(&reply, &pickle::EncodeOptions::default())
-            .map_err(|e| Error::encode("a pickled message", e))
-            .and_then(|payload| write_frame_blocking(&mut &socket, &payload));
+        let sent = replies
+            .frame(&reply)
+            .and_then(|frame| Ok((&socket).write_all(frame)?));
         // The client has its reply: now the waiting calls of other clients that this call woke.
         waiting::finish_deferred();
         if let Err(e) = sent {
