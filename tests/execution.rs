@@ -245,6 +245,10 @@ impl Quickie {
 /// The name the server's worker threads have (`server::workers`).
 const WORKER_THREAD: &str = "manager-worker";
 
+/// The name of the threads that read a native socket connection and run the last plain call
+/// they read (`server::reader`).
+const READER_THREAD: &str = "manager-conn";
+
 const QUICKIE: Typeid<QuickieBlockingProxy> = Typeid::new("quickie");
 
 const PROBE: Typeid<ProbeBlockingProxy, (i64,)> = Typeid::new("probe");
@@ -1052,8 +1056,9 @@ fn quick_methods_run_where_they_are_read_and_keep_the_lock_rules() {
 
 /// A method declared quick that blocks (`lie`, 3 s) holds only its own connection and one
 /// of the server's threads, never the server: another client creates and calls meanwhile.
-/// Caught taking too long, it runs on worker threads from then on, so the next slow `lie`
-/// holds up not even the other threads of its connection.
+/// Caught taking too long, it runs as a plain call from then on, so the next slow `lie`
+/// holds up not even the other threads of its connection, and once found asleep where it was
+/// read, on worker threads.
 fn a_quick_method_that_blocks_stalls_no_other_client_and_is_demoted() {
     if !quick_calls_possible() {
         return;
@@ -1076,7 +1081,8 @@ fn a_quick_method_that_blocks_stalls_no_other_client_and_is_demoted() {
     );
     assert_ne!(first.join(), WORKER_THREAD, "the first lie ran quick");
 
-    // Demoted: the next lie runs on a worker, and the connection's other threads go on.
+    // Demoted: the next lie runs as a plain call (where it was read, the reading handed to a
+    // follower, or on a worker), and the connection's other threads go on.
     let liar = object.clone();
     let second = background("the second lie", move || liar.lie(SLOW_MS).unwrap());
     wait_running(&manager, "lie", "the second lie to run");
@@ -1085,11 +1091,20 @@ fn a_quick_method_that_blocks_stalls_no_other_client_and_is_demoted() {
         0
     );
     assert!(!second.is_finished());
-    assert_eq!(
-        second.join(),
-        WORKER_THREAD,
-        "the demoted lie ran quick again"
+    let second = second.join();
+    assert!(
+        second == WORKER_THREAD || second == READER_THREAD,
+        "the demoted lie ran on {second}"
     );
+    // Found asleep where it was read, it runs on the workers from then on.
+    let liar = object.clone();
+    let third = background("the third lie", move || liar.lie(SLOW_MS).unwrap());
+    wait_running(&manager, "lie", "the third lie to run");
+    assert_eq!(
+        quick("a call on the same connection", || object.get().unwrap()),
+        0
+    );
+    assert_eq!(third.join(), WORKER_THREAD, "the third lie ran inline");
     drop(fresh);
 }
 

@@ -256,44 +256,53 @@ async fn serve(
 ) {
     use tokio::io::AsyncReadExt as _;
     let local = stream.peer_is_local();
-    with_split!(stream, |reader, writer| {
-        let write_task = tokio::spawn(write_frames(writer, rx, conn.outbox.written()));
-        let reader = std::io::Cursor::new(first).chain(reader);
-        let ended = conn.read_requests(reader, superseded).await;
-        let broken = match &ended {
-            Ok(Ended::Broken(why)) => Some(why.clone()),
-            // A reset from this host is a process closing its socket, or dying: a close.
-            Ok(Ended::Failed(why)) if !local => Some(why.clone()),
-            _ => None,
-        };
-        match (broken, ended) {
-            (Some(why), _) if conn.resumable() => {
-                // What the session sends from here on is kept for its next socket.
-                conn.outbox.detach();
-                write_task.abort();
-                let _ = write_task.await;
-                conn.outbox.writer_stopped();
-                tracing::info!(
-                    "connection {} broke ({why}); its session is kept for {:?} \
-                     (ServerConfig::session_grace)",
-                    conn.id,
-                    conn.state.config.session_grace
-                );
-                conn.park();
-            }
-            (_, ended) => {
-                if let Err(e) = ended {
-                    tracing::debug!("closing a connection: {e}");
-                }
-                // Calls still running for this client are cancelled: nobody will read their
-                // answers, and a call waiting (on a queue, a lock) must stop waiting.
-                conn.end_session();
-                conn.close();
-                drop(conn);
-                let _ = write_task.await;
-            }
+    let (ended, write_task) = match super::reader::take(&conn.state, stream) {
+        Ok(Ok(threaded)) => super::reader::serve(&conn, threaded, rx, first, superseded).await,
+        Ok(Err(stream)) => with_split!(stream, |reader, writer| {
+            let write_task = tokio::spawn(write_frames(writer, rx, conn.outbox.written()));
+            let reader = std::io::Cursor::new(first).chain(reader);
+            (conn.read_requests(reader, superseded).await, write_task)
+        }),
+        Err(e) => {
+            tracing::debug!("closing a connection whose socket cannot leave the runtime: {e}");
+            conn.end_session();
+            conn.close();
+            return;
         }
-    });
+    };
+    let broken = match &ended {
+        Ok(Ended::Broken(why)) => Some(why.clone()),
+        // A reset from this host is a process closing its socket, or dying: a close.
+        Ok(Ended::Failed(why)) if !local => Some(why.clone()),
+        _ => None,
+    };
+    match (broken, ended) {
+        (Some(why), _) if conn.resumable() => {
+            // What the session sends from here on is kept for its next socket.
+            conn.outbox.detach();
+            write_task.abort();
+            let _ = write_task.await;
+            conn.outbox.writer_stopped();
+            tracing::info!(
+                "connection {} broke ({why}); its session is kept for {:?} \
+                 (ServerConfig::session_grace)",
+                conn.id,
+                conn.state.config.session_grace
+            );
+            conn.park();
+        }
+        (_, ended) => {
+            if let Err(e) = ended {
+                tracing::debug!("closing a connection: {e}");
+            }
+            // Calls still running for this client are cancelled: nobody will read their
+            // answers, and a call waiting (on a queue, a lock) must stop waiting.
+            conn.end_session();
+            conn.close();
+            drop(conn);
+            let _ = write_task.await;
+        }
+    }
 }
 
 /// Logs plain calls that run past `ServerConfig::slow_call_threshold`, until the server stops.

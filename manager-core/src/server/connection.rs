@@ -390,6 +390,6 @@ impl Host for Connection {
 }
 
 /// How a connection ends whose session a new connection resumed.
-fn superseded_by_resume() -> Ended {
+pub(super) fn superseded_by_resume() -> Ended {
     Ended::Broken("a new connection resumed the session".into())
 }

@@ -1,11 +1,11 @@
-//! Plain calls that a shared-memory connection's reader thread runs itself, where it read
-//! them, and the hand-off of the reading to another thread when one of them blocks.
+//! Plain calls that a connection's reader thread runs itself, where it read them, and the
+//! hand-off of the reading to another thread when one of them blocks.
 //!
 //! A plain call handed to a worker thread costs a thread wake-up: with the client and the
 //! reader thread, three parties take turns for each call where two would do, and on a machine
 //! with few cores the third wake-up is most of a small call's cost (and its CPU is what 16
-//! busy clients lack). So the reader thread of a connection through shared memory (`shm`)
-//! runs a plain call's body itself when it is the last request it has read (pipelined requests
+//! busy clients lack). So the reader thread of a connection through shared memory (`shm`), or
+//! of a plain TCP or Unix socket (`reader`), runs a plain call's body itself when it is the last request it has read (pipelined requests
 //! before it go to workers as before, so that they run concurrently), its object's lock taken
 //! without waiting, and while fewer bodies run than `ServerConfig::max_workers` (inline bodies
 //! count against that bound, see `workers`).
@@ -14,15 +14,16 @@
 //! (issue 10's isolation). Leader and follower: before the body runs, the reader thread leaves
 //! its reading state (the frame decoder and what it read) in the connection's [`Relay`] and
 //! marks the reading vacant. The watcher of `quick` looks every tick (1 ms) at each relay
-//! whose inline call is running; one that has run for a tick while its ring holds something
+//! whose inline call is running; one that has run for a tick while its input holds something
 //! (a request waits, or the connection ended) gets a follower: a new thread takes the vacant
-//! reading and goes on reading the ring. (While the ring is empty nobody waits for a reader,
+//! reading and goes on reading. (While the input is empty nobody waits for a reader,
 //! and the watcher looks again next tick.) When the body ends, its thread takes the reading
 //! back if it is still vacant, and otherwise (a follower reads now) ends. Exactly one thread
-//! reads a ring at any time: the reading passes from one to the next only through the vacant
+//! reads a connection at any time: the reading passes from one to the next only through the vacant
 //! mark, taken by one compare-and-swap. A method one of whose calls the watcher
-//! found asleep (blocked: in a system call, on a lock) past a tick runs on workers from then
-//! on; one that was only running, or waiting for a CPU (a busy machine preempts the shortest
+//! found asleep (blocked: in a system call, on a lock) past a tick, and which ran for longer
+//! than `quick::UNSEEN_BOUND` (a getter that waited a moment for a lock a preempted thread
+//! held is not one that blocks), runs on workers from then on; one that was only running, or waiting for a CPU (a busy machine preempts the shortest
 //! getter now and then), keeps running inline: should it take long, a follower reads
 //! meanwhile, at the cost of a thread started for a call that took longer than a tick.
 //!
@@ -34,19 +35,23 @@ use std::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
+
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use super::connection::{Connection, Ended};
 use super::dispatch::{Running, Work};
-use super::quick::{Overrun, TICK};
-use super::shm::{Reading, Step};
+use super::pool::{Busy, Pool};
+use super::quick::{Overrun, TICK, UNSEEN_BOUND};
+use super::reader::SocketInput;
 use super::workers::InlineSlot;
 use super::State;
 use crate::error::Error;
 use crate::object::Job;
 use crate::transport::shm::Side;
+use crate::wire;
 
 thread_local! {
     /// Whether the request this thread handles now may run inline, and the call once taken.
@@ -108,21 +113,51 @@ pub(super) fn hand_over(running: Running, job: Job, slot: InlineSlot<Work>) {
     });
 }
 
-/// Someone reads the ring (or is about to).
+/// Someone reads the connection (or is about to).
 const READING: u8 = 0;
 /// Nobody reads: the last reader runs an inline call, and the reading is there to take.
 const VACANT: u8 = 1;
 /// The watcher is starting a follower to read (it becomes [`READING`], or [`VACANT`] again
 /// if no thread could be started).
 const CLAIMED: u8 = 2;
+/// Nobody reads a socket, which waits for the next pool thread to find it ready (see `pool`):
+/// it is armed, or will be once there is room to read.
+const IDLE: u8 = 3;
 
-/// The reading of one connection through shared memory, passed from thread to thread (see the
-/// module documentation).
+/// What a relay's reader reads: a shared-memory ring, or a socket.
+#[derive(Clone)]
+pub(super) enum Input {
+    /// The request ring of a connection through shared memory (`shm`).
+    Ring(Arc<Side>),
+    /// A plain TCP or Unix socket (`reader`).
+    Socket(Arc<SocketInput>),
+}
+
+impl Input {
+    /// Whether a reader would find something now: a request, or the end.
+    fn pending(&self) -> bool {
+        match self {
+            Input::Ring(side) => !matches!(side.inbound.ready(), Ok(false)),
+            Input::Socket(socket) => socket.readable_now(),
+        }
+    }
+
+    /// The name of the threads that read it.
+    fn thread_name(&self) -> &'static str {
+        match self {
+            Input::Ring(_) => "manager-shm",
+            Input::Socket(_) => "manager-conn",
+        }
+    }
+}
+
+/// The reading of one connection, passed from thread to thread (see the module
+/// documentation).
 pub(super) struct Relay {
     conn: Arc<Connection>,
-    /// The connection's memory, let go of when the reading ends (a body that still runs
-    /// must not keep it mapped).
-    side: Mutex<Option<Arc<Side>>>,
+    /// What is read, let go of when the reading ends (a body that still runs must not keep
+    /// a connection's memory mapped, or its socket open).
+    input: Mutex<Option<Input>>,
     runtime: Handle,
     reading: Mutex<Reading>,
     /// [`READING`], [`VACANT`] or [`CLAIMED`].
@@ -140,20 +175,26 @@ pub(super) struct Relay {
 }
 
 impl Relay {
-    /// The relay of `conn`'s connection through `side`; its end goes to `done`. The watcher
-    /// looks after it from now on.
+    /// The relay of `conn`'s connection through `input`, `first` read from it already; its
+    /// end goes to `done`. The watcher looks after it from now on.
     pub(super) fn new(
         conn: Arc<Connection>,
-        side: Arc<Side>,
+        input: Input,
+        first: Vec<u8>,
         runtime: Handle,
         done: oneshot::Sender<Result<Ended, Error>>,
     ) -> Arc<Relay> {
+        // A socket's first reader is the pool thread it is handed to.
+        let role = match &input {
+            Input::Ring(_) => READING,
+            Input::Socket(_) => IDLE,
+        };
         let relay = Arc::new(Relay {
-            reading: Mutex::new(Reading::new(&conn)),
+            reading: Mutex::new(Reading::new(&conn, &first)),
             conn,
-            side: Mutex::new(Some(side)),
+            input: Mutex::new(Some(input)),
             runtime,
-            role: AtomicU8::new(READING),
+            role: AtomicU8::new(role),
             since: AtomicU64::new(0),
             runner: AtomicI32::new(0),
             asleep: AtomicU64::new(0),
@@ -168,8 +209,12 @@ impl Relay {
     /// Starts a thread that reads the connection (its first reader, or a follower for a
     /// claimed reading).
     pub(super) fn start(self: Arc<Self>) -> std::io::Result<()> {
+        let name = match &*self.input.lock() {
+            Some(input) => input.thread_name(),
+            None => return Ok(()),
+        };
         std::thread::Builder::new()
-            .name("manager-shm".into())
+            .name(name.into())
             .spawn(move || {
                 // A follower's, from the watcher's claim; before it reads, since it may leave
                 // the reading vacant in its turn.
@@ -184,11 +229,12 @@ impl Relay {
             .map(drop)
     }
 
-    /// This thread is the reader: reads and handles requests until the connection ends, or
-    /// until an inline call it ran outlasted a tick and a follower read meanwhile.
+    /// This thread is the reader of a ring: reads and handles requests until the connection
+    /// ends, or until an inline call it ran outlasted a tick and a follower read meanwhile.
+    /// (Sockets are read by the threads of their pool instead, [`Relay::read_ready`].)
     fn read(self: Arc<Self>) {
         loop {
-            let Some(side) = self.side.lock().clone() else {
+            let Some(Input::Ring(side)) = self.input.lock().clone() else {
                 // The reading ended while this thread ran a call.
                 return;
             };
@@ -205,14 +251,77 @@ impl Relay {
                         return;
                     }
                 }
+                // Not a ring's: its reader waits in the ring instead.
+                Ok(Step::Drained | Step::Full) => {}
                 Ok(Step::Ended(ended)) => return self.end(Ok(ended)),
                 Err(e) => return self.end(Err(e)),
             }
         }
     }
 
+    /// The runtime its calls' tasks run on.
+    pub(super) fn runtime(&self) -> &Handle {
+        &self.runtime
+    }
+
+    /// A pool thread found this relay's socket ready, or was handed it (see `pool`): it reads
+    /// and handles requests until the socket has nothing more for now (armed again), the
+    /// connection ends, or it ran an inline call that outlasted a tick while a request waited
+    /// (the socket was armed again meanwhile, for another thread to read).
+    pub(super) fn read_ready(self: &Arc<Self>, pool: &Pool, busy: &Busy<'_>) {
+        if self
+            .role
+            .compare_exchange(IDLE, READING, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            // Read already (an event for a reading that has ended).
+            return;
+        }
+        loop {
+            let Some(Input::Socket(socket)) = self.input.lock().clone() else {
+                return;
+            };
+            let step = {
+                // Calls that wait for a lock, and `async` ones, become tasks of the runtime;
+                // an inline body runs outside it, as on a worker (it may call blocking
+                // proxies).
+                let _runtime = self.runtime.enter();
+                let mut reading = self.reading.lock();
+                self.conn.read_socket(&socket, &mut reading, busy)
+            };
+            match step {
+                Ok(Step::Inline(taken)) => {
+                    busy.enter();
+                    let reader = self.run(taken);
+                    busy.leave();
+                    if !reader {
+                        return;
+                    }
+                }
+                Ok(Step::Drained) => {
+                    self.role.store(IDLE, Ordering::SeqCst);
+                    pool.arm(&socket);
+                    return;
+                }
+                Ok(Step::Full) => {
+                    self.role.store(IDLE, Ordering::SeqCst);
+                    socket.read_when_there_is_room(&self.conn, self.clone());
+                    return;
+                }
+                Ok(Step::Ended(ended)) => {
+                    pool.remove(&socket);
+                    return self.end(Ok(ended));
+                }
+                Err(e) => {
+                    pool.remove(&socket);
+                    return self.end(Err(e));
+                }
+            }
+        }
+    }
+
     fn end(&self, ended: Result<Ended, Error>) {
-        drop(self.side.lock().take());
+        drop(self.input.lock().take());
         if let Some(done) = self.done.lock().take() {
             let _ = done.send(ended);
         }
@@ -243,8 +352,10 @@ impl Relay {
             .compare_exchange(stamp, 0, Ordering::SeqCst, Ordering::Relaxed);
         quick.inline_finished();
         drop(_slot);
+        // Found asleep, and long: a getter that waited a moment for a lock its preempted
+        // holder kept (a busy machine) is no blocking method.
         let blocked = self.asleep.load(Ordering::SeqCst) == stamp;
-        if took > TICK && blocked && entry.stop_inline(index) {
+        if took > UNSEEN_BOUND && blocked && entry.stop_inline(index) {
             let method = entry.methods[index].name;
             tracing::debug!(
                 typeid = &*entry.typeid,
@@ -282,12 +393,23 @@ impl Overrun for Relay {
         {
             self.asleep.store(since, Ordering::SeqCst);
         }
-        let Some(side) = self.side.lock().clone() else {
+        let Some(input) = self.input.lock().clone() else {
             return;
         };
-        if matches!(side.inbound.ready(), Ok(false)) {
+        if !input.pending() {
             // Nobody waits for the reader yet: look again next tick (a follower for every
             // call past a tick would be a thread started for each large value).
+            return;
+        }
+        if let Input::Socket(socket) = &input {
+            // Any thread of the pool may read it now: it is armed again.
+            if self
+                .role
+                .compare_exchange(VACANT, IDLE, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                socket.pool().arm(socket);
+            }
             return;
         }
         if self
@@ -318,4 +440,41 @@ fn asleep(tid: i32) -> bool {
         .rsplit_once(')')
         .and_then(|(_, rest)| rest.trim_start().chars().next());
     matches!(state, Some('S' | 'D'))
+}
+
+/// What a connection's reader keeps between requests, handed from one reader thread to the
+/// next.
+pub(super) struct Reading {
+    pub(super) decoder: wire::FrameDecoder,
+    /// What was read and not yet decoded.
+    pub(super) inbox: BytesMut,
+    pub(super) last_heard: Instant,
+    /// How many requests of the connection were handled.
+    pub(super) received: u64,
+}
+
+impl Reading {
+    /// The reading of `conn` from the requests it handled so far on, with `first` (bytes read
+    /// already) ahead of what comes next.
+    pub(super) fn new(conn: &Connection, first: &[u8]) -> Reading {
+        Reading {
+            decoder: wire::frame_codec(conn.state.config.max_frame),
+            inbox: BytesMut::from(first),
+            last_heard: Instant::now(),
+            received: conn.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Why a reader stopped reading.
+pub(super) enum Step {
+    /// To run a plain call inline.
+    Inline(Taken),
+    /// A socket has nothing more to read now.
+    Drained,
+    /// A socket's reading waits for room (`ServerConfig::max_in_flight`, or replies the client
+    /// does not read).
+    Full,
+    /// The connection ended.
+    Ended(Ended),
 }

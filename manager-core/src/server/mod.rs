@@ -7,8 +7,10 @@
 //! - `connection`: a connection's state and the loop that reads its requests;
 //! - `dispatch`: running a call (plain bodies on `workers`, `async` methods in tasks);
 //! - `workers`: the threads that run plain method bodies;
-//! - `shm`, `inline`: connections through shared memory, whose reader thread runs the last
-//!   plain call it read itself, handing the reading to a follower should the call block;
+//! - `reader`, `pool`, `shm`, `inline`: connections over a plain socket (read by a pool of
+//!   threads) or through shared memory (by a thread of its own), whose reader runs the last
+//!   plain call it read itself, handing the reading on should the call block; `socket`: a
+//!   socket taken out of the runtime;
 //! - `refs`: which objects a connection holds, and how many references;
 //! - `segments`: the shared memory blocks connections track, unlinked with the last of them;
 //! - `session`: sessions that outlive a broken connection, and their resumption;
@@ -43,14 +45,17 @@ mod connection;
 mod dispatch;
 mod in_flight;
 mod inline;
+mod pool;
 #[cfg(feature = "python")]
 mod python;
 mod quick;
+mod reader;
 mod refs;
 mod reply;
 mod segments;
 mod session;
 mod shm;
+mod socket;
 mod streams;
 mod table;
 mod workers;
@@ -77,6 +82,8 @@ struct State {
     workers: workers::Workers<dispatch::Work>,
     /// Which quick calls may run where they were read.
     quick: quick::Quick,
+    /// The threads that read native sockets (see `pool`), made with the first such connection.
+    reader_pool: Mutex<Option<Arc<pool::Pool>>>,
     /// The calls running now, and per-method statistics.
     activity: activity::Activity,
     /// This run of the server: a random number, never 0, in every token it issues.
@@ -195,6 +202,7 @@ impl Server {
                 python: python::PythonRefs::default(),
                 workers: workers::Workers::new(config.max_workers, config.worker_spin),
                 quick: quick::Quick::new(config.quick_calls),
+                reader_pool: Mutex::new(None),
                 activity,
                 instance: rand::random::<u64>() | 1,
                 sessions: Mutex::new(HashMap::new()),

@@ -46,7 +46,7 @@ pub(super) const TICK: Duration = Duration::from_millis(1);
 
 /// A quick call the watcher did not catch running (it ran for less than about two ticks, or
 /// the watcher itself waited for the CPU) is taken for one that blocks past this.
-const UNSEEN_BOUND: Duration = Duration::from_millis(20);
+pub(super) const UNSEEN_BOUND: Duration = Duration::from_millis(20);
 
 /// The watcher sleeps once no quick call has started for this many ticks.
 const IDLE_TICKS: u32 = 200;

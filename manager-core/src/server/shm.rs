@@ -19,24 +19,24 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use tokio::runtime::Handle;
 use tokio_util::codec::Decoder;
 
 use super::connection::{Connection, Ended};
-use super::{inline, State};
+use super::inline::{self, Input, Reading, Step};
+use super::State;
 use crate::error::Error;
 use crate::transport::shm::{self, ring, Handover, RingWriter, Side};
 use crate::transport::{write_frames, Outbox, Stream};
 use crate::wire::{self, ControlReply, Hello, Reply, Request, ResponseHead};
 
 /// How much the reader thread asks the ring for, at least.
-const READ_CHUNK: usize = 64 * 1024;
+pub(super) const READ_CHUNK: usize = 64 * 1024;
 
 /// The largest request whose call the reader thread runs itself (see `inline`): the hop to
 /// a worker is nothing beside the copies of a larger value, and a call that carries one is
 /// the likeliest to run past a tick (and have the watcher look at its thread).
-const INLINE_MAX_FRAME: usize = 64 * 1024;
+pub(super) const INLINE_MAX_FRAME: usize = 64 * 1024;
 
 /// The request id of a hello that asks for shared memory, when `body` (a connection's first
 /// frame) is one.
@@ -83,7 +83,13 @@ pub(super) async fn serve(
         conn.outbox.written(),
     ));
     let (done, mut finished) = tokio::sync::oneshot::channel();
-    let relay = inline::Relay::new(conn.clone(), side.clone(), Handle::current(), done);
+    let relay = inline::Relay::new(
+        conn.clone(),
+        Input::Ring(side.clone()),
+        Vec::new(),
+        Handle::current(),
+        done,
+    );
     if let Err(e) = relay.start() {
         side.end("no reader thread");
         conn.close();
@@ -127,34 +133,6 @@ pub(super) async fn serve(
     drop(socket);
     let _ = write_task.await;
     Ok(())
-}
-
-/// What a connection's reader keeps between requests, handed from one reader thread to the
-/// next (see `inline`).
-pub(super) struct Reading {
-    decoder: wire::FrameDecoder,
-    inbox: BytesMut,
-    last_heard: Instant,
-    received: u64,
-}
-
-impl Reading {
-    pub(super) fn new(conn: &Connection) -> Reading {
-        Reading {
-            decoder: wire::frame_codec(conn.state.config.max_frame),
-            inbox: BytesMut::new(),
-            last_heard: Instant::now(),
-            received: conn.received.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// Why a reader stopped reading.
-pub(super) enum Step {
-    /// To run a plain call inline (see `inline`).
-    Inline(inline::Taken),
-    /// The connection ended.
-    Ended(Ended),
 }
 
 impl Connection {
@@ -235,7 +213,7 @@ impl Connection {
     /// Waits, as the socket's read loop does, while `max_in_flight` calls are in flight or
     /// more than `max_queued` bytes of replies wait for the client; false if the connection
     /// closed meanwhile.
-    fn room_for_one_more(&self, max_queued: u64) -> bool {
+    pub(super) fn room_for_one_more(&self, max_queued: u64) -> bool {
         if !self.in_flight.has_room() {
             let closed = futures::executor::block_on(async {
                 tokio::select! {

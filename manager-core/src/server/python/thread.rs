@@ -25,129 +25,15 @@ use super::waiting::{self, Parked};
 use super::watch::Watch;
 use super::*;
 
-/// A socket taken out of the runtime, in blocking mode.
-pub(super) enum Socket {
-    Tcp(std::net::TcpStream),
-    Unix(std::os::unix::net::UnixStream),
-}
+pub(super) use crate::server::socket::{IntoSocket, Slot, Socket};
 
-impl Socket {
-    pub(super) fn try_clone(&self) -> std::io::Result<Socket> {
-        Ok(match self {
-            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
-            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
-        })
-    }
-
-    /// Writes what the socket takes of `buf` without waiting (none of it: `Ok(0)`).
-    pub(super) fn send_nonblocking(&self, buf: &[u8]) -> std::io::Result<usize> {
-        // A peer gone is an error here, not a SIGPIPE (where the system has the flag).
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let flags = libc::MSG_DONTWAIT;
-        loop {
-            // SAFETY: the descriptor is this socket's, open while `self` is; `buf` is valid
-            // for `buf.len()` bytes.
-            let sent =
-                unsafe { libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
-            if sent >= 0 {
-                return Ok(sent as usize);
-            }
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock => return Ok(0),
-                _ => return Err(e),
-            }
-        }
-    }
-
-    /// Ends both directions, which wakes a thread blocked reading it.
-    pub(super) fn shutdown(&self) {
-        let _ = match self {
-            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-        };
-    }
-}
-
-impl AsRawFd for Socket {
-    fn as_raw_fd(&self) -> RawFd {
-        match self {
-            Socket::Tcp(s) => s.as_raw_fd(),
-            Socket::Unix(s) => s.as_raw_fd(),
-        }
-    }
-}
-
-impl Read for &Socket {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match *self {
-            Socket::Tcp(s) => (&*s).read(buf),
-            Socket::Unix(s) => (&*s).read(buf),
-        }
-    }
-}
-
-impl Write for &Socket {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match *self {
-            Socket::Tcp(s) => (&*s).write(buf),
-            Socket::Unix(s) => (&*s).write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A runtime stream that can leave the runtime.
-pub(super) trait IntoSocket {
-    fn into_socket(self) -> std::io::Result<Socket>;
-}
-
-impl IntoSocket for tokio::net::TcpStream {
-    fn into_socket(self) -> std::io::Result<Socket> {
-        let socket = self.into_std()?;
-        socket.set_nonblocking(false)?;
-        Ok(Socket::Tcp(socket))
-    }
-}
-
-impl IntoSocket for tokio::net::UnixStream {
-    fn into_socket(self) -> std::io::Result<Socket> {
-        let socket = self.into_std()?;
-        socket.set_nonblocking(false)?;
-        Ok(Socket::Unix(socket))
-    }
-}
-
-/// A thread slot, given back when the connection's thread ends.
-pub(super) struct Slot(Arc<State>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.python.threads.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A slot for one more connection thread, if the bound and the runtime allow one.
+/// A slot for one more CPython connection thread, if the bound and the runtime allow one.
 pub(super) fn slot(state: &Arc<State>) -> Option<Slot> {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if !multi_thread {
-        return None;
-    }
-    let threads = &state.python.threads;
-    let bound = state.config.max_workers.max(1);
-    threads
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < bound).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Slot(state.clone()))
+    crate::server::socket::slot(state, python_threads)
+}
+
+fn python_threads(state: &State) -> &std::sync::atomic::AtomicUsize {
+    &state.python.threads
 }
 
 /// Serves the rest of a method connection on a thread of its own; returns when the thread is

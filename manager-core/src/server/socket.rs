@@ -1,0 +1,255 @@
+//! A socket taken out of the runtime for threads to read, and the thread slots such
+//! connections take.
+//!
+//! A CPython connection read by a thread of its own (`python::thread`) has its socket in
+//! blocking mode, so that the kernel wakes the reading thread with the request itself: one
+//! system call per read, no readiness wait, no wake-up through the runtime; a native one is
+//! read by the reader pool (`reader`, `pool`) and stays non-blocking. Whoever writes to either
+//! does so without waiting (`MSG_DONTWAIT`): the reply's sender directly (see
+//! `transport::outbox`), else the connection's writer task, which waits for room through the
+//! runtime ([`SocketWriter`]).
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWrite, Interest};
+
+use super::State;
+
+/// A socket taken out of the runtime, in blocking mode.
+pub(super) enum Socket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Socket {
+    pub(super) fn try_clone(&self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+        })
+    }
+
+    /// Writes what the socket takes of `buf` without waiting (none of it: `Ok(0)`).
+    pub(super) fn send_nonblocking(&self, buf: &[u8]) -> std::io::Result<usize> {
+        match send_now(self.as_fd(), buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
+            sent => sent,
+        }
+    }
+
+    /// Ends both directions, which wakes a thread blocked reading it.
+    pub(super) fn shutdown(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
+    /// Ends the reading direction: a thread blocked reading it reads the end, while replies
+    /// still go out.
+    pub(super) fn shutdown_read(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Read),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Read),
+        };
+    }
+
+    /// Whether a read would not wait now: something arrived, or the peer closed, or the
+    /// socket failed.
+    pub(super) fn readable_now(&self) -> bool {
+        let mut fd = libc::pollfd {
+            fd: self.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        let n = unsafe { libc::poll(&mut fd, 1, 0) };
+        n > 0 && fd.revents != 0
+    }
+
+    /// Reads what has arrived into the free room of `inbox` (which has some); `Ok(0)` at the
+    /// end of the stream (a `WouldBlock` error when nothing has arrived, the socket being
+    /// non-blocking).
+    pub(super) fn read_into(&self, inbox: &mut BytesMut) -> std::io::Result<usize> {
+        let room = inbox.chunk_mut();
+        // SAFETY: `room` is writable for `room.len()` bytes; the descriptor is this socket's,
+        // open while `self` is.
+        let n = unsafe { libc::recv(self.as_raw_fd(), room.as_mut_ptr().cast(), room.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the kernel wrote `n` bytes of the room.
+        unsafe { inbox.advance_mut(n as usize) };
+        Ok(n as usize)
+    }
+}
+
+/// Sends what the socket takes of `buf` now, without a SIGPIPE for a peer gone (where the
+/// system has the flag): a `WouldBlock` error when it takes nothing.
+fn send_now(fd: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> std::io::Result<usize> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = libc::MSG_DONTWAIT;
+    loop {
+        // SAFETY: the descriptor is borrowed, so open for the call; `buf` is valid for
+        // `buf.len()` bytes.
+        let sent = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+        if sent >= 0 {
+            return Ok(sent as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl AsFd for Socket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Socket::Tcp(s) => s.as_fd(),
+            Socket::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Socket::Tcp(s) => s.as_raw_fd(),
+            Socket::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for &Socket {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match *self {
+            Socket::Tcp(s) => (&*s).read(buf),
+            Socket::Unix(s) => (&*s).read(buf),
+        }
+    }
+}
+
+impl Write for &Socket {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match *self {
+            Socket::Tcp(s) => (&*s).write(buf),
+            Socket::Unix(s) => (&*s).write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A runtime stream that can leave the runtime.
+pub(super) trait IntoSocket {
+    fn into_socket(self) -> std::io::Result<Socket>;
+}
+
+impl IntoSocket for tokio::net::TcpStream {
+    fn into_socket(self) -> std::io::Result<Socket> {
+        let socket = self.into_std()?;
+        socket.set_nonblocking(false)?;
+        Ok(Socket::Tcp(socket))
+    }
+}
+
+impl IntoSocket for tokio::net::UnixStream {
+    fn into_socket(self) -> std::io::Result<Socket> {
+        let socket = self.into_std()?;
+        socket.set_nonblocking(false)?;
+        Ok(Socket::Unix(socket))
+    }
+}
+
+/// The writing half of a socket in blocking mode, for a writer task: it writes without
+/// waiting and waits for room through the runtime.
+pub(super) struct SocketWriter(AsyncFd<OwnedFd>);
+
+impl SocketWriter {
+    /// A writer of a duplicate of `socket`'s descriptor.
+    pub(super) fn new(socket: &Socket) -> std::io::Result<SocketWriter> {
+        let fd = socket.as_fd().try_clone_to_owned()?;
+        // SAFETY: the writer owns the duplicate, which stays open, and is the descriptor
+        // `as_raw_fd` returns, for as long as the `AsyncFd` that owns it.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }
+            .map_err(std::io::Error::from)?;
+        Ok(SocketWriter(fd))
+    }
+}
+
+impl AsyncWrite for SocketWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            let mut ready = ready!(self.0.poll_write_ready(cx))?;
+            match ready.try_io(|fd| send_now(fd.as_fd(), buf)) {
+                Ok(sent) => return Poll::Ready(sent),
+                // No room: wait for the next readiness.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // SAFETY: the descriptor is this writer's own, open while it is.
+        let done = unsafe { libc::shutdown(self.0.get_ref().as_raw_fd(), libc::SHUT_WR) };
+        Poll::Ready(if done == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        })
+    }
+}
+
+/// A place for one more connection thread, given back when dropped.
+pub(super) struct Slot {
+    state: Arc<State>,
+    count: fn(&State) -> &AtomicUsize,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        (self.count)(&self.state).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A place for one more connection thread counted by `count`, if the bound
+/// (`ServerConfig::max_workers`) and the runtime allow one: a runtime that is not
+/// multi-threaded runs its driver only when its one thread is free, and would not wake a
+/// connection thread's waits in time.
+pub(super) fn slot(state: &Arc<State>, count: fn(&State) -> &AtomicUsize) -> Option<Slot> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if !multi_thread {
+        return None;
+    }
+    let bound = state.config.max_workers.max(1);
+    count(state)
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < bound).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot {
+            state: state.clone(),
+            count,
+        })
+}
