@@ -250,11 +250,13 @@ impl Watched {
         loop {
             std::thread::sleep(TICK);
             let inline = self.inline_started.load(Ordering::Relaxed);
-            if inline != self.inline_finished.load(Ordering::Relaxed) {
-                self.look_at_inline_calls();
-            }
             let started = self.started.load(Ordering::Relaxed);
             let finished = self.finished.load(Ordering::Relaxed);
+            // While a quick call runs too: one that blocks holds a reader pool's thread, and
+            // the pool starts another when all of its threads are held (`pool`).
+            if inline != self.inline_finished.load(Ordering::Relaxed) || started != finished {
+                self.look_at_inline_calls();
+            }
             // Running a tick ago and none finished since: a call has run for a tick at least.
             let stuck = last_started > last_finished && finished == last_finished;
             if stuck && woken_at != Some(finished) {
