@@ -14,11 +14,13 @@
 //! (issue 10's isolation). Leader and follower: before the body runs, the reader thread leaves
 //! its reading state (the frame decoder and what it read) in the connection's [`Relay`] and
 //! marks the reading vacant. The watcher of `quick` looks every tick (1 ms) at each relay
-//! whose inline call is running; one that has run for a tick while its input holds something
+//! whose inline call is running. A ring whose call has run for a tick while it holds something
 //! (a request waits, or the connection ended) gets a follower: a new thread takes the vacant
-//! reading and goes on reading. (While the input is empty nobody waits for a reader,
-//! and the watcher looks again next tick.) When the body ends, its thread takes the reading
-//! back if it is still vacant, and otherwise (a follower reads now) ends. Exactly one thread
+//! reading and goes on reading. (While the ring is empty nobody waits for a reader, and the
+//! watcher looks again next tick.) A socket whose call has run for a tick is armed again in its
+//! reader pool (`pool`), whose next free thread reads it when something comes. When the body
+//! ends, its thread takes the reading back if it is still vacant, and otherwise (a follower
+//! reads now) ends, or goes back to its pool. Exactly one thread
 //! reads a connection at any time: the reading passes from one to the next only through the vacant
 //! mark, taken by one compare-and-swap. A method one of whose calls the watcher
 //! found asleep (blocked: in a system call, on a lock) past a tick, and which ran for longer
@@ -134,14 +136,6 @@ pub(super) enum Input {
 }
 
 impl Input {
-    /// Whether a reader would find something now: a request, or the end.
-    fn pending(&self) -> bool {
-        match self {
-            Input::Ring(side) => !matches!(side.inbound.ready(), Ok(false)),
-            Input::Socket(socket) => socket.readable_now(),
-        }
-    }
-
     /// The name of the threads that read it.
     fn thread_name(&self) -> &'static str {
         match self {
@@ -387,29 +381,42 @@ impl Overrun for Relay {
         if now.saturating_sub(since) < TICK.as_nanos() as u64 {
             return;
         }
-        if self.asleep.load(Ordering::SeqCst) != since
+        // Whether the call's thread sleeps, looked at on its 1st, 2nd, 4th, 8th ... tick (a
+        // read of /proc each time: with many long calls, every tick would be a core's work).
+        let ticks = now.saturating_sub(since) / TICK.as_nanos() as u64;
+        if ticks.is_power_of_two()
+            && self.asleep.load(Ordering::SeqCst) != since
             && asleep(self.runner.load(Ordering::SeqCst))
             && self.since.load(Ordering::SeqCst) == since
         {
             self.asleep.store(since, Ordering::SeqCst);
         }
+        if self.role.load(Ordering::SeqCst) != VACANT {
+            // Someone reads already.
+            return;
+        }
         let Some(input) = self.input.lock().clone() else {
             return;
         };
-        if !input.pending() {
+        let side = match &input {
+            Input::Socket(socket) => {
+                // Any thread of the pool may read it from now on: it is armed again (the
+                // kernel tells when a request comes, with no look here every tick), and the
+                // call's thread goes back to the pool when the call ends.
+                if self
+                    .role
+                    .compare_exchange(VACANT, IDLE, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    socket.pool().arm(socket);
+                }
+                return;
+            }
+            Input::Ring(side) => side,
+        };
+        if matches!(side.inbound.ready(), Ok(false)) {
             // Nobody waits for the reader yet: look again next tick (a follower for every
             // call past a tick would be a thread started for each large value).
-            return;
-        }
-        if let Input::Socket(socket) = &input {
-            // Any thread of the pool may read it now: it is armed again.
-            if self
-                .role
-                .compare_exchange(VACANT, IDLE, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-            {
-                socket.pool().arm(socket);
-            }
             return;
         }
         if self

@@ -62,11 +62,6 @@ pub(super) struct SocketInput {
 }
 
 impl SocketInput {
-    /// Whether a read would not wait now.
-    pub(super) fn readable_now(&self) -> bool {
-        self.socket.readable_now()
-    }
-
     pub(super) fn socket(&self) -> &Socket {
         &self.socket
     }

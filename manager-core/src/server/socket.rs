@@ -61,19 +61,6 @@ impl Socket {
         };
     }
 
-    /// Whether a read would not wait now: something arrived, or the peer closed, or the
-    /// socket failed.
-    pub(super) fn readable_now(&self) -> bool {
-        let mut fd = libc::pollfd {
-            fd: self.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, for the duration of the call.
-        let n = unsafe { libc::poll(&mut fd, 1, 0) };
-        n > 0 && fd.revents != 0
-    }
-
     /// Reads what has arrived into the free room of `inbox` (which has some); `Ok(0)` at the
     /// end of the stream (a `WouldBlock` error when nothing has arrived, the socket being
     /// non-blocking).
