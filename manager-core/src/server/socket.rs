@@ -1,5 +1,4 @@
-//! A socket taken out of the runtime for threads to read, and the thread slots such
-//! connections take.
+//! A socket taken out of the runtime for threads to read.
 //!
 //! A CPython connection read by a thread of its own (`python::thread`) has its socket in
 //! blocking mode, so that the kernel wakes the reading thread with the request itself: one
@@ -12,15 +11,11 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncWrite, Interest};
-
-use super::State;
 
 /// A socket taken out of the runtime, in blocking mode.
 pub(super) enum Socket {
@@ -29,6 +24,7 @@ pub(super) enum Socket {
 }
 
 impl Socket {
+    #[cfg(feature = "python")]
     pub(super) fn try_clone(&self) -> std::io::Result<Socket> {
         Ok(match self {
             Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
@@ -37,6 +33,7 @@ impl Socket {
     }
 
     /// Writes what the socket takes of `buf` without waiting (none of it: `Ok(0)`).
+    #[cfg(feature = "python")]
     pub(super) fn send_nonblocking(&self, buf: &[u8]) -> std::io::Result<usize> {
         match send_now(self.as_fd(), buf) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(0),
@@ -45,6 +42,7 @@ impl Socket {
     }
 
     /// Ends both directions, which wakes a thread blocked reading it.
+    #[cfg(feature = "python")]
     pub(super) fn shutdown(&self) {
         let _ = match self {
             Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
@@ -139,28 +137,7 @@ impl Write for &Socket {
     }
 }
 
-/// A runtime stream that can leave the runtime.
-pub(super) trait IntoSocket {
-    fn into_socket(self) -> std::io::Result<Socket>;
-}
-
-impl IntoSocket for tokio::net::TcpStream {
-    fn into_socket(self) -> std::io::Result<Socket> {
-        let socket = self.into_std()?;
-        socket.set_nonblocking(false)?;
-        Ok(Socket::Tcp(socket))
-    }
-}
-
-impl IntoSocket for tokio::net::UnixStream {
-    fn into_socket(self) -> std::io::Result<Socket> {
-        let socket = self.into_std()?;
-        socket.set_nonblocking(false)?;
-        Ok(Socket::Unix(socket))
-    }
-}
-
-/// The writing half of a socket in blocking mode, for a writer task: it writes without
+/// The writing half of a socket taken out of the runtime, for a writer task: it writes without
 /// waiting and waits for room through the runtime.
 pub(super) struct SocketWriter(AsyncFd<OwnedFd>);
 
@@ -205,38 +182,4 @@ impl AsyncWrite for SocketWriter {
             Err(std::io::Error::last_os_error())
         })
     }
-}
-
-/// A place for one more connection thread, given back when dropped.
-pub(super) struct Slot {
-    state: Arc<State>,
-    count: fn(&State) -> &AtomicUsize,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        (self.count)(&self.state).fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A place for one more connection thread counted by `count`, if the bound
-/// (`ServerConfig::max_workers`) and the runtime allow one: a runtime that is not
-/// multi-threaded runs its driver only when its one thread is free, and would not wake a
-/// connection thread's waits in time.
-pub(super) fn slot(state: &Arc<State>, count: fn(&State) -> &AtomicUsize) -> Option<Slot> {
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if !multi_thread {
-        return None;
-    }
-    let bound = state.config.max_workers.max(1);
-    count(state)
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-            (n < bound).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Slot {
-            state: state.clone(),
-            count,
-        })
 }

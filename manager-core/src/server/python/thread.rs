@@ -25,15 +25,53 @@ use super::waiting::{self, Parked};
 use super::watch::Watch;
 use super::*;
 
-pub(super) use crate::server::socket::{IntoSocket, Slot, Socket};
+pub(super) use crate::server::socket::Socket;
 
-/// A slot for one more CPython connection thread, if the bound and the runtime allow one.
-pub(super) fn slot(state: &Arc<State>) -> Option<Slot> {
-    crate::server::socket::slot(state, python_threads)
+/// A runtime stream that can leave the runtime, in blocking mode.
+pub(super) trait IntoSocket {
+    fn into_socket(self) -> std::io::Result<Socket>;
 }
 
-fn python_threads(state: &State) -> &std::sync::atomic::AtomicUsize {
-    &state.python.threads
+impl IntoSocket for tokio::net::TcpStream {
+    fn into_socket(self) -> std::io::Result<Socket> {
+        let socket = self.into_std()?;
+        socket.set_nonblocking(false)?;
+        Ok(Socket::Tcp(socket))
+    }
+}
+
+impl IntoSocket for tokio::net::UnixStream {
+    fn into_socket(self) -> std::io::Result<Socket> {
+        let socket = self.into_std()?;
+        socket.set_nonblocking(false)?;
+        Ok(Socket::Unix(socket))
+    }
+}
+
+/// A thread slot, given back when the connection's thread ends.
+pub(super) struct Slot(Arc<State>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.python.threads.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A slot for one more connection thread, if the bound and the runtime allow one.
+pub(super) fn slot(state: &Arc<State>) -> Option<Slot> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if !multi_thread {
+        return None;
+    }
+    let threads = &state.python.threads;
+    let bound = state.config.max_workers.max(1);
+    threads
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < bound).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot(state.clone()))
 }
 
 /// Serves the rest of a method connection on a thread of its own; returns when the thread is
