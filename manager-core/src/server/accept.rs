@@ -257,7 +257,7 @@ async fn serve(
     use tokio::io::AsyncReadExt as _;
     let local = stream.peer_is_local();
     let (ended, write_task) = match super::reader::take(&conn.state, stream) {
-        Ok(Ok(threaded)) => super::reader::serve(&conn, threaded, rx, first, superseded).await,
+        Ok(Ok(taken)) => super::reader::serve(&conn, taken, rx, first, superseded).await,
         Ok(Err(stream)) => with_split!(stream, |reader, writer| {
             let write_task = tokio::spawn(write_frames(writer, rx, conn.outbox.written()));
             let reader = std::io::Cursor::new(first).chain(reader);

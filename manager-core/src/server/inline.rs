@@ -5,10 +5,10 @@
 //! reader thread, three parties take turns for each call where two would do, and on a machine
 //! with few cores the third wake-up is most of a small call's cost (and its CPU is what 16
 //! busy clients lack). So the reader thread of a connection through shared memory (`shm`), or
-//! of a plain TCP or Unix socket (`reader`), runs a plain call's body itself when it is the last request it has read (pipelined requests
-//! before it go to workers as before, so that they run concurrently), its object's lock taken
-//! without waiting, and while fewer bodies run than `ServerConfig::max_workers` (inline bodies
-//! count against that bound, see `workers`).
+//! of a plain TCP or Unix socket (`reader`), runs a plain call's body itself when it is the
+//! last request it has read (pipelined requests before it go to workers as before, so that
+//! they run concurrently), its object's lock taken without waiting, and while fewer bodies run
+//! than `ServerConfig::max_workers` (inline bodies count against that bound, see `workers`).
 //!
 //! A body may block for seconds, and the connection's other callers must not wait for it
 //! (issue 10's isolation). Leader and follower: before the body runs, the reader thread leaves
@@ -20,14 +20,15 @@
 //! watcher looks again next tick.) A socket whose call has run for a tick is armed again in its
 //! reader pool (`pool`), whose next free thread reads it when something comes. When the body
 //! ends, its thread takes the reading back if it is still vacant, and otherwise (a follower
-//! reads now) ends, or goes back to its pool. Exactly one thread
-//! reads a connection at any time: the reading passes from one to the next only through the vacant
-//! mark, taken by one compare-and-swap. A method one of whose calls the watcher
-//! found asleep (blocked: in a system call, on a lock) past a tick, and which ran for longer
-//! than `quick::UNSEEN_BOUND` (a getter that waited a moment for a lock a preempted thread
-//! held is not one that blocks), runs on workers from then on; one that was only running, or waiting for a CPU (a busy machine preempts the shortest
-//! getter now and then), keeps running inline: should it take long, a follower reads
-//! meanwhile, at the cost of a thread started for a call that took longer than a tick.
+//! reads now) ends, or goes back to its pool. Exactly one thread reads a connection at any
+//! time: the reading passes from one to the next only through the vacant mark, taken by one
+//! compare-and-swap. A method one of whose calls the watcher found asleep (blocked: in a
+//! system call, on a lock) past a tick, and which ran for longer than `quick::UNSEEN_BOUND` (a
+//! getter that waited a moment for a lock a preempted thread held is not one that blocks),
+//! runs on workers from then on; one that was only running, or waiting for a CPU (a busy
+//! machine preempts the shortest getter now and then), keeps running inline: should it take
+//! long, another thread reads meanwhile, at the cost, for a ring, of a thread started for a
+//! call that took longer than a tick.
 //!
 //! The body runs outside the runtime's context, as on a worker, so that it may call blocking
 //! proxies (nesting shared objects).
@@ -38,7 +39,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -154,7 +154,7 @@ pub(super) struct Relay {
     input: Mutex<Option<Input>>,
     runtime: Handle,
     reading: Mutex<Reading>,
-    /// [`READING`], [`VACANT`] or [`CLAIMED`].
+    /// [`READING`], [`VACANT`], [`CLAIMED`] (rings) or [`IDLE`] (sockets).
     role: AtomicU8,
     /// When the inline call that left the reading vacant started (nanoseconds since `epoch`,
     /// plus one), or 0.
