@@ -106,14 +106,17 @@ pub(super) struct Taken {
     pool: Arc<Pool>,
 }
 
-/// Takes `stream` out of the runtime for the reader pool if it is a plain socket and the
-/// runtime is multi-threaded (one that is not runs its driver only when its one thread is
+/// Takes `stream` out of the runtime for the reader pool if the server uses one
+/// (`ServerConfig::reader_pool`), it is a plain socket and the runtime is multi-threaded (one that is not runs its driver only when its one thread is
 /// free, and would not wake the pool's waits in time); gives it back otherwise. An error is a
 /// socket that could not be taken out (and is gone).
 pub(super) fn take(state: &Arc<State>, stream: Stream) -> Result<Result<Taken, Stream>, Error> {
     let multi_thread = Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if !multi_thread || !matches!(stream, Stream::Tcp(_) | Stream::Unix(_)) {
+    if !state.config.reader_pool
+        || !multi_thread
+        || !matches!(stream, Stream::Tcp(_) | Stream::Unix(_))
+    {
         return Ok(Err(stream));
     }
     let pool = Pool::of(state)?;
