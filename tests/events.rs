@@ -198,14 +198,39 @@ fn subscribe_in_child(ticker: TickerBlockingProxy) -> Result<(), String> {
     Ok(())
 }
 
-/// Dropping the stream ends the subscription; so does its client's death.
+/// Subscribes and returns: the stream drops as it returns.
+#[manager::entry]
+fn subscribe_and_return(ticker: TickerBlockingProxy) -> Result<(), String> {
+    let _ticks = ticker.ticks().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Dropping the stream ends the subscription, before the next call of its connection is
+/// answered, and before its process, once joined, is seen to have exited; so does its
+/// client's death.
 fn a_subscription_ends_with_its_stream_or_its_connection() {
     let manager = start();
     let ticker = manager.create(&TICKER, (16,)).unwrap();
-    let ticks = ticker.ticks().unwrap();
-    wait_subscribers(&ticker, 1);
-    drop(ticks);
-    wait_subscribers(&ticker, 0);
+    for round in 0..20 {
+        let ticks = ticker.ticks().unwrap();
+        assert_eq!(ticker.subscribers().unwrap(), 1, "round {round}");
+        drop(ticks);
+        assert_eq!(
+            ticker.subscribers().unwrap(),
+            0,
+            "round {round}: the dropped stream's subscription was still open"
+        );
+    }
+    for round in 0..5 {
+        let mut child =
+            ChildGuard(Process::spawn(subscribe_and_return, (ticker.clone(),)).unwrap());
+        assert!(child.join().success(), "round {round}: the child failed");
+        assert_eq!(
+            ticker.subscribers().unwrap(),
+            0,
+            "round {round}: a joined process's subscription was still open"
+        );
+    }
 
     let mut child = ChildGuard(Process::spawn(subscribe_in_child, (ticker.clone(),)).unwrap());
     wait_subscribers(&ticker, 1);

@@ -89,9 +89,11 @@ impl Connection {
         }
     }
 
-    /// Ends the connection: its calls are cancelled, its cleanups run, its references released.
+    /// Ends the connection: its calls are cancelled, its streams stopped, its cleanups run, its
+    /// references released.
     pub(super) fn close(&self) {
         self.closed.cancel();
+        self.stop_streams();
         self.run_cleanups();
         self.release_all();
     }

@@ -10,6 +10,12 @@
 //! `futures::Stream` is polled in the task. The stream's cancellation token is a child of the
 //! connection's: the client's `Request::StreamCancel`, the connection closing or the server
 //! stopping drops the producer where it waits.
+//!
+//! The producer waits in its stream's [`Control`] between items, so that a cancel drops it
+//! before the next request of the connection is read, not later in the task: a client that
+//! cancels a subscription and then asks how many are open (or exits, and its parent asks)
+//! sees it gone. Only an iterator in the middle of a `next()` on a worker is dropped when that
+//! returns.
 
 use std::sync::Arc;
 
@@ -25,7 +31,7 @@ use super::reply::{encode_response, Finished};
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::object::ReturnValue;
 use crate::registry::Entry;
-use crate::stream::{ErasedStream, Item, Producer};
+use crate::stream::{ErasedStream, Producer};
 use crate::wire::{Reply, STREAM_WINDOW};
 
 /// The open streams of one connection, by the request id that opened them.
@@ -50,6 +56,20 @@ struct Control {
     /// Items the producer may still send before the client consumes more.
     credit: Semaphore,
     stop: CancellationToken,
+    /// The producer, while it waits (for credit, or for its next item when it is a
+    /// `futures::Stream`, whose polls take the lock for as long as each lasts); `None` while an
+    /// iterator runs on a worker, and once the stream is stopped or ended.
+    producer: Mutex<Option<Producer>>,
+}
+
+impl Control {
+    /// Stops the stream and drops its producer now, unless an iterator's `next()` runs on a
+    /// worker (it is dropped when that returns).
+    fn stop(&self) {
+        self.stop.cancel();
+        let producer = self.producer.lock().take();
+        drop(producer);
+    }
 }
 
 /// How a producer ended: ran out (`Ok`), failed (the error is sent as the stream's end), or
@@ -83,6 +103,7 @@ impl Connection {
         let control = Arc::new(Control {
             credit: Semaphore::new(STREAM_WINDOW as usize),
             stop: self.closed.child_token(),
+            producer: Mutex::new(Some(stream.0)),
         });
         self.streams.open.lock().insert(id, control.clone());
         // Queued before any item: the client knows the id is a stream when its items arrive.
@@ -94,10 +115,13 @@ impl Connection {
         );
         let conn = self.clone();
         runtime.spawn(async move {
-            let end = match stream.0 {
-                Producer::Blocking(iter) => conn.pull(id, iter, &control, &name).await,
-                Producer::Async(stream) => conn.poll(id, stream, &control, &name).await,
+            let blocking = matches!(*control.producer.lock(), Some(Producer::Blocking(_)));
+            let end = match blocking {
+                true => conn.pull(id, &control, &name).await,
+                false => conn.poll(id, &control, &name).await,
             };
+            // Dropped here if it ended by itself (or was stopped while it ran).
+            control.stop();
             {
                 let mut open = conn.streams.open.lock();
                 if open.get(&id).is_some_and(|c| Arc::ptr_eq(c, &control)) {
@@ -121,8 +145,17 @@ impl Connection {
 
     /// The client dropped stream `id`: stop its producer.
     pub(super) fn stream_cancel(&self, id: u64) {
-        if let Some(control) = self.streams.open.lock().remove(&id) {
-            control.stop.cancel();
+        let control = self.streams.open.lock().remove(&id);
+        if let Some(control) = control {
+            control.stop();
+        }
+    }
+
+    /// The connection is closing: stops every stream and drops its producer.
+    pub(super) fn stop_streams(&self) {
+        let open = std::mem::take(&mut *self.streams.open.lock());
+        for control in open.into_values() {
+            control.stop();
         }
     }
 
@@ -175,12 +208,14 @@ impl Connection {
     async fn pull(
         self: &Arc<Self>,
         id: u64,
-        mut iter: Box<dyn Iterator<Item = Item> + Send>,
         control: &Arc<Control>,
         name: &(String, &'static str),
     ) -> End {
         loop {
             let Some(batch) = Connection::take_credit(control).await else {
+                return End::Stopped;
+            };
+            let Some(Producer::Blocking(mut iter)) = control.producer.lock().take() else {
                 return End::Stopped;
             };
             let (conn, control2, name2) = (self.clone(), control.clone(), name.clone());
@@ -206,7 +241,13 @@ impl Connection {
                 .await;
             match pulled {
                 Ok((_, Some(end))) => return end,
-                Ok((back, None)) => iter = back,
+                Ok((back, None)) => {
+                    let mut slot = control.producer.lock();
+                    if control.stop.is_cancelled() {
+                        return End::Stopped;
+                    }
+                    *slot = Some(Producer::Blocking(back));
+                }
                 Err(panic) => return End::Done(Some(producer_panic(name, &panic))),
             }
         }
@@ -216,10 +257,17 @@ impl Connection {
     async fn poll(
         self: &Arc<Self>,
         id: u64,
-        mut stream: futures::stream::BoxStream<'static, Item>,
         control: &Control,
         name: &(String, &'static str),
     ) -> End {
+        // The next item, polled with the producer's lock held for each poll; `None` when the
+        // producer is gone (stopped).
+        let next = || {
+            futures::future::poll_fn(|cx| match &mut *control.producer.lock() {
+                Some(Producer::Async(stream)) => stream.poll_next_unpin(cx).map(Some),
+                _ => std::task::Poll::Ready(None),
+            })
+        };
         loop {
             let Some(batch) = Connection::take_credit(control).await else {
                 return End::Stopped;
@@ -228,15 +276,16 @@ impl Connection {
                 let next = tokio::select! {
                     biased;
                     _ = control.stop.cancelled() => return End::Stopped,
-                    next = std::panic::AssertUnwindSafe(stream.next()).catch_unwind() => next,
+                    next = std::panic::AssertUnwindSafe(next()).catch_unwind() => next,
                 };
                 match next {
                     Err(panic) => return End::Done(Some(producer_panic(name, &panic))),
-                    Ok(None) => return End::Done(None),
-                    Ok(Some(Err(message))) => {
+                    Ok(None) => return End::Stopped,
+                    Ok(Some(None)) => return End::Done(None),
+                    Ok(Some(Some(Err(message)))) => {
                         return End::Done(Some(producer_error(name, message)))
                     }
-                    Ok(Some(Ok(value))) => {
+                    Ok(Some(Some(Ok(value)))) => {
                         if let Err(error) = self.send_item(id, value, name) {
                             return End::Done(Some(error));
                         }
