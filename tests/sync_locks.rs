@@ -618,6 +618,38 @@ fn guards_release_when_dropped() {
     });
 }
 
+/// Takes the lock and a permit of the semaphore, and returns: the guards drop as it
+/// returns, and their releases are sent without waiting.
+#[manager::entry]
+fn take_and_return(lock: LockBlockingProxy, slots: SemaphoreBlockingProxy) -> manager::Result<()> {
+    let _slot = slots.lock()?;
+    let _guard = lock.lock()?;
+    Ok(())
+}
+
+/// A spawned process flushes its connections when its function returns: its parent, once it
+/// has joined it, sees the releases of the guards it dropped last, without waiting for them.
+fn a_joined_process_has_released_what_its_guards_held() {
+    let server = server();
+    let manager = server.connect();
+    let lock = manager.lock().unwrap();
+    let slots = manager.semaphore(2).unwrap();
+    for round in 0..10 {
+        let mut child =
+            ChildGuard(Process::spawn(take_and_return, (lock.clone(), slots.clone())).unwrap());
+        assert!(child.join().success(), "round {round}: the child failed");
+        assert!(
+            !lock.locked().unwrap(),
+            "round {round}: the lock was still held once its holder had been joined"
+        );
+        assert_eq!(
+            slots.get_value().unwrap(),
+            2,
+            "round {round}: the permit was still taken once its holder had been joined"
+        );
+    }
+}
+
 fn a_cancelled_async_acquire_gives_back_what_it_got() {
     let server = server();
     let a = server.connect();
@@ -1068,6 +1100,7 @@ fn main() {
         case!(releasing_what_is_not_held_follows_python),
         case!(rlock_is_reentrant_and_owned_by_a_thread_or_task),
         case!(guards_release_when_dropped),
+        case!(a_joined_process_has_released_what_its_guards_held),
         case!(a_cancelled_async_acquire_gives_back_what_it_got),
         case!(a_killed_holder_releases_everything_it_held),
         case!(a_killed_waiter_takes_nothing),

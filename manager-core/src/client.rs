@@ -26,6 +26,7 @@ use crate::transport::{self, Outbox, ReadHalf};
 use crate::wire::{self, Control, ControlReply, Reply, Request, ResponseHead, Token};
 
 mod direct;
+pub(crate) mod flush;
 mod handoff;
 mod resume;
 mod shared;
@@ -418,6 +419,7 @@ impl Connection {
             Some(side) => shared::start(&inner, stream, side, rx, liveness)?,
             None => resume::start_link(&inner, stream, rx, liveness)?,
         }
+        flush::register(&inner);
         let conn = Connection { inner };
         if features.is_none() {
             conn.greet(options.connect_timeout).await?;

@@ -613,6 +613,11 @@ fn run_child(channel: UnixStream) -> i32 {
             return 2;
         }
     };
+    if matches!(orders.mode, Mode::Run) {
+        // What the function dropped last (a guard's release, a subscription) is applied in
+        // the server before this process exits, and so before its parent sees it exit.
+        flush_connections(EXIT_FLUSH_LIMIT);
+    }
     match (orders.mode, outcome) {
         (Mode::Run, EntryOutcome::Done | EntryOutcome::Registry(_)) => 0,
         (_, EntryOutcome::Failed(message)) => {
@@ -634,6 +639,31 @@ fn run_child(channel: UnixStream) -> i32 {
             2
         }
     }
+}
+
+/// How long a spawned process waits, when its function has returned, for its servers to
+/// apply what it sent last (see [`flush_connections`]).
+const EXIT_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// Waits, for at most `limit` in all, until the server of every connection this process has
+/// open has applied what the connection sent without waiting for an answer: the references of
+/// dropped proxies, cancelled streams, the releases of dropped lock guards (see
+/// [`Connection::flush`](crate::Connection::flush)). Returns how many connections were
+/// flushed; one that is closed, or fails, is skipped (its server releases what it held when it
+/// sees it close).
+///
+/// A process spawned by [`Process::spawn`] does this itself when its function returns, so
+/// that its parent, once it has joined it, sees every release it made. Call it before a
+/// program of your own exits, when another process will look at what it released. Inside an
+/// async runtime's thread it does nothing and returns 0: `.await`
+/// [`Connection::flush`](crate::Connection::flush) there instead.
+///
+/// ```no_run
+/// // ... the last guards and proxies of this program are dropped ...
+/// manager_core::process::flush_connections(std::time::Duration::from_secs(5));
+/// ```
+pub fn flush_connections(limit: Duration) -> usize {
+    crate::client::flush::flush_process(limit)
 }
 
 /// Installs a log subscriber writing to stderr, at the level `MANAGER_LOG` names (default

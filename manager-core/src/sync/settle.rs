@@ -72,6 +72,19 @@ impl Unsettled {
         }
     }
 
+    /// Waits until the server has answered every release sent so far, for any object.
+    pub(crate) async fn settle_all(&self) {
+        let pending: Vec<Settled> = {
+            let mut map = self.by_object.lock();
+            map.retain(|_, list| {
+                list.retain(|answer| answer.peek().is_none());
+                !list.is_empty()
+            });
+            map.values().flatten().cloned().collect()
+        };
+        futures::future::join_all(pending).await;
+    }
+
     /// Makes later calls on object `id` wait for `settled`, and drives it to its end in the
     /// background (even if the object is never used again), then forgets it.
     pub(crate) fn settle_later(self: &Arc<Self>, id: u64, settled: BoxFuture<'static, ()>) {
