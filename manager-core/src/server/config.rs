@@ -111,11 +111,9 @@ pub struct ServerConfig {
     /// Whether plain TCP and Unix connections are read by the server's reader pool (a few
     /// threads on one `epoll` set, each running the last plain call it read itself, with no
     /// hand-off to a worker thread: 0.89-0.95x a raw server's calls with 16 clients, against
-    /// 0.67-0.74x) instead of a runtime task each. Default `false` for now: with it, a
-    /// process's last one-way messages (a dropped guard's release, a dropped subscription)
-    /// can be applied after another process's later call, which examples that count what is
-    /// left once their workers have exited were seen to trip on under load.
-    #[serde(default)]
+    /// 0.67-0.74x) instead of a runtime task each. `false` gives every connection a task of
+    /// the runtime that hands each plain call to a worker thread. Default `true`.
+    #[serde(default = "yes")]
     pub reader_pool: bool,
 }
 
@@ -143,7 +141,7 @@ impl Default for ServerConfig {
             python_address: None,
             python_spin: Duration::ZERO,
             shared_memory: true,
-            reader_pool: false,
+            reader_pool: true,
         }
     }
 }

@@ -163,6 +163,9 @@ pub(super) struct Relay {
     runner: AtomicI32,
     /// The `since` of a call the watcher found asleep past a tick.
     asleep: AtomicU64,
+    /// The `since` of the call the watcher last looked at, and on which of its ticks: it looks
+    /// again once the call has run twice as many (written by the watcher alone).
+    looked: (AtomicU64, AtomicU64),
     epoch: Instant,
     /// How the connection's reading ended, sent by the thread that was reading then.
     done: Mutex<Option<oneshot::Sender<Result<Ended, Error>>>>,
@@ -192,6 +195,7 @@ impl Relay {
             since: AtomicU64::new(0),
             runner: AtomicI32::new(0),
             asleep: AtomicU64::new(0),
+            looked: (AtomicU64::new(0), AtomicU64::new(0)),
             epoch: Instant::now(),
             done: Mutex::new(Some(done)),
         });
@@ -382,9 +386,18 @@ impl Overrun for Relay {
             return;
         }
         // Whether the call's thread sleeps, looked at on its 1st, 2nd, 4th, 8th ... tick (a
-        // read of /proc each time: with many long calls, every tick would be a core's work).
+        // read of /proc each time: with many long calls, every tick would be a core's work),
+        // or the first tick after it, when the watcher was late (on a busy machine it often
+        // is: a look due on the exact tick was seen missed for a whole 3 s call).
         let ticks = now.saturating_sub(since) / TICK.as_nanos() as u64;
-        if ticks.is_power_of_two()
+        if self.looked.0.swap(since, Ordering::Relaxed) != since {
+            self.looked.1.store(0, Ordering::Relaxed);
+        }
+        let due = ticks >= (2 * self.looked.1.load(Ordering::Relaxed)).max(1);
+        if due {
+            self.looked.1.store(ticks, Ordering::Relaxed);
+        }
+        if due
             && self.asleep.load(Ordering::SeqCst) != since
             && asleep(self.runner.load(Ordering::SeqCst))
             && self.since.load(Ordering::SeqCst) == since
