@@ -1096,15 +1096,29 @@ fn a_quick_method_that_blocks_stalls_no_other_client_and_is_demoted() {
         second == WORKER_THREAD || second == READER_THREAD,
         "the demoted lie ran on {second}"
     );
-    // Found asleep where it was read, it runs on the workers from then on.
-    let liar = object.clone();
-    let third = background("the third lie", move || liar.lie(SLOW_MS).unwrap());
-    wait_running(&manager, "lie", "the third lie to run");
-    assert_eq!(
-        quick("a call on the same connection", || object.get().unwrap()),
-        0
-    );
-    assert_eq!(third.join(), WORKER_THREAD, "the third lie ran inline");
+    // Found asleep where it was read, it runs on the workers from then on. (A lie that ran on
+    // a worker, because another request of the connection was read with it, was not seen
+    // where it was read: the next one may run there.)
+    let mut last = second;
+    for round in 0.. {
+        let liar = object.clone();
+        let next = background("another lie", move || liar.lie(SLOW_MS).unwrap());
+        wait_running(&manager, "lie", "another lie to run");
+        assert_eq!(
+            quick("a call on the same connection", || object.get().unwrap()),
+            0
+        );
+        let ran_on = next.join();
+        if last == READER_THREAD {
+            assert_eq!(
+                ran_on, WORKER_THREAD,
+                "a lie ran inline after one was found asleep there"
+            );
+            break;
+        }
+        assert!(round < 3, "no lie ran where it was read in {round} rounds");
+        last = ran_on;
+    }
     drop(fresh);
 }
 
