@@ -228,7 +228,11 @@ impl Connection {
         } = reading;
         // Whether the last read took less than it could: the socket has likely nothing more,
         // and arming it again (which looks at it) costs less than a read that finds nothing.
-        // (Not kept past a body run here: by its end the client's next request has often come.)
+        // (Not kept past a request handled here, a quick body run included, nor past a body
+        // run here: by then the client has often had its reply and sent its next request. On
+        // a busy machine the reply's wake-up of the client preempts this thread, which finds
+        // the next request when it runs again: 16 clients calling a quick getter lost a
+        // fifth of their calls to arming and waiting instead.)
         let mut short = false;
         loop {
             loop {
@@ -258,6 +262,7 @@ impl Connection {
                 busy.enter();
                 let handled = self.handle(frame.freeze());
                 busy.leave();
+                short = false;
                 let taken = inline::take();
                 handled?;
                 *received += 1;
