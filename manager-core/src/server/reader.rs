@@ -38,16 +38,16 @@ use super::connection::{superseded_by_resume, Connection, Ended};
 use super::inline::{self, Input, Reading, Relay, Step};
 use super::pool::{Busy, Pool};
 use super::shm::READ_CHUNK;
+use super::socket::{Socket, SocketWriter};
+use super::State;
+use crate::error::Error;
+use crate::transport::{write_frames, Stream};
 
 /// The largest request whose call a pool thread runs itself (see `inline`). Larger than the
 /// shared-memory reader's bound: over a socket the echo is bound by wake-ups, not copies, and
 /// handing a call that carries 64 KiB to a worker cost a third of its speed (`--only echo`,
 /// 64 KiB: 0.64x raw on a worker, 0.91x here; 1 MiB: 0.43-0.44x either way).
 const SOCKET_INLINE_MAX_FRAME: usize = 1 << 20;
-use super::socket::{Socket, SocketWriter};
-use super::State;
-use crate::error::Error;
-use crate::transport::{write_frames, Stream};
 
 /// A socket the pool reads for a connection (see `inline::Input`).
 pub(super) struct SocketInput {
@@ -113,9 +113,10 @@ pub(super) struct Taken {
 }
 
 /// Takes `stream` out of the runtime for the reader pool if the server uses one
-/// (`ServerConfig::reader_pool`), it is a plain socket and the runtime is multi-threaded (one that is not runs its driver only when its one thread is
-/// free, and would not wake the pool's waits in time); gives it back otherwise. An error is a
-/// socket that could not be taken out (and is gone).
+/// (`ServerConfig::reader_pool`), it is a plain socket and the runtime is multi-threaded (one
+/// that is not runs its driver only when its one thread is free, and would not wake the pool's
+/// waits in time); gives it back otherwise. An error is a socket that could not be taken out
+/// (and is gone).
 pub(super) fn take(state: &Arc<State>, stream: Stream) -> Result<Result<Taken, Stream>, Error> {
     let multi_thread = Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
