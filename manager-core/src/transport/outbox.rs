@@ -151,11 +151,20 @@ impl Outbox {
 
     /// The peer has received the first `received` frames: they are forgotten. An error when
     /// the peer claims what cannot be (it broke the protocol).
+    ///
+    /// The buffer of a large frame forgotten is kept for the next frame if nothing else holds
+    /// it any more (it was written): a request or reply of a megabyte would otherwise take a
+    /// fresh megabyte from the allocator each time, which glibc's gives back to the system
+    /// and takes again, a page fault per page (`--only echo`, 1 MiB: see BENCHMARKS.md).
     pub(crate) fn acked(&self, received: u64) -> Result<(), String> {
-        match &mut self.link.lock().replay {
-            Some(replay) => replay.forget(received, false),
-            None => Ok(()),
+        let forgotten = match &mut self.link.lock().replay {
+            Some(replay) => replay.forget(received, false)?,
+            None => None,
+        };
+        if let Some(frame) = forgotten {
+            self.keep_spare(frame);
         }
+        Ok(())
     }
 
     /// Goes on over a new connection, `stream`, of the same session, whose peer has received
@@ -172,7 +181,8 @@ impl Outbox {
         let Some(replay) = &mut link.replay else {
             return Err("the session has ended".into());
         };
-        replay.forget(received, true)?;
+        // Nothing forgotten here is free yet: the old writer task may still hold it.
+        drop(replay.forget(received, true)?);
         for frame in replay.frames() {
             self.queued.queue(frame.len());
             let _ = tx.send(frame);

@@ -73,10 +73,16 @@ impl Replay {
     /// sent, or, when it is to be sent what follows (`resuming`), fewer than it acknowledged
     /// before (those frames are forgotten). An acknowledgement older than one before (sent
     /// again after a resume) says nothing new.
-    pub(crate) fn forget(&mut self, received: u64, resuming: bool) -> Result<(), String> {
+    /// The last large frame forgotten is returned, for its buffer to be used again once
+    /// nobody else holds it (see `Outbox::acked`).
+    pub(crate) fn forget(
+        &mut self,
+        received: u64,
+        resuming: bool,
+    ) -> Result<Option<Bytes>, String> {
         let first = self.sent - self.log.len() as u64;
         if received < first && !resuming {
-            return Ok(());
+            return Ok(None);
         }
         if received > self.sent || received < first {
             return Err(format!(
@@ -84,13 +90,15 @@ impl Replay {
                 self.sent
             ));
         }
+        let mut last = None;
         for kept in self.log.drain(..(received - first) as usize) {
             self.bytes -= kept.len();
-            if let Kept::Copied(len) = kept {
-                self.copied.advance(len);
+            match kept {
+                Kept::Copied(len) => self.copied.advance(len),
+                Kept::Shared(frame) => last = Some(frame),
             }
         }
-        Ok(())
+        Ok(last)
     }
 
     /// The frames kept, in order, to send again.
