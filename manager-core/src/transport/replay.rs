@@ -133,12 +133,20 @@ mod tests {
             replay.keep(&frame, || frame.clone());
         }
         assert_eq!(replay.bytes(), sizes.iter().sum::<usize>());
-        replay.forget(2, false).unwrap();
+        // The large frame forgotten comes back, for its buffer to be used again.
+        let forgotten = replay
+            .forget(2, false)
+            .unwrap()
+            .expect("a large frame was forgotten");
+        assert_eq!((forgotten[0], forgotten.len()), (1, COPY_AT_MOST + 1));
         assert_eq!(firsts(&replay), [2, 3, 4]);
         let lens: Vec<usize> = replay.frames().map(|f| f.len()).collect();
         assert_eq!(lens, [10, COPY_AT_MOST, 1]);
         assert!(replay.frames().all(|f| f.iter().all(|&b| b == f[0])));
-        replay.forget(5, false).unwrap();
+        assert!(
+            replay.forget(5, false).unwrap().is_none(),
+            "only small frames were left"
+        );
         assert_eq!(replay.bytes(), 0);
         assert_eq!(replay.frames().count(), 0);
         replay.keep(b"\x07new", || unreachable!("a small frame is copied"));
