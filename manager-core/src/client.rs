@@ -668,10 +668,13 @@ impl Connection {
         if self.is_closed() {
             return;
         }
-        let mut buf = wire::start_frame(16);
+        // Written from this thread when nothing is queued before it (as a request is): handed
+        // to the writer task, a blocking proxy's drop woke the client's I/O thread each time,
+        // and the next create on this thread queued behind that hand-off.
+        let mut buf = self.inner.outbox.frame_buffer();
         if wire::put(&mut buf, request, "request").is_ok() {
-            if let Ok(frame) = wire::finish(buf, self.inner.max_frame) {
-                self.inner.outbox.enqueue(frame);
+            if let Ok(frame) = wire::finish_buffer(buf, self.inner.max_frame) {
+                self.inner.outbox.send_buffer(frame);
             }
         }
     }
