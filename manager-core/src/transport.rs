@@ -15,7 +15,9 @@ use crate::tls::{Acceptor, Connector, TlsClientConfig};
 mod outbox;
 mod replay;
 pub(crate) mod shm;
+mod socket_writer;
 pub(crate) use outbox::Outbox;
+pub(crate) use socket_writer::{send_now, take_events, SocketWriter};
 
 /// A connected socket of either kind, or a TLS session over TCP (`tls` feature).
 pub(crate) enum Stream {

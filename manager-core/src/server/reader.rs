@@ -23,6 +23,7 @@
 //! (`Connection::read_requests`).
 
 use std::io::ErrorKind;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,10 +39,10 @@ use super::connection::{superseded_by_resume, Connection, Ended};
 use super::inline::{self, Input, Reading, Relay, Step};
 use super::pool::{Busy, Pool};
 use super::shm::READ_CHUNK;
-use super::socket::{Socket, SocketWriter};
+use super::socket::Socket;
 use super::State;
 use crate::error::Error;
-use crate::transport::{write_frames, Stream};
+use crate::transport::{write_frames, SocketWriter, Stream};
 
 /// The largest request whose call a pool thread runs itself (see `inline`). Larger than the
 /// shared-memory reader's bound: over a socket the echo is bound by wake-ups, not copies, and
@@ -134,7 +135,7 @@ pub(super) fn take(state: &Arc<State>, stream: Stream) -> Result<Result<Taken, S
         #[cfg(feature = "tls")]
         other => return Ok(Err(other)),
     };
-    let writer = SocketWriter::new(&socket)?;
+    let writer = SocketWriter::new(socket.as_fd())?;
     Ok(Ok(Taken {
         socket,
         writer,

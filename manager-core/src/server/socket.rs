@@ -6,16 +6,14 @@
 //! read by the reader pool (`reader`, `pool`) and stays non-blocking. Whoever writes to either
 //! does so without waiting (`MSG_DONTWAIT`): the reply's sender directly (see
 //! `transport::outbox`), else the connection's writer task, which waits for room through the
-//! runtime ([`SocketWriter`]).
+//! runtime (`transport::SocketWriter`).
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use bytes::{BufMut, BytesMut};
-use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncWrite, Interest};
+
+use crate::transport::send_now;
 
 /// A socket taken out of the runtime, in blocking mode.
 pub(super) enum Socket {
@@ -76,27 +74,6 @@ impl Socket {
     }
 }
 
-/// Sends what the socket takes of `buf` now, without a SIGPIPE for a peer gone (where the
-/// system has the flag): a `WouldBlock` error when it takes nothing.
-fn send_now(fd: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> std::io::Result<usize> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let flags = libc::MSG_DONTWAIT;
-    loop {
-        // SAFETY: the descriptor is borrowed, so open for the call; `buf` is valid for
-        // `buf.len()` bytes.
-        let sent = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
-        if sent >= 0 {
-            return Ok(sent as usize);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
 impl AsFd for Socket {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
@@ -134,52 +111,5 @@ impl Write for &Socket {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// The writing half of a socket taken out of the runtime, for a writer task: it writes without
-/// waiting and waits for room through the runtime.
-pub(super) struct SocketWriter(AsyncFd<OwnedFd>);
-
-impl SocketWriter {
-    /// A writer of a duplicate of `socket`'s descriptor.
-    pub(super) fn new(socket: &Socket) -> std::io::Result<SocketWriter> {
-        let fd = socket.as_fd().try_clone_to_owned()?;
-        // SAFETY: the writer owns the duplicate, which stays open, and is the descriptor
-        // `as_raw_fd` returns, for as long as the `AsyncFd` that owns it.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE) }
-            .map_err(std::io::Error::from)?;
-        Ok(SocketWriter(fd))
-    }
-}
-
-impl AsyncWrite for SocketWriter {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        loop {
-            let mut ready = ready!(self.0.poll_write_ready(cx))?;
-            match ready.try_io(|fd| send_now(fd.as_fd(), buf)) {
-                Ok(sent) => return Poll::Ready(sent),
-                // No room: wait for the next readiness.
-                Err(_would_block) => continue,
-            }
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // SAFETY: the descriptor is this writer's own, open while it is.
-        let done = unsafe { libc::shutdown(self.0.get_ref().as_raw_fd(), libc::SHUT_WR) };
-        Poll::Ready(if done == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        })
     }
 }
