@@ -41,8 +41,9 @@ use super::{
 use crate::address::Address;
 use crate::auth::{AuthKey, SessionKeys};
 use crate::error::Error;
-use crate::transport::{self, write_frames, Stream};
+use crate::transport::{self, write_frames, SocketWriter, Stream};
 use crate::wire::{self, ControlReply, Reply, Request, ResponseHead};
+use std::os::fd::AsFd;
 
 /// The client acknowledges the replies it received every this many.
 pub(super) const ACK_EVERY: u64 = 64;
@@ -107,9 +108,10 @@ pub(super) fn start_link(
     rx: mpsc::UnboundedReceiver<Bytes>,
     liveness: Duration,
 ) -> Result<(), Error> {
-    let direct = stream
-        .plain_socket()?
-        .map(|fd| Arc::new(direct::Direct::new(fd, wire::DEFAULT_MAX_FRAME)));
+    let direct = match stream.plain_socket()? {
+        Some(fd) => Some(Arc::new(direct::Direct::new(fd, wire::DEFAULT_MAX_FRAME)?)),
+        None => None,
+    };
     let written = inner.outbox.written();
     let weak = Arc::downgrade(inner);
     // Locked while the tasks start, so that none of them reports a break of a socket that is
@@ -121,18 +123,25 @@ pub(super) fn start_link(
     // current-thread runtime), and the pings need no runtime of the caller's.
     let keep_alive = background_runtime().spawn(keep_alive(weak.clone(), liveness, number));
     let mut tasks = vec![keep_alive];
-    match (stream, direct.clone()) {
-        (Stream::Tcp(s), Some(direct)) => {
-            let (reader, writer) = s.into_split();
+    // A plain socket leaves the runtime's stream types: its reader task watches it through a
+    // set of its own (`direct::Watch`), its writer task through a registration for writability
+    // only, so that no reply a blocked caller reads itself wakes the runtime.
+    let plain = match (&stream, &direct) {
+        (Stream::Tcp(_) | Stream::Unix(_), Some(direct)) => direct.watch(),
+        _ => None,
+    };
+    match (stream, direct.clone(), plain) {
+        (Stream::Tcp(s), Some(direct), Some(watch)) => {
+            let writer = SocketWriter::shutting_down_on_drop(s.into_std()?.as_fd())?;
             tasks.push(tokio::spawn(write_frames(writer, rx, written)));
-            tasks.push(tokio::spawn(read_plain(weak, direct, reader, number)));
+            tasks.push(tokio::spawn(read_plain(weak, direct, watch, number)));
         }
-        (Stream::Unix(s), Some(direct)) => {
-            let (reader, writer) = s.into_split();
+        (Stream::Unix(s), Some(direct), Some(watch)) => {
+            let writer = SocketWriter::shutting_down_on_drop(s.into_std()?.as_fd())?;
             tasks.push(tokio::spawn(write_frames(writer, rx, written)));
-            tasks.push(tokio::spawn(read_plain(weak, direct, reader, number)));
+            tasks.push(tokio::spawn(read_plain(weak, direct, watch, number)));
         }
-        (stream, _) => transport::with_split!(stream, |reader, writer| {
+        (stream, _, _) => transport::with_split!(stream, |reader, writer| {
             tasks.push(tokio::spawn(write_frames(writer, rx, written)));
             tasks.push(tokio::spawn(read_responses(weak, reader, number)));
         }),
