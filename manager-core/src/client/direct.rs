@@ -301,8 +301,8 @@ pub(super) trait SocketReadHalf: handoff::Readiness + Send + 'static {
 /// that what arrived meanwhile and nobody read wakes the reader task then. As with the ring's
 /// wish to be woken (`transport::shm`), only the caller that took the readability out gives it
 /// back; a caller that finds it out already reads without touching it (it may be woken with the
-/// task, which then steps aside, as before). The writer task writes through a registration of
-/// its own that asks for writability only (`transport::SocketWriter`).
+/// task, which then steps aside, as before). The writer task watches the socket's writability
+/// only while it waits for room (`transport::SocketWriter`).
 pub(super) struct Watch {
     /// The set, registered with the runtime.
     set: AsyncFd<OwnedFd>,

@@ -26,6 +26,7 @@
 //! [`Error::SessionExpired`]; when nothing listens at the address any more (the server
 //! stopped), with [`Error::ConnectionClosed`].
 
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -43,7 +44,6 @@ use crate::auth::{AuthKey, SessionKeys};
 use crate::error::Error;
 use crate::transport::{self, write_frames, SocketWriter, Stream};
 use crate::wire::{self, ControlReply, Reply, Request, ResponseHead};
-use std::os::fd::AsFd;
 
 /// The client acknowledges the replies it received every this many.
 pub(super) const ACK_EVERY: u64 = 64;
@@ -124,8 +124,9 @@ pub(super) fn start_link(
     let keep_alive = background_runtime().spawn(keep_alive(weak.clone(), liveness, number));
     let mut tasks = vec![keep_alive];
     // A plain socket leaves the runtime's stream types: its reader task watches it through a
-    // set of its own (`direct::Watch`), its writer task through a registration for writability
-    // only, so that no reply a blocked caller reads itself wakes the runtime.
+    // set of its own (`direct::Watch`), its writer task watches its writability only while it
+    // waits for room (`SocketWriter`), so that no reply a blocked caller reads itself, nor the
+    // server reading a request, wakes the runtime.
     let plain = match (&stream, &direct) {
         (Stream::Tcp(_) | Stream::Unix(_), Some(direct)) => direct.watch(),
         _ => None,
