@@ -17,7 +17,9 @@ mod replay;
 pub(crate) mod shm;
 mod socket_writer;
 pub(crate) use outbox::Outbox;
-pub(crate) use socket_writer::{send_now, take_events, SocketWriter};
+#[cfg(feature = "python")]
+pub(crate) use socket_writer::send_now;
+pub(crate) use socket_writer::{take_events, SocketWriter};
 
 /// A connected socket of either kind, or a TLS session over TCP (`tls` feature).
 pub(crate) enum Stream {

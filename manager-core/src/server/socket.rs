@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use bytes::{BufMut, BytesMut};
 
+#[cfg(feature = "python")]
 use crate::transport::send_now;
 
 /// A socket taken out of the runtime, in blocking mode.
