@@ -6,6 +6,7 @@ same run: the figures a Python user sees when switching servers.
     python3 benches/python_servers.py                       # target/release/manager
     python3 benches/python_servers.py --manager PATH --quick
     MANAGER_SERVE_ARGS="--python-spin-us 30" python3 benches/python_servers.py  # serve options
+    python3 benches/python_servers.py --rounds 3   # the servers alternate; medians of 3 rounds
 
 For each server it measures, with client processes started by this script:
   - round trip: one client, `len(d)` on a dict proxy, median of rounds (microseconds);
@@ -228,21 +229,37 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manager", default="target/release/manager", help="the manager binary")
     parser.add_argument("--quick", action="store_true", help="a smoke run")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure each server this many times, alternating them (each figure is then the "
+        "median of its rounds, and the ratios of each round are shown beside it)",
+    )
     args = parser.parse_args()
-    results = {}
-    for name, start in (("CPython", cpython_server), ("ours", lambda: rust_server(args.manager))):
-        proc, port = start()
-        try:
-            results[name] = measure(port, proc.pid, args.quick)
-        finally:
-            proc.kill()
-            proc.wait()
+    servers = (("CPython", cpython_server), ("ours", lambda: rust_server(args.manager)))
+    rounds = {name: [] for name, _ in servers}
+    for _ in range(max(args.rounds, 1)):
+        for name, start in servers:
+            proc, port = start()
+            try:
+                rounds[name].append(measure(port, proc.pid, args.quick))
+            finally:
+                proc.kill()
+                proc.wait()
+    results = {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for name, runs in rounds.items()
+    }
     width = max(len(k) for k in results["CPython"])
-    sys.stderr.write("%-*s %14s %14s %8s\n" % (width, "figure", "CPython", "ours", "ratio"))
+    each = " (each round)" if args.rounds > 1 else ""
+    sys.stderr.write("%-*s %14s %14s %8s%s\n" % (width, "figure", "CPython", "ours", "ratio", each))
     for key in results["CPython"]:
         a, b = results["CPython"][key], results["ours"][key]
-        sys.stderr.write("%-*s %14.1f %14.1f %7.2fx\n" % (width, key, a, b, b / a if a else 0))
-    json.dump({"python": sys.version.split()[0], "results": results}, sys.stdout, indent=1)
+        line = "%-*s %14.1f %14.1f %7.2fx" % (width, key, a, b, b / a if a else 0)
+        if args.rounds > 1:
+            ratios = [o[key] / c[key] if c[key] else 0 for c, o in zip(rounds["CPython"], rounds["ours"])]
+            line += "  " + " ".join("%.2fx" % r for r in ratios)
+        sys.stderr.write(line + "\n")
+    json.dump({"python": sys.version.split()[0], "results": results, "rounds": rounds}, sys.stdout, indent=1)
     print()
 
 
