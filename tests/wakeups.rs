@@ -13,15 +13,17 @@ use manager::{Address, AuthKey, ServerConfig};
 
 const CALLS: u64 = 400;
 
-/// The context switches (voluntary and not) of this process's threads named `name`.
+/// The context switches (voluntary and not) of this process's threads named `name`; fails
+/// when there is none (the count would say nothing).
 fn switches_of(name: &str) -> u64 {
-    let mut total = 0;
+    let (mut total, mut threads) = (0, 0);
     for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
         let dir = task.expect("a task").path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if comm.trim_end() != name {
             continue;
         }
+        threads += 1;
         let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
         total += status
             .lines()
@@ -29,6 +31,7 @@ fn switches_of(name: &str) -> u64 {
             .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
             .sum::<u64>();
     }
+    assert!(threads > 0, "no thread named {name:?} in this process");
     total
 }
 
@@ -42,7 +45,7 @@ fn blocking_calls_leave_the_client_io_thread_asleep() {
     for address in [Address::local_tcp(), socket.address()] {
         let server = InProcessServer::start_with(
             manager::sync::registry(),
-            address.clone(),
+            address,
             AuthKey::from("wakeups"),
             config.clone(),
         );

@@ -668,15 +668,7 @@ impl Connection {
         if self.is_closed() {
             return;
         }
-        // Written from this thread when nothing is queued before it (as a request is): handed
-        // to the writer task, a blocking proxy's drop woke the client's I/O thread each time,
-        // and the next create on this thread queued behind that hand-off.
-        let mut buf = self.inner.outbox.frame_buffer();
-        if wire::put(&mut buf, request, "request").is_ok() {
-            if let Ok(frame) = wire::finish_buffer(buf, self.inner.max_frame) {
-                self.inner.outbox.send_buffer(frame);
-            }
-        }
+        self.inner.send_one_way(request);
     }
 
     /// Sends a request and waits for its response, with the connection's default deadline.
@@ -914,11 +906,21 @@ impl Connection {
     /// Releases a proxy token that arrived for a call nobody waits for any more.
     fn release_orphan(inner: &Inner, response: &Response) {
         if let Reply::Proxy(token) = &response.reply {
-            let mut buf = wire::start_frame(16);
-            if wire::put(&mut buf, &Request::DecRef { object: token.id }, "request").is_ok() {
-                if let Ok(frame) = wire::finish(buf, inner.max_frame) {
-                    inner.outbox.enqueue(frame);
-                }
+            inner.send_one_way(&Request::DecRef { object: token.id });
+        }
+    }
+}
+
+impl Inner {
+    /// Sends a one-way message (a release, a cancel, an acknowledgement): written from this
+    /// thread when nothing is queued before it, as a request is, else queued for the writer
+    /// task. Always queued, each one woke the client's I/O thread (a blocking proxy's drop, a
+    /// large reply's acknowledgement), and the caller's next request waited behind it.
+    fn send_one_way(&self, request: &Request<'_>) {
+        let mut buf = self.outbox.frame_buffer();
+        if wire::put(&mut buf, request, "request").is_ok() {
+            if let Ok(frame) = wire::finish_buffer(buf, self.max_frame) {
+                self.outbox.send_buffer(frame);
             }
         }
     }

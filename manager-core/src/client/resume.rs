@@ -161,14 +161,7 @@ pub(super) fn acknowledge(inner: &Inner, received: u64) {
     if inner.closed.load(Ordering::Acquire) {
         return;
     }
-    // Written from this thread when nothing is queued before it, as requests are: queued for
-    // the writer task, each acknowledgement (one per large reply) woke the client's I/O thread.
-    let mut buf = inner.outbox.frame_buffer();
-    if wire::put(&mut buf, &Request::Ack { received }, "request").is_ok() {
-        if let Ok(frame) = wire::finish_buffer(buf, inner.max_frame) {
-            inner.outbox.send_buffer(frame);
-        }
-    }
+    inner.send_one_way(&Request::Ack { received });
 }
 
 /// Whether a reason a socket ended for is a failure of the socket (which a new one mends), not

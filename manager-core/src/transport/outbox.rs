@@ -228,8 +228,10 @@ impl Outbox {
         }
     }
 
-    /// Queues `frame` for the writer task; false when the connection is gone.
-    pub(crate) fn enqueue(&self, frame: Bytes) -> bool {
+    /// Queues `frame` for the writer task, never writing it here; false when the connection is
+    /// gone. (Senders write what they can first, `Outbox::send`; the tests queue directly.)
+    #[cfg(test)]
+    fn enqueue(&self, frame: Bytes) -> bool {
         let mut link = self.link.lock();
         Outbox::keep(&mut link, &frame, || frame.clone());
         self.queue(&link, frame)
