@@ -36,9 +36,10 @@ pub struct ServerConfig {
     /// server logs once that the bound was reached); calls that need no worker (reference
     /// counts, control requests, `async` methods) are never held up by them.
     pub max_workers: usize,
-    /// How long an idle worker thread watches for the next plain call, and an idle thread of
-    /// the socket reader pool for the next request, before it sleeps (one thread of each at a
-    /// time, yielding the CPU to any other thread that wants it). Waking a sleeping thread
+    /// How long an idle worker thread watches for the next plain call, and an idle reader
+    /// thread (of the socket reader pool, or a shared-memory connection's) for the next
+    /// request, before it sleeps (one worker and one reader at a time, yielding the CPU to any
+    /// other thread that wants it). Waking a sleeping thread
     /// costs more than a small call; this keeps a client that makes calls one after the other
     /// from paying it on each, at the price of that much CPU time after each call.
     /// `Duration::ZERO` turns it off.

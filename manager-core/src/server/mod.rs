@@ -56,6 +56,7 @@ mod segments;
 mod session;
 mod shm;
 mod socket;
+mod spin;
 mod streams;
 mod table;
 mod workers;
@@ -84,6 +85,8 @@ struct State {
     quick: quick::Quick,
     /// The threads that read native sockets (see `pool`), made with the first such connection.
     reader_pool: Mutex<Option<Arc<pool::Pool>>>,
+    /// The one reader thread at a time that watches for more before it sleeps (see `spin`).
+    spin: Arc<spin::Spin>,
     /// The calls running now, and per-method statistics.
     activity: activity::Activity,
     /// This run of the server: a random number, never 0, in every token it issues.
@@ -203,6 +206,7 @@ impl Server {
                 workers: workers::Workers::new(config.max_workers, config.worker_spin),
                 quick: quick::Quick::new(config.quick_calls),
                 reader_pool: Mutex::new(None),
+                spin: Arc::new(spin::Spin::new(config.worker_spin)),
                 activity,
                 instance: rand::random::<u64>() | 1,
                 sessions: Mutex::new(HashMap::new()),

@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -65,10 +65,8 @@ pub(super) struct Pool {
     ticks: AtomicU64,
     /// The server's stop.
     stop: CancellationToken,
-    /// How long a thread that just read looks for more before it sleeps
-    /// (`ServerConfig::worker_spin`), and whether one does now (one at a time).
-    spin: std::time::Duration,
-    spinning: AtomicBool,
+    /// The server's watcher for more to read before sleeping (see `spin`).
+    spin: Arc<super::spin::Spin>,
 }
 
 #[derive(Default)]
@@ -125,8 +123,7 @@ impl Pool {
             base,
             ticks: AtomicU64::new(0),
             stop: state.stop.clone(),
-            spin: state.config.worker_spin,
-            spinning: AtomicBool::new(false),
+            spin: state.spin.clone(),
         });
         let weak = Arc::downgrade(&made);
         state.quick.watch(weak);
@@ -267,32 +264,23 @@ impl Pool {
         self.retire_now(&stamp);
     }
 
-    /// A thread that just read looks for the next ready connection for `spin` before it
-    /// sleeps, if no other thread does: a client's next request, coming within microseconds,
-    /// then costs no thread wake-up, and one CPU stays out of deep idle meanwhile (on a
-    /// virtual machine, waking an idle CPU is most of a round trip).
+    /// A thread that just read looks for the next ready connection before it sleeps, if no
+    /// other reader does (see `spin`): a client's next request, coming within microseconds,
+    /// then costs no thread wake-up.
     fn spin_for_more(&self, events: &mut Vec<epoll::Event>) -> rustix::io::Result<usize> {
         const NOW: Timespec = Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        if self.spin.is_zero() || self.spinning.swap(true, Ordering::Acquire) {
-            return Ok(0);
-        }
-        let until = Instant::now() + self.spin;
-        let found = loop {
-            let found = epoll::wait(
+        let found = self.spin.watch(|| {
+            epoll::wait(
                 &self.epoll,
                 rustix::buffer::spare_capacity(events),
                 Some(&NOW),
-            );
-            if !matches!(found, Ok(0)) || Instant::now() >= until {
-                break found;
-            }
-            std::thread::yield_now();
-        };
-        self.spinning.store(false, Ordering::Release);
-        found
+            )
+            .map(|found| (found > 0).then_some(found))
+        });
+        found.map(|found| found.unwrap_or(0))
     }
 
     /// After a wait with nothing to do: whether this thread ends (one too many, or the server

@@ -1,8 +1,9 @@
 //! Serving a client through shared memory (see `transport::shm`): the hand-over that follows
 //! its hello, and the connection's reader thread.
 //!
-//! The thread sleeps on the request ring's futex (after a spin of a few microseconds, when
-//! spinning has been paying, see `ring`) rather than in the runtime, so that a request wakes
+//! The thread sleeps on the request ring's futex (after watching the ring for
+//! `ServerConfig::worker_spin` if no other reader watches, see `spin`, and else a spin of a
+//! few microseconds, when spinning has been paying, see `ring`) rather than in the runtime, so that a request wakes
 //! exactly the thread that handles it: it decodes each frame and hands it to
 //! `Connection::handle`, as the socket's read loop does (quick methods run on it, `async` ones
 //! in tasks), and whoever finishes a call writes its reply into the reply ring, waking the
@@ -189,6 +190,15 @@ impl Connection {
                     continue;
                 }
                 Err(fault) => return Err(Error::Protocol(side.fault(&fault).to_string())),
+            }
+            // Before sleeping on the ring, watch it for the next request (one reader at a
+            // time, see `spin`): the client's next call then wakes nobody.
+            let watched = self.state.spin.watch(|| match side.inbound.ready() {
+                Ok(ready) => Ok(ready.then_some(())),
+                Err(fault) => Err(Error::Protocol(side.fault(&fault).to_string())),
+            });
+            if watched?.is_some() {
+                continue;
             }
             match side.inbound.wait(Some(*last_heard + liveness), ring::SPIN) {
                 Ok(true) => {}
