@@ -6,7 +6,9 @@
 //! and on, against one server.
 //!
 //! Figures: the small-call round trip (p50, p99, max), 16 client processes making sequential
-//! blocking calls (calls/s, and p50/p99/max of their calls), and the echo of 1 MiB (MiB/s).
+//! blocking calls (calls/s, and p50/p99/max of their calls; the futex floor with a pair and a
+//! server thread per client, as ours has a reader thread per connection), and the echo of
+//! 1 MiB (MiB/s).
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -109,10 +111,22 @@ fn futex_wake(word: &AtomicU32) {
     }
 }
 
-/// Two futex words (ping, pong) and a stop flag, in a file both processes map.
+/// How many futex pairs the floor's file holds and its server answers: one for the round
+/// trips, one for each client of the load.
+const FUTEX_PAIRS: usize = 17;
+
+/// The word of the floor's file that hands out the load's pairs (see [`FutexPair::claim`]).
+const NEXT_PAIR: usize = 1023;
+
+/// Two futex words (ping, pong), each on a cache line of its own, in a file both processes
+/// map; the file holds [`FUTEX_PAIRS`] of them.
 struct FutexPair {
     base: *mut AtomicU32,
+    pair: usize,
 }
+
+// SAFETY: the mapping is never unmapped, and is only touched through atomics.
+unsafe impl Send for FutexPair {}
 
 impl FutexPair {
     fn map(path: &Path, create: bool) -> Res<FutexPair> {
@@ -138,12 +152,36 @@ impl FutexPair {
         if base == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error().into());
         }
-        Ok(FutexPair { base: base.cast() })
+        Ok(FutexPair {
+            base: base.cast(),
+            pair: 0,
+        })
     }
 
-    fn word(&self, i: usize) -> &AtomicU32 {
+    /// This mapping's pair `pair` (at most [`FUTEX_PAIRS`]).
+    fn with_pair(self, pair: usize) -> FutexPair {
+        assert!(pair < FUTEX_PAIRS);
+        FutexPair { pair, ..self }
+    }
+
+    /// A pair of the load's that no other client has (the first is the round trips').
+    fn claim(self) -> Res<FutexPair> {
+        let pair = 1 + self.raw_word(NEXT_PAIR).fetch_add(1, Ordering::SeqCst) as usize;
+        if pair >= FUTEX_PAIRS {
+            return Err("more load clients than futex pairs".into());
+        }
+        Ok(self.with_pair(pair))
+    }
+
+    fn raw_word(&self, i: usize) -> &AtomicU32 {
+        assert!(i < 1024);
         // SAFETY: the mapping holds 1024 words and lives until the process exits.
-        unsafe { &*self.base.add(i * 16) }
+        unsafe { &*self.base.add(i) }
+    }
+
+    /// Word `i` (0: ping, 1: pong) of this pair.
+    fn word(&self, i: usize) -> &AtomicU32 {
+        self.raw_word((self.pair * 2 + i) * 16)
     }
 
     /// One round trip, as the client.
@@ -161,23 +199,30 @@ impl FutexPair {
     }
 }
 
-/// The futex floor's server: answers each ping, until its parent exits.
+/// The futex floor's server: a thread per pair answers each ping, until its parent exits.
 #[manager::entry]
 fn futex_server(path: PathBuf, parent: u32) -> Res<()> {
     die_with_parent(parent);
-    let pair = FutexPair::map(&path, false)?;
-    let (ping, pong) = (pair.word(0), pair.word(1));
-    let mut last = ping.load(Ordering::SeqCst);
-    loop {
-        let seen = ping.load(Ordering::SeqCst);
-        if seen == last {
-            futex_wait(ping, seen);
-            continue;
+    let answer = |pair: FutexPair| {
+        let (ping, pong) = (pair.word(0), pair.word(1));
+        let mut last = ping.load(Ordering::SeqCst);
+        loop {
+            let seen = ping.load(Ordering::SeqCst);
+            if seen == last {
+                futex_wait(ping, seen);
+                continue;
+            }
+            last = seen;
+            pong.store(seen, Ordering::SeqCst);
+            futex_wake(pong);
         }
-        last = seen;
-        pong.store(seen, Ordering::SeqCst);
-        futex_wake(pong);
+    };
+    for pair in 1..FUTEX_PAIRS {
+        let pair = FutexPair::map(&path, false)?.with_pair(pair);
+        std::thread::spawn(move || answer(pair));
     }
+    answer(FutexPair::map(&path, false)?);
+    Ok(())
 }
 
 /// The socket floor's server: echoes each length-prefixed frame, a thread per connection.
@@ -346,6 +391,9 @@ struct EchoOut {
     rates: Vec<Vec<f64>>,
 }
 
+/// The ways the load is measured, each in windows of its own.
+const LOAD_WAYS: [Way; 4] = [Way::RawSocket, Way::RawFutex, Way::OursSocket, Way::OursShm];
+
 const ECHO_WAYS: [Way; 3] = [Way::RawSocket, Way::OursSocket, Way::OursShm];
 
 #[manager::entry]
@@ -393,8 +441,13 @@ fn shm_client(job: ShmJob, out: PathBuf, parent: u32) -> Res<()> {
         }
         ShmJob::Load { floors, windows } => {
             let mut callers: Vec<(Way, Caller)> = Vec::new();
-            for way in [Way::RawSocket, Way::OursSocket, Way::OursShm] {
-                callers.push((way, Caller::open(way, &floors)?));
+            for way in LOAD_WAYS {
+                let caller = match way {
+                    // A pair of its own: each client is one of the server's threads.
+                    Way::RawFutex => Caller::Futex(FutexPair::map(&floors.futex, false)?.claim()?),
+                    way => Caller::open(way, &floors)?,
+                };
+                callers.push((way, caller));
             }
             let mut result = LoadOut::default();
             for (way, start_us, end_us) in windows {
@@ -595,7 +648,7 @@ impl Suite<'_> {
         let mut at = epoch_micros() + lead.as_micros() as u64;
         let mut windows = Vec::new();
         for round in 0..load_rounds {
-            let mut order = vec![Way::RawSocket, Way::OursSocket, Way::OursShm];
+            let mut order = LOAD_WAYS.to_vec();
             if round % 2 == 1 {
                 order.reverse();
             }
@@ -627,10 +680,12 @@ impl Suite<'_> {
             (super::median(&per_window), Stats::of(&samples))
         };
         let (raw_rate, raw_stats) = rate(Way::RawSocket);
+        let (futex_rate, futex_stats) = rate(Way::RawFutex);
         let (socket_rate, socket_stats) = rate(Way::OursSocket);
         let (shm_rate, shm_stats) = rate(Way::OursShm);
         for (name, r, s, goal) in [
             ("raw_socket", raw_rate, &raw_stats, None),
+            ("raw_futex", futex_rate, &futex_stats, None),
             ("ours_socket", socket_rate, &socket_stats, None),
             (
                 "ours_shm",
@@ -647,8 +702,11 @@ impl Suite<'_> {
                 (name != "raw_socket").then_some(raw_rate),
             )
             .note(format!(
-                "per call p50 {:.1} us, p99 {:.1} us, max {:.1} us",
-                s.median_us, s.p99_us, s.max_us
+                "per call p50 {:.1} us, p99 {:.1} us, max {:.1} us; vs the futex floor {:.2}x",
+                s.median_us,
+                s.p99_us,
+                s.max_us,
+                r / futex_rate
             ));
             if let Some(goal) = goal {
                 figure = figure.goal(goal);
